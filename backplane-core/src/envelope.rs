@@ -1,0 +1,319 @@
+//! The unit the backplane moves between nodes, and its binary codec.
+//!
+//! # Wire format
+//!
+//! An encoded envelope is one format byte ([`Envelope::FORMAT_VERSION`]) followed by the
+//! [postcard] encoding of [`Envelope`]. postcard was chosen over bincode because bincode
+//! 3.0.0 is a placeholder that refuses to compile and RUSTSEC-2025-0141 marks every bincode
+//! version unmaintained; postcard is serde-based, maintained and compact (variable-length
+//! integers, no field names).
+//!
+//! New [`EnvelopeKind`] variants are added at the end, so a newer node can always read an
+//! older node's envelopes; an older node reading a newer kind gets a [`CodecError`] and
+//! skips that envelope. Incompatible layout changes bump the format byte.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ConnectionId, NodeId};
+use crate::message::SerializedMessage;
+
+/// One message between nodes: who sent it, in what order, for which hub, and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The node that published this envelope; receivers drop envelopes from themselves.
+    pub origin: NodeId,
+    /// Position of this envelope among everything `origin` published for `hub`, starting
+    /// at 1 with no holes, so receivers can detect a missed envelope exactly.
+    pub seq: u64,
+    /// The hub the envelope belongs to; a node only receives envelopes for hubs it
+    /// subscribed to.
+    pub hub: String,
+    /// `Some(node)` when the envelope is meant for one node only (an acknowledgement);
+    /// every other node ignores it.
+    pub destination: Option<NodeId>,
+    /// What the envelope asks the receiving node to do.
+    pub kind: EnvelopeKind,
+}
+
+/// What an envelope carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EnvelopeKind {
+    /// Deliver a hub message to the matching local connections.
+    Invocation {
+        /// Which connections should receive the message.
+        target: Target,
+        /// The message, encoded once per hub protocol.
+        message: SerializedMessage,
+    },
+    /// Add or remove a connection to or from a group on the node that owns the connection.
+    GroupCommand(GroupCommand),
+    /// The owning node applied a [`GroupCommand`].
+    Ack(Ack),
+    // Reserved for future kinds, appended below to keep the encoding compatible:
+    // client-result routing (an invocation of a client method that expects a result, and
+    // the result travelling back to the node that asked).
+}
+
+/// Which connections a hub message is for. Mirrors the ASP.NET Core
+/// `HubLifetimeManager` send methods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// Every connection of the hub.
+    All,
+    /// Every connection except the listed ones.
+    AllExcept(Vec<ConnectionId>),
+    /// One connection.
+    Connection(ConnectionId),
+    /// Several connections; each receives the message once.
+    Connections(Vec<ConnectionId>),
+    /// Every member of a group.
+    Group(String),
+    /// Every member of any of the groups; a connection in several receives it once.
+    Groups(Vec<String>),
+    /// Every member of a group except the listed connections.
+    GroupExcept {
+        /// The group.
+        group: String,
+        /// Members that must not receive the message.
+        excluded: Vec<ConnectionId>,
+    },
+    /// Every connection of one user, on every node.
+    User(String),
+    /// Every connection of any of the users.
+    Users(Vec<String>),
+}
+
+/// A request to change group membership of a connection owned by some other node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCommand {
+    /// Identifies the request among the origin's outstanding requests; echoed in the [`Ack`].
+    pub ack_id: u64,
+    /// The connection whose membership changes.
+    pub connection_id: ConnectionId,
+    /// The group.
+    pub group: String,
+    /// Add or remove.
+    pub action: GroupAction,
+}
+
+/// Whether a [`GroupCommand`] adds or removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupAction {
+    /// Add the connection to the group.
+    Add,
+    /// Remove the connection from the group.
+    Remove,
+}
+
+/// The answer of the node that owns a connection to a [`GroupCommand`]; sent only to the
+/// node that asked (the envelope's `destination`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The `ack_id` of the command this answers.
+    pub ack_id: u64,
+}
+
+/// Why bytes could not be decoded into an [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// There were no bytes at all.
+    #[error("empty envelope")]
+    Empty,
+    /// The format byte names a format this build does not know.
+    #[error("unsupported envelope format {0} (this build reads format {expected})", expected = Envelope::FORMAT_VERSION)]
+    UnsupportedFormat(u8),
+    /// The bytes are not a valid envelope (corrupt, truncated, or from an unknown kind).
+    #[error("malformed envelope: {0}")]
+    Malformed(postcard::Error),
+    /// A valid envelope was followed by extra bytes.
+    #[error("malformed envelope: {0} trailing bytes")]
+    TrailingBytes(usize),
+}
+
+impl Envelope {
+    /// The format byte written in front of every encoded envelope.
+    pub const FORMAT_VERSION: u8 = 1;
+
+    /// Encode this envelope.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(64 + self.payload_len());
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    /// Append the encoding of this envelope to `buf` (lets a batch reuse one buffer).
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        buf.push(Self::FORMAT_VERSION);
+        // Serializing these types into a Vec cannot fail: every field is a plain value,
+        // string, sequence or byte string, all of which postcard supports.
+        postcard::to_io(self, &mut *buf).expect("envelope serialization into memory cannot fail");
+    }
+
+    /// Decode an envelope from `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`CodecError`] for empty, corrupt, truncated or over-long input, or an
+    /// unknown format byte. Never panics, and hostile length prefixes cannot make it
+    /// allocate more than the input's size (postcard checks lengths against the input).
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+        if format != Self::FORMAT_VERSION {
+            return Err(CodecError::UnsupportedFormat(format));
+        }
+        let (envelope, rest) =
+            postcard::take_from_bytes::<Envelope>(body).map_err(CodecError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(CodecError::TrailingBytes(rest.len()));
+        }
+        Ok(envelope)
+    }
+
+    /// Total size of the hub message encodings this envelope carries (0 for commands).
+    pub fn payload_len(&self) -> usize {
+        match &self.kind {
+            EnvelopeKind::Invocation { message, .. } => message.encoded_len(),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Protocol;
+    use proptest::prelude::*;
+
+    fn sample(kind: EnvelopeKind) -> Envelope {
+        Envelope {
+            origin: NodeId::from_u128(0xdead_beef),
+            seq: 42,
+            hub: "chat".into(),
+            destination: None,
+            kind,
+        }
+    }
+
+    fn every_kind() -> Vec<EnvelopeKind> {
+        let message = SerializedMessage::new()
+            .with(Protocol::Json, &b"{\"type\":1}\x1e"[..])
+            .with(Protocol::MessagePack, vec![0x03, 0x91, 0x01, 0x80]);
+        let ids = vec![ConnectionId::from("a"), ConnectionId::from("b")];
+        let targets = vec![
+            Target::All,
+            Target::AllExcept(ids.clone()),
+            Target::Connection("c".into()),
+            Target::Connections(ids.clone()),
+            Target::Group("room".into()),
+            Target::Groups(vec!["r1".into(), "r2".into()]),
+            Target::GroupExcept {
+                group: "room".into(),
+                excluded: ids,
+            },
+            Target::User("alice".into()),
+            Target::Users(vec!["alice".into(), "bob".into()]),
+        ];
+        let mut kinds: Vec<EnvelopeKind> = targets
+            .into_iter()
+            .map(|target| EnvelopeKind::Invocation {
+                target,
+                message: message.clone(),
+            })
+            .collect();
+        for action in [GroupAction::Add, GroupAction::Remove] {
+            kinds.push(EnvelopeKind::GroupCommand(GroupCommand {
+                ack_id: 7,
+                connection_id: "c".into(),
+                group: "room".into(),
+                action,
+            }));
+        }
+        kinds.push(EnvelopeKind::Ack(Ack { ack_id: 7 }));
+        kinds
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for kind in every_kind() {
+            let mut envelope = sample(kind);
+            envelope.destination = Some(NodeId::from_u128(u128::MAX));
+            let bytes = envelope.encode();
+            assert_eq!(bytes[0], Envelope::FORMAT_VERSION);
+            assert_eq!(Envelope::decode(&bytes).unwrap(), envelope);
+        }
+    }
+
+    #[test]
+    fn rejects_empty_unknown_format_truncated_and_trailing() {
+        assert_eq!(Envelope::decode(&[]), Err(CodecError::Empty));
+        let mut bytes = sample(EnvelopeKind::Ack(Ack { ack_id: 1 })).encode();
+        bytes[0] = 99;
+        assert_eq!(
+            Envelope::decode(&bytes),
+            Err(CodecError::UnsupportedFormat(99))
+        );
+        bytes[0] = Envelope::FORMAT_VERSION;
+        assert!(matches!(
+            Envelope::decode(&bytes[..bytes.len() - 1]),
+            Err(CodecError::Malformed(_))
+        ));
+        bytes.push(0);
+        assert_eq!(Envelope::decode(&bytes), Err(CodecError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn hostile_length_prefix_does_not_allocate() {
+        // A hub name that claims to be 2^63 bytes long in a 20-byte input.
+        let mut bytes = vec![Envelope::FORMAT_VERSION];
+        bytes.extend_from_slice(&[0x01; 16][..1]); // start of the origin varint
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(Envelope::decode(&bytes).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Envelope::decode(&bytes);
+        }
+
+        #[test]
+        fn corrupted_envelopes_never_panic(
+            kind_index in 0usize..12,
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let mut bytes = sample(every_kind().swap_remove(kind_index)).encode();
+            for (index, value) in flips {
+                let i = index.index(bytes.len());
+                bytes[i] = value;
+            }
+            // Either an error or some envelope; never a panic. If it decodes, it re-encodes
+            // to something that decodes to the same value.
+            if let Ok(envelope) = Envelope::decode(&bytes) {
+                prop_assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+            }
+        }
+
+        #[test]
+        fn arbitrary_envelopes_round_trip(
+            origin in any::<u128>(),
+            seq in any::<u64>(),
+            hub in ".{0,40}",
+            payload in proptest::collection::vec(any::<u8>(), 0..2048),
+            group in ".{0,20}",
+        ) {
+            let envelope = Envelope {
+                origin: NodeId::from_u128(origin),
+                seq,
+                hub,
+                destination: None,
+                kind: EnvelopeKind::Invocation {
+                    target: Target::Group(group),
+                    message: SerializedMessage::new().with(Protocol::MessagePack, payload),
+                },
+            };
+            prop_assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+        }
+    }
+}

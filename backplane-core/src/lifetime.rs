@@ -1,0 +1,488 @@
+//! The one [`HubLifetimeManager`] implementation, generic over any [`Backplane`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::backplane::{Backplane, BackplaneEvent, GapRepair, Subscription};
+use crate::envelope::{Ack, Envelope, EnvelopeKind, GroupAction, GroupCommand, Target};
+use crate::id::ConnectionId;
+use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
+use crate::message::SerializedMessage;
+use crate::registry::Registry;
+
+/// Settings of a [`BackplaneHubLifetimeManager`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ManagerOptions {
+    /// How long `add_to_group` / `remove_from_group` wait for the node that owns a remote
+    /// connection to acknowledge, before failing with [`HubError::NoOwner`].
+    /// Default: 5 seconds.
+    pub group_ack_timeout: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self {
+            group_ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ManagerOptions {
+    /// These options with `timeout` as the group acknowledgement timeout.
+    #[must_use]
+    pub fn group_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.group_ack_timeout = timeout;
+        self
+    }
+}
+
+/// The state of this node's link to the other nodes, as last reported by the backplane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackplaneStatus {
+    /// Subscribed, waiting for the backplane to confirm it is listening.
+    Connecting,
+    /// Listening; envelopes flow.
+    Connected,
+    /// The link is down; the backplane is reconnecting.
+    Disconnected {
+        /// Why, as the backplane reported it.
+        reason: String,
+    },
+    /// The backplane shut down; nothing is received any more.
+    Stopped,
+}
+
+impl BackplaneStatus {
+    /// A short lowercase name (`connecting`, `connected`, `disconnected`, `stopped`) for
+    /// health endpoints.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackplaneStatus::Connecting => "connecting",
+            BackplaneStatus::Connected => "connected",
+            BackplaneStatus::Disconnected { .. } => "disconnected",
+            BackplaneStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// Counters and state of the link, for health endpoints and operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackplaneHealth {
+    /// The current link state.
+    pub status: BackplaneStatus,
+    /// Envelopes received from other nodes since start.
+    pub envelopes_received: u64,
+    /// Reconnections since start.
+    pub reconnects: u64,
+    /// Envelopes the backplane reported as lost for good (unrepairable gaps, lag).
+    pub envelopes_lost: u64,
+}
+
+/// A [`HubLifetimeManager`] for one hub over any [`Backplane`].
+///
+/// It keeps this node's connections, groups and users, delivers to local connections
+/// directly, publishes through the backplane for the other nodes, and applies what other
+/// nodes publish to its own connections. Group changes for connections owned by another
+/// node travel through the backplane and are acknowledged by the owner.
+///
+/// `B` defaults to `dyn Backplane`, so a server that picks its backplane at run time
+/// writes `BackplaneHubLifetimeManager::new("chat", backplane)` with an
+/// `Arc<dyn Backplane>`.
+///
+/// Dropping the manager stops its receive task; it does not shut the backplane down
+/// (several hubs can share one backplane).
+pub struct BackplaneHubLifetimeManager<B: Backplane + ?Sized = dyn Backplane> {
+    /// State shared with the receive task.
+    shared: Arc<Shared<B>>,
+    /// The task applying what other nodes publish; aborted on drop.
+    receiver: JoinHandle<()>,
+}
+
+/// Everything the manager and its receive task share.
+struct Shared<B: Backplane + ?Sized> {
+    /// The hub this manager serves; envelopes name it.
+    hub: String,
+    /// Where envelopes go to and come from.
+    backplane: Arc<B>,
+    /// Local connections, groups and users.
+    registry: RwLock<Registry>,
+    /// Group commands sent to other nodes, waiting for the owner's ack, by ack id.
+    pending_acks: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Source of ack ids; unique per node because node ids are.
+    next_ack_id: AtomicU64,
+    /// Link state and the counters that change rarely.
+    health: Mutex<BackplaneHealth>,
+    /// Envelopes received; an atomic because it changes on every envelope.
+    envelopes_received: AtomicU64,
+    /// Settings.
+    options: ManagerOptions,
+}
+
+impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
+    /// A manager for `hub` over `backplane`, with default options.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::Backplane`] if subscribing to the hub failed.
+    pub async fn new(hub: impl Into<String>, backplane: Arc<B>) -> Result<Self, HubError> {
+        Self::with_options(hub, backplane, ManagerOptions::default()).await
+    }
+
+    /// A manager for `hub` over `backplane` with `options`.
+    ///
+    /// Returns once subscribed: whatever another node publishes for the hub afterwards
+    /// reaches this node's connections.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::Backplane`] if subscribing to the hub failed.
+    pub async fn with_options(
+        hub: impl Into<String>,
+        backplane: Arc<B>,
+        options: ManagerOptions,
+    ) -> Result<Self, HubError> {
+        let hub = hub.into();
+        let subscription = backplane.subscribe(&hub).await?;
+        let shared = Arc::new(Shared {
+            hub,
+            backplane,
+            registry: RwLock::new(Registry::default()),
+            pending_acks: Mutex::new(HashMap::new()),
+            next_ack_id: AtomicU64::new(1),
+            health: Mutex::new(BackplaneHealth {
+                status: BackplaneStatus::Connecting,
+                envelopes_received: 0,
+                reconnects: 0,
+                envelopes_lost: 0,
+            }),
+            envelopes_received: AtomicU64::new(0),
+            options,
+        });
+        let receiver = tokio::spawn(receive_loop(shared.clone(), subscription));
+        Ok(Self { shared, receiver })
+    }
+
+    /// The hub this manager serves.
+    pub fn hub(&self) -> &str {
+        &self.shared.hub
+    }
+
+    /// The backplane this manager publishes through.
+    pub fn backplane(&self) -> &Arc<B> {
+        &self.shared.backplane
+    }
+
+    /// The link state and counters, for health endpoints.
+    pub fn health(&self) -> BackplaneHealth {
+        let mut health = lock(&self.shared.health).clone();
+        health.envelopes_received = self.shared.envelopes_received.load(Ordering::Relaxed);
+        health
+    }
+
+    /// How many connections this node has on the hub.
+    pub fn local_connection_count(&self) -> usize {
+        read(&self.shared.registry).len()
+    }
+
+    /// Whether the connection lives on this node.
+    pub fn is_local(&self, connection_id: &ConnectionId) -> bool {
+        read(&self.shared.registry).contains(connection_id)
+    }
+}
+
+impl<B: Backplane + ?Sized> Drop for BackplaneHubLifetimeManager<B> {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+impl<B: Backplane + ?Sized> fmt::Debug for BackplaneHubLifetimeManager<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackplaneHubLifetimeManager")
+            .field("hub", &self.shared.hub)
+            .field("backplane", &self.shared.backplane)
+            .field("local_connections", &self.local_connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B> {
+    async fn on_connected(&self, connection: LocalConnection) -> Result<(), HubError> {
+        let id = connection.id.clone();
+        let user = connection.user.clone();
+        if !write(&self.shared.registry).insert(connection) {
+            return Err(HubError::DuplicateConnection(id));
+        }
+        tracing::debug!(hub = %self.shared.hub, connection_id = %id, user = ?user, "connection registered");
+        Ok(())
+    }
+
+    async fn on_disconnected(&self, connection_id: &ConnectionId) -> Result<(), HubError> {
+        if write(&self.shared.registry).remove(connection_id) {
+            tracing::debug!(hub = %self.shared.hub, %connection_id, "connection unregistered");
+        }
+        Ok(())
+    }
+
+    async fn send(&self, target: Target, message: SerializedMessage) -> Result<(), HubError> {
+        let shared = &self.shared;
+        let remote_target = {
+            let registry = read(&shared.registry);
+            let fanout = registry.deliver(&target, &message);
+            tracing::trace!(hub = %shared.hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
+            remote_part(&registry, target)
+        };
+        let Some(target) = remote_target else {
+            return Ok(());
+        };
+        tracing::debug!(hub = %shared.hub, ?target, bytes = message.encoded_len(), "publishing invocation");
+        shared
+            .backplane
+            .publish(&shared.hub, EnvelopeKind::Invocation { target, message })
+            .await?;
+        Ok(())
+    }
+
+    async fn add_to_group(
+        &self,
+        connection_id: &ConnectionId,
+        group: &str,
+    ) -> Result<(), HubError> {
+        self.change_group(connection_id, group, GroupAction::Add)
+            .await
+    }
+
+    async fn remove_from_group(
+        &self,
+        connection_id: &ConnectionId,
+        group: &str,
+    ) -> Result<(), HubError> {
+        self.change_group(connection_id, group, GroupAction::Remove)
+            .await
+    }
+}
+
+impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
+    async fn change_group(
+        &self,
+        connection_id: &ConnectionId,
+        group: &str,
+        action: GroupAction,
+    ) -> Result<(), HubError> {
+        let shared = &self.shared;
+        if shared.apply_locally(connection_id, group, action) {
+            return Ok(());
+        }
+        // Not ours: ask the owner through the backplane and wait for its ack.
+        let ack_id = shared.next_ack_id.fetch_add(1, Ordering::Relaxed);
+        let (ack_tx, ack_rx) = oneshot::channel();
+        lock(&shared.pending_acks).insert(ack_id, ack_tx);
+        let _cleanup = PendingAck {
+            acks: &shared.pending_acks,
+            ack_id,
+        };
+        let command = GroupCommand {
+            ack_id,
+            connection_id: connection_id.clone(),
+            group: group.to_owned(),
+            action,
+        };
+        tracing::debug!(hub = %shared.hub, %connection_id, group, ?action, ack_id, "sending group command to the owning node");
+        shared
+            .backplane
+            .publish(&shared.hub, EnvelopeKind::GroupCommand(command))
+            .await?;
+        let timeout = shared.options.group_ack_timeout;
+        match tokio::time::timeout(timeout, ack_rx).await {
+            Ok(Ok(())) => Ok(()),
+            // Timed out, or the sender vanished (the receive task stopped).
+            _ => Err(HubError::NoOwner {
+                connection_id: connection_id.clone(),
+                group: group.to_owned(),
+                adding: action == GroupAction::Add,
+                timeout,
+            }),
+        }
+    }
+}
+
+/// Removes a pending ack entry however the wait ends (ack, timeout, error, cancellation).
+struct PendingAck<'a> {
+    acks: &'a Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    ack_id: u64,
+}
+
+impl Drop for PendingAck<'_> {
+    fn drop(&mut self) {
+        lock(self.acks).remove(&self.ack_id);
+    }
+}
+
+impl<B: Backplane + ?Sized> Shared<B> {
+    /// Apply a group change if the connection is local; `false` if it is not.
+    fn apply_locally(
+        &self,
+        connection_id: &ConnectionId,
+        group: &str,
+        action: GroupAction,
+    ) -> bool {
+        let mut registry = write(&self.registry);
+        let changed = match action {
+            GroupAction::Add => registry.join(connection_id, group),
+            GroupAction::Remove => registry.leave(connection_id, group),
+        };
+        drop(registry);
+        match changed {
+            None => false,
+            Some(changed) => {
+                tracing::debug!(hub = %self.hub, %connection_id, group, ?action, changed, "group membership applied");
+                true
+            }
+        }
+    }
+
+    /// Apply one envelope from another node.
+    fn handle_envelope(self: &Arc<Self>, envelope: &Envelope) {
+        let me = self.backplane.node_id();
+        if envelope.origin == me {
+            tracing::debug!(hub = %self.hub, seq = envelope.seq, "dropping own echo");
+            return;
+        }
+        if envelope.destination.is_some_and(|node| node != me) || envelope.hub != self.hub {
+            return;
+        }
+        tracing::debug!(hub = %self.hub, origin = %envelope.origin, seq = envelope.seq, "envelope received");
+        match &envelope.kind {
+            EnvelopeKind::Invocation { target, message } => {
+                let fanout = read(&self.registry).deliver(target, message);
+                tracing::trace!(
+                    delivered = fanout.delivered,
+                    failed = fanout.failed,
+                    "remote invocation delivered"
+                );
+            }
+            EnvelopeKind::GroupCommand(command) => {
+                if self.apply_locally(&command.connection_id, &command.group, command.action) {
+                    self.send_ack(envelope.origin, command.ack_id);
+                }
+            }
+            EnvelopeKind::Ack(Ack { ack_id }) => {
+                if let Some(waiter) = lock(&self.pending_acks).remove(ack_id) {
+                    let _ = waiter.send(());
+                }
+            }
+        }
+    }
+
+    /// Acknowledge a group command without blocking the receive loop: if the backplane
+    /// is applying backpressure, envelopes keep flowing in meanwhile.
+    fn send_ack(self: &Arc<Self>, origin: crate::id::NodeId, ack_id: u64) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let ack = EnvelopeKind::Ack(Ack { ack_id });
+            if let Err(error) = shared.backplane.send_to(origin, &shared.hub, ack).await {
+                tracing::warn!(hub = %shared.hub, %origin, ack_id, %error, "could not acknowledge a group command");
+            }
+        });
+    }
+
+    fn handle_lifecycle(&self, event: BackplaneEvent) {
+        let mut health = lock(&self.health);
+        match event {
+            BackplaneEvent::Connected => {
+                tracing::debug!(hub = %self.hub, "backplane connected");
+                health.status = BackplaneStatus::Connected;
+            }
+            BackplaneEvent::Disconnected { reason } => {
+                tracing::warn!(hub = %self.hub, %reason, "backplane disconnected");
+                health.status = BackplaneStatus::Disconnected { reason };
+            }
+            BackplaneEvent::Reconnected { gap } => {
+                health.status = BackplaneStatus::Connected;
+                health.reconnects += 1;
+                match gap {
+                    GapRepair::Repaired { recovered } => {
+                        tracing::info!(hub = %self.hub, recovered, "backplane reconnected; nothing lost");
+                    }
+                    GapRepair::Unrepairable {
+                        recovered,
+                        missing,
+                        detail,
+                    } => {
+                        health.envelopes_lost += missing;
+                        tracing::error!(hub = %self.hub, recovered, missing, %detail, "backplane reconnected; envelopes lost");
+                    }
+                }
+            }
+            BackplaneEvent::Lagged { missed } => {
+                health.envelopes_lost += missed;
+                tracing::error!(hub = %self.hub, missed, "backplane subscriber lagged; envelopes dropped");
+            }
+            BackplaneEvent::Envelope(_) => {}
+        }
+    }
+}
+
+async fn receive_loop<B: Backplane + ?Sized>(
+    shared: Arc<Shared<B>>,
+    mut subscription: Subscription,
+) {
+    while let Some(event) = subscription.recv().await {
+        match event {
+            BackplaneEvent::Envelope(envelope) => {
+                shared.envelopes_received.fetch_add(1, Ordering::Relaxed);
+                shared.handle_envelope(&envelope);
+            }
+            other => shared.handle_lifecycle(other),
+        }
+    }
+    tracing::debug!(hub = %shared.hub, "backplane subscription ended");
+    lock(&shared.health).status = BackplaneStatus::Stopped;
+    // Nobody will ack any more: fail the waiters now rather than at their timeout.
+    lock(&shared.pending_acks).clear();
+}
+
+/// The part of `target` other nodes still have to deliver, or `None` if nothing is left
+/// (every addressed connection was local).
+fn remote_part(registry: &Registry, target: Target) -> Option<Target> {
+    match target {
+        Target::Connection(id) if registry.contains(&id) => None,
+        Target::Connections(ids) => {
+            let remote: Vec<ConnectionId> = ids
+                .into_iter()
+                .filter(|id| !registry.contains(id))
+                .collect();
+            (!remote.is_empty()).then_some(Target::Connections(remote))
+        }
+        other => Some(other),
+    }
+}
+
+// A poisoned lock means a panic while the registry was being changed; the registry's
+// operations leave it consistent at every step, so carrying on is sound.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

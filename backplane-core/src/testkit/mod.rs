@@ -1,0 +1,95 @@
+//! The backplane conformance suite: one set of tests every backplane runs against itself.
+//!
+//! Enabled by the `testkit` feature. A backplane crate provides one async function that
+//! builds a fresh, isolated cluster of `n` nodes, and invokes
+//! [`backplane_conformance_tests!`](crate::backplane_conformance_tests) with it:
+//!
+//! ```ignore
+//! // tests/conformance.rs of a backplane crate (needs tokio with "macros" and
+//! // "rt-multi-thread" as a dev-dependency).
+//! use std::sync::Arc;
+//! use backplane_core::Backplane;
+//!
+//! async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
+//!     my_backplane::cluster(nodes).await
+//! }
+//!
+//! backplane_core::backplane_conformance_tests!(cluster);
+//! ```
+//!
+//! Each case is also a public async function here, for backplanes that need custom
+//! set-up around a case. Every wait is bounded by [`WAIT`]; a case that does not see
+//! what it expects panics with a message that says what was missing.
+
+mod cases;
+mod sink;
+
+pub use cases::*;
+pub use sink::RecordingSink;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backplane::Backplane;
+
+/// How long a case waits for something it expects before failing. Generous, because
+/// networked backplanes share the machine with the test and with each other.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Something that builds a fresh cluster of nodes that see each other and nothing else.
+///
+/// Implemented for every `Fn(usize) -> impl Future<Output = Vec<Arc<dyn Backplane>>>`.
+pub trait ClusterFactory {
+    /// The future [`ClusterFactory::cluster`] returns.
+    type Future: Future<Output = Vec<Arc<dyn Backplane>>>;
+
+    /// A fresh cluster of `nodes` nodes, isolated from every other cluster.
+    fn cluster(&self, nodes: usize) -> Self::Future;
+}
+
+impl<F, Fut> ClusterFactory for F
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Vec<Arc<dyn Backplane>>>,
+{
+    type Future = Fut;
+
+    fn cluster(&self, nodes: usize) -> Fut {
+        self(nodes)
+    }
+}
+
+/// Generate one `#[tokio::test]` per conformance case, each calling the case with the
+/// given cluster factory (a path to an `async fn(usize) -> Vec<Arc<dyn Backplane>>`).
+///
+/// The calling crate needs `tokio` (features `macros`, `rt-multi-thread`) as a
+/// dev-dependency and `backplane-core` with the `testkit` feature.
+#[macro_export]
+macro_rules! backplane_conformance_tests {
+    ($factory:path) => {
+        $crate::backplane_conformance_tests!(@cases $factory;
+            subscription_reports_connected_first,
+            fan_out_to_three_nodes,
+            no_self_echo,
+            send_to_reaches_the_destination,
+            per_origin_ordering_of_10000_envelopes,
+            one_mib_payload,
+            concurrent_publishers,
+            publish_after_shutdown_fails,
+            other_hubs_are_not_delivered,
+            every_target_kind_across_nodes,
+            remote_group_add_and_remove_with_ack,
+            group_change_for_unknown_connection_times_out,
+            user_on_two_nodes,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::testkit::$case($factory).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,1 @@
+//! backplane-postgres (work in progress).

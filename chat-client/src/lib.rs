@@ -1,0 +1,1 @@
+//! chat-client (work in progress).

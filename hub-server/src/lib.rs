@@ -1,0 +1,1 @@
+//! hub-server (work in progress).
