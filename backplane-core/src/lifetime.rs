@@ -486,3 +486,162 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::backplane::BackplaneError;
+    use crate::id::NodeId;
+    use crate::manager::{ConnectionSink, DeliveryError};
+    use crate::message::Protocol;
+
+    /// A backplane double: counts publishes and fails them when told to.
+    #[derive(Debug, Default)]
+    struct FaultyBackplane {
+        fail: bool,
+        published: AtomicUsize,
+        /// Keeps the subscription open for the manager's lifetime.
+        events: Mutex<Option<mpsc::Sender<BackplaneEvent>>>,
+    }
+
+    #[async_trait]
+    impl Backplane for FaultyBackplane {
+        fn node_id(&self) -> NodeId {
+            NodeId::from_u128(1)
+        }
+        async fn publish(&self, _hub: &str, _kind: EnvelopeKind) -> Result<(), BackplaneError> {
+            self.published.fetch_add(1, Ordering::SeqCst);
+            if self.fail {
+                Err(BackplaneError::backend("database unreachable"))
+            } else {
+                Ok(())
+            }
+        }
+        async fn send_to(
+            &self,
+            _: NodeId,
+            hub: &str,
+            kind: EnvelopeKind,
+        ) -> Result<(), BackplaneError> {
+            self.publish(hub, kind).await
+        }
+        async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {
+            let (tx, rx) = mpsc::channel(8);
+            tx.try_send(BackplaneEvent::Connected).unwrap();
+            *lock(&self.events) = Some(tx);
+            Ok(Subscription::new(hub, rx))
+        }
+        async fn shutdown(&self) -> Result<(), BackplaneError> {
+            lock(&self.events).take();
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct CountingSink(AtomicUsize);
+
+    impl ConnectionSink for CountingSink {
+        fn deliver(&self, _: &SerializedMessage) -> Result<(), DeliveryError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn message() -> SerializedMessage {
+        SerializedMessage::new().with(Protocol::Json, &b"{}\x1e"[..])
+    }
+
+    #[tokio::test]
+    async fn backplane_failure_is_reported_after_local_delivery() {
+        let backplane = Arc::new(FaultyBackplane {
+            fail: true,
+            ..Default::default()
+        });
+        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
+            .await
+            .unwrap();
+        let sink = Arc::new(CountingSink::default());
+        manager
+            .on_connected(LocalConnection::new("c", None, sink.clone()))
+            .await
+            .unwrap();
+        let result = manager.send_all(message()).await;
+        assert!(
+            matches!(result, Err(HubError::Backplane(BackplaneError::Backend(_)))),
+            "got {result:?}"
+        );
+        assert_eq!(
+            sink.0.load(Ordering::SeqCst),
+            1,
+            "local connections are served even when the backplane fails"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_only_targets_do_not_touch_the_backplane() {
+        let backplane = Arc::new(FaultyBackplane::default());
+        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
+            .await
+            .unwrap();
+        let sink = Arc::new(CountingSink::default());
+        manager
+            .on_connected(LocalConnection::new("c", None, sink.clone()))
+            .await
+            .unwrap();
+        let id = ConnectionId::from("c");
+        manager.send_connection(&id, message()).await.unwrap();
+        manager
+            .send_connections(&[id.clone(), id.clone()], message())
+            .await
+            .unwrap();
+        manager.add_to_group(&id, "g").await.unwrap();
+        manager.remove_from_group(&id, "g").await.unwrap();
+        assert_eq!(backplane.published.load(Ordering::SeqCst), 0);
+        assert_eq!(sink.0.load(Ordering::SeqCst), 2);
+        // A connection elsewhere needs the backplane.
+        manager
+            .send_connections(&[id, "elsewhere".into()], message())
+            .await
+            .unwrap();
+        assert_eq!(backplane.published.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn duplicate_connection_is_rejected_and_health_tracks_the_link() {
+        let backplane = Arc::new(FaultyBackplane::default());
+        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
+            .await
+            .unwrap();
+        let sink: Arc<dyn ConnectionSink> = Arc::new(CountingSink::default());
+        manager
+            .on_connected(LocalConnection::new("c", None, sink.clone()))
+            .await
+            .unwrap();
+        let again = manager
+            .on_connected(LocalConnection::new("c", None, sink))
+            .await;
+        assert!(matches!(again, Err(HubError::DuplicateConnection(id)) if id.as_str() == "c"));
+        assert_eq!(manager.local_connection_count(), 1);
+        // The receive task sees Connected, then the end of the subscription.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while manager.health().status != BackplaneStatus::Connected {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "status never became connected"
+            );
+            tokio::task::yield_now().await;
+        }
+        backplane.shutdown().await.unwrap();
+        while manager.health().status != BackplaneStatus::Stopped {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "status never became stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
