@@ -15,7 +15,11 @@ use crate::value::{Arguments, EncodedValue, deserialize_slice};
 /// Upper bound on speculative preallocation: a hostile length header must not reserve memory.
 const MAX_PREALLOCATED_ITEMS: usize = 256;
 
-/// Any JSON or MessagePack value except MessagePack extensions, which have no JSON form.
+/// Any JSON or MessagePack value.
+///
+/// MessagePack extension values (such as the timestamps JavaScript clients send for `Date`)
+/// survive MessagePack to MessagePack; JSON has no such type, so there they become
+/// `[type, [bytes...]]`, which is what serde makes of rmp-serde's extension representation.
 #[derive(Debug)]
 enum Value<'a> {
     Nil,
@@ -28,6 +32,16 @@ enum Value<'a> {
     Binary(Cow<'a, [u8]>),
     Array(Vec<Value<'a>>),
     Map(Vec<(Value<'a>, Value<'a>)>),
+    Extension(i8, Cow<'a, [u8]>),
+}
+
+/// Serializes bytes as bytes (MessagePack bin) rather than as a sequence of numbers.
+struct BinarySer<'a>(&'a [u8]);
+
+impl Serialize for BinarySer<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
 }
 
 impl Serialize for EncodedValue {
@@ -73,6 +87,10 @@ impl Serialize for Value<'_> {
                 }
                 map.end()
             }
+            Value::Extension(tag, data) => serializer.serialize_newtype_struct(
+                rmp_serde::MSGPACK_EXT_STRUCT_NAME,
+                &(tag, BinarySer(data)),
+            ),
         }
     }
 }
@@ -89,7 +107,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON or MessagePack value (MessagePack extensions cannot be transcoded)")
+        f.write_str("a JSON or MessagePack value")
+    }
+
+    /// rmp-serde presents an extension value as a newtype holding `(tag, bytes)`.
+    fn visit_newtype_struct<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(ExtensionVisitor)
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -164,5 +190,25 @@ impl<'de> Visitor<'de> for ValueVisitor {
             entries.push(entry);
         }
         Ok(Value::Map(entries))
+    }
+}
+
+struct ExtensionVisitor;
+
+impl<'de> Visitor<'de> for ExtensionVisitor {
+    type Value = Value<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a MessagePack extension (type and data)")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let tag: i8 = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        match seq.next_element()? {
+            Some(Value::Binary(data)) => Ok(Value::Extension(tag, data)),
+            _ => Err(de::Error::invalid_length(1, &self)),
+        }
     }
 }

@@ -113,8 +113,24 @@ pub(crate) fn deserialize_slice<'a, T: Deserialize<'a>>(
             // travel as strings, which is what JavaScript and .NET peers produce and expect.
             let mut deserializer =
                 rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
-            T::deserialize(&mut deserializer).map_err(ValueError::MessagePack)
+            T::deserialize(&mut deserializer)
+                .map_err(|error| ValueError::MessagePack(explain::<T>(error)))
         }
+    }
+}
+
+/// rmp-serde reports a value of the wrong kind as just a marker ("wrong msgpack marker
+/// FixStr(5)"); say what was found and what was being read instead.
+fn explain<T>(error: rmp_serde::decode::Error) -> rmp_serde::decode::Error {
+    match error {
+        rmp_serde::decode::Error::TypeMismatch(marker) => {
+            rmp_serde::decode::Error::Syntax(format!(
+                "invalid type: found {} while deserializing `{}`",
+                msgpack::describe_marker(marker.to_u8()),
+                std::any::type_name::<T>()
+            ))
+        }
+        other => other,
     }
 }
 

@@ -7,6 +7,7 @@ mod reader;
 
 pub(crate) use decode::{array_spans, parse};
 pub(crate) use encode::{write_array_len, write_message, write_ping, write_sequence_message};
+pub(crate) use reader::describe as describe_marker;
 
 /// The `nil` marker.
 pub(crate) const NIL: u8 = 0xC0;

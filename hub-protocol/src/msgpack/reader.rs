@@ -38,7 +38,7 @@ impl fmt::Display for ReadError {
 }
 
 /// Names the kind of item a marker byte starts, for error messages.
-fn describe(marker: u8) -> &'static str {
+pub(crate) fn describe(marker: u8) -> &'static str {
     match marker {
         0x00..=0x7F | 0xCC..=0xD3 | 0xE0..=0xFF => "an integer",
         0x80..=0x8F | 0xDE | 0xDF => "a map",
