@@ -101,6 +101,11 @@ fn debug_encoded(protocol: Protocol, bytes: &[u8], f: &mut fmt::Formatter<'_>) -
     }
 }
 
+/// How deeply arrays and maps may nest in a MessagePack value being deserialized: the limit
+/// serde_json applies to JSON, so hostile nesting fails the same way in both protocols
+/// instead of exhausting the stack.
+const MAX_NESTING: usize = 128;
+
 /// Deserializes one complete encoded value; the single place both formats' settings live.
 pub(crate) fn deserialize_slice<'a, T: Deserialize<'a>>(
     protocol: Protocol,
@@ -113,6 +118,7 @@ pub(crate) fn deserialize_slice<'a, T: Deserialize<'a>>(
             // travel as strings, which is what JavaScript and .NET peers produce and expect.
             let mut deserializer =
                 rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
+            deserializer.set_max_depth(MAX_NESTING);
             T::deserialize(&mut deserializer)
                 .map_err(|error| ValueError::MessagePack(explain::<T>(error)))
         }

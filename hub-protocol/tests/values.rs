@@ -340,3 +340,59 @@ fn debug_output_is_readable() {
     let value = EncodedValue::encode(Protocol::MessagePack, &[1, 2]).unwrap();
     assert_eq!(format!("{value:?}"), "messagepack:920102");
 }
+
+#[test]
+fn hostile_nesting_fails_cleanly() {
+    let depth = 100_000;
+    for protocol in Protocol::ALL {
+        // An invocation whose only argument is an array nested 100,000 deep.
+        let mut buf = BytesMut::new();
+        match protocol {
+            Protocol::Json => {
+                buf.extend_from_slice(b"{\"type\":1,\"target\":\"x\",\"arguments\":[");
+                buf.extend_from_slice(&vec![b'['; depth]);
+                buf.extend_from_slice(&vec![b']'; depth]);
+                buf.extend_from_slice(b"]}\x1e");
+            }
+            Protocol::MessagePack => {
+                let mut body = vec![0x95, 0x01, 0x80, 0xc0, 0xa1, b'x', 0x91];
+                body.extend_from_slice(&vec![0x91; depth - 1]);
+                body.push(0x90);
+                // VarInt prefix for a body of 100,007 bytes.
+                let mut len = body.len();
+                while len >= 0x80 {
+                    buf.extend_from_slice(&[(len as u8) | 0x80]);
+                    len >>= 7;
+                }
+                buf.extend_from_slice(&[len as u8]);
+                buf.extend_from_slice(&body);
+            }
+        }
+        // The frame scanners are iterative: the message decodes.
+        let Ok(Some(message)) = Decoder::new(protocol, 1 << 20).decode(&mut buf) else {
+            panic!("{protocol}: the message does not decode");
+        };
+        let HubMessage::Invocation(invocation) = &message else {
+            panic!("not an invocation");
+        };
+        // Typed access stops at 128 levels in both protocols.
+        let Err(error) = invocation.arguments.deserialize::<serde_json::Value>(0) else {
+            panic!("{protocol}: 100,000 levels deserialized");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("recursion limit") || text.contains("depth"),
+            "{protocol}: {text}"
+        );
+        // So does converting it to the other protocol, and the buffer is left clean.
+        for target in Protocol::ALL.into_iter().filter(|&other| other != protocol) {
+            let mut out = BytesMut::new();
+            assert!(encode_message(target, &mut out, &message).is_err());
+            assert!(out.is_empty());
+        }
+        // Within the same protocol the bytes are copied as they are.
+        let mut out = BytesMut::new();
+        encode_message(protocol, &mut out, &message).unwrap();
+        assert!(out.len() > depth);
+    }
+}
