@@ -113,6 +113,9 @@ pub fn encode_stream_item<T: Serialize + ?Sized>(
 /// Appends a [`Completion`](crate::Completion) returning `value` (which may be null, e.g.
 /// `None::<T>`; that is still a value, unlike [`encode_completion_void`]).
 ///
+/// For a result that is already an [`EncodedValue`] use [`encode_completion`]: it copies the
+/// bytes, where passing the `EncodedValue` here would decode and re-encode it.
+///
 /// # Errors
 ///
 /// Fails when `value` cannot be serialized.
@@ -129,6 +132,30 @@ pub fn encode_completion_value<T: Serialize + ?Sized>(
             headers: &NO_HEADERS,
             invocation_id,
             result: OutgoingResult::Value(&TypedValue(value)),
+        },
+    )
+}
+
+/// Appends a [`Completion`](crate::Completion) with any outcome: an already encoded value
+/// (copied as it is when it is encoded in `protocol`, converted otherwise), void, or an error.
+///
+/// # Errors
+///
+/// Fails when the value cannot be converted to `protocol`, or the frame would exceed the
+/// MessagePack size limit.
+pub fn encode_completion(
+    protocol: Protocol,
+    buf: &mut BytesMut,
+    invocation_id: &str,
+    result: &CompletionResult,
+) -> Result<(), EncodeError> {
+    encode_outgoing(
+        protocol,
+        buf,
+        &Outgoing::Completion {
+            headers: &NO_HEADERS,
+            invocation_id,
+            result: OutgoingResult::from(result),
         },
     )
 }
@@ -277,11 +304,7 @@ pub fn encode_message(
         HubMessage::Completion(completion) => Outgoing::Completion {
             headers: &completion.headers,
             invocation_id: &completion.invocation_id,
-            result: match &completion.result {
-                CompletionResult::Void => OutgoingResult::Void,
-                CompletionResult::Value(value) => OutgoingResult::Value(value),
-                CompletionResult::Error(error) => OutgoingResult::Error(error),
-            },
+            result: OutgoingResult::from(&completion.result),
         },
         HubMessage::CancelInvocation(cancel) => Outgoing::CancelInvocation {
             headers: &cancel.headers,
@@ -375,6 +398,16 @@ pub(crate) enum OutgoingResult<'a> {
     Void,
     Value(&'a dyn WriteValue),
     Error(&'a str),
+}
+
+impl<'a> From<&'a CompletionResult> for OutgoingResult<'a> {
+    fn from(result: &'a CompletionResult) -> Self {
+        match result {
+            CompletionResult::Void => OutgoingResult::Void,
+            CompletionResult::Value(value) => OutgoingResult::Value(value),
+            CompletionResult::Error(error) => OutgoingResult::Error(error),
+        }
+    }
 }
 
 /// Something that can write itself as one value (or, for arguments, one array) in either

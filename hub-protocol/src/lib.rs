@@ -101,9 +101,9 @@ pub use bytes::{Bytes, BytesMut};
 
 pub use decode::{DecodeError, Decoder};
 pub use encode::{
-    EncodeError, encode_ack, encode_cancel_invocation, encode_close, encode_completion_error,
-    encode_completion_value, encode_completion_void, encode_invocation, encode_message,
-    encode_ping, encode_sequence, encode_stream_invocation, encode_stream_item,
+    EncodeError, encode_ack, encode_cancel_invocation, encode_close, encode_completion,
+    encode_completion_error, encode_completion_value, encode_completion_void, encode_invocation,
+    encode_message, encode_ping, encode_sequence, encode_stream_invocation, encode_stream_item,
 };
 pub use handshake::{HandshakeDecoder, HandshakeError, HandshakeRequest, HandshakeResponse};
 pub use message::{

@@ -44,6 +44,11 @@ impl Serialize for BinarySer<'_> {
     }
 }
 
+/// Serializes the value with any serializer by decoding it first, so it can be nested in
+/// typed data (`("alice", value)`) and sent in either protocol. Where an encoded value is
+/// sent as a whole ([`encode_completion`](crate::encode_completion),
+/// [`encode_message`](crate::encode_message)) its bytes are copied instead when the
+/// protocol matches.
 impl Serialize for EncodedValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let value: Value<'_> =

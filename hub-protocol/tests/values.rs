@@ -396,3 +396,49 @@ fn hostile_nesting_fails_cleanly() {
         assert!(out.len() > depth);
     }
 }
+
+#[test]
+fn encode_completion_copies_values_already_in_the_protocol() {
+    use hub_protocol::encode_completion;
+
+    // An ext 8 of two bytes: a re-encoding would shorten it to a fixext 2, a copy does not.
+    let value = msgpack(&[0xc7, 0x02, 0x05, 0xaa, 0xbb]);
+    let mut buf = BytesMut::new();
+    encode_completion(
+        Protocol::MessagePack,
+        &mut buf,
+        "1",
+        &CompletionResult::Value(value),
+    )
+    .unwrap();
+    assert_eq!(
+        &buf[..],
+        [
+            0x0b, 0x95, 0x03, 0x80, 0xa1, b'1', 0x03, 0xc7, 0x02, 0x05, 0xaa, 0xbb
+        ]
+    );
+
+    // Void, error, and a value converted to the other protocol.
+    let person = EncodedValue::encode(
+        Protocol::MessagePack,
+        &Person {
+            name: "Ann".into(),
+            age: 7,
+        },
+    )
+    .unwrap();
+    let mut buf = BytesMut::new();
+    for result in [
+        CompletionResult::Void,
+        CompletionResult::Error("boom".into()),
+        CompletionResult::Value(person),
+    ] {
+        encode_completion(Protocol::Json, &mut buf, "1", &result).unwrap();
+    }
+    assert_eq!(
+        &buf[..],
+        &b"{\"type\":3,\"invocationId\":\"1\"}\x1e\
+           {\"type\":3,\"invocationId\":\"1\",\"error\":\"boom\"}\x1e\
+           {\"type\":3,\"invocationId\":\"1\",\"result\":{\"name\":\"Ann\",\"age\":7}}\x1e"[..]
+    );
+}
