@@ -1,0 +1,162 @@
+//! Building a connection: the hub URL and every option, with the official clients' defaults.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hub_protocol::Protocol;
+
+use crate::connection::HubConnection;
+use crate::error::{BoxError, ConnectError};
+use crate::reconnect::{BoxedPolicy, ReconnectDelays, ReconnectPolicy};
+use crate::token::AccessTokenProvider;
+use crate::url::HubUrl;
+
+/// The settings of one connection, fixed when it is built.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// The hub URL, parsed once.
+    pub(crate) url: HubUrl,
+    /// JSON or MessagePack.
+    pub(crate) protocol: Protocol,
+    /// Open the WebSocket directly, without negotiate.
+    pub(crate) skip_negotiation: bool,
+    /// Asked for a bearer token before every connection attempt.
+    pub(crate) access_token: Option<AccessTokenProvider>,
+    /// Send a Ping when nothing was sent for this long, so the server does not time us out.
+    pub(crate) keep_alive_interval: Duration,
+    /// Consider the connection dead when nothing was received for this long.
+    pub(crate) server_timeout: Duration,
+    /// How long the server may take to answer the handshake.
+    pub(crate) handshake_timeout: Duration,
+    /// How long each negotiate request and the WebSocket opening may take.
+    pub(crate) connect_timeout: Duration,
+    /// The largest message accepted from the server.
+    pub(crate) max_message_size: usize,
+    /// Automatic reconnect, when enabled.
+    pub(crate) reconnect: Option<BoxedPolicy>,
+}
+
+/// Configures and builds a [`HubConnection`].
+///
+/// Defaults follow the official clients: JSON, negotiate first, 15 s keep-alive, 30 s server
+/// timeout, 15 s handshake timeout, no automatic reconnect.
+///
+/// ```
+/// use std::time::Duration;
+/// use chat_client::{HubConnectionBuilder, Protocol};
+///
+/// let connection = HubConnectionBuilder::new("http://localhost:5000/chathub")
+///     .protocol(Protocol::MessagePack)
+///     .with_automatic_reconnect()
+///     .access_token_provider(|| async { Ok("secret".to_owned()) })
+///     .server_timeout(Duration::from_secs(60))
+///     .build()?;
+/// # let _ = connection;
+/// # Ok::<(), chat_client::ConnectError>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct HubConnectionBuilder {
+    /// The configuration being built, or why the URL given to `new` is unusable (reported
+    /// by `build`, so that the chain of setters stays infallible).
+    config: Result<Config, ConnectError>,
+}
+
+impl HubConnectionBuilder {
+    /// Starts building a connection to the hub at `url`, e.g. `http://localhost:5000/chathub`.
+    pub fn new(url: impl Into<String>) -> Self {
+        let config = HubUrl::parse(&url.into()).map(|url| Config {
+            url,
+            protocol: Protocol::Json,
+            skip_negotiation: false,
+            access_token: None,
+            keep_alive_interval: Duration::from_secs(15),
+            server_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(15),
+            max_message_size: 16 * 1024 * 1024,
+            reconnect: None,
+        });
+        HubConnectionBuilder { config }
+    }
+
+    /// Applies one setting, unless the URL was already found unusable.
+    fn set(mut self, apply: impl FnOnce(&mut Config)) -> Self {
+        if let Ok(config) = &mut self.config {
+            apply(config);
+        }
+        self
+    }
+
+    /// The hub protocol: [`Protocol::Json`] (default) or [`Protocol::MessagePack`].
+    pub fn protocol(self, protocol: Protocol) -> Self {
+        self.set(|config| config.protocol = protocol)
+    }
+
+    /// Skips negotiate and opens the WebSocket directly. Works only with servers that accept
+    /// it (ASP.NET Core does, for WebSockets), and saves a round trip. The connection then has
+    /// no connection id. Also removes the need for sticky sessions behind a load balancer.
+    pub fn skip_negotiation(self, skip: bool) -> Self {
+        self.set(|config| config.skip_negotiation = skip)
+    }
+
+    /// Sets an async closure that returns the access token for each connection attempt. The
+    /// token is sent as `Authorization: Bearer` with negotiate, and with the WebSocket
+    /// request both as that header and as the `access_token` query parameter. An empty token
+    /// means none.
+    pub fn access_token_provider<F, Fut>(self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, BoxError>> + Send + 'static,
+    {
+        self.set(|config| config.access_token = Some(AccessTokenProvider::new(provider)))
+    }
+
+    /// How long the client may stay silent before it sends a Ping (default 15 s). Keep it
+    /// well under the server's client timeout (30 s on ASP.NET Core).
+    pub fn keep_alive_interval(self, interval: Duration) -> Self {
+        self.set(|config| config.keep_alive_interval = interval)
+    }
+
+    /// How long the server may stay silent before the connection is considered lost
+    /// (default 30 s). Keep it about twice the server's keep-alive interval (15 s).
+    pub fn server_timeout(self, timeout: Duration) -> Self {
+        self.set(|config| config.server_timeout = timeout)
+    }
+
+    /// How long the server may take to answer the handshake (default 15 s).
+    pub fn handshake_timeout(self, timeout: Duration) -> Self {
+        self.set(|config| config.handshake_timeout = timeout)
+    }
+
+    /// How long each negotiate request, and opening the WebSocket, may take (default 15 s).
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        self.set(|config| config.connect_timeout = timeout)
+    }
+
+    /// The largest message accepted from the server (default 16 MiB); a larger one closes
+    /// the connection.
+    pub fn max_message_size(self, bytes: usize) -> Self {
+        self.set(|config| config.max_message_size = bytes)
+    }
+
+    /// Reconnects automatically after losing the connection, waiting 0, 2, 10 and 30 seconds
+    /// before the four attempts, like the official clients ([`ReconnectDelays::default`]).
+    pub fn with_automatic_reconnect(self) -> Self {
+        self.reconnect_policy(ReconnectDelays::default())
+    }
+
+    /// Reconnects automatically, asking `policy` when to try next and when to give up.
+    pub fn reconnect_policy(self, policy: impl ReconnectPolicy) -> Self {
+        self.set(|config| config.reconnect = Some(BoxedPolicy(Box::new(policy))))
+    }
+
+    /// Builds the connection; call [`HubConnection::start`] to connect.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::InvalidUrl`] when the URL is not an absolute `http` or `ws` URL.
+    pub fn build(self) -> Result<HubConnection, ConnectError> {
+        self.config.map(HubConnection::new)
+    }
+}

@@ -1,0 +1,467 @@
+//! The public handle: start, stop, invoke, send, and handler registration.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::BytesMut;
+use hub_protocol::{CompletionResult, EncodedValue, Protocol, encode_invocation};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::driver::{self, Outgoing, Reply, stopped};
+use crate::error::{ConnectError, DisconnectReason, InvokeError};
+use crate::events::Events;
+use crate::handlers::{FromArguments, Handlers, erase};
+use crate::transport;
+
+/// How many outgoing messages may wait for the connection task before callers wait too.
+const OUTGOING_QUEUE: usize = 256;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HubConnectionState {
+    /// Not connected: before `start`, after `stop`, or after the connection was lost for good.
+    Disconnected,
+    /// `start` is negotiating, opening the WebSocket or doing the handshake.
+    Connecting,
+    /// Connected: calls can be made.
+    Connected,
+    /// The connection was lost and automatic reconnect is trying to restore it.
+    Reconnecting,
+    /// `stop` was called and the connection is closing.
+    Disconnecting,
+}
+
+impl fmt::Display for HubConnectionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HubConnectionState::Disconnected => "disconnected",
+            HubConnectionState::Connecting => "connecting",
+            HubConnectionState::Connected => "connected",
+            HubConnectionState::Reconnecting => "reconnecting",
+            HubConnectionState::Disconnecting => "disconnecting",
+        })
+    }
+}
+
+/// A connection to a SignalR hub.
+///
+/// Cheap to clone: clones share one connection. Register handlers with [`on`](Self::on) (they
+/// survive reconnects and restarts), then [`start`](Self::start). When the last clone is
+/// dropped, the connection is stopped.
+#[derive(Clone, Debug)]
+pub struct HubConnection {
+    /// What the connection task shares with the handles.
+    inner: Arc<Inner>,
+    /// Stops the connection when the last handle goes away (the task holds `inner`, so
+    /// `inner` alone would keep it running forever).
+    _owner: Arc<Owner>,
+}
+
+/// State shared by the handles and the connection task.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// The settings given to the builder.
+    pub(crate) config: Config,
+    /// Client methods the server may call.
+    pub(crate) handlers: Handlers,
+    /// Lifecycle callbacks.
+    pub(crate) events: Events,
+    /// Mutable connection state; never held across an await.
+    shared: Mutex<Shared>,
+    /// Publishes every state change, so `stop` can wait for `Disconnected`.
+    state_changes: watch::Sender<HubConnectionState>,
+    /// Source of invocation ids, unique for the connection's lifetime.
+    next_invocation_id: AtomicU64,
+}
+
+/// The parts of the connection that change as it starts, reconnects and stops.
+#[derive(Debug)]
+struct Shared {
+    /// The current state.
+    state: HubConnectionState,
+    /// Counts `start` calls; the connection task of run `n` only touches the state while it
+    /// is still run `n`, so a late task never clobbers a newer run.
+    run: u64,
+    /// The id from negotiate, while connected.
+    connection_id: Option<String>,
+    /// Where calls go while connected.
+    outgoing: Option<mpsc::Sender<Outgoing>>,
+    /// Tells the current run to stop.
+    stop: Option<watch::Sender<bool>>,
+    /// The current run's connection task, for `stop` to wait on.
+    task: Option<JoinHandle<()>>,
+}
+
+/// Dropped with the last [`HubConnection`]: stops the connection.
+#[derive(Debug)]
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.0.lock().stop {
+            stop.send_replace(true);
+        }
+    }
+}
+
+impl HubConnection {
+    pub(crate) fn new(config: Config) -> Self {
+        let inner = Arc::new(Inner {
+            config,
+            handlers: Handlers::default(),
+            events: Events::default(),
+            shared: Mutex::new(Shared {
+                state: HubConnectionState::Disconnected,
+                run: 0,
+                connection_id: None,
+                outgoing: None,
+                stop: None,
+                task: None,
+            }),
+            state_changes: watch::Sender::new(HubConnectionState::Disconnected),
+            next_invocation_id: AtomicU64::new(0),
+        });
+        HubConnection {
+            _owner: Arc::new(Owner(inner.clone())),
+            inner,
+        }
+    }
+
+    /// Connects: negotiate (unless skipped), WebSocket, handshake. Returns once the
+    /// connection is ready for calls.
+    ///
+    /// A failed `start` does not trigger automatic reconnect (as in the official clients):
+    /// retrying is the caller's choice.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::InvalidState`] when the connection is not disconnected,
+    /// [`ConnectError::Stopped`] when [`stop`](Self::stop) was called meanwhile, and otherwise
+    /// why connecting failed (unreachable server, refused negotiate or handshake, timeout...).
+    pub async fn start(&self) -> Result<(), ConnectError> {
+        let (run, mut stop) = {
+            let mut shared = self.inner.lock();
+            if shared.state != HubConnectionState::Disconnected {
+                return Err(ConnectError::InvalidState(shared.state));
+            }
+            let (stop_tx, stop_rx) = watch::channel(false);
+            shared.run += 1;
+            shared.stop = Some(stop_tx);
+            self.inner
+                .set_state(&mut shared, HubConnectionState::Connecting);
+            (shared.run, stop_rx)
+        };
+        // If this future is dropped half way, the guard puts the state back.
+        let mut guard = StartGuard {
+            inner: &self.inner,
+            run,
+            armed: true,
+        };
+        let result = tokio::select! {
+            result = transport::connect(&self.inner.config) => result,
+            () = stopped(&mut stop) => Err(ConnectError::Stopped),
+        };
+        guard.armed = false;
+        let mut shared = self.inner.lock();
+        let link = match result {
+            Ok(link) if shared.run == run && shared.state == HubConnectionState::Connecting => link,
+            Ok(_) => {
+                self.inner.release(&mut shared, run);
+                return Err(ConnectError::Stopped);
+            }
+            Err(error) => {
+                self.inner.release(&mut shared, run);
+                return Err(error);
+            }
+        };
+        let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        shared.outgoing = Some(outgoing_tx);
+        shared.connection_id.clone_from(&link.connection_id);
+        self.inner
+            .set_state(&mut shared, HubConnectionState::Connected);
+        shared.task = Some(tokio::spawn(driver::run(
+            self.inner.clone(),
+            run,
+            link,
+            outgoing_rx,
+            stop,
+        )));
+        Ok(())
+    }
+
+    /// Stops the connection: messages already handed to [`send`](Self::send) are written,
+    /// the WebSocket is closed, pending invocations fail with [`InvokeError::Stopped`], and
+    /// the closed event fires with no error. Also cancels a `start` or a reconnect in
+    /// progress. Returns once the connection is disconnected; does nothing if it already is.
+    pub async fn stop(&self) {
+        let (task, mut states) = {
+            let mut shared = self.inner.lock();
+            if shared.state == HubConnectionState::Disconnected {
+                return;
+            }
+            if let Some(stop) = &shared.stop {
+                stop.send_replace(true);
+            }
+            self.inner
+                .set_state(&mut shared, HubConnectionState::Disconnecting);
+            (shared.task.take(), self.inner.state_changes.subscribe())
+        };
+        match task {
+            Some(task) => {
+                if let Err(error) = task.await {
+                    tracing::error!(%error, "the connection task failed");
+                    let mut shared = self.inner.lock();
+                    let run = shared.run;
+                    self.inner.release(&mut shared, run);
+                }
+            }
+            // Still connecting: `start` notices the stop and settles the state.
+            None => {
+                let _ = states
+                    .wait_for(|state| *state == HubConnectionState::Disconnected)
+                    .await;
+            }
+        }
+    }
+
+    /// Calls the hub method `method` with `arguments` and waits for its result.
+    ///
+    /// `arguments` is a tuple (`("alice", 42)`, `(message,)`), an array, a slice or a `Vec`;
+    /// `()` means no arguments. `T` is the result type; use `()` for methods that return
+    /// nothing, and `Option<T>` for results that may be null.
+    ///
+    /// # Errors
+    ///
+    /// [`InvokeError::Hub`] with the server's message when the method failed,
+    /// [`InvokeError::InvalidResult`] when the result does not fit `T`,
+    /// [`InvokeError::NotConnected`], [`InvokeError::ConnectionLost`] and
+    /// [`InvokeError::Stopped`] when there is no connection to complete the call on, and
+    /// [`InvokeError::Encode`] when the arguments do not serialize.
+    pub async fn invoke<T, A>(&self, method: &str, arguments: A) -> Result<T, InvokeError>
+    where
+        T: DeserializeOwned,
+        A: Serialize,
+    {
+        let id = self
+            .inner
+            .next_invocation_id
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
+        let frame = self.encode(Some(&id), method, &arguments)?;
+        let (reply, completion) = oneshot::channel();
+        self.inner
+            .enqueue(Outgoing {
+                frame,
+                reply: Reply::Completion { id, reply },
+            })
+            .await?;
+        let result = completion
+            .await
+            .map_err(|_| InvokeError::ConnectionLost(DisconnectReason::TransportClosed))??;
+        match result {
+            CompletionResult::Error(message) => Err(InvokeError::Hub(message)),
+            CompletionResult::Value(value) => {
+                value.deserialize().map_err(InvokeError::InvalidResult)
+            }
+            // A void completion is the absence of a value: deserialize from null, so `()`
+            // and `Option<T>` accept it and other types say what they expected.
+            CompletionResult::Void => EncodedValue::encode(self.protocol(), &())?
+                .deserialize()
+                .map_err(InvokeError::InvalidResult),
+        }
+    }
+
+    /// Calls the hub method `method` without waiting for it to run (fire and forget: no
+    /// invocation id, so the server sends no completion, and errors on the server side are
+    /// not reported). Returns once the message is written to the WebSocket.
+    ///
+    /// See [`invoke`](Self::invoke) for what `arguments` may be.
+    ///
+    /// # Errors
+    ///
+    /// [`InvokeError::NotConnected`] or [`InvokeError::ConnectionLost`] when the message
+    /// could not be written, [`InvokeError::Encode`] when the arguments do not serialize.
+    pub async fn send<A: Serialize>(&self, method: &str, arguments: A) -> Result<(), InvokeError> {
+        let frame = self.encode(None, method, &arguments)?;
+        let (reply, sent) = oneshot::channel();
+        self.inner
+            .enqueue(Outgoing {
+                frame,
+                reply: Reply::Sent(reply),
+            })
+            .await?;
+        sent.await
+            .map_err(|_| InvokeError::ConnectionLost(DisconnectReason::TransportClosed))?
+    }
+
+    /// Registers a handler for the client method `method`, which the server calls with
+    /// `Clients.All.SendAsync(method, ...)` and the like. Method names match ignoring ASCII
+    /// case; several handlers for one method all run, in registration order.
+    ///
+    /// The handler's parameter is built with [`FromArguments`]: a tuple of deserializable
+    /// types, one per argument, such as `|(user, message): (String, String)|`. An invocation
+    /// whose arguments do not fit is logged (with `tracing`) and skipped.
+    ///
+    /// Handlers run on the connection's task, one message at a time, in the order messages
+    /// arrive: keep them short, and spawn a task for slow work.
+    pub fn on<A, F>(&self, method: &str, handler: F)
+    where
+        A: FromArguments,
+        F: Fn(A) + Send + Sync + 'static,
+    {
+        self.inner.handlers.add(method, erase(handler));
+    }
+
+    /// Removes every handler of the client method `method`.
+    pub fn off(&self, method: &str) {
+        self.inner.handlers.remove(method);
+    }
+
+    /// Registers a callback run when the connection is lost and automatic reconnect starts,
+    /// with the reason it was lost.
+    pub fn on_reconnecting(&self, callback: impl Fn(&DisconnectReason) + Send + Sync + 'static) {
+        self.inner.events.add_reconnecting(Arc::new(callback));
+    }
+
+    /// Registers a callback run after automatic reconnect succeeded, with the new connection
+    /// id (`None` when negotiate is skipped).
+    pub fn on_reconnected(&self, callback: impl Fn(Option<&str>) + Send + Sync + 'static) {
+        self.inner.events.add_reconnected(Arc::new(callback));
+    }
+
+    /// Registers a callback run when the connection closes for good: `None` after
+    /// [`stop`](Self::stop), otherwise why (lost without automatic reconnect, closed by the
+    /// server without permission to reconnect, or reconnect gave up).
+    pub fn on_closed(&self, callback: impl Fn(Option<&DisconnectReason>) + Send + Sync + 'static) {
+        self.inner.events.add_closed(Arc::new(callback));
+    }
+
+    /// The current state.
+    pub fn state(&self) -> HubConnectionState {
+        self.inner.lock().state
+    }
+
+    /// The connection id the server assigned in negotiate, while connected. `None` when
+    /// negotiate is skipped, because the id is only given out by negotiate.
+    pub fn connection_id(&self) -> Option<String> {
+        self.inner.lock().connection_id.clone()
+    }
+
+    /// The hub protocol in use.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.config.protocol
+    }
+
+    /// Encodes one invocation frame.
+    fn encode<A: Serialize>(
+        &self,
+        invocation_id: Option<&str>,
+        method: &str,
+        arguments: &A,
+    ) -> Result<bytes::Bytes, InvokeError> {
+        let mut buf = BytesMut::new();
+        encode_invocation(self.protocol(), &mut buf, invocation_id, method, arguments)?;
+        Ok(buf.freeze())
+    }
+}
+
+/// Puts the state back to disconnected when a `start` future is dropped before it finished.
+struct StartGuard<'a> {
+    /// The connection being started.
+    inner: &'a Inner,
+    /// The run `start` opened.
+    run: u64,
+    /// Cleared once `start` settles the state itself.
+    armed: bool,
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut shared = self.inner.lock();
+            self.inner.release(&mut shared, self.run);
+        }
+    }
+}
+
+impl Inner {
+    /// Locks the shared state. Nothing panics while holding it, so poisoning cannot leave it
+    /// inconsistent.
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_state(&self, shared: &mut Shared, state: HubConnectionState) {
+        shared.state = state;
+        self.state_changes.send_replace(state);
+    }
+
+    /// Ends run `run`, if it is still the current one: disconnected, nothing to send to.
+    fn release(&self, shared: &mut Shared, run: u64) {
+        if shared.run != run || shared.state == HubConnectionState::Disconnected {
+            return;
+        }
+        shared.outgoing = None;
+        shared.connection_id = None;
+        shared.stop = None;
+        shared.task = None;
+        self.set_state(shared, HubConnectionState::Disconnected);
+    }
+
+    /// Hands a message to the connection task.
+    async fn enqueue(&self, message: Outgoing) -> Result<(), InvokeError> {
+        let sender = {
+            let shared = self.lock();
+            match (&shared.outgoing, shared.state) {
+                (Some(sender), HubConnectionState::Connected) => sender.clone(),
+                (_, state) => return Err(InvokeError::NotConnected(state)),
+            }
+        };
+        // The task closes the queue when the connection drops; then the state says why.
+        sender
+            .send(message)
+            .await
+            .map_err(|_| InvokeError::NotConnected(self.lock().state))
+    }
+
+    /// Run `run` lost its connection and will try to reconnect: no calls meanwhile.
+    pub(crate) fn reconnecting(&self, run: u64) -> bool {
+        let mut shared = self.lock();
+        if shared.run != run || shared.state != HubConnectionState::Connected {
+            return false;
+        }
+        shared.outgoing = None;
+        shared.connection_id = None;
+        self.set_state(&mut shared, HubConnectionState::Reconnecting);
+        true
+    }
+
+    /// Run `run` reconnected: returns the queue for the new connection, or `None` when the
+    /// run was stopped meanwhile.
+    pub(crate) fn reconnected(
+        &self,
+        run: u64,
+        connection_id: Option<String>,
+    ) -> Option<mpsc::Receiver<Outgoing>> {
+        let mut shared = self.lock();
+        if shared.run != run || shared.state != HubConnectionState::Reconnecting {
+            return None;
+        }
+        let (sender, receiver) = mpsc::channel(OUTGOING_QUEUE);
+        shared.outgoing = Some(sender);
+        shared.connection_id = connection_id;
+        self.set_state(&mut shared, HubConnectionState::Connected);
+        Some(receiver)
+    }
+
+    /// Run `run` is over: disconnected.
+    pub(crate) fn finished(&self, run: u64) {
+        let mut shared = self.lock();
+        self.release(&mut shared, run);
+    }
+}

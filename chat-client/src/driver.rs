@@ -1,0 +1,462 @@
+//! The connection task: reads and dispatches hub messages, writes calls, keeps the connection
+//! alive, notices when it is lost, and reconnects.
+//!
+//! One task per run (from `start` to closed) owns the WebSocket, so no lock guards the socket
+//! and handlers see messages in arrival order.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use hub_protocol::{
+    CompletionResult, DecodeError, Decoder, HubMessage, Invocation, encode_completion_error,
+    encode_ping,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::connection::Inner;
+use crate::error::{ConnectError, DisconnectReason, InvokeError};
+use crate::reconnect::RetryContext;
+use crate::transport::{self, Link, Socket};
+
+/// How long `stop` waits for the server to acknowledge the WebSocket close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A message for the connection task to write, and who to tell how it went.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// One complete encoded frame.
+    pub(crate) frame: Bytes,
+    /// Who waits for this message.
+    pub(crate) reply: Reply,
+}
+
+/// Who waits for an outgoing message, and for what.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// `send`: told once the frame is written.
+    Sent(oneshot::Sender<Result<(), InvokeError>>),
+    /// `invoke`: told when the completion with this id arrives.
+    Completion {
+        /// The invocation id in the frame.
+        id: String,
+        /// Receives the completion.
+        reply: oneshot::Sender<Result<CompletionResult, InvokeError>>,
+    },
+}
+
+impl Reply {
+    /// Tells the waiter the message will never complete.
+    fn fail(self, error: impl FnOnce() -> InvokeError) {
+        // A waiter that gave up (dropped its future) no longer cares.
+        match self {
+            Reply::Sent(reply) => drop(reply.send(Err(error()))),
+            Reply::Completion { reply, .. } => drop(reply.send(Err(error()))),
+        }
+    }
+}
+
+/// How a session ended.
+enum End {
+    /// `stop` was called (or every handle dropped).
+    Stopped,
+    /// The connection was lost.
+    Lost(DisconnectReason),
+}
+
+/// How a reconnect loop ended.
+enum Reconnect {
+    /// A new connection is up.
+    Connected(Box<Link>),
+    /// `stop` was called meanwhile.
+    Stopped,
+    /// The policy gave up.
+    GaveUp(DisconnectReason),
+}
+
+/// Resolves once `stop` says so (or its sender is gone, which only happens when the run is
+/// over). The `watch::Ref` is dropped here, so callers' futures stay `Send`.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Runs the connection of run `run` until it is stopped or lost for good.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    run: u64,
+    mut link: Link,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut session = Session::new(&inner, link);
+        let reason = match session.drive(&mut outgoing, &mut stop).await {
+            End::Stopped => {
+                session.shut_down(&mut outgoing).await;
+                inner.finished(run);
+                inner.events.closed(None);
+                return;
+            }
+            End::Lost(reason) => reason,
+        };
+        tracing::info!(%reason, "connection lost");
+        let first_delay = inner
+            .config
+            .reconnect
+            .as_ref()
+            .filter(|_| reason.allows_reconnect())
+            .and_then(|policy| {
+                policy.0.next_retry_delay(&RetryContext {
+                    previous_retry_count: 0,
+                    elapsed: Duration::ZERO,
+                    retry_reason: &reason,
+                })
+            });
+        // Say we are no longer connected before failing the waiting calls, so that whatever
+        // they do next sees the new state.
+        let reconnecting = first_delay.is_some() && inner.reconnecting(run);
+        if !reconnecting {
+            inner.finished(run);
+        }
+        session.abandon(&mut outgoing, &reason);
+        let Some(first_delay) = first_delay else {
+            inner.events.closed(Some(&reason));
+            return;
+        };
+        if !reconnecting {
+            // `stop` was called as the connection dropped.
+            inner.events.closed(None);
+            return;
+        }
+        inner.events.reconnecting(&reason);
+        match reconnect(&inner, &reason, first_delay, &mut stop).await {
+            Reconnect::Connected(new_link) => {
+                let connection_id = new_link.connection_id.clone();
+                let Some(new_outgoing) = inner.reconnected(run, connection_id.clone()) else {
+                    inner.finished(run);
+                    inner.events.closed(None);
+                    return;
+                };
+                tracing::info!(connection_id = ?connection_id, "reconnected");
+                outgoing = new_outgoing;
+                link = *new_link;
+                inner.events.reconnected(connection_id.as_deref());
+            }
+            Reconnect::Stopped => {
+                inner.finished(run);
+                inner.events.closed(None);
+                return;
+            }
+            Reconnect::GaveUp(reason) => {
+                tracing::info!(%reason, "connection closed");
+                inner.finished(run);
+                inner.events.closed(Some(&reason));
+                return;
+            }
+        }
+    }
+}
+
+/// Retries connecting as the policy says, until it succeeds, gives up, or `stop` is called.
+async fn reconnect(
+    inner: &Inner,
+    lost: &DisconnectReason,
+    first_delay: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Reconnect {
+    let Some(policy) = &inner.config.reconnect else {
+        return Reconnect::GaveUp(lost.clone());
+    };
+    let started = Instant::now();
+    let mut delay = first_delay;
+    let mut attempts: u32 = 0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(stop) => return Reconnect::Stopped,
+        }
+        let result = tokio::select! {
+            result = transport::connect(&inner.config) => result,
+            () = stopped(stop) => return Reconnect::Stopped,
+        };
+        attempts = attempts.saturating_add(1);
+        let error: Arc<ConnectError> = match result {
+            Ok(link) => return Reconnect::Connected(Box::new(link)),
+            Err(error) => Arc::new(error),
+        };
+        tracing::info!(attempt = attempts, %error, "reconnect attempt failed");
+        let next = policy.0.next_retry_delay(&RetryContext {
+            previous_retry_count: attempts,
+            elapsed: started.elapsed(),
+            retry_reason: error.as_ref(),
+        });
+        match next {
+            Some(next) => delay = next,
+            None => {
+                return Reconnect::GaveUp(DisconnectReason::ReconnectFailed {
+                    attempts,
+                    last_error: error,
+                });
+            }
+        }
+    }
+}
+
+/// One physical connection's worth of state.
+struct Session<'a> {
+    /// Handlers, events and configuration.
+    inner: &'a Inner,
+    /// The WebSocket.
+    socket: Socket,
+    /// Received bytes not yet decoded (a WebSocket frame may end mid-message in theory, and
+    /// the handshake may leave the first messages here).
+    received: BytesMut,
+    /// Splits `received` into hub messages.
+    decoder: Decoder,
+    /// Invocations written and waiting for their completion, by invocation id.
+    pending: HashMap<String, oneshot::Sender<Result<CompletionResult, InvokeError>>>,
+    /// When the last frame was written: the keep-alive Ping is due `keep_alive_interval` later.
+    last_sent: Instant,
+    /// When the last frame arrived: the connection is lost `server_timeout` later.
+    last_received: Instant,
+}
+
+impl<'a> Session<'a> {
+    fn new(inner: &'a Inner, link: Link) -> Self {
+        let now = Instant::now();
+        Session {
+            inner,
+            socket: link.socket,
+            received: link.received,
+            decoder: Decoder::new(inner.config.protocol, inner.config.max_message_size),
+            pending: HashMap::new(),
+            last_sent: now,
+            last_received: now,
+        }
+    }
+
+    /// Runs until `stop` or until the connection is lost.
+    async fn drive(
+        &mut self,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
+        // The handshake may have left messages behind.
+        if let Err(reason) = self.dispatch_received().await {
+            return End::Lost(reason);
+        }
+        let keep_alive = self.inner.config.keep_alive_interval;
+        let server_timeout = self.inner.config.server_timeout;
+        loop {
+            let ping_at = self.last_sent + keep_alive;
+            let timeout_at = self.last_received + server_timeout;
+            let step = tokio::select! {
+                biased;
+                () = stopped(stop) => return End::Stopped,
+                frame = self.socket.next() => self.receive(frame).await,
+                message = outgoing.recv() => match message {
+                    Some(message) => self.write(message).await,
+                    // Every sender is gone: only possible once the connection is shutting down.
+                    None => return End::Stopped,
+                },
+                () = tokio::time::sleep_until(ping_at) => self.ping().await,
+                () = tokio::time::sleep_until(timeout_at) => {
+                    Err(DisconnectReason::ServerTimeout(server_timeout))
+                }
+            };
+            if let Err(reason) = step {
+                return End::Lost(reason);
+            }
+        }
+    }
+
+    /// Handles one WebSocket event.
+    async fn receive(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<(), DisconnectReason> {
+        self.last_received = Instant::now();
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                self.received.extend_from_slice(text.as_bytes());
+                self.dispatch_received().await
+            }
+            Some(Ok(Message::Binary(data))) => {
+                self.received.extend_from_slice(&data);
+                self.dispatch_received().await
+            }
+            // WebSocket pings are answered by tungstenite; they still prove the server lives.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
+            Some(Ok(Message::Close(_))) | None => Err(DisconnectReason::TransportClosed),
+            Some(Err(error)) => Err(DisconnectReason::Transport(Arc::new(error))),
+        }
+    }
+
+    /// Decodes and handles every complete message received so far.
+    async fn dispatch_received(&mut self) -> Result<(), DisconnectReason> {
+        loop {
+            match self.decoder.decode(&mut self.received) {
+                Ok(Some(message)) => self.handle(message).await?,
+                Ok(None) => return Ok(()),
+                // Later protocol versions may add message types; clients ignore them.
+                Err(DecodeError::UnknownMessageType { message_type }) => {
+                    tracing::debug!(message_type, "ignoring a hub message of unknown type");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "invalid message from the server");
+                    return Err(DisconnectReason::InvalidMessage(Arc::new(error)));
+                }
+            }
+        }
+    }
+
+    /// Handles one hub message.
+    async fn handle(&mut self, message: HubMessage) -> Result<(), DisconnectReason> {
+        match message {
+            HubMessage::Invocation(invocation) => self.invoke_handlers(invocation).await,
+            HubMessage::Completion(completion) => {
+                match self.pending.remove(&completion.invocation_id) {
+                    // The caller may have stopped waiting; nothing to do then.
+                    Some(reply) => drop(reply.send(Ok(completion.result))),
+                    None => tracing::debug!(
+                        invocation_id = %completion.invocation_id,
+                        "completion for an unknown invocation"
+                    ),
+                }
+                Ok(())
+            }
+            HubMessage::Ping => Ok(()),
+            HubMessage::Close(close) => Err(DisconnectReason::ServerClosed {
+                error: close.error,
+                allow_reconnect: close.allow_reconnect,
+            }),
+            // No streaming or stateful reconnect is ever requested by this client, so these
+            // are not expected; ignoring them is what the official clients do with strays.
+            other => {
+                tracing::debug!(
+                    message_type = other.message_type(),
+                    "ignoring an unexpected hub message"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs the handlers of an invocation from the server.
+    async fn invoke_handlers(&mut self, invocation: Invocation) -> Result<(), DisconnectReason> {
+        let handlers = self.inner.handlers.get(&invocation.target);
+        if handlers.is_empty() {
+            tracing::warn!(method = %invocation.target, "no handler registered for a client method the server called");
+        }
+        for handler in &handlers {
+            match catch_unwind(AssertUnwindSafe(|| handler(&invocation.arguments))) {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(
+                    method = %invocation.target,
+                    %error,
+                    "the arguments do not fit the handler; skipped"
+                ),
+                Err(_) => tracing::error!(method = %invocation.target, "a handler panicked"),
+            }
+        }
+        // The server waits for a result when it sends an invocation id (client results);
+        // handlers here return nothing, so tell it rather than leave it waiting.
+        if let Some(id) = invocation.invocation_id {
+            let error = if handlers.is_empty() {
+                format!("client has no method named '{}'", invocation.target)
+            } else {
+                format!(
+                    "client method '{}' does not return results",
+                    invocation.target
+                )
+            };
+            let mut frame = BytesMut::new();
+            if encode_completion_error(self.inner.config.protocol, &mut frame, &id, &error).is_ok()
+            {
+                self.write_frame(frame.freeze()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a call and records who waits for it.
+    async fn write(&mut self, message: Outgoing) -> Result<(), DisconnectReason> {
+        match self.write_frame(message.frame).await {
+            Ok(()) => {
+                match message.reply {
+                    Reply::Sent(reply) => drop(reply.send(Ok(()))),
+                    Reply::Completion { id, reply } => {
+                        self.pending.insert(id, reply);
+                    }
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                message
+                    .reply
+                    .fail(|| InvokeError::ConnectionLost(reason.clone()));
+                Err(reason)
+            }
+        }
+    }
+
+    /// Sends a keep-alive Ping.
+    async fn ping(&mut self) -> Result<(), DisconnectReason> {
+        let mut frame = BytesMut::new();
+        encode_ping(self.inner.config.protocol, &mut frame);
+        self.write_frame(frame.freeze()).await
+    }
+
+    async fn write_frame(&mut self, frame: Bytes) -> Result<(), DisconnectReason> {
+        transport::send_frame(&mut self.socket, self.inner.config.protocol, frame)
+            .await
+            .map_err(|error| DisconnectReason::Transport(Arc::new(error)))?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// The connection was lost: every call queued or waiting fails with `reason`.
+    fn abandon(self, outgoing: &mut mpsc::Receiver<Outgoing>, reason: &DisconnectReason) {
+        outgoing.close();
+        while let Ok(message) = outgoing.try_recv() {
+            message
+                .reply
+                .fail(|| InvokeError::ConnectionLost(reason.clone()));
+        }
+        for (_, reply) in self.pending {
+            drop(reply.send(Err(InvokeError::ConnectionLost(reason.clone()))));
+        }
+    }
+
+    /// `stop`: writes what callers already queued, closes the WebSocket politely, and fails
+    /// the invocations still waiting for a completion.
+    async fn shut_down(mut self, outgoing: &mut mpsc::Receiver<Outgoing>) {
+        outgoing.close();
+        let mut broken = false;
+        while let Ok(message) = outgoing.try_recv() {
+            if broken {
+                message.reply.fail(|| InvokeError::Stopped);
+            } else if self.write(message).await.is_err() {
+                broken = true;
+            }
+        }
+        for (_, reply) in self.pending.drain() {
+            drop(reply.send(Err(InvokeError::Stopped)));
+        }
+        if !broken {
+            // Send our close frame and read until the server's answer ends the stream.
+            let socket = &mut self.socket;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                if socket.close(None).await.is_ok() {
+                    while let Some(Ok(_)) = socket.next().await {}
+                }
+            })
+            .await;
+        }
+    }
+}

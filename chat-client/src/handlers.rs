@@ -1,0 +1,134 @@
+//! Client methods the server can call: typed handlers registered with
+//! [`HubConnection::on`](crate::HubConnection::on).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hub_protocol::{ArgumentError, Arguments};
+use serde::de::DeserializeOwned;
+
+/// Builds a handler's parameter from the arguments of an invocation.
+///
+/// Implemented for tuples of up to 8 deserializable types (the arguments in order; the
+/// argument count must match, as in the .NET client), for `()` (no arguments), and for
+/// [`Arguments`] itself when a handler wants to look at the raw values.
+///
+/// ```
+/// use chat_client::FromArguments;
+/// use hub_protocol::{Arguments, Protocol};
+///
+/// let args = Arguments::encode(Protocol::Json, &("alice", 3))?;
+/// let (name, count) = <(String, u32)>::from_arguments(&args)?;
+/// assert_eq!((name.as_str(), count), ("alice", 3));
+/// assert!(<(String,)>::from_arguments(&args).is_err()); // wrong count
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait FromArguments: Sized {
+    /// Deserializes the arguments.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgumentError`] when the count or a type does not match.
+    fn from_arguments(arguments: &Arguments) -> Result<Self, ArgumentError>;
+}
+
+impl FromArguments for Arguments {
+    fn from_arguments(arguments: &Arguments) -> Result<Self, ArgumentError> {
+        Ok(arguments.clone())
+    }
+}
+
+impl FromArguments for () {
+    fn from_arguments(arguments: &Arguments) -> Result<Self, ArgumentError> {
+        arguments.check_count(0)
+    }
+}
+
+/// Implements [`FromArguments`] for a tuple: `(type index)` pairs, in order.
+macro_rules! tuple_from_arguments {
+    ($count:literal: $($name:ident $index:tt),+) => {
+        impl<$($name: DeserializeOwned),+> FromArguments for ($($name,)+) {
+            fn from_arguments(arguments: &Arguments) -> Result<Self, ArgumentError> {
+                arguments.check_count($count)?;
+                Ok(($(arguments.deserialize::<$name>($index)?,)+))
+            }
+        }
+    };
+}
+
+tuple_from_arguments!(1: A 0);
+tuple_from_arguments!(2: A 0, B 1);
+tuple_from_arguments!(3: A 0, B 1, C 2);
+tuple_from_arguments!(4: A 0, B 1, C 2, D 3);
+tuple_from_arguments!(5: A 0, B 1, C 2, D 3, E 4);
+tuple_from_arguments!(6: A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_arguments!(7: A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_arguments!(8: A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+/// A handler with its argument type erased, so handlers of any signature share one map.
+pub(crate) type ErasedHandler = Arc<dyn Fn(&Arguments) -> Result<(), ArgumentError> + Send + Sync>;
+
+/// Erases a typed handler.
+pub(crate) fn erase<A, F>(handler: F) -> ErasedHandler
+where
+    A: FromArguments,
+    F: Fn(A) + Send + Sync + 'static,
+{
+    Arc::new(move |arguments| {
+        handler(A::from_arguments(arguments)?);
+        Ok(())
+    })
+}
+
+/// Every registered handler, by method name. Names match ignoring ASCII case, as in the
+/// JavaScript client (hub method names are case-insensitive on ASP.NET Core too).
+#[derive(Default)]
+pub(crate) struct Handlers {
+    /// Lower-cased method name to its handlers, in registration order.
+    by_method: Mutex<HashMap<String, Vec<ErasedHandler>>>,
+}
+
+impl Handlers {
+    /// Adds a handler for `method`; earlier handlers stay.
+    pub(crate) fn add(&self, method: &str, handler: ErasedHandler) {
+        self.lock()
+            .entry(method.to_ascii_lowercase())
+            .or_default()
+            .push(handler);
+    }
+
+    /// Removes every handler of `method`.
+    pub(crate) fn remove(&self, method: &str) {
+        self.lock().remove(&method.to_ascii_lowercase());
+    }
+
+    /// The handlers of `method`, copied out so they run without the lock held (a handler
+    /// may register or remove handlers).
+    pub(crate) fn get(&self, method: &str) -> Vec<ErasedHandler> {
+        self.lock()
+            .get(&method.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<ErasedHandler>>> {
+        // A handler cannot panic while the lock is held (they run outside it), so a poisoned
+        // map is still consistent.
+        self.by_method
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let map = self.lock();
+        f.debug_map()
+            .entries(
+                map.iter()
+                    .map(|(method, handlers)| (method, handlers.len())),
+            )
+            .finish()
+    }
+}

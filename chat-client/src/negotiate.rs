@@ -1,0 +1,137 @@
+//! The negotiate exchange: `POST {hub}/negotiate?negotiateVersion=1`, following redirects.
+
+use std::time::Duration;
+
+use hub_protocol::TransferFormat;
+use serde::Deserialize;
+
+use crate::error::ConnectError;
+use crate::http;
+use crate::url::HubUrl;
+
+/// The official clients give up after this many redirects.
+const MAX_REDIRECTS: usize = 100;
+
+/// The outcome of a successful negotiate: where and with what to open the WebSocket.
+#[derive(Debug)]
+pub(crate) struct Negotiated {
+    /// The hub URL to connect to: the original one, or where the server redirected.
+    pub(crate) url: HubUrl,
+    /// The public connection id (what the server's `Context.ConnectionId` is).
+    pub(crate) connection_id: String,
+    /// The secret that goes in the WebSocket's `id` query parameter.
+    pub(crate) connection_token: String,
+    /// The access token to present: the provider's, or the one a redirect handed out.
+    pub(crate) access_token: Option<String>,
+}
+
+/// The negotiate response, all three shapes in one: a connection, a redirect, or an error.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NegotiateResponse {
+    connection_id: Option<String>,
+    connection_token: Option<String>,
+    #[serde(default)]
+    negotiate_version: u32,
+    available_transports: Option<Vec<AvailableTransport>>,
+    url: Option<String>,
+    access_token: Option<String>,
+    error: Option<String>,
+    /// Only old ASP.NET (not Core) SignalR servers send this: it identifies them.
+    #[serde(rename = "ProtocolVersion")]
+    legacy_protocol_version: Option<serde::de::IgnoredAny>,
+}
+
+/// One transport the server offers.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AvailableTransport {
+    transport: String,
+    #[serde(default)]
+    transfer_formats: Vec<String>,
+}
+
+/// Negotiates with the server behind `base`, following redirects.
+///
+/// `access_token` is the provider's token for this attempt; a redirect may replace it.
+/// Each request is bounded by `timeout`.
+///
+/// # Errors
+///
+/// Any [`ConnectError`] negotiate can produce: unreachable server, bad status, a refusal, a
+/// malformed answer, too many redirects, no suitable WebSocket transport, or a timeout.
+pub(crate) async fn negotiate(
+    base: &HubUrl,
+    format: TransferFormat,
+    mut access_token: Option<String>,
+    timeout: Duration,
+) -> Result<Negotiated, ConnectError> {
+    let mut url = base.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let target = url.negotiate_target();
+        let request = http::post(&url, &target, access_token.as_deref());
+        let response =
+            tokio::time::timeout(timeout, request)
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    step: "negotiate",
+                    after: timeout,
+                })??;
+        if !response.status.is_success() {
+            return Err(ConnectError::Status {
+                url: url.display(),
+                status: response.status,
+            });
+        }
+        let invalid = |reason: String| ConnectError::InvalidNegotiateResponse {
+            url: url.display(),
+            reason,
+        };
+        let answer: NegotiateResponse =
+            serde_json::from_slice(&response.body).map_err(|error| invalid(error.to_string()))?;
+        if let Some(error) = answer.error {
+            return Err(ConnectError::Refused(error));
+        }
+        if answer.legacy_protocol_version.is_some() {
+            return Err(invalid(
+                "this is an ASP.NET SignalR server; only ASP.NET Core SignalR is supported".into(),
+            ));
+        }
+        if let Some(redirect) = answer.url {
+            url = HubUrl::parse(&redirect)?;
+            if let Some(token) = answer.access_token {
+                access_token = Some(token);
+            }
+            continue;
+        }
+        let connection_id = answer
+            .connection_id
+            .ok_or_else(|| invalid("missing connectionId".into()))?;
+        // Version 0 servers have no separate token: the id is what goes in `?id=`.
+        let connection_token = if answer.negotiate_version == 0 {
+            connection_id.clone()
+        } else {
+            answer
+                .connection_token
+                .ok_or_else(|| invalid("missing connectionToken".into()))?
+        };
+        let transports = answer.available_transports.unwrap_or_default();
+        let offers_websockets = transports.iter().any(|transport| {
+            transport.transport == "WebSockets"
+                && transport
+                    .transfer_formats
+                    .iter()
+                    .any(|offered| offered == format.name())
+        });
+        if !offers_websockets {
+            return Err(ConnectError::NoWebSockets { format });
+        }
+        return Ok(Negotiated {
+            url,
+            connection_id,
+            connection_token,
+            access_token,
+        });
+    }
+    Err(ConnectError::TooManyRedirects)
+}
