@@ -3,31 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// A SignalR hub protocol a connection can speak.
-///
-/// The backplane never looks inside a message; it only needs to know which encoding a
-/// block of bytes is in, so each connection can pick the one its client negotiated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Protocol {
-    /// The JSON hub protocol (text frames, records terminated by 0x1E).
-    Json,
-    /// The MessagePack hub protocol (binary frames, VarInt length prefixes).
-    MessagePack,
-}
-
-impl Protocol {
-    /// Every protocol, in a stable order.
-    pub const ALL: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
-
-    /// The name clients send in the handshake (`"json"`, `"messagepack"`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Protocol::Json => "json",
-            Protocol::MessagePack => "messagepack",
-        }
-    }
-}
+pub use hub_protocol::Protocol;
 
 /// One hub message, already encoded as a complete frame for each hub protocol in use.
 ///
