@@ -7,6 +7,9 @@ use crate::record::RecordScanner;
 use crate::varint::{self, PrefixError};
 use crate::{Protocol, json, msgpack};
 
+/// The most a decoder reserves ahead for an announced but not yet received message.
+const MAX_SPECULATIVE_RESERVE: usize = 64 * 1024;
+
 /// Incoming bytes could not be decoded into a hub message.
 ///
 /// [`can_continue`](Self::can_continue) tells whether the stream is still usable.
@@ -150,8 +153,10 @@ impl Decoder {
         }
         let needed = prefix_len + len;
         if buf.len() < needed {
-            // The size is known and allowed: let the next read fill it in one go.
-            buf.reserve(needed - buf.len());
+            // The size is known and allowed: make room for the rest so the next reads fill it
+            // without regrowing, but only up to a point, since a peer can announce a large
+            // message and then send nothing.
+            buf.reserve((needed - buf.len()).min(MAX_SPECULATIVE_RESERVE));
             return Ok(None);
         }
         buf.advance(prefix_len);

@@ -115,6 +115,16 @@ fn oversized_messagepack_message_is_refused_from_its_prefix() {
 }
 
 #[test]
+fn an_announced_message_reserves_memory_only_up_to_a_point() {
+    // 8 MiB announced and allowed, but only the prefix arrived.
+    let mut buf = BytesMut::from(&[0x80, 0x80, 0x80, 0x04][..]);
+    let mut decoder = Decoder::new(Protocol::MessagePack, 16 << 20);
+    assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+    assert!(buf.capacity() <= 128 * 1024, "{}", buf.capacity());
+    assert_eq!(buf.len(), 4);
+}
+
+#[test]
 fn invalid_length_prefixes() {
     for prefix in [
         &[0x80, 0x80, 0x80, 0x80, 0x80][..],
