@@ -50,9 +50,9 @@ impl Protocol {
     pub const MIN_VERSION: u32 = 1;
 
     /// The newest protocol version accepted in a handshake, and the one [`HandshakeRequest::new`]
-    /// sends. Current official clients (`@microsoft/signalr` 8.x-10.x) send 2 for both
-    /// protocols; version 2 only adds the stateful-reconnect messages (Ack, Sequence), which
-    /// this crate always understands.
+    /// sends. Current official clients (`@microsoft/signalr` 10.x) send 2 for both protocols,
+    /// older ones 1. This crate encodes and decodes every message type, including the
+    /// stateful-reconnect Ack and Sequence, the same way at either version.
     ///
     /// [`HandshakeRequest::new`]: crate::HandshakeRequest::new
     pub const VERSION: u32 = 2;
