@@ -1,1 +1,132 @@
-//! backplane-postgres (work in progress).
+//! The PostgreSQL [`Backplane`](backplane_core::Backplane): LISTEN/NOTIFY for speed, a
+//! messages table so that nothing is lost.
+//!
+//! Every server instance (node) connects with a [`PostgresBackplane`]; nodes that use
+//! the same database and schema see each other's envelopes.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use backplane_core::{Backplane, BackplaneHubLifetimeManager};
+//! use backplane_postgres::{PostgresBackplane, PostgresOptions};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = PostgresOptions::new("postgres://app@db.internal/app")?;
+//! let backplane: Arc<dyn Backplane> = Arc::new(PostgresBackplane::connect(options).await?);
+//! let chat = BackplaneHubLifetimeManager::new("chat", backplane.clone()).await?;
+//! // ... serve connections through `chat` ...
+//! # drop(chat);
+//! backplane.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout in the database
+//!
+//! Installed automatically and idempotently (each step under `pg_advisory_xact_lock`, so
+//! nodes starting together on an empty database are safe): the schema
+//! ([`PostgresOptions::schema_name`], default `signalr`) at start, and per hub, on first
+//! publish or subscribe, a table `{slug}_messages` (slug from
+//! [`PostgresOptions::table_slug_generator`], default: the lower-cased hub name):
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `id` | `bigint` identity, primary key | insertion order, for operators and retention |
+//! | `origin` | `bytea` (16 bytes) | the publishing node's id |
+//! | `hub` | `text` | the hub (hubs whose slugs collide share a table) |
+//! | `seq` | `bigint` | the envelope's sequence number for (origin, hub), from 1 |
+//! | `payload` | `bytea` | the encoded envelope; empty for a *tombstone* |
+//! | `inserted_on` | `timestamptz` default `now()` | age, for retention and catch-up |
+//!
+//! with `UNIQUE (origin, hub, seq)` (idempotent retries, catch-up by sequence) and an
+//! index on `inserted_on` (retention, catch-up of unknown origins). Every identifier is
+//! quoted with embedded quotes doubled, so hostile names are inert; schema names over 63
+//! bytes or containing NUL are rejected, long slugs are shortened with a hash. The
+//! notification channel is `{schema}.{slug}` (shortened with a hash to 63 bytes), so
+//! different hubs and different schemas never see each other's notifications.
+//!
+//! # Publishing
+//!
+//! `publish` numbers the envelope and queues it on its first poll; a per-node publisher
+//! task writes everything queued (up to [`PostgresOptions::publish_batch_size`]) as one
+//! multi-row `INSERT ... ON CONFLICT DO NOTHING` per table plus its `pg_notify` calls, in
+//! one transaction, one transaction in flight per node. `publish` returns after the
+//! commit, or with an error; never `Ok` for an envelope that was not stored. Batching
+//! is what makes this fast: PostgreSQL serializes all notifying commits cluster-wide.
+//!
+//! Notifications are text (see the `notification` module for the exact format):
+//! `i<origin>:<base64>` carries one or more small envelopes inline (packed, up to
+//! 7,999 bytes), `r<origin>:<from>:<to>:<hub>` names rows receivers must read (envelopes
+//! larger than [`PostgresOptions::inline_threshold`], and tombstones).
+//!
+//! A batch that fails on a connection error is retried idempotently on a fresh
+//! connection until [`PostgresOptions::command_timeout`]; then its publishes fail with
+//! `Timeout` (an error does *not* promise the envelope was not stored: a commit whose
+//! acknowledgement was lost may still be delivered). The sequence numbers of a failed
+//! batch are written as tombstones (empty payload, `ON CONFLICT DO NOTHING`) in front of
+//! the next successful batch, so receivers skip them rather than wait or report loss.
+//!
+//! # Receiving
+//!
+//! One dedicated LISTEN connection per node, driven through `Connection::poll_message`;
+//! a second connection reads rows. Notifications are processed one at a time: own
+//! echoes are dropped from the header alone, envelopes are deduplicated by (origin, hub,
+//! sequence), and those addressed to another node (`send_to`) are skipped.
+//!
+//! # Guarantees
+//!
+//! Promised, for each subscription:
+//! - the first event is `Connected`, and `subscribe` returns once LISTEN is active;
+//! - every envelope another node published after that is delivered exactly once, in
+//!   the origin's publish order, as long as it is still in the table (younger than
+//!   [`PostgresOptions::retention`]) when it is needed: across dropped connections
+//!   (`Disconnected`, then a catch-up from the table, then `Reconnected`) and across
+//!   sequence gaps (read from the table after a bounded [`PostgresOptions::gap_wait`]);
+//! - when envelopes could not be recovered (deleted by retention, corrupt), `Reconnected`
+//!   says so with `GapRepair::Unrepairable` and counts;
+//! - queues are bounded and nothing is dropped for a slow subscriber: the listener waits
+//!   (PostgreSQL buffers notifications meanwhile, in its 8 GB queue by default), so
+//!   `Lagged` is never reported; a slow subscriber slows the node's other subscriptions.
+//!
+//! Not promised:
+//! - order across origins, or across hubs;
+//! - delivery of envelopes from a node never heard from before that were published
+//!   while this node was disconnected *and* earlier than the catch-up window (last time
+//!   the listener was known alive, minus [`PostgresOptions::catch_up_margin`]);
+//! - durability beyond what [`SynchronousCommit`] promises.
+//!
+//! # Limits
+//!
+//! - The listener needs a session: PgBouncer (or any pooler) in *transaction* pooling
+//!   mode is not supported for it; use session pooling or a direct connection.
+//! - TLS is not built in: connections use `NoTls` (`sslmode=require` fails). Use a
+//!   trusted network or a local TLS-terminating proxy.
+//! - Envelopes are limited by [`PostgresOptions::max_envelope_bytes`] (64 MiB).
+//!
+//! # Logs
+//!
+//! At debug level, with the prefixes of the troubleshooting guide: `[Init]` schema and
+//! table creation, `[Listener]` connect/LISTEN/reconnect, `[Publish]` each batch,
+//! `[Processor]` each received envelope. Connection strings are never logged.
+//! Connections carry `application_name` `signalr-backplane <role> <node id>`
+//! (`publisher`, `listener`, `reader`, `retention`), visible in `pg_stat_activity`.
+
+mod backplane;
+mod connect;
+mod diagnose;
+mod install;
+mod listener;
+mod names;
+pub mod notification;
+mod options;
+mod publisher;
+mod retention;
+mod shared;
+mod tracker;
+
+pub use backplane::PostgresBackplane;
+pub use connect::PostgresError;
+pub use diagnose::{Check, diagnose};
+pub use options::{
+    DEFAULT_INLINE_THRESHOLD, DEFAULT_SCHEMA, PostgresOptions, ReconnectBackoff, SynchronousCommit,
+    TableSlugGenerator,
+};

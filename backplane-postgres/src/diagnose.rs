@@ -1,0 +1,199 @@
+//! Checks an operator can run against a database before (or instead of) starting a node,
+//! for a `doctor` command. Nothing here prints; each check says what it found.
+
+use std::fmt;
+
+use backplane_core::NodeId;
+use futures_util::future::poll_fn;
+use tokio_postgres::AsyncMessage;
+
+use crate::connect::{self, Role, describe};
+use crate::names::{TableNames, quote_ident, validate_schema};
+use crate::options::PostgresOptions;
+
+/// The outcome of one diagnostic check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Check {
+    /// What was checked (`"connect"`, `"schema exists"`, ...).
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found, or why it failed.
+    pub detail: String,
+}
+
+impl Check {
+    fn passed(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+
+    fn failed(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.ok { "ok" } else { "FAILED" };
+        write!(f, "{status:6} {}: {}", self.name, self.detail)
+    }
+}
+
+/// Check that a node with `options` could serve `hub`: the connection works, the schema
+/// and the hub's messages table exist, and a LISTEN/NOTIFY round trip on a private
+/// channel arrives within the command timeout (this fails, for example, behind PgBouncer
+/// in transaction-pooling mode). Changes nothing in the database.
+///
+/// Checks that cannot run because an earlier one failed are reported as failed, saying
+/// why. The result always has the same checks in the same order:
+/// `connect`, `schema exists`, `messages table exists`, `notify round trip`.
+pub async fn diagnose(options: &PostgresOptions, hub: &str) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let node = NodeId::random();
+    let names = validate_schema(&options.schema_name)
+        .and_then(|()| TableNames::new(&options.schema_name, &(options.table_slug_generator)(hub)));
+    let client = match connect::connect(options, Role::Doctor, node).await {
+        Ok(client) => {
+            let version = client
+                .query_one("SELECT current_setting('server_version')", &[])
+                .await
+                .map(|row| row.get::<_, String>(0))
+                .unwrap_or_else(|_| "unknown".into());
+            checks.push(Check::passed(
+                "connect",
+                format!("connected (PostgreSQL {version})"),
+            ));
+            Some(client)
+        }
+        Err(error) => {
+            checks.push(Check::failed("connect", error.to_string()));
+            None
+        }
+    };
+    let Some(client) = client else {
+        for name in [
+            "schema exists",
+            "messages table exists",
+            "notify round trip",
+        ] {
+            checks.push(Check::failed(name, "not checked: cannot connect"));
+        }
+        return checks;
+    };
+    let schema = &options.schema_name;
+    match client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[schema],
+        )
+        .await
+    {
+        Ok(row) if row.get::<_, bool>(0) => {
+            checks.push(Check::passed(
+                "schema exists",
+                format!("schema {}", quote_ident(schema)),
+            ));
+        }
+        Ok(_) => checks.push(Check::failed(
+            "schema exists",
+            format!(
+                "schema {} does not exist (a node creates it at start if it may)",
+                quote_ident(schema)
+            ),
+        )),
+        Err(error) => checks.push(Check::failed("schema exists", describe(&error))),
+    }
+    match &names {
+        Err(error) => checks.push(Check::failed("messages table exists", error.to_string())),
+        Ok(names) => match client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&names.qualified])
+            .await
+        {
+            Ok(row) if row.get::<_, bool>(0) => checks.push(Check::passed(
+                "messages table exists",
+                format!("table {} (channel {:?})", names.qualified, names.channel),
+            )),
+            Ok(_) => checks.push(Check::failed(
+                "messages table exists",
+                format!(
+                    "table {} does not exist (a node creates it on first use of hub {hub:?})",
+                    names.qualified
+                ),
+            )),
+            Err(error) => checks.push(Check::failed("messages table exists", describe(&error))),
+        },
+    }
+    checks.push(notify_round_trip(options, node, &client).await);
+    checks
+}
+
+/// LISTEN on a private channel over a second connection, NOTIFY it from the first, and
+/// wait for the notification.
+async fn notify_round_trip(
+    options: &PostgresOptions,
+    node: NodeId,
+    sender: &tokio_postgres::Client,
+) -> Check {
+    const NAME: &str = "notify round trip";
+    let timeout = options.command_timeout;
+    let channel = format!("signalr_doctor_{node}");
+    let (listener, mut connection) = match connect::connect_raw(options, Role::Doctor, node).await {
+        Ok(pair) => pair,
+        Err(error) => return Check::failed(NAME, error.to_string()),
+    };
+    let started = tokio::time::Instant::now();
+    let listen_sql = format!("LISTEN {}", quote_ident(&channel));
+    let listen = listener.batch_execute(&listen_sql);
+    let outcome = tokio::time::timeout(timeout, async {
+        // Drive the connection while LISTEN runs.
+        futures_util::pin_mut!(listen);
+        loop {
+            tokio::select! {
+                done = &mut listen => { done.map_err(|e| describe(&e))?; break; }
+                message = poll_fn(|cx| connection.poll_message(cx)) => match message {
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(describe(&error)),
+                    None => return Err("connection closed".to_owned()),
+                },
+            }
+        }
+        sender
+            .execute("SELECT pg_notify($1, 'ping')", &[&channel])
+            .await
+            .map_err(|e| describe(&e))?;
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == channel => return Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(describe(&error)),
+                None => return Err("connection closed".to_owned()),
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => Check::passed(
+            NAME,
+            format!(
+                "notification received after {} ms",
+                started.elapsed().as_millis()
+            ),
+        ),
+        Ok(Err(error)) => Check::failed(NAME, error),
+        Err(_) => Check::failed(
+            NAME,
+            format!(
+                "no notification within {timeout:?} (LISTEN needs a session: PgBouncer in transaction pooling mode does not deliver notifications)"
+            ),
+        ),
+    }
+}

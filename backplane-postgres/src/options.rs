@@ -1,0 +1,423 @@
+//! Every setting of the PostgreSQL backplane, each with its default and the reason for it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backplane_core::BackplaneError;
+
+use crate::names;
+use crate::notification;
+
+/// The default schema the backplane's tables live in.
+pub const DEFAULT_SCHEMA: &str = "signalr";
+
+/// The largest encoded envelope that travels inline in a notification by default: the
+/// largest size whose base64 text, with the notification header, still fits PostgreSQL's
+/// 7,999-byte payload limit (see [`PostgresOptions::inline_threshold`]).
+pub const DEFAULT_INLINE_THRESHOLD: usize = notification::MAX_INLINE_ENVELOPE;
+
+/// Maps a hub name to the slug of its table (`{slug}_messages`).
+pub type TableSlugGenerator = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Whether a publishing transaction waits for its WAL record to be flushed before
+/// `publish` returns. Sent as `SET synchronous_commit` on the publishing connection.
+///
+/// The choice trades durability against throughput: a transaction that issued `NOTIFY`
+/// holds a cluster-wide lock until its commit record is flushed, so the flush latency
+/// bounds how many publishing transactions per second the whole cluster can commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SynchronousCommit {
+    /// Use the server's setting (`postgresql.conf`, role or database default); the
+    /// backplane sends nothing.
+    ServerDefault,
+    /// `on`: `publish` returns after the WAL flush (and, with synchronous replicas
+    /// configured, after a replica confirmed it). A returned `Ok` survives a PostgreSQL
+    /// crash. Slowest: every batch pays one flush.
+    #[default]
+    On,
+    /// `off`: `publish` returns before the WAL flush. If PostgreSQL crashes, batches
+    /// committed in roughly the last `3 × wal_writer_delay` (600 ms by default) can vanish
+    /// from the table although `publish` returned `Ok` and receivers may already have
+    /// delivered them; receivers that had not yet seen them report the sequence hole as
+    /// unrepairable. The database itself stays consistent. Fastest.
+    Off,
+    /// `local`: wait for the local flush only, not for synchronous replicas. A failover to
+    /// a replica can lose recently published envelopes.
+    Local,
+    /// `remote_write`: wait until synchronous replicas wrote (not flushed) the WAL. An
+    /// operating-system crash of the replica at the same time as a primary failure can
+    /// lose recent envelopes.
+    RemoteWrite,
+    /// `remote_apply`: wait until synchronous replicas applied the WAL. Safest, slowest.
+    RemoteApply,
+}
+
+impl SynchronousCommit {
+    /// The value for `SET synchronous_commit`, or `None` to leave the server's setting.
+    pub fn as_sql(self) -> Option<&'static str> {
+        match self {
+            SynchronousCommit::ServerDefault => None,
+            SynchronousCommit::On => Some("on"),
+            SynchronousCommit::Off => Some("off"),
+            SynchronousCommit::Local => Some("local"),
+            SynchronousCommit::RemoteWrite => Some("remote_write"),
+            SynchronousCommit::RemoteApply => Some("remote_apply"),
+        }
+    }
+}
+
+/// How the listener retries after its connection dropped. It never gives up: a node
+/// whose database is gone keeps trying, and reports `disconnected` meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct ReconnectBackoff {
+    /// Wait before the first retry. Default: 100 ms (a killed backend is usually back at
+    /// once; waiting long would only delay catch-up).
+    pub initial: Duration,
+    /// The wait doubles after each failed attempt up to this. Default: 10 s.
+    pub max: Duration,
+    /// Each wait is shortened by a random fraction of up to this much (0.0 to 1.0), so
+    /// many nodes that lost the database together do not reconnect in lock step.
+    /// Default: 0.25.
+    pub jitter: f64,
+}
+
+impl Default for ReconnectBackoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            jitter: 0.25,
+        }
+    }
+}
+
+/// Settings of a [`PostgresBackplane`](crate::PostgresBackplane).
+///
+/// Built with [`PostgresOptions::new`] from a connection string, then adjusted with the
+/// builder methods; every field is public and documented with its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use backplane_postgres::{PostgresOptions, SynchronousCommit};
+///
+/// let options = PostgresOptions::new("postgres://app:secret@db.internal/app")?
+///     .schema_name("chat_backplane")
+///     .retention(Duration::from_secs(600))
+///     .synchronous_commit(SynchronousCommit::Off);
+/// // The password never shows in Debug output or logs.
+/// assert!(!format!("{options:?}").contains("secret"));
+/// # Ok::<(), backplane_core::BackplaneError>(())
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// Where the database is. Parsed from the connection string given to
+    /// [`PostgresOptions::new`] (URL or `key=value` form). Its `application_name` is
+    /// replaced per connection, see [`PostgresOptions::application_name`]. Its `Debug`
+    /// output redacts the password; the backplane never logs the connection string.
+    pub config: tokio_postgres::Config,
+    /// The schema holding the messages tables. Default: [`DEFAULT_SCHEMA`] (`signalr`).
+    /// Created if missing. Any text up to 63 bytes without NUL is accepted; it is always
+    /// quoted, so hostile names are inert.
+    pub schema_name: String,
+    /// Maps a hub name to its table slug; the table is `{slug}_messages` in the schema.
+    /// Default: the hub name lower-cased. Hubs that map to the same slug share a table
+    /// and a notification channel (receivers still tell them apart). A slug too long for
+    /// PostgreSQL's 63-byte identifiers is shortened with a hash, deterministically.
+    pub table_slug_generator: TableSlugGenerator,
+    /// Envelopes older than this are deleted by a background task. Default: 1 hour. It
+    /// bounds how long a node may be disconnected and still recover everything it
+    /// missed; longer disconnections report an unrepairable gap.
+    pub retention: Duration,
+    /// How often the retention task runs (on one node at a time). Default: 60 s.
+    pub retention_interval: Duration,
+    /// Rows deleted per retention statement, so the delete never holds many locks or a
+    /// long transaction. Default: 5,000.
+    pub retention_batch_size: u32,
+    /// The largest encoded envelope (bytes) sent inline in the notification; larger ones
+    /// travel by reference (the notification names the row, receivers read it).
+    /// Default and maximum: [`DEFAULT_INLINE_THRESHOLD`] (5,971 bytes, whose base64 form
+    /// with the header just fits PostgreSQL's 7,999-byte limit). Lower it to keep
+    /// PostgreSQL's notification queue small at the cost of more reads.
+    pub inline_threshold: usize,
+    /// Backoff of the listener's reconnect loop; it never gives up.
+    pub reconnect_backoff: ReconnectBackoff,
+    /// The most envelopes one publishing transaction carries. Default: 1,000.
+    pub publish_batch_size: usize,
+    /// The most payload bytes one publishing transaction carries (a single larger
+    /// envelope still goes, alone). Default: 8 MiB.
+    pub publish_batch_bytes: usize,
+    /// How long the publisher waits for more envelopes before writing a batch. Default:
+    /// zero: batches form naturally from what queues up while the previous transaction
+    /// commits (one transaction is in flight per node), so a lone publish is not delayed.
+    pub publish_linger: Duration,
+    /// The most publishes queued and not yet committed; further publishes wait for room
+    /// (backpressure, nothing is dropped). Default: 50,000.
+    pub publish_queue_capacity: usize,
+    /// The largest envelope payload (hub message bytes) accepted; larger publishes fail
+    /// with `TooLarge` before being numbered. Default: 64 MiB (bytea allows 1 GiB, but
+    /// every receiver holds the whole envelope in memory).
+    pub max_envelope_bytes: usize,
+    /// Time limit of one database operation including its retries: a publishing batch
+    /// is retried (idempotently) after connection errors until this elapses, then its
+    /// publishes fail with `Timeout`. Also bounds connects, DDL and catch-up reads.
+    /// Default: 10 s.
+    pub command_timeout: Duration,
+    /// Whether publishing commits wait for the WAL flush. Default: [`SynchronousCommit::On`].
+    pub synchronous_commit: SynchronousCommit,
+    /// When a sequence gap is seen while connected, how long to wait for the missing
+    /// envelopes to show up in the table before reporting them lost. Default: 1 s.
+    pub gap_wait: Duration,
+    /// After a reconnect, rows inserted since the listener was last known alive minus
+    /// this margin are read (for nodes never heard from before). Must cover the longest
+    /// publishing transaction; default: `command_timeout + 2 s`, applied when `None`.
+    pub catch_up_margin: Option<Duration>,
+    /// The listener sends a tiny query when it heard nothing for this long, and always at
+    /// least this often (it also refreshes the time catch-up starts from). Default: 5 s.
+    pub probe_interval: Duration,
+    /// A probe not answered within this declares the listener connection dead. Default: 5 s.
+    pub probe_timeout: Duration,
+    /// TCP keepalive idle time on every connection (kernel default is 2 hours).
+    /// Default: 10 s. Interval 5 s, 3 retries: a half-open connection is noticed within
+    /// about 25 s even with no traffic at all, and the probe notices it sooner.
+    pub keepalive_idle: Duration,
+    /// How long sent data may stay unacknowledged before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`, Linux). Default: 15 s.
+    pub tcp_user_timeout: Duration,
+    /// Prefix of `application_name` on the backplane's connections; each connection
+    /// appends its role and the node id (`signalr-backplane listener 0af3…`), so
+    /// operators can find them in `pg_stat_activity`. Default: `signalr-backplane`.
+    pub application_name: String,
+    /// Capacity of each subscription's event queue. When it is full the listener waits
+    /// (backpressure: PostgreSQL buffers the notifications meanwhile); nothing is
+    /// dropped, so `Lagged` is never reported. Default: 8,192.
+    pub subscription_capacity: usize,
+}
+
+impl PostgresOptions {
+    /// Options for the database at `connection_string` (URL `postgres://user@host/db` or
+    /// `key=value` form), everything else at its default.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Config`] if the connection string cannot be parsed. The message
+    /// never repeats the connection string, so a password cannot leak into logs.
+    pub fn new(connection_string: &str) -> Result<Self, BackplaneError> {
+        let config = tokio_postgres::Config::from_str(connection_string).map_err(|error| {
+            BackplaneError::Config(format!("invalid PostgreSQL connection string: {error}"))
+        })?;
+        Ok(Self::from_config(config))
+    }
+
+    /// Options for an already built connection configuration.
+    pub fn from_config(config: tokio_postgres::Config) -> Self {
+        Self {
+            config,
+            schema_name: DEFAULT_SCHEMA.to_owned(),
+            table_slug_generator: Arc::new(|hub: &str| hub.to_lowercase()),
+            retention: Duration::from_secs(3600),
+            retention_interval: Duration::from_secs(60),
+            retention_batch_size: 5000,
+            inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            reconnect_backoff: ReconnectBackoff::default(),
+            publish_batch_size: 1000,
+            publish_batch_bytes: 8 * 1024 * 1024,
+            publish_linger: Duration::ZERO,
+            publish_queue_capacity: 50_000,
+            max_envelope_bytes: 64 * 1024 * 1024,
+            command_timeout: Duration::from_secs(10),
+            synchronous_commit: SynchronousCommit::default(),
+            gap_wait: Duration::from_secs(1),
+            catch_up_margin: None,
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(5),
+            keepalive_idle: Duration::from_secs(10),
+            tcp_user_timeout: Duration::from_secs(15),
+            application_name: "signalr-backplane".to_owned(),
+            subscription_capacity: 8192,
+        }
+    }
+
+    /// These options with `schema` as the schema name.
+    #[must_use]
+    pub fn schema_name(mut self, schema: impl Into<String>) -> Self {
+        self.schema_name = schema.into();
+        self
+    }
+
+    /// These options with `generator` mapping hub names to table slugs.
+    #[must_use]
+    pub fn table_slug_generator(
+        mut self,
+        generator: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.table_slug_generator = Arc::new(generator);
+        self
+    }
+
+    /// These options with `retention` as the age after which rows are deleted.
+    #[must_use]
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// These options with the retention task running every `interval`.
+    #[must_use]
+    pub fn retention_interval(mut self, interval: Duration) -> Self {
+        self.retention_interval = interval;
+        self
+    }
+
+    /// These options with `threshold` as the largest inline envelope.
+    #[must_use]
+    pub fn inline_threshold(mut self, threshold: usize) -> Self {
+        self.inline_threshold = threshold;
+        self
+    }
+
+    /// These options with `backoff` for the listener's reconnect loop.
+    #[must_use]
+    pub fn reconnect_backoff(mut self, backoff: ReconnectBackoff) -> Self {
+        self.reconnect_backoff = backoff;
+        self
+    }
+
+    /// These options with at most `size` envelopes per publishing transaction.
+    #[must_use]
+    pub fn publish_batch_size(mut self, size: usize) -> Self {
+        self.publish_batch_size = size;
+        self
+    }
+
+    /// These options with the publisher waiting `linger` for more envelopes per batch.
+    #[must_use]
+    pub fn publish_linger(mut self, linger: Duration) -> Self {
+        self.publish_linger = linger;
+        self
+    }
+
+    /// These options with `timeout` as the command timeout.
+    #[must_use]
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// These options with `mode` for publishing commits.
+    #[must_use]
+    pub fn synchronous_commit(mut self, mode: SynchronousCommit) -> Self {
+        self.synchronous_commit = mode;
+        self
+    }
+
+    /// These options with `wait` as the bounded wait for a sequence gap to fill.
+    #[must_use]
+    pub fn gap_wait(mut self, wait: Duration) -> Self {
+        self.gap_wait = wait;
+        self
+    }
+
+    /// These options probing the listener connection every `interval`, failing after
+    /// `timeout`.
+    #[must_use]
+    pub fn probe(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.probe_interval = interval;
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// These options with `name` as the `application_name` prefix.
+    #[must_use]
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+
+    /// The catch-up margin in force (explicit, or `command_timeout + 2 s`).
+    pub fn effective_catch_up_margin(&self) -> Duration {
+        self.catch_up_margin
+            .unwrap_or(self.command_timeout + Duration::from_secs(2))
+    }
+
+    /// Check the settings that can be checked without a database.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Config`] naming the first invalid setting.
+    pub fn validate(&self) -> Result<(), BackplaneError> {
+        names::validate_schema(&self.schema_name)?;
+        let invalid = |what: &str| Err(BackplaneError::Config(what.to_owned()));
+        if self.inline_threshold > notification::MAX_INLINE_ENVELOPE {
+            return Err(BackplaneError::Config(format!(
+                "inline_threshold {} exceeds the maximum of {} bytes (PostgreSQL notifications hold at most 7999 bytes of base64 text)",
+                self.inline_threshold,
+                notification::MAX_INLINE_ENVELOPE
+            )));
+        }
+        if self.publish_batch_size == 0 {
+            return invalid("publish_batch_size must be at least 1");
+        }
+        if self.publish_queue_capacity == 0 {
+            return invalid("publish_queue_capacity must be at least 1");
+        }
+        if self.subscription_capacity == 0 {
+            return invalid("subscription_capacity must be at least 1");
+        }
+        if self.retention_batch_size == 0 {
+            return invalid("retention_batch_size must be at least 1");
+        }
+        if self.command_timeout.is_zero() {
+            return invalid("command_timeout must be greater than zero");
+        }
+        if self.probe_interval.is_zero() || self.probe_timeout.is_zero() {
+            return invalid("probe_interval and probe_timeout must be greater than zero");
+        }
+        if self.retention_interval.is_zero() {
+            return invalid("retention_interval must be greater than zero");
+        }
+        if !(0.0..=1.0).contains(&self.reconnect_backoff.jitter) {
+            return invalid("reconnect_backoff.jitter must be between 0.0 and 1.0");
+        }
+        if self.reconnect_backoff.initial.is_zero()
+            || self.reconnect_backoff.max < self.reconnect_backoff.initial
+        {
+            return invalid("reconnect_backoff needs 0 < initial <= max");
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio_postgres::Config's Debug redacts the password.
+        f.debug_struct("PostgresOptions")
+            .field("config", &self.config)
+            .field("schema_name", &self.schema_name)
+            .field("retention", &self.retention)
+            .field("retention_interval", &self.retention_interval)
+            .field("retention_batch_size", &self.retention_batch_size)
+            .field("inline_threshold", &self.inline_threshold)
+            .field("reconnect_backoff", &self.reconnect_backoff)
+            .field("publish_batch_size", &self.publish_batch_size)
+            .field("publish_batch_bytes", &self.publish_batch_bytes)
+            .field("publish_linger", &self.publish_linger)
+            .field("publish_queue_capacity", &self.publish_queue_capacity)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("command_timeout", &self.command_timeout)
+            .field("synchronous_commit", &self.synchronous_commit)
+            .field("gap_wait", &self.gap_wait)
+            .field("catch_up_margin", &self.effective_catch_up_margin())
+            .field("probe_interval", &self.probe_interval)
+            .field("probe_timeout", &self.probe_timeout)
+            .field("keepalive_idle", &self.keepalive_idle)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("application_name", &self.application_name)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,582 @@
+//! The publishing side: a queue that numbers envelopes, and one task per node that
+//! writes them in batches.
+//!
+//! `publish` numbers its envelope and queues it synchronously, on its first poll (under a
+//! plain mutex), so a node's envelopes for a hub are numbered and queued in the order
+//! their futures were first polled. The publisher task takes everything queued (up to
+//! the batch limits), writes one multi-row `INSERT` per table and all notifications in
+//! one transaction, and only then completes each publish. One transaction is in flight
+//! per node, so a node's envelopes commit, and are notified, in sequence order.
+//!
+//! # Failures
+//!
+//! A batch that fails on a connection error is retried on a fresh connection until the
+//! command timeout elapses; the `INSERT` skips rows that already exist (`ON CONFLICT DO
+//! NOTHING` on `(origin, hub, seq)`), so a retry after an unacknowledged commit stores
+//! nothing twice, and repeated notifications are deduplicated by receivers. When a batch
+//! finally fails, every publish in it returns the error, and its sequence numbers are
+//! remembered: the next batch that commits first writes a *tombstone* row (empty payload,
+//! again `ON CONFLICT DO NOTHING`) for each, with a reference notification. Receivers
+//! skip tombstones, so they neither wait for nor report as lost what was never stored;
+//! and if the failed batch did commit after all, its real rows win the conflict and are
+//! delivered.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backplane_core::{BackplaneError, Envelope, EnvelopeKind, NodeId};
+use postgres_types::ToSql;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_postgres::{Client, Statement};
+
+use crate::connect::{self, PostgresError, Role, describe, is_transient};
+use crate::names::TableNames;
+use crate::notification::{self, Packer};
+use crate::shared::{Shared, lock};
+
+/// Publishes waiting for the publisher task, and the sequence counters.
+#[derive(Debug)]
+pub(crate) struct PublishQueue {
+    /// Counters and queued envelopes, under one lock: numbering and queueing happen
+    /// together, which is what keeps sequence order equal to queue order.
+    state: Mutex<QueueState>,
+    /// Wakes the publisher task.
+    wake: Notify,
+    /// One permit per queued publish: bounds the queue, and waiting for a permit is the
+    /// backpressure (tokio's semaphore is fair, so waiters keep their order).
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Set by shutdown: nothing is queued afterwards.
+    shut_down: bool,
+    /// Last sequence number per hub.
+    sequences: HashMap<String, u64>,
+    /// Numbered envelopes not yet taken by the publisher task.
+    items: VecDeque<Pending>,
+}
+
+/// A numbered envelope waiting to be written.
+#[derive(Debug)]
+struct Pending {
+    /// The envelope, stamped with origin and sequence.
+    envelope: Envelope,
+    /// Where it is written.
+    table: Arc<TableNames>,
+    /// Completes the publish.
+    done: oneshot::Sender<Result<(), BackplaneError>>,
+    /// Its place in the bounded queue, released when done.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PublishQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState::default()),
+            wake: Notify::new(),
+            permits: Arc::new(Semaphore::new(capacity)),
+        }
+    }
+
+    /// Number, queue and wait for the commit of one envelope.
+    pub(crate) async fn publish(
+        &self,
+        shared: &Shared,
+        hub: &str,
+        destination: Option<NodeId>,
+        kind: EnvelopeKind,
+    ) -> Result<(), BackplaneError> {
+        if lock(&self.state).shut_down {
+            return Err(BackplaneError::Shutdown);
+        }
+        let table = shared.table_for(hub)?;
+        let size = kind_size(&kind) + hub.len();
+        if size > shared.options.max_envelope_bytes {
+            return Err(BackplaneError::TooLarge {
+                size,
+                limit: shared.options.max_envelope_bytes,
+            });
+        }
+        // Ready at once unless the queue is full; then fair, so order is kept.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BackplaneError::Shutdown)?;
+        let (done, result) = oneshot::channel();
+        {
+            let mut state = lock(&self.state);
+            if state.shut_down {
+                return Err(BackplaneError::Shutdown);
+            }
+            let seq = match state.sequences.get_mut(hub) {
+                Some(seq) => {
+                    *seq += 1;
+                    *seq
+                }
+                None => {
+                    state.sequences.insert(hub.to_owned(), 1);
+                    1
+                }
+            };
+            state.items.push_back(Pending {
+                envelope: Envelope {
+                    origin: shared.node,
+                    seq,
+                    hub: hub.to_owned(),
+                    destination,
+                    kind,
+                },
+                table,
+                done,
+                _permit: permit,
+            });
+        }
+        self.wake.notify_one();
+        result.await.unwrap_or(Err(BackplaneError::Shutdown))
+    }
+
+    /// Refuse new publishes; the publisher task still writes what is queued, then stops.
+    pub(crate) fn shut_down(&self) {
+        lock(&self.state).shut_down = true;
+        self.permits.close();
+        self.wake.notify_one();
+    }
+
+    /// The next batch, or `None` once shut down and empty.
+    async fn next_batch(
+        &self,
+        max_items: usize,
+        max_bytes: usize,
+        linger: Duration,
+    ) -> Option<Vec<Pending>> {
+        loop {
+            {
+                let state = lock(&self.state);
+                if !state.items.is_empty() {
+                    break;
+                }
+                if state.shut_down {
+                    return None;
+                }
+            }
+            // notify_one stores a permit when nobody waits, so no wake-up is lost.
+            self.wake.notified().await;
+        }
+        if !linger.is_zero() {
+            tokio::time::sleep(linger).await;
+        }
+        let mut state = lock(&self.state);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = state.items.front() {
+            let size = next.envelope.payload_len() + next.envelope.hub.len();
+            if !batch.is_empty() && (batch.len() >= max_items || bytes + size > max_bytes) {
+                break;
+            }
+            bytes += size;
+            batch.push(state.items.pop_front().expect("front exists"));
+        }
+        Some(batch)
+    }
+}
+
+/// Rough payload size of `kind`, for the size limit and batch byte budget.
+fn kind_size(kind: &EnvelopeKind) -> usize {
+    match kind {
+        EnvelopeKind::Invocation { message, .. } => message.encoded_len(),
+        _ => 64,
+    }
+}
+
+/// A sequence number whose publish failed, to be written as a tombstone.
+#[derive(Debug, Clone)]
+struct Tombstone {
+    table: Arc<TableNames>,
+    hub: String,
+    seq: u64,
+}
+
+/// The rows and notifications of one batch for one table.
+#[derive(Debug)]
+struct TableWrite {
+    table: Arc<TableNames>,
+    hubs: Vec<String>,
+    seqs: Vec<i64>,
+    payloads: Vec<Vec<u8>>,
+    notifications: Vec<String>,
+}
+
+/// The publishing connection and its prepared statements.
+struct PublisherConnection {
+    client: Client,
+    /// The batch INSERT+NOTIFY statement per table.
+    statements: HashMap<String, Statement>,
+}
+
+/// The task that writes batches.
+pub(crate) struct Publisher {
+    shared: Arc<Shared>,
+    queue: Arc<PublishQueue>,
+    connection: Option<PublisherConnection>,
+    /// Sequence numbers of failed batches, written before the next batch.
+    tombstones: Vec<Tombstone>,
+}
+
+/// Why one attempt to write a batch failed.
+enum AttemptError {
+    /// Worth retrying on a fresh connection.
+    Transient(String),
+    /// Retrying cannot help (a permission or data error).
+    Fatal(PostgresError),
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        queue: Arc<PublishQueue>,
+        client: Option<Client>,
+    ) -> Self {
+        Self {
+            shared,
+            queue,
+            connection: client.map(|client| PublisherConnection {
+                client,
+                statements: HashMap::new(),
+            }),
+            tombstones: Vec::new(),
+        }
+    }
+
+    /// Write batches until shut down and drained.
+    pub(crate) async fn run(mut self) {
+        let options = &self.shared.options;
+        let (max_items, max_bytes, linger) = (
+            options.publish_batch_size,
+            options.publish_batch_bytes,
+            options.publish_linger,
+        );
+        while let Some(batch) = self.queue.next_batch(max_items, max_bytes, linger).await {
+            let started = Instant::now();
+            let writes = self.prepare(&batch);
+            match self.write(&writes).await {
+                Ok(()) => {
+                    tracing::debug!(
+                        node = %self.shared.node,
+                        envelopes = batch.len(),
+                        tombstones = self.tombstones.len(),
+                        tables = writes.len(),
+                        notifications = writes.iter().map(|w| w.notifications.len()).sum::<usize>(),
+                        elapsed = ?started.elapsed(),
+                        "[Publish] batch committed"
+                    );
+                    self.tombstones.clear();
+                    for pending in batch {
+                        let _ = pending.done.send(Ok(()));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        node = %self.shared.node,
+                        envelopes = batch.len(),
+                        %error,
+                        "[Publish] batch failed; its publishes return the error and its sequence numbers become tombstones"
+                    );
+                    for pending in batch {
+                        self.tombstones.push(Tombstone {
+                            table: pending.table.clone(),
+                            hub: pending.envelope.hub.clone(),
+                            seq: pending.envelope.seq,
+                        });
+                        let _ = pending.done.send(Err(error.to_backplane()));
+                    }
+                }
+            }
+        }
+        tracing::debug!(node = %self.shared.node, "[Publish] publisher stopped");
+    }
+
+    /// Encode the batch (and any tombstones) into per-table rows and notifications.
+    fn prepare(&self, batch: &[Pending]) -> Vec<TableWrite> {
+        let node = self.shared.node;
+        let threshold = self.shared.options.inline_threshold;
+        let mut writes: Vec<(TableWrite, Packer)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut slot = |writes: &mut Vec<(TableWrite, Packer)>, table: &Arc<TableNames>| -> usize {
+            if let Some(&at) = index.get(&table.qualified) {
+                return at;
+            }
+            *index.entry(table.qualified.clone()).or_insert_with(|| {
+                writes.push((
+                    TableWrite {
+                        table: table.clone(),
+                        hubs: Vec::new(),
+                        seqs: Vec::new(),
+                        payloads: Vec::new(),
+                        notifications: Vec::new(),
+                    },
+                    Packer::new(node),
+                ));
+                writes.len() - 1
+            })
+        };
+        // Tombstones first: they precede everything in this batch in sequence order.
+        // Consecutive sequence numbers of one hub share one reference notification.
+        let mut i = 0;
+        while i < self.tombstones.len() {
+            let first = &self.tombstones[i];
+            let mut last = i;
+            while last + 1 < self.tombstones.len() {
+                let next = &self.tombstones[last + 1];
+                if next.hub == first.hub
+                    && Arc::ptr_eq(&next.table, &first.table)
+                    && next.seq == self.tombstones[last].seq + 1
+                {
+                    last += 1;
+                } else {
+                    break;
+                }
+            }
+            let at = slot(&mut writes, &first.table);
+            let (write, packer) = &mut writes[at];
+            for tombstone in &self.tombstones[i..=last] {
+                write.hubs.push(tombstone.hub.clone());
+                write.seqs.push(seq_i64(tombstone.seq));
+                write.payloads.push(Vec::new());
+            }
+            if let Some(text) =
+                notification::reference(node, first.seq, self.tombstones[last].seq, &first.hub)
+            {
+                packer.reference(text);
+            }
+            i = last + 1;
+        }
+        for pending in batch {
+            let envelope = &pending.envelope;
+            let at = slot(&mut writes, &pending.table);
+            let (write, packer) = &mut writes[at];
+            let bytes = envelope.encode();
+            if bytes.len() <= threshold {
+                packer.inline(&bytes);
+            } else if let Some(text) =
+                notification::reference(node, envelope.seq, envelope.seq, &envelope.hub)
+            {
+                packer.reference(text);
+            }
+            write.hubs.push(envelope.hub.clone());
+            write.seqs.push(seq_i64(envelope.seq));
+            write.payloads.push(bytes);
+        }
+        writes
+            .into_iter()
+            .map(|(mut write, packer)| {
+                write.notifications = packer.finish();
+                write
+            })
+            .collect()
+    }
+
+    /// Write one batch, retrying transient failures until the command timeout.
+    async fn write(&mut self, writes: &[TableWrite]) -> Result<(), BatchError> {
+        let timeout = self.shared.options.command_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut retry_delay = Duration::from_millis(20);
+        let mut last_error = None;
+        loop {
+            match tokio::time::timeout_at(deadline, self.attempt(writes)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(AttemptError::Fatal(error))) => return Err(BatchError::Fatal(error)),
+                Ok(Err(AttemptError::Transient(reason))) => {
+                    tracing::debug!(node = %self.shared.node, %reason, "[Publish] batch attempt failed; retrying on a fresh connection");
+                    self.connection = None;
+                    last_error = Some(reason);
+                }
+                Err(_) => {
+                    // The attempt may still commit on the server: the connection is
+                    // dropped, and tombstones (ON CONFLICT DO NOTHING) settle it later.
+                    self.connection = None;
+                    return Err(BatchError::Timeout {
+                        timeout,
+                        last_error,
+                    });
+                }
+            }
+            if Instant::now() + retry_delay >= deadline {
+                return Err(BatchError::Timeout {
+                    timeout,
+                    last_error,
+                });
+            }
+            tokio::time::sleep(retry_delay).await;
+            retry_delay = (retry_delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn attempt(&mut self, writes: &[TableWrite]) -> Result<(), AttemptError> {
+        let shared = &self.shared;
+        if self
+            .connection
+            .as_ref()
+            .is_none_or(|c| c.client.is_closed())
+        {
+            let client = open(shared)
+                .await
+                .map_err(|e| AttemptError::Transient(e.to_string()))?;
+            self.connection = Some(PublisherConnection {
+                client,
+                statements: HashMap::new(),
+            });
+        }
+        let connection = self.connection.as_mut().expect("connected above");
+        let classify = |context: &'static str, error: tokio_postgres::Error| {
+            if is_transient(&error) {
+                AttemptError::Transient(describe(&error))
+            } else {
+                AttemptError::Fatal(PostgresError::new(context, &error))
+            }
+        };
+        for write in writes {
+            if !shared.installed.contains(&write.table) {
+                connection.statements.remove(&write.table.qualified);
+            }
+            shared
+                .installed
+                .ensure(
+                    &connection.client,
+                    &shared.options.schema_name,
+                    &write.table,
+                )
+                .await
+                .map_err(|e| match e.code() {
+                    Some(code) if !code.starts_with("08") && code != "57P01" => {
+                        AttemptError::Fatal(e)
+                    }
+                    _ => AttemptError::Transient(e.to_string()),
+                })?;
+            if !connection.statements.contains_key(&write.table.qualified) {
+                let statement = connection
+                    .client
+                    .prepare(&insert_sql(&write.table))
+                    .await
+                    .map_err(|e| classify("preparing the publish statement", e))?;
+                connection
+                    .statements
+                    .insert(write.table.qualified.clone(), statement);
+            }
+        }
+        let origin = shared.node.to_bytes();
+        let origin: &[u8] = &origin;
+        let result = if let [write] = writes {
+            let statement = &connection.statements[&write.table.qualified];
+            connection
+                .client
+                .execute(statement, &params(&origin, write))
+                .await
+                .map(drop)
+        } else {
+            let PublisherConnection { client, statements } = connection;
+            async {
+                let transaction = client.transaction().await?;
+                for write in writes {
+                    let statement = &statements[&write.table.qualified];
+                    transaction
+                        .execute(statement, &params(&origin, write))
+                        .await?;
+                }
+                transaction.commit().await
+            }
+            .await
+        };
+        result.map_err(|error| {
+            if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+                // Someone dropped the table: install it again on the retry.
+                for write in writes {
+                    shared.installed.forget(&write.table);
+                }
+            }
+            classify("publishing a batch", error)
+        })
+    }
+}
+
+/// A connection for publishing, with `synchronous_commit` applied.
+pub(crate) async fn open(shared: &Shared) -> Result<Client, PostgresError> {
+    let client = connect::connect(&shared.options, Role::Publisher, shared.node).await?;
+    if let Some(mode) = shared.options.synchronous_commit.as_sql() {
+        client
+            .batch_execute(&format!("SET synchronous_commit = {mode}"))
+            .await
+            .map_err(|e| PostgresError::new("setting synchronous_commit", &e))?;
+    }
+    Ok(client)
+}
+
+fn params<'a>(origin: &'a &'a [u8], write: &'a TableWrite) -> [&'a (dyn ToSql + Sync); 6] {
+    [
+        origin,
+        &write.hubs,
+        &write.seqs,
+        &write.payloads,
+        &write.table.channel,
+        &write.notifications,
+    ]
+}
+
+/// One statement per table: the rows (skipping any that exist, which makes retries
+/// idempotent) and the notifications, in order.
+fn insert_sql(table: &TableNames) -> String {
+    format!(
+        "WITH stored AS (
+             INSERT INTO {table} (origin, hub, seq, payload)
+             SELECT $1::bytea, r.hub, r.seq, r.payload
+             FROM unnest($2::text[], $3::int8[], $4::bytea[]) AS r(hub, seq, payload)
+             ON CONFLICT (origin, hub, seq) DO NOTHING
+         )
+         SELECT count(pg_notify($5::text, n)) FROM unnest($6::text[]) AS n",
+        table = table.qualified
+    )
+}
+
+/// Sequence numbers start at 1 and grow by one per publish, so they fit a bigint for
+/// any realistic lifetime of a node; saturate rather than wrap just in case.
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// Why a batch failed for good.
+#[derive(Debug)]
+enum BatchError {
+    /// Retried until the command timeout.
+    Timeout {
+        timeout: Duration,
+        last_error: Option<String>,
+    },
+    /// An error retrying cannot fix.
+    Fatal(PostgresError),
+}
+
+impl BatchError {
+    fn to_backplane(&self) -> BackplaneError {
+        match self {
+            BatchError::Timeout { timeout, .. } => BackplaneError::Timeout(*timeout),
+            BatchError::Fatal(error) => BackplaneError::backend(error.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Timeout {
+                timeout,
+                last_error: Some(error),
+            } => write!(f, "timed out after {timeout:?}; last error: {error}"),
+            BatchError::Timeout { timeout, .. } => write!(f, "timed out after {timeout:?}"),
+            BatchError::Fatal(error) => error.fmt(f),
+        }
+    }
+}

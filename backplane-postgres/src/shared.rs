@@ -1,0 +1,67 @@
+//! State every task of one node shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use backplane_core::{BackplaneError, NodeId};
+
+use crate::install::Installed;
+use crate::names::TableNames;
+use crate::notification::MAX_NOTIFICATION;
+use crate::options::PostgresOptions;
+
+/// The longest hub name accepted: a reference notification names the hub and must fit
+/// PostgreSQL's 7,999-byte payload limit next to its header and sequence range.
+pub(crate) const MAX_HUB_NAME: usize = MAX_NOTIFICATION - 100;
+
+/// Identity, settings and caches of one node.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// This node's id.
+    pub(crate) node: NodeId,
+    /// Settings, validated.
+    pub(crate) options: PostgresOptions,
+    /// Tables known to exist.
+    pub(crate) installed: Installed,
+    /// Table names per hub, so the slug generator runs once per hub.
+    tables: Mutex<HashMap<String, Arc<TableNames>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(node: NodeId, options: PostgresOptions) -> Self {
+        Self {
+            node,
+            options,
+            installed: Installed::default(),
+            tables: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The table names of `hub`.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Config`] for a hub name that is empty or too long, or a slug the
+    /// generator made that cannot name a table.
+    pub(crate) fn table_for(&self, hub: &str) -> Result<Arc<TableNames>, BackplaneError> {
+        if let Some(names) = lock(&self.tables).get(hub) {
+            return Ok(names.clone());
+        }
+        if hub.is_empty() || hub.len() > MAX_HUB_NAME {
+            return Err(BackplaneError::Config(format!(
+                "hub names must be 1 to {MAX_HUB_NAME} bytes long, got {} bytes",
+                hub.len()
+            )));
+        }
+        let slug = (self.options.table_slug_generator)(hub);
+        let names = Arc::new(TableNames::new(&self.options.schema_name, &slug)?);
+        lock(&self.tables).insert(hub.to_owned(), names.clone());
+        Ok(names)
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

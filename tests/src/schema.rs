@@ -1,0 +1,187 @@
+//! A fresh schema per test.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backplane_core::Backplane;
+use backplane_postgres::{PostgresBackplane, PostgresOptions, ReconnectBackoff};
+use tokio::sync::OnceCell;
+
+use crate::database::database_url;
+
+/// Prefix of every test schema, so leftovers can be recognised and removed.
+const PREFIX: &str = "bpt_";
+
+/// Test schemas older than this are leftovers of crashed runs and get dropped.
+const STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
+
+/// Makes schema names unique within the process.
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs the leftover clean-up once per test binary.
+static SWEPT: OnceCell<()> = OnceCell::const_new();
+
+/// A uniquely named schema for one test (created by the backplane on first use), on the
+/// resolved test database.
+#[derive(Debug)]
+pub struct TestSchema {
+    /// The schema name: `bpt_<label>_<unix seconds>_<pid>_<n>`.
+    name: String,
+    /// The database it lives in.
+    url: &'static str,
+}
+
+impl TestSchema {
+    /// A fresh schema name for a test called `label`; nothing is created yet.
+    ///
+    /// # Panics
+    ///
+    /// Panics when no test database is available (see [`database_url`]).
+    pub async fn create(label: &str) -> Self {
+        let url = database_url().await;
+        SWEPT.get_or_init(|| sweep_leftovers(url)).await;
+        let label: String = label
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(24)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let name = format!(
+            "{PREFIX}{label}_{}_{}_{}",
+            unix_now(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        Self { name, url }
+    }
+
+    /// The schema name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database URL.
+    pub fn url(&self) -> &'static str {
+        self.url
+    }
+
+    /// Backplane options on this schema, with timings shortened for tests (faster
+    /// reconnects, probes and gap waits; the defaults are for production).
+    pub fn options(&self) -> PostgresOptions {
+        let mut options = PostgresOptions::new(self.url)
+            .expect("the test database URL parses")
+            .schema_name(self.name.clone())
+            .command_timeout(Duration::from_secs(10))
+            .gap_wait(Duration::from_millis(500))
+            .probe(Duration::from_secs(1), Duration::from_secs(3));
+        options.reconnect_backoff = ReconnectBackoff::default();
+        options.reconnect_backoff.initial = Duration::from_millis(50);
+        options.reconnect_backoff.max = Duration::from_secs(1);
+        options
+    }
+
+    /// `count` nodes on this schema with [`TestSchema::options`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if a node cannot start.
+    pub async fn nodes(&self, count: usize) -> Vec<Arc<PostgresBackplane>> {
+        self.nodes_with(count, |options| options).await
+    }
+
+    /// `count` nodes on this schema, with options adjusted by `adjust`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a node cannot start.
+    pub async fn nodes_with(
+        &self,
+        count: usize,
+        adjust: impl Fn(PostgresOptions) -> PostgresOptions,
+    ) -> Vec<Arc<PostgresBackplane>> {
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let node = PostgresBackplane::connect(adjust(self.options()))
+                .await
+                .unwrap_or_else(|error| panic!("starting a node on {}: {error}", self.name));
+            nodes.push(Arc::new(node));
+        }
+        nodes
+    }
+
+    /// `count` nodes as `Arc<dyn Backplane>`, the shape the conformance suite and
+    /// servers use.
+    pub async fn cluster(&self, count: usize) -> Vec<Arc<dyn Backplane>> {
+        self.nodes(count)
+            .await
+            .into_iter()
+            .map(|node| node as Arc<dyn Backplane>)
+            .collect()
+    }
+
+    /// A plain client on the test database, for inspecting tables or killing backends.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the database does not answer.
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting the admin client");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Drop the schema and everything in it.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the database refuses.
+    pub async fn drop(self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        self.admin()
+            .await
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|error| panic!("dropping schema {}: {error}", self.name));
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Drop test schemas left behind by runs that crashed long ago (their names carry the
+/// creation time; recent ones may belong to a run in progress and are kept).
+async fn sweep_leftovers(url: &str) {
+    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(connection);
+    let Ok(rows) = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+            &[&PREFIX],
+        )
+        .await
+    else {
+        return;
+    };
+    let now = unix_now();
+    for row in rows {
+        let name: String = row.get(0);
+        // bpt_<label>_<unix>_<pid>_<n>: the time is third from the end.
+        let created = name
+            .rsplit('_')
+            .nth(2)
+            .and_then(|part| part.parse::<u64>().ok());
+        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .await;
+        }
+    }
+}
