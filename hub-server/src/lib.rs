@@ -1,1 +1,102 @@
-//! hub-server (work in progress).
+//! A SignalR hub server: the official SignalR clients (JavaScript, .NET, Java, Swift,
+//! Python) connect to it unchanged, and it scales out across server instances through any
+//! [`Backplane`](backplane_core::Backplane).
+//!
+//! A hub is a set of methods clients invoke by name. Methods are plain async functions;
+//! their parameters are extracted from the invocation (axum-style): context types such as
+//! [`Caller`], [`Clients`], [`CallerClients`], [`Groups`], [`HubContext`] and
+//! [`Extension`], and any `serde::Deserialize` type, bound to the caller's arguments in
+//! order. What a method returns becomes the completion the caller receives
+//! ([`IntoHubResult`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use hub_server::{Caller, CallerClients, Groups, Hub, MethodError};
+//!
+//! async fn send_message(clients: CallerClients, user: String, message: String) -> Result<(), MethodError> {
+//!     clients.all().send("ReceiveMessage", (user, message)).await?;
+//!     Ok(())
+//! }
+//!
+//! async fn join(caller: Caller, groups: Groups, group: String) -> Result<(), MethodError> {
+//!     groups.add(caller.connection_id(), &group).await?;
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let hub = Hub::builder("ChatHub")
+//!         .method("SendMessage", send_message)
+//!         .method("JoinGroup", join)
+//!         .method("Add", |a: i64, b: i64| async move { a + b })
+//!         .user_id(|request| hub_server::access_token(request))
+//!         .build()
+//!         .await?;
+//!     let app = axum::Router::new()
+//!         .route("/", axum::routing::get(|| async { "hello" }))
+//!         .merge(hub.router("/chathub"));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//!     let shutdown_hub = hub.clone();
+//!     axum::serve(listener, app)
+//!         .with_graceful_shutdown(async move {
+//!             let _ = tokio::signal::ctrl_c().await;
+//!             shutdown_hub.shutdown().await;
+//!         })
+//!         .await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # What is served
+//!
+//! - `POST {path}/negotiate?negotiateVersion=1`: a version 1 response offering only the
+//!   WebSockets transport, with a secret, unguessable connection token distinct from the
+//!   public connection id. Tokens expire when no WebSocket claims them in time.
+//! - `GET {path}` with a WebSocket upgrade, with `?id={token}` after negotiate or without
+//!   it when the client skips negotiate. An unknown or expired token gets 404, a token
+//!   already in use 409. Server-Sent Events and long polling get a 400 naming the missing
+//!   transport.
+//! - The JSON and MessagePack hub protocols (handshake versions 1 and 2), invocations
+//!   with and without an id, keep-alive pings, the client timeout, the handshake timeout,
+//!   the maximum message size, Close messages, and graceful shutdown ([`Hub::shutdown`]).
+//!   Streaming invocations, upload streams, client results and stateful reconnect are not
+//!   offered; a client asking for them gets a completion error (or, for stateful
+//!   reconnect, simply is not offered it and works without).
+//!
+//! # Layout
+//!
+//! - `hub`: [`HubBuilder`] and [`Hub`]; `endpoints`: the axum routes.
+//! - `handler`, `extract`: how async functions become methods ([`Handler`],
+//!   [`FromInvocation`], [`IntoHubResult`]); `dispatch`: running one invocation.
+//! - `clients`: [`Clients`], [`CallerClients`], [`Groups`], [`HubContext`].
+//! - `connection`: one WebSocket from handshake to close; `outbox`: its bounded send
+//!   queue, which the lifetime manager fills; `tokens`: connection ids and tokens.
+//! - `identity`: the user id hook; `options`: [`HubOptions`]; `error`: [`MethodError`],
+//!   [`SendError`].
+//! - `chat`: the chat server of the `hub-server` binary, reusable in tests.
+
+mod clients;
+mod connection;
+mod dispatch;
+mod endpoints;
+mod error;
+mod extract;
+mod handler;
+mod hub;
+mod identity;
+mod options;
+mod outbox;
+mod tokens;
+
+pub mod chat;
+
+pub use backplane_core::{BackplaneHealth, BackplaneStatus, ConnectionId, Target};
+pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext};
+pub use error::{MethodError, SendError};
+pub use extract::{BindError, Caller, Extension, FromInvocation, InvocationContext};
+pub use handler::{Handler, HandlerFuture, IntoHubResult, Outcome};
+pub use hub::{Hub, HubBuilder};
+pub use hub_protocol::Protocol;
+pub use identity::{UserIdProvider, access_token};
+pub use options::HubOptions;

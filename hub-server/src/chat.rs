@@ -1,0 +1,312 @@
+//! The chat server of the `hub-server` binary, as a library so tests and other programs can
+//! run the very same thing in-process.
+//!
+//! The hub follows the contract of ASP.NET Core's classic chat sample, so existing chat
+//! clients work against it:
+//!
+//! | client invokes | server sends |
+//! |---|---|
+//! | `SendMessage(user, message)` | `ReceiveMessage(user, message)` to all |
+//! | `JoinGroup(group)` | adds the caller, then `UserJoinedGroup(user, group)` to the group (the caller included) |
+//! | `LeaveGroup(group)` | removes the caller, then `UserLeftGroup(user, group)` to the group (so the leaver does not get it, as in the original sample) |
+//! | `SendMessageToGroup(group, user, message)` | `ReceiveGroupMessage(group, user, message)` to the group |
+//! | (on connect) | `UserConnected(connectionId)` to all |
+//! | (on disconnect) | `UserDisconnected(connectionId)` to all |
+//!
+//! `user` in `UserJoinedGroup` / `UserLeftGroup` is the connection's user id, or null for
+//! an anonymous connection. The chat server has no authentication: the user id is the
+//! access token the client sends (`accessTokenFactory`), taken at its word, which is what a
+//! demo chat needs and nothing more. A real deployment replaces [`hub_builder`]'s user id
+//! hook with one that validates the token.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use hub_server::chat;
+//!
+//! let hub = chat::hub_builder().build().await?;
+//! let app = chat::router(&hub, chat::ServerInfo::new("node-a", "memory"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use backplane_core::BackplaneStatus;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, access_token};
+
+/// Where the chat hub is mounted.
+pub const HUB_PATH: &str = "/chathub";
+
+/// The chat hub's name on the backplane.
+pub const HUB_NAME: &str = "ChatHub";
+
+/// Longest group name the chat hub accepts, in characters, so a client cannot make every
+/// node hold arbitrarily large group keys.
+pub const MAX_GROUP_NAME_CHARS: usize = 256;
+
+/// The chat hub: its methods and hooks, and the access token as user id. Add options or a
+/// backplane, then [`HubBuilder::build`].
+pub fn hub_builder() -> HubBuilder {
+    Hub::builder(HUB_NAME)
+        .method("SendMessage", send_message)
+        .method("JoinGroup", join_group)
+        .method("LeaveGroup", leave_group)
+        .method("SendMessageToGroup", send_message_to_group)
+        .on_connected(user_connected)
+        .on_disconnected(user_disconnected)
+        .user_id(access_token)
+}
+
+async fn send_message(clients: Clients, user: String, message: String) -> Result<(), MethodError> {
+    clients
+        .all()
+        .send("ReceiveMessage", (&user, &message))
+        .await?;
+    Ok(())
+}
+
+async fn join_group(
+    caller: Caller,
+    groups: Groups,
+    clients: Clients,
+    group: String,
+) -> Result<(), MethodError> {
+    check_group_name(&group)?;
+    groups.add(caller.connection_id(), &group).await?;
+    tracing::info!(connection_id = %caller.connection_id(), user = ?caller.user(), %group, "joined group");
+    clients
+        .group(group.clone())
+        .send("UserJoinedGroup", (caller.user(), &group))
+        .await?;
+    Ok(())
+}
+
+async fn leave_group(
+    caller: Caller,
+    groups: Groups,
+    clients: Clients,
+    group: String,
+) -> Result<(), MethodError> {
+    check_group_name(&group)?;
+    groups.remove(caller.connection_id(), &group).await?;
+    tracing::info!(connection_id = %caller.connection_id(), user = ?caller.user(), %group, "left group");
+    clients
+        .group(group.clone())
+        .send("UserLeftGroup", (caller.user(), &group))
+        .await?;
+    Ok(())
+}
+
+async fn send_message_to_group(
+    clients: Clients,
+    group: String,
+    user: String,
+    message: String,
+) -> Result<(), MethodError> {
+    check_group_name(&group)?;
+    clients
+        .group(group.clone())
+        .send("ReceiveGroupMessage", (&group, &user, &message))
+        .await?;
+    Ok(())
+}
+
+async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodError> {
+    clients
+        .all()
+        .send("UserConnected", (caller.connection_id(),))
+        .await?;
+    Ok(())
+}
+
+async fn user_disconnected(caller: Caller, clients: Clients) -> Result<(), MethodError> {
+    clients
+        .all()
+        .send("UserDisconnected", (caller.connection_id(),))
+        .await?;
+    Ok(())
+}
+
+fn check_group_name(group: &str) -> Result<(), MethodError> {
+    if group.is_empty() {
+        return Err(MethodError::new("The group name must not be empty."));
+    }
+    if group.chars().count() > MAX_GROUP_NAME_CHARS {
+        return Err(MethodError::new(format!(
+            "The group name must not be longer than {MAX_GROUP_NAME_CHARS} characters."
+        )));
+    }
+    Ok(())
+}
+
+/// What `GET /health` says about this server besides the backplane state.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// The name this instance reports, so an operator can tell instances apart.
+    pub name: String,
+    /// Which backplane it runs on (`memory`, `postgres`).
+    pub backplane: String,
+}
+
+impl ServerInfo {
+    /// Info for a server called `name` on the backplane `backplane`.
+    pub fn new(name: impl Into<String>, backplane: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            backplane: backplane.into(),
+        }
+    }
+}
+
+/// The whole chat application: `GET /` (a short text), `GET /health` (JSON), the hub at
+/// [`HUB_PATH`], and CORS open to every origin, credentials included.
+///
+/// Browsers refuse `Access-Control-Allow-Origin: *` together with credentials (which the
+/// official JavaScript client sends by default), so the request's own origin is mirrored,
+/// as ASP.NET Core's `SetIsOriginAllowed(_ => true).AllowCredentials()` does.
+pub fn router(hub: &Hub, info: ServerInfo) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true);
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(health))
+        .with_state((hub.clone(), info))
+        .merge(hub.router(HUB_PATH))
+        .layer(cors)
+}
+
+async fn index() -> &'static str {
+    "SignalR chat server (Rust). Hub: /chathub. Health: /health.\n"
+}
+
+async fn health(State((hub, info)): State<(Hub, ServerInfo)>) -> Response {
+    let health = hub.health();
+    let healthy = health.status == BackplaneStatus::Connected;
+    let mut backplane = serde_json::json!({
+        "kind": info.backplane,
+        "status": health.status.as_str(),
+        "envelopesReceived": health.envelopes_received,
+        "reconnects": health.reconnects,
+        "envelopesLost": health.envelopes_lost,
+    });
+    if let BackplaneStatus::Disconnected { reason } = &health.status {
+        backplane["reason"] = reason.clone().into();
+    }
+    let body = serde_json::json!({
+        "status": if healthy { "healthy" } else { "degraded" },
+        "server": info.name,
+        "time": rfc3339(SystemTime::now()),
+        "hub": hub.name(),
+        "connections": hub.connection_count(),
+        "backplane": backplane,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Log every change of the hub's backplane state until the backplane stops, so operators
+/// see disconnections and recoveries without polling `/health`.
+pub async fn log_backplane_state(hub: Hub) {
+    let mut last = None;
+    let mut lost = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let health = hub.health();
+        if last.as_ref() != Some(&health.status) {
+            match &health.status {
+                BackplaneStatus::Connected => {
+                    tracing::info!(
+                        hub = hub.name(),
+                        reconnects = health.reconnects,
+                        "backplane connected"
+                    );
+                }
+                BackplaneStatus::Connecting => {
+                    tracing::info!(hub = hub.name(), "backplane connecting")
+                }
+                BackplaneStatus::Disconnected { reason } => {
+                    tracing::warn!(hub = hub.name(), %reason, "backplane disconnected");
+                }
+                BackplaneStatus::Stopped => {
+                    tracing::info!(hub = hub.name(), "backplane stopped");
+                    return;
+                }
+                other => tracing::info!(
+                    hub = hub.name(),
+                    status = other.as_str(),
+                    "backplane state changed"
+                ),
+            }
+            last = Some(health.status.clone());
+        }
+        if health.envelopes_lost > lost {
+            tracing::error!(
+                hub = hub.name(),
+                lost = health.envelopes_lost - lost,
+                "backplane reported lost envelopes"
+            );
+            lost = health.envelopes_lost;
+        }
+    }
+}
+
+/// `time` as an RFC 3339 UTC timestamp with milliseconds, e.g. `2025-01-31T12:00:00.000Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
+        since_epoch.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap_day = UNIX_EPOCH + Duration::from_millis(951_782_400_123);
+        assert_eq!(rfc3339(leap_day), "2000-02-29T00:00:00.123Z");
+        let late = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
+        assert_eq!(rfc3339(late), "2099-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn group_names_are_checked() {
+        assert!(check_group_name("room").is_ok());
+        assert!(check_group_name("").unwrap_err().is_for_caller());
+        assert!(check_group_name(&"x".repeat(MAX_GROUP_NAME_CHARS)).is_ok());
+        assert!(check_group_name(&"x".repeat(MAX_GROUP_NAME_CHARS + 1)).is_err());
+    }
+}

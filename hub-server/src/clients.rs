@@ -1,0 +1,389 @@
+//! Sending to clients and managing groups, from hub methods and from anywhere else.
+//!
+//! Every send serializes the message once per hub protocol (JSON and MessagePack) into one
+//! shared allocation and hands the same bytes to every connection, here and on other nodes.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use backplane_core::{
+    BackplaneHubLifetimeManager, ConnectionId, HubError, HubLifetimeManager, SerializedMessage,
+    Target,
+};
+use bytes::BytesMut;
+use hub_protocol::{Protocol, encode_invocation};
+use serde::Serialize;
+
+use crate::error::SendError;
+use crate::extract::{BindError, FromInvocation, InvocationContext};
+
+/// The lifetime manager every hub uses: the generic one over a backplane chosen at run time.
+pub(crate) type Manager = BackplaneHubLifetimeManager;
+
+/// Encode an invocation of `method` once for each hub protocol.
+///
+/// Both encodings share one allocation. Both are always produced: a message may travel to
+/// other nodes, whose connections may speak either protocol.
+pub(crate) fn serialize_invocation<A: Serialize + ?Sized>(
+    method: &str,
+    arguments: &A,
+) -> Result<SerializedMessage, SendError> {
+    let mut buf = BytesMut::with_capacity(64 + 2 * method.len());
+    let encode_error = |source| SendError::Encode {
+        method: method.to_owned(),
+        source,
+    };
+    encode_invocation(Protocol::Json, &mut buf, None, method, arguments).map_err(encode_error)?;
+    let json = buf.split().freeze();
+    encode_invocation(Protocol::MessagePack, &mut buf, None, method, arguments)
+        .map_err(encode_error)?;
+    Ok(SerializedMessage::new()
+        .with(Protocol::Json, json)
+        .with(Protocol::MessagePack, buf.freeze()))
+}
+
+/// A set of connections selected by a [`Target`], ready to receive a message.
+///
+/// Obtained from [`Clients`] or [`CallerClients`]; [`ClientProxy::send`] calls a client
+/// method on every selected connection, on every node.
+#[derive(Clone)]
+pub struct ClientProxy {
+    /// Delivers locally and through the backplane.
+    manager: Arc<Manager>,
+    /// Which connections.
+    target: Target,
+}
+
+impl ClientProxy {
+    /// Call the client method `method` with `arguments` on every selected connection.
+    ///
+    /// `arguments` must serialize as a sequence: a tuple such as `(user, message)`, an
+    /// array, a slice or a `Vec`; use `()` for no arguments and `(value,)` for one.
+    /// Returns once local connections have the message queued and the backplane has
+    /// accepted it for the other nodes.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Encode`] if the arguments cannot be serialized (nothing is sent);
+    /// [`SendError::Hub`] if the backplane refused the message (local connections have it).
+    pub async fn send<A: Serialize>(self, method: &str, arguments: A) -> Result<(), SendError> {
+        let message = serialize_invocation(method, &arguments)?;
+        self.manager.send(self.target, message).await?;
+        Ok(())
+    }
+
+    /// Which connections this proxy selects.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+}
+
+impl fmt::Debug for ClientProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientProxy")
+            .field("hub", &self.manager.hub())
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// Selects the connections of a hub to send to: ASP.NET Core's `IHubClients`.
+///
+/// ```
+/// use hub_server::{Clients, MethodError};
+///
+/// async fn announce(clients: Clients, text: String) -> Result<(), MethodError> {
+///     clients.all().send("Announcement", (text,)).await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Clients {
+    /// Delivers locally and through the backplane.
+    manager: Arc<Manager>,
+}
+
+impl Clients {
+    pub(crate) fn new(manager: Arc<Manager>) -> Self {
+        Self { manager }
+    }
+
+    fn proxy(&self, target: Target) -> ClientProxy {
+        ClientProxy {
+            manager: self.manager.clone(),
+            target,
+        }
+    }
+
+    /// Every connection of the hub, on every node.
+    pub fn all(&self) -> ClientProxy {
+        self.proxy(Target::All)
+    }
+
+    /// Every connection except the listed ones.
+    pub fn all_except<I>(&self, excluded: I) -> ClientProxy
+    where
+        I: IntoIterator,
+        I::Item: Into<ConnectionId>,
+    {
+        self.proxy(Target::AllExcept(ids(excluded)))
+    }
+
+    /// One connection, wherever it lives.
+    pub fn client(&self, connection_id: impl Into<ConnectionId>) -> ClientProxy {
+        self.proxy(Target::Connection(connection_id.into()))
+    }
+
+    /// Several connections; each receives the message once.
+    pub fn clients<I>(&self, connection_ids: I) -> ClientProxy
+    where
+        I: IntoIterator,
+        I::Item: Into<ConnectionId>,
+    {
+        self.proxy(Target::Connections(ids(connection_ids)))
+    }
+
+    /// Every member of a group.
+    pub fn group(&self, group: impl Into<String>) -> ClientProxy {
+        self.proxy(Target::Group(group.into()))
+    }
+
+    /// Every member of any of the groups; a member of several receives the message once.
+    pub fn groups<I>(&self, groups: I) -> ClientProxy
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.proxy(Target::Groups(groups.into_iter().map(Into::into).collect()))
+    }
+
+    /// Every member of a group except the listed connections.
+    pub fn group_except<I>(&self, group: impl Into<String>, excluded: I) -> ClientProxy
+    where
+        I: IntoIterator,
+        I::Item: Into<ConnectionId>,
+    {
+        self.proxy(Target::GroupExcept {
+            group: group.into(),
+            excluded: ids(excluded),
+        })
+    }
+
+    /// Every connection of a user, on every node.
+    pub fn user(&self, user: impl Into<String>) -> ClientProxy {
+        self.proxy(Target::User(user.into()))
+    }
+
+    /// Every connection of any of the users.
+    pub fn users<I>(&self, users: I) -> ClientProxy
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.proxy(Target::Users(users.into_iter().map(Into::into).collect()))
+    }
+}
+
+fn ids<I>(ids: I) -> Vec<ConnectionId>
+where
+    I: IntoIterator,
+    I::Item: Into<ConnectionId>,
+{
+    ids.into_iter().map(Into::into).collect()
+}
+
+impl fmt::Debug for Clients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Clients")
+            .field("hub", &self.manager.hub())
+            .finish()
+    }
+}
+
+impl FromInvocation for Clients {
+    const ARGUMENTS: usize = 0;
+
+    fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
+        Ok(Clients::new(context.hub.manager.clone()))
+    }
+}
+
+/// [`Clients`] plus the targets relative to the calling connection: ASP.NET Core's
+/// `IHubCallerClients`. Everything [`Clients`] offers is available through `Deref`.
+///
+/// ```
+/// use hub_server::{CallerClients, MethodError};
+///
+/// async fn shout(clients: CallerClients, text: String) -> Result<(), MethodError> {
+///     clients.others().send("Shout", (&text,)).await?;
+///     clients.caller().send("Shouted", ()).await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct CallerClients {
+    /// The hub-wide targets.
+    clients: Clients,
+    /// The calling connection.
+    caller: ConnectionId,
+}
+
+impl CallerClients {
+    /// The calling connection only.
+    pub fn caller(&self) -> ClientProxy {
+        self.clients.client(self.caller.clone())
+    }
+
+    /// Every connection except the caller.
+    pub fn others(&self) -> ClientProxy {
+        self.clients.all_except([self.caller.clone()])
+    }
+
+    /// Every member of `group` except the caller.
+    pub fn others_in_group(&self, group: impl Into<String>) -> ClientProxy {
+        self.clients.group_except(group, [self.caller.clone()])
+    }
+}
+
+impl Deref for CallerClients {
+    type Target = Clients;
+
+    fn deref(&self) -> &Clients {
+        &self.clients
+    }
+}
+
+impl FromInvocation for CallerClients {
+    const ARGUMENTS: usize = 0;
+
+    fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
+        Ok(CallerClients {
+            clients: Clients::new(context.hub.manager.clone()),
+            caller: context.connection.id.clone(),
+        })
+    }
+}
+
+/// Adds connections to groups and removes them, wherever the connection lives: ASP.NET
+/// Core's `IGroupManager`.
+///
+/// ```
+/// use hub_server::{Caller, Groups, MethodError};
+///
+/// async fn join(caller: Caller, groups: Groups, room: String) -> Result<(), MethodError> {
+///     groups.add(caller.connection_id(), &room).await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Groups {
+    /// Applies local changes directly and sends the others to the owning node.
+    manager: Arc<Manager>,
+}
+
+impl Groups {
+    pub(crate) fn new(manager: Arc<Manager>) -> Self {
+        Self { manager }
+    }
+
+    /// Add a connection to a group. Returns once the node that owns the connection has
+    /// applied the change; adding a member again changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::NoOwner`] when no node owns the connection (it does not exist or has
+    /// gone), [`HubError::Backplane`] when the request could not be sent.
+    pub async fn add(&self, connection_id: &ConnectionId, group: &str) -> Result<(), HubError> {
+        self.manager.add_to_group(connection_id, group).await
+    }
+
+    /// Remove a connection from a group. Returns once the owning node applied the change;
+    /// removing a non-member changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Groups::add`].
+    pub async fn remove(&self, connection_id: &ConnectionId, group: &str) -> Result<(), HubError> {
+        self.manager.remove_from_group(connection_id, group).await
+    }
+}
+
+impl fmt::Debug for Groups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Groups")
+            .field("hub", &self.manager.hub())
+            .finish()
+    }
+}
+
+impl FromInvocation for Groups {
+    const ARGUMENTS: usize = 0;
+
+    fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
+        Ok(Groups::new(context.hub.manager.clone()))
+    }
+}
+
+/// A hub's clients and groups, usable outside hub methods (background tasks, HTTP
+/// handlers): ASP.NET Core's `IHubContext`. Get one from
+/// [`Hub::context`](crate::Hub::context); it is cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HubContext {
+    /// Sending.
+    clients: Clients,
+    /// Group membership.
+    groups: Groups,
+}
+
+impl HubContext {
+    pub(crate) fn new(manager: Arc<Manager>) -> Self {
+        Self {
+            clients: Clients::new(manager.clone()),
+            groups: Groups::new(manager),
+        }
+    }
+
+    /// Select connections to send to.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Change group membership.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+}
+
+impl FromInvocation for HubContext {
+    const ARGUMENTS: usize = 0;
+
+    fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
+        Ok(HubContext::new(context.hub.manager.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_once_per_protocol_in_one_allocation() {
+        let message = serialize_invocation("ReceiveMessage", &("alice", "hi")).unwrap();
+        let json = message.get(Protocol::Json).unwrap();
+        assert_eq!(
+            &json[..],
+            b"{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"alice\",\"hi\"]}\x1e"
+        );
+        let msgpack = message.get(Protocol::MessagePack).unwrap();
+        // Length prefix, then [1, {}, nil, "ReceiveMessage", ["alice", "hi"], []].
+        assert_eq!(msgpack[0] as usize, msgpack.len() - 1);
+        assert_eq!(&msgpack[1..5], &[0x96, 0x01, 0x80, 0xc0]);
+    }
+
+    #[test]
+    fn arguments_must_be_a_sequence() {
+        let error = serialize_invocation("X", &42).unwrap_err();
+        assert!(matches!(error, SendError::Encode { .. }), "{error}");
+    }
+}

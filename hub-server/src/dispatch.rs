@@ -1,0 +1,163 @@
+//! Running one invocation: finding the method, binding arguments, calling it, and wording
+//! the result as the completion the caller receives.
+//!
+//! Error texts follow ASP.NET Core's, so clients and their users see what they would see
+//! against an ASP.NET Core server.
+
+use std::sync::Arc;
+
+use hub_protocol::{Arguments, CompletionResult, Invocation, StreamInvocation};
+
+use crate::extract::{ConnectionInfo, InvocationContext};
+use crate::handler::{ErasedHandler, Failure, Outcome};
+use crate::hub::HubShared;
+
+/// Run `invocation` for the connection `info` and describe how it ended.
+pub(crate) async fn invoke(
+    hub: &Arc<HubShared>,
+    info: &Arc<ConnectionInfo>,
+    invocation: Invocation,
+) -> CompletionResult {
+    let target = invocation.target;
+    let Some(handler) = hub.method(&target) else {
+        tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, "unknown hub method");
+        return method_does_not_exist(&target);
+    };
+    if !invocation.stream_ids.is_empty() {
+        // Upload streams are not supported: no method can take a stream parameter.
+        return CompletionResult::Error(format!(
+            "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
+            invocation.stream_ids.len()
+        ));
+    }
+    let expected = handler.arguments();
+    let actual = invocation.arguments.len();
+    if actual != expected {
+        tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, expected, actual, "wrong argument count");
+        return CompletionResult::Error(format!(
+            "Failed to invoke '{target}' due to an error on the server. InvalidDataException: Invocation provides {actual} argument(s) but target expects {expected}."
+        ));
+    }
+    let context = InvocationContext {
+        connection: info.clone(),
+        hub: hub.clone(),
+        arguments: invocation.arguments,
+        next_argument: 0,
+    };
+    let Outcome(outcome) = call(handler, context).await;
+    match outcome {
+        Ok(None) => CompletionResult::Void,
+        Ok(Some(value)) => CompletionResult::Value(value),
+        Err(Failure::Bind(error)) if error.is_caller_fault() => {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, %error, "invalid arguments");
+            CompletionResult::Error(format!(
+                "Failed to invoke '{target}' due to an error on the server. InvalidDataException: Error binding arguments. Make sure that the types of the provided values match the types of the hub method being invoked. {}",
+                capitalize(error.message())
+            ))
+        }
+        Err(Failure::Bind(error)) => {
+            tracing::error!(hub = %hub.name, connection_id = %info.id, %target, %error, "cannot bind hub method parameters");
+            CompletionResult::Error(format!(
+                "Failed to invoke '{target}' due to an error on the server."
+            ))
+        }
+        Err(Failure::Method(error)) => {
+            let prefix = format!("An unexpected error occurred invoking '{target}' on the server.");
+            if error.is_for_caller() {
+                tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, %error, "hub method failed");
+                CompletionResult::Error(format!("{prefix} HubException: {error}"))
+            } else {
+                tracing::warn!(hub = %hub.name, connection_id = %info.id, %target, %error, "hub method failed");
+                if hub.options.detailed_errors {
+                    CompletionResult::Error(format!("{prefix} {error}"))
+                } else {
+                    CompletionResult::Error(prefix)
+                }
+            }
+        }
+    }
+}
+
+/// Answer a stream invocation: this server has no streaming methods.
+pub(crate) fn refuse_stream(hub: &HubShared, invocation: &StreamInvocation) -> CompletionResult {
+    let target = &invocation.target;
+    if hub.method(target).is_none() {
+        return method_does_not_exist(target);
+    }
+    CompletionResult::Error(format!(
+        "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+    ))
+}
+
+/// Run a connection hook (which takes no arguments) and report a failure as text for the
+/// log, or for the Close message when it is meant for the client.
+pub(crate) async fn run_hook(
+    hub: &Arc<HubShared>,
+    info: &Arc<ConnectionInfo>,
+    hook: &Arc<dyn ErasedHandler>,
+) -> Result<(), HookError> {
+    let context = InvocationContext {
+        connection: info.clone(),
+        hub: hub.clone(),
+        arguments: Arguments::empty(info.protocol),
+        next_argument: 0,
+    };
+    match call(hook, context).await {
+        Outcome(Ok(_)) => Ok(()),
+        Outcome(Err(Failure::Bind(error))) => Err(HookError {
+            log: error.to_string(),
+            for_client: None,
+        }),
+        Outcome(Err(Failure::Method(error))) => Err(HookError {
+            log: error.to_string(),
+            for_client: error.is_for_caller().then(|| error.to_string()),
+        }),
+    }
+}
+
+/// How a connection hook failed.
+#[derive(Debug)]
+pub(crate) struct HookError {
+    /// The whole story, for the server log.
+    pub(crate) log: String,
+    /// The message meant for the client, if the hook returned one.
+    pub(crate) for_client: Option<String>,
+}
+
+async fn call(handler: &Arc<dyn ErasedHandler>, context: InvocationContext) -> Outcome {
+    handler.call(context).await
+}
+
+fn method_does_not_exist(target: &str) -> CompletionResult {
+    CompletionResult::Error(format!(
+        "Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."
+    ))
+}
+
+/// `text` with its first letter upper-cased and a final period, to fit in a sentence.
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capitalize;
+
+    #[test]
+    fn capitalizes_into_a_sentence() {
+        assert_eq!(
+            capitalize("argument at index 0 is invalid: x"),
+            "Argument at index 0 is invalid: x."
+        );
+        assert_eq!(capitalize("done."), "Done.");
+        assert_eq!(capitalize(""), ".");
+    }
+}

@@ -1,0 +1,135 @@
+//! The knobs of a hub: timeouts, sizes and queue bounds, with ASP.NET Core's defaults.
+
+use std::time::Duration;
+
+/// Settings shared by every connection of one hub.
+///
+/// The defaults are ASP.NET Core SignalR's, so the official clients' own defaults (15 s
+/// keep-alive, 30 s server timeout) fit without configuration.
+///
+/// ```
+/// use std::time::Duration;
+/// use hub_server::HubOptions;
+///
+/// let options = HubOptions::default()
+///     .keep_alive_interval(Duration::from_secs(10))
+///     .max_message_size(64 * 1024);
+/// assert_eq!(options.client_timeout, Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubOptions {
+    /// The server sends a Ping when it has sent nothing for this long, so clients (and
+    /// proxies) see the connection is alive. Default: 15 seconds.
+    pub keep_alive_interval: Duration,
+    /// A connection the server has received nothing from (not even a Ping) for this long is
+    /// closed. Should be about twice the clients' keep-alive interval. Default: 30 seconds.
+    pub client_timeout: Duration,
+    /// A client must complete the handshake within this time after its WebSocket opens.
+    /// Default: 15 seconds.
+    pub handshake_timeout: Duration,
+    /// How long a connection token from negotiate stays valid when no WebSocket claims it.
+    /// Default: 15 seconds.
+    pub negotiate_timeout: Duration,
+    /// The largest hub message a client may send, in bytes (not counting the record
+    /// separator or length prefix). A larger one closes the connection with an error; the
+    /// WebSocket layer refuses such frames before buffering them. Default: 32 KiB.
+    pub max_message_size: usize,
+    /// How many outgoing messages may wait for one connection. A client that stops
+    /// reading fills its queue and is disconnected, so it can neither slow down others nor
+    /// hold unbounded memory. Frames are shared between connections, so this bounds a count
+    /// of handles, not of copies. Default: 128.
+    pub send_queue_capacity: usize,
+    /// How long graceful shutdown waits for connections to flush their Close message and
+    /// end before giving up on them. Default: 5 seconds.
+    pub shutdown_timeout: Duration,
+    /// Whether errors returned by hub methods that were not created with
+    /// [`MethodError::new`](crate::MethodError::new) are shown to the client. Off by
+    /// default, as in ASP.NET Core: internal errors can leak details. Default: false.
+    pub detailed_errors: bool,
+    /// Size of each connection's WebSocket read buffer, in bytes. It is allocated for
+    /// every connection, so it is kept small; frames larger than it are still read.
+    /// Default: 4 KiB.
+    pub websocket_read_buffer_size: usize,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            negotiate_timeout: Duration::from_secs(15),
+            max_message_size: 32 * 1024,
+            send_queue_capacity: 128,
+            shutdown_timeout: Duration::from_secs(5),
+            detailed_errors: false,
+            websocket_read_buffer_size: 4 * 1024,
+        }
+    }
+}
+
+impl HubOptions {
+    /// These options with `interval` as [`HubOptions::keep_alive_interval`].
+    #[must_use]
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.keep_alive_interval = interval;
+        self
+    }
+
+    /// These options with `timeout` as [`HubOptions::client_timeout`].
+    #[must_use]
+    pub fn client_timeout(mut self, timeout: Duration) -> Self {
+        self.client_timeout = timeout;
+        self
+    }
+
+    /// These options with `timeout` as [`HubOptions::handshake_timeout`].
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// These options with `timeout` as [`HubOptions::negotiate_timeout`].
+    #[must_use]
+    pub fn negotiate_timeout(mut self, timeout: Duration) -> Self {
+        self.negotiate_timeout = timeout;
+        self
+    }
+
+    /// These options with `bytes` as [`HubOptions::max_message_size`].
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// These options with `capacity` as [`HubOptions::send_queue_capacity`] (at least 1).
+    #[must_use]
+    pub fn send_queue_capacity(mut self, capacity: usize) -> Self {
+        self.send_queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// These options with `timeout` as [`HubOptions::shutdown_timeout`].
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// These options with [`HubOptions::detailed_errors`] set to `enabled`.
+    #[must_use]
+    pub fn detailed_errors(mut self, enabled: bool) -> Self {
+        self.detailed_errors = enabled;
+        self
+    }
+
+    /// These options with `bytes` as [`HubOptions::websocket_read_buffer_size`].
+    #[must_use]
+    pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
+        self.websocket_read_buffer_size = bytes;
+        self
+    }
+}
