@@ -1,1 +1,1 @@
-//! Benchmarks support crate.
+//! Support code for the benchmarks and the `hub-load` tool.
