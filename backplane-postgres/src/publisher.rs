@@ -100,13 +100,19 @@ impl PublishQueue {
                 limit: shared.options.max_envelope_bytes,
             });
         }
-        // Ready at once unless the queue is full; then fair, so order is kept.
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| BackplaneError::Shutdown)?;
+        // Taken without awaiting whenever the queue has room: an await here could yield
+        // (tokio's cooperative budget) and let a later publish overtake this one. When the
+        // queue is full, wait: released permits go to waiters first, in order.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(BackplaneError::Shutdown),
+            Err(tokio::sync::TryAcquireError::NoPermits) => self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| BackplaneError::Shutdown)?,
+        };
         let (done, result) = oneshot::channel();
         {
             let mut state = lock(&self.state);

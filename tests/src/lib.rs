@@ -22,6 +22,7 @@
 //! ```
 
 mod database;
+pub mod events;
 mod schema;
 
 pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};

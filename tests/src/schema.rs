@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backplane_core::Backplane;
+use backplane_core::{Backplane, NodeId};
 use backplane_postgres::{PostgresBackplane, PostgresOptions, ReconnectBackoff};
 use tokio::sync::OnceCell;
 
@@ -131,6 +131,39 @@ impl TestSchema {
             .expect("connecting the admin client");
         tokio::spawn(connection);
         client
+    }
+
+    /// Terminate (`pg_terminate_backend`) the backend of `node`'s `role` connection
+    /// (`"listener"`, `"publisher"`, `"reader"`), waiting up to 10 s for it to exist
+    /// (after a previous kill the node may still be reconnecting). Returns how many
+    /// backends were terminated.
+    ///
+    /// # Panics
+    ///
+    /// Panics if no such backend shows up within 10 s.
+    pub async fn terminate(&self, role: &str, node: NodeId) -> u64 {
+        let admin = self.admin().await;
+        let application_name = format!("signalr-backplane {role} {node}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let killed: i64 = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                    &[&application_name],
+                )
+                .await
+                .expect("querying pg_stat_activity")
+                .get(0);
+            if killed > 0 {
+                return killed.unsigned_abs();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no backend with application_name {application_name:?} to terminate"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Drop the schema and everything in it.

@@ -1,0 +1,540 @@
+//! The PostgreSQL backplane under faults: killed connections, large and borderline
+//! envelopes, corrupt data, failed batches, retention.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backplane_core::testkit::RecordingSink;
+use backplane_core::{
+    Backplane, BackplaneEvent, Envelope, EnvelopeKind, GapRepair, NodeId, Protocol,
+    SerializedMessage, Target,
+};
+use backplane_postgres::DEFAULT_INLINE_THRESHOLD;
+use futures_util::StreamExt as _;
+use tests::TestSchema;
+use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
+use tokio_postgres::AsyncMessage;
+
+const HUB: &str = "faults";
+
+/// Pass `i` on, pausing before every `every`-th: keeps a publishing stream running long
+/// enough for faults to hit it. (The pause happens before the publish future exists,
+/// so the publishes are still first polled in order.)
+async fn pace(i: u64, every: u64, pause: Duration) -> u64 {
+    if i % every == 0 {
+        tokio::time::sleep(pause).await;
+    }
+    i
+}
+
+/// The listener's backend is killed three times while another node publishes 10,000
+/// envelopes: every one arrives exactly once, in order, and each outage is reported as
+/// `Disconnected` then `Reconnected` with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_killed_three_times_during_10000_envelopes() {
+    const COUNT: u64 = 10_000;
+    let schema = TestSchema::create("listener_killed").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+
+    let publisher = sender.clone();
+    let publishing = tokio::spawn(async move {
+        // Several publishes in flight at once (numbered in first-poll order), paced so
+        // the stream is still running while the listener is killed.
+        futures_util::stream::iter(0..COUNT)
+            .then(|i| pace(i, 100, Duration::from_millis(10)))
+            .map(|i| {
+                let publisher = publisher.clone();
+                async move { publisher.publish(HUB, labelled(&i.to_string())).await }
+            })
+            .buffered(16)
+            .for_each(|result| async move { result.expect("publish failed") })
+            .await;
+    });
+
+    let kill_after = [1_000, 4_000, 7_000];
+    let (mut received, mut disconnects, mut reconnects, mut recovered) = (0u64, 0, 0, 0);
+    while received < COUNT || reconnects < kill_after.len() {
+        match next_event(&mut subscription, &format!("envelope {received}")).await {
+            BackplaneEvent::Envelope(envelope) => {
+                assert_eq!(envelope.origin, sender.node_id());
+                assert_eq!(
+                    envelope.seq,
+                    received + 1,
+                    "envelopes must arrive once each, in order"
+                );
+                assert_eq!(label_of(&envelope), received.to_string());
+                received += 1;
+                if kill_after.contains(&received) {
+                    schema.terminate("listener", receiver.node_id()).await;
+                }
+            }
+            BackplaneEvent::Disconnected { .. } => disconnects += 1,
+            BackplaneEvent::Reconnected { gap } => {
+                let GapRepair::Repaired { recovered: n } = gap else {
+                    panic!("nothing may be lost across a reconnect: {gap:?}");
+                };
+                recovered += n;
+                reconnects += 1;
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    publishing.await.expect("publisher task panicked");
+    assert_eq!((disconnects, reconnects), (3, 3), "each kill is one outage");
+    // Nothing more (no duplicate) before a fence.
+    sender.publish(HUB, labelled("fence")).await.unwrap();
+    let fence = next_envelope(&mut subscription, "fence").await;
+    assert_eq!(label_of(&fence), "fence");
+    eprintln!("{recovered} envelopes were recovered from the table during the 3 outages");
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
+/// The publishing connection is killed mid-stream: every publish either succeeded, and
+/// its envelope arrives exactly once, or returned an error; nothing vanishes silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_killed_mid_stream() {
+    const COUNT: u64 = 5_000;
+    let schema = TestSchema::create("publisher_killed").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+
+    let publisher = sender.clone();
+    let publishing = tokio::spawn(async move {
+        futures_util::stream::iter(0..COUNT)
+            .then(|i| pace(i, 50, Duration::from_millis(5)))
+            .map(|i| {
+                let publisher = publisher.clone();
+                async move { (i, publisher.publish(HUB, labelled(&i.to_string())).await) }
+            })
+            .buffered(16)
+            .collect::<Vec<_>>()
+            .await
+    });
+    let mut kills = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if publishing.is_finished() {
+            break;
+        }
+        kills += schema.terminate("publisher", sender.node_id()).await;
+    }
+    let results = publishing.await.expect("publisher task panicked");
+    assert!(
+        kills >= 1,
+        "the publisher finished before it could be killed"
+    );
+    sender.publish(HUB, labelled("end")).await.unwrap();
+
+    let succeeded: HashSet<String> = results
+        .iter()
+        .filter(|(_, result)| result.is_ok())
+        .map(|(i, _)| i.to_string())
+        .collect();
+    let failed = results.len() - succeeded.len();
+    let mut seen = HashSet::new();
+    let mut last_seq = 0;
+    loop {
+        match next_event(&mut subscription, "envelopes up to the end marker").await {
+            BackplaneEvent::Envelope(envelope) => {
+                let label = label_of(&envelope);
+                assert!(envelope.seq > last_seq, "out of order");
+                last_seq = envelope.seq;
+                if label == "end" {
+                    break;
+                }
+                assert!(seen.insert(label.clone()), "{label} arrived twice");
+            }
+            BackplaneEvent::Reconnected { gap } => {
+                panic!("the receiver's connection was never cut, yet it reported {gap:?}")
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    let lost: Vec<&String> = succeeded.difference(&seen).collect();
+    assert!(
+        lost.is_empty(),
+        "publishes that returned Ok never arrived: {lost:?}"
+    );
+    eprintln!("{kills} kills, {} ok, {failed} failed", succeeded.len());
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
+/// A message whose envelope encodes to exactly `size` bytes when `origin` publishes it
+/// as sequence number `seq` of `hub`.
+fn sized(size: usize, origin: NodeId, seq: u64, hub: &str) -> EnvelopeKind {
+    let make = |payload: usize| EnvelopeKind::Invocation {
+        target: Target::All,
+        message: SerializedMessage::new()
+            .with(Protocol::Json, format!("{size}").into_bytes())
+            .with(
+                Protocol::MessagePack,
+                (0..payload).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+            ),
+    };
+    let encoded = |payload: usize| {
+        Envelope {
+            origin,
+            seq,
+            hub: hub.to_owned(),
+            destination: None,
+            kind: make(payload),
+        }
+        .encode()
+        .len()
+    };
+    // The length prefix grows with the payload, so step down to the exact size.
+    let mut payload = size.saturating_sub(encoded(0));
+    while encoded(payload) > size {
+        payload -= 1;
+    }
+    assert_eq!(
+        encoded(payload),
+        size,
+        "cannot build an envelope of {size} bytes"
+    );
+    make(payload)
+}
+
+/// Envelopes right below, at and above the inline threshold, 7,990 bytes and 1 MiB all
+/// cross intact; those up to the threshold travel inline in the notification, larger
+/// ones by reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_of_every_size_cross_intact() {
+    let schema = TestSchema::create("sizes").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe("sizes").await.unwrap();
+    expect_connected(&mut subscription).await;
+
+    // Watch the channel as a plain client too, to see how each envelope travelled.
+    let (watcher, mut connection) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (notifications, mut notified) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    let _ = notifications.send(n.payload().to_owned());
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    });
+    let channel = format!("{}.sizes", schema.name());
+    watcher
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .await
+        .unwrap();
+
+    let threshold = DEFAULT_INLINE_THRESHOLD;
+    let sizes = [threshold - 1, threshold, threshold + 1, 7_990, 1024 * 1024];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let seq = i as u64 + 1;
+        let kind = sized(size, sender.node_id(), seq, "sizes");
+        sender.publish("sizes", kind.clone()).await.unwrap();
+        let envelope = next_envelope(&mut subscription, &format!("the {size}-byte envelope")).await;
+        assert_eq!(envelope.seq, seq);
+        assert_eq!(envelope.encode().len(), size);
+        assert!(
+            envelope.kind == kind,
+            "the {size}-byte envelope was corrupted"
+        );
+        let text = tokio::time::timeout(Duration::from_secs(10), notified.recv())
+            .await
+            .expect("no notification seen by the watcher")
+            .unwrap();
+        assert!(text.len() <= 7999, "notification of {} bytes", text.len());
+        let expected_kind = if size <= threshold { 'i' } else { 'r' };
+        assert_eq!(
+            text.chars().next(),
+            Some(expected_kind),
+            "a {size}-byte envelope travelled the wrong way"
+        );
+    }
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
+/// Garbage notifications, rows that do not decode and rows that are missing are logged
+/// and skipped; gaps they leave are reported as unrepairable, and the listener keeps
+/// delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_and_missing_data_is_skipped_and_reported() {
+    let schema = TestSchema::create("corrupt").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let admin = schema.admin().await;
+    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+    let channel = format!("{}.{HUB}", schema.name());
+    // A node that exists only as rows written here.
+    let ghost = NodeId::random();
+    let insert = |seq: i64, payload: Vec<u8>| {
+        let (admin, table) = (&admin, &table);
+        async move {
+            admin
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} (origin, hub, seq, payload) VALUES ($1, $2, $3, $4)"
+                    ),
+                    &[&ghost.to_bytes().as_slice(), &HUB, &seq, &payload],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let notify = |text: String| {
+        let (admin, channel) = (&admin, &channel);
+        async move {
+            admin
+                .execute("SELECT pg_notify($1, $2)", &[channel, &text])
+                .await
+                .unwrap();
+        }
+    };
+    let envelope = |seq: u64| {
+        Envelope {
+            origin: ghost,
+            seq,
+            hub: HUB.into(),
+            destination: None,
+            kind: labelled(&format!("ghost-{seq}")),
+        }
+        .encode()
+    };
+    let reference = |seq: u64| format!("r{ghost}:{seq}:{seq}:{HUB}");
+
+    insert(1, envelope(1)).await;
+    notify(reference(1)).await;
+    // Garbage of every kind.
+    notify("hello".into()).await;
+    notify(format!("i{ghost}:this is not base64!")).await;
+    notify(format!("i{ghost}:AAECAwQ=")).await; // valid base64, not a pack of envelopes
+    notify(format!("r{ghost}:9:3:{HUB}")).await; // backwards range
+    notify(format!("x{ghost}:whatever")).await;
+    // Seq 2 is corrupt and never notified, 3 is fine: the gap is read, 2 is skipped.
+    insert(2, vec![1, 0xde, 0xad, 0xbe, 0xef]).await;
+    insert(3, envelope(3)).await;
+    notify(reference(3)).await;
+    // Seq 4 is corrupt and referenced directly: skipped, no gap follows.
+    insert(4, b"\x01garbage".to_vec()).await;
+    notify(reference(4)).await;
+    insert(5, envelope(5)).await;
+    notify(reference(5)).await;
+    // Seq 6 does not exist at all (deleted): the gap cannot be repaired.
+    insert(7, envelope(7)).await;
+    notify(reference(7)).await;
+    sender.publish(HUB, labelled("after")).await.unwrap();
+
+    let mut events = Vec::new();
+    loop {
+        let event = next_event(&mut subscription, "events up to \"after\"").await;
+        let done = matches!(&event, BackplaneEvent::Envelope(e) if label_of(e) == "after");
+        events.push(match event {
+            BackplaneEvent::Envelope(e) => label_of(&e),
+            BackplaneEvent::Reconnected {
+                gap: GapRepair::Unrepairable { missing, .. },
+            } => format!("unrepairable:{missing}"),
+            other => format!("{other:?}"),
+        });
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            "ghost-1",
+            "unrepairable:1",
+            "ghost-3",
+            "ghost-5",
+            "unrepairable:1",
+            "ghost-7",
+            "after"
+        ]
+    );
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
+/// A batch that fails for good (here: a constraint rejects every row) fails its
+/// publishes; its sequence numbers become tombstones, so receivers neither wait for nor
+/// report them as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batches_leave_tombstones_not_gaps() {
+    let schema = TestSchema::create("tombstones").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let admin = schema.admin().await;
+    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+
+    sender.publish(HUB, labelled("before")).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
+        ))
+        .await
+        .unwrap();
+    let refused = sender.publish(HUB, labelled("refused")).await;
+    let error = refused.expect_err("a publish whose row was refused must fail");
+    assert!(
+        error.to_string().contains("refuse"),
+        "the error names the cause: {error}"
+    );
+    admin
+        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
+        .await
+        .unwrap();
+    sender.publish(HUB, labelled("after")).await.unwrap();
+
+    let mut seen = Vec::new();
+    loop {
+        match next_event(&mut subscription, "before and after").await {
+            BackplaneEvent::Envelope(e) => {
+                seen.push((label_of(&e), e.seq));
+                if label_of(&e) == "after" {
+                    break;
+                }
+            }
+            other => panic!("a failed publish must not surface as an event: {other:?}"),
+        }
+    }
+    assert_eq!(seen, [("before".to_owned(), 1), ("after".to_owned(), 3)]);
+    let tombstone: Vec<u8> = admin
+        .query_one(&format!("SELECT payload FROM {table} WHERE seq = 2"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tombstone.is_empty(), "seq 2 is stored as a tombstone");
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
+/// Rows older than the retention are deleted, newer ones are kept, and tables in the
+/// schema that are not messages tables are never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_old_rows() {
+    let schema = TestSchema::create("retention").await;
+    let nodes = schema
+        .nodes_with(1, |options| {
+            options
+                .retention(Duration::from_secs(600))
+                .retention_interval(Duration::from_millis(200))
+        })
+        .await;
+    let node = nodes[0].clone();
+    for i in 0..10 {
+        node.publish(HUB, labelled(&i.to_string())).await.unwrap();
+    }
+    let admin = schema.admin().await;
+    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+    let other = format!("\"{}\".\"audit_messages\"", schema.name());
+    admin
+        .batch_execute(&format!(
+            "UPDATE {table} SET inserted_on = now() - interval '11 minutes' WHERE seq <= 4;
+             CREATE TABLE {other} (id int, inserted_on timestamptz);
+             INSERT INTO {other} VALUES (1, now() - interval '1 year');"
+        ))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let remaining = loop {
+        let seqs: Vec<i64> = admin
+            .query(&format!("SELECT seq FROM {table} ORDER BY seq"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if seqs.len() <= 6 || tokio::time::Instant::now() > deadline {
+            break seqs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(remaining, (5..=10).collect::<Vec<i64>>());
+    let untouched: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {other}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        untouched, 1,
+        "retention touched a table that is not its own"
+    );
+    node.shutdown().await.unwrap();
+    schema.drop().await;
+}
+
+/// A subscription still works on a hub with a 1 MiB message and an empty message
+/// mixed into one batch with small ones (inline, by reference, inline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_batch_keeps_order() {
+    let schema = TestSchema::create("mixed").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let big = SerializedMessage::new()
+        .with(Protocol::Json, b"big".to_vec())
+        .with(Protocol::MessagePack, vec![7u8; 1024 * 1024]);
+    let kinds: Vec<EnvelopeKind> = (0..200)
+        .map(|i| {
+            if i % 50 == 25 {
+                EnvelopeKind::Invocation {
+                    target: Target::All,
+                    message: big.clone(),
+                }
+            } else {
+                EnvelopeKind::Invocation {
+                    target: Target::All,
+                    message: RecordingSink::message(&i.to_string()),
+                }
+            }
+        })
+        .collect();
+    let publisher = sender.clone();
+    let sent = kinds.clone();
+    let publishing = tokio::spawn(async move {
+        let publisher: Arc<dyn Backplane> = publisher;
+        futures_util::future::join_all(sent.into_iter().map(|kind| {
+            let publisher = publisher.clone();
+            async move { publisher.publish(HUB, kind).await }
+        }))
+        .await
+    });
+    for (i, kind) in kinds.iter().enumerate() {
+        let envelope = next_envelope(&mut subscription, &format!("envelope {i}")).await;
+        assert_eq!(envelope.seq, i as u64 + 1);
+        assert!(&envelope.kind == kind, "envelope {i} differs");
+    }
+    for result in publishing.await.unwrap() {
+        result.unwrap();
+    }
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
