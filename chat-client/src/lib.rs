@@ -1,4 +1,103 @@
-//! A SignalR client (in progress).
+//! A SignalR client for Rust, and the `chat-client` terminal program built on it.
+//!
+//! The client speaks the ASP.NET Core SignalR protocol over WebSockets, so it works with
+//! `hub-server` and with ASP.NET Core servers alike:
+//!
+//! - negotiate (`POST {hub}/negotiate?negotiateVersion=1`, following `url`/`accessToken`
+//!   redirects, reporting `error` answers), or skip it and open the WebSocket directly;
+//! - the JSON and MessagePack hub protocols (wire format from the `hub-protocol` crate);
+//! - [`invoke`](HubConnection::invoke) awaits a typed result, and a failing hub method
+//!   comes back as [`InvokeError::Hub`]; [`send`](HubConnection::send) is fire and forget;
+//! - [`on`](HubConnection::on) registers handlers for client methods, with typed arguments
+//!   (a closure taking a tuple);
+//! - keep-alive Pings (15 s) and a server timeout (30 s), both configurable;
+//! - automatic reconnect with backoff (0, 2, 10, 30 s by default, or any
+//!   [`ReconnectPolicy`]), with reconnecting / reconnected / closed events;
+//! - an async access token provider, sent as `Authorization: Bearer` with negotiate and as
+//!   both that header and the `access_token` query parameter with the WebSocket.
+//!
+//! # Example
+//!
+//! ```
+//! use chat_client::{HubConnectionBuilder, InvokeError, Protocol};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A chat server in-process, so the example runs as a test.
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let address = listener.local_addr()?;
+//! # let hub = hub_server::chat::hub_builder().build().await?;
+//! # let app = hub_server::chat::router(&hub, hub_server::chat::ServerInfo::new("doc", "memory"));
+//! # tokio::spawn(async move { axum::serve(listener, app).await });
+//! # let url = format!("http://{address}/chathub");
+//! // let url = "http://localhost:5000/chathub";
+//! let connection = HubConnectionBuilder::new(url)
+//!     .protocol(Protocol::MessagePack)
+//!     .with_automatic_reconnect()
+//!     .build()?;
+//!
+//! // Client methods the server calls: arguments arrive as a typed tuple. Handlers
+//! // registered before `start` stay registered across reconnects.
+//! let (tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+//! connection.on("ReceiveMessage", move |(user, message): (String, String)| {
+//!     let _ = tx.send(format!("{user}: {message}"));
+//! });
+//! connection.on_reconnecting(|reason| eprintln!("connection lost ({reason}), reconnecting"));
+//! connection.on_closed(|reason| eprintln!("closed: {reason:?}"));
+//!
+//! connection.start().await?;
+//! println!("connected as {:?}", connection.connection_id());
+//!
+//! // Call a hub method and wait for it to complete (`()`: it returns nothing).
+//! connection.invoke::<(), _>("SendMessage", ("alice", "hello")).await?;
+//! assert_eq!(messages.recv().await.as_deref(), Some("alice: hello"));
+//!
+//! // Hub errors are values, not panics; the connection stays up.
+//! match connection.invoke::<i32, _>("NoSuchMethod", ()).await {
+//!     Err(InvokeError::Hub(message)) => println!("the server said: {message}"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//!
+//! // Fire and forget: returns once the message is written.
+//! connection.send("SendMessage", ("alice", "bye")).await?;
+//! connection.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Connection lifecycle
+//!
+//! [`HubConnection::start`] connects once; if it fails, it says why ([`ConnectError`]) and
+//! does not retry. Once connected, a lost connection (the server went away, a Close message
+//! that allows reconnecting, the server timeout) starts automatic reconnect when enabled:
+//! calls made meanwhile fail with [`InvokeError::NotConnected`], calls waiting for a
+//! completion fail with [`InvokeError::ConnectionLost`], and after a successful reconnect
+//! the connection has a new connection id. When the policy gives up, or without automatic
+//! reconnect, the connection closes and the closed callbacks get the
+//! [`DisconnectReason`]. [`HubConnection::stop`] closes it deliberately (closed callbacks
+//! get `None`). Dropping the last handle stops the connection too.
+//!
+//! # Compatibility
+//!
+//! The client only uses what every ASP.NET Core SignalR server offers: negotiate version 1,
+//! the WebSockets transport, handshake version 2, and messages 1 to 7. Not supported (yet):
+//! Server-Sent Events and long polling, TLS (`https`/`wss`; put the server behind a local
+//! TLS terminator or use plain `http`), streaming, client results (the server gets an error
+//! completion), and stateful reconnect.
+//!
+//! # Layout
+//!
+//! - `config`: [`HubConnectionBuilder`] and the settings it fixes.
+//! - `connection`: [`HubConnection`], the shared state, start, stop, invoke, send.
+//! - `driver`: the task that owns the WebSocket: dispatch, keep-alive, timeouts, reconnect.
+//! - `transport`: one physical connection (negotiate, WebSocket, handshake);
+//!   `negotiate` and `http` (a minimal HTTP/1.1 client over hyper) do negotiate, `url`
+//!   derives its URLs, `token` wraps the access token provider.
+//! - `handlers`: [`FromArguments`] and the handler registry; `events`: lifecycle callbacks;
+//!   `reconnect`: [`ReconnectPolicy`] and [`ReconnectDelays`]; `error`: the error types.
+//!
+//! The `chat-client` binary (cargo feature `cli`, on by default) lives in
+//! `src/bin/chat-client`; library users can leave it out with `default-features = false`.
 
 mod config;
 mod connection;

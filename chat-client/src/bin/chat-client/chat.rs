@@ -86,7 +86,13 @@ pub(crate) fn register_handlers(
     let (closed_tx, closed_rx) = watch::channel(false);
     connection.on_closed(move |reason| {
         if let Some(reason) = reason {
-            out.line(format_args!("[SYSTEM] Connection closed: {reason}"));
+            // A terminal user is blocked in the line editor: tell them how to get out.
+            let hint = if interactive {
+                " Press Enter to exit."
+            } else {
+                ""
+            };
+            out.line(format_args!("[SYSTEM] Connection closed: {reason}.{hint}"));
             closed_tx.send_replace(true);
         }
     });

@@ -38,7 +38,9 @@ struct Args {
     /// Hub protocol to speak.
     #[arg(long, value_enum, default_value_t = ProtocolArg::Json)]
     protocol: ProtocolArg,
-    /// Access token for servers that require one (sent as a bearer token).
+    /// Access token sent to the server as a bearer token. Defaults to the user name, which
+    /// the demo chat server (hub-server) takes as the user id shown in join and leave
+    /// notices; servers without authentication ignore it.
     #[arg(long, env = "CHAT_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
 }
@@ -80,12 +82,11 @@ fn main() -> ExitCode {
             ProtocolArg::Messagepack => Protocol::MessagePack,
         })
         .with_automatic_reconnect();
-    if let Some(token) = args.access_token {
-        builder = builder.access_token_provider(move || {
-            let token = token.clone();
-            async move { Ok(token) }
-        });
-    }
+    let token = args.access_token.unwrap_or_else(|| user.clone());
+    builder = builder.access_token_provider(move || {
+        let token = token.clone();
+        async move { Ok(token) }
+    });
     let connection = match builder.build() {
         Ok(connection) => connection,
         Err(error) => return fail(error),
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
         Err(error) => return fail(format_args!("cannot start the async runtime: {error}")),
     };
     runtime.block_on(async move {
-        let closed = chat::register_handlers(&connection, &printer);
+        let closed = chat::register_handlers(&connection, &printer, interactive);
         printer.line(format_args!("Connecting to {hub_url} as {user}..."));
         if let Err(error) = connection.start().await {
             return fail(error);
