@@ -17,6 +17,7 @@ use crate::console::{InputEvent, Next, Printer};
 pub(crate) fn register_handlers(
     connection: &HubConnection,
     printer: &Printer,
+    interactive: bool,
 ) -> watch::Receiver<bool> {
     let out = printer.clone();
     connection.on(
