@@ -1,0 +1,410 @@
+//! The terminal chat client as a user runs it: real `chat-client` processes driven through
+//! standard input, talking to real `hub-server` processes that share one PostgreSQL
+//! database (the flagship backplane), each line checked in the other client's output.
+//!
+//! # Finding the binaries
+//!
+//! `chat-client` and `hub-server` belong to other packages of the workspace, so Cargo gives
+//! this package no `CARGO_BIN_EXE_*` for them, and `cargo test -p tests` alone would not
+//! even build them. The tests therefore run `cargo build -p hub-server -p chat-client
+//! --bins --message-format=json` once per test binary (with the profile this test binary
+//! was built with) and take the executable paths from Cargo's own report. Nothing is
+//! guessed from directory layouts, it works with any `CARGO_TARGET_DIR` or `--target`, and
+//! when the binaries are already up to date (as under `cargo test --workspace`) it costs a
+//! no-op build. Cargo releases its build lock before running tests, so the nested build
+//! does not wait on the outer one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+/// How long to wait for something that should happen promptly.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How long to keep listening for something that must not happen.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// The workspace's executables, built once per test binary.
+static BINARIES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+
+/// The path of the workspace binary `name` (`chat-client` or `hub-server`).
+fn binary(name: &str) -> PathBuf {
+    BINARIES.get_or_init(build_binaries)[name].clone()
+}
+
+/// Builds both binaries with the profile of this test executable and returns the paths
+/// Cargo reports.
+fn build_binaries() -> HashMap<String, PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["-p", "hub-server", "-p", "chat-client", "--bins"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit());
+    // Test executables live in `<profile dir>/deps/`: build the binaries in that profile.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|name| name.to_str())
+        .unwrap_or("debug");
+    match profile {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let output = command.output().expect("running cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build -p hub-server -p chat-client failed"
+    );
+    let mut binaries = HashMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(name), Some(executable)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            binaries.insert(name.to_owned(), PathBuf::from(executable));
+        }
+    }
+    for name in ["hub-server", "chat-client"] {
+        assert!(
+            binaries.contains_key(name),
+            "cargo did not report the {name} executable"
+        );
+    }
+    binaries
+}
+
+/// Forwards every line of `stream` to a channel.
+fn lines_of(stream: impl AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A `hub-server` process on the PostgreSQL backplane.
+struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:{port}`.
+    url: String,
+}
+
+impl ServerProcess {
+    /// Starts a server on a free port of 127.0.0.1, on `schema`, and waits until it
+    /// listens.
+    async fn start(database_url: &str, schema: &str) -> ServerProcess {
+        let mut child = Command::new(binary("hub-server"))
+            .args(["--urls", "http://127.0.0.1:0"])
+            .args(["--database-url", database_url])
+            .args(["--schema", schema])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting hub-server");
+        let mut stdout = lines_of(child.stdout.take().unwrap());
+        let mut stderr = lines_of(child.stderr.take().unwrap());
+        let mut log = Vec::new();
+        let url = loop {
+            let line = tokio::select! {
+                line = stdout.recv() => line,
+                line = stderr.recv() => line,
+                () = tokio::time::sleep(PATIENCE) => None,
+            };
+            let Some(line) = line else {
+                panic!(
+                    "hub-server did not start listening; its output:\n{}",
+                    log.join("\n")
+                );
+            };
+            if let Some(url) = listening_url(&line) {
+                break url;
+            }
+            log.push(line);
+        };
+        // Keep draining its output so the server never blocks on a full pipe.
+        tokio::spawn(async move { while stdout.recv().await.is_some() {} });
+        tokio::spawn(async move { while stderr.recv().await.is_some() {} });
+        ServerProcess { child, url }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// The `http://host:port` in a "listening on http://host:port/chathub" log line.
+fn listening_url(line: &str) -> Option<String> {
+    let start = line.find("listening on http://")? + "listening on ".len();
+    let url = line[start..].split_whitespace().next()?;
+    let url = url.trim_end_matches("/chathub");
+    Some(url.to_owned())
+}
+
+/// A `chat-client` process driven through its standard input.
+struct ChatProcess {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: mpsc::UnboundedReceiver<String>,
+    /// Every line printed so far.
+    seen: Vec<String>,
+    /// The connection id it printed.
+    connection_id: String,
+}
+
+impl ChatProcess {
+    /// Starts `chat-client --url {url} --user {user}` and waits until it is connected.
+    async fn start(url: &str, user: &str) -> ChatProcess {
+        let mut child = Command::new(binary("chat-client"))
+            .args(["--url", url, "--user", user])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting chat-client");
+        let mut process = ChatProcess {
+            name: user.to_owned(),
+            stdin: child.stdin.take(),
+            stdout: lines_of(child.stdout.take().unwrap()),
+            stderr: lines_of(child.stderr.take().unwrap()),
+            child,
+            seen: Vec::new(),
+            connection_id: String::new(),
+        };
+        let connected = process.expect("Connected. Connection id: ").await;
+        process.connection_id = connected["Connected. Connection id: ".len()..].to_owned();
+        process
+    }
+
+    /// Types a line.
+    async fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("input already closed");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("writing to chat-client");
+        stdin.flush().await.unwrap();
+    }
+
+    /// Waits for a line that starts with `prefix` and returns it.
+    async fn expect(&mut self, prefix: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.stdout.recv())
+                .await
+                .ok()
+                .flatten();
+            let Some(line) = line else {
+                let stderr = self.drain_stderr();
+                panic!(
+                    "{} never printed a line starting with {prefix:?}; it printed:\n{}\nstderr: {stderr:?}",
+                    self.name,
+                    self.seen.join("\n"),
+                );
+            };
+            self.seen.push(line.clone());
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Collects what it prints for a short while, and asserts no line contains `text`.
+    async fn never_printed(&mut self, text: &str) {
+        while let Ok(Some(line)) = tokio::time::timeout(QUIET, self.stdout.recv()).await {
+            self.seen.push(line);
+        }
+        assert!(
+            !self.seen.iter().any(|line| line.contains(text)),
+            "{} printed {text:?}, which it must not have received:\n{}",
+            self.name,
+            self.seen.join("\n")
+        );
+    }
+
+    fn drain_stderr(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Closes its input and waits for it to exit; returns the status and what it printed
+    /// on standard error.
+    async fn finish(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        drop(self.stdin.take());
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit at the end of its input", self.name))
+            .unwrap();
+        while let Some(line) = self.stdout.recv().await {
+            self.seen.push(line);
+        }
+        let mut stderr = Vec::new();
+        while let Some(line) = self.stderr.recv().await {
+            stderr.push(line);
+        }
+        (status, self.seen, stderr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_chat_through_two_servers_sharing_postgres() {
+    let schema = tests::TestSchema::create("chat_client").await;
+    let database_url = tests::database_url().await;
+    let server_a = ServerProcess::start(database_url, schema.name()).await;
+    let server_b = ServerProcess::start(database_url, schema.name()).await;
+
+    let mut alice = ChatProcess::start(&server_a.url, "alice").await;
+    let mut bob = ChatProcess::start(&server_b.url, "bob").await;
+    // Connects: Bob's arrival on server B is announced to Alice on server A.
+    alice
+        .expect(&format!("[SYSTEM] {} connected", bob.connection_id))
+        .await;
+
+    // Broadcast, both ways.
+    alice.type_line("hello from alice").await;
+    bob.expect("[ALL] alice: hello from alice").await;
+    bob.type_line("hi from bob").await;
+    alice.expect("[ALL] bob: hi from bob").await;
+
+    // A group message reaches members only: Alice is in the room, Bob is not.
+    alice.type_line("/join room").await;
+    alice.expect("[SYSTEM] alice joined group room").await;
+    alice
+        .type_line("/group room secret-before-bob-joined")
+        .await;
+    alice.expect("[room] alice: secret-before-bob-joined").await;
+    // Messages from one sender arrive in order, so once Bob has the marker he would
+    // already have had the group message.
+    alice.type_line("marker-1").await;
+    bob.expect("[ALL] alice: marker-1").await;
+    bob.never_printed("secret-before-bob-joined").await;
+
+    // A group join on server B is seen by the member on server A.
+    bob.type_line("/join room").await;
+    bob.expect("[SYSTEM] bob joined group room").await;
+    alice.expect("[SYSTEM] bob joined group room").await;
+    alice.type_line("/group room welcome bob").await;
+    bob.expect("[room] alice: welcome bob").await;
+    bob.type_line("/group room thanks").await;
+    alice.expect("[room] bob: thanks").await;
+
+    // A leave is announced to the remaining member, and the leaver gets no more.
+    bob.type_line("/leave room").await;
+    alice.expect("[SYSTEM] bob left group room").await;
+    alice.type_line("/group room secret-after-bob-left").await;
+    alice.expect("[room] alice: secret-after-bob-left").await;
+    alice.type_line("marker-2").await;
+    bob.expect("[ALL] alice: marker-2").await;
+    bob.never_printed("secret-after-bob-left").await;
+
+    // Usage lines and unknown commands, as a user would mistype them.
+    bob.type_line("/join").await;
+    bob.expect("Usage: /join <group>").await;
+    bob.type_line("/dance").await;
+    bob.expect("Unknown command: /dance").await;
+
+    // The last line before the end of input is still delivered, and the client exits 0.
+    bob.type_line("last words").await;
+    let bob_id = bob.connection_id.clone();
+    let (status, _, stderr) = bob.finish().await;
+    assert!(
+        status.success(),
+        "bob exited with {status}; stderr: {stderr:?}"
+    );
+    assert!(stderr.is_empty(), "bob wrote to stderr: {stderr:?}");
+    alice.expect("[ALL] bob: last words").await;
+    // Disconnects: announced across servers too.
+    alice
+        .expect(&format!("[SYSTEM] {bob_id} disconnected"))
+        .await;
+    let (status, _, stderr) = alice.finish().await;
+    assert!(
+        status.success(),
+        "alice exited with {status}; stderr: {stderr:?}"
+    );
+    assert!(stderr.is_empty(), "alice wrote to stderr: {stderr:?}");
+
+    server_a.stop().await;
+    server_b.stop().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn unreachable_server_gives_one_error_line_and_a_failure_exit() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(binary("chat-client"))
+        .args(["--url", &format!("http://127.0.0.1:{port}"), "--user", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running chat-client");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got {stderr:?}");
+    assert!(
+        lines[0].starts_with(&format!("error: cannot connect to 127.0.0.1:{port}: ")),
+        "{stderr:?}"
+    );
+    // Standard output has no stack of errors either: only the connecting notice.
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        format!("Connecting to http://127.0.0.1:{port}/chathub as x...\n")
+    );
+}
+
+#[tokio::test]
+async fn invalid_url_is_one_error_line() {
+    let output = Command::new(binary("chat-client"))
+        .args(["--url", "https://localhost:5000", "--user", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running chat-client");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.starts_with("error: invalid hub url"), "{stderr:?}");
+}
