@@ -9,7 +9,7 @@ use chat_client::{
     Protocol, ReconnectDelays,
 };
 use hub_server::chat::{self, ServerInfo};
-use hub_server::{Caller, Hub, MethodError};
+use hub_server::{Caller, Hub, HubOptions, MethodError};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,13 @@ struct Point {
 
 /// The chat hub plus a few methods with results.
 async fn test_hub() -> Hub {
+    test_hub_with(HubOptions::default()).await
+}
+
+/// [`test_hub`] with the given timeouts and limits.
+async fn test_hub_with(options: HubOptions) -> Hub {
     chat::hub_builder()
+        .options(options)
         .method("Add", |a: i64, b: i64| async move { a + b })
         .method("Mirror", |point: Point| async move {
             Ok::<_, MethodError>(Point {
@@ -59,8 +65,11 @@ impl Server {
     }
 
     async fn on(listener: TcpListener) -> Server {
+        Server::with_hub(listener, test_hub().await)
+    }
+
+    fn with_hub(listener: TcpListener, hub: Hub) -> Server {
         let address = listener.local_addr().unwrap();
-        let hub = test_hub().await;
         let app = chat::router(&hub, ServerInfo::new("test", "memory"));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown_hub = hub.clone();
@@ -393,4 +402,40 @@ async fn closed_fires_when_reconnect_attempts_run_out() {
         error,
         InvokeError::NotConnected(HubConnectionState::Disconnected)
     ));
+}
+
+#[tokio::test]
+async fn keep_alive_in_both_directions_holds_an_idle_connection() {
+    // The server drops clients silent for 400 ms and pings every 100 ms; the client pings
+    // every 100 ms and gives up on a server silent for 400 ms. Idle for far longer than
+    // either timeout, the connection must survive on keep-alives alone.
+    let options = HubOptions::default()
+        .keep_alive_interval(Duration::from_millis(100))
+        .client_timeout(Duration::from_millis(400));
+    let server = Server::with_hub(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        test_hub_with(options).await,
+    );
+    for protocol in Protocol::ALL {
+        let connection = HubConnectionBuilder::new(server.url())
+            .protocol(protocol)
+            .keep_alive_interval(Duration::from_millis(100))
+            .server_timeout(Duration::from_millis(400))
+            .build()
+            .unwrap();
+        let (tx, mut closed) = mpsc::unbounded_channel();
+        connection.on_closed(move |reason| {
+            let _ = tx.send(reason.map(ToString::to_string));
+        });
+        connection.start().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            connection.state(),
+            HubConnectionState::Connected,
+            "{protocol}"
+        );
+        assert!(closed.try_recv().is_err(), "{protocol}: closed while idle");
+        assert_eq!(connection.invoke::<i64, _>("Add", (2, 2)).await.unwrap(), 4);
+        connection.stop().await;
+    }
 }
