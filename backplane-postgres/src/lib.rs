@@ -53,10 +53,26 @@
 //! commit, or with an error; never `Ok` for an envelope that was not stored. Batching
 //! is what makes this fast: PostgreSQL serializes all notifying commits cluster-wide.
 //!
-//! Notifications are text (see the `notification` module for the exact format):
-//! `i<origin>:<base64>` carries one or more small envelopes inline (packed, up to
-//! 7,999 bytes), `r<origin>:<from>:<to>:<hub>` names rows receivers must read (envelopes
-//! larger than [`PostgresOptions::inline_threshold`], and tombstones).
+//! # Notification format
+//!
+//! A notification is text of at most 7,999 bytes (PostgreSQL's limit), on the table's
+//! channel, in one of two forms told apart by the first character:
+//!
+//! - **inline** `i<origin>:<base64>`: `<origin>` is the publishing node id (32 lowercase
+//!   hex digits), `<base64>` (standard alphabet, padded) encodes a *pack*: one or more
+//!   encoded envelopes (`backplane_core::Envelope::encode`) of that node in sequence
+//!   order, each preceded by its length as an unsigned LEB128 varint. Consecutive small
+//!   envelopes of one batch share a notification, so a batch of chat messages costs a
+//!   few notifications, not one each; receivers drop their own echoes from the header.
+//!   An envelope travels inline when its encoding is at most
+//!   [`PostgresOptions::inline_threshold`] bytes (default and maximum 5,971, the largest
+//!   whose base64 fits next to the header).
+//! - **reference** `r<origin>:<from>:<to>:<hub>`: rows `from..=to` (decimal sequence
+//!   numbers) of `<hub>` (the rest of the text, verbatim) from `<origin>` are in the
+//!   table; receivers read them by `(origin, hub, seq)`. Used for larger envelopes
+//!   (`from == to`) and for tombstones.
+//!
+//! Anything else is malformed: receivers log it at warn level and skip it.
 //!
 //! A batch that fails on a connection error is retried idempotently on a fresh
 //! connection until [`PostgresOptions::command_timeout`]; then its publishes fail with
@@ -116,7 +132,7 @@ mod diagnose;
 mod install;
 mod listener;
 mod names;
-pub mod notification;
+mod notification;
 mod options;
 mod publisher;
 mod retention;

@@ -50,7 +50,9 @@ pub(crate) enum Command {
     },
 }
 
-/// What woke the serving loop.
+/// What woke the serving loop. Lives on the stack for one iteration, so the size of
+/// the message variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Probe,
     Command(Option<Command>),
@@ -247,36 +249,40 @@ impl Listener {
         client: &Client,
         connection: &mut ListenConnection,
     ) -> Result<SystemTime, String> {
-        let mut sql = String::new();
-        for channel in self.channels.keys() {
-            sql.push_str(&format!("LISTEN {};", quote_ident(channel)));
-        }
-        sql.push_str("SELECT clock_timestamp()");
-        let timeout = self.shared.options.command_timeout;
-        let query = async {
-            let rows = client.simple_query(&sql).await?;
-            Ok::<_, tokio_postgres::Error>(rows)
-        };
-        let rows = tokio::time::timeout(timeout, drive(connection, &mut self.pending, query))
+        let sql: String = self
+            .channels
+            .keys()
+            .map(|channel| format!("LISTEN {};", quote_ident(channel)))
+            .collect();
+        if !sql.is_empty() {
+            let timeout = self.shared.options.command_timeout;
+            tokio::time::timeout(
+                timeout,
+                drive(connection, &mut self.pending, client.batch_execute(&sql)),
+            )
             .await
             .map_err(|_| format!("LISTEN not answered within {timeout:?}"))??
             .map_err(|e| describe(&e))?;
-        drop(rows);
-        // simple_query returns text; ask for the time in binary form separately.
-        let now = tokio::time::timeout(
-            timeout,
-            drive(
-                connection,
-                &mut self.pending,
-                client.query_one("SELECT clock_timestamp()", &[]),
-            ),
-        )
-        .await
-        .map_err(|_| format!("query not answered within {timeout:?}"))??
-        .map_err(|e| describe(&e))?
-        .get::<_, SystemTime>(0);
+        }
+        let now = self.database_time(client, connection).await?;
         tracing::debug!(node = %self.shared.node, channels = self.channels.len(), "[Listener] connected and listening");
         Ok(now)
+    }
+
+    /// The database's clock, read over the listening connection: everything committed
+    /// before it has been read from the socket once this returns.
+    async fn database_time(
+        &mut self,
+        client: &Client,
+        connection: &mut ListenConnection,
+    ) -> Result<SystemTime, String> {
+        let timeout = self.shared.options.command_timeout;
+        let query = client.query_one("SELECT clock_timestamp()", &[]);
+        let row = tokio::time::timeout(timeout, drive(connection, &mut self.pending, query))
+            .await
+            .map_err(|_| format!("query not answered within {timeout:?}"))??
+            .map_err(|e| describe(&e))?;
+        Ok(row.get(0))
     }
 
     /// Process notifications, commands and probes until the connection fails.
@@ -381,26 +387,29 @@ impl Listener {
                 drive(connection, &mut self.pending, client.batch_execute(&sql)),
             )
             .await;
-            let failure = match listened {
-                Ok(Ok(Ok(()))) => None,
-                Ok(Ok(Err(error))) => Some(describe(&error)),
-                Ok(Err(reason)) => Some(reason),
-                Err(_) => Some(format!("LISTEN not answered within {timeout:?}")),
+            let listened = match listened {
+                Ok(Ok(Ok(()))) => self.database_time(client, connection).await,
+                Ok(Ok(Err(error))) => Err(describe(&error)),
+                Ok(Err(reason)) => Err(reason),
+                Err(_) => Err(format!("LISTEN not answered within {timeout:?}")),
             };
-            if let Some(reason) = failure {
-                let _ = reply.send(Err(BackplaneError::from(PostgresError::message(
-                    "listening to the hub's channel",
-                    reason.clone(),
-                ))));
-                return Err(Interrupt::Lost(reason));
-            }
+            let listening_since = match listened {
+                Ok(time) => time,
+                Err(reason) => {
+                    let _ = reply.send(Err(BackplaneError::from(PostgresError::message(
+                        "listening to the hub's channel",
+                        reason.clone(),
+                    ))));
+                    return Err(Interrupt::Lost(reason));
+                }
+            };
             tracing::debug!(node = %shared.node, channel = %table.channel, table = %table.qualified, "[Listener] LISTEN");
             self.channels.insert(
                 table.channel.clone(),
                 Channel {
                     table: table.clone(),
                     hubs: HashMap::new(),
-                    listening_since: SystemTime::now().max(self.alive_at),
+                    listening_since,
                 },
             );
         }
@@ -652,9 +661,14 @@ impl Listener {
         };
         let mut closed = false;
         for sender in senders.iter() {
-            tokio::select! {
-                sent = sender.send(event.clone()) => closed |= sent.is_err(),
-                _ = self.shutdown.wait_for(|stop| *stop) => return Err(Interrupt::Shutdown),
+            match sender.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                // Full: wait for room (backpressure), but not past shutdown.
+                Err(mpsc::error::TrySendError::Full(event)) => tokio::select! {
+                    sent = sender.send(event) => closed |= sent.is_err(),
+                    _ = self.shutdown.wait_for(|stop| *stop) => return Err(Interrupt::Shutdown),
+                },
             }
         }
         if closed {

@@ -153,6 +153,15 @@ impl PublishQueue {
         self.wake.notify_one();
     }
 
+    fn is_shut_down(&self) -> bool {
+        lock(&self.state).shut_down
+    }
+
+    /// Everything queued, removed from the queue.
+    fn take_all(&self) -> Vec<Pending> {
+        lock(&self.state).items.drain(..).collect()
+    }
+
     /// The next batch, or `None` once shut down and empty.
     async fn next_batch(
         &self,
@@ -299,6 +308,13 @@ impl Publisher {
                             seq: pending.envelope.seq,
                         });
                         let _ = pending.done.send(Err(error.to_backplane()));
+                    }
+                    if self.queue.is_shut_down() {
+                        // Shutting down with the database failing: do not make every
+                        // queued batch wait out its own timeout.
+                        for pending in self.queue.take_all() {
+                            let _ = pending.done.send(Err(BackplaneError::Shutdown));
+                        }
                     }
                 }
             }

@@ -11,6 +11,10 @@
 //!
 //! When none is available the tests fail with a message naming all three.
 //!
+//! Set `RUST_LOG` (for example `RUST_LOG=backplane_postgres=debug`) to see the
+//! backplane's logs in failing tests' output; [`init_logging`] is called by
+//! [`TestSchema::create`].
+//!
 //! ```no_run
 //! # async fn example() {
 //! let schema = tests::TestSchema::create("example").await;
@@ -23,7 +27,20 @@
 
 mod database;
 pub mod events;
+mod proxy;
 mod schema;
 
 pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
+pub use proxy::PartitionProxy;
+
+/// Send `tracing` output to the test harness (shown for failing tests), filtered by
+/// `RUST_LOG`; nothing is logged when it is unset. Safe to call repeatedly.
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
 pub use schema::TestSchema;

@@ -39,6 +39,7 @@ impl TestSchema {
     ///
     /// Panics when no test database is available (see [`database_url`]).
     pub async fn create(label: &str) -> Self {
+        crate::init_logging();
         let url = database_url().await;
         SWEPT.get_or_init(|| sweep_leftovers(url)).await;
         let label: String = label

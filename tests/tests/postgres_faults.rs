@@ -22,7 +22,7 @@ const HUB: &str = "faults";
 /// enough for faults to hit it. (The pause happens before the publish future exists,
 /// so the publishes are still first polled in order.)
 async fn pace(i: u64, every: u64, pause: Duration) -> u64 {
-    if i % every == 0 {
+    if i.is_multiple_of(every) {
         tokio::time::sleep(pause).await;
     }
     i
@@ -536,5 +536,84 @@ async fn mixed_batch_keeps_order() {
     for node in &nodes {
         node.shutdown().await.unwrap();
     }
+    schema.drop().await;
+}
+
+/// A partition that leaves the listener's TCP connection established but silent is
+/// noticed by the probe within seconds (TCP keepalive alone would not notice: the
+/// proxy's kernel keeps acknowledging); after it heals, everything published meanwhile
+/// is recovered from the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_partition_is_noticed_and_repaired() {
+    let schema = TestSchema::create("partition").await;
+    let sender = schema.nodes(1).await.remove(0);
+    let options = schema.options();
+    let host = match &options.config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        other => panic!("the partition test needs a TCP database address, not {other:?}"),
+    };
+    let port = options.config.get_ports().first().copied().unwrap_or(5432);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .expect("the database host resolves");
+    let proxy = tests::PartitionProxy::start(target).await;
+    // The same database, reached only through the proxy.
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(proxy.address().ip().to_string())
+        .port(proxy.address().port());
+    if let Some(user) = options.config.get_user() {
+        config.user(user);
+    }
+    if let Some(password) = options.config.get_password() {
+        config.password(password);
+    }
+    if let Some(dbname) = options.config.get_dbname() {
+        config.dbname(dbname);
+    }
+    let mut through_proxy = options
+        .probe(Duration::from_millis(500), Duration::from_secs(1))
+        .command_timeout(Duration::from_secs(2));
+    through_proxy.config = config;
+    let receiver = backplane_postgres::PostgresBackplane::connect(through_proxy)
+        .await
+        .unwrap();
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    sender.publish(HUB, labelled("before")).await.unwrap();
+    let before = next_envelope(&mut subscription, "before").await;
+    assert_eq!(label_of(&before), "before");
+
+    proxy.partition(true);
+    let cut = tokio::time::Instant::now();
+    for i in 0..100 {
+        sender.publish(HUB, labelled(&i.to_string())).await.unwrap();
+    }
+    match next_event(&mut subscription, "Disconnected").await {
+        BackplaneEvent::Disconnected { reason } => {
+            assert!(reason.contains("probe"), "{reason}");
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    let noticed = cut.elapsed();
+    assert!(
+        noticed < Duration::from_secs(10),
+        "a silent connection took {noticed:?} to notice"
+    );
+    proxy.partition(false);
+    for i in 0..100 {
+        let envelope = next_envelope(&mut subscription, &format!("envelope {i}")).await;
+        assert_eq!(label_of(&envelope), i.to_string());
+    }
+    match next_event(&mut subscription, "Reconnected").await {
+        BackplaneEvent::Reconnected {
+            gap: GapRepair::Repaired { recovered },
+        } => assert_eq!(recovered, 100),
+        other => panic!("expected a repaired reconnect, got {other:?}"),
+    }
+    sender.shutdown().await.unwrap();
+    receiver.shutdown().await.unwrap();
     schema.drop().await;
 }
