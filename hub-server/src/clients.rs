@@ -61,7 +61,9 @@ impl ClientProxy {
     /// `arguments` must serialize as a sequence: a tuple such as `(user, message)`, an
     /// array, a slice or a `Vec`; use `()` for no arguments and `(value,)` for one.
     /// Returns once local connections have the message queued and the backplane has
-    /// accepted it for the other nodes.
+    /// accepted it for the other nodes. It then yields to the scheduler once, so that in a
+    /// long burst of sends the connections' writers (the caller's own included) drain their
+    /// queues instead of overflowing them.
     ///
     /// # Errors
     ///
@@ -70,6 +72,7 @@ impl ClientProxy {
     pub async fn send<A: Serialize>(self, method: &str, arguments: A) -> Result<(), SendError> {
         let message = serialize_invocation(method, &arguments)?;
         self.manager.send(self.target, message).await?;
+        tokio::task::yield_now().await;
         Ok(())
     }
 

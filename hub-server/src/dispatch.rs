@@ -52,7 +52,7 @@ pub(crate) async fn invoke(
             tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, %error, "invalid arguments");
             CompletionResult::Error(format!(
                 "Failed to invoke '{target}' due to an error on the server. InvalidDataException: Error binding arguments. Make sure that the types of the provided values match the types of the hub method being invoked. {}",
-                capitalize(error.message())
+                capitalize(without_json_position(error.message()))
             ))
         }
         Err(Failure::Bind(error)) => {
@@ -134,6 +134,23 @@ fn method_does_not_exist(target: &str) -> CompletionResult {
     ))
 }
 
+/// `message` without the " at line 1 column 5" serde_json appends: the caller's
+/// arguments are not the text it wrote, so the position would only mislead.
+fn without_json_position(message: &str) -> &str {
+    let Some((head, position)) = message.rsplit_once(" at line ") else {
+        return message;
+    };
+    let is_position = position
+        .split_once(" column ")
+        .is_some_and(|(line, column)| {
+            !line.is_empty()
+                && !column.is_empty()
+                && line.bytes().all(|b| b.is_ascii_digit())
+                && column.bytes().all(|b| b.is_ascii_digit())
+        });
+    if is_position { head } else { message }
+}
+
 /// `text` with its first letter upper-cased and a final period, to fit in a sentence.
 fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
@@ -149,7 +166,17 @@ fn capitalize(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::capitalize;
+    use super::{capitalize, without_json_position};
+
+    #[test]
+    fn strips_json_positions_only() {
+        assert_eq!(
+            without_json_position("invalid type: string \"x\", expected i64 at line 1 column 5"),
+            "invalid type: string \"x\", expected i64"
+        );
+        assert_eq!(without_json_position("look at line 3"), "look at line 3");
+        assert_eq!(without_json_position("plain"), "plain");
+    }
 
     #[test]
     fn capitalizes_into_a_sentence() {

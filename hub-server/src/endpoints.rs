@@ -26,7 +26,8 @@ impl Hub {
     ///
     /// The result is an ordinary axum [`Router`]: merge it with your own routes and wrap
     /// it in tower layers (CORS, authentication, tracing). A router with state merges it
-    /// after `.with_state(...)`.
+    /// after `.with_state(...)`. Serve it with TCP_NODELAY on (axum's
+    /// `ListenerExt::tap_io`), or small frames wait for delayed ACKs.
     ///
     /// Operators: negotiate hands out a connection token that only the node that issued it
     /// accepts, so behind a load balancer either route a client's negotiate and WebSocket

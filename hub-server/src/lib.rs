@@ -36,7 +36,13 @@
 //!     let app = axum::Router::new()
 //!         .route("/", axum::routing::get(|| async { "hello" }))
 //!         .merge(hub.router("/chathub"));
-//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//!     // Real-time traffic wants TCP_NODELAY: small frames must not wait for delayed ACKs.
+//!     use axum::serve::ListenerExt;
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000")
+//!         .await?
+//!         .tap_io(|tcp| {
+//!             let _ = tcp.set_nodelay(true);
+//!         });
 //!     let shutdown_hub = hub.clone();
 //!     axum::serve(listener, app)
 //!         .with_graceful_shutdown(async move {

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use backplane_core::Backplane;
 use backplane_memory::MemoryBackplane;
 use clap::{Parser, Subcommand};
@@ -74,6 +75,12 @@ async fn serve(cli: Cli) -> Result<(), String> {
         tracing::info!(server = %name, backplane = backplane_kind, "listening on http://{local}{}", chat::HUB_PATH);
         let app = app.clone();
         let hub = hub.clone();
+        // Without TCP_NODELAY, small frames wait for delayed ACKs (tens of milliseconds).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

@@ -35,10 +35,11 @@ pub struct HubOptions {
     /// separator or length prefix). A larger one closes the connection with an error; the
     /// WebSocket layer refuses such frames before buffering them. Default: 32 KiB.
     pub max_message_size: usize,
-    /// How many outgoing messages may wait for one connection. A client that stops
-    /// reading fills its queue and is disconnected, so it can neither slow down others nor
-    /// hold unbounded memory. Frames are shared between connections, so this bounds a count
-    /// of handles, not of copies. Default: 128.
+    /// How many outgoing messages may wait for one connection. Sends never wait for a
+    /// connection, so this queue is what absorbs bursts; a client that stops reading fills
+    /// it and is disconnected, so it can neither slow others down nor hold unbounded
+    /// memory. Frames are shared between the connections they go to, so this bounds a count
+    /// of handles, not of copies. Default: 1024.
     pub send_queue_capacity: usize,
     /// How long graceful shutdown waits for connections to flush their Close message and
     /// end before giving up on them. Default: 5 seconds.
@@ -61,7 +62,7 @@ impl Default for HubOptions {
             handshake_timeout: Duration::from_secs(15),
             negotiate_timeout: Duration::from_secs(15),
             max_message_size: 32 * 1024,
-            send_queue_capacity: 128,
+            send_queue_capacity: 1024,
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
             websocket_read_buffer_size: 4 * 1024,

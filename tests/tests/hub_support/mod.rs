@@ -1,0 +1,492 @@
+//! Shared by the hub-server tests: an in-process server on 127.0.0.1:0, a hub with methods
+//! for every behaviour under test, and raw clients that speak WebSocket frames and plain
+//! HTTP/1.1, so the tests assert exact bytes on the wire.
+
+#![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use futures_util::{SinkExt, StreamExt};
+use hub_server::{
+    Caller, CallerClients, Clients, Groups, Hub, HubBuilder, HubOptions, MethodError, access_token,
+};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Where [`test_hub`] is mounted by [`TestServer::start`].
+pub const HUB_PATH: &str = "/hub";
+
+/// How long a raw client waits for a frame before the test fails. Generous, because with
+/// paused time it is virtual and must outlast the keep-alive and timeouts under test.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The JSON handshake every official client sends, version 2.
+pub const JSON_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":2}\u{1e}";
+
+/// The MessagePack handshake every official client sends, version 2.
+pub const MSGPACK_HANDSHAKE: &str = "{\"protocol\":\"messagepack\",\"version\":2}\u{1e}";
+
+/// A hub with one method per behaviour the tests exercise.
+pub fn test_hub() -> HubBuilder {
+    Hub::builder("TestHub")
+        .method("Add", |a: i64, b: i64| async move { a + b })
+        .method("Echo", |text: String| async move { text })
+        .method("Nothing", || async {})
+        .method("Fail", || async {
+            Err::<(), _>(MethodError::new("this method always fails"))
+        })
+        .method("FailInternally", || async {
+            Err::<(), _>(MethodError::internal("secret detail for the server log"))
+        })
+        .method("WhoAmI", |caller: Caller| async move {
+            caller.user().map(str::to_owned)
+        })
+        .method("ConnectionId", |caller: Caller| async move {
+            caller.connection_id().to_string()
+        })
+        .method("Broadcast", |clients: Clients, text: String| async move {
+            clients.all().send("Broadcast", (text,)).await?;
+            Ok::<_, MethodError>(())
+        })
+        .method(
+            "SendToOthers",
+            |clients: CallerClients, text: String| async move {
+                clients.others().send("Broadcast", (text,)).await?;
+                Ok::<_, MethodError>(())
+            },
+        )
+        .method(
+            "SendToUser",
+            |clients: Clients, user: String, text: String| async move {
+                clients.user(user).send("Direct", (text,)).await?;
+                Ok::<_, MethodError>(())
+            },
+        )
+        .method(
+            "SendToConnection",
+            |clients: Clients, connection_id: String, text: String| async move {
+                clients
+                    .client(connection_id)
+                    .send("Direct", (text,))
+                    .await?;
+                Ok::<_, MethodError>(())
+            },
+        )
+        .method(
+            "JoinGroup",
+            |caller: Caller, groups: Groups, group: String| async move {
+                groups.add(caller.connection_id(), &group).await?;
+                Ok::<_, MethodError>(())
+            },
+        )
+        .method(
+            "LeaveGroup",
+            |caller: Caller, groups: Groups, group: String| async move {
+                groups.remove(caller.connection_id(), &group).await?;
+                Ok::<_, MethodError>(())
+            },
+        )
+        .method(
+            "SendToGroup",
+            |clients: Clients, group: String, text: String| async move {
+                clients.group(group).send("GroupMessage", (text,)).await?;
+                Ok::<_, MethodError>(())
+            },
+        )
+        .method(
+            "FloodCaller",
+            |clients: CallerClients, count: u32, size: usize| async move {
+                let payload = "x".repeat(size);
+                for sequence in 0..count {
+                    clients.caller().send("Flood", (sequence, &payload)).await?;
+                }
+                Ok::<_, MethodError>(count)
+            },
+        )
+        .user_id(access_token)
+}
+
+/// A hub server running in this process.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The hub at [`HUB_PATH`].
+    pub hub: Hub,
+    /// What it serves, for in-memory connections.
+    router: Router,
+    /// The accept loop.
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Serve [`test_hub`] with `options` at [`HUB_PATH`].
+    pub async fn start(options: HubOptions) -> Self {
+        Self::start_hub(test_hub().options(options)).await
+    }
+
+    /// Serve the hub `builder` describes at [`HUB_PATH`].
+    pub async fn start_hub(builder: HubBuilder) -> Self {
+        let hub = builder.build().await.expect("the hub starts");
+        let router = hub.router(HUB_PATH);
+        Self::serve(hub, router).await
+    }
+
+    /// Serve `router` (which mounts `hub` somewhere).
+    pub async fn serve(hub: Hub, router: Router) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let listener = listener.tap_io(|tcp| {
+            tcp.set_nodelay(true).expect("TCP_NODELAY");
+        });
+        let app = router.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        Self {
+            addr,
+            hub,
+            router,
+            task,
+        }
+    }
+
+    /// A WebSocket to the hub over an in-memory pipe instead of TCP (served by the same
+    /// router through hyper), with `query` (e.g. `"access_token=x"`, or `""`).
+    ///
+    /// With tokio's paused clock, the runtime advances time whenever every task waits,
+    /// including while bytes sit in a TCP socket not yet reported by the I/O driver, so a
+    /// TCP client can observe a timer's effect only after the clock has jumped further. An
+    /// in-memory pipe wakes the reader directly, so timing tests see exact instants.
+    pub async fn connect_in_memory(&self, query: &str) -> RawClient<DuplexStream> {
+        let (client_io, server_io) = tokio::io::duplex(256 * 1024);
+        let service = TowerToHyperService::new(self.router.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server_io), service)
+                .with_upgrades()
+                .await;
+        });
+        let separator = if query.is_empty() { "" } else { "?" };
+        let url = format!("ws://localhost{HUB_PATH}{separator}{query}");
+        let (ws, _) = tokio_tungstenite::client_async(url, client_io)
+            .await
+            .expect("in-memory WebSocket upgrade");
+        RawClient { ws }
+    }
+
+    /// The WebSocket URL of the hub, with `query` (e.g. `"id=..."`, or `""`).
+    pub fn ws_url(&self, query: &str) -> String {
+        let separator = if query.is_empty() { "" } else { "?" };
+        format!("ws://{}{HUB_PATH}{separator}{query}", self.addr)
+    }
+
+    /// Negotiate and return `(connectionId, connectionToken)`.
+    pub async fn negotiate(&self) -> (String, String) {
+        let response = http(
+            self.addr,
+            &format!("POST {HUB_PATH}/negotiate?negotiateVersion=1 HTTP/1.1"),
+            &[],
+        )
+        .await;
+        assert_eq!(response.status, 200, "negotiate failed: {}", response.body);
+        let body: serde_json::Value = serde_json::from_str(&response.body).expect("negotiate JSON");
+        (
+            body["connectionId"]
+                .as_str()
+                .expect("connectionId")
+                .to_owned(),
+            body["connectionToken"]
+                .as_str()
+                .expect("connectionToken")
+                .to_owned(),
+        )
+    }
+
+    /// Connect a raw client (skipping negotiate) and complete a JSON handshake.
+    pub async fn json_client(&self) -> RawClient {
+        let mut client = RawClient::connect(&self.ws_url("")).await;
+        client.handshake_json().await;
+        client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A plain HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Send one HTTP/1.1 request (`request_line` such as `"GET / HTTP/1.1"`, extra header
+/// lines) with an empty body, and read the whole response.
+pub async fn http(addr: SocketAddr, request_line: &str, headers: &[&str]) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("{request_line}\r\nHost: {addr}\r\nConnection: close\r\n");
+    if request_line.starts_with("POST") {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(RECV_TIMEOUT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// What a raw client received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// The server closed the WebSocket (or the connection ended).
+    Closed,
+}
+
+/// A WebSocket client that sends and receives raw frames, over TCP or (for timing tests)
+/// an in-memory pipe.
+pub struct RawClient<S = MaybeTlsStream<TcpStream>> {
+    /// The socket.
+    ws: WebSocketStream<S>,
+}
+
+impl RawClient {
+    /// Connect to `url`, panicking if the upgrade is refused.
+    pub async fn connect(url: &str) -> Self {
+        Self::try_connect(url, &[])
+            .await
+            .unwrap_or_else(|status| panic!("WebSocket to {url} refused with {status}"))
+    }
+
+    /// Connect to `url` with extra headers; the HTTP status and body if refused.
+    pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Self, String> {
+        let mut request = url.into_client_request().expect("request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+            Ok((ws, _)) => Ok(Self { ws }),
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|body| String::from_utf8_lossy(body).into_owned())
+                    .unwrap_or_default();
+                Err(format!("{} {body}", response.status().as_u16()))
+            }
+            Err(error) => panic!("cannot connect to {url}: {error}"),
+        }
+    }
+
+    /// Connect with a tiny socket receive buffer, for a client that will stop reading.
+    pub async fn connect_with_small_buffer(addr: SocketAddr, url: &str) -> Self {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .max_message_size(None)
+            .max_frame_size(None);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await
+        .expect("upgrade");
+        Self { ws }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// Send a text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send text");
+    }
+
+    /// Send a binary frame.
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::binary(bytes.to_vec()))
+            .await
+            .expect("send binary");
+    }
+
+    /// The next text or binary frame (or the close), within [`RECV_TIMEOUT`].
+    pub async fn recv(&mut self) -> Frame {
+        self.recv_within(RECV_TIMEOUT).await
+    }
+
+    /// The next text or binary frame (or the close), within `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Frame {
+        loop {
+            let next = tokio::time::timeout(limit, self.ws.next())
+                .await
+                .expect("a frame within the time limit");
+            match next {
+                None | Some(Ok(Message::Close(_))) => return Frame::Closed,
+                Some(Err(_)) => return Frame::Closed,
+                Some(Ok(Message::Text(text))) => return Frame::Text(text.as_str().to_owned()),
+                Some(Ok(Message::Binary(bytes))) => return Frame::Binary(bytes.to_vec()),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next frame, which must be text.
+    pub async fn recv_text(&mut self) -> String {
+        match self.recv().await {
+            Frame::Text(text) => text,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame, which must be binary.
+    pub async fn recv_binary(&mut self) -> Vec<u8> {
+        match self.recv().await {
+            Frame::Binary(bytes) => bytes,
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// The next text frame that is not a Ping.
+    pub async fn recv_text_skipping_pings(&mut self) -> String {
+        loop {
+            let text = self.recv_text().await;
+            if text != "{\"type\":6}\u{1e}" {
+                return text;
+            }
+        }
+    }
+
+    /// Assert that the server closes the connection next (after any Pings).
+    pub async fn expect_closed(&mut self) {
+        loop {
+            match self.recv().await {
+                Frame::Closed => return,
+                Frame::Text(text) if text == "{\"type\":6}\u{1e}" => continue,
+                other => panic!("expected the connection to close, got {other:?}"),
+            }
+        }
+    }
+
+    /// Send the JSON handshake and expect success.
+    pub async fn handshake_json(&mut self) {
+        self.send_text(JSON_HANDSHAKE).await;
+        assert_eq!(self.recv_text().await, "{}\u{1e}");
+    }
+
+    /// Send the MessagePack handshake and expect success (in a binary frame).
+    pub async fn handshake_msgpack(&mut self) {
+        self.send_text(MSGPACK_HANDSHAKE).await;
+        assert_eq!(self.recv_binary().await, b"{}\x1e");
+    }
+
+    /// Invoke `target` with JSON `arguments` (a JSON array text) and id `id`; return the
+    /// next non-Ping frame's text, which should be the completion.
+    pub async fn invoke_json(&mut self, id: &str, target: &str, arguments: &str) -> String {
+        self.send_text(&format!(
+            "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"{target}\",\"arguments\":{arguments}}}\u{1e}"
+        ))
+        .await;
+        self.recv_text_skipping_pings().await
+    }
+
+    /// Close the WebSocket from the client side.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Wait until `hub` has exactly `count` connections (connections register and unregister
+/// asynchronously to the client's view).
+pub async fn wait_for_connections(hub: &Hub, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hub.connection_count() != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {count} connections, the hub has {}",
+            hub.connection_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
