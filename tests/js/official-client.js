@@ -1,0 +1,217 @@
+// Drives the official SignalR JavaScript client (@microsoft/signalr, and
+// @microsoft/signalr-protocol-msgpack for MessagePack) against a running hub-server.
+//
+// Usage: node official-client.js <base-url> <scenario> [json|messagepack] [negotiate|skip]
+//
+// Scenarios:
+//   hub       the test hub at /hub: invoke with results and errors, send, receive, others,
+//             groups, user and connection targeting, identity from accessTokenFactory
+//   chat      the chat hub contract at /chathub
+//   stateful  a client that asks for stateful reconnect still works without it
+//
+// `protocol` in the output is read from the connection's (internal) `_protocol`, to prove
+// which hub protocol the client really spoke.
+//
+// Prints one JSON object on stdout with everything the clients observed; the Rust test
+// (tests/tests/hub_official_client.rs) asserts on it. Any failure goes to stderr with a
+// non-zero exit code.
+
+"use strict";
+
+const signalR = require("@microsoft/signalr");
+const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
+
+const [base, scenario, protocol = "json", negotiation = "negotiate"] = process.argv.slice(2);
+if (!base || !scenario) {
+    console.error("usage: node official-client.js <base-url> <scenario> [json|messagepack] [negotiate|skip]");
+    process.exit(2);
+}
+
+/// How long any single expected event may take before the scenario fails.
+const STEP_TIMEOUT_MS = 10000;
+
+function connection(path, { user, stateful = false } = {}) {
+    const options = {};
+    if (user !== undefined) {
+        options.accessTokenFactory = () => user;
+    }
+    if (negotiation === "skip") {
+        options.skipNegotiation = true;
+        options.transport = signalR.HttpTransportType.WebSockets;
+    }
+    const builder = new signalR.HubConnectionBuilder()
+        .withUrl(base + path, options)
+        .configureLogging(signalR.LogLevel.Warning);
+    if (protocol === "messagepack") {
+        builder.withHubProtocol(new MessagePackHubProtocol());
+    }
+    if (stateful) {
+        builder.withStatefulReconnect();
+    }
+    return builder.build();
+}
+
+/// Record every call of `methods` on `conn` as [method, ...args] in `log`.
+function record(conn, methods, log) {
+    for (const method of methods) {
+        // Handlers must return undefined: a returned value would be a client result.
+        conn.on(method, (...args) => {
+            log.push([method, ...args]);
+        });
+    }
+}
+
+/// Resolve once `predicate(log)` holds; fail after STEP_TIMEOUT_MS.
+async function until(what, log, predicate) {
+    const deadline = Date.now() + STEP_TIMEOUT_MS;
+    while (!predicate(log)) {
+        if (Date.now() > deadline) {
+            throw new Error(`timed out waiting for ${what}; log so far: ${JSON.stringify(log)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+}
+
+function has(entry) {
+    const wanted = JSON.stringify(entry);
+    return (log) => log.some((item) => JSON.stringify(item) === wanted);
+}
+
+async function errorOf(promise) {
+    try {
+        const value = await promise;
+        return { unexpectedValue: value === undefined ? "undefined" : value };
+    } catch (error) {
+        return error.message;
+    }
+}
+
+async function hubScenario() {
+    const tag = `${protocol}-${negotiation}`;
+    const logs = { alice: [], bob: [], carol: [] };
+    const alice = connection("/hub", { user: `alice-${tag}` });
+    const bob = connection("/hub", { user: `bob-${tag}` });
+    const carol = connection("/hub");
+    const methods = ["Broadcast", "Direct", "GroupMessage"];
+    record(alice, methods, logs.alice);
+    record(bob, methods, logs.bob);
+    record(carol, methods, logs.carol);
+    await alice.start();
+    await bob.start();
+    await carol.start();
+
+    const out = { protocol: alice._protocol.name };
+    out.connectionIdFromNegotiate = alice.connectionId === null ? null : alice.connectionId.length;
+    const aliceId = await alice.invoke("ConnectionId");
+    out.connectionIdMatches = alice.connectionId === null ? null : alice.connectionId === aliceId;
+    out.add = await alice.invoke("Add", 40, 2);
+    out.echo = await alice.invoke("Echo", "héllo \"wörld\" ✓ \u0001");
+    const nothing = await alice.invoke("Nothing");
+    out.nothing = nothing === undefined ? "undefined" : nothing;
+    out.whoAmI = await alice.invoke("WhoAmI");
+    out.anonymousWhoAmI = await carol.invoke("WhoAmI");
+    out.fail = await errorOf(alice.invoke("Fail"));
+    out.unknownMethod = await errorOf(alice.invoke("NoSuchMethod", 1));
+    out.wrongArgumentCount = await errorOf(alice.invoke("Add", 1));
+    out.wrongArgumentType = await errorOf(alice.invoke("Add", 1, "two"));
+
+    // A sync point: once every connection has "barrier-n", everything sent to it before
+    // has arrived (each connection receives in the order the server sent).
+    let barriers = 0;
+    const barrier = async () => {
+        const text = `barrier-${barriers++}`;
+        await alice.invoke("Broadcast", text);
+        for (const name of ["alice", "bob", "carol"]) {
+            await until(`${name} to get ${text}`, logs[name], has(["Broadcast", text]));
+        }
+    };
+
+    await alice.invoke("Broadcast", "hello everyone");
+    await alice.send("Broadcast", "fire and forget");
+    await alice.invoke("SendToOthers", "not for alice");
+    await barrier();
+
+    await bob.invoke("JoinGroup", "room");
+    await alice.invoke("SendToGroup", "room", "for the room");
+    await barrier();
+    await bob.invoke("LeaveGroup", "room");
+    await alice.invoke("SendToGroup", "room", "after bob left");
+    await barrier();
+
+    await carol.invoke("SendToUser", `bob-${tag}`, "for bob the user");
+    const bobId = await bob.invoke("ConnectionId");
+    await carol.invoke("SendToConnection", bobId, "for bob's connection");
+    await barrier();
+
+    out.logs = logs;
+    await Promise.all([alice.stop(), bob.stop(), carol.stop()]);
+    return out;
+}
+
+async function chatScenario() {
+    const logs = { ann: [], anonymous: [] };
+    const ann = connection("/chathub", { user: "ann" });
+    const anonymous = connection("/chathub");
+    const methods = [
+        "ReceiveMessage",
+        "UserJoinedGroup",
+        "UserLeftGroup",
+        "ReceiveGroupMessage",
+        "UserConnected",
+        "UserDisconnected",
+    ];
+    record(ann, methods, logs.ann);
+    record(anonymous, methods, logs.anonymous);
+    await ann.start();
+    const annId = ann.connectionId;
+    await until("ann's own UserConnected", logs.ann, has(["UserConnected", annId]));
+    await anonymous.start();
+    const anonymousId = anonymous.connectionId;
+    await until("anonymous's UserConnected", logs.ann, has(["UserConnected", anonymousId]));
+
+    await ann.invoke("SendMessage", "ann", "hi all");
+    await ann.invoke("JoinGroup", "room");
+    await anonymous.invoke("JoinGroup", "room");
+    await anonymous.invoke("SendMessageToGroup", "room", "anon", "group hi");
+    await anonymous.invoke("LeaveGroup", "room");
+    await ann.invoke("SendMessageToGroup", "room", "ann", "only ann is left");
+    const emptyGroup = await errorOf(ann.invoke("JoinGroup", ""));
+    await ann.invoke("SendMessage", "ann", "end");
+    await until("the end", logs.anonymous, has(["ReceiveMessage", "ann", "end"]));
+    await until("the end", logs.ann, has(["ReceiveMessage", "ann", "end"]));
+    await anonymous.stop();
+    await until("UserDisconnected", logs.ann, has(["UserDisconnected", anonymousId]));
+    await ann.stop();
+
+    // Connection ids are random: name them.
+    const names = { [annId]: "<ann>", [anonymousId]: "<anonymous>" };
+    const named = (log) => log.map((entry) => entry.map((value) => names[value] ?? value));
+    return {
+        protocol: ann._protocol.name,
+        emptyGroup,
+        logs: { ann: named(logs.ann), anonymous: named(logs.anonymous) },
+    };
+}
+
+async function statefulScenario() {
+    const conn = connection("/hub", { stateful: true });
+    await conn.start();
+    const add = await conn.invoke("Add", 2, 3);
+    await conn.stop();
+    return { protocol: conn._protocol.name, add };
+}
+
+const scenarios = { hub: hubScenario, chat: chatScenario, stateful: statefulScenario };
+
+(async () => {
+    const run = scenarios[scenario];
+    if (!run) {
+        throw new Error(`unknown scenario ${scenario}`);
+    }
+    const result = await run();
+    process.stdout.write(JSON.stringify(result) + "\n");
+    process.exit(0);
+})().catch((error) => {
+    console.error(`scenario ${scenario} (${protocol}, ${negotiation}) failed:`, error && error.stack ? error.stack : error);
+    process.exit(1);
+});

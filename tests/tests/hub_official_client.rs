@@ -1,0 +1,273 @@
+//! The official SignalR JavaScript client against hub-server: `@microsoft/signalr` and
+//! `@microsoft/signalr-protocol-msgpack`, pinned by `tests/js/package-lock.json`, driven
+//! from Node by `tests/js/official-client.js`.
+//!
+//! Each test starts the server in-process on 127.0.0.1:0 (the chat hub at `/chathub`, as
+//! the `hub-server` binary serves it, and the test hub at `/hub`), runs one scenario, and
+//! asserts on the JSON the script prints. The first test to run installs the packages with
+//! `npm ci` when `tests/js/node_modules` is missing, so `cargo test` works on a clean
+//! clone with Node and npm installed (and fails, saying so, without them).
+
+mod hub_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hub_server::chat;
+use hub_support::{HUB_PATH, TestServer, test_hub};
+use serde_json::{Value, json};
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+/// How long one scenario may run, installing nothing.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long `npm ci` may take.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
+}
+
+/// Install the pinned packages once per test binary if they are missing.
+async fn ensure_packages() {
+    static INSTALLED: OnceCell<()> = OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let dir = js_dir();
+            let marker = dir.join("node_modules/@microsoft/signalr-protocol-msgpack/package.json");
+            if marker.exists() {
+                return;
+            }
+            let output = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .kill_on_drop(true)
+                .output();
+            let output = tokio::time::timeout(INSTALL_TIMEOUT, output)
+                .await
+                .expect("npm ci finishes in time")
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "cannot run npm (Node.js 18+ and npm are needed for these tests): {error}"
+                    )
+                });
+            assert!(
+                output.status.success(),
+                "npm ci in {} failed ({}):\n{}{}",
+                dir.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        })
+        .await;
+}
+
+/// The server the scenarios talk to: the chat application plus the test hub.
+async fn start_server() -> TestServer {
+    let chat_hub = chat::hub_builder().build().await.expect("chat hub");
+    let test_hub = test_hub().build().await.expect("test hub");
+    let router = chat::router(
+        &chat_hub,
+        chat::ServerInfo::new("official-client", "memory"),
+    )
+    .merge(test_hub.router(HUB_PATH));
+    TestServer::serve(test_hub, router).await
+}
+
+/// Run `scenario` with `args` and return what the script printed, failing with its
+/// stderr if it failed.
+async fn run_scenario(server: &TestServer, scenario: &str, args: &[&str]) -> Value {
+    ensure_packages().await;
+    let base = format!("http://{}", server.addr);
+    let output = Command::new("node")
+        .arg("official-client.js")
+        .arg(&base)
+        .arg(scenario)
+        .args(args)
+        .current_dir(js_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("scenario {scenario} {args:?} did not finish in {SCENARIO_TIMEOUT:?}")
+        })
+        .unwrap_or_else(|error| panic!("cannot run node (Node.js 18+ is needed): {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "scenario {scenario} {args:?} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
+        output.status
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
+        panic!("scenario output is not JSON ({error}):\n{stdout}\nstderr:\n{stderr}")
+    })
+}
+
+/// Everything the hub scenario must observe, whatever the protocol and negotiation.
+async fn hub_scenario(protocol: &str, negotiation: &str) {
+    let server = start_server().await;
+    let result = run_scenario(&server, "hub", &[protocol, negotiation]).await;
+    let tag = format!("{protocol}-{negotiation}");
+    assert_eq!(result["protocol"], protocol);
+    if negotiation == "negotiate" {
+        // The client learns its public id from negotiate, and the server agrees.
+        assert_eq!(result["connectionIdFromNegotiate"], 22);
+        assert_eq!(result["connectionIdMatches"], true);
+    } else {
+        assert_eq!(result["connectionIdFromNegotiate"], Value::Null);
+    }
+    assert_eq!(result["add"], 42);
+    assert_eq!(result["echo"], "héllo \"wörld\" ✓ \u{1}");
+    // A void method resolves the invoke with no value.
+    assert!(
+        result["nothing"] == Value::Null || result["nothing"] == "undefined",
+        "{}",
+        result["nothing"]
+    );
+    assert_eq!(result["whoAmI"], format!("alice-{tag}"));
+    assert_eq!(result["anonymousWhoAmI"], Value::Null);
+    assert_eq!(
+        result["fail"],
+        "An unexpected error occurred invoking 'Fail' on the server. HubException: this method always fails"
+    );
+    assert_eq!(
+        result["unknownMethod"],
+        "Failed to invoke 'NoSuchMethod' due to an error on the server. HubException: Method does not exist."
+    );
+    assert_eq!(
+        result["wrongArgumentCount"],
+        "Failed to invoke 'Add' due to an error on the server. InvalidDataException: Invocation provides 1 argument(s) but target expects 2."
+    );
+    let wrong_type = result["wrongArgumentType"]
+        .as_str()
+        .expect("an error message");
+    assert!(
+        wrong_type.starts_with(
+            "Failed to invoke 'Add' due to an error on the server. InvalidDataException: Error binding arguments."
+        ),
+        "{wrong_type}"
+    );
+
+    let broadcast = |text: &str| json!(["Broadcast", text]);
+    let barrier = |n: u32| broadcast(&format!("barrier-{n}"));
+    assert_eq!(
+        result["logs"]["alice"],
+        json!([
+            broadcast("hello everyone"),
+            broadcast("fire and forget"),
+            barrier(0),
+            barrier(1),
+            barrier(2),
+            barrier(3),
+        ])
+    );
+    assert_eq!(
+        result["logs"]["bob"],
+        json!([
+            broadcast("hello everyone"),
+            broadcast("fire and forget"),
+            broadcast("not for alice"),
+            barrier(0),
+            ["GroupMessage", "for the room"],
+            barrier(1),
+            barrier(2),
+            ["Direct", "for bob the user"],
+            ["Direct", "for bob's connection"],
+            barrier(3),
+        ])
+    );
+    assert_eq!(
+        result["logs"]["carol"],
+        json!([
+            broadcast("hello everyone"),
+            broadcast("fire and forget"),
+            broadcast("not for alice"),
+            barrier(0),
+            barrier(1),
+            barrier(2),
+            barrier(3),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_with_negotiate() {
+    hub_scenario("json", "negotiate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_skipping_negotiate() {
+    hub_scenario("json", "skip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messagepack_with_negotiate() {
+    hub_scenario("messagepack", "negotiate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messagepack_skipping_negotiate() {
+    hub_scenario("messagepack", "skip").await;
+}
+
+async fn chat_scenario(protocol: &str) {
+    let server = start_server().await;
+    let result = run_scenario(&server, "chat", &[protocol, "negotiate"]).await;
+    assert_eq!(result["protocol"], protocol);
+    assert_eq!(
+        result["emptyGroup"],
+        "An unexpected error occurred invoking 'JoinGroup' on the server. HubException: The group name must not be empty."
+    );
+    // `user` in joined/left is the access token (ann) or null (no token).
+    assert_eq!(
+        result["logs"]["ann"],
+        json!([
+            ["UserConnected", "<ann>"],
+            ["UserConnected", "<anonymous>"],
+            ["ReceiveMessage", "ann", "hi all"],
+            ["UserJoinedGroup", "ann", "room"],
+            ["UserJoinedGroup", null, "room"],
+            ["ReceiveGroupMessage", "room", "anon", "group hi"],
+            ["UserLeftGroup", null, "room"],
+            ["ReceiveGroupMessage", "room", "ann", "only ann is left"],
+            ["ReceiveMessage", "ann", "end"],
+            ["UserDisconnected", "<anonymous>"],
+        ])
+    );
+    // The leaver does not get its own UserLeftGroup: it is sent to the group after removal.
+    assert_eq!(
+        result["logs"]["anonymous"],
+        json!([
+            ["UserConnected", "<anonymous>"],
+            ["ReceiveMessage", "ann", "hi all"],
+            ["UserJoinedGroup", null, "room"],
+            ["ReceiveGroupMessage", "room", "anon", "group hi"],
+            ["ReceiveMessage", "ann", "end"],
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_json() {
+    chat_scenario("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_messagepack() {
+    chat_scenario("messagepack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asking_for_stateful_reconnect_works_without_it() {
+    let server = start_server().await;
+    for protocol in ["json", "messagepack"] {
+        let result = run_scenario(&server, "stateful", &[protocol, "negotiate"]).await;
+        assert_eq!(result, json!({"protocol": protocol, "add": 5}));
+    }
+}
