@@ -34,7 +34,7 @@
 //! | `origin` | `bytea` (16 bytes) | the publishing node's id |
 //! | `hub` | `text` | the hub (hubs whose slugs collide share a table) |
 //! | `seq` | `bigint` | the envelope's sequence number for (origin, hub), from 1 |
-//! | `payload` | `bytea` | the encoded envelope; empty for a *tombstone* |
+//! | `payload` | `bytea` | the encoded envelope, or a *tombstone* (byte 0 + first sequence number covered) |
 //! | `inserted_on` | `timestamptz` default `now()` | age, for retention and catch-up |
 //!
 //! with `UNIQUE (origin, hub, seq)` (idempotent retries, catch-up by sequence) and an
@@ -78,8 +78,11 @@
 //! connection until [`PostgresOptions::command_timeout`]; then its publishes fail with
 //! `Timeout` (an error does *not* promise the envelope was not stored: a commit whose
 //! acknowledgement was lost may still be delivered). The sequence numbers of a failed
-//! batch are written as tombstones (empty payload, `ON CONFLICT DO NOTHING`) in front of
-//! the next successful batch, so receivers skip them rather than wait or report loss.
+//! batch are covered by tombstone rows (one per hub, at the run's last sequence number,
+//! payload `0x00` + the run's first sequence number as 8 big-endian bytes, `ON CONFLICT
+//! DO NOTHING`) written in front of the next successful batch, so receivers skip them
+//! rather than wait or report loss; a batch that did commit after all keeps its real
+//! rows (the conflict keeps them), which are then delivered.
 //!
 //! # Receiving
 //!
@@ -137,6 +140,7 @@ mod options;
 mod publisher;
 mod retention;
 mod shared;
+mod tombstone;
 mod tracker;
 
 pub use backplane::PostgresBackplane;

@@ -33,6 +33,7 @@ use crate::connect::{self, PostgresError, Role, describe, is_transient};
 use crate::names::{TableNames, quote_ident};
 use crate::notification::{self, Notification};
 use crate::shared::Shared;
+use crate::tombstone;
 use crate::tracker::{Observation, Tracker};
 
 /// The listening connection's socket half, driven by this task.
@@ -85,8 +86,20 @@ struct StoredRow {
     origin: NodeId,
     hub: String,
     seq: u64,
-    /// Empty for a tombstone.
+    /// An encoded envelope, or a tombstone.
     payload: Vec<u8>,
+}
+
+impl StoredRow {
+    /// For a tombstone, the first sequence number it covers (it ends at `seq`).
+    fn tombstone_first(&self) -> Option<u64> {
+        tombstone::decode(&self.payload).filter(|first| (1..=self.seq).contains(first))
+    }
+
+    /// The first sequence number this row accounts for.
+    fn first_seq(&self) -> u64 {
+        self.tombstone_first().unwrap_or(self.seq)
+    }
 }
 
 /// What happened to the envelopes of one gap or one catch-up, per hub.
@@ -510,17 +523,18 @@ impl Listener {
     ) -> Result<(), Interrupt> {
         let (origin, hub, seq) = match &item {
             Ok(envelope) => (envelope.origin, envelope.hub.as_str(), envelope.seq),
-            Err(row) => (row.origin, row.hub.as_str(), row.seq),
+            Err(row) => (row.origin, row.hub.as_str(), row.first_seq()),
         };
         if !self.is_subscribed(channel, hub) {
             return Ok(());
         }
         match self.tracker.observe(origin, hub, seq) {
-            Observation::Duplicate => return Ok(()),
+            // A tombstone may reach past what was delivered: apply_row settles it.
+            Observation::Duplicate if item.is_ok() => return Ok(()),
             Observation::Gap { from, to } => {
                 self.repair_gap(channel, origin, hub, from, to).await?;
             }
-            Observation::First | Observation::Next => {}
+            Observation::Duplicate | Observation::First | Observation::Next => {}
         }
         let mut repair = Repair::default();
         match item {
@@ -556,11 +570,8 @@ impl Listener {
             let waited_enough = Instant::now() >= deadline;
             for row in rows {
                 let expected = self.tracker.last(origin, hub).map_or(from, |last| last + 1);
-                if row.seq != expected && !waited_enough {
+                if row.first_seq() > expected && !waited_enough {
                     break; // a hole: maybe in flight, wait and read again
-                }
-                if row.seq > expected {
-                    repair.missing += row.seq - expected;
                 }
                 self.apply_row(channel, row, &mut repair).await?;
             }
@@ -596,14 +607,22 @@ impl Listener {
         repair: &mut Repair,
     ) -> Result<(), Interrupt> {
         let node = self.shared.node;
-        match self.tracker.observe(row.origin, &row.hub, row.seq) {
-            Observation::Duplicate => return Ok(()),
-            Observation::Gap { from, to } => repair.missing += to - from + 1,
-            Observation::First | Observation::Next => {}
+        if self
+            .tracker
+            .last(row.origin, &row.hub)
+            .is_some_and(|last| last >= row.seq)
+        {
+            return Ok(()); // already delivered or skipped
+        }
+        // Numbers between the last delivered and this row that no row accounts for.
+        if let Observation::Gap { from, to } =
+            self.tracker.observe(row.origin, &row.hub, row.first_seq())
+        {
+            repair.missing += to - from + 1;
         }
         self.tracker.advance(row.origin, &row.hub, row.seq);
-        if row.payload.is_empty() {
-            tracing::debug!(%node, origin = %row.origin, hub = row.hub, seq = row.seq, "[Processor] tombstone (publish failed at its origin); skipped");
+        if let Some(first) = row.tombstone_first() {
+            tracing::debug!(%node, origin = %row.origin, hub = row.hub, first, last = row.seq, "[Processor] tombstone (publish failed at its origin); numbers skipped");
             return Ok(());
         }
         match Envelope::decode(&row.payload) {

@@ -12,8 +12,8 @@
 //! - **Reference** `r<origin>:<from>:<to>:<hub>`: rows `from..=to` (sequence numbers,
 //!   decimal) of `<hub>` (the rest of the text, verbatim) from `<origin>` are in the
 //!   table; receivers read them. Used for envelopes too large to go inline (`from == to`)
-//!   and for tombstones (rows with an empty payload, written for sequence numbers whose
-//!   publish failed, so receivers skip them instead of waiting).
+//!   and for tombstones (rows standing for sequence numbers whose publish failed, so
+//!   receivers skip them instead of waiting; see the `tombstone` module).
 //!
 //! Anything else is malformed: receivers log it and skip it.
 

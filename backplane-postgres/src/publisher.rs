@@ -15,11 +15,11 @@
 //! NOTHING` on `(origin, hub, seq)`), so a retry after an unacknowledged commit stores
 //! nothing twice, and repeated notifications are deduplicated by receivers. When a batch
 //! finally fails, every publish in it returns the error, and its sequence numbers are
-//! remembered: the next batch that commits first writes a *tombstone* row (empty payload,
-//! again `ON CONFLICT DO NOTHING`) for each, with a reference notification. Receivers
-//! skip tombstones, so they neither wait for nor report as lost what was never stored;
-//! and if the failed batch did commit after all, its real rows win the conflict and are
-//! delivered.
+//! remembered: the next batch that commits first writes a *tombstone* row per hub of the
+//! failed batch (see the `tombstone` module; again `ON CONFLICT DO NOTHING`), with a
+//! reference notification. Receivers skip the numbers a tombstone covers, so they
+//! neither wait for nor report as lost what was never stored; and if the failed batch
+//! did commit after all, its real rows win the conflict and are delivered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,7 @@ use crate::connect::{self, PostgresError, Role, describe, is_transient};
 use crate::names::TableNames;
 use crate::notification::{self, Packer};
 use crate::shared::{Shared, lock};
+use crate::tombstone;
 
 /// Publishes waiting for the publisher task, and the sequence counters.
 #[derive(Debug)]
@@ -208,12 +209,14 @@ fn kind_size(kind: &EnvelopeKind) -> usize {
     }
 }
 
-/// A sequence number whose publish failed, to be written as a tombstone.
+/// A run of sequence numbers of one hub whose batch failed, to be written as a
+/// tombstone.
 #[derive(Debug, Clone)]
 struct Tombstone {
     table: Arc<TableNames>,
     hub: String,
-    seq: u64,
+    first: u64,
+    last: u64,
 }
 
 /// The rows and notifications of one batch for one table.
@@ -301,12 +304,25 @@ impl Publisher {
                         %error,
                         "[Publish] batch failed; its publishes return the error and its sequence numbers become tombstones"
                     );
+                    // One tombstone per hub of this batch (a batch holds a contiguous run
+                    // of each hub's numbers). Never merged with another batch's: that
+                    // batch may have committed after all, and its real row at the
+                    // merged run's end would then void the whole tombstone.
+                    let mut runs: Vec<Tombstone> = Vec::new();
+                    for pending in &batch {
+                        let envelope = &pending.envelope;
+                        match runs.iter_mut().find(|run| run.hub == envelope.hub) {
+                            Some(run) => run.last = run.last.max(envelope.seq),
+                            None => runs.push(Tombstone {
+                                table: pending.table.clone(),
+                                hub: envelope.hub.clone(),
+                                first: envelope.seq,
+                                last: envelope.seq,
+                            }),
+                        }
+                    }
+                    self.tombstones.extend(runs);
                     for pending in batch {
-                        self.tombstones.push(Tombstone {
-                            table: pending.table.clone(),
-                            hub: pending.envelope.hub.clone(),
-                            seq: pending.envelope.seq,
-                        });
                         let _ = pending.done.send(Err(error.to_backplane()));
                     }
                     if self.queue.is_shut_down() {
@@ -347,35 +363,17 @@ impl Publisher {
             })
         };
         // Tombstones first: they precede everything in this batch in sequence order.
-        // Consecutive sequence numbers of one hub share one reference notification.
-        let mut i = 0;
-        while i < self.tombstones.len() {
-            let first = &self.tombstones[i];
-            let mut last = i;
-            while last + 1 < self.tombstones.len() {
-                let next = &self.tombstones[last + 1];
-                if next.hub == first.hub
-                    && Arc::ptr_eq(&next.table, &first.table)
-                    && next.seq == self.tombstones[last].seq + 1
-                {
-                    last += 1;
-                } else {
-                    break;
-                }
-            }
-            let at = slot(&mut writes, &first.table);
+        for tombstone in &self.tombstones {
+            let at = slot(&mut writes, &tombstone.table);
             let (write, packer) = &mut writes[at];
-            for tombstone in &self.tombstones[i..=last] {
-                write.hubs.push(tombstone.hub.clone());
-                write.seqs.push(seq_i64(tombstone.seq));
-                write.payloads.push(Vec::new());
-            }
+            write.hubs.push(tombstone.hub.clone());
+            write.seqs.push(seq_i64(tombstone.last));
+            write.payloads.push(tombstone::encode(tombstone.first));
             if let Some(text) =
-                notification::reference(node, first.seq, self.tombstones[last].seq, &first.hub)
+                notification::reference(node, tombstone.last, tombstone.last, &tombstone.hub)
             {
                 packer.reference(text);
             }
-            i = last + 1;
         }
         for pending in batch {
             let envelope = &pending.envelope;

@@ -1,5 +1,6 @@
 //! A fresh schema per test.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,6 +10,7 @@ use backplane_postgres::{PostgresBackplane, PostgresOptions, ReconnectBackoff};
 use tokio::sync::OnceCell;
 
 use crate::database::database_url;
+use crate::proxy::PartitionProxy;
 
 /// Prefix of every test schema, so leftovers can be recognised and removed.
 const PREFIX: &str = "bpt_";
@@ -79,6 +81,50 @@ impl TestSchema {
         options.reconnect_backoff = ReconnectBackoff::default();
         options.reconnect_backoff.initial = Duration::from_millis(50);
         options.reconnect_backoff.max = Duration::from_secs(1);
+        options
+    }
+
+    /// The TCP address of the test database (for a [`PartitionProxy`] in front of it).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the database is reached through a Unix socket or does not resolve.
+    pub async fn database_address(&self) -> SocketAddr {
+        let options = self.options();
+        let host = match &options.config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            other => panic!("a TCP database address is needed, not {other:?}"),
+        };
+        let port = options.config.get_ports().first().copied().unwrap_or(5432);
+        tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .expect("resolving the database host")
+            .next()
+            .expect("the database host resolves")
+    }
+
+    /// [`TestSchema::options`] reaching the same database only through `proxy`, with a
+    /// fast probe (every 500 ms, 1 s timeout) and a 2 s command timeout, so a partition
+    /// is noticed quickly.
+    pub fn options_through(&self, proxy: &PartitionProxy) -> PostgresOptions {
+        let options = self.options();
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(proxy.address().ip().to_string())
+            .port(proxy.address().port());
+        if let Some(user) = options.config.get_user() {
+            config.user(user);
+        }
+        if let Some(password) = options.config.get_password() {
+            config.password(password);
+        }
+        if let Some(dbname) = options.config.get_dbname() {
+            config.dbname(dbname);
+        }
+        let mut options = options
+            .probe(Duration::from_millis(500), Duration::from_secs(1))
+            .command_timeout(Duration::from_secs(2));
+        options.config = config;
         options
     }
 

@@ -389,19 +389,41 @@ async fn failed_batches_leave_tombstones_not_gaps() {
     let admin = schema.admin().await;
     let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
 
+    // A second receiver, cut off by a partition while the batches fail: it must skip
+    // the tombstones when it catches up from the table, too.
+    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
+    let cut_off = backplane_postgres::PostgresBackplane::connect(schema.options_through(&proxy))
+        .await
+        .unwrap();
+    let mut cut_off_subscription = cut_off.subscribe(HUB).await.unwrap();
+    expect_connected(&mut cut_off_subscription).await;
+
     sender.publish(HUB, labelled("before")).await.unwrap();
+    let before = next_envelope(&mut cut_off_subscription, "before").await;
+    assert_eq!(label_of(&before), "before");
+    proxy.partition(true);
     admin
         .batch_execute(&format!(
             "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
         ))
         .await
         .unwrap();
-    let refused = sender.publish(HUB, labelled("refused")).await;
-    let error = refused.expect_err("a publish whose row was refused must fail");
-    assert!(
-        error.to_string().contains("refuse"),
-        "the error names the cause: {error}"
-    );
+    // Failed batches: three publishes at once (one or more batches), then one more.
+    let refused = futures_util::future::join_all(
+        ["refused-a", "refused-b", "refused-c"].map(|label| sender.publish(HUB, labelled(label))),
+    )
+    .await;
+    for result in refused {
+        let error = result.expect_err("a publish whose row was refused must fail");
+        assert!(
+            error.to_string().contains("refuse"),
+            "the error names the cause: {error}"
+        );
+    }
+    sender
+        .publish(HUB, labelled("refused-d"))
+        .await
+        .expect_err("still refused");
     admin
         .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
         .await
@@ -420,13 +442,45 @@ async fn failed_batches_leave_tombstones_not_gaps() {
             other => panic!("a failed publish must not surface as an event: {other:?}"),
         }
     }
-    assert_eq!(seen, [("before".to_owned(), 1), ("after".to_owned(), 3)]);
-    let tombstone: Vec<u8> = admin
-        .query_one(&format!("SELECT payload FROM {table} WHERE seq = 2"), &[])
+    assert_eq!(seen, [("before".to_owned(), 1), ("after".to_owned(), 6)]);
+    let rows: Vec<(i64, Vec<u8>)> = admin
+        .query(
+            &format!("SELECT seq, payload FROM {table} ORDER BY seq"),
+            &[],
+        )
         .await
         .unwrap()
-        .get(0);
-    assert!(tombstone.is_empty(), "seq 2 is stored as a tombstone");
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    // Between the two real rows, tombstones: each row is byte 0 and the first number
+    // it covers; together they cover 2..=5 exactly, one row per failed batch.
+    assert_eq!(rows.first().map(|r| r.0), Some(1));
+    assert_eq!(rows.last().map(|r| r.0), Some(6));
+    let mut next = 2;
+    for (seq, payload) in &rows[1..rows.len() - 1] {
+        assert_eq!(payload.len(), 9, "row {seq} is not a tombstone");
+        assert_eq!(payload[0], 0, "row {seq} is not a tombstone");
+        let first = u64::from_be_bytes(payload[1..].try_into().unwrap());
+        assert_eq!(first, next, "tombstones must cover 2..=5 without holes");
+        next = u64::try_from(*seq).unwrap() + 1;
+    }
+    assert_eq!(next, 6, "tombstones must cover 2..=5");
+
+    match next_event(&mut cut_off_subscription, "Disconnected").await {
+        BackplaneEvent::Disconnected { .. } => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    proxy.partition(false);
+    let after = next_envelope(&mut cut_off_subscription, "after, from the table").await;
+    assert_eq!((label_of(&after).as_str(), after.seq), ("after", 6));
+    match next_event(&mut cut_off_subscription, "Reconnected").await {
+        BackplaneEvent::Reconnected {
+            gap: GapRepair::Repaired { recovered: 1 },
+        } => {}
+        other => panic!("tombstones must not count as lost: {other:?}"),
+    }
+    cut_off.shutdown().await.unwrap();
     for node in &nodes {
         node.shutdown().await.unwrap();
     }
@@ -547,36 +601,8 @@ async fn mixed_batch_keeps_order() {
 async fn silent_partition_is_noticed_and_repaired() {
     let schema = TestSchema::create("partition").await;
     let sender = schema.nodes(1).await.remove(0);
-    let options = schema.options();
-    let host = match &options.config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        other => panic!("the partition test needs a TCP database address, not {other:?}"),
-    };
-    let port = options.config.get_ports().first().copied().unwrap_or(5432);
-    let target = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .unwrap()
-        .next()
-        .expect("the database host resolves");
-    let proxy = tests::PartitionProxy::start(target).await;
-    // The same database, reached only through the proxy.
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(proxy.address().ip().to_string())
-        .port(proxy.address().port());
-    if let Some(user) = options.config.get_user() {
-        config.user(user);
-    }
-    if let Some(password) = options.config.get_password() {
-        config.password(password);
-    }
-    if let Some(dbname) = options.config.get_dbname() {
-        config.dbname(dbname);
-    }
-    let mut through_proxy = options
-        .probe(Duration::from_millis(500), Duration::from_secs(1))
-        .command_timeout(Duration::from_secs(2));
-    through_proxy.config = config;
+    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
+    let through_proxy = schema.options_through(&proxy);
     let receiver = backplane_postgres::PostgresBackplane::connect(through_proxy)
         .await
         .unwrap();
