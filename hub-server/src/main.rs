@@ -1,24 +1,36 @@
-//! `hub-server`: the chat server. See `hub_server::chat` for what it serves.
+//! `hub-server`: the chat server (see `hub_server::chat` for what it serves), and
+//! `hub-server doctor`, which checks a PostgreSQL backplane database.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use backplane_core::Backplane;
 use backplane_memory::MemoryBackplane;
+use backplane_postgres::{DEFAULT_SCHEMA, PostgresBackplane, PostgresOptions};
 use clap::{Parser, Subcommand};
 use hub_server::chat;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-/// SignalR chat server: the ASP.NET Core chat sample's hub at /chathub, scaled out over
-/// PostgreSQL when a database URL is given.
+/// SignalR chat server: the ASP.NET Core chat sample's hub at /chathub, on the in-memory
+/// backplane (one instance), or scaled out over PostgreSQL when a database URL is given.
 #[derive(Debug, Parser)]
 #[command(name = "hub-server", version)]
 struct Cli {
-    /// Addresses to listen on, separated by `;` (as ASP.NET Core's --urls).
+    /// Addresses to listen on, separated by `;` (as ASP.NET Core's --urls); port 0 picks
+    /// a free port.
     #[arg(long, default_value = "http://localhost:5000")]
     urls: String,
+    /// PostgreSQL connection string (URL or key=value form). When given, instances that
+    /// share the database and schema form one cluster; otherwise the in-memory backplane
+    /// serves this instance alone.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    database_url: Option<String>,
+    /// The PostgreSQL schema holding the backplane's tables (created if missing).
+    #[arg(long, default_value = DEFAULT_SCHEMA, global = true)]
+    schema: String,
     /// The name this instance reports in /health (default: host name and process id).
     #[arg(long)]
     server_name: Option<String>,
@@ -27,7 +39,12 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Check the PostgreSQL backplane database: connection, schema, the chat hub's table,
+    /// and a LISTEN/NOTIFY round trip. Prints one line per check; exits non-zero if any
+    /// failed.
+    Doctor,
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,6 +52,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -43,8 +61,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.command {
+        Some(Command::Doctor) => runtime.block_on(doctor(&cli)),
+        None => runtime.block_on(serve(cli)),
+    };
+    match result {
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
@@ -52,17 +74,53 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cli: Cli) -> Result<(), String> {
+/// The PostgreSQL options the flags describe.
+fn postgres_options(url: &str, schema: &str) -> Result<PostgresOptions, String> {
+    Ok(PostgresOptions::new(url)
+        .map_err(|error| format!("invalid --database-url: {error}"))?
+        .schema_name(schema))
+}
+
+async fn doctor(cli: &Cli) -> Result<ExitCode, String> {
+    let url = cli
+        .database_url
+        .as_deref()
+        .ok_or("doctor needs a database: pass --database-url or set DATABASE_URL")?;
+    let options = postgres_options(url, &cli.schema)?;
+    let checks = backplane_postgres::diagnose(&options, chat::HUB_NAME).await;
+    for check in &checks {
+        println!("{check}");
+    }
+    Ok(if checks.iter().all(|check| check.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn serve(cli: Cli) -> Result<ExitCode, String> {
     let addresses = parse_urls(&cli.urls)?;
-    let backplane: Arc<dyn Backplane> = Arc::new(MemoryBackplane::new());
-    let backplane_kind = "memory";
+    let (backplane, kind): (Arc<dyn Backplane>, String) = match &cli.database_url {
+        None => (Arc::new(MemoryBackplane::new()), "memory".into()),
+        Some(url) => {
+            let options = postgres_options(url, &cli.schema)?;
+            let backplane = PostgresBackplane::connect(options)
+                .await
+                .map_err(|error| format!("cannot start the PostgreSQL backplane: {error}"))?;
+            (
+                Arc::new(backplane),
+                format!("postgres (schema {})", cli.schema),
+            )
+        }
+    };
+    tracing::info!(backplane = %kind, node = %backplane.node_id(), "backplane started");
     let hub = chat::hub_builder()
         .backplane(backplane.clone())
         .build()
         .await
         .map_err(|error| format!("cannot start the chat hub: {error}"))?;
     let name = cli.server_name.unwrap_or_else(default_server_name);
-    let app = chat::router(&hub, chat::ServerInfo::new(&name, backplane_kind));
+    let app = chat::router(&hub, chat::ServerInfo::new(&name, &kind));
 
     let mut servers = tokio::task::JoinSet::new();
     for address in &addresses {
@@ -72,15 +130,15 @@ async fn serve(cli: Cli) -> Result<(), String> {
         let local = listener
             .local_addr()
             .map_err(|error| format!("cannot read the address of {address}: {error}"))?;
-        tracing::info!(server = %name, backplane = backplane_kind, "listening on http://{local}{}", chat::HUB_PATH);
-        let app = app.clone();
-        let hub = hub.clone();
+        tracing::info!(server = %name, "listening on http://{local}{}", chat::HUB_PATH);
         // Without TCP_NODELAY, small frames wait for delayed ACKs (tens of milliseconds).
         let listener = listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
+        let app = app.clone();
+        let hub = hub.clone();
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -92,7 +150,7 @@ async fn serve(cli: Cli) -> Result<(), String> {
     }
     tokio::spawn(chat::log_backplane_state(hub.clone()));
 
-    let mut result = Ok(());
+    let mut result = Ok(ExitCode::SUCCESS);
     while let Some(joined) = servers.join_next().await {
         match joined {
             Ok(Ok(())) => {}
@@ -123,8 +181,10 @@ fn parse_urls(urls: &str) -> Result<Vec<String>, String> {
             return Err(format!("{url:?}: a listen address cannot have a path"));
         }
         // ASP.NET Core accepts `*` and `+` for "every interface".
-        let authority = match authority.split_once(':') {
+        let authority = match authority.rsplit_once(':') {
             Some(("*" | "+", port)) => format!("0.0.0.0:{port}"),
+            // An IPv6 literal without a port: its colons are not a port separator.
+            Some(_) if authority.ends_with(']') => format!("{authority}:80"),
             Some(_) => authority.to_owned(),
             None => format!("{authority}:80"),
         };
@@ -189,6 +249,8 @@ mod tests {
             parse_urls("http://127.0.0.1:5001/;http://*:5002").unwrap(),
             ["127.0.0.1:5001", "0.0.0.0:5002"]
         );
+        assert_eq!(parse_urls("http://[::1]:5003").unwrap(), ["[::1]:5003"]);
+        assert_eq!(parse_urls("http://[::1]").unwrap(), ["[::1]:80"]);
         assert_eq!(parse_urls("http://example").unwrap(), ["example:80"]);
         assert!(parse_urls("https://localhost:5001").is_err());
         assert!(parse_urls("localhost:5000").is_err());
