@@ -20,6 +20,32 @@
 //! # }
 //! ```
 //!
+//! # Options
+//!
+//! All in [`PostgresOptions`] (public fields, builder methods), each with its default:
+//!
+//! | option | default | what it does |
+//! |---|---|---|
+//! | connection string ([`PostgresOptions::new`]) | required | URL or `key=value`; the password is never logged (`Debug` redacts it) |
+//! | `schema_name` | `signalr` | schema of the tables; created at start |
+//! | `table_slug_generator` | hub name lower-cased | table `{slug}_messages`; channel `{schema}.{slug}` |
+//! | `retention` | 1 h | rows older than this are deleted; also the longest outage fully repairable |
+//! | `retention_interval` / `retention_batch_size` | 60 s / 5,000 rows | how often, and how many rows per `DELETE` |
+//! | `inline_threshold` | 5,971 bytes (max) | largest encoded envelope sent inside the notification |
+//! | `reconnect_backoff` | 100 ms doubling to 10 s, jitter 0.25 | listener reconnects; never gives up |
+//! | `publish_batch_size` / `publish_batch_bytes` | 1,000 / 8 MiB | limits of one publishing transaction |
+//! | `publish_linger` | 0 | extra wait for a batch to fill (batches form anyway while one commits) |
+//! | `publish_queue_capacity` | 50,000 | queued publishes before `publish` waits (backpressure) |
+//! | `max_envelope_bytes` | 64 MiB | larger publishes fail with `TooLarge` |
+//! | `command_timeout` | 10 s | one operation incl. retries; connect timeout |
+//! | `synchronous_commit` | `On` | see [`SynchronousCommit`] for what each choice risks |
+//! | `gap_wait` | 1 s | wait for a sequence gap to fill before reading/reporting it |
+//! | `catch_up_margin` | `command_timeout` + 2 s | how far before the last sign of life catch-up reads for unknown nodes |
+//! | `probe_interval` / `probe_timeout` | 5 s / 5 s | listener probe (`SELECT clock_timestamp()`) |
+//! | `keepalive_idle` / `tcp_user_timeout` | 10 s / 15 s | TCP keepalive (interval idle/2, 3 probes) and unacknowledged-data limit |
+//! | `application_name` | `signalr-backplane` | prefix of each connection's `application_name` |
+//! | `subscription_capacity` | 8,192 events | per-subscription queue; when full the listener waits |
+//!
 //! # Layout in the database
 //!
 //! Installed automatically and idempotently (each step under `pg_advisory_xact_lock`, so
@@ -116,7 +142,13 @@
 //! # Limits
 //!
 //! - The listener needs a session: PgBouncer (or any pooler) in *transaction* pooling
-//!   mode is not supported for it; use session pooling or a direct connection.
+//!   mode is not supported for it (LISTEN registrations and notifications belong to a
+//!   server session). The other connections also rely on their session (named prepared
+//!   statements, `SET synchronous_commit`), so point the backplane at PostgreSQL
+//!   directly or at a pool in *session* mode. [`diagnose`]'s notify round trip detects a
+//!   pooler that swallows notifications.
+//! - A node keeps LISTENing to a hub's channel after its last subscription for that hub
+//!   ends (its notifications are still read, then dropped).
 //! - TLS is not built in: connections use `NoTls` (`sslmode=require` fails). Use a
 //!   trusted network or a local TLS-terminating proxy.
 //! - Envelopes are limited by [`PostgresOptions::max_envelope_bytes`] (64 MiB).

@@ -607,10 +607,11 @@ impl Listener {
         repair: &mut Repair,
     ) -> Result<(), Interrupt> {
         let node = self.shared.node;
-        if self
-            .tracker
-            .last(row.origin, &row.hub)
-            .is_some_and(|last| last >= row.seq)
+        if !self.is_subscribed(channel, &row.hub)
+            || self
+                .tracker
+                .last(row.origin, &row.hub)
+                .is_some_and(|last| last >= row.seq)
         {
             return Ok(()); // already delivered or skipped
         }
@@ -692,6 +693,16 @@ impl Listener {
         }
         if closed {
             senders.retain(|sender| !sender.is_closed());
+            if senders.is_empty() {
+                // Nobody listens to this hub on this node any more: stop decoding and
+                // tracking its envelopes (the channel stays LISTENed; cheap).
+                if let Some(channel) = self.channels.get_mut(channel) {
+                    channel.hubs.remove(hub);
+                }
+                // A later subscription starts afresh, not with what was published
+                // while nobody here listened.
+                self.tracker.forget_hub(hub);
+            }
         }
         Ok(())
     }

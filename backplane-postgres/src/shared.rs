@@ -53,6 +53,13 @@ impl Shared {
                 hub.len()
             )));
         }
+        if hub.contains('\0') {
+            // PostgreSQL text cannot hold NUL: the row and notification would fail, and
+            // take the rest of their batch with them.
+            return Err(BackplaneError::Config(
+                "hub names must not contain NUL characters".into(),
+            ));
+        }
         let slug = (self.options.table_slug_generator)(hub);
         let names = Arc::new(TableNames::new(&self.options.schema_name, &slug)?);
         lock(&self.tables).insert(hub.to_owned(), names.clone());

@@ -82,6 +82,11 @@ impl Tracker {
             .unwrap_or_default()
     }
 
+    /// Forget everything about `hub`.
+    pub(crate) fn forget_hub(&mut self, hub: &str) {
+        self.hubs.remove(hub);
+    }
+
     /// Forget origins not heard from for `age`: their rows are gone by retention, and
     /// node ids are never reused, so keeping them would only grow memory and catch-up
     /// queries.

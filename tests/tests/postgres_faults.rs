@@ -643,3 +643,32 @@ async fn silent_partition_is_noticed_and_repaired() {
     receiver.shutdown().await.unwrap();
     schema.drop().await;
 }
+
+/// A hub subscribed again after its last subscription ended starts afresh: nothing
+/// published in between is replayed (it was published before the new subscription).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_does_not_replay_the_past() {
+    let schema = TestSchema::create("resubscribe").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut first = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut first).await;
+    sender.publish(HUB, labelled("a")).await.unwrap();
+    let a = next_envelope(&mut first, "a").await;
+    assert_eq!(label_of(&a), "a");
+    drop(first);
+    for label in ["b", "c", "d"] {
+        sender.publish(HUB, labelled(label)).await.unwrap();
+    }
+    // Let the listener see them (and notice the subscription is gone).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut second).await;
+    sender.publish(HUB, labelled("e")).await.unwrap();
+    let envelope = next_envelope(&mut second, "e").await;
+    assert_eq!(label_of(&envelope), "e", "an old envelope was replayed");
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
