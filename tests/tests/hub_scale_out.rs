@@ -1,0 +1,310 @@
+//! Two hub-server instances (in this process, each with its own `PostgresBackplane` node on
+//! a fresh schema of the real test database) and raw WebSocket clients on each: every
+//! target kind reaches the right connections on both instances, and nothing reaches the
+//! others.
+//!
+//! Delivery is ordered per origin node only, so "nothing else arrived" is checked with a
+//! barrier sent from *both* nodes: once a client has both barriers, everything either node
+//! sent it before them has arrived.
+
+mod hub_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backplane_core::Backplane;
+use hub_server::{ConnectionId, Hub};
+use hub_support::{RawClient, TestServer, test_hub, wait_for_connections};
+use serde_json::{Value, json};
+use tests::TestSchema;
+
+/// One instance with a JSON client whose user is `user` (anonymous when `None`).
+async fn client(server: &TestServer, user: Option<&str>) -> (RawClient, String) {
+    let query = user
+        .map(|user| format!("access_token={user}"))
+        .unwrap_or_default();
+    let mut client = RawClient::connect(&server.ws_url(&query)).await;
+    client.handshake_json().await;
+    let reply = client.invoke_json("id", "ConnectionId", "[]").await;
+    let reply: Value = serde_json::from_str(reply.trim_end_matches('\u{1e}')).unwrap();
+    let id = reply["result"]
+        .as_str()
+        .expect("a connection id")
+        .to_owned();
+    (client, id)
+}
+
+/// The `[target, ...arguments]` of every invocation `client` receives until it has the
+/// barrier `n` of both nodes.
+async fn received_until_barrier(client: &mut RawClient, n: u32) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut barriers = 0;
+    while barriers < 2 {
+        let text = tokio::time::timeout(Duration::from_secs(20), client.recv_text_skipping_pings())
+            .await
+            .unwrap_or_else(|_| panic!("barrier {n} did not arrive; received so far: {seen:?}"));
+        let message: Value = serde_json::from_str(text.trim_end_matches('\u{1e}')).unwrap();
+        assert_eq!(message["type"], 1, "{text}");
+        let mut entry = vec![message["target"].clone()];
+        entry.extend(message["arguments"].as_array().unwrap().iter().cloned());
+        if entry[0] == "Barrier" {
+            assert_eq!(entry[2], n, "barriers arrive in order");
+            barriers += 1;
+        } else {
+            seen.push(Value::Array(entry));
+        }
+    }
+    seen
+}
+
+/// Check what four clients received up to barrier `n`, then move to the next barrier.
+async fn step(a: &Hub, b: &Hub, n: &mut u32, clients: [&mut RawClient; 4], expected: [Value; 4]) {
+    barrier(a, b, *n).await;
+    let names = ["alice on A", "carol on A", "bob on B", "alice on B"];
+    for ((client, expected), name) in clients.into_iter().zip(expected).zip(names) {
+        let seen = received_until_barrier(client, *n).await;
+        assert_eq!(Value::Array(seen), expected, "step {n}, {name}");
+    }
+    *n += 1;
+}
+
+/// Invoke a void method and expect its completion next.
+async fn call(client: &mut RawClient, id: &str, target: &str, arguments: &str) {
+    assert_eq!(
+        client.invoke_json(id, target, arguments).await,
+        format!("{{\"type\":3,\"invocationId\":\"{id}\"}}\u{1e}"),
+        "{target}{arguments}"
+    );
+}
+
+/// Send barrier `n` from both instances to everyone.
+async fn barrier(a: &Hub, b: &Hub, n: u32) {
+    for (name, hub) in [("A", a), ("B", b)] {
+        hub.context()
+            .clients()
+            .all()
+            .send("Barrier", (name, n))
+            .await
+            .expect("barrier sent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_target_kind_reaches_connections_on_both_instances() {
+    let schema = TestSchema::create("hub_scale_out").await;
+    let nodes: Vec<Arc<dyn Backplane>> = schema.cluster(2).await;
+    let server_a = TestServer::start_hub(test_hub().backplane(nodes[0].clone())).await;
+    let server_b = TestServer::start_hub(test_hub().backplane(nodes[1].clone())).await;
+    let (a, b) = (&server_a.hub, &server_b.hub);
+
+    // alice has a connection on each instance; bob is on B; carol (anonymous) on A.
+    let (mut alice_a, alice_a_id) = client(&server_a, Some("alice")).await;
+    let (mut carol_a, carol_a_id) = client(&server_a, None).await;
+    let (mut bob_b, bob_b_id) = client(&server_b, Some("bob")).await;
+    let (mut alice_b, alice_b_id) = client(&server_b, Some("alice")).await;
+    wait_for_connections(a, 2).await;
+    wait_for_connections(b, 2).await;
+
+    let mut n = 0;
+    // Barrier `n` from both nodes, then what each client received before it.
+    macro_rules! step {
+        ($alice_a:expr, $carol_a:expr, $bob_b:expr, $alice_b:expr) => {
+            step(
+                a,
+                b,
+                &mut n,
+                [&mut alice_a, &mut carol_a, &mut bob_b, &mut alice_b],
+                [$alice_a, $carol_a, $bob_b, $alice_b],
+            )
+            .await
+        };
+    }
+    let none = || json!([]);
+    let got = |target: &str, text: &str| json!([[target, text]]);
+
+    // All, sent by a client on A.
+    assert_eq!(
+        alice_a.invoke_json("1", "Broadcast", "[\"to all\"]").await,
+        "{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"to all\"]}\u{1e}"
+    );
+    assert_eq!(
+        alice_a.recv_text().await,
+        "{\"type\":3,\"invocationId\":\"1\"}\u{1e}"
+    );
+    step!(
+        none(), // alice on A got hers before the completion
+        got("Broadcast", "to all"),
+        got("Broadcast", "to all"),
+        got("Broadcast", "to all")
+    );
+
+    // All except the caller, sent by a client on B.
+    call(&mut bob_b, "2", "SendToOthers", "[\"not bob\"]").await;
+    step!(
+        got("Broadcast", "not bob"),
+        got("Broadcast", "not bob"),
+        none(),
+        got("Broadcast", "not bob")
+    );
+
+    // A group joined on B, sent to from A.
+    call(&mut bob_b, "3", "JoinGroup", "[\"room-b\"]").await;
+    call(&mut carol_a, "4", "SendToGroup", "[\"room-b\",\"from A\"]").await;
+    step!(none(), none(), got("GroupMessage", "from A"), none());
+
+    // A group joined on A, sent to from B.
+    call(&mut carol_a, "5", "JoinGroup", "[\"room-a\"]").await;
+    call(&mut bob_b, "6", "SendToGroup", "[\"room-a\",\"from B\"]").await;
+    step!(none(), got("GroupMessage", "from B"), none(), none());
+
+    // A user with connections on both instances, sent to from B.
+    call(&mut bob_b, "7", "SendToUser", "[\"alice\",\"for alice\"]").await;
+    step!(
+        got("Direct", "for alice"),
+        none(),
+        none(),
+        got("Direct", "for alice")
+    );
+
+    // One connection on the other instance, each way.
+    call(
+        &mut carol_a,
+        "8",
+        "SendToConnection",
+        &format!("[\"{alice_b_id}\",\"for alice on B\"]"),
+    )
+    .await;
+    call(
+        &mut bob_b,
+        "9",
+        "SendToConnection",
+        &format!("[\"{carol_a_id}\",\"for carol on A\"]"),
+    )
+    .await;
+    step!(
+        none(),
+        got("Direct", "for carol on A"),
+        none(),
+        got("Direct", "for alice on B")
+    );
+
+    // Group membership of a connection owned by the other instance: A adds alice's B
+    // connection to a group (B applies and acknowledges), then both send to it.
+    let alice_b_conn = ConnectionId::from(alice_b_id.as_str());
+    a.context()
+        .groups()
+        .add(&alice_b_conn, "remote")
+        .await
+        .expect("B acknowledges the remote group add");
+    a.context()
+        .groups()
+        .add(&ConnectionId::from(alice_a_id.as_str()), "remote")
+        .await
+        .unwrap();
+    a.context()
+        .clients()
+        .group("remote")
+        .send("GroupMessage", ("remote group",))
+        .await
+        .unwrap();
+    step!(
+        got("GroupMessage", "remote group"),
+        none(),
+        none(),
+        got("GroupMessage", "remote group")
+    );
+
+    // The remaining kinds from a server context: groups, group-except, users, connections.
+    let clients = b.context().clients().clone();
+    clients
+        .groups(["room-a", "room-b", "remote"])
+        .send("Targeted", ("groups",))
+        .await
+        .unwrap();
+    clients
+        .group_except("remote", [ConnectionId::from(alice_b_id.as_str())])
+        .send("Targeted", ("group except",))
+        .await
+        .unwrap();
+    clients
+        .users(["bob", "nobody"])
+        .send("Targeted", ("users",))
+        .await
+        .unwrap();
+    clients
+        .clients([carol_a_id.as_str(), bob_b_id.as_str()])
+        .send("Targeted", ("connections",))
+        .await
+        .unwrap();
+    clients
+        .all_except([carol_a_id.as_str(), alice_b_id.as_str()])
+        .send("Targeted", ("all except",))
+        .await
+        .unwrap();
+    step!(
+        json!([
+            ["Targeted", "groups"],
+            ["Targeted", "group except"],
+            ["Targeted", "all except"]
+        ]),
+        json!([["Targeted", "groups"], ["Targeted", "connections"]]),
+        json!([
+            ["Targeted", "groups"],
+            ["Targeted", "users"],
+            ["Targeted", "connections"],
+            ["Targeted", "all except"]
+        ]),
+        json!([["Targeted", "groups"]])
+    );
+
+    // Leaving a group on A stops deliveries sent from B.
+    call(&mut carol_a, "10", "LeaveGroup", "[\"room-a\"]").await;
+    call(
+        &mut bob_b,
+        "11",
+        "SendToGroup",
+        "[\"room-a\",\"after leaving\"]",
+    )
+    .await;
+    step!(none(), none(), none(), none());
+
+    drop((alice_a, carol_a, bob_b, alice_b));
+    drop((server_a, server_b));
+    for node in &nodes {
+        node.shutdown().await.expect("backplane shutdown");
+    }
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_changes_for_a_connection_no_instance_owns_fail_clearly() {
+    let schema = TestSchema::create("hub_no_owner").await;
+    let nodes = schema.cluster(2).await;
+    let server_a = TestServer::start_hub(test_hub().backplane(nodes[0].clone()).manager_options(
+        backplane_core::ManagerOptions::default().group_ack_timeout(Duration::from_millis(500)),
+    ))
+    .await;
+    let _server_b = TestServer::start_hub(test_hub().backplane(nodes[1].clone())).await;
+    let mut client = server_a.json_client().await;
+    let reply = client.invoke_json("1", "Add", "[1,1]").await;
+    assert_eq!(
+        reply,
+        "{\"type\":3,\"invocationId\":\"1\",\"result\":2}\u{1e}"
+    );
+    let error = server_a
+        .hub
+        .context()
+        .groups()
+        .add(&ConnectionId::from("no-such-connection"), "room")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "no node acknowledged adding connection no-such-connection to group \"room\" within 500ms: no node owns that connection"
+    );
+    drop(client);
+    for node in &nodes {
+        node.shutdown().await.expect("backplane shutdown");
+    }
+    schema.drop().await;
+}
