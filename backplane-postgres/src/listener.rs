@@ -495,14 +495,19 @@ impl Listener {
                 {
                     return Ok(());
                 }
-                let table = self.channels[channel].table.clone();
-                let rows = self.read_range(&table, origin, &hub, from, to).await?;
-                if rows.is_empty() {
-                    tracing::warn!(%node, channel, %origin, hub, from, to, "[Processor] referenced rows not found (deleted by retention?)");
+                // A gap in front of the referenced rows is repaired (and reported) first,
+                // as in front of an inline envelope.
+                let start = self
+                    .tracker
+                    .last(origin, &hub)
+                    .map_or(from, |last| last + 1);
+                if start < from {
+                    tracing::debug!(%node, %origin, hub, from = start, to = from - 1, "[Processor] sequence gap; reading the missing envelopes from the table");
+                    self.read_and_apply(channel, origin, &hub, start, from - 1, true)
+                        .await?;
                 }
-                for row in rows {
-                    self.accept_live(channel, Err(row)).await?;
-                }
+                self.read_and_apply(channel, origin, &hub, start.max(from), to, false)
+                    .await?;
             }
         }
         Ok(())
@@ -532,7 +537,9 @@ impl Listener {
             // A tombstone may reach past what was delivered: apply_row settles it.
             Observation::Duplicate if item.is_ok() => return Ok(()),
             Observation::Gap { from, to } => {
-                self.repair_gap(channel, origin, hub, from, to).await?;
+                tracing::debug!(node = %self.shared.node, %origin, hub, from, to, "[Processor] sequence gap; reading the missing envelopes from the table");
+                self.read_and_apply(channel, origin, hub, from, to, true)
+                    .await?;
             }
             Observation::Duplicate | Observation::First | Observation::Next => {}
         }
@@ -546,31 +553,37 @@ impl Listener {
         }
     }
 
-    /// Read the missing `from..=to` from the table, waiting up to `gap_wait` for rows
-    /// whose commit may still be in flight; deliver what exists in order, then report.
-    async fn repair_gap(
+    /// Read `from..=to` of `origin`'s `hub` from the table and apply the rows in order,
+    /// waiting up to `gap_wait` for rows whose commit may still be in flight. The outcome
+    /// is reported as `Reconnected` when the range is a sequence `gap`, or whenever
+    /// something in it could not be recovered.
+    async fn read_and_apply(
         &mut self,
         channel: &str,
         origin: NodeId,
         hub: &str,
         from: u64,
         to: u64,
+        gap: bool,
     ) -> Result<(), Interrupt> {
         let node = self.shared.node;
-        tracing::debug!(%node, %origin, hub, from, to, "[Processor] sequence gap; reading the missing envelopes from the table");
         let table = self.channels[channel].table.clone();
         let deadline = Instant::now() + self.shared.options.gap_wait;
         let mut repair = Repair::default();
+        let next = |tracker: &Tracker| tracker.last(origin, hub).map_or(from, |last| last + 1);
         loop {
-            let next = self.tracker.last(origin, hub).map_or(from, |last| last + 1);
-            if next > to {
+            if !self.is_subscribed(channel, hub) {
+                return Ok(()); // the last subscription ended meanwhile
+            }
+            if next(&self.tracker) > to {
                 break;
             }
-            let rows = self.read_range(&table, origin, hub, next, to).await?;
+            let rows = self
+                .read_range(&table, origin, hub, next(&self.tracker), to)
+                .await?;
             let waited_enough = Instant::now() >= deadline;
             for row in rows {
-                let expected = self.tracker.last(origin, hub).map_or(from, |last| last + 1);
-                if row.first_seq() > expected && !waited_enough {
+                if row.first_seq() > next(&self.tracker) && !waited_enough {
                     break; // a hole: maybe in flight, wait and read again
                 }
                 self.apply_row(channel, row, &mut repair).await?;
@@ -578,25 +591,30 @@ impl Listener {
             if waited_enough {
                 break;
             }
-            let done = self
-                .tracker
-                .last(origin, hub)
-                .is_some_and(|last| last >= to);
-            if !done {
+            if next(&self.tracker) <= to {
                 tokio::time::sleep(Duration::from_millis(50).min(deadline - Instant::now())).await;
             }
+        }
+        if !self.is_subscribed(channel, hub) {
+            return Ok(());
         }
         let last = self.tracker.last(origin, hub).unwrap_or(from - 1);
         if last < to {
             repair.missing += to - last;
             self.tracker.advance(origin, hub, to);
         }
-        let gap = repair.outcome(&format!("sequence gap {from}..={to} from node {origin}"));
-        if let GapRepair::Unrepairable { .. } = gap {
-            tracing::warn!(%node, %origin, hub, ?gap, "[Processor] sequence gap not fully repaired");
+        let outcome = repair.outcome(&format!(
+            "sequence numbers {from}..={to} from node {origin}"
+        ));
+        let lost = matches!(outcome, GapRepair::Unrepairable { .. });
+        if lost {
+            tracing::warn!(%node, %origin, hub, ?outcome, "[Processor] envelopes could not be recovered");
         }
-        self.send_to_hub(channel, hub, BackplaneEvent::Reconnected { gap })
-            .await
+        if gap || lost {
+            self.send_to_hub(channel, hub, BackplaneEvent::Reconnected { gap: outcome })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Apply a stored row: deliver it, or skip a tombstone or a corrupt row.

@@ -370,7 +370,7 @@ impl Publisher {
             write.seqs.push(seq_i64(tombstone.last));
             write.payloads.push(tombstone::encode(tombstone.first));
             if let Some(text) =
-                notification::reference(node, tombstone.last, tombstone.last, &tombstone.hub)
+                notification::reference(node, tombstone.first, tombstone.last, &tombstone.hub)
             {
                 packer.reference(text);
             }

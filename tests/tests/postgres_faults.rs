@@ -333,7 +333,7 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
     insert(2, vec![1, 0xde, 0xad, 0xbe, 0xef]).await;
     insert(3, envelope(3)).await;
     notify(reference(3)).await;
-    // Seq 4 is corrupt and referenced directly: skipped, no gap follows.
+    // Seq 4 is corrupt and referenced directly: skipped and reported, no gap follows.
     insert(4, b"\x01garbage".to_vec()).await;
     notify(reference(4)).await;
     insert(5, envelope(5)).await;
@@ -362,10 +362,11 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
         events,
         [
             "ghost-1",
-            "unrepairable:1",
+            "unrepairable:1", // 2: corrupt, found while repairing the gap before 3
             "ghost-3",
+            "unrepairable:1", // 4: corrupt, referenced directly
             "ghost-5",
-            "unrepairable:1",
+            "unrepairable:1", // 6: missing, found while repairing the gap before 7
             "ghost-7",
             "after"
         ]
