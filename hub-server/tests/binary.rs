@@ -1,0 +1,291 @@
+//! The `hub-server` binary as an operator runs it: flags, the default in-memory backplane,
+//! graceful shutdown on SIGTERM, and `hub-server doctor` against the real test database.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tests::TestSchema;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hub-server");
+
+/// How long anything that should happen promptly may take.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Every line of `stream`, as it comes.
+fn lines_of(stream: impl AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A running `hub-server` with its log lines.
+struct Server {
+    child: Child,
+    log: mpsc::UnboundedReceiver<String>,
+    /// Everything logged so far, for failure messages.
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BINARY)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting hub-server");
+        let (tx, log) = mpsc::unbounded_channel();
+        for mut lines in [
+            lines_of(child.stdout.take().unwrap()),
+            lines_of(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(line) = lines.recv().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            child,
+            log,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a log line containing `needle`; returns it.
+    async fn expect_log(&mut self, needle: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(PATIENCE, self.log.recv())
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "hub-server never logged {needle:?}; its output:\n{}",
+                        self.seen.join("\n")
+                    )
+                });
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// The `host:port` from the "listening on http://host:port/chathub" line.
+    async fn address(&mut self) -> String {
+        let line = self.expect_log("listening on http://").await;
+        let url = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("an address");
+        url.trim_end_matches("/chathub").to_owned()
+    }
+}
+
+/// One HTTP/1.1 GET; the status and body.
+async fn get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// Run `hub-server` with `args` to completion; exit code and stdout, stderr.
+async fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(PATIENCE, output)
+        .await
+        .expect("hub-server finishes")
+        .expect("running hub-server");
+    (
+        output.status.code().expect("an exit code"),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn serves_chat_on_the_memory_backplane_and_shuts_down_gracefully_on_sigterm() {
+    let mut server = Server::start(&["--urls", "http://127.0.0.1:0", "--server-name", "solo"]);
+    let started = server.expect_log("backplane started").await;
+    assert!(started.contains("backplane=memory"), "{started}");
+    let address = server.address().await;
+
+    let (status, body) = get(&address, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["server"], "solo");
+    assert_eq!(health["backplane"]["kind"], "memory");
+    assert_eq!(health["backplane"]["status"], "connected");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/chathub"))
+        .await
+        .expect("WebSocket");
+    ws.send(Message::text("{\"protocol\":\"json\",\"version\":2}\u{1e}"))
+        .await
+        .unwrap();
+    let mut next_text = async || loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a frame in time");
+        match message {
+            Some(Ok(Message::Text(text))) => return Some(text.as_str().to_owned()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    };
+    assert_eq!(next_text().await.as_deref(), Some("{}\u{1e}"));
+    let connected = next_text().await.expect("UserConnected");
+    assert!(connected.starts_with("{\"type\":1,\"target\":\"UserConnected\",\"arguments\":[\""));
+    server.expect_log("client connected").await;
+
+    let pid = server.child.id().expect("a pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(
+        next_text().await.as_deref(),
+        Some("{\"type\":7,\"allowReconnect\":true}\u{1e}")
+    );
+    assert_eq!(next_text().await, None);
+    let status = tokio::time::timeout(PATIENCE, server.child.wait())
+        .await
+        .expect("hub-server exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn bad_flags_get_one_clear_error() {
+    let (code, _, stderr) = run(&["--urls", "https://localhost:5001"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: \"https://localhost:5001\": https is not supported; terminate TLS in a reverse proxy"
+    );
+    let (code, _, stderr) = run(&["doctor"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: doctor needs a database: pass --database-url or set DATABASE_URL"
+    );
+    let (code, _, stderr) = run(&[
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/x",
+        "--urls",
+        "http://127.0.0.1:0",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("error: cannot start the PostgreSQL backplane: "),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn doctor_checks_a_database_a_server_installed() {
+    let schema = TestSchema::create("doctor").await;
+    let url = schema.url();
+
+    // Before any server ran: connected, but no schema or table yet.
+    let (code, stdout, stderr) =
+        run(&["doctor", "--database-url", url, "--schema", schema.name()]).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("ok     connect: connected (PostgreSQL "),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("FAILED schema exists: "), "{stdout}");
+    assert!(
+        lines[2].starts_with("FAILED messages table exists: "),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].starts_with("ok     notify round trip: "),
+        "{stdout}"
+    );
+
+    // A server on that schema installs it; then every check passes.
+    let mut server = Server::start(&[
+        "--urls",
+        "http://127.0.0.1:0",
+        "--database-url",
+        url,
+        "--schema",
+        schema.name(),
+    ]);
+    server.expect_log("backplane connected").await;
+    let (code, stdout, stderr) =
+        run(&["--database-url", url, "--schema", schema.name(), "doctor"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(
+        lines[1],
+        format!("ok     schema exists: schema \"{}\"", schema.name())
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "ok     messages table exists: table \"{}\".\"chathub_messages\"",
+            schema.name()
+        )),
+        "{stdout}"
+    );
+    assert!(lines.iter().all(|line| line.starts_with("ok ")), "{stdout}");
+    drop(server);
+
+    // No database there at all: every check fails, saying why.
+    let (code, stdout, _) = run(&[
+        "doctor",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/postgres",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].starts_with("FAILED connect: "), "{stdout}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|line| line.ends_with("not checked: cannot connect")),
+        "{stdout}"
+    );
+    schema.drop().await;
+}
