@@ -32,6 +32,7 @@ use tokio_postgres::{AsyncMessage, Client, Connection, Row, Socket};
 use crate::connect::{self, PostgresError, Role, describe, is_transient};
 use crate::names::{TableNames, quote_ident};
 use crate::notification::{self, Notification};
+use crate::options::ReconnectBackoff;
 use crate::shared::Shared;
 use crate::tombstone;
 use crate::tracker::{Observation, Tracker};
@@ -943,20 +944,25 @@ impl Listener {
         Ok(self.reader.as_ref().expect("connected above"))
     }
 
-    /// The wait before reconnect attempt `attempt`: exponential, capped, with jitter.
+    /// The wait before reconnect attempt `attempt`, with a fresh random jitter.
     fn backoff(&mut self, attempt: u32) -> Duration {
-        let settings = self.shared.options.reconnect_backoff;
-        let base = settings
-            .initial
-            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-            .min(settings.max);
         // xorshift64: jitter needs spread, not cryptographic quality.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let fraction = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        base.mul_f64(1.0 - settings.jitter * fraction)
+        backoff_delay(&self.shared.options.reconnect_backoff, attempt, fraction)
     }
+}
+
+/// The wait before reconnect attempt `attempt` (0-based): `initial` doubling up to
+/// `max`, shortened by `jitter × random` (`random` in `0.0..1.0`).
+fn backoff_delay(settings: &ReconnectBackoff, attempt: u32, random: f64) -> Duration {
+    let base = settings
+        .initial
+        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+        .min(settings.max);
+    base.mul_f64(1.0 - settings.jitter * random)
 }
 
 /// Poll `future` (a query on the listening connection's client) while driving the
@@ -1000,4 +1006,23 @@ fn prefix(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_down() {
+        let settings = ReconnectBackoff::default(); // 100 ms .. 10 s, jitter 0.25
+        assert_eq!(backoff_delay(&settings, 0, 0.0), Duration::from_millis(100));
+        assert_eq!(backoff_delay(&settings, 3, 0.0), Duration::from_millis(800));
+        assert_eq!(backoff_delay(&settings, 10, 0.0), Duration::from_secs(10));
+        assert_eq!(
+            backoff_delay(&settings, u32::MAX, 0.0),
+            Duration::from_secs(10)
+        );
+        let jittered = backoff_delay(&settings, 10, 0.999);
+        assert!(jittered >= Duration::from_millis(7500) && jittered < Duration::from_secs(10));
+    }
 }
