@@ -79,6 +79,24 @@
 //! commit, or with an error; never `Ok` for an envelope that was not stored. Batching
 //! is what makes this fast: PostgreSQL serializes all notifying commits cluster-wide.
 //!
+//! A batch that fails on a connection error is retried idempotently on a fresh
+//! connection until [`PostgresOptions::command_timeout`]; then its publishes fail with
+//! `BackplaneError::Timeout`. A batch the database refuses for good (permission denied,
+//! a constraint) fails at once with `BackplaneError::Backend` carrying a
+//! [`PostgresError`]. An error does *not* promise the envelope was not stored: a commit
+//! whose acknowledgement was lost may still be delivered. The sequence numbers of a
+//! failed batch are covered by tombstone rows (one per hub of the batch, at the run's
+//! last sequence number, payload `0x00` + the run's first sequence number as 8
+//! big-endian bytes, `ON CONFLICT DO NOTHING`, announced by a reference notification
+//! for the run) written in front of the next successful batch, so receivers skip those
+//! numbers rather than wait or report loss; if the failed batch did commit after all,
+//! its real rows win the conflict and are delivered.
+//!
+//! Why references name `(origin, hub, seq)` and not the row id: every notification is
+//! computed before the `INSERT`, so a batch for one table is a single statement (rows
+//! and `pg_notify` calls together, no `RETURNING` round trip), and a retry sends exactly
+//! the same statement.
+//!
 //! # Notification format
 //!
 //! A notification is text of at most 7,999 bytes (PostgreSQL's limit), on the table's
@@ -99,16 +117,6 @@
 //!   (`from == to`) and for tombstones.
 //!
 //! Anything else is malformed: receivers log it at warn level and skip it.
-//!
-//! A batch that fails on a connection error is retried idempotently on a fresh
-//! connection until [`PostgresOptions::command_timeout`]; then its publishes fail with
-//! `Timeout` (an error does *not* promise the envelope was not stored: a commit whose
-//! acknowledgement was lost may still be delivered). The sequence numbers of a failed
-//! batch are covered by tombstone rows (one per hub, at the run's last sequence number,
-//! payload `0x00` + the run's first sequence number as 8 big-endian bytes, `ON CONFLICT
-//! DO NOTHING`) written in front of the next successful batch, so receivers skip them
-//! rather than wait or report loss; a batch that did commit after all keeps its real
-//! rows (the conflict keeps them), which are then delivered.
 //!
 //! # Receiving
 //!
@@ -134,6 +142,8 @@
 //!
 //! Not promised:
 //! - order across origins, or across hubs;
+//! - envelopes published before the subscription started (a new subscription never
+//!   replays the table);
 //! - delivery of envelopes from a node never heard from before that were published
 //!   while this node was disconnected *and* earlier than the catch-up window (last time
 //!   the listener was known alive, minus [`PostgresOptions::catch_up_margin`]);

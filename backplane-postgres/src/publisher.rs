@@ -280,8 +280,26 @@ impl Publisher {
         );
         while let Some(batch) = self.queue.next_batch(max_items, max_bytes, linger).await {
             let started = Instant::now();
-            let writes = self.prepare(&batch);
-            match self.write(&writes).await {
+            let mut writes = self.prepare(&batch);
+            let mut outcome = self.write(&writes).await;
+            if matches!(outcome, Err(BatchError::Fatal(_))) && !self.tombstones.is_empty() {
+                // Never let tombstones poison every later batch (their table may be gone
+                // for good): if the batch goes through without them, they are given up
+                // and receivers report those numbers as lost instead.
+                let tombstones = std::mem::take(&mut self.tombstones);
+                writes = self.prepare(&batch);
+                outcome = self.write(&writes).await;
+                if outcome.is_ok() {
+                    tracing::warn!(
+                        node = %self.shared.node,
+                        tombstones = tombstones.len(),
+                        "[Publish] tombstones refused by the database; given up"
+                    );
+                } else {
+                    self.tombstones = tombstones;
+                }
+            }
+            match outcome {
                 Ok(()) => {
                     tracing::debug!(
                         node = %self.shared.node,

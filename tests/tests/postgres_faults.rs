@@ -673,3 +673,61 @@ async fn a_new_subscription_does_not_replay_the_past() {
     }
     schema.drop().await;
 }
+
+/// Tombstones the database keeps refusing never block other hubs: the batch is retried
+/// without them, and their numbers are reported lost on their hub instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tombstones_do_not_block_other_hubs() {
+    let schema = TestSchema::create("poison").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut blocked = receiver.subscribe("blocked").await.unwrap();
+    expect_connected(&mut blocked).await;
+    let mut open = receiver.subscribe("open").await.unwrap();
+    expect_connected(&mut open).await;
+    sender.publish("blocked", labelled("b1")).await.unwrap();
+    let admin = schema.admin().await;
+    let table = format!("\"{}\".\"blocked_messages\"", schema.name());
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 2) NOT VALID"
+        ))
+        .await
+        .unwrap();
+    sender
+        .publish("blocked", labelled("b2"))
+        .await
+        .expect_err("refused");
+    // The next batch carries b2's tombstone, which the constraint refuses too.
+    sender
+        .publish("open", labelled("o1"))
+        .await
+        .expect("another hub must not be blocked by a refused tombstone");
+    let o1 = next_envelope(&mut open, "o1").await;
+    assert_eq!(label_of(&o1), "o1");
+    admin
+        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
+        .await
+        .unwrap();
+    sender.publish("blocked", labelled("b3")).await.unwrap();
+    let mut events = Vec::new();
+    loop {
+        match next_event(&mut blocked, "b3").await {
+            BackplaneEvent::Envelope(e) => {
+                events.push(label_of(&e));
+                if label_of(&e) == "b3" {
+                    break;
+                }
+            }
+            BackplaneEvent::Reconnected {
+                gap: GapRepair::Unrepairable { missing, .. },
+            } => events.push(format!("unrepairable:{missing}")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(events, ["b1", "unrepairable:1", "b3"]);
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
