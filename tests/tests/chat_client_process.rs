@@ -49,8 +49,7 @@ fn build_binaries() -> HashMap<String, PathBuf> {
         .arg("--manifest-path")
         .arg(&manifest)
         .args(["-p", "hub-server", "-p", "chat-client", "--bins"])
-        .args(["--message-format", "json-render-diagnostics"])
-        .stderr(Stdio::inherit());
+        .args(["--message-format", "json-render-diagnostics"]);
     // Test executables live in `<profile dir>/deps/`: build the binaries in that profile.
     let exe = std::env::current_exe().expect("test executable path");
     let profile = exe
@@ -71,7 +70,8 @@ fn build_binaries() -> HashMap<String, PathBuf> {
     let output = command.output().expect("running cargo build");
     assert!(
         output.status.success(),
-        "cargo build -p hub-server -p chat-client failed"
+        "cargo build -p hub-server -p chat-client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
     let mut binaries = HashMap::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
