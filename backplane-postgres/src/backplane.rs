@@ -19,10 +19,10 @@ use crate::shared::{Shared, lock};
 
 /// One node of a PostgreSQL backplane.
 ///
-/// Each node holds three connections: one publishing, one dedicated to LISTEN, one
-/// reading rows for the listener; plus a short-lived one for retention. Several hubs
-/// share a node (subscribe once per hub). See the [crate docs](crate) for the design and
-/// the guarantees.
+/// Each node holds four connections: one publishing, one dedicated to LISTEN, one
+/// reading rows for the listener (opened on first use), and one for retention (opened
+/// at its first pass). Several hubs share a node (subscribe once per hub). See the
+/// [crate docs](crate) for the design and the guarantees.
 pub struct PostgresBackplane {
     /// Identity, settings and caches shared with the tasks.
     shared: Arc<Shared>,
