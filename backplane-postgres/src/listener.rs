@@ -376,20 +376,27 @@ impl Listener {
             reply,
         } = command;
         let shared = self.shared.clone();
-        let installed = match self.reader().await {
-            Ok(reader) => shared
-                .installed
-                .ensure(reader, &shared.options.schema_name, &table)
-                .await
-                .map_err(BackplaneError::from),
-            Err(Interrupt::Lost(reason)) => Err(BackplaneError::from(PostgresError::message(
-                "opening the reader connection",
-                reason,
-            ))),
-            Err(Interrupt::Shutdown) => return Err(Interrupt::Shutdown),
-        };
-        if let Err(error) = installed {
+        // Twice: the reader connection may have died since its last use.
+        let mut installed = Ok(());
+        for _ in 0..2 {
+            installed = match self.reader().await {
+                Ok(reader) => shared
+                    .installed
+                    .ensure(reader, &shared.options.schema_name, &table)
+                    .await
+                    .map_err(BackplaneError::from),
+                Err(Interrupt::Lost(reason)) => Err(BackplaneError::from(PostgresError::message(
+                    "opening the reader connection",
+                    reason,
+                ))),
+                Err(Interrupt::Shutdown) => return Err(Interrupt::Shutdown),
+            };
+            if installed.is_ok() {
+                break;
+            }
             self.reader = None;
+        }
+        if let Err(error) = installed {
             let _ = reply.send(Err(error));
             return Ok(());
         }

@@ -731,3 +731,37 @@ async fn refused_tombstones_do_not_block_other_hubs() {
     }
     schema.drop().await;
 }
+
+/// The connection that reads rows (large envelopes, gaps, catch-up) is killed: the next
+/// read reopens it, and nothing is lost or reported lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_killed_is_reopened() {
+    let schema = TestSchema::create("reader_killed").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let big = |label: &str| EnvelopeKind::Invocation {
+        target: Target::All,
+        message: RecordingSink::message(&format!("{label}{}", "x".repeat(10_000))),
+    };
+    for round in 0..3 {
+        schema.terminate("reader", receiver.node_id()).await;
+        sender.publish(HUB, big(&round.to_string())).await.unwrap();
+        match next_event(&mut subscription, "a large envelope").await {
+            BackplaneEvent::Envelope(e) => {
+                assert!(label_of(&e).starts_with(&round.to_string()));
+            }
+            other => panic!("expected the envelope, got {other:?}"),
+        }
+    }
+    let second = receiver.subscribe("another").await;
+    assert!(
+        second.is_ok(),
+        "subscribing after a reader kill: {second:?}"
+    );
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
