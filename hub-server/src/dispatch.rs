@@ -4,10 +4,14 @@
 //! Error texts follow ASP.NET Core's, so clients and their users see what they would see
 //! against an ASP.NET Core server.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use hub_protocol::{Arguments, CompletionResult, Invocation, StreamInvocation};
 
+use crate::error::MethodError;
 use crate::extract::{ConnectionInfo, InvocationContext};
 use crate::handler::{ErasedHandler, Failure, Outcome};
 use crate::hub::HubShared;
@@ -124,8 +128,26 @@ pub(crate) struct HookError {
     pub(crate) for_client: Option<String>,
 }
 
+/// Run a handler, turning a panic (in parameter extraction or in the method) into a method
+/// error, as ASP.NET Core turns an exception into a completion error: the connection, and
+/// its registration with the lifetime manager, outlive a buggy method.
 async fn call(handler: &Arc<dyn ErasedHandler>, context: InvocationContext) -> Outcome {
-    handler.call(context).await
+    // The handler is called inside the guarded future, so a panic while extracting
+    // parameters is caught too.
+    let guarded = AssertUnwindSafe(async move { handler.call(context).await });
+    match guarded.catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic payload".to_owned());
+            Outcome(Err(Failure::Method(MethodError::internal(format!(
+                "the hub method panicked: {reason}"
+            )))))
+        }
+    }
 }
 
 fn method_does_not_exist(target: &str) -> CompletionResult {

@@ -185,6 +185,35 @@ async fn json_invocations_complete_with_results_void_and_errors() {
 }
 
 #[tokio::test]
+async fn a_panicking_method_fails_its_invocation_and_nothing_else() {
+    let server = TestServer::start(HubOptions::default()).await;
+    let mut bystander = server.json_client().await;
+    let mut client = server.json_client().await;
+    wait_for_connections(&server.hub, 2).await;
+    assert_eq!(
+        client.invoke_json("1", "Panic", "[\"boom\"]").await,
+        completion(
+            "1",
+            ",\"error\":\"An unexpected error occurred invoking 'Panic' on the server.\""
+        )
+    );
+    // The connection, and its place in the hub, survive.
+    assert_still_serves(&mut client).await;
+    assert_eq!(server.hub.connection_count(), 2);
+    server
+        .hub
+        .context()
+        .clients()
+        .all()
+        .send("Broadcast", ("still here",))
+        .await
+        .unwrap();
+    let expected = "{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"still here\"]}\u{1e}";
+    assert_eq!(client.recv_text().await, expected);
+    assert_eq!(bystander.recv_text().await, expected);
+}
+
+#[tokio::test]
 async fn detailed_errors_show_internal_failures() {
     let server = TestServer::start(HubOptions::default().detailed_errors(true)).await;
     let mut client = server.json_client().await;
@@ -193,6 +222,13 @@ async fn detailed_errors_show_internal_failures() {
         completion(
             "1",
             ",\"error\":\"An unexpected error occurred invoking 'FailInternally' on the server. secret detail for the server log\""
+        )
+    );
+    assert_eq!(
+        client.invoke_json("2", "Panic", "[\"kaboom\"]").await,
+        completion(
+            "2",
+            ",\"error\":\"An unexpected error occurred invoking 'Panic' on the server. the hub method panicked: kaboom\""
         )
     );
 }

@@ -49,6 +49,11 @@ pub fn test_hub() -> HubBuilder {
         .method("FailInternally", || async {
             Err::<(), _>(MethodError::internal("secret detail for the server log"))
         })
+        .method("Panic", |text: String| async move {
+            if !text.is_empty() {
+                panic!("{text}");
+            }
+        })
         .method("WhoAmI", |caller: Caller| async move {
             caller.user().map(str::to_owned)
         })
