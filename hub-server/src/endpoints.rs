@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, UPGRADE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use serde::{Deserialize, Serialize};
@@ -192,6 +192,19 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
 
 /// A clear answer for the transports this server does not offer.
 fn refuse_transport(parts: &axum::http::request::Parts) -> Response {
+    if parts.method == Method::POST || parts.method == Method::DELETE {
+        // How Server-Sent Events and Long Polling clients send, and how Long Polling ends.
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "Only the WebSockets transport is supported by this server: Server-Sent Events and Long Polling requests are refused.",
+        );
+    }
+    if parts.method != Method::GET {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Connect with a WebSocket (GET with an upgrade).",
+        );
+    }
     let accepts_event_stream = parts
         .headers
         .get_all(ACCEPT)

@@ -227,8 +227,18 @@ async fn server_sent_events_and_long_polling_are_refused_clearly() {
         sse.body,
         "The Server-Sent Events transport is not supported by this server: connect with the WebSockets transport."
     );
+    let poll = http(
+        server.addr,
+        &format!("GET {HUB_PATH}?id={token} HTTP/1.1"),
+        &[],
+    )
+    .await;
+    assert_eq!(poll.status, 400);
+    assert_eq!(
+        poll.body,
+        "The Long Polling transport is not supported by this server: connect with the WebSockets transport."
+    );
     for request in [
-        format!("GET {HUB_PATH}?id={token} HTTP/1.1"),
         format!("POST {HUB_PATH}?id={token} HTTP/1.1"),
         format!("DELETE {HUB_PATH}?id={token} HTTP/1.1"),
     ] {
@@ -236,10 +246,17 @@ async fn server_sent_events_and_long_polling_are_refused_clearly() {
         assert_eq!(response.status, 400, "{request}");
         assert_eq!(
             response.body,
-            "The Long Polling transport is not supported by this server: connect with the WebSockets transport.",
+            "Only the WebSockets transport is supported by this server: Server-Sent Events and Long Polling requests are refused.",
             "{request}"
         );
     }
+    let other = http(
+        server.addr,
+        &format!("PUT {HUB_PATH} HTTP/1.1"),
+        &["Content-Length: 0"],
+    )
+    .await;
+    assert_eq!(other.status, 405);
     // The token was not consumed by those requests.
     let mut client = RawClient::connect(&server.ws_url(&format!("id={token}"))).await;
     client.handshake_json().await;
