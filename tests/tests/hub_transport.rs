@@ -149,13 +149,13 @@ async fn unknown_tokens_get_404_and_tokens_in_use_get_409() {
 #[tokio::test]
 async fn unclaimed_tokens_expire() {
     // Real time, but short: the expiry itself is unit-tested with paused time in hub-server.
-    let options = HubOptions::default().negotiate_timeout(Duration::from_millis(400));
+    let options = HubOptions::default().negotiate_timeout(Duration::from_secs(1));
     let server = TestServer::start(options).await;
     let (_, fresh) = server.negotiate().await;
     let (_, stale) = server.negotiate().await;
     let mut client = RawClient::connect(&server.ws_url(&format!("id={fresh}"))).await;
     client.handshake_json().await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let refused = RawClient::try_connect(&server.ws_url(&format!("id={stale}")), &[])
         .await
         .err()
