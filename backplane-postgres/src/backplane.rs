@@ -57,7 +57,7 @@ impl PostgresBackplane {
         let listen = listener::open(&shared).await?;
         tracing::debug!(%node, schema = %shared.options.schema_name, "[Init] node started");
 
-        let queue = Arc::new(PublishQueue::new(shared.options.publish_queue_capacity));
+        let queue = Arc::new(PublishQueue::new());
         let (stop, stopped) = watch::channel(false);
         let (commands, command_rx) = mpsc::channel(64);
         let tasks = vec![

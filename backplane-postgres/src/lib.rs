@@ -35,7 +35,6 @@
 //! | `reconnect_backoff` | 100 ms doubling to 10 s, jitter 0.25 | listener reconnects; never gives up |
 //! | `publish_batch_size` / `publish_batch_bytes` | 1,000 / 8 MiB | limits of one publishing transaction |
 //! | `publish_linger` | 0 | extra wait for a batch to fill (batches form anyway while one commits) |
-//! | `publish_queue_capacity` | 50,000 | queued publishes before `publish` waits (backpressure) |
 //! | `max_envelope_bytes` | 64 MiB | larger publishes fail with `TooLarge` |
 //! | `command_timeout` | 10 s | one operation incl. retries; connect timeout |
 //! | `synchronous_commit` | `On` | see [`SynchronousCommit`] for what each choice risks |
@@ -139,6 +138,10 @@
 //! - queues are bounded and nothing is dropped for a slow subscriber: the listener waits
 //!   (PostgreSQL buffers notifications meanwhile, in its 8 GB queue by default), so
 //!   `Lagged` is never reported; a slow subscriber slows the node's other subscriptions.
+//!   The publish queue holds exactly the publishes in flight (each `publish` waits for
+//!   its commit), so callers bound it by how many they start; it has no limit of its
+//!   own, because a publish that had to wait for room before being numbered could be
+//!   overtaken by a later one, breaking the first-poll ordering contract.
 //!
 //! Not promised:
 //! - order across origins, or across hubs;

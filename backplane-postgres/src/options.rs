@@ -155,9 +155,6 @@ pub struct PostgresOptions {
     /// zero: batches form naturally from what queues up while the previous transaction
     /// commits (one transaction is in flight per node), so a lone publish is not delayed.
     pub publish_linger: Duration,
-    /// The most publishes queued and not yet committed; further publishes wait for room
-    /// (backpressure, nothing is dropped). Default: 50,000.
-    pub publish_queue_capacity: usize,
     /// The largest envelope payload (hub message bytes) accepted; larger publishes fail
     /// with `TooLarge` before being numbered. Default: 64 MiB (bytea allows 1 GiB, but
     /// every receiver holds the whole envelope in memory).
@@ -227,7 +224,6 @@ impl PostgresOptions {
             publish_batch_size: 1000,
             publish_batch_bytes: 8 * 1024 * 1024,
             publish_linger: Duration::ZERO,
-            publish_queue_capacity: 50_000,
             max_envelope_bytes: 64 * 1024 * 1024,
             command_timeout: Duration::from_secs(10),
             synchronous_commit: SynchronousCommit::default(),
@@ -362,9 +358,6 @@ impl PostgresOptions {
         if self.publish_batch_size == 0 {
             return invalid("publish_batch_size must be at least 1");
         }
-        if self.publish_queue_capacity == 0 {
-            return invalid("publish_queue_capacity must be at least 1");
-        }
         if self.subscription_capacity == 0 {
             return invalid("subscription_capacity must be at least 1");
         }
@@ -406,7 +399,6 @@ impl fmt::Debug for PostgresOptions {
             .field("publish_batch_size", &self.publish_batch_size)
             .field("publish_batch_bytes", &self.publish_batch_bytes)
             .field("publish_linger", &self.publish_linger)
-            .field("publish_queue_capacity", &self.publish_queue_capacity)
             .field("max_envelope_bytes", &self.max_envelope_bytes)
             .field("command_timeout", &self.command_timeout)
             .field("synchronous_commit", &self.synchronous_commit)

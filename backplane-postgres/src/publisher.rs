@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use backplane_core::{BackplaneError, Envelope, EnvelopeKind, NodeId};
 use postgres_types::ToSql;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
 
@@ -45,9 +45,6 @@ pub(crate) struct PublishQueue {
     state: Mutex<QueueState>,
     /// Wakes the publisher task.
     wake: Notify,
-    /// One permit per queued publish: bounds the queue, and waiting for a permit is the
-    /// backpressure (tokio's semaphore is fair, so waiters keep their order).
-    permits: Arc<Semaphore>,
 }
 
 #[derive(Debug, Default)]
@@ -69,16 +66,13 @@ struct Pending {
     table: Arc<TableNames>,
     /// Completes the publish.
     done: oneshot::Sender<Result<(), BackplaneError>>,
-    /// Its place in the bounded queue, released when done.
-    _permit: OwnedSemaphorePermit,
 }
 
 impl PublishQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(QueueState::default()),
             wake: Notify::new(),
-            permits: Arc::new(Semaphore::new(capacity)),
         }
     }
 
@@ -90,9 +84,9 @@ impl PublishQueue {
         destination: Option<NodeId>,
         kind: EnvelopeKind,
     ) -> Result<(), BackplaneError> {
-        if lock(&self.state).shut_down {
-            return Err(BackplaneError::Shutdown);
-        }
+        // Nothing here awaits before the envelope is numbered and queued: an await could
+        // yield (tokio's cooperative budget, a contended lock) and let a publish polled
+        // later overtake this one.
         let table = shared.table_for(hub)?;
         let size = kind_size(&kind) + hub.len();
         if size > shared.options.max_envelope_bytes {
@@ -101,19 +95,6 @@ impl PublishQueue {
                 limit: shared.options.max_envelope_bytes,
             });
         }
-        // Taken without awaiting whenever the queue has room: an await here could yield
-        // (tokio's cooperative budget) and let a later publish overtake this one. When the
-        // queue is full, wait: released permits go to waiters first, in order.
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(BackplaneError::Shutdown),
-            Err(tokio::sync::TryAcquireError::NoPermits) => self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| BackplaneError::Shutdown)?,
-        };
         let (done, result) = oneshot::channel();
         {
             let mut state = lock(&self.state);
@@ -140,7 +121,6 @@ impl PublishQueue {
                 },
                 table,
                 done,
-                _permit: permit,
             });
         }
         self.wake.notify_one();
@@ -150,7 +130,6 @@ impl PublishQueue {
     /// Refuse new publishes; the publisher task still writes what is queued, then stops.
     pub(crate) fn shut_down(&self) {
         lock(&self.state).shut_down = true;
-        self.permits.close();
         self.wake.notify_one();
     }
 
