@@ -509,8 +509,11 @@ impl Publisher {
             .await
         };
         result.map_err(|error| {
-            if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
-                // Someone dropped the table: install it again on the retry.
+            let code = error.code();
+            if code == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+                || code == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME)
+            {
+                // Someone dropped the table or schema: install it again on the retry.
                 for write in writes {
                     shared.installed.forget(&write.table);
                 }

@@ -220,3 +220,36 @@ async fn diagnose_reports_each_check() {
     assert!(checks[1].detail.contains("cannot connect"));
     schema.drop().await;
 }
+
+/// A messages table (or the whole schema) dropped while nodes run is installed again by
+/// the next publish, and delivery goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_tables_are_reinstalled() {
+    let schema = TestSchema::create("dropped").await;
+    let nodes = schema.nodes(2).await;
+    let mut subscription = nodes[1].subscribe("chat").await.unwrap();
+    expect_connected(&mut subscription).await;
+    let admin = schema.admin().await;
+    for (label, sql) in [
+        (
+            "after the table was dropped",
+            format!("DROP TABLE {}.chat_messages", quoted(schema.name())),
+        ),
+        (
+            "after the schema was dropped",
+            format!("DROP SCHEMA {} CASCADE", quoted(schema.name())),
+        ),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+        nodes[0]
+            .publish("chat", labelled(label))
+            .await
+            .unwrap_or_else(|error| panic!("publishing {label}: {error}"));
+        let envelope = next_envelope(&mut subscription, label).await;
+        assert_eq!(label_of(&envelope), label);
+    }
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
