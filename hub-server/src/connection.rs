@@ -2,9 +2,9 @@
 //!
 //! A connection is one task running two halves side by side:
 //!
-//! - the reader decodes incoming frames, dispatches invocations one at a time (like
-//!   ASP.NET Core's default of one invocation in flight per client) and enforces the client
-//!   timeout;
+//! - the reader decodes incoming frames, starts invocations in arrival order (one at a
+//!   time by default, like ASP.NET Core; up to `max_parallel_invocations` at once when
+//!   configured) and enforces the client timeout;
 //! - the writer drains the bounded outgoing queue (completions, and everything the
 //!   lifetime manager delivers), batching what is queued into one flush, and sends a Ping
 //!   whenever it has been silent for the keep-alive interval.
@@ -13,18 +13,21 @@
 //! once) and for graceful shutdown (send Close, then end). Every timer is a
 //! `tokio::time` timer, so tests drive keep-alive and timeouts with paused time.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use backplane_core::{ConnectionId, HubLifetimeManager, LocalConnection};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hub_protocol::{
     Completion, CompletionResult, DecodeError, Decoder, HandshakeDecoder, HandshakeError,
-    HandshakeResponse, HubMessage, Protocol, TransferFormat, encode_close, encode_message,
-    encode_ping,
+    HandshakeResponse, HubMessage, Invocation, Protocol, TransferFormat, encode_close,
+    encode_message, encode_ping,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
@@ -279,10 +282,18 @@ fn message_too_large(error: &axum::Error) -> Option<usize> {
 }
 
 /// Read and dispatch until the connection should end.
+///
+/// Invocations are started in the order they arrive. With
+/// [`HubOptions::max_parallel_invocations`](crate::HubOptions::max_parallel_invocations)
+/// at 1 (the default) each one finishes before the next message is read, as in ASP.NET
+/// Core. Above 1, an invocation is polled once as soon as it arrives (so it has reached
+/// its first await, typically a send that has taken its place in the backplane's ordered
+/// queue) before the next one starts; up to that many then run at once, and reading stops
+/// while the limit is reached, which pushes back on the client through TCP.
 async fn read_loop(
     hub: &Arc<HubShared>,
     info: &Arc<ConnectionInfo>,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
     stream: &mut Stream,
     mut buf: BytesMut,
 ) -> End {
@@ -294,7 +305,9 @@ async fn read_loop(
     }
     let max_message_size = hub.options.max_message_size;
     let client_timeout = hub.options.client_timeout;
+    let max_in_flight = hub.options.max_parallel_invocations.max(1);
     let mut decoder = Decoder::new(info.protocol, max_message_size);
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut last_received = Instant::now();
     loop {
         // Frames left over from the handshake or the last read come first.
@@ -310,11 +323,40 @@ async fn read_loop(
                 }
                 Err(error) => return End::InvalidMessage(error.to_string()),
             };
-            if let Some(end) = handle(hub, info, outbox, message).await {
+            if let HubMessage::Invocation(invocation) = message {
+                let mut invocation = Box::pin(run_invocation(
+                    hub.clone(),
+                    info.clone(),
+                    outbox.clone(),
+                    invocation,
+                ));
+                // One poll now: the invocation takes its place (its first send is queued)
+                // before any later one starts.
+                match poll_once(invocation.as_mut()).await {
+                    Poll::Ready(Some(end)) => return end,
+                    Poll::Ready(None) => {}
+                    Poll::Pending => in_flight.push(invocation),
+                }
+                while in_flight.len() >= max_in_flight {
+                    // Not reading meanwhile is the backpressure on a client that sends
+                    // faster than its invocations complete.
+                    if let Some(Some(end)) = in_flight.next().await {
+                        return end;
+                    }
+                }
+            } else if let Some(end) = handle(hub, info, outbox, message).await {
                 return end;
             }
         }
-        let message = match timeout_at(last_received + client_timeout, stream.next()).await {
+        let next = tokio::select! {
+            // Completing invocations while waiting for the next frame.
+            Some(finished) = in_flight.next(), if !in_flight.is_empty() => match finished {
+                Some(end) => return end,
+                None => continue,
+            },
+            next = timeout_at(last_received + client_timeout, stream.next()) => next,
+        };
+        let message = match next {
             Err(_elapsed) => return End::ClientTimeout(client_timeout),
             Ok(None) => return End::ClientClosed,
             Ok(Some(Err(error))) => {
@@ -335,28 +377,47 @@ async fn read_loop(
     }
 }
 
+/// An invocation that has started and not finished.
+type InFlight = Pin<Box<dyn Future<Output = Option<End>> + Send>>;
+
+/// Poll `future` once with the current task's waker.
+async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// Run one invocation to its end and queue its completion, if the caller wants one.
+async fn run_invocation(
+    hub: Arc<HubShared>,
+    info: Arc<ConnectionInfo>,
+    outbox: Arc<Outbox>,
+    invocation: Invocation,
+) -> Option<End> {
+    let invocation_id = invocation.invocation_id.clone();
+    let target_for_log = invocation_id.is_none().then(|| invocation.target.clone());
+    let result = dispatch::invoke(&hub, &info, invocation).await;
+    match invocation_id {
+        Some(invocation_id) => complete(info.protocol, &outbox, invocation_id, result),
+        None => {
+            // Fire-and-forget: the caller wants no reply, so errors only get logged.
+            if let CompletionResult::Error(error) = result {
+                tracing::debug!(hub = %hub.name, connection_id = %info.id, target = ?target_for_log, %error, "non-blocking invocation failed");
+            }
+            None
+        }
+    }
+}
+
 /// Act on one hub message from the client; `Some` ends the connection.
 async fn handle(
     hub: &Arc<HubShared>,
     info: &Arc<ConnectionInfo>,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
     message: HubMessage,
 ) -> Option<End> {
     match message {
         HubMessage::Invocation(invocation) => {
-            let invocation_id = invocation.invocation_id.clone();
-            let target_for_log = (invocation_id.is_none()).then(|| invocation.target.clone());
-            let result = dispatch::invoke(hub, info, invocation).await;
-            match invocation_id {
-                Some(invocation_id) => complete(info.protocol, outbox, invocation_id, result),
-                None => {
-                    // Fire-and-forget: the caller wants no reply, so errors only get logged.
-                    if let CompletionResult::Error(error) = result {
-                        tracing::debug!(hub = %hub.name, connection_id = %info.id, target = ?target_for_log, %error, "non-blocking invocation failed");
-                    }
-                    None
-                }
-            }
+            // The read loop starts invocations itself; this path is only for completeness.
+            run_invocation(hub.clone(), info.clone(), outbox.clone(), invocation).await
         }
         HubMessage::StreamInvocation(invocation) => {
             let result = dispatch::refuse_stream(hub, &invocation);

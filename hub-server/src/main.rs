@@ -34,6 +34,11 @@ struct Cli {
     /// The name this instance reports in /health (default: host name and process id).
     #[arg(long)]
     server_name: Option<String>,
+    /// How many invocations of one client may run at once. 1 (the default, as in ASP.NET
+    /// Core) finishes each before reading the next; higher values let one fast sender's
+    /// messages share backplane commits while keeping their order.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    max_parallel_invocations: u16,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -114,7 +119,10 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         }
     };
     tracing::info!(backplane = %kind, node = %backplane.node_id(), "backplane started");
+    let options = hub_server::HubOptions::default()
+        .max_parallel_invocations(usize::from(cli.max_parallel_invocations));
     let hub = chat::hub_builder()
+        .options(options)
         .backplane(backplane.clone())
         .build()
         .await

@@ -48,6 +48,17 @@ pub struct HubOptions {
     /// [`MethodError::new`](crate::MethodError::new) are shown to the client. Off by
     /// default, as in ASP.NET Core: internal errors can leak details. Default: false.
     pub detailed_errors: bool,
+    /// How many invocations of one client may run at once. At 1, each invocation finishes
+    /// before the next message of that client is read (ASP.NET Core's
+    /// `MaximumParallelInvocationsPerClient` default). Above 1, invocations still *start*
+    /// in arrival order, and each is run up to its first await before the next starts, so
+    /// messages a method sends before awaiting anything else keep the client's order
+    /// across the backplane; they then finish concurrently and their completions may
+    /// arrive out of order (the protocol pairs them by invocation id). Raise it when one
+    /// client sends many messages quickly over a backplane with commit latency (such as
+    /// PostgreSQL): at 1 such a client waits one commit per message, at 64 its messages
+    /// share commits. Default: 1.
+    pub max_parallel_invocations: usize,
     /// Size of each connection's WebSocket read buffer, in bytes. It is allocated for
     /// every connection, so it is kept small; frames larger than it are still read.
     /// Default: 4 KiB.
@@ -65,6 +76,7 @@ impl Default for HubOptions {
             send_queue_capacity: 1024,
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
+            max_parallel_invocations: 1,
             websocket_read_buffer_size: 4 * 1024,
         }
     }
@@ -124,6 +136,13 @@ impl HubOptions {
     #[must_use]
     pub fn detailed_errors(mut self, enabled: bool) -> Self {
         self.detailed_errors = enabled;
+        self
+    }
+
+    /// These options with `count` as [`HubOptions::max_parallel_invocations`] (at least 1).
+    #[must_use]
+    pub fn max_parallel_invocations(mut self, count: usize) -> Self {
+        self.max_parallel_invocations = count.max(1);
         self
     }
 

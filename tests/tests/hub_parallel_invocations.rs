@@ -1,0 +1,106 @@
+//! `HubOptions::max_parallel_invocations`: one invocation at a time by default (as in
+//! ASP.NET Core), several at once when raised, and in both cases a client's messages keep
+//! their order across the backplane.
+
+mod hub_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backplane_core::Backplane;
+use hub_server::HubOptions;
+use hub_support::{RawClient, TestServer, test_hub, wait_for_connections};
+use serde_json::Value;
+use tests::TestSchema;
+
+/// The test hub plus `Sleep(ms)`, which answers `ms` after sleeping that long.
+fn hub_with_sleep() -> hub_server::HubBuilder {
+    test_hub().method("Sleep", |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    })
+}
+
+/// Send a slow and a fast invocation in one frame; return the invocation ids in the
+/// order their completions arrive.
+async fn completion_order(options: HubOptions) -> Vec<String> {
+    let server = TestServer::start_hub(hub_with_sleep().options(options)).await;
+    let mut client = RawClient::connect(&server.ws_url("")).await;
+    client.handshake_json().await;
+    client
+        .send_text(concat!(
+            "{\"type\":1,\"invocationId\":\"slow\",\"target\":\"Sleep\",\"arguments\":[300]}\u{1e}",
+            "{\"type\":1,\"invocationId\":\"fast\",\"target\":\"Add\",\"arguments\":[1,2]}\u{1e}",
+        ))
+        .await;
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let text = client.recv_text_skipping_pings().await;
+        let completion: Value = serde_json::from_str(text.trim_end_matches('\u{1e}')).unwrap();
+        assert_eq!(completion["type"], 3, "{text}");
+        order.push(completion["invocationId"].as_str().unwrap().to_owned());
+    }
+    order
+}
+
+#[tokio::test]
+async fn invocations_run_one_at_a_time_by_default() {
+    assert_eq!(
+        completion_order(HubOptions::default()).await,
+        ["slow", "fast"]
+    );
+}
+
+#[tokio::test]
+async fn parallel_invocations_do_not_wait_for_each_other() {
+    let options = HubOptions::default().max_parallel_invocations(4);
+    assert_eq!(completion_order(options).await, ["fast", "slow"]);
+}
+
+/// One client fires 500 broadcasts without waiting; a client on the other instance
+/// receives all of them, in the order they were sent, with parallel invocations sharing
+/// PostgreSQL commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_invocations_keep_a_clients_order_across_postgres() {
+    const COUNT: usize = 500;
+    let schema = TestSchema::create("hub_parallel").await;
+    let nodes: Vec<Arc<dyn Backplane>> = schema.cluster(2).await;
+    let options = HubOptions::default().max_parallel_invocations(64);
+    let server_a = TestServer::start_hub(
+        test_hub()
+            .options(options.clone())
+            .backplane(nodes[0].clone()),
+    )
+    .await;
+    let server_b =
+        TestServer::start_hub(test_hub().options(options).backplane(nodes[1].clone())).await;
+    let mut sender = RawClient::connect(&server_a.ws_url("")).await;
+    sender.handshake_json().await;
+    let mut receiver = RawClient::connect(&server_b.ws_url("")).await;
+    receiver.handshake_json().await;
+    wait_for_connections(&server_a.hub, 1).await;
+    wait_for_connections(&server_b.hub, 1).await;
+
+    // Several invocations per WebSocket frame, as a busy client batches them.
+    for chunk in (0..COUNT).collect::<Vec<_>>().chunks(25) {
+        let frame: String = chunk
+            .iter()
+            .map(|i| {
+                format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
+            })
+            .collect();
+        sender.send_text(&frame).await;
+    }
+    for i in 0..COUNT {
+        let text =
+            tokio::time::timeout(Duration::from_secs(30), receiver.recv_text_skipping_pings())
+                .await
+                .unwrap_or_else(|_| panic!("broadcast {i} of {COUNT} did not arrive"));
+        assert_eq!(
+            text,
+            format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}"),
+            "broadcasts arrived out of order or were lost"
+        );
+    }
+    schema.drop().await;
+}
