@@ -178,7 +178,11 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
         token,
     };
     let options = &hub.options;
-    let limit = options.max_message_size + FRAMING_SLACK;
+    // Per hub message, the decoder enforces `max_message_size`; a WebSocket message may
+    // carry many of them.
+    let limit = options
+        .max_websocket_message_size
+        .max(options.max_message_size + FRAMING_SLACK);
     upgrade
         .read_buffer_size(options.websocket_read_buffer_size)
         // Small writes are coalesced up to this size; flushes send the rest.

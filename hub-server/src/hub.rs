@@ -195,7 +195,7 @@ impl HubBuilder {
             methods: self.methods,
             on_connected: self.on_connected,
             on_disconnected: self.on_disconnected,
-            options: self.options,
+            options: self.options.normalized(),
             manager: Arc::new(manager),
             user_id: self.user_id,
             extensions: self.extensions,

@@ -32,9 +32,17 @@ pub struct HubOptions {
     /// Default: 15 seconds.
     pub negotiate_timeout: Duration,
     /// The largest hub message a client may send, in bytes (not counting the record
-    /// separator or length prefix). A larger one closes the connection with an error; the
-    /// WebSocket layer refuses such frames before buffering them. Default: 32 KiB.
+    /// separator or length prefix). A larger one closes the connection with an error,
+    /// detected before the message is buffered whole. Default: 32 KiB.
     pub max_message_size: usize,
+    /// The largest WebSocket message (and frame) a client may send, in bytes. One WebSocket
+    /// message may carry many hub messages (the .NET client sends everything it has
+    /// queued in one), so this is larger than [`HubOptions::max_message_size`], which
+    /// still applies to each hub message inside. A WebSocket message over this limit is
+    /// refused from its header, before it is buffered, so it also bounds the memory one
+    /// client can make the server hold. It is never less than `max_message_size` plus
+    /// framing. Default: 1 MiB.
+    pub max_websocket_message_size: usize,
     /// How many outgoing messages may wait for one connection. Sends never wait for a
     /// connection, so this queue is what absorbs bursts; a client that stops reading fills
     /// it and is disconnected, so it can neither slow others down nor hold unbounded
@@ -73,6 +81,7 @@ impl Default for HubOptions {
             handshake_timeout: Duration::from_secs(15),
             negotiate_timeout: Duration::from_secs(15),
             max_message_size: 32 * 1024,
+            max_websocket_message_size: 1024 * 1024,
             send_queue_capacity: 1024,
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
@@ -83,6 +92,17 @@ impl Default for HubOptions {
 }
 
 impl HubOptions {
+    /// These options with values that cannot work raised to the smallest that can: the
+    /// fields are public, so the builder methods' clamps can be bypassed. A zero queue
+    /// capacity or parallelism becomes 1, a keep-alive interval under 10 ms becomes
+    /// 10 ms (zero would make every connection send Pings in a busy loop).
+    pub(crate) fn normalized(mut self) -> Self {
+        self.send_queue_capacity = self.send_queue_capacity.max(1);
+        self.max_parallel_invocations = self.max_parallel_invocations.max(1);
+        self.keep_alive_interval = self.keep_alive_interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// These options with `interval` as [`HubOptions::keep_alive_interval`].
     #[must_use]
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
@@ -115,6 +135,13 @@ impl HubOptions {
     #[must_use]
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// These options with `bytes` as [`HubOptions::max_websocket_message_size`].
+    #[must_use]
+    pub fn max_websocket_message_size(mut self, bytes: usize) -> Self {
+        self.max_websocket_message_size = bytes;
         self
     }
 

@@ -102,5 +102,10 @@ async fn parallel_invocations_keep_a_clients_order_across_postgres() {
             "broadcasts arrived out of order or were lost"
         );
     }
+    server_a.hub.shutdown().await;
+    server_b.hub.shutdown().await;
+    for node in &nodes {
+        node.shutdown().await.expect("backplane shutdown");
+    }
     schema.drop().await;
 }

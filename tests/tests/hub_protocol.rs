@@ -562,3 +562,43 @@ async fn handshake_for_messagepack_is_json_text_even_in_a_binary_frame() {
     client.send_binary(MSGPACK_HANDSHAKE.as_bytes()).await;
     assert_eq!(client.recv_binary().await, b"{}\x1e");
 }
+
+/// The .NET client sends everything it has queued as one WebSocket message: many small
+/// hub messages, together over `max_message_size`, must all be served.
+#[tokio::test]
+async fn many_small_messages_in_one_websocket_message_are_served() {
+    let server = TestServer::start(HubOptions::default()).await;
+    let mut client = server.json_client().await;
+    let batch: String = (0..600)
+        .map(|i| {
+            format!("{{\"type\":1,\"invocationId\":\"{i}\",\"target\":\"Add\",\"arguments\":[{i},1]}}\u{1e}")
+        })
+        .collect();
+    assert!(
+        batch.len() > 32 * 1024,
+        "the batch must exceed the per-message limit"
+    );
+    client.send_text(&batch).await;
+    for i in 0..600 {
+        assert_eq!(
+            client.recv_text_skipping_pings().await,
+            completion(&i.to_string(), &format!(",\"result\":{}", i + 1))
+        );
+    }
+}
+
+/// Options set through the public fields to values that cannot work are raised to the
+/// smallest that can, instead of breaking every connection.
+#[tokio::test]
+async fn unusable_option_values_are_raised_to_working_ones() {
+    let mut options = HubOptions::default();
+    options.send_queue_capacity = 0;
+    options.max_parallel_invocations = 0;
+    options.keep_alive_interval = std::time::Duration::ZERO;
+    let server = TestServer::start(options).await;
+    let mut client = server.json_client().await;
+    assert_still_serves(&mut client).await;
+    assert_eq!(server.hub.options().send_queue_capacity, 1);
+    assert_eq!(server.hub.options().max_parallel_invocations, 1);
+    assert!(server.hub.options().keep_alive_interval >= std::time::Duration::from_millis(10));
+}
