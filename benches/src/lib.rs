@@ -1,1 +1,41 @@
-//! Support code for the benchmarks and the `hub-load` tool.
+//! Support code for the benchmarks, and the `hub-load` end-to-end load tool.
+//!
+//! `hub-load` starts (or connects to) two `hub-server` processes that share one PostgreSQL
+//! database, drives real SignalR clients against their chat hub (`/chathub`) over
+//! WebSockets, and prints one JSON line per scenario. See `BENCHMARKS.md` at the root of
+//! the repository for the scenarios, the commands and the recorded numbers.
+//!
+//! # Layout
+//!
+//! - [`client`]: a lean SignalR client (negotiate, WebSocket, JSON handshake, frames),
+//!   on tokio-tungstenite and `hub-protocol`, so the tool's own cost stays low.
+//! - [`probe`]: what every benchmark message carries (sender, sequence number, send
+//!   time) and [`check`]: what receivers verify (loss, duplicates, per-sender order).
+//! - [`latency`]: latency samples and percentiles.
+//! - [`servers`]: starting, finding and measuring `hub-server` processes.
+//! - [`scenario`]: the message scenarios (S1 to S3, the burst); [`idle`]: S4, idle
+//!   connections and server memory; [`baseline`]: the original .NET backplane design.
+//! - [`report`]: the JSON lines.
+//!
+//! # Example
+//!
+//! What one message looks like on the wire, and what a receiver reads back:
+//!
+//! ```
+//! use benches::probe::Probe;
+//!
+//! let probe = Probe { sender: 0, seq: 41, sent_micros: 1_250 };
+//! let text = probe.to_text(48);
+//! assert_eq!(text.len(), 48);
+//! assert_eq!(Probe::parse(&text), Some(probe));
+//! ```
+
+pub mod baseline;
+pub mod check;
+pub mod client;
+pub mod idle;
+pub mod latency;
+pub mod probe;
+pub mod report;
+pub mod scenario;
+pub mod servers;

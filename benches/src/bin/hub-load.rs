@@ -1,0 +1,417 @@
+//! `hub-load`: the end-to-end load tool. Starts two `hub-server` instances sharing one
+//! PostgreSQL database (or uses running ones), drives real SignalR WebSocket clients
+//! against their chat hub, and prints one JSON line per scenario. See BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use benches::baseline::{self, BaselineScenario};
+use benches::client::ClientOptions;
+use benches::idle::{self, IdleScenario};
+use benches::report::{emit, round3};
+use benches::scenario::{self, MessageScenario, Pacing};
+use benches::servers::{self, ServerConfig, ServerProcess};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+/// The local database tried when neither --database-url nor the environment names one.
+const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// End-to-end load tool for hub-server on the PostgreSQL backplane: two instances, real
+/// SignalR WebSocket clients, one JSON line per scenario.
+#[derive(Debug, Parser)]
+#[command(name = "hub-load", version)]
+struct Cli {
+    /// Scenarios to run, in this order whatever the order given.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "baseline,s1,s2,s3,burst,s4"
+    )]
+    scenarios: Vec<Scenario>,
+    /// PostgreSQL the instances share (default: BACKPLANE_TEST_DATABASE_URL, else the
+    /// local server).
+    #[arg(long, env = "BACKPLANE_TEST_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The hub-server executable (default: the one next to this program).
+    #[arg(long)]
+    hub_server: Option<PathBuf>,
+    /// Use this running instance as A (`http://host:port`) instead of starting one.
+    #[arg(long, requires = "server_b")]
+    server_a: Option<String>,
+    /// Use this running instance as B.
+    #[arg(long, requires = "server_a")]
+    server_b: Option<String>,
+    /// `--max-parallel-invocations` of the instances this program starts.
+    #[arg(long, default_value_t = 64)]
+    max_parallel_invocations: u16,
+    /// Length of each message's text in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// S1: messages.
+    #[arg(long, default_value_t = 20_000)]
+    s1_messages: u64,
+    /// S1 and S2: most invocations without a completion.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// S2: messages.
+    #[arg(long, default_value_t = 2_000)]
+    s2_messages: u64,
+    /// S2: receivers on B.
+    #[arg(long, default_value_t = 100)]
+    s2_receivers: usize,
+    /// S3: messages per second.
+    #[arg(long, default_value_t = 500.0)]
+    s3_rate: f64,
+    /// S3: seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    s3_seconds: f64,
+    /// S3: receivers on B.
+    #[arg(long, default_value_t = 10)]
+    s3_receivers: usize,
+    /// Burst: messages per second offered.
+    #[arg(long, default_value_t = 20_000.0)]
+    burst_rate: f64,
+    /// Burst: seconds of offering.
+    #[arg(long, default_value_t = 1.0)]
+    burst_seconds: f64,
+    /// S4: idle connections.
+    #[arg(long, default_value_t = 10_000)]
+    s4_connections: usize,
+    /// Baseline: messages.
+    #[arg(long, default_value_t = 5_000)]
+    baseline_messages: u64,
+    /// Seconds to wait for the last deliveries after the last send.
+    #[arg(long, default_value_t = 20.0)]
+    drain_timeout: f64,
+    /// Seconds the whole run may take; then it stops, reports the failure and exits 1.
+    #[arg(long, default_value_t = 900.0)]
+    time_limit: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Scenario {
+    Baseline,
+    S1,
+    S2,
+    S3,
+    Burst,
+    S4,
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    cli.scenarios.sort();
+    cli.scenarios.dedup();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = Duration::from_secs_f64(cli.time_limit);
+    let result = runtime.block_on(async {
+        match tokio::time::timeout(limit, run(&cli)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("the run exceeded --time-limit {limit:?}")),
+        }
+    });
+    // Servers started by this program are killed when their handles drop (here at the
+    // latest); the runtime shutdown aborts whatever clients are left.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: some scenarios lost, duplicated or reordered messages");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The two instances: started here, or given.
+struct Instances {
+    a: String,
+    b: String,
+    /// Process of A, for S4's memory readings.
+    a_pid: Option<u32>,
+    /// Started here: stopped at the end.
+    started: Vec<ServerProcess>,
+    /// Schema created for this run (dropped at the end), if the servers are ours.
+    schema: Option<String>,
+}
+
+/// Run the selected scenarios; `Ok(false)` if any lost, duplicated or reordered.
+async fn run(cli: &Cli) -> Result<bool, String> {
+    let database_url = cli
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .unwrap_or_else(|| LOCAL_URL.to_owned());
+    let database = database_facts(&database_url).await?;
+    let mut instances = start_instances(cli, &database_url).await?;
+    let outcome = run_scenarios(cli, &database_url, &database, &mut instances).await;
+    for server in instances.started.drain(..) {
+        server.stop().await;
+    }
+    if let Some(schema) = &instances.schema {
+        drop_schema(&database_url, schema).await;
+    }
+    outcome
+}
+
+async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, String> {
+    if let (Some(a), Some(b)) = (&cli.server_a, &cli.server_b) {
+        let a_pid = servers::port_of(a).and_then(servers::pid_listening_on);
+        return Ok(Instances {
+            a: a.trim_end_matches('/').to_owned(),
+            b: b.trim_end_matches('/').to_owned(),
+            a_pid,
+            started: Vec::new(),
+            schema: None,
+        });
+    }
+    let binary = servers::locate_hub_server(cli.hub_server.as_deref())?;
+    let schema = format!("hub_load_{}", std::process::id());
+    let config = ServerConfig {
+        binary,
+        database_url: database_url.to_owned(),
+        schema: schema.clone(),
+        max_parallel_invocations: cli.max_parallel_invocations,
+    };
+    let a = ServerProcess::start(&config, "load-a").await?;
+    let b = match ServerProcess::start(&config, "load-b").await {
+        Ok(b) => b,
+        Err(error) => {
+            a.stop().await;
+            drop_schema(database_url, &schema).await;
+            return Err(error);
+        }
+    };
+    Ok(Instances {
+        a: a.url.clone(),
+        b: b.url.clone(),
+        a_pid: Some(a.pid),
+        started: vec![a, b],
+        schema: Some(schema),
+    })
+}
+
+async fn run_scenarios(
+    cli: &Cli,
+    database_url: &str,
+    database: &serde_json::Value,
+    instances: &mut Instances,
+) -> Result<bool, String> {
+    let drain = Duration::from_secs_f64(cli.drain_timeout);
+    let client = ClientOptions::default();
+    emit(&json!({
+        "scenario": "settings",
+        "instances": {
+            "a": instances.a,
+            "b": instances.b,
+            "started_by_hub_load": !instances.started.is_empty(),
+            "max_parallel_invocations": if instances.started.is_empty() {
+                json!("as configured by whoever started them")
+            } else {
+                json!(cli.max_parallel_invocations)
+            },
+            "backplane": "postgres",
+            "backplane_synchronous_commit": "on (PostgresOptions default; hub-server has no flag for it)",
+            "send_queue_capacity": 1024,
+            "log_level": "info",
+        },
+        "database": database,
+        "machine": machine_facts(),
+        "client": {
+            "protocol": "json",
+            "payload_bytes": cli.payload,
+            "window": cli.window,
+        },
+    }));
+    let mut clean = true;
+    let mut baseline_rate = None;
+    let schema_for_baseline = instances
+        .schema
+        .clone()
+        .unwrap_or_else(|| format!("hub_load_baseline_{}", std::process::id()));
+    for selected in &cli.scenarios {
+        let report = match selected {
+            Scenario::Baseline => {
+                let scenario = BaselineScenario {
+                    messages: cli.baseline_messages,
+                    payload_len: cli.payload,
+                    time_limit: Duration::from_secs(60),
+                    drain_timeout: drain,
+                };
+                let report = baseline::run(&scenario, database_url, &schema_for_baseline).await;
+                if instances.schema.is_none() {
+                    drop_schema(database_url, &schema_for_baseline).await;
+                }
+                let report = report?;
+                baseline_rate = Some(report.deliveries_per_s);
+                report
+            }
+            Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst => {
+                let scenario = message_scenario(cli, *selected, client, drain);
+                let mut report = scenario::run(&scenario, &instances.a, &instances.b).await?;
+                if *selected == Scenario::S1 {
+                    report.ratio_to_baseline = baseline_rate
+                        .filter(|rate| *rate > 0.0)
+                        .map(|rate| round3(report.deliveries_per_s / rate));
+                }
+                report
+            }
+            Scenario::S4 => {
+                let Some(pid) = instances.a_pid else {
+                    return Err(format!(
+                        "S4 needs the process of instance A ({}) to read its memory, and no \
+                         process on this machine listens on its port",
+                        instances.a
+                    ));
+                };
+                let scenario = IdleScenario {
+                    connections: cli.s4_connections,
+                    concurrency: 64,
+                    settle_timeout: Duration::from_secs(60),
+                    client: ClientOptions {
+                        read_buffer_size: 4 * 1024,
+                        ..client
+                    },
+                };
+                let report = idle::run(&scenario, &instances.a, pid).await?;
+                clean &= report.connected == report.connections && report.dropped == 0;
+                emit(&report);
+                continue;
+            }
+        };
+        clean &= report.totals.lost == 0
+            && report.totals.duplicated == 0
+            && report.totals.out_of_order == 0
+            && report.totals.unexpected == 0;
+        emit(&report);
+        for server in &mut instances.started {
+            if !server.is_running() {
+                return Err(format!(
+                    "{} exited during {selected:?}; its last output:\n{}",
+                    server.name,
+                    server.recent_output()
+                ));
+            }
+        }
+    }
+    Ok(clean)
+}
+
+fn message_scenario(
+    cli: &Cli,
+    which: Scenario,
+    client: ClientOptions,
+    drain_timeout: Duration,
+) -> MessageScenario {
+    let (name, receivers, messages, pacing, description) = match which {
+        Scenario::S1 => (
+            "S1",
+            1,
+            cli.s1_messages,
+            Pacing::Window(cli.window),
+            "backplane throughput: 1 sender on A, 1 receiver on B, as fast as delivery allows",
+        ),
+        Scenario::S2 => (
+            "S2",
+            cli.s2_receivers,
+            cli.s2_messages,
+            Pacing::Window(cli.window),
+            "fan-out: 1 sender on A, many receivers on B",
+        ),
+        Scenario::S3 => (
+            "S3",
+            cli.s3_receivers,
+            (cli.s3_rate * cli.s3_seconds).round() as u64,
+            Pacing::Rate(cli.s3_rate),
+            "latency under steady load: 1 sender on A at a fixed rate, receivers on B",
+        ),
+        _ => (
+            "burst",
+            1,
+            (cli.burst_rate * cli.burst_seconds).round() as u64,
+            Pacing::Rate(cli.burst_rate),
+            "open-loop burst: 1 sender on A offering a fixed rate regardless of completions, 1 receiver on B",
+        ),
+    };
+    MessageScenario {
+        name: name.into(),
+        description: description.into(),
+        receivers,
+        messages,
+        pacing,
+        payload_len: cli.payload,
+        drain_timeout,
+        client,
+    }
+}
+
+/// PostgreSQL's version and the settings that bound commit throughput.
+async fn database_facts(url: &str) -> Result<serde_json::Value, String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|error| format!("cannot connect to the database: {error}"))?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
+             current_setting('fsync'), current_setting('wal_sync_method'), \
+             current_setting('shared_buffers'), current_setting('max_connections')",
+            &[],
+        )
+        .await
+        .map_err(|error| format!("cannot read the database settings: {error}"))?;
+    Ok(json!({
+        "server_version": row.get::<_, String>(0),
+        "synchronous_commit": row.get::<_, String>(1),
+        "fsync": row.get::<_, String>(2),
+        "wal_sync_method": row.get::<_, String>(3),
+        "shared_buffers": row.get::<_, String>(4),
+        "max_connections": row.get::<_, String>(5),
+    }))
+}
+
+/// Cores, memory and kernel of this machine.
+fn machine_facts() -> serde_json::Value {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| release.trim().to_owned())
+        .unwrap_or_default();
+    json!({
+        "cores": cores,
+        "memory_gib": memory_kib.map(|kib| round3(kib as f64 / 1024.0 / 1024.0)),
+        "kernel": kernel,
+    })
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        eprintln!("warning: could not drop schema {schema}: no database connection");
+        return;
+    };
+    tokio::spawn(connection);
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    if let Err(error) = client.batch_execute(&sql).await {
+        eprintln!("warning: could not drop schema {schema}: {error}");
+    }
+}

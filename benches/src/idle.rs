@@ -1,0 +1,165 @@
+//! S4: many idle WebSocket connections on one instance, and the server memory they cost.
+//!
+//! Each connection negotiates, completes the handshake, then only reads (the chat hub
+//! announces every new connection to everyone, and a client that stopped reading would be
+//! disconnected once its send queue overflowed) and pings well inside the client
+//! timeout. The server's resident memory is read from `/proc/{pid}/status` before the
+//! first connection and once all are open and the server has gone quiet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::client::{ClientOptions, HubClient};
+use crate::report::{IdleReport, round3};
+use crate::scenario::PING_INTERVAL;
+use crate::servers::rss_bytes;
+
+/// The S4 settings.
+#[derive(Debug, Clone)]
+pub struct IdleScenario {
+    /// Connections to open.
+    pub connections: usize,
+    /// Connections being opened at once.
+    pub concurrency: usize,
+    /// Longest wait for the server's memory to settle once all are open.
+    pub settle_timeout: Duration,
+    /// Connection settings (a small read buffer: this program holds them all too).
+    pub client: ClientOptions,
+}
+
+/// Counters the connection tasks share.
+#[derive(Debug, Default)]
+struct Shared {
+    frames: AtomicU64,
+    dropped: AtomicUsize,
+}
+
+/// Hold one connection open: read everything, ping, until told to stop.
+async fn hold(mut client: HubClient, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.reset();
+    loop {
+        tokio::select! {
+            next = client.reader.next() => match next {
+                Ok(Some(_)) => {
+                    shared.frames.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) | Err(_) => {
+                    if !*stop.borrow() {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                if client.writer.ping().await.is_err() {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            _ = stop.changed() => {
+                let _ = client.writer.close().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Wait until the server's memory stops growing (no change above 64 KiB over a second,
+/// and the clients receive nothing new), or `timeout`; the last reading.
+async fn settled_rss(pid: u32, shared: &Shared, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    let mut last = (
+        rss_bytes(pid).unwrap_or(0),
+        shared.frames.load(Ordering::Relaxed),
+    );
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = (
+            rss_bytes(pid).unwrap_or(0),
+            shared.frames.load(Ordering::Relaxed),
+        );
+        let quiet = now.0.abs_diff(last.0) < 64 * 1024 && now.1 == last.1;
+        last = now;
+        if quiet || Instant::now() >= deadline {
+            return last.0;
+        }
+    }
+}
+
+/// Run S4 against `server` (process `pid`).
+///
+/// # Errors
+///
+/// A message when the server's memory cannot be read.
+pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<IdleReport, String> {
+    let rss_before =
+        rss_bytes(pid).ok_or_else(|| format!("cannot read the memory of process {pid}"))?;
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let mut holders = JoinSet::new();
+    let mut opening = JoinSet::new();
+    let mut errors = Vec::new();
+    let mut failures = 0usize;
+    let mut connected = 0usize;
+    let started = Instant::now();
+    let mut launched = 0;
+    while launched < scenario.connections || !opening.is_empty() {
+        while launched < scenario.connections && opening.len() < scenario.concurrency.max(1) {
+            let (server, options) = (server.to_owned(), scenario.client);
+            opening.spawn(async move { HubClient::connect(&server, options).await });
+            launched += 1;
+        }
+        match opening.join_next().await {
+            Some(Ok(Ok(client))) => {
+                connected += 1;
+                holders.spawn(hold(client, shared.clone(), stop.clone()));
+            }
+            Some(Ok(Err(error))) => {
+                failures += 1;
+                if errors.len() < 5 {
+                    errors.push(error.to_string());
+                }
+            }
+            Some(Err(error)) => {
+                failures += 1;
+                if errors.len() < 5 {
+                    errors.push(format!("connection task: {error}"));
+                }
+            }
+            None => break,
+        }
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    let rss_after = settled_rss(pid, &shared, scenario.settle_timeout).await;
+    let dropped = shared.dropped.load(Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    while holders.join_next().await.is_some() {}
+    if failures > 0 {
+        errors.insert(0, format!("{failures} connections failed"));
+    }
+    let held = connected.saturating_sub(dropped).max(1);
+    let per_connection = rss_after.saturating_sub(rss_before) as f64 / held as f64;
+    Ok(IdleReport {
+        scenario: "S4".into(),
+        description: format!(
+            "{} idle WebSocket connections (negotiate + JSON handshake) on one instance; \
+             server RSS delta per connection",
+            scenario.connections
+        ),
+        connections: scenario.connections,
+        connected,
+        dropped,
+        connect_s: round3(connect_s),
+        rss_before_bytes: rss_before,
+        rss_after_bytes: rss_after,
+        bytes_per_connection: per_connection.round(),
+        kib_per_connection: round3(per_connection / 1024.0),
+        frames_received: shared.frames.load(Ordering::Relaxed),
+        connection_errors: errors,
+    })
+}

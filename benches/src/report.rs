@@ -1,0 +1,95 @@
+//! What `hub-load` prints: one JSON object per line, one line per scenario.
+
+use serde::Serialize;
+
+use crate::check::CheckTotals;
+use crate::latency::LatencySummary;
+
+/// The result of a message scenario (S1, S2, S3, the burst) or of the baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageReport {
+    /// Short name: `S1`, `S2`, `S3`, `burst`, `baseline`.
+    pub scenario: String,
+    /// What was measured, in words.
+    pub description: String,
+    /// Senders (each on instance A, or the publishing connection for the baseline).
+    pub senders: u32,
+    /// Receivers (each on instance B, or the LISTEN connection for the baseline).
+    pub receivers: usize,
+    /// Messages each sender sent.
+    pub messages: u64,
+    /// Length of each message's text, in bytes.
+    pub payload_bytes: usize,
+    /// How sending was paced: `window N` (at most N without a completion) or
+    /// `open loop N/s`.
+    pub pacing: String,
+    /// From the first send to the last delivery, in seconds.
+    pub duration_s: f64,
+    /// From the first to the last send, in seconds (longer than planned when the server
+    /// pushed back).
+    pub send_duration_s: f64,
+    /// Messages fully delivered per second (deliveries / receivers / duration).
+    pub messages_per_s: f64,
+    /// Deliveries (one message arriving at one receiver) per second.
+    pub deliveries_per_s: f64,
+    /// Latency from send to arrival, over every delivery.
+    pub latency: LatencySummary,
+    /// Loss, duplicates and order over every receiver.
+    #[serde(flatten)]
+    pub totals: CheckTotals,
+    /// Invocations the server answered with an error (the sender saw each).
+    pub refused: u64,
+    /// The first such error, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_refusal: Option<String>,
+    /// Connections that ended before the scenario did, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connection_errors: Vec<String>,
+    /// S1 only: `deliveries_per_s` divided by the baseline's, measured in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_baseline: Option<f64>,
+}
+
+/// The result of S4: idle connections and server memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    /// Always `S4`.
+    pub scenario: String,
+    /// What was measured, in words.
+    pub description: String,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Connections that completed negotiate and handshake.
+    pub connected: usize,
+    /// Connections the server closed before the measurement ended.
+    pub dropped: usize,
+    /// Seconds to open them all.
+    pub connect_s: f64,
+    /// Server resident memory before opening them, in bytes.
+    pub rss_before_bytes: u64,
+    /// Server resident memory with all of them open and the server quiet, in bytes.
+    pub rss_after_bytes: u64,
+    /// (after - before) / connected, in bytes.
+    pub bytes_per_connection: f64,
+    /// The same in KiB.
+    pub kib_per_connection: f64,
+    /// Hub messages the idle clients received meanwhile (the chat hub announces every
+    /// connection to everyone: `UserConnected`).
+    pub frames_received: u64,
+    /// Connection failures, with the first few reasons.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connection_errors: Vec<String>,
+}
+
+/// Print `report` as one JSON line on standard output.
+pub fn emit(report: &impl Serialize) {
+    match serde_json::to_string(report) {
+        Ok(line) => println!("{line}"),
+        Err(error) => eprintln!("error: cannot print a report: {error}"),
+    }
+}
+
+/// Round to 3 decimals, for readable JSON.
+pub fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,455 @@
+//! The message scenarios: senders on instance A, receivers on instance B, every message
+//! checked for loss, duplication and order, and timed from send to arrival.
+//!
+//! Receivers join a group of their own on B (`JoinGroup`); the sender invokes
+//! `SendMessageToGroup(group, user, text)` on A, with an invocation id, so the server
+//! answers each invocation with a completion once the message is on its way to the other
+//! instance (committed to PostgreSQL) — or with an error, which the sender counts as a
+//! refusal. The text carries a [`Probe`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hub_protocol::{CompletionResult, HubMessage};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::check::{CheckTotals, DeliveryCheck};
+use crate::client::{ClientOptions, FrameReader, FrameWriter, HubClient};
+use crate::latency::Latencies;
+use crate::probe::{Probe, now_micros};
+use crate::report::{MessageReport, round3};
+
+/// The client method the chat hub calls for group messages.
+const RECEIVE_GROUP_MESSAGE: &str = "ReceiveGroupMessage";
+
+/// How often idle halves of a connection send a Ping, well inside the server's 30 s
+/// client timeout.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Connections opened at once while setting up receivers.
+const CONNECT_CONCURRENCY: usize = 16;
+
+/// How a sender paces its messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Pacing {
+    /// Closed loop: at most this many invocations without a completion.
+    Window(usize),
+    /// Open loop: this many messages per second on a fixed schedule, whatever happens.
+    Rate(f64),
+}
+
+/// One message scenario.
+#[derive(Debug, Clone)]
+pub struct MessageScenario {
+    /// Short name (`S1`, `S2`, `S3`, `burst`).
+    pub name: String,
+    /// What it measures, in words.
+    pub description: String,
+    /// Receivers on instance B.
+    pub receivers: usize,
+    /// Messages the sender sends.
+    pub messages: u64,
+    /// How the sender paces them.
+    pub pacing: Pacing,
+    /// Length of each message's text.
+    pub payload_len: usize,
+    /// How long to wait for the last deliveries after the last send.
+    pub drain_timeout: Duration,
+    /// Connection settings.
+    pub client: ClientOptions,
+}
+
+/// What one receiver saw.
+#[derive(Debug)]
+struct ReceiverOutcome {
+    check: DeliveryCheck,
+    latencies: Latencies,
+    /// When the last new message arrived ([`now_micros`] time).
+    last_arrival: u64,
+    /// Why the connection ended early, if it did.
+    error: Option<String>,
+}
+
+/// What the sender's completions said.
+#[derive(Debug, Default)]
+struct Completions {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    first_refusal: std::sync::Mutex<Option<String>>,
+}
+
+/// A group name no other run or scenario shares.
+fn group_name(scenario: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "load-{scenario}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Connect to `server` and join `group`, waiting for the server's completion.
+async fn join(server: &str, group: &str, options: ClientOptions) -> Result<HubClient, String> {
+    let mut client = HubClient::connect(server, options)
+        .await
+        .map_err(|error| error.to_string())?;
+    client
+        .writer
+        .feed_invocation(Some("join"), "JoinGroup", &(group,))
+        .await
+        .map_err(|error| error.to_string())?;
+    client
+        .writer
+        .flush()
+        .await
+        .map_err(|error| error.to_string())?;
+    let wait = async {
+        loop {
+            match client.reader.next().await {
+                Ok(Some(HubMessage::Completion(completion)))
+                    if completion.invocation_id == "join" =>
+                {
+                    return match completion.result {
+                        CompletionResult::Error(error) => Err(format!("JoinGroup failed: {error}")),
+                        _ => Ok(()),
+                    };
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("closed while joining the group".to_owned()),
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(options.step_timeout, wait)
+        .await
+        .map_err(|_| "JoinGroup timed out".to_owned())??;
+    Ok(client)
+}
+
+/// Read until every message arrived or `stop` fires; ping while idle.
+async fn receive(
+    mut client: HubClient,
+    group: String,
+    senders: u32,
+    messages: u64,
+    mut stop: watch::Receiver<bool>,
+) -> ReceiverOutcome {
+    let mut outcome = ReceiverOutcome {
+        check: DeliveryCheck::new(senders, messages),
+        latencies: Latencies::with_capacity(usize::try_from(messages).unwrap_or(0)),
+        last_arrival: 0,
+        error: None,
+    };
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.reset();
+    while !outcome.check.complete() {
+        let next = tokio::select! {
+            next = client.reader.next() => next,
+            _ = ping.tick() => {
+                if let Err(error) = client.writer.ping().await {
+                    outcome.error = Some(format!("receiver ping failed: {error}"));
+                    break;
+                }
+                continue;
+            }
+            _ = stop.changed() => break,
+        };
+        let message = match next {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                outcome.error = Some("the server closed a receiver's connection".into());
+                break;
+            }
+            Err(error) => {
+                outcome.error = Some(format!("receiver: {error}"));
+                break;
+            }
+        };
+        let HubMessage::Invocation(invocation) = message else {
+            continue;
+        };
+        if invocation.target != RECEIVE_GROUP_MESSAGE {
+            continue;
+        }
+        let Ok((to, _user, text)) = invocation.arguments.deserialize::<&str>(0).and_then(|to| {
+            Ok((
+                to,
+                invocation.arguments.deserialize::<&str>(1)?,
+                invocation.arguments.deserialize::<&str>(2)?,
+            ))
+        }) else {
+            continue;
+        };
+        if to != group {
+            continue;
+        }
+        let now = now_micros();
+        match Probe::parse(text) {
+            Some(probe) => {
+                if outcome.check.record(&probe) {
+                    outcome
+                        .latencies
+                        .record(now.saturating_sub(probe.sent_micros));
+                    outcome.last_arrival = now;
+                }
+            }
+            None => {
+                outcome.check.record(&Probe {
+                    sender: u32::MAX,
+                    seq: 0,
+                    sent_micros: 0,
+                });
+            }
+        }
+    }
+    let _ = client.writer.close().await;
+    outcome
+}
+
+/// Read the sender's completions, releasing window slots as they arrive.
+async fn read_completions(
+    mut reader: FrameReader,
+    window: Arc<Semaphore>,
+    completions: Arc<Completions>,
+    messages: u64,
+    mut stop: watch::Receiver<bool>,
+) -> Option<String> {
+    let mut answered = 0;
+    while answered < messages {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = stop.changed() => return None,
+        };
+        match next {
+            Ok(Some(HubMessage::Completion(completion))) => {
+                answered += 1;
+                match completion.result {
+                    CompletionResult::Error(error) => {
+                        completions.refused.fetch_add(1, Ordering::Relaxed);
+                        let mut first = completions
+                            .first_refusal
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(error);
+                    }
+                    _ => {
+                        completions.ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                window.add_permits(1);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Some("the server closed the sender's connection".into()),
+            Err(error) => return Some(format!("sender: {error}")),
+        }
+    }
+    None
+}
+
+/// Send the scenario's messages; returns when the last one is written.
+async fn send_all(
+    writer: &mut FrameWriter,
+    scenario: &MessageScenario,
+    group: &str,
+    window: &Semaphore,
+) -> Result<(u64, u64), String> {
+    let fail = |error: crate::client::ClientError| format!("sending: {error}");
+    let started = now_micros();
+    let mut id = String::new();
+    for seq in 0..scenario.messages {
+        match scenario.pacing {
+            Pacing::Window(_) => {
+                if let Ok(permit) = window.try_acquire() {
+                    permit.forget();
+                } else {
+                    writer.flush().await.map_err(fail)?;
+                    window
+                        .acquire()
+                        .await
+                        .map_err(|_| "window closed".to_owned())?
+                        .forget();
+                }
+            }
+            Pacing::Rate(per_second) => {
+                let due = started + (seq as f64 * 1_000_000.0 / per_second) as u64;
+                let now = now_micros();
+                if due > now {
+                    writer.flush().await.map_err(fail)?;
+                    tokio::time::sleep(Duration::from_micros(due - now)).await;
+                }
+            }
+        }
+        let probe = Probe {
+            sender: 0,
+            seq,
+            sent_micros: now_micros(),
+        };
+        id.clear();
+        id.push_str(&seq.to_string());
+        writer
+            .feed_invocation(
+                Some(&id),
+                "SendMessageToGroup",
+                &(group, "load", probe.to_text(scenario.payload_len)),
+            )
+            .await
+            .map_err(fail)?;
+    }
+    writer.flush().await.map_err(fail)?;
+    Ok((started, now_micros()))
+}
+
+/// Run `scenario`: its sender on `server_a`, its receivers on `server_b`.
+///
+/// # Errors
+///
+/// A message when the clients could not be set up; problems during the run (dropped
+/// connections, refusals, loss) are reported in the [`MessageReport`] instead.
+pub async fn run(
+    scenario: &MessageScenario,
+    server_a: &str,
+    server_b: &str,
+) -> Result<MessageReport, String> {
+    let group = group_name(&scenario.name);
+    let (stop_tx, stop) = watch::channel(false);
+
+    // Receivers first, all joined before anything is sent.
+    let mut receivers = Vec::with_capacity(scenario.receivers);
+    let mut pending = JoinSet::new();
+    let mut opened = 0;
+    while receivers.len() < scenario.receivers {
+        while opened < scenario.receivers && pending.len() < CONNECT_CONCURRENCY {
+            let (server, group, options) = (server_b.to_owned(), group.clone(), scenario.client);
+            pending.spawn(async move { join(&server, &group, options).await });
+            opened += 1;
+        }
+        let joined = pending.join_next().await.expect("connections pending");
+        let client = joined.map_err(|error| error.to_string())??;
+        receivers.push(client);
+    }
+    let mut receiving = JoinSet::new();
+    for client in receivers {
+        receiving.spawn(receive(
+            client,
+            group.clone(),
+            1,
+            scenario.messages,
+            stop.clone(),
+        ));
+    }
+
+    let sender = HubClient::connect(server_a, scenario.client)
+        .await
+        .map_err(|error| format!("sender: {error}"))?;
+    let HubClient {
+        mut writer, reader, ..
+    } = sender;
+    let permits = match scenario.pacing {
+        Pacing::Window(window) => window.max(1),
+        Pacing::Rate(_) => 0,
+    };
+    let window = Arc::new(Semaphore::new(permits));
+    let completions = Arc::new(Completions::default());
+    let completion_reader = tokio::spawn(read_completions(
+        reader,
+        window.clone(),
+        completions.clone(),
+        scenario.messages,
+        stop.clone(),
+    ));
+
+    let mut connection_errors = Vec::new();
+    let (started, send_finished) = match send_all(&mut writer, scenario, &group, &window).await {
+        Ok(times) => times,
+        Err(error) => {
+            connection_errors.push(error);
+            (now_micros(), now_micros())
+        }
+    };
+
+    // Wait for the deliveries, bounded.
+    let mut outcomes = Vec::with_capacity(scenario.receivers);
+    let deadline = tokio::time::Instant::now() + scenario.drain_timeout;
+    let mut stopped = false;
+    loop {
+        let next = if stopped {
+            receiving.join_next().await
+        } else {
+            match tokio::time::timeout_at(deadline, receiving.join_next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    // Receivers still waiting now report what they have.
+                    let _ = stop_tx.send(true);
+                    stopped = true;
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some(Ok(outcome)) => outcomes.push(outcome),
+            Some(Err(error)) => connection_errors.push(format!("receiver task: {error}")),
+            None => break,
+        }
+    }
+    // Completions may trail the last delivery slightly.
+    let completion_error = match tokio::time::timeout_at(deadline, completion_reader).await {
+        Ok(Ok(error)) => error,
+        Ok(Err(error)) => Some(format!("completion task: {error}")),
+        Err(_) => {
+            let _ = stop_tx.send(true);
+            Some("some completions never arrived".into())
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = writer.close().await;
+    connection_errors.extend(completion_error);
+
+    let mut totals = CheckTotals::default();
+    let mut latencies = Latencies::default();
+    let mut last_arrival = started;
+    for outcome in outcomes {
+        totals += outcome.check.totals();
+        latencies.merge(outcome.latencies);
+        last_arrival = last_arrival.max(outcome.last_arrival);
+        connection_errors.extend(outcome.error);
+    }
+    connection_errors.truncate(10);
+    let duration = (last_arrival.saturating_sub(started)) as f64 / 1e6;
+    let per_second = |count: f64| {
+        if duration > 0.0 {
+            count / duration
+        } else {
+            0.0
+        }
+    };
+    let first_refusal = completions
+        .first_refusal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(MessageReport {
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        senders: 1,
+        receivers: scenario.receivers,
+        messages: scenario.messages,
+        payload_bytes: scenario.payload_len,
+        pacing: match scenario.pacing {
+            Pacing::Window(window) => format!("window {window}"),
+            Pacing::Rate(rate) => format!("open loop {rate}/s"),
+        },
+        duration_s: round3(duration),
+        send_duration_s: round3(send_finished.saturating_sub(started) as f64 / 1e6),
+        messages_per_s: per_second(totals.delivered as f64 / scenario.receivers.max(1) as f64)
+            .round(),
+        deliveries_per_s: per_second(totals.delivered as f64).round(),
+        latency: latencies.summary(),
+        totals,
+        refused: completions.refused.load(Ordering::Relaxed),
+        first_refusal,
+        connection_errors,
+        ratio_to_baseline: None,
+    })
+}
