@@ -441,7 +441,15 @@ impl Listener {
                 .channels
                 .get_mut(&table.channel)
                 .expect("inserted above");
-            channel.hubs.entry(hub.clone()).or_default().push(events);
+            let senders = channel.hubs.entry(hub.clone()).or_default();
+            // Subscriptions dropped since the last envelope for this hub are only noticed
+            // on the next delivery: prune them now, so that a subscription replacing the
+            // last one starts afresh, as if it had been noticed.
+            senders.retain(|sender| !sender.is_closed());
+            if senders.is_empty() {
+                self.tracker.forget_hub(&hub);
+            }
+            senders.push(events);
             tracing::debug!(node = %shared.node, hub, "[Listener] subscribed");
         }
         Ok(())

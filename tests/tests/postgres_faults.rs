@@ -657,12 +657,18 @@ async fn a_new_subscription_does_not_replay_the_past() {
     sender.publish(HUB, labelled("a")).await.unwrap();
     let a = next_envelope(&mut first, "a").await;
     assert_eq!(label_of(&a), "a");
+    // A second hub on the same node serves as a fence: notifications reach the listener
+    // in commit order and are handled one at a time, so once the fence arrives, b, c and
+    // d have been handled (while nobody subscribed to the hub).
+    let mut fence = receiver.subscribe("fence").await.unwrap();
+    expect_connected(&mut fence).await;
     drop(first);
     for label in ["b", "c", "d"] {
         sender.publish(HUB, labelled(label)).await.unwrap();
     }
-    // Let the listener see them (and notice the subscription is gone).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender.publish("fence", labelled("fence")).await.unwrap();
+    let fenced = next_envelope(&mut fence, "fence").await;
+    assert_eq!(label_of(&fenced), "fence");
     let mut second = receiver.subscribe(HUB).await.unwrap();
     expect_connected(&mut second).await;
     sender.publish(HUB, labelled("e")).await.unwrap();
