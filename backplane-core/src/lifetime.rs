@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::backplane::{Backplane, BackplaneEvent, GapRepair, Subscription};
+use crate::backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
 use crate::envelope::{Ack, Envelope, EnvelopeKind, GroupAction, GroupCommand, Target};
 use crate::id::ConnectionId;
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
@@ -306,8 +306,9 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
         let timeout = shared.options.group_ack_timeout;
         match tokio::time::timeout(timeout, ack_rx).await {
             Ok(Ok(())) => Ok(()),
-            // Timed out, or the sender vanished (the receive task stopped).
-            _ => Err(HubError::NoOwner {
+            // The receive task ended (the backplane shut down): no ack can arrive.
+            Ok(Err(_)) => Err(HubError::Backplane(BackplaneError::Shutdown)),
+            Err(_) => Err(HubError::NoOwner {
                 connection_id: connection_id.clone(),
                 group: group.to_owned(),
                 adding: action == GroupAction::Add,
@@ -494,7 +495,6 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::backplane::BackplaneError;
     use crate::id::NodeId;
     use crate::manager::{ConnectionSink, DeliveryError};
     use crate::message::Protocol;
@@ -608,6 +608,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(backplane.published.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_group_change_waiting_when_the_backplane_stops_fails_with_shutdown() {
+        let backplane = Arc::new(FaultyBackplane::default());
+        let options = ManagerOptions::default().group_ack_timeout(Duration::from_secs(60));
+        let manager = Arc::new(
+            BackplaneHubLifetimeManager::with_options("hub", backplane.clone(), options)
+                .await
+                .unwrap(),
+        );
+        let waiting = tokio::spawn({
+            let manager = manager.clone();
+            async move { manager.add_to_group(&"elsewhere".into(), "g").await }
+        });
+        while backplane.published.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        backplane.shutdown().await.unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiter must not sit out its 60 s timeout")
+            .unwrap();
+        assert!(
+            matches!(result, Err(HubError::Backplane(BackplaneError::Shutdown))),
+            "got {result:?}"
+        );
     }
 
     #[tokio::test]

@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use backplane_core::{
     Backplane, BackplaneError, BackplaneEvent, Envelope, EnvelopeKind, NodeId, Subscription,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Default capacity of each subscription's queue, in events.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -104,6 +104,7 @@ impl MemoryBus {
             bus: self.shared.clone(),
             sequences: tokio::sync::Mutex::new(HashMap::new()),
             shut_down: AtomicBool::new(false),
+            stopping: watch::Sender::new(false),
         }
     }
 
@@ -142,6 +143,8 @@ pub struct MemoryBackplane {
     sequences: tokio::sync::Mutex<HashMap<String, u64>>,
     /// Set by shutdown; publishes fail afterwards.
     shut_down: AtomicBool,
+    /// Tells a publish waiting for room in a full queue that shutdown has begun.
+    stopping: watch::Sender<bool>,
 }
 
 impl MemoryBackplane {
@@ -180,13 +183,19 @@ impl MemoryBackplane {
         let subscribers = self.bus.subscribers(hub);
         let mut closed = false;
         for subscriber in subscribers.iter().filter(|s| s.node != self.id) {
-            if subscriber
-                .events
-                .send(BackplaneEvent::Envelope(envelope.clone()))
-                .await
-                .is_err()
-            {
-                closed = true;
+            let event = BackplaneEvent::Envelope(envelope.clone());
+            match subscriber.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                // Full: wait for room (backpressure), but not past this node's shutdown,
+                // which would otherwise wait for this publish forever.
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    let mut stopping = self.stopping.subscribe();
+                    tokio::select! {
+                        sent = subscriber.events.send(event) => closed |= sent.is_err(),
+                        _ = stopping.wait_for(|stopping| *stopping) => return Err(BackplaneError::Shutdown),
+                    }
+                }
             }
         }
         drop(sequences);
@@ -271,7 +280,9 @@ impl Backplane for MemoryBackplane {
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {
         self.shut_down.store(true, Ordering::Release);
-        // Wait for a publish in progress to finish, so none completes after shutdown.
+        self.stopping.send_replace(true);
+        // Wait for a publish in progress to finish (or give up on a full queue), so none
+        // completes after shutdown.
         let _sequences = self.sequences.lock().await;
         let hubs: Vec<String> = self
             .bus

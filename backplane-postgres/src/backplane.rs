@@ -117,21 +117,25 @@ impl Backplane for PostgresBackplane {
         let table = self.shared.table_for(hub)?;
         let (events, receiver) = mpsc::channel(self.shared.options.subscription_capacity);
         let (reply, answer) = oneshot::channel();
-        self.listener
-            .send(Command::Subscribe {
-                hub: hub.to_owned(),
-                table,
-                events,
-                reply,
-            })
-            .await
-            .map_err(|_| BackplaneError::Shutdown)?;
-        // Waits while the listener is reconnecting, but not forever.
+        let command = Command::Subscribe {
+            hub: hub.to_owned(),
+            table,
+            events,
+            reply,
+        };
+        // Both steps wait while the listener is reconnecting (its command queue is not
+        // read meanwhile), but not forever.
         let timeout = self.shared.options.command_timeout;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(Ok(()))) => Ok(Subscription::new(hub, receiver)),
-            Ok(Ok(Err(error))) => Err(error),
-            Ok(Err(_)) => Err(BackplaneError::Shutdown),
+        let subscribed = tokio::time::timeout(timeout, async {
+            self.listener
+                .send(command)
+                .await
+                .map_err(|_| BackplaneError::Shutdown)?;
+            answer.await.map_err(|_| BackplaneError::Shutdown)?
+        });
+        match subscribed.await {
+            Ok(Ok(())) => Ok(Subscription::new(hub, receiver)),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(BackplaneError::Timeout(timeout)),
         }
     }

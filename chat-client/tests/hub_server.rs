@@ -406,12 +406,13 @@ async fn closed_fires_when_reconnect_attempts_run_out() {
 
 #[tokio::test]
 async fn keep_alive_in_both_directions_holds_an_idle_connection() {
-    // The server drops clients silent for 400 ms and pings every 100 ms; the client pings
-    // every 100 ms and gives up on a server silent for 400 ms. Idle for far longer than
-    // either timeout, the connection must survive on keep-alives alone.
+    // The server drops clients silent for 1 s and pings every 100 ms; the client pings
+    // every 100 ms and gives up on a server silent for 1 s. Idle for far longer than
+    // either timeout, the connection must survive on keep-alives alone. (The timeouts are
+    // ten pings long so that a loaded machine's scheduling delays cannot trip them.)
     let options = HubOptions::default()
         .keep_alive_interval(Duration::from_millis(100))
-        .client_timeout(Duration::from_millis(400));
+        .client_timeout(Duration::from_secs(1));
     let server = Server::with_hub(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         test_hub_with(options).await,
@@ -420,7 +421,7 @@ async fn keep_alive_in_both_directions_holds_an_idle_connection() {
         let connection = HubConnectionBuilder::new(server.url())
             .protocol(protocol)
             .keep_alive_interval(Duration::from_millis(100))
-            .server_timeout(Duration::from_millis(400))
+            .server_timeout(Duration::from_secs(1))
             .build()
             .unwrap();
         let (tx, mut closed) = mpsc::unbounded_channel();
@@ -428,7 +429,7 @@ async fn keep_alive_in_both_directions_holds_an_idle_connection() {
             let _ = tx.send(reason.map(ToString::to_string));
         });
         connection.start().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(3000)).await;
         assert_eq!(
             connection.state(),
             HubConnectionState::Connected,
