@@ -259,80 +259,138 @@ impl Publisher {
         );
         while let Some(batch) = self.queue.next_batch(max_items, max_bytes, linger).await {
             let started = Instant::now();
-            let mut writes = self.prepare(&batch);
-            let mut outcome = self.write(&writes).await;
-            if matches!(outcome, Err(BatchError::Fatal(_))) && !self.tombstones.is_empty() {
-                // Never let tombstones poison every later batch (their table may be gone
-                // for good): if the batch goes through without them, they are given up
-                // and receivers report those numbers as lost instead.
-                let tombstones = std::mem::take(&mut self.tombstones);
-                writes = self.prepare(&batch);
-                outcome = self.write(&writes).await;
-                if outcome.is_ok() {
-                    tracing::warn!(
-                        node = %self.shared.node,
-                        tombstones = tombstones.len(),
-                        "[Publish] tombstones refused by the database; given up"
-                    );
-                } else {
-                    self.tombstones = tombstones;
+            let writes = self.prepare(&batch);
+            let outcome = self.write(&writes).await;
+            if writes.len() > 1 && matches!(outcome, Err(BatchError::Fatal(_))) {
+                // A permanent error of one table (a revoked permission, a constraint)
+                // must not fail the publishes of every other hub that shared the batch:
+                // write each table's part in its own transaction. Order only matters
+                // within a hub, and a hub's envelopes are all in one table.
+                self.commit_tables_apart(batch, started).await;
+            } else {
+                self.settle(batch, writes, outcome, started).await;
+            }
+        }
+        tracing::debug!(node = %self.shared.node, "[Publish] publisher stopped");
+    }
+
+    /// Write `batch` table by table, each with the pending tombstones of its table.
+    async fn commit_tables_apart(&mut self, batch: Vec<Pending>, started: Instant) {
+        let mut parts: Vec<(Arc<TableNames>, Vec<Pending>)> = Vec::new();
+        for pending in batch {
+            match parts
+                .iter_mut()
+                .find(|(table, _)| table.qualified == pending.table.qualified)
+            {
+                Some((_, part)) => part.push(pending),
+                None => parts.push((pending.table.clone(), vec![pending])),
+            }
+        }
+        // Tables with tombstones but no publishes in this batch get a part too, so
+        // tombstones the database refuses are given up rather than retried forever.
+        for tombstone in &self.tombstones {
+            if !parts
+                .iter()
+                .any(|(table, _)| table.qualified == tombstone.table.qualified)
+            {
+                parts.push((tombstone.table.clone(), Vec::new()));
+            }
+        }
+        let mut tombstones = std::mem::take(&mut self.tombstones);
+        let mut still_pending = Vec::new();
+        for (table, part) in parts {
+            let (mine, rest) = tombstones
+                .into_iter()
+                .partition(|tombstone| tombstone.table.qualified == table.qualified);
+            tombstones = rest;
+            self.tombstones = mine;
+            let writes = self.prepare(&part);
+            let outcome = self.write(&writes).await;
+            self.settle(part, writes, outcome, started).await;
+            still_pending.append(&mut self.tombstones);
+        }
+        self.tombstones = still_pending;
+    }
+
+    /// Complete the publishes of `batch` after `outcome`, retrying once without
+    /// tombstones when they may be what the database refused.
+    async fn settle(
+        &mut self,
+        batch: Vec<Pending>,
+        mut writes: Vec<TableWrite>,
+        mut outcome: Result<(), BatchError>,
+        started: Instant,
+    ) {
+        if matches!(outcome, Err(BatchError::Fatal(_))) && !self.tombstones.is_empty() {
+            // Never let tombstones poison every later batch (their table may be gone
+            // for good): if the batch goes through without them, they are given up
+            // and receivers report those numbers as lost instead.
+            let tombstones = std::mem::take(&mut self.tombstones);
+            writes = self.prepare(&batch);
+            outcome = self.write(&writes).await;
+            if outcome.is_ok() {
+                tracing::warn!(
+                    node = %self.shared.node,
+                    tombstones = tombstones.len(),
+                    "[Publish] tombstones refused by the database; given up"
+                );
+            } else {
+                self.tombstones = tombstones;
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(
+                    node = %self.shared.node,
+                    envelopes = batch.len(),
+                    tombstones = self.tombstones.len(),
+                    tables = writes.len(),
+                    notifications = writes.iter().map(|w| w.notifications.len()).sum::<usize>(),
+                    elapsed = ?started.elapsed(),
+                    "[Publish] batch committed"
+                );
+                self.tombstones.clear();
+                for pending in batch {
+                    let _ = pending.done.send(Ok(()));
                 }
             }
-            match outcome {
-                Ok(()) => {
-                    tracing::debug!(
-                        node = %self.shared.node,
-                        envelopes = batch.len(),
-                        tombstones = self.tombstones.len(),
-                        tables = writes.len(),
-                        notifications = writes.iter().map(|w| w.notifications.len()).sum::<usize>(),
-                        elapsed = ?started.elapsed(),
-                        "[Publish] batch committed"
-                    );
-                    self.tombstones.clear();
-                    for pending in batch {
-                        let _ = pending.done.send(Ok(()));
+            Err(error) => {
+                tracing::warn!(
+                    node = %self.shared.node,
+                    envelopes = batch.len(),
+                    %error,
+                    "[Publish] batch failed; its publishes return the error and its sequence numbers become tombstones"
+                );
+                // One tombstone per hub of this batch (a batch holds a contiguous run
+                // of each hub's numbers). Never merged with another batch's: that
+                // batch may have committed after all, and its real row at the
+                // merged run's end would then void the whole tombstone.
+                let mut runs: Vec<Tombstone> = Vec::new();
+                for pending in &batch {
+                    let envelope = &pending.envelope;
+                    match runs.iter_mut().find(|run| run.hub == envelope.hub) {
+                        Some(run) => run.last = run.last.max(envelope.seq),
+                        None => runs.push(Tombstone {
+                            table: pending.table.clone(),
+                            hub: envelope.hub.clone(),
+                            first: envelope.seq,
+                            last: envelope.seq,
+                        }),
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(
-                        node = %self.shared.node,
-                        envelopes = batch.len(),
-                        %error,
-                        "[Publish] batch failed; its publishes return the error and its sequence numbers become tombstones"
-                    );
-                    // One tombstone per hub of this batch (a batch holds a contiguous run
-                    // of each hub's numbers). Never merged with another batch's: that
-                    // batch may have committed after all, and its real row at the
-                    // merged run's end would then void the whole tombstone.
-                    let mut runs: Vec<Tombstone> = Vec::new();
-                    for pending in &batch {
-                        let envelope = &pending.envelope;
-                        match runs.iter_mut().find(|run| run.hub == envelope.hub) {
-                            Some(run) => run.last = run.last.max(envelope.seq),
-                            None => runs.push(Tombstone {
-                                table: pending.table.clone(),
-                                hub: envelope.hub.clone(),
-                                first: envelope.seq,
-                                last: envelope.seq,
-                            }),
-                        }
-                    }
-                    self.tombstones.extend(runs);
-                    for pending in batch {
-                        let _ = pending.done.send(Err(error.to_backplane()));
-                    }
-                    if self.queue.is_shut_down() {
-                        // Shutting down with the database failing: do not make every
-                        // queued batch wait out its own timeout.
-                        for pending in self.queue.take_all() {
-                            let _ = pending.done.send(Err(BackplaneError::Shutdown));
-                        }
+                self.tombstones.extend(runs);
+                for pending in batch {
+                    let _ = pending.done.send(Err(error.to_backplane()));
+                }
+                if self.queue.is_shut_down() {
+                    // Shutting down with the database failing: do not make every
+                    // queued batch wait out its own timeout.
+                    for pending in self.queue.take_all() {
+                        let _ = pending.done.send(Err(BackplaneError::Shutdown));
                     }
                 }
             }
         }
-        tracing::debug!(node = %self.shared.node, "[Publish] publisher stopped");
     }
 
     /// Encode the batch (and any tombstones) into per-table rows and notifications.
@@ -399,6 +457,9 @@ impl Publisher {
 
     /// Write one batch, retrying transient failures until the command timeout.
     async fn write(&mut self, writes: &[TableWrite]) -> Result<(), BatchError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
         let timeout = self.shared.options.command_timeout;
         let deadline = Instant::now() + timeout;
         let mut retry_delay = Duration::from_millis(20);

@@ -738,6 +738,69 @@ async fn refused_tombstones_do_not_block_other_hubs() {
     schema.drop().await;
 }
 
+/// One hub's table refusing rows for good must not fail the publishes of another hub
+/// that shared their batches: every publish to the healthy hub succeeds and arrives in
+/// order, every publish to the refused one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_table_does_not_fail_other_hubs_in_the_same_batch() {
+    const EACH: usize = 100;
+    let schema = TestSchema::create("poison_batch").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut healthy = receiver.subscribe("healthy").await.unwrap();
+    expect_connected(&mut healthy).await;
+    // Create both tables, then make one refuse every new row.
+    sender.publish("refused", labelled("r0")).await.unwrap();
+    sender
+        .publish("healthy", labelled("h-first"))
+        .await
+        .unwrap();
+    let first = next_envelope(&mut healthy, "h-first").await;
+    assert_eq!(label_of(&first), "h-first");
+    let admin = schema.admin().await;
+    let table = format!("\"{}\".\"refused_messages\"", schema.name());
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
+        ))
+        .await
+        .unwrap();
+    // Interleaved and all started at once, so batches mix the two tables.
+    let publishes = (0..EACH).flat_map(|i| {
+        let sender = sender.clone();
+        let sender2 = sender.clone();
+        [
+            Box::pin(async move {
+                (
+                    "healthy",
+                    sender.publish("healthy", labelled(&format!("h{i}"))).await,
+                )
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(async move {
+                (
+                    "refused",
+                    sender2.publish("refused", labelled(&format!("r{i}"))).await,
+                )
+            }),
+        ]
+    });
+    let results = futures_util::future::join_all(publishes).await;
+    for (hub, result) in &results {
+        match *hub {
+            "healthy" => assert!(result.is_ok(), "a healthy hub's publish failed: {result:?}"),
+            _ => assert!(result.is_err(), "a refused row was reported stored"),
+        }
+    }
+    for i in 0..EACH {
+        let envelope = next_envelope(&mut healthy, "healthy envelopes").await;
+        assert_eq!(label_of(&envelope), format!("h{i}"));
+    }
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
 /// The connection that reads rows (large envelopes, gaps, catch-up) is killed: the next
 /// read reopens it, and nothing is lost or reported lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
