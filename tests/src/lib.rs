@@ -25,11 +25,13 @@
 //! # }
 //! ```
 
+mod binaries;
 mod database;
 pub mod events;
 mod proxy;
 mod schema;
 
+pub use binaries::workspace_binaries;
 pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
 pub use proxy::PartitionProxy;
 

@@ -2,20 +2,10 @@
 //! standard input, talking to real `hub-server` processes that share one PostgreSQL
 //! database (the flagship backplane), each line checked in the other client's output.
 //!
-//! # Finding the binaries
-//!
-//! `chat-client` and `hub-server` belong to other packages of the workspace, so Cargo gives
-//! this package no `CARGO_BIN_EXE_*` for them, and `cargo test -p tests` alone would not
-//! even build them. The tests therefore run `cargo build -p hub-server -p chat-client
-//! --bins --message-format=json` once per test binary (with the profile this test binary
-//! was built with) and take the executable paths from Cargo's own report. Nothing is
-//! guessed from directory layouts, it works with any `CARGO_TARGET_DIR` or `--target`, and
-//! when the binaries are already up to date (as under `cargo test --workspace`) it costs a
-//! no-op build. Cargo releases its build lock before running tests, so the nested build
-//! does not wait on the outer one.
+//! The binaries are built and found by [`tests::workspace_binaries`].
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -35,63 +25,13 @@ static BINARIES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
 
 /// The path of the workspace binary `name` (`chat-client` or `hub-server`).
 fn binary(name: &str) -> PathBuf {
-    BINARIES.get_or_init(build_binaries)[name].clone()
-}
-
-/// Builds both binaries with the profile of this test executable and returns the paths
-/// Cargo reports.
-fn build_binaries() -> HashMap<String, PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(cargo);
-    command
-        .arg("build")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .args(["-p", "hub-server", "-p", "chat-client", "--bins"])
-        .args(["--message-format", "json-render-diagnostics"]);
-    // Test executables live in `<profile dir>/deps/`: build the binaries in that profile.
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str())
-        .unwrap_or("debug");
-    match profile {
-        "debug" => {}
-        "release" => {
-            command.arg("--release");
-        }
-        other => {
-            command.args(["--profile", other]);
-        }
-    }
-    let output = command.output().expect("running cargo build");
-    assert!(
-        output.status.success(),
-        "cargo build -p hub-server -p chat-client failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut binaries = HashMap::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if let (Some(name), Some(executable)) = (
-            message["target"]["name"].as_str(),
-            message["executable"].as_str(),
-        ) {
-            binaries.insert(name.to_owned(), PathBuf::from(executable));
-        }
-    }
-    for name in ["hub-server", "chat-client"] {
-        assert!(
-            binaries.contains_key(name),
-            "cargo did not report the {name} executable"
-        );
-    }
-    binaries
+    BINARIES.get_or_init(|| {
+        tests::workspace_binaries(
+            &["hub-server", "chat-client"],
+            &["hub-server", "chat-client"],
+        )
+    })[name]
+        .clone()
 }
 
 /// Forwards every line of `stream` to a channel.

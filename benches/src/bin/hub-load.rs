@@ -37,6 +37,10 @@ struct Cli {
     /// The hub-server executable (default: the one next to this program).
     #[arg(long)]
     hub_server: Option<PathBuf>,
+    /// Backplane schema of the instances this program starts; created by them and
+    /// dropped at the end (default: `hub_load_<pid>`).
+    #[arg(long)]
+    schema: Option<String>,
     /// Use this running instance as A (`http://host:port`) instead of starting one.
     #[arg(long, requires = "server_b")]
     server_a: Option<String>,
@@ -180,7 +184,10 @@ async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, Str
         });
     }
     let binary = servers::locate_hub_server(cli.hub_server.as_deref())?;
-    let schema = format!("hub_load_{}", std::process::id());
+    let schema = cli
+        .schema
+        .clone()
+        .unwrap_or_else(|| format!("hub_load_{}", std::process::id()));
     let config = ServerConfig {
         binary,
         database_url: database_url.to_owned(),
@@ -225,6 +232,7 @@ async fn run_scenarios(
                 json!(cli.max_parallel_invocations)
             },
             "backplane": "postgres",
+            "schema": instances.schema,
             "backplane_synchronous_commit": "on (PostgresOptions default; hub-server has no flag for it)",
             "send_queue_capacity": 1024,
             "log_level": "info",

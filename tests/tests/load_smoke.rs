@@ -1,0 +1,124 @@
+//! The `hub-load` tool keeps working: a small run of it (a few hundred messages) against
+//! two real `hub-server` processes on the test database, checked line by line.
+//!
+//! This is a smoke test of the tool, not a benchmark: it asserts what the tool reports
+//! (every message delivered once and in order, the baseline measured, idle connections
+//! held and their memory read) and that it cleans up after itself, never how fast
+//! anything was. The full run is a command in BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+/// The whole run, servers included, must finish within this.
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_load_small_run_delivers_everything_and_cleans_up() {
+    let binaries = tokio::task::spawn_blocking(|| {
+        tests::workspace_binaries(&["hub-server", "benches"], &["hub-server", "hub-load"])
+    })
+    .await
+    .unwrap();
+    let schema = tests::TestSchema::create("hub_load").await;
+    let run = Command::new(&binaries["hub-load"])
+        .arg("--hub-server")
+        .arg(&binaries["hub-server"])
+        .args(["--database-url", schema.url()])
+        .args(["--schema", schema.name()])
+        .args(["--scenarios", "baseline,s1,s2,s4"])
+        .args(["--baseline-messages", "100"])
+        .args(["--s1-messages", "300", "--window", "64"])
+        .args(["--s2-messages", "50", "--s2-receivers", "5"])
+        .args(["--s4-connections", "50"])
+        .args(["--drain-timeout", "20", "--time-limit", "150"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(RUN_TIMEOUT, run)
+        .await
+        .expect("hub-load finished in time")
+        .expect("hub-load started");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "hub-load failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+
+    // One JSON line per scenario, after the settings.
+    let lines: HashMap<String, Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("every line is JSON"))
+        .map(|report| (report["scenario"].as_str().unwrap().to_owned(), report))
+        .collect();
+    let names: Vec<&str> = lines.keys().map(String::as_str).collect();
+    for name in ["settings", "baseline", "S1", "S2", "S4"] {
+        assert!(lines.contains_key(name), "no {name} line in {names:?}");
+    }
+    let settings = &lines["settings"];
+    assert_eq!(settings["instances"]["max_parallel_invocations"], 64);
+    assert_eq!(settings["instances"]["schema"], schema.name());
+
+    let expect_clean = |name: &str, expected: u64| {
+        let report = &lines[name];
+        assert_eq!(report["expected"], expected, "{name}: {report}");
+        assert_eq!(report["delivered"], expected, "{name}: {report}");
+        for counter in [
+            "lost",
+            "duplicated",
+            "out_of_order",
+            "unexpected",
+            "refused",
+        ] {
+            assert_eq!(report[counter], 0, "{name} {counter}: {report}");
+        }
+        assert!(
+            report["deliveries_per_s"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        let latency = &report["latency"];
+        assert!(
+            latency["p50_ms"].as_f64().unwrap() > 0.0
+                && latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64()
+                && latency["p99_ms"].as_f64() <= latency["max_ms"].as_f64(),
+            "{name} latency: {latency}"
+        );
+    };
+    expect_clean("baseline", 100);
+    expect_clean("S1", 300);
+    expect_clean("S2", 250);
+    assert!(
+        lines["S1"]["ratio_to_baseline"].as_f64().unwrap() > 0.0,
+        "S1 carries the ratio to the baseline of the same run"
+    );
+
+    let s4 = &lines["S4"];
+    assert_eq!(s4["connected"], 50, "{s4}");
+    assert_eq!(s4["dropped"], 0, "{s4}");
+    assert!(s4["rss_after_bytes"].as_u64().unwrap() > 0, "{s4}");
+    // Every connection was announced to the ones already open (UserConnected to all).
+    assert!(s4["frames_received"].as_u64().unwrap() >= 50, "{s4}");
+
+    // The servers are gone and the schema was dropped.
+    for instance in ["a", "b"] {
+        let url = settings["instances"][instance].as_str().unwrap();
+        let address = url.trim_start_matches("http://");
+        assert!(
+            tokio::net::TcpStream::connect(address).await.is_err(),
+            "instance {instance} at {url} still accepts connections after hub-load exited"
+        );
+    }
+    let admin = schema.admin().await;
+    let left = admin
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&schema.name()],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(left, 0, "hub-load left its schema behind");
+}
