@@ -59,8 +59,13 @@ impl fmt::Display for Check {
 pub async fn diagnose(options: &PostgresOptions, hub: &str) -> Vec<Check> {
     let mut checks = Vec::new();
     let node = NodeId::random();
-    let names = validate_schema(&options.schema_name)
-        .and_then(|()| TableNames::new(&options.schema_name, &(options.table_slug_generator)(hub)));
+    let names = validate_schema(&options.schema_name).and_then(|()| {
+        TableNames::new(
+            &options.schema_name,
+            &(options.table_slug_generator)(hub),
+            &options.channel_name_generator,
+        )
+    });
     let client = match connect::connect(options, Role::Doctor, node).await {
         Ok(client) => {
             let version = client

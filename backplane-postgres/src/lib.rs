@@ -28,7 +28,8 @@
 //! |---|---|---|
 //! | connection string ([`PostgresOptions::new`]) | required | URL or `key=value`; the password is never logged (`Debug` redacts it) |
 //! | `schema_name` | `signalr` | schema of the tables; created at start |
-//! | `table_slug_generator` | hub name lower-cased | table `{slug}_messages`; channel `{schema}.{slug}` |
+//! | `table_slug_generator` | hub name lower-cased | table `{slug}_messages` |
+//! | `channel_name_generator` | `{schema}.{slug}` | notification channel of each table (hashed to fit 63 bytes) |
 //! | `retention` | 1 h | rows older than this are deleted; also the longest outage fully repairable |
 //! | `retention_interval` / `retention_batch_size` | 60 s / 5,000 rows | how often, and how many rows per `DELETE` |
 //! | `inline_threshold` | 5,971 bytes (max) | largest encoded envelope sent inside the notification |
@@ -192,6 +193,6 @@ pub use backplane::PostgresBackplane;
 pub use connect::PostgresError;
 pub use diagnose::{Check, diagnose};
 pub use options::{
-    DEFAULT_INLINE_THRESHOLD, DEFAULT_SCHEMA, PostgresOptions, ReconnectBackoff, SynchronousCommit,
-    TableSlugGenerator,
+    ChannelNameGenerator, DEFAULT_INLINE_THRESHOLD, DEFAULT_SCHEMA, PostgresOptions,
+    ReconnectBackoff, SynchronousCommit, TableSlugGenerator,
 };

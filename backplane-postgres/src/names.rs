@@ -9,6 +9,8 @@
 
 use backplane_core::BackplaneError;
 
+use crate::options::ChannelNameGenerator;
+
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
 pub(crate) const MAX_IDENTIFIER: usize = 63;
 
@@ -56,17 +58,24 @@ pub(crate) struct TableNames {
     pub(crate) table: String,
     /// The quoted name of the index catch-up and retention use.
     pub(crate) time_index: String,
-    /// The notification channel: `schema.slug`, shortened with a hash to 63 bytes.
+    /// The notification channel (by default `schema.slug`), shortened with a hash to 63
+    /// bytes.
     pub(crate) channel: String,
 }
 
 impl TableNames {
-    /// The names for `slug` in `schema` (the schema already validated).
+    /// The names for `slug` in `schema` (the schema already validated), with the
+    /// channel `channel_name` makes.
     ///
     /// # Errors
     ///
-    /// [`BackplaneError::Config`] when the slug is empty or contains NUL.
-    pub(crate) fn new(schema: &str, slug: &str) -> Result<Self, BackplaneError> {
+    /// [`BackplaneError::Config`] when the slug or the channel name is empty or contains
+    /// NUL.
+    pub(crate) fn new(
+        schema: &str,
+        slug: &str,
+        channel_name: &ChannelNameGenerator,
+    ) -> Result<Self, BackplaneError> {
         if slug.is_empty() {
             return Err(BackplaneError::Config(
                 "the table slug generator returned an empty slug".into(),
@@ -79,11 +88,13 @@ impl TableNames {
         }
         let slug = shorten(slug, MAX_SLUG, &[slug]);
         let table = format!("{slug}_messages");
-        let channel = shorten(
-            &format!("{schema}.{slug}"),
-            MAX_IDENTIFIER,
-            &[schema, &slug],
-        );
+        let channel = channel_name(schema, &slug);
+        if channel.is_empty() || channel.contains('\0') {
+            return Err(BackplaneError::Config(format!(
+                "the channel name generator returned {channel:?} for slug {slug:?}: channel names must be non-empty and contain no NUL"
+            )));
+        }
+        let channel = shorten(&channel, MAX_IDENTIFIER, &[schema, &slug, &channel]);
         Ok(Self {
             qualified: format!("{}.{}", quote_ident(schema), quote_ident(&table)),
             time_index: quote_ident(&format!("{table}_inserted")),
@@ -132,7 +143,13 @@ pub(crate) fn lock_key(purpose: &str, schema: &str) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    fn default_channel() -> ChannelNameGenerator {
+        Arc::new(|schema: &str, slug: &str| format!("{schema}.{slug}"))
+    }
 
     #[test]
     fn quoting_doubles_quotes() {
@@ -161,7 +178,7 @@ mod tests {
             "x".repeat(200),
             "a\"b".to_owned(),
         ] {
-            let names = TableNames::new(&"s".repeat(63), &slug).unwrap();
+            let names = TableNames::new(&"s".repeat(63), &slug, &default_channel()).unwrap();
             assert!(names.table.len() <= MAX_IDENTIFIER, "{names:?}");
             assert!(
                 format!("{}_inserted", names.table).len() <= MAX_IDENTIFIER,
@@ -169,21 +186,30 @@ mod tests {
             );
             assert!(names.channel.len() <= MAX_IDENTIFIER, "{names:?}");
         }
-        let names = TableNames::new("signalr", "chat").unwrap();
+        let names = TableNames::new("signalr", "chat", &default_channel()).unwrap();
         assert_eq!(names.qualified, "\"signalr\".\"chat_messages\"");
         assert_eq!(names.channel, "signalr.chat");
-        assert!(TableNames::new("signalr", "").is_err());
-        assert!(TableNames::new("signalr", "a\0").is_err());
+        assert!(TableNames::new("signalr", "", &default_channel()).is_err());
+        assert!(TableNames::new("signalr", "a\0", &default_channel()).is_err());
+        let custom: ChannelNameGenerator = Arc::new(|_: &str, slug: &str| format!("app_{slug}"));
+        assert_eq!(
+            TableNames::new("signalr", "chat", &custom).unwrap().channel,
+            "app_chat"
+        );
+        let empty: ChannelNameGenerator = Arc::new(|_: &str, _: &str| String::new());
+        assert!(TableNames::new("signalr", "chat", &empty).is_err());
     }
 
     #[test]
     fn long_names_stay_distinct() {
-        let a = TableNames::new("s", &format!("{}a", "x".repeat(100))).unwrap();
-        let b = TableNames::new("s", &format!("{}b", "x".repeat(100))).unwrap();
+        let a = TableNames::new("s", &format!("{}a", "x".repeat(100)), &default_channel()).unwrap();
+        let b = TableNames::new("s", &format!("{}b", "x".repeat(100)), &default_channel()).unwrap();
         assert_ne!(a.table, b.table);
         assert_ne!(a.channel, b.channel);
-        let c = TableNames::new(&format!("{}1", "s".repeat(60)), "chat").unwrap();
-        let d = TableNames::new(&format!("{}2", "s".repeat(60)), "chat").unwrap();
+        let c =
+            TableNames::new(&format!("{}1", "s".repeat(60)), "chat", &default_channel()).unwrap();
+        let d =
+            TableNames::new(&format!("{}2", "s".repeat(60)), "chat", &default_channel()).unwrap();
         assert_ne!(c.channel, d.channel);
     }
 }

@@ -21,6 +21,9 @@ pub const DEFAULT_INLINE_THRESHOLD: usize = notification::MAX_INLINE_ENVELOPE;
 /// Maps a hub name to the slug of its table (`{slug}_messages`).
 pub type TableSlugGenerator = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// Maps a (schema, slug) pair to the name of its notification channel.
+pub type ChannelNameGenerator = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
+
 /// Whether a publishing transaction waits for its WAL record to be flushed before
 /// `publish` returns. Sent as `SET synchronous_commit` on the publishing connection.
 ///
@@ -129,6 +132,13 @@ pub struct PostgresOptions {
     /// and a notification channel (receivers still tell them apart). A slug too long for
     /// PostgreSQL's 63-byte identifiers is shortened with a hash, deterministically.
     pub table_slug_generator: TableSlugGenerator,
+    /// Maps a schema name and a table slug to the channel that table's notifications
+    /// use. Default: `{schema}.{slug}`, so two hubs (slugs) or two applications
+    /// (schemas) in one database never see each other's notifications. A name over
+    /// PostgreSQL's 63-byte identifier limit is shortened with a hash, deterministically.
+    /// Every table needs a channel of its own: a node refuses (with a configuration
+    /// error) a hub whose channel another of its tables already uses.
+    pub channel_name_generator: ChannelNameGenerator,
     /// Envelopes older than this are deleted by a background task. Default: 1 hour. It
     /// bounds how long a node may be disconnected and still recover everything it
     /// missed; longer disconnections report an unrepairable gap.
@@ -216,6 +226,7 @@ impl PostgresOptions {
             config,
             schema_name: DEFAULT_SCHEMA.to_owned(),
             table_slug_generator: Arc::new(|hub: &str| hub.to_lowercase()),
+            channel_name_generator: Arc::new(|schema: &str, slug: &str| format!("{schema}.{slug}")),
             retention: Duration::from_secs(3600),
             retention_interval: Duration::from_secs(60),
             retention_batch_size: 5000,
@@ -252,6 +263,17 @@ impl PostgresOptions {
         generator: impl Fn(&str) -> String + Send + Sync + 'static,
     ) -> Self {
         self.table_slug_generator = Arc::new(generator);
+        self
+    }
+
+    /// These options with `generator` mapping (schema, slug) pairs to notification
+    /// channel names.
+    #[must_use]
+    pub fn channel_name_generator(
+        mut self,
+        generator: impl Fn(&str, &str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.channel_name_generator = Arc::new(generator);
         self
     }
 

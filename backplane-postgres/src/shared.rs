@@ -61,8 +61,25 @@ impl Shared {
             ));
         }
         let slug = (self.options.table_slug_generator)(hub);
-        let names = Arc::new(TableNames::new(&self.options.schema_name, &slug)?);
-        lock(&self.tables).insert(hub.to_owned(), names.clone());
+        let names = TableNames::new(
+            &self.options.schema_name,
+            &slug,
+            &self.options.channel_name_generator,
+        )?;
+        let mut tables = lock(&self.tables);
+        // The listener keys tables by channel: two tables on one channel would have
+        // their notifications read against the wrong table.
+        if let Some(other) = tables
+            .values()
+            .find(|other| other.channel == names.channel && other.qualified != names.qualified)
+        {
+            return Err(BackplaneError::Config(format!(
+                "hub {hub:?} would use notification channel {:?}, which table {} already uses; the channel name generator must give every table its own channel",
+                names.channel, other.qualified
+            )));
+        }
+        let names = Arc::new(names);
+        tables.insert(hub.to_owned(), names.clone());
         Ok(names)
     }
 }

@@ -253,3 +253,71 @@ async fn dropped_tables_are_reinstalled() {
     }
     schema.drop().await;
 }
+
+/// A custom notification channel: nodes notify on it (an outside LISTEN on it hears
+/// them), and a generator that gives two tables one channel is refused with a clear
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_channel_names_are_used_and_must_be_distinct() {
+    let schema = TestSchema::create("custom_channel").await;
+    let prefix = format!("app_{}", schema.name());
+    let channel_of = {
+        let prefix = prefix.clone();
+        move |_: &str, slug: &str| format!("{prefix}_{slug}")
+    };
+    let nodes = schema
+        .nodes_with(2, |options| {
+            options.channel_name_generator(channel_of.clone())
+        })
+        .await;
+    // An outside listener on the custom channel hears the backplane's notifications.
+    let (client, mut connection) =
+        tokio_postgres::connect(tests::database_url().await, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.channel().to_owned());
+            }
+        }
+    });
+    let channel = format!("{prefix}_chat");
+    client
+        .batch_execute(&format!("LISTEN {}", quoted(&channel)))
+        .await
+        .unwrap();
+    all_see_each_other(&nodes, "chat").await;
+    let got = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .expect("no notification on the custom channel")
+        .unwrap();
+    assert_eq!(got, channel);
+
+    // Every hub on one channel: the second table is refused.
+    let shared = schema
+        .nodes_with(1, |options| {
+            options.channel_name_generator(|_: &str, _: &str| "one".to_owned())
+        })
+        .await;
+    shared[0]
+        .publish("first", labelled("x"))
+        .await
+        .expect("the first table is fine");
+    let refused = shared[0].publish("second", labelled("y")).await;
+    match refused {
+        Err(BackplaneError::Config(message)) => {
+            assert!(
+                message.contains("\"one\"") && message.contains("first_messages"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    for node in nodes.iter().chain(&shared) {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
