@@ -132,9 +132,15 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
 
     let mut servers = tokio::task::JoinSet::new();
     for address in &addresses {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+        let listener = match TcpListener::bind(&address.address).await {
+            Ok(listener) => listener,
+            Err(error) if address.optional => {
+                tracing::debug!(address = %address.address, %error, "not listening on an optional address");
+                continue;
+            }
+            Err(error) => return Err(format!("cannot listen on {}: {error}", address.address)),
+        };
+        let address = &address.address;
         let local = listener
             .local_addr()
             .map_err(|error| format!("cannot read the address of {address}: {error}"))?;
@@ -173,8 +179,20 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     result
 }
 
-/// `http://host:port` addresses separated by `;`, as host:port strings to bind.
-fn parse_urls(urls: &str) -> Result<Vec<String>, String> {
+/// One address to listen on.
+#[derive(Debug, PartialEq, Eq)]
+struct ListenAddress {
+    /// `host:port`, as `TcpListener::bind` takes it.
+    address: String,
+    /// Whether failing to bind it is fine (the IPv6 loopback of `localhost`, on a machine
+    /// without IPv6).
+    optional: bool,
+}
+
+/// `http://host:port` addresses separated by `;`, as addresses to bind. `localhost` with
+/// a fixed port means both loopbacks, as in ASP.NET Core: binding the name would take
+/// only its first address, and clients resolving it the other way could not connect.
+fn parse_urls(urls: &str) -> Result<Vec<ListenAddress>, String> {
     let mut addresses = Vec::new();
     for url in urls.split(';').map(str::trim).filter(|url| !url.is_empty()) {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
@@ -196,7 +214,22 @@ fn parse_urls(urls: &str) -> Result<Vec<String>, String> {
             Some(_) => authority.to_owned(),
             None => format!("{authority}:80"),
         };
-        addresses.push(authority);
+        match authority.strip_prefix("localhost:") {
+            Some(port) if port != "0" => {
+                addresses.push(ListenAddress {
+                    address: format!("127.0.0.1:{port}"),
+                    optional: false,
+                });
+                addresses.push(ListenAddress {
+                    address: format!("[::1]:{port}"),
+                    optional: true,
+                });
+            }
+            _ => addresses.push(ListenAddress {
+                address: authority,
+                optional: false,
+            }),
+        }
     }
     if addresses.is_empty() {
         return Err("--urls names no address".into());
@@ -249,17 +282,26 @@ mod tests {
 
     #[test]
     fn parses_aspnet_style_urls() {
+        let bound = |urls: &str| -> Vec<(String, bool)> {
+            parse_urls(urls)
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.address, a.optional))
+                .collect()
+        };
+        let required = |address: &str| (address.to_owned(), false);
         assert_eq!(
-            parse_urls("http://localhost:5000").unwrap(),
-            ["localhost:5000"]
+            bound("http://localhost:5000"),
+            [required("127.0.0.1:5000"), ("[::1]:5000".to_owned(), true)]
         );
+        assert_eq!(bound("http://localhost:0"), [required("localhost:0")]);
         assert_eq!(
-            parse_urls("http://127.0.0.1:5001/;http://*:5002").unwrap(),
-            ["127.0.0.1:5001", "0.0.0.0:5002"]
+            bound("http://127.0.0.1:5001/;http://*:5002"),
+            [required("127.0.0.1:5001"), required("0.0.0.0:5002")]
         );
-        assert_eq!(parse_urls("http://[::1]:5003").unwrap(), ["[::1]:5003"]);
-        assert_eq!(parse_urls("http://[::1]").unwrap(), ["[::1]:80"]);
-        assert_eq!(parse_urls("http://example").unwrap(), ["example:80"]);
+        assert_eq!(bound("http://[::1]:5003"), [required("[::1]:5003")]);
+        assert_eq!(bound("http://[::1]"), [required("[::1]:80")]);
+        assert_eq!(bound("http://example"), [required("example:80")]);
         assert!(parse_urls("https://localhost:5001").is_err());
         assert!(parse_urls("localhost:5000").is_err());
         assert!(parse_urls("http://localhost:5000/chat").is_err());
