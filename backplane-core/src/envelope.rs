@@ -55,6 +55,56 @@ pub enum EnvelopeKind {
     // the result travelling back to the node that asked).
 }
 
+/// Bytes an envelope takes besides its hub name and kind: format byte, origin, sequence
+/// number, destination and variant tags, at their largest.
+const ENVELOPE_OVERHEAD: usize = 1 + 19 + 10 + 20 + 2;
+
+/// The most bytes postcard spends on a length prefix or a small tag in an envelope.
+const PREFIX: usize = 5;
+
+impl EnvelopeKind {
+    /// An upper estimate of this kind's encoded size in bytes: the message encodings
+    /// plus every connection id, group and user name the target lists. Backplanes use it
+    /// to enforce size limits without encoding; a target naming thousands of
+    /// connections counts as much as it weighs.
+    pub fn size_hint(&self) -> usize {
+        fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> usize {
+            items
+                .into_iter()
+                .map(|item| PREFIX + item.len())
+                .sum::<usize>()
+                + PREFIX
+        }
+        match self {
+            EnvelopeKind::Invocation { target, message } => {
+                let target = match target {
+                    Target::All => 0,
+                    Target::AllExcept(ids) | Target::Connections(ids) => {
+                        strings(ids.iter().map(ConnectionId::as_str))
+                    }
+                    Target::Connection(id) => PREFIX + id.as_str().len(),
+                    Target::Group(name) | Target::User(name) => PREFIX + name.len(),
+                    Target::Groups(names) | Target::Users(names) => {
+                        strings(names.iter().map(String::as_str))
+                    }
+                    Target::GroupExcept { group, excluded } => {
+                        PREFIX + group.len() + strings(excluded.iter().map(ConnectionId::as_str))
+                    }
+                };
+                PREFIX + target + 2 * PREFIX + message.encoded_len()
+            }
+            EnvelopeKind::GroupCommand(command) => {
+                PREFIX
+                    + 10
+                    + 2 * PREFIX
+                    + command.connection_id.as_str().len()
+                    + command.group.len()
+            }
+            EnvelopeKind::Ack(_) => PREFIX + 10,
+        }
+    }
+}
+
 /// Which connections a hub message is for. Mirrors the ASP.NET Core
 /// `HubLifetimeManager` send methods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +188,7 @@ impl Envelope {
 
     /// Encode this envelope.
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(64 + self.payload_len());
+        let mut buf = Vec::with_capacity(self.size_hint());
         self.encode_into(&mut buf);
         buf
     }
@@ -171,12 +221,10 @@ impl Envelope {
         Ok(envelope)
     }
 
-    /// Total size of the hub message encodings this envelope carries (0 for commands).
-    pub fn payload_len(&self) -> usize {
-        match &self.kind {
-            EnvelopeKind::Invocation { message, .. } => message.encoded_len(),
-            _ => 0,
-        }
+    /// An upper estimate of this envelope's encoded size in bytes, for size limits and
+    /// batch budgets (see [`EnvelopeKind::size_hint`]); cheaper than encoding.
+    pub fn size_hint(&self) -> usize {
+        ENVELOPE_OVERHEAD + self.hub.len() + self.kind.size_hint()
     }
 }
 
@@ -243,6 +291,27 @@ mod tests {
             assert_eq!(bytes[0], Envelope::FORMAT_VERSION);
             assert_eq!(Envelope::decode(&bytes).unwrap(), envelope);
         }
+    }
+
+    #[test]
+    fn size_hint_is_an_upper_bound_that_counts_targets() {
+        for kind in every_kind() {
+            let envelope = sample(kind);
+            assert!(
+                envelope.size_hint() >= envelope.encode().len(),
+                "{envelope:?}"
+            );
+        }
+        let ids: Vec<ConnectionId> = (0..1000)
+            .map(|i| ConnectionId::from(format!("connection-{i:05}")))
+            .collect();
+        let envelope = sample(EnvelopeKind::Invocation {
+            target: Target::Connections(ids),
+            message: SerializedMessage::new(),
+        });
+        let encoded = envelope.encode().len();
+        assert!(encoded > 16_000);
+        assert!(envelope.size_hint() >= encoded && envelope.size_hint() < 2 * encoded);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 use backplane_core::NodeId;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use hub_protocol::varint;
 
 /// PostgreSQL's limit on a notification payload, in bytes.
 pub(crate) const MAX_NOTIFICATION: usize = 7999;
@@ -127,24 +128,18 @@ pub(crate) fn entries(pack: &[u8]) -> impl Iterator<Item = Result<&[u8], Notific
         if rest.is_empty() {
             return None;
         }
-        let mut len: usize = 0;
-        let mut shift = 0;
-        loop {
-            let Some((&byte, tail)) = rest.split_first() else {
+        let (len, prefix) = match varint::decode(rest) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
                 rest = &[];
                 return Some(Err(NotificationError::Malformed("truncated length")));
-            };
-            rest = tail;
-            if shift > 21 {
+            }
+            Err(varint::PrefixError::Invalid) => {
                 rest = &[];
                 return Some(Err(NotificationError::Malformed("length too large")));
             }
-            len |= usize::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
+        };
+        rest = &rest[prefix..];
         if len > rest.len() {
             rest = &[];
             return Some(Err(NotificationError::Malformed("truncated envelope")));
@@ -187,20 +182,8 @@ impl Packer {
     /// Add an encoded envelope of at most [`MAX_INLINE_ENVELOPE`] bytes.
     pub(crate) fn inline(&mut self, envelope: &[u8]) {
         debug_assert!(envelope.len() <= MAX_INLINE_ENVELOPE);
-        let mut prefix = [0u8; 5];
-        let mut n = 0;
-        let mut len = envelope.len();
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                prefix[n] = byte;
-                n += 1;
-                break;
-            }
-            prefix[n] = byte | 0x80;
-            n += 1;
-        }
+        let mut prefix = [0u8; varint::MAX_PREFIX_LEN];
+        let n = varint::encode(envelope.len(), &mut prefix);
         if self.pack.len() + n + envelope.len() > MAX_PACK {
             self.flush();
         }

@@ -88,7 +88,7 @@ impl PublishQueue {
         // yield (tokio's cooperative budget, a contended lock) and let a publish polled
         // later overtake this one.
         let table = shared.table_for(hub)?;
-        let size = kind_size(&kind) + hub.len();
+        let size = kind.size_hint() + hub.len();
         if size > shared.options.max_envelope_bytes {
             return Err(BackplaneError::TooLarge {
                 size,
@@ -169,7 +169,7 @@ impl PublishQueue {
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(next) = state.items.front() {
-            let size = next.envelope.payload_len() + next.envelope.hub.len();
+            let size = next.envelope.size_hint();
             if !batch.is_empty() && (batch.len() >= max_items || bytes + size > max_bytes) {
                 break;
             }
@@ -177,14 +177,6 @@ impl PublishQueue {
             batch.push(state.items.pop_front().expect("front exists"));
         }
         Some(batch)
-    }
-}
-
-/// Rough payload size of `kind`, for the size limit and batch byte budget.
-fn kind_size(kind: &EnvelopeKind) -> usize {
-    match kind {
-        EnvelopeKind::Invocation { message, .. } => message.encoded_len(),
-        _ => 64,
     }
 }
 

@@ -95,7 +95,7 @@ mod protocol;
 mod record;
 mod transcode;
 mod value;
-mod varint;
+pub mod varint;
 
 pub use bytes::{Bytes, BytesMut};
 

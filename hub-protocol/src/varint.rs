@@ -1,15 +1,18 @@
 //! The VarInt length prefix of MessagePack frames: 1-5 bytes, 7 bits per byte, least
 //! significant group first, high bit set on every byte but the last.
+//!
+//! Public because other framing in the workspace (the PostgreSQL backplane packs several
+//! envelopes into one notification) uses the same prefix rather than a second copy.
 
 /// The largest body a frame may announce: 2 GiB - 1, the limit of the official implementations.
-pub(crate) const MAX_FRAME_LEN: usize = 0x7FFF_FFFF;
+pub const MAX_FRAME_LEN: usize = 0x7FFF_FFFF;
 
 /// The longest prefix that can encode [`MAX_FRAME_LEN`].
-pub(crate) const MAX_PREFIX_LEN: usize = 5;
+pub const MAX_PREFIX_LEN: usize = 5;
 
 /// Why a length prefix could not be read.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum PrefixError {
+pub enum PrefixError {
     /// The prefix runs past five bytes or announces more than [`MAX_FRAME_LEN`].
     Invalid,
 }
@@ -18,7 +21,12 @@ pub(crate) enum PrefixError {
 ///
 /// Returns the announced body length and the prefix length, or `None` when the prefix itself
 /// is still incomplete.
-pub(crate) fn decode(buf: &[u8]) -> Result<Option<(usize, usize)>, PrefixError> {
+///
+/// # Errors
+///
+/// [`PrefixError::Invalid`] when the prefix runs past five bytes or announces more than
+/// [`MAX_FRAME_LEN`].
+pub fn decode(buf: &[u8]) -> Result<Option<(usize, usize)>, PrefixError> {
     let mut value: u64 = 0;
     for (index, &byte) in buf.iter().take(MAX_PREFIX_LEN).enumerate() {
         value |= u64::from(byte & 0x7F) << (7 * index);
@@ -38,7 +46,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Option<(usize, usize)>, PrefixError> 
 }
 
 /// Writes `len` as a prefix into `out`, returning how many bytes it took.
-pub(crate) fn encode(mut len: usize, out: &mut [u8; MAX_PREFIX_LEN]) -> usize {
+pub fn encode(mut len: usize, out: &mut [u8; MAX_PREFIX_LEN]) -> usize {
     let mut count = 0;
     loop {
         let low = (len & 0x7F) as u8;
