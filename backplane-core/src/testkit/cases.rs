@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::events::{expect_connected, label_of, labelled, next_envelope};
 use super::{ClusterFactory, RecordingSink, WAIT};
-use crate::backplane::{Backplane, BackplaneError, BackplaneEvent, Subscription};
-use crate::envelope::{Envelope, EnvelopeKind, Target};
+use crate::backplane::{Backplane, BackplaneError, Subscription};
+use crate::envelope::{EnvelopeKind, Target};
 use crate::id::ConnectionId;
 use crate::lifetime::{BackplaneHubLifetimeManager, ManagerOptions};
 use crate::manager::{ConnectionSink, HubError, HubLifetimeManager, LocalConnection};
@@ -44,45 +45,6 @@ async fn subscribe(node: &Arc<dyn Backplane>, hub: &str) -> Subscription {
     node.subscribe(hub).await.expect("subscribe failed")
 }
 
-/// An invocation for everyone whose JSON encoding is `label`.
-fn labelled(label: &str) -> EnvelopeKind {
-    EnvelopeKind::Invocation {
-        target: Target::All,
-        message: RecordingSink::message(label),
-    }
-}
-
-fn label_of(envelope: &Envelope) -> String {
-    match &envelope.kind {
-        EnvelopeKind::Invocation { message, .. } => String::from_utf8_lossy(
-            message
-                .get(Protocol::Json)
-                .expect("invocation without a JSON encoding"),
-        )
-        .into_owned(),
-        other => panic!("expected an invocation, received {other:?}"),
-    }
-}
-
-/// The next envelope on `subscription`, skipping lifecycle events.
-async fn next_envelope(subscription: &mut Subscription, what: &str) -> Arc<Envelope> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, subscription.recv()).await {
-            Err(_) => panic!(
-                "{what}: no envelope within {WAIT:?} on hub {:?}",
-                subscription.hub()
-            ),
-            Ok(None) => panic!(
-                "{what}: subscription to {:?} ended unexpectedly",
-                subscription.hub()
-            ),
-            Ok(Some(BackplaneEvent::Envelope(envelope))) => return envelope,
-            Ok(Some(_lifecycle)) => continue,
-        }
-    }
-}
-
 /// Receive envelopes until one labelled `fence` arrives; return the labels before it.
 async fn labels_until(subscription: &mut Subscription, fence: &str) -> Vec<String> {
     let mut labels = Vec::new();
@@ -106,10 +68,7 @@ async fn publish(node: &Arc<dyn Backplane>, hub: &str, label: &str) {
 pub async fn subscription_reports_connected_first(factory: impl ClusterFactory) {
     let nodes = cluster(&factory, 2).await;
     let mut subscription = subscribe(&nodes[1], HUB).await;
-    match tokio::time::timeout(WAIT, subscription.recv()).await {
-        Ok(Some(BackplaneEvent::Connected)) => {}
-        other => panic!("the first event of a subscription must be Connected, got {other:?}"),
-    }
+    expect_connected(&mut subscription).await;
     shutdown_all(&nodes).await;
 }
 

@@ -22,6 +22,7 @@
 //! what it expects panics with a message that says what was missing.
 
 mod cases;
+pub mod events;
 mod sink;
 
 pub use cases::*;
