@@ -82,7 +82,8 @@ pub struct BackplaneHealth {
     pub status: BackplaneStatus,
     /// Envelopes received from other nodes since start.
     pub envelopes_received: u64,
-    /// Reconnections since start.
+    /// [`BackplaneEvent::Reconnected`] events since start: the link came back after a
+    /// disconnection, or a sequence gap seen while connected was repaired.
     pub reconnects: u64,
     /// Envelopes the backplane reported as lost for good (unrepairable gaps, lag).
     pub envelopes_lost: u64,
@@ -414,7 +415,7 @@ impl<B: Backplane + ?Sized> Shared<B> {
                 health.reconnects += 1;
                 match gap {
                     GapRepair::Repaired { recovered } => {
-                        tracing::info!(hub = %self.hub, recovered, "backplane reconnected; nothing lost");
+                        tracing::info!(hub = %self.hub, recovered, "backplane reconnected or gap repaired; nothing lost");
                     }
                     GapRepair::Unrepairable {
                         recovered,
@@ -422,7 +423,7 @@ impl<B: Backplane + ?Sized> Shared<B> {
                         detail,
                     } => {
                         health.envelopes_lost += missing;
-                        tracing::error!(hub = %self.hub, recovered, missing, %detail, "backplane reconnected; envelopes lost");
+                        tracing::error!(hub = %self.hub, recovered, missing, %detail, "backplane reconnected or gap repaired; envelopes lost");
                     }
                 }
             }

@@ -183,8 +183,9 @@ pub struct PostgresOptions {
     /// this margin are read (for nodes never heard from before). Must cover the longest
     /// publishing transaction; default: `command_timeout + 2 s`, applied when `None`.
     pub catch_up_margin: Option<Duration>,
-    /// The listener sends a tiny query when it heard nothing for this long, and always at
-    /// least this often (it also refreshes the time catch-up starts from). Default: 5 s.
+    /// The listener sends a tiny query on its connection this often, busy or not: a
+    /// probe that goes unanswered reveals a dead connection that TCP has not noticed
+    /// yet, and each answer refreshes the time catch-up starts from. Default: 5 s.
     pub probe_interval: Duration,
     /// A probe not answered within this declares the listener connection dead. Default: 5 s.
     pub probe_timeout: Duration,
