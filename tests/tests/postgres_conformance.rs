@@ -1,9 +1,12 @@
-//! The backplane conformance suite against real PostgreSQL, each cluster on a fresh schema.
+//! The backplane conformance suite against real PostgreSQL, each cluster on a fresh schema
+//! that is dropped when the case shuts its last node down.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use backplane_core::Backplane;
-use backplane_postgres::SynchronousCommit;
+use async_trait::async_trait;
+use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
+use backplane_postgres::{PostgresBackplane, SynchronousCommit};
 use tests::TestSchema;
 
 /// A fresh cluster on its own schema. `synchronous_commit` is off: the suite checks
@@ -12,14 +15,77 @@ use tests::TestSchema;
 /// The fault tests run with the default (on).
 async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
     let schema = TestSchema::create("conformance").await;
-    schema
+    let started = schema
         .nodes_with(nodes, |options| {
             options.synchronous_commit(SynchronousCommit::Off)
         })
-        .await
+        .await;
+    let shared = Arc::new(ClusterSchema {
+        running: AtomicUsize::new(started.len()),
+        schema: tokio::sync::Mutex::new(Some(schema)),
+    });
+    started
         .into_iter()
-        .map(|node| node as Arc<dyn Backplane>)
+        .map(|node| {
+            Arc::new(SchemaScopedNode {
+                node,
+                cluster: shared.clone(),
+                shut_down: AtomicBool::new(false),
+            }) as Arc<dyn Backplane>
+        })
         .collect()
 }
 
 backplane_core::backplane_conformance_tests!(cluster);
+
+/// The schema of one case's cluster, and how many of its nodes still run.
+#[derive(Debug)]
+struct ClusterSchema {
+    running: AtomicUsize,
+    schema: tokio::sync::Mutex<Option<TestSchema>>,
+}
+
+/// A node that drops its cluster's schema when it is the last to shut down, so passing
+/// cases leave nothing behind (a failing case's schema is swept by a later run).
+#[derive(Debug)]
+struct SchemaScopedNode {
+    node: Arc<PostgresBackplane>,
+    cluster: Arc<ClusterSchema>,
+    /// Counted once even if a case shuts the node down twice.
+    shut_down: AtomicBool,
+}
+
+#[async_trait]
+impl Backplane for SchemaScopedNode {
+    fn node_id(&self) -> NodeId {
+        self.node.node_id()
+    }
+
+    async fn publish(&self, hub: &str, kind: EnvelopeKind) -> Result<(), BackplaneError> {
+        self.node.publish(hub, kind).await
+    }
+
+    async fn send_to(
+        &self,
+        node: NodeId,
+        hub: &str,
+        kind: EnvelopeKind,
+    ) -> Result<(), BackplaneError> {
+        self.node.send_to(node, hub, kind).await
+    }
+
+    async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {
+        self.node.subscribe(hub).await
+    }
+
+    async fn shutdown(&self) -> Result<(), BackplaneError> {
+        let result = self.node.shutdown().await;
+        if !self.shut_down.swap(true, Ordering::AcqRel)
+            && self.cluster.running.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(schema) = self.cluster.schema.lock().await.take()
+        {
+            schema.drop().await;
+        }
+        result
+    }
+}
