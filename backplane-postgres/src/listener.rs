@@ -484,7 +484,7 @@ impl Listener {
                     };
                     match Envelope::decode(bytes) {
                         Ok(envelope) if envelope.origin == origin => {
-                            self.accept_live(channel, Ok(envelope)).await?;
+                            self.accept_live(channel, envelope).await?;
                         }
                         Ok(envelope) => {
                             tracing::warn!(%node, channel, %origin, claimed = %envelope.origin, "[Processor] skipping an envelope whose origin does not match its notification");
@@ -535,38 +535,25 @@ impl Listener {
             .is_some_and(|c| c.hubs.contains_key(hub))
     }
 
-    /// Deliver one envelope (decoded, or a stored row) seen while connected, repairing a
-    /// sequence gap in front of it first.
-    async fn accept_live(
-        &mut self,
-        channel: &str,
-        item: Result<Envelope, StoredRow>,
-    ) -> Result<(), Interrupt> {
-        let (origin, hub, seq) = match &item {
-            Ok(envelope) => (envelope.origin, envelope.hub.as_str(), envelope.seq),
-            Err(row) => (row.origin, row.hub.as_str(), row.first_seq()),
-        };
-        if !self.is_subscribed(channel, hub) {
+    /// Deliver one envelope seen while connected, repairing a sequence gap in front of it
+    /// first.
+    async fn accept_live(&mut self, channel: &str, envelope: Envelope) -> Result<(), Interrupt> {
+        let (origin, seq) = (envelope.origin, envelope.seq);
+        if !self.is_subscribed(channel, &envelope.hub) {
             return Ok(());
         }
-        match self.tracker.observe(origin, hub, seq) {
-            // A tombstone may reach past what was delivered: apply_row settles it.
-            Observation::Duplicate if item.is_ok() => return Ok(()),
+        match self.tracker.observe(origin, &envelope.hub, seq) {
+            Observation::Duplicate => return Ok(()),
             Observation::Gap { from, to } => {
-                tracing::debug!(node = %self.shared.node, %origin, hub, from, to, "[Processor] sequence gap; reading the missing envelopes from the table");
-                self.read_and_apply(channel, origin, hub, from, to, true)
+                tracing::debug!(node = %self.shared.node, %origin, hub = %envelope.hub, from, to, "[Processor] sequence gap; reading the missing envelopes from the table");
+                self.read_and_apply(channel, origin, &envelope.hub, from, to, true)
                     .await?;
             }
-            Observation::Duplicate | Observation::First | Observation::Next => {}
+            Observation::First | Observation::Next => {}
         }
         let mut repair = Repair::default();
-        match item {
-            Ok(envelope) => {
-                self.tracker.advance(origin, &envelope.hub, seq);
-                self.deliver(channel, envelope, &mut repair).await
-            }
-            Err(row) => self.apply_row(channel, row, &mut repair).await,
-        }
+        self.tracker.advance(origin, &envelope.hub, seq);
+        self.deliver(channel, envelope, &mut repair).await
     }
 
     /// Read `from..=to` of `origin`'s `hub` from the table and apply the rows in order,
