@@ -219,5 +219,6 @@ pub async fn run(
         first_refusal: None,
         connection_errors: errors,
         ratio_to_baseline: None,
+        cpu: None,
     })
 }

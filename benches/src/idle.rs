@@ -161,5 +161,6 @@ pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<Idle
         kib_per_connection: round3(per_connection / 1024.0),
         frames_received: shared.frames.load(Ordering::Relaxed),
         connection_errors: errors,
+        cpu: None,
     })
 }

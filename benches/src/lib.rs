@@ -15,6 +15,8 @@
 //! - [`servers`]: starting, finding and measuring `hub-server` processes.
 //! - [`scenario`]: the message scenarios (S1 to S3, the burst); [`idle`]: S4, idle
 //!   connections and server memory; [`baseline`]: the original .NET backplane design.
+//! - [`cpu`]: where the CPU went during a scenario (instances, this program, PostgreSQL,
+//!   anything else).
 //! - [`report`]: the JSON lines.
 //!
 //! # Example
@@ -33,6 +35,7 @@
 pub mod baseline;
 pub mod check;
 pub mod client;
+pub mod cpu;
 pub mod idle;
 pub mod latency;
 pub mod probe;

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::check::CheckTotals;
+use crate::cpu::CpuUsage;
 use crate::latency::LatencySummary;
 
 /// The result of a message scenario (S1, S2, S3, the burst) or of the baseline.
@@ -48,6 +49,9 @@ pub struct MessageReport {
     /// S1 only: `deliveries_per_s` divided by the baseline's, measured in the same run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_baseline: Option<f64>,
+    /// CPU used during the scenario (setup included), by process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUsage>,
 }
 
 /// The result of S4: idle connections and server memory.
@@ -79,6 +83,9 @@ pub struct IdleReport {
     /// Connection failures, with the first few reasons.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connection_errors: Vec<String>,
+    /// CPU used during the scenario, by process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUsage>,
 }
 
 /// Print `report` as one JSON line on standard output.

@@ -241,8 +241,16 @@ async fn read_completions(
                 window.add_permits(1);
             }
             Ok(Some(_)) => {}
-            Ok(None) => return Some("the server closed the sender's connection".into()),
-            Err(error) => return Some(format!("sender: {error}")),
+            Ok(None) => {
+                // No completion will ever come: a sender waiting for window room must
+                // stop rather than wait forever.
+                window.close();
+                return Some("the server closed the sender's connection".into());
+            }
+            Err(error) => {
+                window.close();
+                return Some(format!("sender: {error}"));
+            }
         }
     }
     None
@@ -268,7 +276,7 @@ async fn send_all(
                     window
                         .acquire()
                         .await
-                        .map_err(|_| "window closed".to_owned())?
+                        .map_err(|_| "stopped sending: the sender's connection ended".to_owned())?
                         .forget();
                 }
             }
@@ -451,5 +459,6 @@ pub async fn run(
         first_refusal,
         connection_errors,
         ratio_to_baseline: None,
+        cpu: None,
     })
 }

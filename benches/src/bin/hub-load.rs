@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use benches::baseline::{self, BaselineScenario};
 use benches::client::ClientOptions;
+use benches::cpu::CpuSnapshot;
 use benches::idle::{self, IdleScenario};
 use benches::report::{emit, round3};
 use benches::scenario::{self, MessageScenario, Pacing};
@@ -145,8 +146,10 @@ fn main() -> ExitCode {
 struct Instances {
     a: String,
     b: String,
-    /// Process of A, for S4's memory readings.
+    /// Process of A, for S4's memory readings and CPU accounting.
     a_pid: Option<u32>,
+    /// Process of B, for CPU accounting.
+    b_pid: Option<u32>,
     /// Started here: stopped at the end.
     started: Vec<ServerProcess>,
     /// Schema created for this run (dropped at the end), if the servers are ours.
@@ -174,11 +177,12 @@ async fn run(cli: &Cli) -> Result<bool, String> {
 
 async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, String> {
     if let (Some(a), Some(b)) = (&cli.server_a, &cli.server_b) {
-        let a_pid = servers::port_of(a).and_then(servers::pid_listening_on);
+        let pid_of = |url: &str| servers::port_of(url).and_then(servers::pid_listening_on);
         return Ok(Instances {
             a: a.trim_end_matches('/').to_owned(),
             b: b.trim_end_matches('/').to_owned(),
-            a_pid,
+            a_pid: pid_of(a),
+            b_pid: pid_of(b),
             started: Vec::new(),
             schema: None,
         });
@@ -207,6 +211,7 @@ async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, Str
         a: a.url.clone(),
         b: b.url.clone(),
         a_pid: Some(a.pid),
+        b_pid: Some(b.pid),
         started: vec![a, b],
         schema: Some(schema),
     })
@@ -252,7 +257,10 @@ async fn run_scenarios(
         .clone()
         .unwrap_or_else(|| format!("hub_load_baseline_{}", std::process::id()));
     for selected in &cli.scenarios {
-        let report = match selected {
+        let cpu_before = CpuSnapshot::take(instances.a_pid, instances.b_pid);
+        let cpu_used =
+            || Some(cpu_before.until(&CpuSnapshot::take(instances.a_pid, instances.b_pid)));
+        let mut report = match selected {
             Scenario::Baseline => {
                 let scenario = BaselineScenario {
                     messages: cli.baseline_messages,
@@ -295,12 +303,14 @@ async fn run_scenarios(
                         ..client
                     },
                 };
-                let report = idle::run(&scenario, &instances.a, pid).await?;
+                let mut report = idle::run(&scenario, &instances.a, pid).await?;
+                report.cpu = cpu_used();
                 clean &= report.connected == report.connections && report.dropped == 0;
                 emit(&report);
                 continue;
             }
         };
+        report.cpu = cpu_used();
         clean &= report.totals.lost == 0
             && report.totals.duplicated == 0
             && report.totals.out_of_order == 0
