@@ -5,8 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tests::TestSchema;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tests::{TestSchema, lines_of};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,20 +14,6 @@ const BINARY: &str = env!("CARGO_BIN_EXE_hub-server");
 
 /// How long anything that should happen promptly may take.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Every line of `stream`, as it comes.
-fn lines_of(stream: impl AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 /// A running `hub-server` with its log lines.
 struct Server {

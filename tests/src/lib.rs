@@ -28,11 +28,13 @@
 mod binaries;
 mod database;
 pub mod events;
+mod process;
 mod proxy;
 mod schema;
 
 pub use binaries::workspace_binaries;
 pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
+pub use process::lines_of;
 pub use proxy::PartitionProxy;
 
 /// Send `tracing` output to the test harness (shown for failing tests), filtered by
