@@ -79,9 +79,11 @@ async fn send(
     count: &AtomicUsize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let arguments = (USER, Counted { text: TEXT, count });
-    let mut buf = BytesMut::with_capacity(256);
+    // As hub-server's `serialize_invocation` does.
+    let mut buf = BytesMut::with_capacity(512 + 2 * "ReceiveMessage".len());
     encode_invocation(Protocol::Json, &mut buf, None, "ReceiveMessage", &arguments)?;
     let json = buf.split().freeze();
+    buf.reserve(json.len() + 16);
     encode_invocation(
         Protocol::MessagePack,
         &mut buf,

@@ -21,6 +21,9 @@ use crate::extract::{BindError, FromInvocation, InvocationContext};
 /// The lifetime manager every hub uses: the generic one over a backplane chosen at run time.
 pub(crate) type Manager = BackplaneHubLifetimeManager;
 
+/// Initial size of the buffer both encodings of a message are written into.
+const INITIAL_FRAME_CAPACITY: usize = 512;
+
 /// Encode an invocation of `method` once for each hub protocol.
 ///
 /// Both encodings share one allocation. Both are always produced: a message may travel to
@@ -29,13 +32,17 @@ pub(crate) fn serialize_invocation<A: Serialize + ?Sized>(
     method: &str,
     arguments: &A,
 ) -> Result<SerializedMessage, SendError> {
-    let mut buf = BytesMut::with_capacity(64 + 2 * method.len());
+    // Room for a typical chat message in both encodings, so encoding does not grow the
+    // buffer step by step (each step a reallocation and a copy); larger messages still
+    // grow it, and the MessagePack encoding is given about the JSON one's size up front.
+    let mut buf = BytesMut::with_capacity(INITIAL_FRAME_CAPACITY + 2 * method.len());
     let encode_error = |source| SendError::Encode {
         method: method.to_owned(),
         source,
     };
     encode_invocation(Protocol::Json, &mut buf, None, method, arguments).map_err(encode_error)?;
     let json = buf.split().freeze();
+    buf.reserve(json.len() + 16);
     encode_invocation(Protocol::MessagePack, &mut buf, None, method, arguments)
         .map_err(encode_error)?;
     Ok(SerializedMessage::new()
