@@ -1,10 +1,10 @@
 //! HubLifetimeManager fan-out: one `send_group` to a group of 1, 100 and 10,000 local
 //! connections, including serializing the message once per hub protocol.
 //!
-//! Each connection is an in-process [`ConnectionSink`] shaped like the server's: a bounded
-//! queue of `Bytes` (tokio `mpsc`, capacity 1024 like `HubOptions::send_queue_capacity`),
-//! filled with `try_send`, drained between timed blocks so it never fills. Half the
-//! connections speak JSON, half MessagePack.
+//! Each connection is an in-process [`ConnectionSink`] shaped like the server's outbox: a
+//! bounded queue of `Bytes` (capacity 1024 like `HubOptions::send_queue_capacity`) that
+//! never waits (a full queue refuses), drained between timed blocks so it never fills.
+//! Half the connections speak JSON, half MessagePack.
 //!
 //! The reported time is **per delivery**: criterion's "iteration" is one delivery to one
 //! connection, so `time` reads directly as nanoseconds per delivery.
@@ -14,8 +14,10 @@
 //! size, and that every connection received every message, and prints the proof.
 #![allow(missing_docs)]
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use backplane_core::{
@@ -27,7 +29,6 @@ use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hub_protocol::encode_invocation;
 use serde::{Serialize, Serializer};
-use tokio::sync::mpsc;
 
 /// The server's default per-connection send queue capacity.
 const QUEUE_CAPACITY: usize = 1024;
@@ -38,11 +39,26 @@ const MAX_BLOCK: usize = 512;
 const USER: &str = "User_4821";
 const TEXT: &str = "The quick brown fox jumps over the lazy dog, twice, to be sure.";
 
-/// A connection's sending side, as the server's outbox: a bounded queue, never waiting.
+/// A connection's sending side, shaped like the server's outbox (`hub-server`'s
+/// `outbox.rs`): a bounded `VecDeque` of frames under a mutex in a block shared with the
+/// writer, the parked writer's waker beside it, never waiting.
 #[derive(Debug)]
 struct QueueSink {
     protocol: Protocol,
-    queue: mpsc::Sender<Bytes>,
+    shared: Arc<QueueShared>,
+}
+
+#[derive(Debug)]
+struct QueueShared {
+    capacity: usize,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Bytes>,
+    waiter: Option<Waker>,
+    receiver_gone: bool,
 }
 
 impl ConnectionSink for QueueSink {
@@ -50,12 +66,21 @@ impl ConnectionSink for QueueSink {
         let frame = message
             .get(self.protocol)
             .ok_or(DeliveryError::MissingEncoding(self.protocol))?;
-        self.queue
-            .try_send(frame.clone())
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => DeliveryError::Closed,
-            })
+        let waiter = {
+            let mut state = self.shared.state.lock().unwrap();
+            if state.receiver_gone {
+                return Err(DeliveryError::Closed);
+            }
+            if state.items.len() >= self.shared.capacity {
+                return Err(DeliveryError::QueueFull);
+            }
+            state.items.push_back(frame.clone());
+            state.waiter.take()
+        };
+        if let Some(waker) = waiter {
+            waker.wake();
+        }
+        Ok(())
     }
 }
 
@@ -99,7 +124,7 @@ async fn send(
 }
 
 /// A hub with `connections` members of the group "room", and their queues.
-async fn hub_with(connections: usize) -> (BackplaneHubLifetimeManager, Vec<mpsc::Receiver<Bytes>>) {
+async fn hub_with(connections: usize) -> (BackplaneHubLifetimeManager, Vec<Arc<QueueShared>>) {
     let backplane: Arc<dyn Backplane> = Arc::new(MemoryBackplane::new());
     let manager = BackplaneHubLifetimeManager::new("bench", backplane)
         .await
@@ -111,13 +136,19 @@ async fn hub_with(connections: usize) -> (BackplaneHubLifetimeManager, Vec<mpsc:
         } else {
             Protocol::MessagePack
         };
-        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let shared = Arc::new(QueueShared {
+            capacity: QUEUE_CAPACITY,
+            state: Mutex::new(QueueState::default()),
+        });
         let id = format!("connection-{i}");
         manager
             .on_connected(LocalConnection::new(
                 id.as_str(),
                 None,
-                Arc::new(QueueSink { protocol, queue }),
+                Arc::new(QueueSink {
+                    protocol,
+                    shared: shared.clone(),
+                }),
             ))
             .await
             .expect("register");
@@ -125,18 +156,19 @@ async fn hub_with(connections: usize) -> (BackplaneHubLifetimeManager, Vec<mpsc:
             .add_to_group(&id.as_str().into(), "room")
             .await
             .expect("join");
-        receivers.push(receiver);
+        receivers.push(shared);
     }
     (manager, receivers)
 }
 
-/// Empties every queue; returns how many frames were in them.
-fn drain(receivers: &mut [mpsc::Receiver<Bytes>]) -> usize {
+/// Empties every queue, as each connection's writer would; returns how many frames were
+/// in them.
+fn drain(receivers: &mut [Arc<QueueShared>]) -> usize {
     let mut frames = 0;
-    for receiver in receivers {
-        while receiver.try_recv().is_ok() {
-            frames += 1;
-        }
+    for shared in receivers {
+        let mut state = shared.state.lock().unwrap();
+        frames += state.items.len();
+        state.items.clear();
     }
     frames
 }

@@ -29,14 +29,14 @@ use hub_protocol::{
     HandshakeResponse, HubMessage, Invocation, Protocol, TransferFormat, encode_close,
     encode_message, encode_ping,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::tungstenite;
 
 use crate::dispatch;
 use crate::extract::ConnectionInfo;
 use crate::hub::HubShared;
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
 use crate::tokens::TokenLease;
 
 /// The most queued frames the writer sends before flushing, so one busy connection still
@@ -477,7 +477,7 @@ fn complete(
 /// Send what is queued, and a Ping when idle, until told to close or the socket fails.
 async fn write_loop(
     mut sink: Sink,
-    mut queue: mpsc::Receiver<Outgoing>,
+    mut queue: OutboxReceiver,
     protocol: Protocol,
     keep_alive: Duration,
 ) -> Result<(), String> {
@@ -509,7 +509,7 @@ async fn write_loop(
                     }
                     batched += 1;
                     if batched < MAX_BATCH {
-                        next = queue.try_recv().ok();
+                        next = queue.try_recv();
                     }
                 }
                 sink.flush().await.map_err(|e| e.to_string())?;

@@ -1,11 +1,28 @@
 //! A connection's bounded outgoing queue, and how the lifetime manager fills it.
+//!
+//! The queue is a `VecDeque` under a mutex, with the parked writer's waker beside it.
+//! Delivering one frame takes that one lock, touches one or two cache lines and wakes the
+//! writer only when it is parked, which matters when the lifetime manager fans a message
+//! out to thousands of connections in a row. The writer takes frames in batches (one lock
+//! per batch), and when it runs out of work it gives back whatever a burst made the
+//! buffers grow to, so an idle connection holds no queue memory at all.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use backplane_core::{ConnectionSink, DeliveryError, SerializedMessage};
 use bytes::Bytes;
 use hub_protocol::Protocol;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+/// How many frames the writer takes out of the queue per lock: its batch size, so frames
+/// taken but not yet written stay bounded.
+const TAKE_LIMIT: usize = 64;
+
+/// Buffers larger than this (in frames) are released when the writer goes idle.
+const IDLE_RETAINED: usize = 8;
 
 /// One item of a connection's outgoing queue.
 #[derive(Debug)]
@@ -25,21 +42,65 @@ pub(crate) enum Outgoing {
 pub(crate) struct Outbox {
     /// The protocol whose encoding this connection takes from each message.
     protocol: Protocol,
-    /// Frames waiting for the connection's writer.
-    queue: mpsc::Sender<Outgoing>,
+    /// The queue, shared with the connection's writer.
+    shared: Arc<Shared>,
     /// Wakes the connection task to drop a client whose queue overflowed.
     overflow: Notify,
+}
+
+/// The receiving side of one connection's queue, drained by its writer.
+pub(crate) struct OutboxReceiver {
+    /// The queue, shared with the [`Outbox`].
+    shared: Arc<Shared>,
+    /// Frames taken out of the queue (in order, ahead of everything still in it) and not
+    /// yet handed to the writer.
+    taken: VecDeque<Outgoing>,
+}
+
+/// What the two ends share.
+struct Shared {
+    /// Most frames the queue holds.
+    capacity: usize,
+    /// The queue and its bookkeeping.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Frames waiting for the writer, oldest first.
+    items: VecDeque<Outgoing>,
+    /// The writer, when it is parked waiting for a frame.
+    waiter: Option<Waker>,
+    /// The receiving end was dropped: nothing will be written any more.
+    receiver_gone: bool,
+    /// The sending end was dropped: nothing will be queued any more.
+    sender_gone: bool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queue inconsistent (every
+        // operation on it is a single call), so carry on.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Outbox {
     /// An outbox for a connection speaking `protocol`, with room for `capacity` frames,
     /// and the receiving end its writer drains.
-    pub(crate) fn new(protocol: Protocol, capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
-        let (queue, receiver) = mpsc::channel(capacity);
+    pub(crate) fn new(protocol: Protocol, capacity: usize) -> (Self, OutboxReceiver) {
+        let shared = Arc::new(Shared {
+            capacity: capacity.max(1),
+            state: Mutex::new(State::default()),
+        });
         let outbox = Self {
             protocol,
-            queue,
+            shared: shared.clone(),
             overflow: Notify::new(),
+        };
+        let receiver = OutboxReceiver {
+            shared,
+            taken: VecDeque::new(),
         };
         (outbox, receiver)
     }
@@ -51,21 +112,43 @@ impl Outbox {
     /// [`DeliveryError::QueueFull`] (the connection is being dropped) or
     /// [`DeliveryError::Closed`] (it is gone).
     pub(crate) fn push(&self, item: Outgoing) -> Result<(), DeliveryError> {
-        match self.queue.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let waiter = {
+            let mut state = self.shared.state();
+            if state.receiver_gone {
+                return Err(DeliveryError::Closed);
+            }
+            if state.items.len() >= self.shared.capacity {
+                drop(state);
                 // `notify_one` stores a permit, so the alarm is not lost if the connection
                 // task is busy elsewhere at this instant.
                 self.overflow.notify_one();
-                Err(DeliveryError::QueueFull)
+                return Err(DeliveryError::QueueFull);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Closed),
+            state.items.push_back(item);
+            state.waiter.take()
+        };
+        if let Some(waker) = waiter {
+            waker.wake();
         }
+        Ok(())
     }
 
     /// Completes when the queue has overflowed.
     pub(crate) async fn overflowed(&self) {
         self.overflow.notified().await;
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let waiter = {
+            let mut state = self.shared.state();
+            state.sender_gone = true;
+            state.waiter.take()
+        };
+        if let Some(waker) = waiter {
+            waker.wake();
+        }
     }
 }
 
@@ -82,32 +165,110 @@ impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
             .field("protocol", &self.protocol)
-            .field(
-                "queued",
-                &(self.queue.max_capacity() - self.queue.capacity()),
-            )
+            .field("queued", &self.shared.state().items.len())
+            .field("capacity", &self.shared.capacity)
             .finish()
+    }
+}
+
+impl OutboxReceiver {
+    /// The next frame, waiting for one if the queue is empty; `None` once the outbox is
+    /// gone and everything queued was taken. Cancel-safe: a frame is only taken when it is
+    /// returned.
+    pub(crate) async fn recv(&mut self) -> Option<Outgoing> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next frame if one is queued, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Outgoing> {
+        if let Some(item) = self.taken.pop_front() {
+            return Some(item);
+        }
+        take_batch(&mut self.shared.state(), &mut self.taken);
+        self.taken.pop_front()
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+        if let Some(item) = self.taken.pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        let mut state = self.shared.state();
+        if take_batch(&mut state, &mut self.taken) {
+            return Poll::Ready(self.taken.pop_front());
+        }
+        if state.sender_gone {
+            return Poll::Ready(None);
+        }
+        // Idle: give back what a burst made the buffers grow to, then park.
+        release(&mut state.items);
+        release(&mut self.taken);
+        match &state.waiter {
+            Some(waiter) if waiter.will_wake(cx.waker()) => {}
+            _ => state.waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.state();
+        state.receiver_gone = true;
+        state.items.clear();
+    }
+}
+
+impl fmt::Debug for OutboxReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxReceiver")
+            .field("taken", &self.taken.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Move up to [`TAKE_LIMIT`] frames from the queue to `taken`; whether there were any.
+fn take_batch(state: &mut State, taken: &mut VecDeque<Outgoing>) -> bool {
+    let count = state.items.len().min(TAKE_LIMIT);
+    taken.extend(state.items.drain(..count));
+    count > 0
+}
+
+/// Free an empty buffer's memory if a burst made it large.
+fn release(buffer: &mut VecDeque<Outgoing>) {
+    if buffer.is_empty() && buffer.capacity() > IDLE_RETAINED {
+        *buffer = VecDeque::new();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn frame(text: &str) -> SerializedMessage {
+        SerializedMessage::new().with(Protocol::Json, Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    fn text(item: Option<Outgoing>) -> String {
+        match item {
+            Some(Outgoing::Frame(frame)) => String::from_utf8(frame.to_vec()).unwrap(),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
 
     #[tokio::test]
     async fn overflow_refuses_and_raises_the_alarm() {
         let (outbox, mut receiver) = Outbox::new(Protocol::Json, 2);
-        let message = SerializedMessage::new().with(Protocol::Json, &b"m\x1e"[..]);
+        let message = frame("m\x1e");
         outbox.deliver(&message).unwrap();
         outbox.deliver(&message).unwrap();
         assert_eq!(outbox.deliver(&message), Err(DeliveryError::QueueFull));
         // The alarm was stored even though nobody was waiting.
-        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.overflowed())
+        tokio::time::timeout(Duration::from_secs(1), outbox.overflowed())
             .await
             .expect("the overflow alarm is set");
-        assert!(
-            matches!(receiver.recv().await, Some(Outgoing::Frame(frame)) if &frame[..] == b"m\x1e")
-        );
+        assert_eq!(text(receiver.recv().await), "m\x1e");
         drop(receiver);
         assert_eq!(outbox.deliver(&message), Err(DeliveryError::Closed));
     }
@@ -115,10 +276,69 @@ mod tests {
     #[test]
     fn missing_encoding_is_reported() {
         let (outbox, _receiver) = Outbox::new(Protocol::MessagePack, 2);
-        let message = SerializedMessage::new().with(Protocol::Json, &b"m\x1e"[..]);
         assert_eq!(
-            outbox.deliver(&message),
+            outbox.deliver(&frame("m\x1e")),
             Err(DeliveryError::MissingEncoding(Protocol::MessagePack))
         );
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_across_batches_and_room_frees_as_they_are_taken() {
+        let count = 3 * TAKE_LIMIT + 5;
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, count);
+        for i in 0..count {
+            outbox.deliver(&frame(&i.to_string())).unwrap();
+        }
+        assert_eq!(outbox.deliver(&frame("x")), Err(DeliveryError::QueueFull));
+        assert_eq!(text(receiver.recv().await), "0");
+        // One batch left the queue, so there is room for that many again.
+        for i in 0..TAKE_LIMIT {
+            outbox.deliver(&frame(&format!("more {i}"))).unwrap();
+        }
+        assert_eq!(outbox.deliver(&frame("x")), Err(DeliveryError::QueueFull));
+        for i in 1..count {
+            assert_eq!(text(receiver.try_recv()), i.to_string());
+        }
+        for i in 0..TAKE_LIMIT {
+            assert_eq!(text(receiver.recv().await), format!("more {i}"));
+        }
+        assert!(receiver.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_parked_writer_is_woken_and_sees_the_end_when_the_outbox_goes() {
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, 8);
+        let writer = tokio::spawn(async move {
+            let first = text(receiver.recv().await);
+            let end = receiver.recv().await;
+            (first, end.is_none())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        outbox.deliver(&frame("late")).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(outbox);
+        let (first, ended) = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer was woken")
+            .unwrap();
+        assert_eq!(first, "late");
+        assert!(ended, "recv returns None once the outbox is gone");
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_gives_back_what_a_burst_made_the_queue_grow_to() {
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, 1024);
+        for i in 0..500 {
+            outbox.deliver(&frame(&i.to_string())).unwrap();
+        }
+        while receiver.try_recv().is_some() {}
+        // Going idle (a recv that has to wait) releases the buffers.
+        let waiting = tokio::time::timeout(Duration::from_millis(10), receiver.recv()).await;
+        assert!(waiting.is_err(), "nothing is queued");
+        assert_eq!(outbox.shared.state().items.capacity(), 0);
+        assert_eq!(receiver.taken.capacity(), 0);
+        // And the queue works as before.
+        outbox.deliver(&frame("after")).unwrap();
+        assert_eq!(text(receiver.recv().await), "after");
     }
 }
