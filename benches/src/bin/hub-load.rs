@@ -84,6 +84,9 @@ struct Cli {
     /// S4: idle connections.
     #[arg(long, default_value_t = 10_000)]
     s4_connections: usize,
+    /// S4: connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    s4_concurrency: usize,
     /// Baseline: messages.
     #[arg(long, default_value_t = 5_000)]
     baseline_messages: u64,
@@ -296,7 +299,7 @@ async fn run_scenarios(
                 };
                 let scenario = IdleScenario {
                     connections: cli.s4_connections,
-                    concurrency: 64,
+                    concurrency: cli.s4_concurrency,
                     settle_timeout: Duration::from_secs(60),
                     client: ClientOptions {
                         read_buffer_size: 4 * 1024,
