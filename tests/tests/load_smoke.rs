@@ -29,6 +29,7 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         .args(["--database-url", schema.url()])
         .args(["--schema", schema.name()])
         .args(["--scenarios", "baseline,s1,s2,s4"])
+        .args(["--max-parallel-invocations", "32"])
         .args(["--baseline-messages", "100"])
         .args(["--s1-messages", "300", "--window", "64"])
         .args(["--s2-messages", "50", "--s2-receivers", "5"])
@@ -59,7 +60,7 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         assert!(lines.contains_key(name), "no {name} line in {names:?}");
     }
     let settings = &lines["settings"];
-    assert_eq!(settings["instances"]["max_parallel_invocations"], 64);
+    assert_eq!(settings["instances"]["max_parallel_invocations"], 32);
     assert_eq!(settings["instances"]["schema"], schema.name());
 
     let expect_clean = |name: &str, expected: u64| {

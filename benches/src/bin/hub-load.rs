@@ -48,8 +48,11 @@ struct Cli {
     /// Use this running instance as B.
     #[arg(long, requires = "server_a")]
     server_b: Option<String>,
-    /// `--max-parallel-invocations` of the instances this program starts.
-    #[arg(long, default_value_t = 64)]
+    /// `--max-parallel-invocations` of the instances this program starts: how many of
+    /// the sender's invocations the server runs at once, so how many messages can share
+    /// one PostgreSQL commit. Keep it below the send queue capacity (1024): a batch of
+    /// completions larger than that would overflow the sender's own queue.
+    #[arg(long, default_value_t = 256)]
     max_parallel_invocations: u16,
     /// Length of each message's text in bytes.
     #[arg(long, default_value_t = 64)]
@@ -57,8 +60,9 @@ struct Cli {
     /// S1: messages.
     #[arg(long, default_value_t = 20_000)]
     s1_messages: u64,
-    /// S1 and S2: most invocations without a completion.
-    #[arg(long, default_value_t = 256)]
+    /// S1 and S2: most invocations without a completion. Twice the server's parallel
+    /// invocations lets the next batch be read while one commits.
+    #[arg(long, default_value_t = 512)]
     window: usize,
     /// S2: messages.
     #[arg(long, default_value_t = 2_000)]
