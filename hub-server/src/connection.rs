@@ -83,25 +83,41 @@ enum End {
 }
 
 /// Serve one WebSocket until it ends.
-pub(crate) async fn run(hub: Arc<HubShared>, socket: WebSocket, accepted: Accepted) {
+///
+/// The returned future lives as long as the connection, and an idle connection costs
+/// about its size: the socket is split here, outside it, so it does not keep room for
+/// the whole socket, and states it passes through once or rarely (the handshake) are
+/// boxed rather than reserved for its whole life.
+pub(crate) fn run(
+    hub: Arc<HubShared>,
+    socket: WebSocket,
+    accepted: Accepted,
+) -> impl Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    serve(hub, sink, stream, accepted)
+}
+
+async fn serve(hub: Arc<HubShared>, mut sink: Sink, mut stream: Stream, accepted: Accepted) {
     let _count = hub.track_connection();
     let Accepted {
         connection_id,
         user,
         token: _token,
     } = accepted;
-    let (mut sink, mut stream) = socket.split();
     let mut shutdown = hub.shutdown.subscribe();
     let mut buf = BytesMut::new();
 
-    let handshake = handshake(&hub, &mut sink, &mut stream, &mut buf);
-    let protocol = tokio::select! {
-        protocol = handshake => protocol,
-        () = shutdown_requested(&mut shutdown) => {
-            fail_handshake(&mut sink, "The server is shutting down.").await;
-            None
+    let protocol = Box::pin(async {
+        let handshake = handshake(&hub, &mut sink, &mut stream, &mut buf);
+        tokio::select! {
+            protocol = handshake => protocol,
+            () = shutdown_requested(&mut shutdown) => {
+                fail_handshake(&mut sink, "The server is shutting down.").await;
+                None
+            }
         }
-    };
+    })
+    .await;
     let Some(protocol) = protocol else {
         return;
     };
@@ -420,7 +436,15 @@ async fn handle(
     match message {
         HubMessage::Invocation(invocation) => {
             // The read loop starts invocations itself; this path is only for completeness.
-            run_invocation(hub.clone(), info.clone(), outbox.clone(), invocation).await
+            // Boxed: inline, its state would make every connection's read loop (and so
+            // every idle connection) a kilobyte larger.
+            Box::pin(run_invocation(
+                hub.clone(),
+                info.clone(),
+                outbox.clone(),
+                invocation,
+            ))
+            .await
         }
         HubMessage::StreamInvocation(invocation) => {
             let result = dispatch::refuse_stream(hub, &invocation);
