@@ -16,6 +16,14 @@ use crate::connection::{self, Accepted};
 use crate::hub::{Hub, HubShared};
 use crate::tokens::{ClaimError, random_id};
 
+/// How many bytes of small frames a connection's WebSocket coalesces before writing them
+/// (a flush writes the rest sooner). The buffer keeps the capacity it once grew to for the
+/// connection's whole life, so this bounds what every idle connection holds after a
+/// burst: at 4 KiB the buffers grew to 4-8 KiB and 10,000 connections cost ~20 KiB each;
+/// at 1 KiB about 16 KiB, for ~12% fewer deliveries per second in a 100-receiver
+/// fan-out (see BENCHMARKS.md, S2 and S4).
+const WRITE_COALESCE_BYTES: usize = 1024;
+
 /// WebSocket frames may carry a length prefix or record separator on top of the largest
 /// hub message; this leaves room for it, so the hub protocol's own limit decides.
 const FRAMING_SLACK: usize = 16;
@@ -186,7 +194,7 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
     upgrade
         .read_buffer_size(options.websocket_read_buffer_size)
         // Small writes are coalesced up to this size; flushes send the rest.
-        .write_buffer_size(options.websocket_read_buffer_size)
+        .write_buffer_size(WRITE_COALESCE_BYTES)
         // Frames over the limit are refused from their header, never buffered.
         .max_frame_size(limit)
         .max_message_size(limit)
