@@ -141,7 +141,10 @@ async fn answers(url: &str) -> Result<(), String> {
             let _ = connection.await;
             Ok(())
         }
-        Ok(Err(error)) => Err(error.to_string()),
+        Ok(Err(error)) => Err(match std::error::Error::source(&error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        }),
         Err(_) => Err("no answer within 5 s".into()),
     }
 }
