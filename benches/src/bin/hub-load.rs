@@ -181,9 +181,13 @@ async fn run(cli: &Cli) -> Result<bool, String> {
     let mut instances = start_instances(cli, &database_url).await?;
     let limit = Duration::from_secs_f64(cli.time_limit);
     let scenarios = run_scenarios(cli, &database_url, &database, &mut instances);
-    let outcome = match tokio::time::timeout(limit, scenarios).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(format!("the scenarios exceeded --time-limit {limit:?}")),
+    // Interrupted or out of time, the servers are still stopped and the schema dropped.
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(limit, scenarios) => match outcome {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("the scenarios exceeded --time-limit {limit:?}")),
+        },
+        signal = interrupted() => Err(format!("interrupted by {signal}; stopping")),
     };
     for server in instances.started.drain(..) {
         server.stop().await;
@@ -439,6 +443,23 @@ fn machine_facts() -> serde_json::Value {
         "memory_gib": memory_kib.map(|kib| round3(kib as f64 / 1024.0 / 1024.0)),
         "kernel": kernel,
     })
+}
+
+/// Completes on Ctrl-C or SIGTERM, with the signal's name.
+async fn interrupted() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // Without a SIGTERM handler the default action (exit) still applies.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        () = terminate => "SIGTERM",
+    }
 }
 
 async fn drop_schema(url: &str, schema: &str) {
