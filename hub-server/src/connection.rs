@@ -326,11 +326,18 @@ async fn read_loop(
     let client_timeout = hub.options.client_timeout;
     let max_in_flight = hub.options.max_parallel_invocations.max(1);
     let mut decoder = Decoder::new(info.protocol, max_message_size);
-    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    let mut in_flight = Running::default();
     let mut last_received = Instant::now();
     loop {
         // Frames left over from the handshake or the last read come first.
         loop {
+            // Room for this message's answer and those of every invocation still
+            // running: a client's own completions must never overflow its queue (that
+            // would drop it as a slow reader). Waiting here stops reading, which pushes
+            // back on the client through TCP.
+            if let Some(end) = wait_for_room(outbox, &mut in_flight).await {
+                return end;
+            }
             let message = match decoder.decode(&mut buf) {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -359,7 +366,7 @@ async fn read_loop(
                 while in_flight.len() >= max_in_flight {
                     // Not reading meanwhile is the backpressure on a client that sends
                     // faster than its invocations complete.
-                    if let Some(Some(end)) = in_flight.next().await {
+                    if let Some(end) = in_flight.next().await {
                         return end;
                     }
                 }
@@ -367,9 +374,13 @@ async fn read_loop(
                 return end;
             }
         }
+        // A large message made the buffer grow; an idle connection should not keep that.
+        if buf.is_empty() && buf.capacity() > 2 * hub.options.websocket_read_buffer_size {
+            buf = BytesMut::new();
+        }
         let next = tokio::select! {
             // Completing invocations while waiting for the next frame.
-            Some(finished) = in_flight.next(), if !in_flight.is_empty() => match finished {
+            finished = in_flight.next(), if !in_flight.is_empty() => match finished {
                 Some(end) => return end,
                 None => continue,
             },
@@ -380,7 +391,8 @@ async fn read_loop(
             Ok(None) => return End::ClientClosed,
             Ok(Some(Err(error))) => {
                 return match message_too_large(&error) {
-                    Some(_) => End::TooLarge(max_message_size),
+                    // The WebSocket layer's limit (per WebSocket message) was exceeded.
+                    Some(limit) => End::TooLarge(limit),
                     None => End::Transport(error.to_string()),
                 };
             }
@@ -398,6 +410,62 @@ async fn read_loop(
 
 /// An invocation that has started and not finished.
 type InFlight = Pin<Box<dyn Future<Output = Option<End>> + Send>>;
+
+/// The invocations of one connection that have started and not finished. The set is
+/// only allocated once one is pending, so a connection that never runs invocations in
+/// parallel (the default) does not pay for it.
+#[derive(Default)]
+struct Running(Option<FuturesUnordered<InFlight>>);
+
+impl Running {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, invocation: InFlight) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(invocation);
+    }
+
+    /// The outcome of the next invocation to finish (`Some` ends the connection);
+    /// `None` at once when none is running.
+    async fn next(&mut self) -> Option<End> {
+        match &mut self.0 {
+            Some(running) => running.next().await.flatten(),
+            None => None,
+        }
+    }
+}
+
+/// Wait until the outbox has room for one more answer on top of one for each running
+/// invocation, letting running invocations finish meanwhile. `Some` ends the connection.
+async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Option<End> {
+    if outbox.has_room_for(in_flight.len() + 1) {
+        return None;
+    }
+    loop {
+        let room = outbox.room_freed();
+        tokio::pin!(room);
+        // Registered before the check, so the writer freeing room in between is seen.
+        room.as_mut().enable();
+        if outbox.has_room_for(in_flight.len() + 1) {
+            return None;
+        }
+        tokio::select! {
+            () = room => {}
+            finished = in_flight.next(), if !in_flight.is_empty() => {
+                if finished.is_some() {
+                    return finished;
+                }
+            }
+        }
+    }
+}
 
 /// Poll `future` once with the current task's waker.
 async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
@@ -513,7 +581,11 @@ async fn write_loop(
     loop {
         tokio::select! {
             item = queue.recv() => {
-                let mut next = item;
+                // The outbox is gone: nothing more will be queued.
+                let Some(item) = item else {
+                    return Ok(());
+                };
+                let mut next = Some(item);
                 let mut batched = 0;
                 while let Some(item) = next.take() {
                     match item {

@@ -134,8 +134,17 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     for address in &addresses {
         let listener = match TcpListener::bind(&address.address).await {
             Ok(listener) => listener,
-            Err(error) if address.optional => {
-                tracing::debug!(address = %address.address, %error, "not listening on an optional address");
+            // The IPv6 loopback of `localhost` may not exist on this machine; but if it
+            // is taken by another process, clients resolving `localhost` to it would
+            // reach that process, so that stays an error.
+            Err(error)
+                if address.optional
+                    && !matches!(
+                        error.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                tracing::warn!(address = %address.address, %error, "not listening on this address");
                 continue;
             }
             Err(error) => return Err(format!("cannot listen on {}: {error}", address.address)),

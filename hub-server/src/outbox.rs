@@ -16,6 +16,7 @@ use backplane_core::{ConnectionSink, DeliveryError, SerializedMessage};
 use bytes::Bytes;
 use hub_protocol::Protocol;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// How many frames the writer takes out of the queue per lock: its batch size, so frames
 /// taken but not yet written stay bounded.
@@ -59,10 +60,14 @@ pub(crate) struct OutboxReceiver {
 
 /// What the two ends share.
 struct Shared {
-    /// Most frames the queue holds.
+    /// Most frames the queue holds (the writer's current batch, up to [`TAKE_LIMIT`]
+    /// frames taken out but not yet written, is not counted).
     capacity: usize,
     /// The queue and its bookkeeping.
     state: Mutex<State>,
+    /// Signalled whenever the writer takes frames out, for a reader waiting for room
+    /// before it starts work whose completion will need a place in the queue.
+    room: Notify,
 }
 
 #[derive(Default)]
@@ -92,6 +97,7 @@ impl Outbox {
         let shared = Arc::new(Shared {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
+            room: Notify::new(),
         });
         let outbox = Self {
             protocol,
@@ -105,7 +111,9 @@ impl Outbox {
         (outbox, receiver)
     }
 
-    /// Queue a frame; on overflow, sound the alarm.
+    /// Queue a frame; on overflow, sound the alarm. A Close is always queued (past the
+    /// capacity): it is the last item, and a busy but healthy client should still be told
+    /// why the connection ends.
     ///
     /// # Errors
     ///
@@ -117,7 +125,7 @@ impl Outbox {
             if state.receiver_gone {
                 return Err(DeliveryError::Closed);
             }
-            if state.items.len() >= self.shared.capacity {
+            if state.items.len() >= self.shared.capacity && matches!(item, Outgoing::Frame(_)) {
                 drop(state);
                 // `notify_one` stores a permit, so the alarm is not lost if the connection
                 // task is busy elsewhere at this instant.
@@ -136,6 +144,18 @@ impl Outbox {
     /// Completes when the queue has overflowed.
     pub(crate) async fn overflowed(&self) {
         self.overflow.notified().await;
+    }
+
+    /// Whether `frames` more frames fit in the queue now.
+    pub(crate) fn has_room_for(&self, frames: usize) -> bool {
+        self.shared.state().items.len() + frames <= self.shared.capacity
+    }
+
+    /// Completes the next time the writer takes frames out of the queue. Create (and
+    /// `enable`) it before checking [`Outbox::has_room_for`], so no signal is missed in
+    /// between.
+    pub(crate) fn room_freed(&self) -> Notified<'_> {
+        self.shared.room.notified()
     }
 }
 
@@ -184,7 +204,9 @@ impl OutboxReceiver {
         if let Some(item) = self.taken.pop_front() {
             return Some(item);
         }
-        take_batch(&mut self.shared.state(), &mut self.taken);
+        if take_batch(&mut self.shared.state(), &mut self.taken) {
+            self.shared.room.notify_waiters();
+        }
         self.taken.pop_front()
     }
 
@@ -194,6 +216,8 @@ impl OutboxReceiver {
         }
         let mut state = self.shared.state();
         if take_batch(&mut state, &mut self.taken) {
+            drop(state);
+            self.shared.room.notify_waiters();
             return Poll::Ready(self.taken.pop_front());
         }
         if state.sender_gone {
@@ -215,6 +239,7 @@ impl Drop for OutboxReceiver {
         let mut state = self.shared.state();
         state.receiver_gone = true;
         state.items.clear();
+        state.waiter = None;
     }
 }
 

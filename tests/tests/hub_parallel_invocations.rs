@@ -57,6 +57,56 @@ async fn parallel_invocations_do_not_wait_for_each_other() {
     assert_eq!(completion_order(options).await, ["fast", "slow"]);
 }
 
+/// A send queue far smaller than the invocations a client has running, or sends in one
+/// WebSocket message: every completion still arrives, in a queue that never overflows
+/// (the server stops reading instead of dropping its own caller as a slow reader).
+#[tokio::test]
+async fn completions_never_overflow_the_callers_own_queue() {
+    for parallel in [1, 64] {
+        let options = HubOptions::default()
+            .send_queue_capacity(4)
+            .max_parallel_invocations(parallel);
+        let server = TestServer::start_hub(hub_with_sleep().options(options)).await;
+        let mut client = RawClient::connect(&server.ws_url("")).await;
+        client.handshake_json().await;
+        let batch: String = (0..200)
+            .map(|i| {
+                let (target, arguments) = if i % 2 == 0 { ("Sleep", "[5]") } else { ("Add", "[1,1]") };
+                format!("{{\"type\":1,\"invocationId\":\"{i}\",\"target\":\"{target}\",\"arguments\":{arguments}}}\u{1e}")
+            })
+            .collect();
+        client.send_text(&batch).await;
+        let mut completed = std::collections::BTreeSet::new();
+        while completed.len() < 200 {
+            let text =
+                tokio::time::timeout(Duration::from_secs(30), client.recv_text_skipping_pings())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "parallel {parallel}: only {} of 200 completions arrived",
+                            completed.len()
+                        )
+                    });
+            let completion: Value = serde_json::from_str(text.trim_end_matches('\u{1e}')).unwrap();
+            assert_eq!(completion["type"], 3, "parallel {parallel}: {text}");
+            let id: usize = completion["invocationId"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                completed.insert(id),
+                "parallel {parallel}: completion {id} twice"
+            );
+        }
+        assert_eq!(
+            server.hub.connection_count(),
+            1,
+            "parallel {parallel}: the caller was dropped"
+        );
+    }
+}
+
 /// One client fires 500 broadcasts without waiting; a client on the other instance
 /// receives all of them, in the order they were sent, with parallel invocations sharing
 /// PostgreSQL commits.

@@ -511,15 +511,19 @@ async fn oversized_messages_close_the_connection_with_an_error() {
     let mut bystander = server.json_client().await;
     let expected = "{\"type\":7,\"error\":\"Connection closed with an error. InvalidDataException: The maximum message size of 1024 bytes was exceeded.\"}\u{1e}";
 
-    // One WebSocket frame far over the limit: refused by the WebSocket layer from the
-    // frame header, before the payload is buffered.
+    // One WebSocket frame over the WebSocket message limit (1 MiB): refused by the
+    // WebSocket layer from the frame header, before the payload is buffered, and the
+    // error names that limit.
     let mut client = server.json_client().await;
     let huge = format!(
         "{{\"type\":1,\"target\":\"Echo\",\"arguments\":[\"{}\"]}}\u{1e}",
         "x".repeat(1 << 20)
     );
     client.send_text(&huge).await;
-    assert_eq!(client.recv_text().await, expected);
+    assert_eq!(
+        client.recv_text().await,
+        "{\"type\":7,\"error\":\"Connection closed with an error. InvalidDataException: The maximum message size of 1048576 bytes was exceeded.\"}\u{1e}"
+    );
     assert_eq!(client.recv().await, Frame::Closed);
 
     // A message arriving in small frames that never ends within the limit.
@@ -569,7 +573,9 @@ async fn handshake_for_messagepack_is_json_text_even_in_a_binary_frame() {
 async fn many_small_messages_in_one_websocket_message_are_served() {
     let server = TestServer::start(HubOptions::default()).await;
     let mut client = server.json_client().await;
-    let batch: String = (0..600)
+    // More invocations than the send queue holds (1,024): their completions must not
+    // overflow the caller's own queue.
+    let batch: String = (0..1500)
         .map(|i| {
             format!("{{\"type\":1,\"invocationId\":\"{i}\",\"target\":\"Add\",\"arguments\":[{i},1]}}\u{1e}")
         })
@@ -579,7 +585,7 @@ async fn many_small_messages_in_one_websocket_message_are_served() {
         "the batch must exceed the per-message limit"
     );
     client.send_text(&batch).await;
-    for i in 0..600 {
+    for i in 0..1500 {
         assert_eq!(
             client.recv_text_skipping_pings().await,
             completion(&i.to_string(), &format!(",\"result\":{}", i + 1))
