@@ -224,7 +224,13 @@ impl Envelope {
     /// An upper estimate of this envelope's encoded size in bytes, for size limits and
     /// batch budgets (see [`EnvelopeKind::size_hint`]); cheaper than encoding.
     pub fn size_hint(&self) -> usize {
-        ENVELOPE_OVERHEAD + self.hub.len() + self.kind.size_hint()
+        Self::size_hint_of(&self.hub, &self.kind)
+    }
+
+    /// The [`Envelope::size_hint`] of an envelope for `hub` carrying `kind`, before it
+    /// exists (a backplane checks its size limit before stamping origin and sequence).
+    pub fn size_hint_of(hub: &str, kind: &EnvelopeKind) -> usize {
+        ENVELOPE_OVERHEAD + hub.len() + kind.size_hint()
     }
 }
 

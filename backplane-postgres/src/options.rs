@@ -136,8 +136,11 @@ pub struct PostgresOptions {
     /// use. Default: `{schema}.{slug}`, so two hubs (slugs) or two applications
     /// (schemas) in one database never see each other's notifications. A name over
     /// PostgreSQL's 63-byte identifier limit is shortened with a hash, deterministically.
-    /// Every table needs a channel of its own: a node refuses (with a configuration
-    /// error) a hub whose channel another of its tables already uses.
+    /// Every table needs a channel of its own, and channels are shared by the whole
+    /// database (not per schema): keep the schema in the name, or two applications in
+    /// one database would hear each other. A node refuses (with a configuration error) a
+    /// hub whose channel another of its own tables already uses; it cannot see other
+    /// applications' channels.
     pub channel_name_generator: ChannelNameGenerator,
     /// Envelopes older than this are deleted by a background task. Default: 1 hour. It
     /// bounds how long a node may be disconnected and still recover everything it

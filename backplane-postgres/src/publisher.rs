@@ -88,7 +88,7 @@ impl PublishQueue {
         // yield (tokio's cooperative budget, a contended lock) and let a publish polled
         // later overtake this one.
         let table = shared.table_for(hub)?;
-        let size = kind.size_hint() + hub.len();
+        let size = Envelope::size_hint_of(hub, &kind);
         if size > shared.options.max_envelope_bytes {
             return Err(BackplaneError::TooLarge {
                 size,
