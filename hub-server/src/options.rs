@@ -68,8 +68,11 @@ pub struct HubOptions {
     /// share commits. Default: 1.
     pub max_parallel_invocations: usize,
     /// Size of each connection's WebSocket read buffer, in bytes. It is allocated for
-    /// every connection, so it is kept small; frames larger than it are still read.
-    /// Default: 4 KiB.
+    /// every connection, idle or not, so it is kept small: frames larger than it are
+    /// still read, in several reads. 2 KiB keeps an idle connection's memory low (see
+    /// BENCHMARKS.md, S4); a server whose clients each send many messages back to back
+    /// reads them in fewer system calls with 4-8 KiB (BENCHMARKS.md measured about 15%
+    /// more single-sender throughput at 4 KiB). Default: 2 KiB.
     pub websocket_read_buffer_size: usize,
 }
 
@@ -86,7 +89,7 @@ impl Default for HubOptions {
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
             max_parallel_invocations: 1,
-            websocket_read_buffer_size: 4 * 1024,
+            websocket_read_buffer_size: 2 * 1024,
         }
     }
 }
