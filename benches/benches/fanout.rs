@@ -1,86 +1,104 @@
 //! HubLifetimeManager fan-out: one `send_group` to a group of 1, 100 and 10,000 local
-//! connections, including serializing the message once per hub protocol.
+//! connections, including serializing the message once per hub protocol, into the send
+//! queues `hub-server` ships.
 //!
-//! Each connection is an in-process [`ConnectionSink`] shaped like the server's outbox: a
-//! bounded queue of `Bytes` (capacity 1024 like `HubOptions::send_queue_capacity`) that
-//! never waits (a full queue refuses), drained between timed blocks so it never fills.
-//! Half the connections speak JSON, half MessagePack.
+//! Each connection is a real `hub-server` outbox (through its `__bench` module, which
+//! exists for this) registered as the connection's `ConnectionSink`, with the server's
+//! default capacity (1024 frames). Half the connections speak JSON, half MessagePack.
+//! The message is encoded by the server's own `serialize_invocation`.
+//!
+//! Between timed blocks every connection's writer is **parked**: its receiver was polled
+//! until it returned `Pending`, with a waker of its own, exactly as the server's write
+//! loop waits for work. A timed block is one send, so every delivery finds its writer
+//! parked and pays for waking it (taking the waker out of the queue and calling it). The
+//! waker only counts its calls (`std::task::Wake`): what the scheduler then does to run
+//! the woken writer is the writer's cost, not the fan-out's, and is not timed. After each
+//! block the queues are drained untimed the way the write loop drains them (`recv`, then
+//! `try_recv` until empty, then `recv` again until `Pending`), so each writer releases
+//! what its buffers grew to and parks again, as in production.
 //!
 //! The reported time is **per delivery**: criterion's "iteration" is one delivery to one
-//! connection, so `time` reads directly as nanoseconds per delivery.
+//! connection, so `time` reads directly as nanoseconds per delivery. For the group of 1
+//! that includes starting and stopping the clock once per send (tens of nanoseconds).
 //!
 //! The arguments carry a counting `Serialize` value; after each group the bench asserts
 //! that every send serialized it exactly twice (once per protocol) whatever the group
-//! size, and that every connection received every message, and prints the proof.
+//! size, that every connection received every message, and that every connection was
+//! woken once per send, and prints the proof.
 #![allow(missing_docs)]
 
-use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::Waker;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use backplane_core::{
-    Backplane, BackplaneHubLifetimeManager, ConnectionSink, DeliveryError, HubLifetimeManager,
-    LocalConnection, Protocol, SerializedMessage,
+    Backplane, BackplaneHubLifetimeManager, HubLifetimeManager, LocalConnection, Protocol,
 };
 use backplane_memory::MemoryBackplane;
-use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hub_protocol::encode_invocation;
+use hub_server::__bench::{Outbox, OutboxReceiver, Outgoing, serialize_invocation};
 use serde::{Serialize, Serializer};
 
-/// The server's default per-connection send queue capacity.
+/// `HubOptions::send_queue_capacity`'s default.
 const QUEUE_CAPACITY: usize = 1024;
-
-/// Most sends timed in one block before the queues are drained (stays under capacity).
-const MAX_BLOCK: usize = 512;
 
 const USER: &str = "User_4821";
 const TEXT: &str = "The quick brown fox jumps over the lazy dog, twice, to be sure.";
 
-/// A connection's sending side, shaped like the server's outbox (`hub-server`'s
-/// `outbox.rs`): a bounded `VecDeque` of frames under a mutex in a block shared with the
-/// writer, the parked writer's waker beside it, never waiting.
-#[derive(Debug)]
-struct QueueSink {
-    protocol: Protocol,
-    shared: Arc<QueueShared>,
-}
-
-#[derive(Debug)]
-struct QueueShared {
-    capacity: usize,
-    state: Mutex<QueueState>,
-}
-
+/// A writer's waker: counts how often the connection's writer was woken.
 #[derive(Debug, Default)]
-struct QueueState {
-    items: VecDeque<Bytes>,
-    waiter: Option<Waker>,
-    receiver_gone: bool,
+struct CountingWaker {
+    wakes: AtomicUsize,
 }
 
-impl ConnectionSink for QueueSink {
-    fn deliver(&self, message: &SerializedMessage) -> Result<(), DeliveryError> {
-        let frame = message
-            .get(self.protocol)
-            .ok_or(DeliveryError::MissingEncoding(self.protocol))?;
-        let waiter = {
-            let mut state = self.shared.state.lock().unwrap();
-            if state.receiver_gone {
-                return Err(DeliveryError::Closed);
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's writer side: the outbox's receiving end and the writer's waker.
+#[derive(Debug)]
+struct Writer {
+    receiver: OutboxReceiver,
+    /// Counts the wakes; `waker` wakes it.
+    counter: Arc<CountingWaker>,
+    waker: Waker,
+}
+
+impl Writer {
+    /// Take every queued frame as the server's write loop does (`recv`, then `try_recv`
+    /// until empty), until `recv` returns `Pending`: the writer has then released what its
+    /// buffers grew to and is parked, its waker stored in the outbox. How many frames it
+    /// took.
+    fn drain_and_park(&mut self) -> usize {
+        let mut cx = Context::from_waker(&self.waker);
+        let mut frames = 0;
+        loop {
+            match pin!(self.receiver.recv()).poll(&mut cx) {
+                Poll::Ready(Some(item)) => frames += frame_count(&item),
+                Poll::Ready(None) => panic!("the outbox is gone while the hub holds it"),
+                Poll::Pending => return frames,
             }
-            if state.items.len() >= self.shared.capacity {
-                return Err(DeliveryError::QueueFull);
+            while let Some(item) = self.receiver.try_recv() {
+                frames += frame_count(&item);
             }
-            state.items.push_back(frame.clone());
-            state.waiter.take()
-        };
-        if let Some(waker) = waiter {
-            waker.wake();
         }
-        Ok(())
+    }
+}
+
+/// 1 for a hub message frame; nothing else is ever queued here.
+fn frame_count(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Frame(_) => 1,
+        Outgoing::Close(_) => panic!("nothing closes a connection in this bench"),
     }
 }
 
@@ -97,80 +115,50 @@ impl Serialize for Counted<'_> {
     }
 }
 
-/// The hub's send path: encode once per protocol into one allocation, then `send_group`.
+/// The hub's send path: encode once per protocol (as the hub does), then `send_group`.
 async fn send(
     manager: &BackplaneHubLifetimeManager,
     group: &str,
     count: &AtomicUsize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let arguments = (USER, Counted { text: TEXT, count });
-    // As hub-server's `serialize_invocation` does.
-    let mut buf = BytesMut::with_capacity(512 + 2 * "ReceiveMessage".len());
-    encode_invocation(Protocol::Json, &mut buf, None, "ReceiveMessage", &arguments)?;
-    let json = buf.split().freeze();
-    buf.reserve(json.len() + 16);
-    encode_invocation(
-        Protocol::MessagePack,
-        &mut buf,
-        None,
-        "ReceiveMessage",
-        &arguments,
-    )?;
-    let message = SerializedMessage::new()
-        .with(Protocol::Json, json)
-        .with(Protocol::MessagePack, buf.freeze());
+    let message = serialize_invocation("ReceiveMessage", &(USER, Counted { text: TEXT, count }))?;
     manager.send_group(group, message).await?;
     Ok(())
 }
 
-/// A hub with `connections` members of the group "room", and their queues.
-async fn hub_with(connections: usize) -> (BackplaneHubLifetimeManager, Vec<Arc<QueueShared>>) {
+/// A hub with `connections` members of the group "room", and their parked writers.
+async fn hub_with(connections: usize) -> (BackplaneHubLifetimeManager, Vec<Writer>) {
     let backplane: Arc<dyn Backplane> = Arc::new(MemoryBackplane::new());
     let manager = BackplaneHubLifetimeManager::new("bench", backplane)
         .await
         .expect("manager");
-    let mut receivers = Vec::with_capacity(connections);
+    let mut writers = Vec::with_capacity(connections);
     for i in 0..connections {
         let protocol = if i % 2 == 0 {
             Protocol::Json
         } else {
             Protocol::MessagePack
         };
-        let shared = Arc::new(QueueShared {
-            capacity: QUEUE_CAPACITY,
-            state: Mutex::new(QueueState::default()),
-        });
+        let (outbox, receiver) = Outbox::new(protocol, QUEUE_CAPACITY);
         let id = format!("connection-{i}");
         manager
-            .on_connected(LocalConnection::new(
-                id.as_str(),
-                None,
-                Arc::new(QueueSink {
-                    protocol,
-                    shared: shared.clone(),
-                }),
-            ))
+            .on_connected(LocalConnection::new(id.as_str(), None, Arc::new(outbox)))
             .await
             .expect("register");
         manager
             .add_to_group(&id.as_str().into(), "room")
             .await
             .expect("join");
-        receivers.push(shared);
+        let counter = Arc::new(CountingWaker::default());
+        let mut writer = Writer {
+            receiver,
+            waker: Waker::from(counter.clone()),
+            counter,
+        };
+        assert_eq!(writer.drain_and_park(), 0, "nothing was sent yet");
+        writers.push(writer);
     }
-    (manager, receivers)
-}
-
-/// Empties every queue, as each connection's writer would; returns how many frames were
-/// in them.
-fn drain(receivers: &mut [Arc<QueueShared>]) -> usize {
-    let mut frames = 0;
-    for shared in receivers {
-        let mut state = shared.state.lock().unwrap();
-        frames += state.items.len();
-        state.items.clear();
-    }
-    frames
+    (manager, writers)
 }
 
 fn bench(c: &mut Criterion) {
@@ -182,28 +170,25 @@ fn bench(c: &mut Criterion) {
     // One criterion iteration is one delivery.
     group.throughput(Throughput::Elements(1));
     for connections in [1usize, 100, 10_000] {
-        let (manager, mut receivers) = runtime.block_on(hub_with(connections));
+        let (manager, mut writers) = runtime.block_on(hub_with(connections));
         let serializations = AtomicUsize::new(0);
         let mut sends = 0usize;
         let mut delivered = 0usize;
-        let block = (4096 / connections).clamp(1, MAX_BLOCK);
         group.bench_function(format!("send_group/{connections}"), |b| {
             b.iter_custom(|deliveries| {
                 let wanted = usize::try_from(deliveries).unwrap_or(usize::MAX);
                 let total_sends = wanted.div_ceil(connections).max(1);
                 let mut elapsed = Duration::ZERO;
-                let mut done = 0;
-                while done < total_sends {
-                    let this_block = block.min(total_sends - done);
+                for _ in 0..total_sends {
+                    // One send per timed block: every writer is parked when it starts.
                     let started = Instant::now();
                     runtime.block_on(async {
-                        for _ in 0..this_block {
-                            send(&manager, "room", &serializations).await.expect("send");
-                        }
+                        send(&manager, "room", &serializations).await.expect("send");
                     });
                     elapsed += started.elapsed();
-                    done += this_block;
-                    delivered += drain(&mut receivers);
+                    for writer in &mut writers {
+                        delivered += writer.drain_and_park();
+                    }
                 }
                 sends += total_sends;
                 // Scale to exactly `deliveries` deliveries.
@@ -221,10 +206,19 @@ fn bench(c: &mut Criterion) {
             sends * connections,
             "every connection receives every message"
         );
+        let wakes: usize = writers
+            .iter()
+            .map(|writer| writer.counter.wakes.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(
+            wakes,
+            sends * connections,
+            "every delivery woke its parked writer"
+        );
         eprintln!(
             "fanout/send_group/{connections}: {sends} sends, {counted} serializations \
              ({:.1} per send: one JSON + one MessagePack), {delivered} deliveries \
-             ({connections} per send)",
+             ({connections} per send), {wakes} writer wakes (one per delivery)",
             counted as f64 / sends as f64
         );
     }

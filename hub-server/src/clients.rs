@@ -28,7 +28,11 @@ const INITIAL_FRAME_CAPACITY: usize = 512;
 ///
 /// Both encodings share one allocation. Both are always produced: a message may travel to
 /// other nodes, whose connections may speak either protocol.
-pub(crate) fn serialize_invocation<A: Serialize + ?Sized>(
+///
+/// # Errors
+///
+/// [`SendError::Encode`] when `arguments` cannot be serialized.
+pub fn serialize_invocation<A: Serialize + ?Sized>(
     method: &str,
     arguments: &A,
 ) -> Result<SerializedMessage, SendError> {

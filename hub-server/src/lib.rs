@@ -102,6 +102,19 @@ mod tokens;
 
 pub mod chat;
 
+/// A connection's send queue and the hub's message encoding, for the workspace's
+/// benchmarks (`benches/`) only.
+///
+/// **Not a stable API**: hidden from the documentation, and free to change or disappear
+/// in any release. The fan-out benchmark encodes with `serialize_invocation`, registers
+/// real `Outbox`es with a lifetime manager and drains them as a connection's writer does,
+/// so it measures the code the server ships rather than a copy of it.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::clients::serialize_invocation;
+    pub use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
+}
+
 pub use backplane_core::{BackplaneHealth, BackplaneStatus, ConnectionId, Target};
 pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext};
 pub use error::{MethodError, SendError};

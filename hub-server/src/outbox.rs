@@ -27,7 +27,7 @@ const IDLE_RETAINED: usize = 8;
 
 /// One item of a connection's outgoing queue.
 #[derive(Debug)]
-pub(crate) enum Outgoing {
+pub enum Outgoing {
     /// A complete hub message frame, shared with every other connection it was sent to.
     Frame(Bytes),
     /// Write this final frame (a Close message, if any), close the WebSocket and stop.
@@ -40,7 +40,7 @@ pub(crate) enum Outgoing {
 /// The lifetime manager calls [`ConnectionSink::deliver`] while fanning out, so delivering
 /// must never wait: a full queue means the client stopped reading, and it is disconnected
 /// rather than allowed to slow everyone else down or to grow memory without bound.
-pub(crate) struct Outbox {
+pub struct Outbox {
     /// The protocol whose encoding this connection takes from each message.
     protocol: Protocol,
     /// The queue, shared with the connection's writer.
@@ -50,7 +50,7 @@ pub(crate) struct Outbox {
 }
 
 /// The receiving side of one connection's queue, drained by its writer.
-pub(crate) struct OutboxReceiver {
+pub struct OutboxReceiver {
     /// The queue, shared with the [`Outbox`].
     shared: Arc<Shared>,
     /// Frames taken out of the queue (in order, ahead of everything still in it) and not
@@ -93,7 +93,7 @@ impl Shared {
 impl Outbox {
     /// An outbox for a connection speaking `protocol`, with room for `capacity` frames,
     /// and the receiving end its writer drains.
-    pub(crate) fn new(protocol: Protocol, capacity: usize) -> (Self, OutboxReceiver) {
+    pub fn new(protocol: Protocol, capacity: usize) -> (Self, OutboxReceiver) {
         let shared = Arc::new(Shared {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
@@ -195,12 +195,12 @@ impl OutboxReceiver {
     /// The next frame, waiting for one if the queue is empty; `None` once the outbox is
     /// gone and everything queued was taken. Cancel-safe: a frame is only taken when it is
     /// returned.
-    pub(crate) async fn recv(&mut self) -> Option<Outgoing> {
+    pub async fn recv(&mut self) -> Option<Outgoing> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next frame if one is queued, without waiting.
-    pub(crate) fn try_recv(&mut self) -> Option<Outgoing> {
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
         if let Some(item) = self.taken.pop_front() {
             return Some(item);
         }
