@@ -16,13 +16,114 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::BytesMut;
 use hub_protocol::{Decoder, HubMessage, Protocol, encode_invocation};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::check::DeliveryCheck;
+use crate::database::quote_identifier;
 use crate::latency::Latencies;
 use crate::probe::{Probe, now_micros};
 use crate::report::{MessageReport, round3};
+use crate::scenario::QUIET_PERIOD;
+
+/// How the publishing side tells the receiving side what to expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publishing {
+    /// Messages are still being published.
+    Running,
+    /// Publishing ended after this many messages (all of them, or fewer after a failure):
+    /// once they are all in, listen for [`QUIET_PERIOD`] more and stop.
+    Ended(u64),
+    /// The drain timeout passed: stop now with what arrived.
+    Stop,
+}
+
+/// What the receiving side saw.
+#[derive(Debug)]
+struct Received {
+    check: DeliveryCheck,
+    latencies: Latencies,
+    /// When the last new message arrived ([`now_micros`] time).
+    last_arrival: u64,
+    /// Why it stopped early, if it did.
+    error: Option<String>,
+}
+
+/// Check every notification until publishing ended, everything published arrived and
+/// [`QUIET_PERIOD`] passed without another notification (so late duplicates are counted),
+/// or until told to stop.
+async fn receive(
+    mut notifications: mpsc::UnboundedReceiver<(u64, String)>,
+    messages: u64,
+    mut publishing: watch::Receiver<Publishing>,
+) -> Received {
+    let mut received = Received {
+        check: DeliveryCheck::new(1, messages),
+        latencies: Latencies::with_capacity(usize::try_from(messages).unwrap_or(0)),
+        last_arrival: 0,
+        error: None,
+    };
+    let mut decoder = Decoder::new(Protocol::Json, 64 * 1024);
+    let mut quiet_until: Option<tokio::time::Instant> = None;
+    loop {
+        match *publishing.borrow_and_update() {
+            Publishing::Stop => break,
+            Publishing::Ended(published)
+                if quiet_until.is_none() && received.check.distinct() >= published =>
+            {
+                quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
+            }
+            _ => {}
+        }
+        let quiet = async {
+            match quiet_until {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (arrived, payload) = tokio::select! {
+            next = notifications.recv() => match next {
+                Some(next) => next,
+                None => {
+                    received.error = Some("the LISTEN connection ended".into());
+                    break;
+                }
+            },
+            changed = publishing.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+            () = quiet => break,
+        };
+        if quiet_until.is_some() {
+            quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
+        }
+        let Ok(frame) = BASE64.decode(payload.as_bytes()) else {
+            continue;
+        };
+        let mut buf = BytesMut::from(&frame[..]);
+        let Ok(Some(HubMessage::Invocation(invocation))) = decoder.decode(&mut buf) else {
+            continue;
+        };
+        let Some(probe) = invocation
+            .arguments
+            .deserialize::<&str>(2)
+            .ok()
+            .and_then(Probe::parse)
+        else {
+            continue;
+        };
+        if received.check.record(&probe) {
+            received
+                .latencies
+                .record(arrived.saturating_sub(probe.sent_micros));
+            received.last_arrival = arrived;
+        }
+    }
+    received
+}
 
 /// The baseline's settings.
 #[derive(Debug, Clone)]
@@ -48,7 +149,7 @@ pub async fn run(
     schema: &str,
 ) -> Result<MessageReport, String> {
     let db = |error: tokio_postgres::Error| format!("baseline: {error}");
-    let quoted_schema = format!("\"{}\"", schema.replace('"', "\"\""));
+    let quoted_schema = quote_identifier(schema);
     let table = format!("{quoted_schema}.baseline_messages");
     let channel = format!("{schema}.baseline");
 
@@ -73,7 +174,7 @@ pub async fn run(
     let (listener, mut connection) = tokio_postgres::connect(database_url, NoTls)
         .await
         .map_err(db)?;
-    let (notifications_tx, mut notifications) = mpsc::unbounded_channel();
+    let (notifications_tx, notifications) = mpsc::unbounded_channel();
     let listener_connection = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
         while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
@@ -91,7 +192,7 @@ pub async fn run(
             }
         }
     });
-    let listen = format!("LISTEN \"{}\"", channel.replace('"', "\"\""));
+    let listen = format!("LISTEN {}", quote_identifier(&channel));
     listener.batch_execute(&listen).await.map_err(db)?;
 
     let statement = publisher
@@ -102,40 +203,8 @@ pub async fn run(
         .await
         .map_err(db)?;
 
-    let receiving = tokio::spawn({
-        let messages = scenario.messages;
-        async move {
-            let mut check = DeliveryCheck::new(1, messages);
-            let mut latencies = Latencies::with_capacity(usize::try_from(messages).unwrap_or(0));
-            let mut decoder = Decoder::new(Protocol::Json, 64 * 1024);
-            let mut last_arrival = 0;
-            while !check.complete() {
-                let Some((arrived, payload)) = notifications.recv().await else {
-                    break;
-                };
-                let Ok(frame) = BASE64.decode(payload.as_bytes()) else {
-                    continue;
-                };
-                let mut buf = BytesMut::from(&frame[..]);
-                let Ok(Some(HubMessage::Invocation(invocation))) = decoder.decode(&mut buf) else {
-                    continue;
-                };
-                let Some(probe) = invocation
-                    .arguments
-                    .deserialize::<&str>(2)
-                    .ok()
-                    .and_then(Probe::parse)
-                else {
-                    continue;
-                };
-                if check.record(&probe) {
-                    latencies.record(arrived.saturating_sub(probe.sent_micros));
-                    last_arrival = arrived;
-                }
-            }
-            (check, latencies, last_arrival)
-        }
-    });
+    let (publishing_tx, publishing) = watch::channel(Publishing::Running);
+    let mut receiving = tokio::spawn(receive(notifications, scenario.messages, publishing));
 
     let started = now_micros();
     let limit = started + u64::try_from(scenario.time_limit.as_micros()).unwrap_or(u64::MAX);
@@ -173,16 +242,35 @@ pub async fn run(
         sent += 1;
     }
     let send_finished = now_micros();
-    let outcome = tokio::time::timeout(scenario.drain_timeout, receiving).await;
-    let (check, mut latencies, last_arrival) = match outcome {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(error)) => return Err(format!("baseline receiver: {error}")),
+    let _ = publishing_tx.send(Publishing::Ended(sent));
+    let received = match tokio::time::timeout(scenario.drain_timeout, &mut receiving).await {
+        Ok(received) => received,
         Err(_) => {
-            return Err(format!(
-                "baseline: notifications stopped arriving ({sent} sent); is the listener blocked?"
+            errors.push(format!(
+                "notifications stopped arriving within {:?} of the last commit",
+                scenario.drain_timeout
             ));
+            // Stop it and take what arrived.
+            let _ = publishing_tx.send(Publishing::Stop);
+            receiving.await
         }
     };
+    let received = received.unwrap_or_else(|error| {
+        errors.push(format!("baseline receiver task: {error}"));
+        Received {
+            check: DeliveryCheck::new(1, scenario.messages),
+            latencies: Latencies::default(),
+            last_arrival: 0,
+            error: None,
+        }
+    });
+    errors.extend(received.error);
+    let Received {
+        check,
+        mut latencies,
+        last_arrival,
+        ..
+    } = received;
     let _ = publisher
         .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
         .await;
@@ -211,6 +299,7 @@ pub async fn run(
         pacing: "one commit at a time".into(),
         duration_s: round3(duration),
         send_duration_s: round3(send_finished.saturating_sub(started) as f64 / 1e6),
+        max_schedule_lag_ms: None,
         messages_per_s: rate.round(),
         deliveries_per_s: rate.round(),
         latency: latencies.summary(),

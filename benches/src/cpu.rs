@@ -1,6 +1,13 @@
 //! Where the CPU went during a scenario: each instance, this program, PostgreSQL, and
 //! everything else on the machine (from `/proc`), so a report says what limited it and
 //! whether something else was competing for the cores.
+//!
+//! PostgreSQL backends come and go (the baseline opens and closes its own connections).
+//! A backend that exits between two snapshots can no longer be read, but its parent, the
+//! postmaster, collects it: its whole CPU time is added to the postmaster's children's
+//! times (`cutime`, `cstime`). So PostgreSQL's share counts every `postgres` process's own
+//! and collected children's time, minus what the collected backends had already used at
+//! the first snapshot.
 
 use std::collections::HashMap;
 
@@ -18,8 +25,8 @@ pub struct CpuSnapshot {
     b: Option<u64>,
     /// Ticks used by this program.
     tool: u64,
-    /// Ticks used by each `postgres` process on the machine, by process id (backends come
-    /// and go; only what a process used between two snapshots counts).
+    /// Ticks used by each `postgres` process on the machine, its own plus those of the
+    /// children it collected, by process id.
     postgres: HashMap<u32, u64>,
     /// Ticks the whole machine spent busy and idle.
     machine_busy: u64,
@@ -54,6 +61,8 @@ impl CpuSnapshot {
         CpuSnapshot {
             a: a.and_then(process_ticks),
             b: b.and_then(process_ticks),
+            // Without collected children: the instances this program started are its
+            // children, and are counted on their own.
             tool: process_ticks(std::process::id()).unwrap_or(0),
             postgres: postgres_ticks(),
             machine_busy,
@@ -68,13 +77,7 @@ impl CpuSnapshot {
         let a = self.a.zip(later.a).map(|(x, y)| delta(x, y));
         let b = self.b.zip(later.b).map(|(x, y)| delta(x, y));
         let tool = delta(self.tool, later.tool);
-        // A backend that started in between counts from zero; one that ended in between
-        // is missed (its last moments are usually idle).
-        let postgres = later
-            .postgres
-            .iter()
-            .map(|(pid, ticks)| delta(self.postgres.get(pid).copied().unwrap_or(0), *ticks))
-            .sum();
+        let postgres = postgres_delta(&self.postgres, &later.postgres);
         let busy = delta(self.machine_busy, later.machine_busy);
         let idle = delta(self.machine_idle, later.machine_idle);
         let known = a.unwrap_or(0) + b.unwrap_or(0) + tool + postgres;
@@ -93,26 +96,67 @@ impl CpuSnapshot {
     }
 }
 
+/// PostgreSQL's ticks between two snapshots of its processes (own + collected children's
+/// ticks, by process id).
+///
+/// A process present in both counts its difference; one that started in between counts
+/// from zero (a backend that started and exited in between shows up in its parent's
+/// collected time instead). One that exited in between was collected by the postmaster,
+/// whose difference then includes that backend's whole life: what it had used at the
+/// first snapshot is taken off again.
+fn postgres_delta(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> u64 {
+    let grown: u64 = after
+        .iter()
+        .map(|(pid, ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum();
+    let collected_earlier: u64 = before
+        .iter()
+        .filter(|(pid, _)| !after.contains_key(pid))
+        .map(|(_, ticks)| ticks)
+        .sum();
+    grown.saturating_sub(collected_earlier)
+}
+
 /// User + system ticks of a process (fields 14 and 15 of `/proc/{pid}/stat`).
 fn process_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_ticks(&stat).map(|(_, ticks)| ticks)
+    stat_ticks(&stat).map(|ticks| ticks.own)
 }
 
-/// The command name and user + system ticks in a `/proc/{pid}/stat` line.
-fn stat_ticks(stat: &str) -> Option<(&str, u64)> {
+/// What a `/proc/{pid}/stat` line says about a process's CPU time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatTicks<'a> {
+    /// The command name.
+    name: &'a str,
+    /// User + system ticks of the process itself.
+    own: u64,
+    /// User + system ticks of the children it waited for.
+    children: u64,
+}
+
+/// The command name, and the process's and its collected children's user + system ticks,
+/// in a `/proc/{pid}/stat` line.
+fn stat_ticks(stat: &str) -> Option<StatTicks<'_>> {
     // The command name is in parentheses and may contain spaces; fields follow the last ')'.
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let name = &stat[open + 1..close];
-    let mut fields = stat[close + 1..].split_whitespace();
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((name, utime + stime))
+    // After the name: state is field 3, utime field 14, stime 15, cutime 16, cstime 17.
+    let mut times = stat[close + 1..]
+        .split_whitespace()
+        .skip(11)
+        .map(|field| field.parse::<u64>().ok());
+    let mut next = || times.next().flatten();
+    let (utime, stime, cutime, cstime) = (next()?, next()?, next()?, next()?);
+    Some(StatTicks {
+        name,
+        own: utime + stime,
+        children: cutime + cstime,
+    })
 }
 
-/// Ticks of every process named `postgres` (the server and its backends), by process id.
+/// Own and collected children's ticks of every process named `postgres` (the postmaster
+/// and its backends), by process id.
 fn postgres_ticks() -> HashMap<u32, u64> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return HashMap::new();
@@ -122,8 +166,8 @@ fn postgres_ticks() -> HashMap<u32, u64> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (name, ticks) = stat_ticks(&stat)?;
-            (name == "postgres").then_some((pid, ticks))
+            let ticks = stat_ticks(&stat)?;
+            (ticks.name == "postgres").then_some((pid, ticks.own + ticks.children))
         })
         .collect()
 }
@@ -148,8 +192,15 @@ mod tests {
 
     #[test]
     fn reads_stat_lines_and_this_process() {
-        let line = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
-        assert_eq!(stat_ticks(line), Some(("my (odd) name", 300)));
+        let line = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0";
+        assert_eq!(
+            stat_ticks(line),
+            Some(StatTicks {
+                name: "my (odd) name",
+                own: 300,
+                children: 10
+            })
+        );
         let before = CpuSnapshot::take(None, None);
         let mut x = 0u64;
         for i in 0..20_000_000u64 {
@@ -159,5 +210,15 @@ mod tests {
         let usage = before.until(&CpuSnapshot::take(None, None));
         assert!(usage.hub_load_s >= 0.0 && usage.machine_busy_pct <= 100.0);
         assert_eq!(usage.a_s, None);
+    }
+
+    #[test]
+    fn backends_that_exit_between_snapshots_are_counted_once() {
+        // Postmaster 1, backends 2 (runs throughout), 3 (exits), 4 (starts), and one that
+        // starts and exits in between (5 ticks, seen only in the postmaster's children).
+        let before = HashMap::from([(1, 100), (2, 40), (3, 30)]);
+        // 3 used 20 more ticks, then exited: the postmaster collected all its 50, plus 5.
+        let after = HashMap::from([(1, 100 + 50 + 5), (2, 45), (4, 7)]);
+        assert_eq!(postgres_delta(&before, &after), 20 + 5 + 5 + 7);
     }
 }

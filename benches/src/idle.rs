@@ -4,7 +4,12 @@
 //! announces every new connection to everyone, and a client that stopped reading would be
 //! disconnected once its send queue overflowed) and pings well inside the client
 //! timeout. The server's resident memory is read from `/proc/{pid}/status` before the
-//! first connection and once all are open and the server has gone quiet.
+//! first connection (once it has stopped changing) and once all are open and the server
+//! has gone quiet.
+//!
+//! The instance should be fresh (`hub-load` starts one for S4 when it starts the servers):
+//! a server that already ran other scenarios has freed heap that new connections reuse
+//! without growing its resident memory, which would bias the figure low.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +34,8 @@ pub struct IdleScenario {
     pub settle_timeout: Duration,
     /// Connection settings (a small read buffer: this program holds them all too).
     pub client: ClientOptions,
+    /// Whether the instance was started for S4 alone (reported as is).
+    pub fresh_instance: bool,
 }
 
 /// Counters the connection tasks share.
@@ -97,9 +104,10 @@ async fn settled_rss(pid: u32, shared: &Shared, timeout: Duration) -> u64 {
 ///
 /// A message when the server's memory cannot be read.
 pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<IdleReport, String> {
-    let rss_before =
-        rss_bytes(pid).ok_or_else(|| format!("cannot read the memory of process {pid}"))?;
+    rss_bytes(pid).ok_or_else(|| format!("cannot read the memory of process {pid}"))?;
     let shared = Arc::new(Shared::default());
+    // A server that just started may still be settling (its backplane connections).
+    let rss_before = settled_rss(pid, &shared, scenario.settle_timeout).await;
     let (stop_tx, stop) = watch::channel(false);
     let mut holders = JoinSet::new();
     let mut opening = JoinSet::new();
@@ -147,10 +155,16 @@ pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<Idle
     Ok(IdleReport {
         scenario: "S4".into(),
         description: format!(
-            "{} idle WebSocket connections (negotiate + JSON handshake) on one instance; \
+            "{} idle WebSocket connections (negotiate + JSON handshake) on one {}instance; \
              server RSS delta per connection",
-            scenario.connections
+            scenario.connections,
+            if scenario.fresh_instance {
+                "freshly started "
+            } else {
+                ""
+            }
         ),
+        fresh_instance: scenario.fresh_instance,
         connections: scenario.connections,
         connected,
         dropped,

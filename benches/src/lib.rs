@@ -17,6 +17,8 @@
 //!   connections and server memory; [`baseline`]: the original .NET backplane design.
 //! - [`cpu`]: where the CPU went during a scenario (instances, this program, PostgreSQL,
 //!   anything else).
+//! - [`database`]: the database settings a report records, and the schemas a run
+//!   creates (never one that already exists) and drops.
 //! - [`report`]: the JSON lines.
 //!
 //! # Example
@@ -36,6 +38,7 @@ pub mod baseline;
 pub mod check;
 pub mod client;
 pub mod cpu;
+pub mod database;
 pub mod idle;
 pub mod latency;
 pub mod probe;

@@ -29,6 +29,11 @@ pub struct MessageReport {
     /// From the first to the last send, in seconds (longer than planned when the server
     /// pushed back).
     pub send_duration_s: f64,
+    /// Open-loop pacing only: the most any message was sent after its scheduled time, in
+    /// milliseconds. Latency is measured from the scheduled time, so this lag is part of
+    /// it; a large value means the sender (or the server, through TCP) fell behind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_schedule_lag_ms: Option<f64>,
     /// Messages fully delivered per second (deliveries / receivers / duration).
     pub messages_per_s: f64,
     /// Deliveries (one message arriving at one receiver) per second.
@@ -54,6 +59,19 @@ pub struct MessageReport {
     pub cpu: Option<CpuUsage>,
 }
 
+impl MessageReport {
+    /// Whether every message arrived exactly once and in order, nothing was refused and
+    /// no connection failed.
+    pub fn clean(&self) -> bool {
+        self.totals.lost == 0
+            && self.totals.duplicated == 0
+            && self.totals.out_of_order == 0
+            && self.totals.unexpected == 0
+            && self.refused == 0
+            && self.connection_errors.is_empty()
+    }
+}
+
 /// The result of S4: idle connections and server memory.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleReport {
@@ -61,6 +79,10 @@ pub struct IdleReport {
     pub scenario: String,
     /// What was measured, in words.
     pub description: String,
+    /// Whether the instance was started for S4 alone (`hub-load` does that when it
+    /// started the servers), so its memory before the connections is a fresh process's,
+    /// not a heap that earlier scenarios grew and freed.
+    pub fresh_instance: bool,
     /// Connections asked for.
     pub connections: usize,
     /// Connections that completed negotiate and handshake.
@@ -86,6 +108,13 @@ pub struct IdleReport {
     /// CPU used during the scenario, by process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuUsage>,
+}
+
+impl IdleReport {
+    /// Whether every connection opened and stayed open.
+    pub fn clean(&self) -> bool {
+        self.connected == self.connections && self.dropped == 0 && self.connection_errors.is_empty()
+    }
 }
 
 /// Print `report` as one JSON line on standard output.

@@ -8,11 +8,11 @@
 //! refusal. The text carries a [`Probe`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hub_protocol::{CompletionResult, HubMessage};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::check::{CheckTotals, DeliveryCheck};
@@ -30,6 +30,11 @@ pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Connections opened at once while setting up receivers.
 const CONNECT_CONCURRENCY: usize = 16;
+
+/// How long a receiver that has every message keeps listening for more: a duplicate
+/// arriving after the last new message must still be counted. It stops once this long
+/// passes without another message of its group (or at the scenario's drain deadline).
+pub(crate) const QUIET_PERIOD: Duration = Duration::from_millis(250);
 
 /// How a sender paces its messages.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +133,9 @@ async fn join(server: &str, group: &str, options: ClientOptions) -> Result<HubCl
     Ok(client)
 }
 
-/// Read until every message arrived or `stop` fires; ping while idle.
+/// Read until every message arrived and then [`QUIET_PERIOD`] passed without another
+/// message of the group (so late duplicates are counted), or until `stop` fires; ping
+/// while idle.
 async fn receive(
     mut client: HubClient,
     group: String,
@@ -144,7 +151,18 @@ async fn receive(
     };
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
-    while !outcome.check.complete() {
+    // Set once every message has arrived, and pushed back by every later one.
+    let mut quiet_until: Option<tokio::time::Instant> = None;
+    loop {
+        if quiet_until.is_none() && outcome.check.complete() {
+            quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
+        }
+        let quiet = async {
+            match quiet_until {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             next = client.reader.next() => next,
             _ = ping.tick() => {
@@ -155,6 +173,7 @@ async fn receive(
                 continue;
             }
             _ = stop.changed() => break,
+            () = quiet => break,
         };
         let message = match next {
             Ok(Some(message)) => message,
@@ -184,6 +203,9 @@ async fn receive(
         };
         if to != group {
             continue;
+        }
+        if quiet_until.is_some() {
+            quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
         }
         let now = now_micros();
         match Probe::parse(text) {
@@ -256,19 +278,117 @@ async fn read_completions(
     None
 }
 
+/// When message `seq` of an open-loop sender is due, in [`now_micros`] time.
+fn scheduled_micros(started: u64, seq: u64, per_second: f64) -> u64 {
+    started + (seq as f64 * 1_000_000.0 / per_second) as u64
+}
+
+/// Releases an open-loop sender's messages on schedule, from a thread of its own.
+///
+/// tokio's timers tick in milliseconds, so a sender sleeping on them would send up to a
+/// millisecond late; since latency is measured from the scheduled time, that lateness
+/// would be charged to the servers. A thread's sleep is precise to tens of microseconds.
+#[derive(Debug)]
+struct Pacer {
+    /// Messages released so far (`seq < released` may be sent).
+    released: Arc<AtomicU64>,
+    /// Signalled after each release; a permit is stored when nobody waits.
+    ready: Arc<Notify>,
+    /// Tells the thread to stop early (the sender gave up).
+    stop: Arc<AtomicBool>,
+}
+
+impl Pacer {
+    /// Start releasing `messages` messages at `per_second` from `started`.
+    fn start(started: u64, messages: u64, per_second: f64) -> Self {
+        let pacer = Self {
+            released: Arc::new(AtomicU64::new(0)),
+            ready: Arc::new(Notify::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (released, ready, stop) = (
+            pacer.released.clone(),
+            pacer.ready.clone(),
+            pacer.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut count = 0;
+            while count < messages && !stop.load(Ordering::Relaxed) {
+                let now = now_micros();
+                let before = count;
+                while count < messages && scheduled_micros(started, count, per_second) <= now {
+                    count += 1;
+                }
+                if count > before {
+                    released.store(count, Ordering::Release);
+                    ready.notify_one();
+                }
+                if count < messages {
+                    let due = scheduled_micros(started, count, per_second);
+                    std::thread::sleep(Duration::from_micros(due.saturating_sub(now_micros())));
+                }
+            }
+        });
+        pacer
+    }
+
+    /// Wait until message `seq` is due.
+    async fn wait_for(&self, seq: u64) {
+        while self.released.load(Ordering::Acquire) <= seq {
+            self.ready.notified().await;
+        }
+    }
+
+    /// Whether message `seq` is due.
+    fn released(&self, seq: u64) -> bool {
+        self.released.load(Ordering::Acquire) > seq
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the sender did.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// When sending started ([`now_micros`] time).
+    started: u64,
+    /// When the last message was written.
+    finished: u64,
+    /// Open loop only: the most any message was sent after its scheduled time, in
+    /// microseconds.
+    max_schedule_lag: Option<u64>,
+}
+
 /// Send the scenario's messages; returns when the last one is written.
+///
+/// A closed-loop sender stamps each message with the time it sends it. An open-loop
+/// sender stamps the time the schedule says it is due, so when the sender falls behind
+/// (the server pushes back, or the machine is busy) the wait counts as latency instead of
+/// vanishing; how far behind it fell is reported.
 async fn send_all(
     writer: &mut FrameWriter,
     scenario: &MessageScenario,
     group: &str,
     window: &Semaphore,
-) -> Result<(u64, u64), String> {
+) -> Result<Sent, String> {
     let fail = |error: crate::client::ClientError| format!("sending: {error}");
     let started = now_micros();
+    let pacer = match scenario.pacing {
+        Pacing::Rate(per_second) => Some((
+            Pacer::start(started, scenario.messages, per_second),
+            per_second,
+        )),
+        Pacing::Window(_) => None,
+    };
+    let mut max_lag = 0;
     let mut id = String::new();
     for seq in 0..scenario.messages {
-        match scenario.pacing {
-            Pacing::Window(_) => {
+        let sent_micros = match &pacer {
+            None => {
                 if let Ok(permit) = window.try_acquire() {
                     permit.forget();
                 } else {
@@ -279,20 +399,23 @@ async fn send_all(
                         .map_err(|_| "stopped sending: the sender's connection ended".to_owned())?
                         .forget();
                 }
+                now_micros()
             }
-            Pacing::Rate(per_second) => {
-                let due = started + (seq as f64 * 1_000_000.0 / per_second) as u64;
-                let now = now_micros();
-                if due > now {
+            Some((pacer, per_second)) => {
+                if !pacer.released(seq) {
+                    // Write what is due before waiting for the next one.
                     writer.flush().await.map_err(fail)?;
-                    tokio::time::sleep(Duration::from_micros(due - now)).await;
+                    pacer.wait_for(seq).await;
                 }
+                let due = scheduled_micros(started, seq, *per_second);
+                max_lag = max_lag.max(now_micros().saturating_sub(due));
+                due
             }
-        }
+        };
         let probe = Probe {
             sender: 0,
             seq,
-            sent_micros: now_micros(),
+            sent_micros,
         };
         id.clear();
         id.push_str(&seq.to_string());
@@ -306,7 +429,11 @@ async fn send_all(
             .map_err(fail)?;
     }
     writer.flush().await.map_err(fail)?;
-    Ok((started, now_micros()))
+    Ok(Sent {
+        started,
+        finished: now_micros(),
+        max_schedule_lag: pacer.map(|_| max_lag),
+    })
 }
 
 /// Run `scenario`: its sender on `server_a`, its receivers on `server_b`.
@@ -369,13 +496,19 @@ pub async fn run(
     ));
 
     let mut connection_errors = Vec::new();
-    let (started, send_finished) = match send_all(&mut writer, scenario, &group, &window).await {
-        Ok(times) => times,
+    let sent = match send_all(&mut writer, scenario, &group, &window).await {
+        Ok(sent) => sent,
         Err(error) => {
             connection_errors.push(error);
-            (now_micros(), now_micros())
+            let now = now_micros();
+            Sent {
+                started: now,
+                finished: now,
+                max_schedule_lag: None,
+            }
         }
     };
+    let started = sent.started;
 
     // Wait for the deliveries, bounded.
     let mut outcomes = Vec::with_capacity(scenario.receivers);
@@ -423,6 +556,10 @@ pub async fn run(
         last_arrival = last_arrival.max(outcome.last_arrival);
         connection_errors.extend(outcome.error);
     }
+    // What should have arrived comes from the scenario, not from the receivers that
+    // reported: a receiver task that panicked or was cancelled loses all it had.
+    totals.expected = scenario.messages * scenario.receivers as u64;
+    totals.lost = totals.expected.saturating_sub(totals.delivered);
     connection_errors.truncate(10);
     let duration = (last_arrival.saturating_sub(started)) as f64 / 1e6;
     let per_second = |count: f64| {
@@ -449,7 +586,8 @@ pub async fn run(
             Pacing::Rate(rate) => format!("open loop {rate}/s"),
         },
         duration_s: round3(duration),
-        send_duration_s: round3(send_finished.saturating_sub(started) as f64 / 1e6),
+        send_duration_s: round3(sent.finished.saturating_sub(started) as f64 / 1e6),
+        max_schedule_lag_ms: sent.max_schedule_lag.map(|micros| micros as f64 / 1000.0),
         messages_per_s: per_second(totals.delivered as f64 / scenario.receivers.max(1) as f64)
             .round(),
         deliveries_per_s: per_second(totals.delivered as f64).round(),

@@ -2,9 +2,11 @@
 //! two real `hub-server` processes on the test database, checked line by line.
 //!
 //! This is a smoke test of the tool, not a benchmark: it asserts what the tool reports
-//! (every message delivered once and in order, the baseline measured, idle connections
-//! held and their memory read) and that it cleans up after itself, never how fast
-//! anything was. The full run is a command in BENCHMARKS.md.
+//! (every message delivered once and in order, the baseline measured, an open-loop
+//! sender's schedule lag, idle connections held on a fresh instance and their memory
+//! read), that it cleans up after itself, and that it refuses to run in (and so to
+//! drop) a schema that already exists; never how fast anything was. The full run is a
+//! command in BENCHMARKS.md.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,11 +30,12 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         .arg(&binaries["hub-server"])
         .args(["--database-url", schema.url()])
         .args(["--schema", schema.name()])
-        .args(["--scenarios", "baseline,s1,s2,s4"])
+        .args(["--scenarios", "baseline,s1,s2,burst,s4"])
         .args(["--max-parallel-invocations", "32"])
         .args(["--baseline-messages", "100"])
         .args(["--s1-messages", "300", "--window", "64"])
         .args(["--s2-messages", "50", "--s2-receivers", "5"])
+        .args(["--burst-rate", "2000", "--burst-seconds", "0.1"])
         .args(["--s4-connections", "50"])
         .args(["--drain-timeout", "20", "--time-limit", "150"])
         .kill_on_drop(true)
@@ -56,7 +59,7 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         .map(|report| (report["scenario"].as_str().unwrap().to_owned(), report))
         .collect();
     let names: Vec<&str> = lines.keys().map(String::as_str).collect();
-    for name in ["settings", "baseline", "S1", "S2", "S4"] {
+    for name in ["settings", "baseline", "S1", "S2", "burst", "S4"] {
         assert!(lines.contains_key(name), "no {name} line in {names:?}");
     }
     let settings = &lines["settings"];
@@ -66,6 +69,10 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
     let expect_clean = |name: &str, expected: u64| {
         let report = &lines[name];
         assert_eq!(report["expected"], expected, "{name}: {report}");
+        assert!(
+            report.get("connection_errors").is_none(),
+            "{name} had connection errors: {report}"
+        );
         assert_eq!(report["delivered"], expected, "{name}: {report}");
         for counter in [
             "lost",
@@ -91,12 +98,30 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
     expect_clean("baseline", 100);
     expect_clean("S1", 300);
     expect_clean("S2", 250);
+    expect_clean("burst", 200);
+    // Open loop: latency is measured from the scheduled time, and how far the sender
+    // fell behind it is reported; a closed-loop sender has no schedule.
+    assert!(
+        lines["burst"]["max_schedule_lag_ms"].as_f64().unwrap() >= 0.0,
+        "{}",
+        lines["burst"]
+    );
+    assert!(lines["S1"].get("max_schedule_lag_ms").is_none());
+    for name in ["baseline", "S1", "S2", "burst"] {
+        assert!(
+            lines[name]["cpu"]["postgres_s"].as_f64().is_some(),
+            "{name} reports where the CPU went: {}",
+            lines[name]
+        );
+    }
     assert!(
         lines["S1"]["ratio_to_baseline"].as_f64().unwrap() > 0.0,
         "S1 carries the ratio to the baseline of the same run"
     );
 
     let s4 = &lines["S4"];
+    // Measured on an instance started for S4 alone, not on one the other scenarios used.
+    assert_eq!(s4["fresh_instance"], true, "{s4}");
     assert_eq!(s4["connected"], 50, "{s4}");
     assert_eq!(s4["dropped"], 0, "{s4}");
     assert!(s4["rss_after_bytes"].as_u64().unwrap() > 0, "{s4}");
@@ -122,4 +147,38 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(left, 0, "hub-load left its schema behind");
+
+    // A schema that already exists is refused before anything starts, and left alone.
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{0}\"; CREATE TABLE \"{0}\".precious (id int)",
+            schema.name()
+        ))
+        .await
+        .unwrap();
+    let refused = Command::new(&binaries["hub-load"])
+        .arg("--hub-server")
+        .arg(&binaries["hub-server"])
+        .args(["--database-url", schema.url()])
+        .args(["--schema", schema.name()])
+        .args(["--scenarios", "s1", "--s1-messages", "10"])
+        .kill_on_drop(true)
+        .output();
+    let refused = tokio::time::timeout(RUN_TIMEOUT, refused)
+        .await
+        .expect("hub-load finished in time")
+        .expect("hub-load started");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "an existing schema was accepted");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let kept = admin
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'precious'",
+            &[&schema.name()],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(kept, 1, "hub-load dropped a schema it did not create");
+    schema.drop().await;
 }

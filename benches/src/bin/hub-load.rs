@@ -9,16 +9,21 @@ use std::time::Duration;
 use benches::baseline::{self, BaselineScenario};
 use benches::client::ClientOptions;
 use benches::cpu::CpuSnapshot;
+use benches::database;
 use benches::idle::{self, IdleScenario};
-use benches::report::{emit, round3};
+use benches::report::{IdleReport, emit, round3};
 use benches::scenario::{self, MessageScenario, Pacing};
 use benches::servers::{self, ServerConfig, ServerProcess};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// Time allowed on top of --time-limit for connecting to the database and starting the
-/// instances, before the program gives up entirely.
+/// Time allowed for connecting to the database and starting the instances.
 const SETUP_ALLOWANCE: Duration = Duration::from_secs(90);
+
+/// Time allowed for stopping the servers and dropping the schema at the end, before the
+/// program gives up on them.
+const CLEANUP_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// The local database tried when neither --database-url nor the environment names one.
 const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -43,7 +48,8 @@ struct Cli {
     #[arg(long)]
     hub_server: Option<PathBuf>,
     /// Backplane schema of the instances this program starts; created by them and
-    /// dropped at the end (default: `hub_load_<pid>`).
+    /// dropped at the end (default: `hub_load_<pid>`). It must not exist yet: an existing
+    /// schema is refused, never dropped.
     #[arg(long)]
     schema: Option<String>,
     /// Use this running instance as A (`http://host:port`) instead of starting one.
@@ -54,8 +60,9 @@ struct Cli {
     server_b: Option<String>,
     /// `--max-parallel-invocations` of the instances this program starts: how many of
     /// the sender's invocations the server runs at once, so how many messages can share
-    /// one PostgreSQL commit. Keep it below the send queue capacity (1024): a batch of
-    /// completions larger than that would overflow the sender's own queue.
+    /// one PostgreSQL commit. The send queue capacity (1024) bounds it in effect: the
+    /// server stops reading while its queue could not take every running invocation's
+    /// completion.
     #[arg(long, default_value_t = 256)]
     max_parallel_invocations: u16,
     /// Length of each message's text in bytes.
@@ -131,9 +138,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The scenarios are bounded by --time-limit inside `run`, which then still stops the
-    // servers and drops the schema; this outer bound only covers a setup that hangs.
-    let last_resort = Duration::from_secs_f64(cli.time_limit) + SETUP_ALLOWANCE;
+    // Setup and scenarios are bounded inside `run`, which then still stops the servers
+    // and drops the schema; this outer bound only covers a clean-up that hangs.
+    let last_resort = Duration::from_secs_f64(cli.time_limit) + SETUP_ALLOWANCE + CLEANUP_ALLOWANCE;
     let result = runtime.block_on(async {
         match tokio::time::timeout(last_resort, run(&cli)).await {
             Ok(result) => result,
@@ -146,7 +153,10 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("error: some scenarios lost, duplicated or reordered messages");
+            eprintln!(
+                "error: some scenarios were not clean (messages lost, duplicated, reordered \
+                 or refused, connections failed, or idle connections dropped): see their lines"
+            );
             ExitCode::FAILURE
         }
         Err(error) => {
@@ -157,48 +167,115 @@ fn main() -> ExitCode {
 }
 
 /// The two instances: started here, or given.
+#[derive(Debug)]
 struct Instances {
     a: String,
     b: String,
-    /// Process of A, for S4's memory readings and CPU accounting.
+    /// Process of A, for CPU accounting (and S4's memory readings on given instances).
     a_pid: Option<u32>,
     /// Process of B, for CPU accounting.
     b_pid: Option<u32>,
-    /// Started here: stopped at the end.
-    started: Vec<ServerProcess>,
-    /// Schema created for this run (dropped at the end), if the servers are ours.
+    /// How the instances were started, if this program started them (S4 then starts a
+    /// fresh one the same way).
+    config: Option<ServerConfig>,
+    /// The backplane schema of the instances started here.
     schema: Option<String>,
 }
 
-/// Run the selected scenarios; `Ok(false)` if any lost, duplicated or reordered.
+/// What this run started or created, undone at the end whatever happened.
+#[derive(Debug, Default)]
+struct Owned {
+    /// Servers started here: stopped at the end.
+    servers: Vec<ServerProcess>,
+    /// Schemas this run created (each checked absent first): dropped at the end.
+    schemas: Vec<String>,
+}
+
+impl Owned {
+    /// Claim `schema` for this run: it must not exist yet, and is dropped at the end.
+    async fn claim_schema(&mut self, database_url: &str, schema: &str) -> Result<(), String> {
+        database::ensure_new_schema(database_url, schema).await?;
+        self.schemas.push(schema.to_owned());
+        Ok(())
+    }
+
+    /// Stop every server, then drop every schema.
+    async fn release(&mut self, database_url: &str) {
+        for server in self.servers.drain(..) {
+            server.stop().await;
+        }
+        for schema in self.schemas.drain(..) {
+            database::drop_schema(database_url, &schema).await;
+        }
+    }
+}
+
+/// Ctrl-C and SIGTERM, listened for from the start of the run, so an interruption
+/// while the servers start still stops them and drops the schema.
+#[derive(Debug)]
+struct Interrupts {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Interrupts {
+    fn register() -> Result<Self, String> {
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|error| format!("cannot listen for {name}: {error}"))
+        };
+        Ok(Self {
+            interrupt: listen(SignalKind::interrupt(), "Ctrl-C")?,
+            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+        })
+    }
+
+    /// Completes on the next Ctrl-C or SIGTERM, with its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "Ctrl-C",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Run the selected scenarios; `Ok(false)` if any was not clean.
 async fn run(cli: &Cli) -> Result<bool, String> {
+    let mut interrupts = Interrupts::register()?;
     let database_url = cli
         .database_url
         .clone()
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .unwrap_or_else(|| LOCAL_URL.to_owned());
-    let database = database_facts(&database_url).await?;
-    let mut instances = start_instances(cli, &database_url).await?;
+    let mut owned = Owned::default();
     let limit = Duration::from_secs_f64(cli.time_limit);
-    let scenarios = run_scenarios(cli, &database_url, &database, &mut instances);
+    let work = async {
+        let setup = async {
+            let database = database::facts(&database_url).await?;
+            let instances = start_instances(cli, &database_url, &mut owned).await?;
+            Ok::<_, String>((database, instances))
+        };
+        let (database, mut instances) = tokio::time::timeout(SETUP_ALLOWANCE, setup)
+            .await
+            .map_err(|_| format!("setting up took longer than {SETUP_ALLOWANCE:?}"))??;
+        let scenarios = run_scenarios(cli, &database_url, &database, &mut instances, &mut owned);
+        tokio::time::timeout(limit, scenarios)
+            .await
+            .map_err(|_| format!("the scenarios exceeded --time-limit {limit:?}"))?
+    };
     // Interrupted or out of time, the servers are still stopped and the schema dropped.
     let outcome = tokio::select! {
-        outcome = tokio::time::timeout(limit, scenarios) => match outcome {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!("the scenarios exceeded --time-limit {limit:?}")),
-        },
-        signal = interrupted() => Err(format!("interrupted by {signal}; stopping")),
+        outcome = work => outcome,
+        signal = interrupts.recv() => Err(format!("interrupted by {signal}; stopping")),
     };
-    for server in instances.started.drain(..) {
-        server.stop().await;
-    }
-    if let Some(schema) = &instances.schema {
-        drop_schema(&database_url, schema).await;
-    }
+    owned.release(&database_url).await;
     outcome
 }
 
-async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, String> {
+async fn start_instances(
+    cli: &Cli,
+    database_url: &str,
+    owned: &mut Owned,
+) -> Result<Instances, String> {
     if let (Some(a), Some(b)) = (&cli.server_a, &cli.server_b) {
         let pid_of = |url: &str| servers::port_of(url).and_then(servers::pid_listening_on);
         return Ok(Instances {
@@ -206,7 +283,7 @@ async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, Str
             b: b.trim_end_matches('/').to_owned(),
             a_pid: pid_of(a),
             b_pid: pid_of(b),
-            started: Vec::new(),
+            config: None,
             schema: None,
         });
     }
@@ -215,6 +292,7 @@ async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, Str
         .schema
         .clone()
         .unwrap_or_else(|| format!("hub_load_{}", std::process::id()));
+    owned.claim_schema(database_url, &schema).await?;
     let config = ServerConfig {
         binary,
         database_url: database_url.to_owned(),
@@ -222,20 +300,17 @@ async fn start_instances(cli: &Cli, database_url: &str) -> Result<Instances, Str
         max_parallel_invocations: cli.max_parallel_invocations,
     };
     let a = ServerProcess::start(&config, "load-a").await?;
-    let b = match ServerProcess::start(&config, "load-b").await {
-        Ok(b) => b,
-        Err(error) => {
-            a.stop().await;
-            drop_schema(database_url, &schema).await;
-            return Err(error);
-        }
-    };
+    let (a_url, a_pid) = (a.url.clone(), a.pid);
+    owned.servers.push(a);
+    let b = ServerProcess::start(&config, "load-b").await?;
+    let (b_url, b_pid) = (b.url.clone(), b.pid);
+    owned.servers.push(b);
     Ok(Instances {
-        a: a.url.clone(),
-        b: b.url.clone(),
-        a_pid: Some(a.pid),
-        b_pid: Some(b.pid),
-        started: vec![a, b],
+        a: a_url,
+        b: b_url,
+        a_pid: Some(a_pid),
+        b_pid: Some(b_pid),
+        config: Some(config),
         schema: Some(schema),
     })
 }
@@ -245,6 +320,7 @@ async fn run_scenarios(
     database_url: &str,
     database: &serde_json::Value,
     instances: &mut Instances,
+    owned: &mut Owned,
 ) -> Result<bool, String> {
     let drain = Duration::from_secs_f64(cli.drain_timeout);
     let client = ClientOptions::default();
@@ -253,11 +329,11 @@ async fn run_scenarios(
         "instances": {
             "a": instances.a,
             "b": instances.b,
-            "started_by_hub_load": !instances.started.is_empty(),
-            "max_parallel_invocations": if instances.started.is_empty() {
-                json!("as configured by whoever started them")
-            } else {
+            "started_by_hub_load": instances.config.is_some(),
+            "max_parallel_invocations": if instances.config.is_some() {
                 json!(cli.max_parallel_invocations)
+            } else {
+                json!("as configured by whoever started them")
             },
             "backplane": "postgres",
             "schema": instances.schema,
@@ -275,29 +351,31 @@ async fn run_scenarios(
     }));
     let mut clean = true;
     let mut baseline_rate = None;
-    let schema_for_baseline = instances
-        .schema
-        .clone()
-        .unwrap_or_else(|| format!("hub_load_baseline_{}", std::process::id()));
     for selected in &cli.scenarios {
         let cpu_before = CpuSnapshot::take(instances.a_pid, instances.b_pid);
         let cpu_used =
             || Some(cpu_before.until(&CpuSnapshot::take(instances.a_pid, instances.b_pid)));
-        let mut report = match selected {
+        match selected {
             Scenario::Baseline => {
+                let schema = match &instances.schema {
+                    Some(schema) => schema.clone(),
+                    None => {
+                        let schema = format!("hub_load_baseline_{}", std::process::id());
+                        owned.claim_schema(database_url, &schema).await?;
+                        schema
+                    }
+                };
                 let scenario = BaselineScenario {
                     messages: cli.baseline_messages,
                     payload_len: cli.payload,
                     time_limit: Duration::from_secs(60),
                     drain_timeout: drain,
                 };
-                let report = baseline::run(&scenario, database_url, &schema_for_baseline).await;
-                if instances.schema.is_none() {
-                    drop_schema(database_url, &schema_for_baseline).await;
-                }
-                let report = report?;
+                let mut report = baseline::run(&scenario, database_url, &schema).await?;
                 baseline_rate = Some(report.deliveries_per_s);
-                report
+                report.cpu = cpu_used();
+                clean &= report.clean();
+                emit(&report);
             }
             Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst => {
                 let scenario = message_scenario(cli, *selected, client, drain);
@@ -307,39 +385,17 @@ async fn run_scenarios(
                         .filter(|rate| *rate > 0.0)
                         .map(|rate| round3(report.deliveries_per_s / rate));
                 }
-                report
+                report.cpu = cpu_used();
+                clean &= report.clean();
+                emit(&report);
             }
             Scenario::S4 => {
-                let Some(pid) = instances.a_pid else {
-                    return Err(format!(
-                        "S4 needs the process of instance A ({}) to read its memory, and no \
-                         process on this machine listens on its port",
-                        instances.a
-                    ));
-                };
-                let scenario = IdleScenario {
-                    connections: cli.s4_connections,
-                    concurrency: cli.s4_concurrency,
-                    settle_timeout: Duration::from_secs(60),
-                    client: ClientOptions {
-                        read_buffer_size: 4 * 1024,
-                        ..client
-                    },
-                };
-                let mut report = idle::run(&scenario, &instances.a, pid).await?;
-                report.cpu = cpu_used();
-                clean &= report.connected == report.connections && report.dropped == 0;
+                let report = run_s4(cli, client, instances, owned).await?;
+                clean &= report.clean();
                 emit(&report);
-                continue;
             }
-        };
-        report.cpu = cpu_used();
-        clean &= report.totals.lost == 0
-            && report.totals.duplicated == 0
-            && report.totals.out_of_order == 0
-            && report.totals.unexpected == 0;
-        emit(&report);
-        for server in &mut instances.started {
+        }
+        for server in &mut owned.servers {
             if !server.is_running() {
                 return Err(format!(
                     "{} exited during {selected:?}; its last output:\n{}",
@@ -350,6 +406,61 @@ async fn run_scenarios(
         }
     }
     Ok(clean)
+}
+
+/// S4 on a freshly started instance when this program started the servers (a server
+/// that ran the other scenarios has freed heap that new connections reuse, which would
+/// bias the figure low), else on instance A.
+async fn run_s4(
+    cli: &Cli,
+    client: ClientOptions,
+    instances: &Instances,
+    owned: &mut Owned,
+) -> Result<IdleReport, String> {
+    let (url, pid, fresh) = match &instances.config {
+        Some(config) => {
+            let server = ServerProcess::start(config, "load-s4").await?;
+            let started = (server.url.clone(), server.pid, true);
+            owned.servers.push(server);
+            started
+        }
+        None => {
+            let pid = instances.a_pid.ok_or_else(|| {
+                format!(
+                    "S4 needs the process of instance A ({}) to read its memory, and no \
+                     process on this machine listens on its port",
+                    instances.a
+                )
+            })?;
+            (instances.a.clone(), pid, false)
+        }
+    };
+    let scenario = IdleScenario {
+        connections: cli.s4_connections,
+        concurrency: cli.s4_concurrency,
+        settle_timeout: Duration::from_secs(60),
+        client: ClientOptions {
+            read_buffer_size: 4 * 1024,
+            ..client
+        },
+        fresh_instance: fresh,
+    };
+    // The S4 instance's CPU is reported as A's.
+    let cpu_before = CpuSnapshot::take(Some(pid), instances.b_pid);
+    let mut report = idle::run(&scenario, &url, pid).await?;
+    report.cpu = Some(cpu_before.until(&CpuSnapshot::take(Some(pid), instances.b_pid)));
+    if fresh && let Some(at) = owned.servers.iter().position(|server| server.pid == pid) {
+        let mut server = owned.servers.remove(at);
+        if !server.is_running() {
+            return Err(format!(
+                "{} exited during S4; its last output:\n{}",
+                server.name,
+                server.recent_output()
+            ));
+        }
+        server.stop().await;
+    }
+    Ok(report)
 }
 
 fn message_scenario(
@@ -400,31 +511,6 @@ fn message_scenario(
     }
 }
 
-/// PostgreSQL's version and the settings that bound commit throughput.
-async fn database_facts(url: &str) -> Result<serde_json::Value, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|error| format!("cannot connect to the database: {error}"))?;
-    tokio::spawn(connection);
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
-             current_setting('fsync'), current_setting('wal_sync_method'), \
-             current_setting('shared_buffers'), current_setting('max_connections')",
-            &[],
-        )
-        .await
-        .map_err(|error| format!("cannot read the database settings: {error}"))?;
-    Ok(json!({
-        "server_version": row.get::<_, String>(0),
-        "synchronous_commit": row.get::<_, String>(1),
-        "fsync": row.get::<_, String>(2),
-        "wal_sync_method": row.get::<_, String>(3),
-        "shared_buffers": row.get::<_, String>(4),
-        "max_connections": row.get::<_, String>(5),
-    }))
-}
-
 /// Cores, memory and kernel of this machine.
 fn machine_facts() -> serde_json::Value {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -443,33 +529,4 @@ fn machine_facts() -> serde_json::Value {
         "memory_gib": memory_kib.map(|kib| round3(kib as f64 / 1024.0 / 1024.0)),
         "kernel": kernel,
     })
-}
-
-/// Completes on Ctrl-C or SIGTERM, with the signal's name.
-async fn interrupted() -> &'static str {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            // Without a SIGTERM handler the default action (exit) still applies.
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "Ctrl-C",
-        () = terminate => "SIGTERM",
-    }
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
-        eprintln!("warning: could not drop schema {schema}: no database connection");
-        return;
-    };
-    tokio::spawn(connection);
-    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-    if let Err(error) = client.batch_execute(&sql).await {
-        eprintln!("warning: could not drop schema {schema}: {error}");
-    }
 }

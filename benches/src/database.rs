@@ -1,0 +1,100 @@
+//! The load tool's own use of PostgreSQL: the settings a report records, and the schemas
+//! a run creates and drops.
+//!
+//! A run drops its schema (`CASCADE`) when it ends, so it only ever runs in a schema it
+//! created: [`ensure_new_schema`] refuses a name that already exists, so `--schema signalr`
+//! cannot wipe a real backplane.
+
+use serde_json::json;
+use tokio_postgres::{Client, NoTls};
+
+/// `name` as a quoted SQL identifier: inside double quotes, with every double quote
+/// doubled, so any name (mixed case, spaces, quotes) means exactly itself.
+///
+/// ```
+/// assert_eq!(benches::database::quote_identifier("a\"b"), "\"a\"\"b\"");
+/// ```
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A client for `url`, its connection driven in the background.
+///
+/// # Errors
+///
+/// A message naming the database error.
+pub async fn connect(url: &str) -> Result<Client, String> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|error| format!("cannot connect to the database: {error}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// PostgreSQL's version and the settings that bound commit throughput, for the report.
+///
+/// # Errors
+///
+/// A message when the database cannot be reached or read.
+pub async fn facts(url: &str) -> Result<serde_json::Value, String> {
+    let client = connect(url).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
+             current_setting('fsync'), current_setting('wal_sync_method'), \
+             current_setting('shared_buffers'), current_setting('max_connections')",
+            &[],
+        )
+        .await
+        .map_err(|error| format!("cannot read the database settings: {error}"))?;
+    Ok(json!({
+        "server_version": row.get::<_, String>(0),
+        "synchronous_commit": row.get::<_, String>(1),
+        "fsync": row.get::<_, String>(2),
+        "wal_sync_method": row.get::<_, String>(3),
+        "shared_buffers": row.get::<_, String>(4),
+        "max_connections": row.get::<_, String>(5),
+    }))
+}
+
+/// Succeeds only if no schema called `schema` exists: the run may then create it and
+/// drop it at the end without destroying anything it did not make.
+///
+/// # Errors
+///
+/// A message saying the schema exists (and what to do), or the database error.
+pub async fn ensure_new_schema(url: &str, schema: &str) -> Result<(), String> {
+    let client = connect(url).await?;
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .await
+        .map_err(|error| format!("cannot look up schema {schema:?}: {error}"))?
+        .get(0);
+    if exists {
+        return Err(format!(
+            "schema {schema:?} already exists; hub-load drops the schema it runs in when it \
+             ends, so it only uses one it creates: pass a --schema that does not exist (or \
+             drop that one yourself if it is a leftover of an earlier run)"
+        ));
+    }
+    Ok(())
+}
+
+/// Drop `schema` and everything in it; a failure is printed, not returned (this runs
+/// while cleaning up).
+pub async fn drop_schema(url: &str, schema: &str) {
+    let client = match connect(url).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("warning: could not drop schema {schema:?}: {error}");
+            return;
+        }
+    };
+    let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_identifier(schema));
+    if let Err(error) = client.batch_execute(&sql).await {
+        eprintln!("warning: could not drop schema {schema:?}: {error}");
+    }
+}
