@@ -299,7 +299,7 @@ pub async fn run(
         pacing: "one commit at a time".into(),
         duration_s: round3(duration),
         send_duration_s: round3(send_finished.saturating_sub(started) as f64 / 1e6),
-        max_schedule_lag_ms: None,
+        schedule_lag: None,
         messages_per_s: rate.round(),
         deliveries_per_s: rate.round(),
         latency: latencies.summary(),

@@ -29,11 +29,13 @@ pub struct MessageReport {
     /// From the first to the last send, in seconds (longer than planned when the server
     /// pushed back).
     pub send_duration_s: f64,
-    /// Open-loop pacing only: the most any message was sent after its scheduled time, in
-    /// milliseconds. Latency is measured from the scheduled time, so this lag is part of
-    /// it; a large value means the sender (or the server, through TCP) fell behind.
+    /// Open-loop pacing only: how long after its scheduled time each message was
+    /// actually written (median, 99th percentile, most). Latency is measured from the
+    /// scheduled time, so this lag is part of it: the sender's own wake-up delay when
+    /// small, the sender falling behind (a busy machine, or the server pushing back
+    /// through TCP) when large.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_schedule_lag_ms: Option<f64>,
+    pub schedule_lag: Option<LatencySummary>,
     /// Messages fully delivered per second (deliveries / receivers / duration).
     pub messages_per_s: f64,
     /// Deliveries (one message arriving at one receiver) per second.

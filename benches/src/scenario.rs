@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::check::{CheckTotals, DeliveryCheck};
 use crate::client::{ClientOptions, FrameReader, FrameWriter, HubClient};
-use crate::latency::Latencies;
+use crate::latency::{Latencies, LatencySummary};
 use crate::probe::{Probe, now_micros};
 use crate::report::{MessageReport, round3};
 
@@ -358,9 +358,8 @@ struct Sent {
     started: u64,
     /// When the last message was written.
     finished: u64,
-    /// Open loop only: the most any message was sent after its scheduled time, in
-    /// microseconds.
-    max_schedule_lag: Option<u64>,
+    /// Open loop only: how long after its scheduled time each message was sent.
+    schedule_lag: Option<LatencySummary>,
 }
 
 /// Send the scenario's messages; returns when the last one is written.
@@ -384,7 +383,10 @@ async fn send_all(
         )),
         Pacing::Window(_) => None,
     };
-    let mut max_lag = 0;
+    let mut lags = Latencies::with_capacity(match pacer {
+        Some(_) => usize::try_from(scenario.messages).unwrap_or(0),
+        None => 0,
+    });
     let mut id = String::new();
     for seq in 0..scenario.messages {
         let sent_micros = match &pacer {
@@ -408,7 +410,7 @@ async fn send_all(
                     pacer.wait_for(seq).await;
                 }
                 let due = scheduled_micros(started, seq, *per_second);
-                max_lag = max_lag.max(now_micros().saturating_sub(due));
+                lags.record(now_micros().saturating_sub(due));
                 due
             }
         };
@@ -432,7 +434,7 @@ async fn send_all(
     Ok(Sent {
         started,
         finished: now_micros(),
-        max_schedule_lag: pacer.map(|_| max_lag),
+        schedule_lag: pacer.map(|_| lags.summary()),
     })
 }
 
@@ -504,7 +506,7 @@ pub async fn run(
             Sent {
                 started: now,
                 finished: now,
-                max_schedule_lag: None,
+                schedule_lag: None,
             }
         }
     };
@@ -587,7 +589,7 @@ pub async fn run(
         },
         duration_s: round3(duration),
         send_duration_s: round3(sent.finished.saturating_sub(started) as f64 / 1e6),
-        max_schedule_lag_ms: sent.max_schedule_lag.map(|micros| micros as f64 / 1000.0),
+        schedule_lag: sent.schedule_lag,
         messages_per_s: per_second(totals.delivered as f64 / scenario.receivers.max(1) as f64)
             .round(),
         deliveries_per_s: per_second(totals.delivered as f64).round(),
