@@ -74,8 +74,9 @@
 //!
 //! `publish` numbers the envelope and queues it on its first poll; a per-node publisher
 //! task writes everything queued (up to [`PostgresOptions::publish_batch_size`]) as one
-//! multi-row `INSERT ... ON CONFLICT DO NOTHING` per table plus its `pg_notify` calls, in
-//! one transaction, one transaction in flight per node. `publish` returns after the
+//! multi-row `INSERT` per table plus its `pg_notify` calls, in one transaction, one
+//! transaction in flight per node (retries and tombstones insert with `ON CONFLICT DO
+//! NOTHING`; a batch's first attempt does not need to, and is cheaper without). `publish` returns after the
 //! commit, or with an error; never `Ok` for an envelope that was not stored. Batching
 //! is what makes this fast: PostgreSQL serializes all notifying commits cluster-wide.
 //!

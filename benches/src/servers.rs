@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub schema: String,
     /// `--max-parallel-invocations`.
     pub max_parallel_invocations: u16,
+    /// `--synchronous-commit` (`on`, `off`, ...).
+    pub synchronous_commit: String,
 }
 
 /// A running `hub-server` started by this program; killed if dropped.
@@ -93,6 +95,7 @@ impl ServerProcess {
                 "--max-parallel-invocations",
                 &config.max_parallel_invocations.to_string(),
             ])
+            .args(["--synchronous-commit", &config.synchronous_commit])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -32,6 +32,7 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         .args(["--schema", schema.name()])
         .args(["--scenarios", "baseline,s1,s2,burst,s4"])
         .args(["--max-parallel-invocations", "32"])
+        .args(["--synchronous-commit", "off"])
         .args(["--baseline-messages", "100"])
         .args(["--s1-messages", "300", "--window", "64"])
         .args(["--s2-messages", "50", "--s2-receivers", "5"])
@@ -64,6 +65,7 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
     }
     let settings = &lines["settings"];
     assert_eq!(settings["instances"]["max_parallel_invocations"], 32);
+    assert_eq!(settings["instances"]["backplane_synchronous_commit"], "off");
     assert_eq!(settings["instances"]["schema"], schema.name());
 
     let expect_clean = |name: &str, expected: u64| {

@@ -488,6 +488,60 @@ async fn failed_batches_leave_tombstones_not_gaps() {
     schema.drop().await;
 }
 
+/// A batch's first attempt inserts without `ON CONFLICT` (its sequence numbers are
+/// new); should one of its rows exist anyway, the publish must still succeed (retried
+/// with `ON CONFLICT DO NOTHING`), be delivered once, and later publishes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_attempt_meeting_an_existing_row_is_retried_not_failed() {
+    let schema = TestSchema::create("conflict").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let admin = schema.admin().await;
+    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+
+    sender.publish(HUB, labelled("one")).await.unwrap();
+    // The row sequence number 2 of this node will take, already there.
+    let origin = sender.node_id().to_bytes().to_vec();
+    admin
+        .execute(
+            &format!("INSERT INTO {table} (origin, hub, seq, payload) VALUES ($1, $2, 2, $3)"),
+            &[&origin, &HUB, &vec![0u8, 0, 0, 0, 0, 0, 0, 0, 2]],
+        )
+        .await
+        .unwrap();
+    sender
+        .publish(HUB, labelled("two"))
+        .await
+        .expect("a conflicting row must not fail the publish");
+    sender.publish(HUB, labelled("three")).await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let envelope = next_envelope(&mut subscription, "one, two, three").await;
+        seen.push((label_of(&envelope), envelope.seq));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("one".to_owned(), 1),
+            ("two".to_owned(), 2),
+            ("three".to_owned(), 3)
+        ]
+    );
+    let stored: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 3, "one row per sequence number");
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
 /// Rows older than the retention are deleted, newer ones are kept, and tables in the
 /// schema that are not messages tables are never touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,11 @@ struct Cli {
     /// completion.
     #[arg(long, default_value_t = 256)]
     max_parallel_invocations: u16,
+    /// `--synchronous-commit` of the instances this program starts: `on` (the default:
+    /// every publishing commit waits for the WAL flush), `off`, `local`, `remote-write`,
+    /// `remote-apply` or `server-default`.
+    #[arg(long, default_value = "on", value_parser = ["on", "off", "local", "remote-write", "remote-apply", "server-default"])]
+    synchronous_commit: String,
     /// Length of each message's text in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -298,6 +303,7 @@ async fn start_instances(
         database_url: database_url.to_owned(),
         schema: schema.clone(),
         max_parallel_invocations: cli.max_parallel_invocations,
+        synchronous_commit: cli.synchronous_commit.clone(),
     };
     let a = ServerProcess::start(&config, "load-a").await?;
     let (a_url, a_pid) = (a.url.clone(), a.pid);
@@ -337,7 +343,11 @@ async fn run_scenarios(
             },
             "backplane": "postgres",
             "schema": instances.schema,
-            "backplane_synchronous_commit": "on (PostgresOptions default; hub-server has no flag for it)",
+            "backplane_synchronous_commit": if instances.config.is_some() {
+                json!(cli.synchronous_commit)
+            } else {
+                json!("as configured by whoever started them")
+            },
             "send_queue_capacity": 1024,
             "log_level": "info",
         },
