@@ -1,6 +1,7 @@
 //! The contract every backplane implements, and what a subscription yields.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -88,23 +89,42 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     async fn shutdown(&self) -> Result<(), BackplaneError>;
 }
 
+/// The future an `async_trait` method returns.
+type BoxedFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 #[async_trait]
 impl<B: Backplane + ?Sized> Backplane for Arc<B> {
     fn node_id(&self) -> NodeId {
         (**self).node_id()
     }
 
-    async fn publish(&self, hub: &str, kind: EnvelopeKind) -> Result<(), BackplaneError> {
-        (**self).publish(hub, kind).await
+    // The hot paths hand on the inner backplane's future as it is, rather than boxing a
+    // second future around it (`async fn` here would allocate twice per publish).
+    fn publish<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        hub: &'life1 str,
+        kind: EnvelopeKind,
+    ) -> BoxedFuture<'async_trait, Result<(), BackplaneError>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).publish(hub, kind)
     }
 
-    async fn send_to(
-        &self,
+    fn send_to<'life0, 'life1, 'async_trait>(
+        &'life0 self,
         node: NodeId,
-        hub: &str,
+        hub: &'life1 str,
         kind: EnvelopeKind,
-    ) -> Result<(), BackplaneError> {
-        (**self).send_to(node, hub, kind).await
+    ) -> BoxedFuture<'async_trait, Result<(), BackplaneError>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).send_to(node, hub, kind)
     }
 
     async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {

@@ -171,7 +171,11 @@ impl MemoryBackplane {
         let mut sequences = self.sequences.lock().await;
         // Checked again under the lock: shutdown may have happened while waiting for it.
         self.check_running()?;
-        let seq = sequences.entry(hub.to_owned()).or_insert(0);
+        // Looked up by `&str` first: the hub's name is only copied the first time.
+        let seq = match sequences.get_mut(hub) {
+            Some(seq) => seq,
+            None => sequences.entry(hub.to_owned()).or_insert(0),
+        };
         *seq += 1;
         let envelope = Arc::new(Envelope {
             origin: self.id,

@@ -63,13 +63,21 @@ async fn run_batch(message: &SerializedMessage) -> Duration {
         }));
     }
     let start = Instant::now();
-    for _ in 0..BATCH {
-        let kind = EnvelopeKind::Invocation {
-            target: Target::All,
-            message: message.clone(),
-        };
-        nodes[0].publish("bench", kind).await.unwrap();
-    }
+    // Published from a runtime task, as a server's hub methods publish (not from
+    // `block_on`'s thread, where every wake-up of a receiver would cross threads).
+    let publisher = nodes[0].clone();
+    let message = message.clone();
+    tokio::spawn(async move {
+        for _ in 0..BATCH {
+            let kind = EnvelopeKind::Invocation {
+                target: Target::All,
+                message: message.clone(),
+            };
+            publisher.publish("bench", kind).await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
     for receiver in receivers {
         receiver.await.unwrap();
     }
