@@ -64,6 +64,31 @@ pub struct MessageScenario {
     pub drain_timeout: Duration,
     /// Connection settings.
     pub client: ClientOptions,
+    /// Keep every delivery's timing for [`MessageRun::deliveries`] (`--latency-log`).
+    pub keep_deliveries: bool,
+}
+
+/// One message arriving at one receiver, in [`now_micros`] time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Which receiver (0-based, in the order they reported).
+    pub receiver: usize,
+    /// The message's sequence number.
+    pub seq: u64,
+    /// When it was due to be sent (open loop) or sent (closed loop).
+    pub sent_micros: u64,
+    /// When it arrived.
+    pub arrived_micros: u64,
+}
+
+/// A scenario's report, and its deliveries when they were kept.
+#[derive(Debug)]
+pub struct MessageRun {
+    /// The line `hub-load` prints.
+    pub report: MessageReport,
+    /// Every first delivery of a message to a receiver (duplicates are not repeated),
+    /// when [`MessageScenario::keep_deliveries`] is set; empty otherwise.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// What one receiver saw.
@@ -71,6 +96,8 @@ pub struct MessageScenario {
 struct ReceiverOutcome {
     check: DeliveryCheck,
     latencies: Latencies,
+    /// Sequence number, send time and arrival time of each message, if kept.
+    arrivals: Vec<(u64, u64, u64)>,
     /// When the last new message arrived ([`now_micros`] time).
     last_arrival: u64,
     /// Why the connection ended early, if it did.
@@ -83,6 +110,35 @@ struct Completions {
     ok: AtomicU64,
     refused: AtomicU64,
     first_refusal: std::sync::Mutex<Option<String>>,
+}
+
+/// The first line of a latency log (`hub-load --latency-log`).
+pub const DELIVERY_LOG_HEADER: &str = "scenario,receiver,seq,sent_us,arrived_us,latency_us";
+
+/// Append `deliveries` of `scenario` to a latency log, one CSV line each (see
+/// [`DELIVERY_LOG_HEADER`]); times are [`now_micros`]: microseconds on the load tool's
+/// own clock, which the sender and the receivers share, counted from its first reading.
+///
+/// # Errors
+///
+/// Whatever writing to `out` returns.
+pub fn write_deliveries(
+    out: &mut impl std::io::Write,
+    scenario: &str,
+    deliveries: &[Delivery],
+) -> std::io::Result<()> {
+    for delivery in deliveries {
+        writeln!(
+            out,
+            "{scenario},{},{},{},{},{}",
+            delivery.receiver,
+            delivery.seq,
+            delivery.sent_micros,
+            delivery.arrived_micros,
+            delivery.arrived_micros.saturating_sub(delivery.sent_micros)
+        )?;
+    }
+    Ok(())
 }
 
 /// A group name no other run or scenario shares.
@@ -141,11 +197,14 @@ async fn receive(
     group: String,
     senders: u32,
     messages: u64,
+    keep_arrivals: bool,
     mut stop: watch::Receiver<bool>,
 ) -> ReceiverOutcome {
+    let capacity = usize::try_from(messages).unwrap_or(0);
     let mut outcome = ReceiverOutcome {
         check: DeliveryCheck::new(senders, messages),
-        latencies: Latencies::with_capacity(usize::try_from(messages).unwrap_or(0)),
+        latencies: Latencies::with_capacity(capacity),
+        arrivals: Vec::with_capacity(if keep_arrivals { capacity } else { 0 }),
         last_arrival: 0,
         error: None,
     };
@@ -214,6 +273,9 @@ async fn receive(
                     outcome
                         .latencies
                         .record(now.saturating_sub(probe.sent_micros));
+                    if keep_arrivals {
+                        outcome.arrivals.push((probe.seq, probe.sent_micros, now));
+                    }
                     outcome.last_arrival = now;
                 }
             }
@@ -448,7 +510,7 @@ pub async fn run(
     scenario: &MessageScenario,
     server_a: &str,
     server_b: &str,
-) -> Result<MessageReport, String> {
+) -> Result<MessageRun, String> {
     let group = group_name(&scenario.name);
     let (stop_tx, stop) = watch::channel(false);
 
@@ -473,6 +535,7 @@ pub async fn run(
             group.clone(),
             1,
             scenario.messages,
+            scenario.keep_deliveries,
             stop.clone(),
         ));
     }
@@ -552,7 +615,19 @@ pub async fn run(
     let mut totals = CheckTotals::default();
     let mut latencies = Latencies::default();
     let mut last_arrival = started;
-    for outcome in outcomes {
+    let mut deliveries = Vec::new();
+    for (receiver, outcome) in outcomes.into_iter().enumerate() {
+        deliveries.extend(
+            outcome
+                .arrivals
+                .iter()
+                .map(|&(seq, sent, arrived)| Delivery {
+                    receiver,
+                    seq,
+                    sent_micros: sent,
+                    arrived_micros: arrived,
+                }),
+        );
         totals += outcome.check.totals();
         latencies.merge(outcome.latencies);
         last_arrival = last_arrival.max(outcome.last_arrival);
@@ -576,7 +651,7 @@ pub async fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    Ok(MessageReport {
+    let report = MessageReport {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
         senders: 1,
@@ -600,5 +675,6 @@ pub async fn run(
         connection_errors,
         ratio_to_baseline: None,
         cpu: None,
-    })
+    };
+    Ok(MessageRun { report, deliveries })
 }

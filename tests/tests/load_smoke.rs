@@ -25,6 +25,8 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
     .await
     .unwrap();
     let schema = tests::TestSchema::create("hub_load").await;
+    let latency_log =
+        std::env::temp_dir().join(format!("hub-load-latency-{}.csv", std::process::id()));
     let run = Command::new(&binaries["hub-load"])
         .arg("--hub-server")
         .arg(&binaries["hub-server"])
@@ -39,6 +41,8 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         .args(["--burst-rate", "2000", "--burst-seconds", "0.1"])
         .args(["--s4-connections", "50"])
         .args(["--drain-timeout", "20", "--time-limit", "150"])
+        .arg("--latency-log")
+        .arg(&latency_log)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(RUN_TIMEOUT, run)
@@ -127,6 +131,44 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
     assert!(
         lines["S1"]["ratio_to_baseline"].as_f64().unwrap() > 0.0,
         "S1 carries the ratio to the baseline of the same run"
+    );
+
+    // The latency log holds every delivery of the message scenarios, one line each,
+    // and agrees with the reports.
+    let log = std::fs::read_to_string(&latency_log).expect("the latency log was written");
+    let _ = std::fs::remove_file(&latency_log);
+    let mut rows = log.lines();
+    assert_eq!(
+        rows.next(),
+        Some("scenario,receiver,seq,sent_us,arrived_us,latency_us")
+    );
+    let mut per_scenario: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    for row in rows {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert_eq!(fields.len(), 6, "{row}");
+        let number = |i: usize| fields[i].parse::<u64>().expect(row);
+        assert_eq!(
+            number(5),
+            number(4) - number(3),
+            "latency = arrived - sent: {row}"
+        );
+        per_scenario
+            .entry(fields[0].to_owned())
+            .or_default()
+            .push((number(1), number(2)));
+    }
+    for (name, receivers, messages) in [("S1", 1, 300), ("S2", 5, 50), ("burst", 1, 200)] {
+        let mut seen = per_scenario.remove(name).unwrap_or_default();
+        seen.sort_unstable();
+        let expected: Vec<(u64, u64)> = (0..receivers)
+            .flat_map(|receiver| (0..messages).map(move |seq| (receiver, seq)))
+            .collect();
+        assert_eq!(seen, expected, "{name}: one line per message and receiver");
+    }
+    assert!(
+        per_scenario.is_empty(),
+        "only message scenarios are logged: {:?}",
+        per_scenario.keys()
     );
 
     let s4 = &lines["S4"];

@@ -2,6 +2,7 @@
 //! PostgreSQL database (or uses running ones), drives real SignalR WebSocket clients
 //! against their chat hub, and prints one JSON line per scenario. See BENCHMARKS.md.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -117,6 +118,11 @@ struct Cli {
     /// dropped), reports the failure and exits 1.
     #[arg(long, default_value_t = 900.0)]
     time_limit: f64,
+    /// Write every delivery of S1, S2, S3 and the burst to this CSV file (`scenario,
+    /// receiver, seq, sent_us, arrived_us, latency_us`), to look at a latency tail
+    /// beyond the percentiles: when it happened, which messages, which receivers.
+    #[arg(long)]
+    latency_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -330,6 +336,19 @@ async fn run_scenarios(
 ) -> Result<bool, String> {
     let drain = Duration::from_secs_f64(cli.drain_timeout);
     let client = ClientOptions::default();
+    let mut latency_log = match &cli.latency_log {
+        Some(path) => {
+            let create = || -> std::io::Result<_> {
+                let mut log = std::io::BufWriter::new(std::fs::File::create(path)?);
+                writeln!(log, "{}", scenario::DELIVERY_LOG_HEADER)?;
+                Ok(log)
+            };
+            let log =
+                create().map_err(|error| format!("--latency-log {}: {error}", path.display()))?;
+            Some((path, log))
+        }
+        None => None,
+    };
     emit(&json!({
         "scenario": "settings",
         "instances": {
@@ -389,7 +408,13 @@ async fn run_scenarios(
             }
             Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst => {
                 let scenario = message_scenario(cli, *selected, client, drain);
-                let mut report = scenario::run(&scenario, &instances.a, &instances.b).await?;
+                let run = scenario::run(&scenario, &instances.a, &instances.b).await?;
+                if let Some((path, log)) = &mut latency_log {
+                    scenario::write_deliveries(log, &run.report.scenario, &run.deliveries)
+                        .and_then(|()| log.flush())
+                        .map_err(|error| format!("writing {}: {error}", path.display()))?;
+                }
+                let mut report = run.report;
                 if *selected == Scenario::S1 {
                     report.ratio_to_baseline = baseline_rate
                         .filter(|rate| *rate > 0.0)
@@ -518,6 +543,7 @@ fn message_scenario(
         payload_len: cli.payload,
         drain_timeout,
         client,
+        keep_deliveries: cli.latency_log.is_some(),
     }
 }
 
