@@ -138,7 +138,12 @@ async fn doctor(cli: &Cli) -> Result<ExitCode, String> {
 async fn serve(cli: Cli) -> Result<ExitCode, String> {
     let addresses = parse_urls(&cli.urls)?;
     let (backplane, kind): (Arc<dyn Backplane>, String) = match &cli.database_url {
-        None => (Arc::new(MemoryBackplane::new()), "memory".into()),
+        None => {
+            if cli.synchronous_commit != CommitMode::On {
+                tracing::warn!("--synchronous-commit has no effect without --database-url");
+            }
+            (Arc::new(MemoryBackplane::new()), "memory".into())
+        }
         Some(url) => {
             let options = postgres_options(&cli, url)?;
             tracing::info!(
