@@ -8,15 +8,46 @@ use std::time::Duration;
 use backplane_core::testkit::RecordingSink;
 use backplane_core::{
     Backplane, BackplaneEvent, Envelope, EnvelopeKind, GapRepair, NodeId, Protocol,
-    SerializedMessage, Target,
+    SerializedMessage, Subscription, Target,
 };
-use backplane_postgres::DEFAULT_INLINE_THRESHOLD;
+use backplane_postgres::{DEFAULT_INLINE_THRESHOLD, PostgresBackplane};
 use futures_util::StreamExt as _;
 use tests::TestSchema;
 use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
 use tokio_postgres::AsyncMessage;
 
 const HUB: &str = "faults";
+
+/// Two nodes on one schema, the second listening to a hub.
+struct Listening {
+    /// Both nodes, to shut down at the end.
+    nodes: Vec<Arc<PostgresBackplane>>,
+    /// The first node.
+    sender: Arc<PostgresBackplane>,
+    /// The second node.
+    receiver: Arc<PostgresBackplane>,
+    /// The second node's subscription to the hub, past its `Connected` event.
+    subscription: Subscription,
+}
+
+/// Two nodes on `schema`, the second subscribed to `hub`.
+async fn listening(schema: &TestSchema, hub: &str) -> Listening {
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(hub).await.unwrap();
+    expect_connected(&mut subscription).await;
+    Listening {
+        nodes,
+        sender,
+        receiver,
+        subscription,
+    }
+}
+
+/// The quoted name of the messages table of `slug` in `schema`.
+fn messages_table(schema: &TestSchema, slug: &str) -> String {
+    format!("\"{}\".\"{slug}_messages\"", schema.name())
+}
 
 /// Pass `i` on, pausing before every `every`-th: keeps a publishing stream running long
 /// enough for faults to hit it. (The pause happens before the publish future exists,
@@ -35,10 +66,12 @@ async fn pace(i: u64, every: u64, pause: Duration) -> u64 {
 async fn listener_killed_three_times_during_10000_envelopes() {
     const COUNT: u64 = 10_000;
     let schema = TestSchema::create("listener_killed").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver,
+        mut subscription,
+    } = listening(&schema, HUB).await;
 
     let publisher = sender.clone();
     let publishing = tokio::spawn(async move {
@@ -102,10 +135,12 @@ async fn listener_killed_three_times_during_10000_envelopes() {
 async fn publisher_killed_mid_stream() {
     const COUNT: u64 = 5_000;
     let schema = TestSchema::create("publisher_killed").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver: _,
+        mut subscription,
+    } = listening(&schema, HUB).await;
 
     let publisher = sender.clone();
     let publishing = tokio::spawn(async move {
@@ -213,10 +248,12 @@ fn sized(size: usize, origin: NodeId, seq: u64, hub: &str) -> EnvelopeKind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_of_every_size_cross_intact() {
     let schema = TestSchema::create("sizes").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe("sizes").await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver: _,
+        mut subscription,
+    } = listening(&schema, "sizes").await;
 
     // Watch the channel as a plain client too, to see how each envelope travelled.
     let (watcher, mut connection) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
@@ -277,12 +314,14 @@ async fn envelopes_of_every_size_cross_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_missing_data_is_skipped_and_reported() {
     let schema = TestSchema::create("corrupt").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver: _,
+        mut subscription,
+    } = listening(&schema, HUB).await;
     let admin = schema.admin().await;
-    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+    let table = messages_table(&schema, HUB);
     let channel = format!("{}.{HUB}", schema.name());
     // A node that exists only as rows written here.
     let ghost = NodeId::random();
@@ -383,12 +422,14 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_batches_leave_tombstones_not_gaps() {
     let schema = TestSchema::create("tombstones").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver: _,
+        mut subscription,
+    } = listening(&schema, HUB).await;
     let admin = schema.admin().await;
-    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+    let table = messages_table(&schema, HUB);
 
     // A second receiver, cut off by a partition while the batches fail: it must skip
     // the tombstones when it catches up from the table, too.
@@ -494,12 +535,14 @@ async fn failed_batches_leave_tombstones_not_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_attempt_meeting_an_existing_row_is_retried_not_failed() {
     let schema = TestSchema::create("conflict").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver: _,
+        mut subscription,
+    } = listening(&schema, HUB).await;
     let admin = schema.admin().await;
-    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+    let table = messages_table(&schema, HUB);
 
     sender.publish(HUB, labelled("one")).await.unwrap();
     // The row sequence number 2 of this node will take, already there.
@@ -559,8 +602,8 @@ async fn retention_deletes_only_old_rows() {
         node.publish(HUB, labelled(&i.to_string())).await.unwrap();
     }
     let admin = schema.admin().await;
-    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
-    let other = format!("\"{}\".\"audit_messages\"", schema.name());
+    let table = messages_table(&schema, HUB);
+    let other = messages_table(&schema, "audit");
     admin
         .batch_execute(&format!(
             "UPDATE {table} SET inserted_on = now() - interval '11 minutes' WHERE seq <= 4;
@@ -602,10 +645,12 @@ async fn retention_deletes_only_old_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_batch_keeps_order() {
     let schema = TestSchema::create("mixed").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver: _,
+        mut subscription,
+    } = listening(&schema, HUB).await;
     let big = SerializedMessage::new()
         .with(Protocol::Json, b"big".to_vec())
         .with(Protocol::MessagePack, vec![7u8; 1024 * 1024]);
@@ -747,7 +792,7 @@ async fn refused_tombstones_do_not_block_other_hubs() {
     expect_connected(&mut open).await;
     sender.publish("blocked", labelled("b1")).await.unwrap();
     let admin = schema.admin().await;
-    let table = format!("\"{}\".\"blocked_messages\"", schema.name());
+    let table = messages_table(&schema, "blocked");
     admin
         .batch_execute(&format!(
             "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 2) NOT VALID"
@@ -812,7 +857,7 @@ async fn a_refused_table_does_not_fail_other_hubs_in_the_same_batch() {
     let first = next_envelope(&mut healthy, "h-first").await;
     assert_eq!(label_of(&first), "h-first");
     let admin = schema.admin().await;
-    let table = format!("\"{}\".\"refused_messages\"", schema.name());
+    let table = messages_table(&schema, "refused");
     admin
         .batch_execute(&format!(
             "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
@@ -860,10 +905,12 @@ async fn a_refused_table_does_not_fail_other_hubs_in_the_same_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_killed_is_reopened() {
     let schema = TestSchema::create("reader_killed").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let Listening {
+        nodes,
+        sender,
+        receiver,
+        mut subscription,
+    } = listening(&schema, HUB).await;
     let big = |label: &str| EnvelopeKind::Invocation {
         target: Target::All,
         message: RecordingSink::message(&format!("{label}{}", "x".repeat(10_000))),
