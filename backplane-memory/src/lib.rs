@@ -32,6 +32,15 @@
 //! nothing is dropped, and a slow node slows its publishers down. Publishes of one node
 //! are serialized (that is what keeps per-origin order), so a node blocked on a full
 //! queue holds back only its own publishers.
+//!
+//! # Memory
+//!
+//! A node keeps up to 128 of the envelopes it delivered, if each is at most 1 KiB
+//! ([`Envelope::size_hint`]), and overwrites the oldest in place once no subscriber holds
+//! it any more, instead of allocating a new one: subscribers usually drop envelopes on
+//! another thread, and freeing there contends with the publisher's allocations for the
+//! system allocator's lock. An envelope a subscriber still holds is never changed. So
+//! a node holds at most 128 KiB of old messages until it publishes again or shuts down.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
