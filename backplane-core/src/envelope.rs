@@ -50,6 +50,9 @@ pub enum EnvelopeKind {
     GroupCommand(GroupCommand),
     /// The owning node applied a [`GroupCommand`].
     Ack(Ack),
+    /// The owning node refused a [`GroupCommand`] (for example: the connection is already
+    /// in as many groups as that node allows).
+    GroupRefused(GroupRefusal),
     // Reserved for future kinds, appended below to keep the encoding compatible:
     // client-result routing (an invocation of a client method that expects a result, and
     // the result travelling back to the node that asked).
@@ -101,6 +104,7 @@ impl EnvelopeKind {
                     + command.group.len()
             }
             EnvelopeKind::Ack(_) => PREFIX + 10,
+            EnvelopeKind::GroupRefused(refusal) => PREFIX + 10 + PREFIX + refusal.reason.len(),
         }
     }
 }
@@ -162,6 +166,16 @@ pub enum GroupAction {
 pub struct Ack {
     /// The `ack_id` of the command this answers.
     pub ack_id: u64,
+}
+
+/// The answer of the node that owns a connection to a [`GroupCommand`] it did not apply;
+/// sent only to the node that asked (the envelope's `destination`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRefusal {
+    /// The `ack_id` of the command this answers.
+    pub ack_id: u64,
+    /// Why, in words fit for the caller of `add_to_group`.
+    pub reason: String,
 }
 
 /// Why bytes could not be decoded into an [`Envelope`].
@@ -285,6 +299,10 @@ mod tests {
             }));
         }
         kinds.push(EnvelopeKind::Ack(Ack { ack_id: 7 }));
+        kinds.push(EnvelopeKind::GroupRefused(GroupRefusal {
+            ack_id: 8,
+            reason: "connection c1 is already in 100 groups, the most this node allows".into(),
+        }));
         kinds
     }
 

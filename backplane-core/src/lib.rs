@@ -57,7 +57,9 @@ mod registry;
 pub mod testkit;
 
 pub use backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
-pub use envelope::{Ack, CodecError, Envelope, EnvelopeKind, GroupAction, GroupCommand, Target};
+pub use envelope::{
+    Ack, CodecError, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
+};
 pub use id::{ConnectionId, NodeId, ParseNodeIdError};
 pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus, ManagerOptions};
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};

@@ -11,7 +11,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
-use crate::envelope::{Ack, Envelope, EnvelopeKind, GroupAction, GroupCommand, Target};
+use crate::envelope::{
+    Ack, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
+};
 use crate::id::ConnectionId;
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
 use crate::message::SerializedMessage;
@@ -25,12 +27,18 @@ pub struct ManagerOptions {
     /// connection to acknowledge, before failing with [`HubError::NoOwner`].
     /// Default: 5 seconds.
     pub group_ack_timeout: Duration,
+    /// How many groups one connection of this node may be in at once; adding it to one
+    /// more fails with [`HubError::GroupRefused`], whichever node asked. Rejoining a
+    /// group it is in still succeeds. Bounds what a client that may choose group names
+    /// can make a node hold. Default: `None`, no limit (as ASP.NET Core).
+    pub max_groups_per_connection: Option<usize>,
 }
 
 impl Default for ManagerOptions {
     fn default() -> Self {
         Self {
             group_ack_timeout: Duration::from_secs(5),
+            max_groups_per_connection: None,
         }
     }
 }
@@ -40,6 +48,13 @@ impl ManagerOptions {
     #[must_use]
     pub fn group_ack_timeout(mut self, timeout: Duration) -> Self {
         self.group_ack_timeout = timeout;
+        self
+    }
+
+    /// These options with at most `limit` groups per connection (`None`: no limit).
+    #[must_use]
+    pub fn max_groups_per_connection(mut self, limit: impl Into<Option<usize>>) -> Self {
+        self.max_groups_per_connection = limit.into();
         self
     }
 }
@@ -109,6 +124,9 @@ pub struct BackplaneHubLifetimeManager<B: Backplane + ?Sized = dyn Backplane> {
     receiver: JoinHandle<()>,
 }
 
+/// Where the owning node's answer to a group command goes: `Err(reason)` for a refusal.
+type AckSender = oneshot::Sender<Result<(), String>>;
+
 /// Everything the manager and its receive task share.
 struct Shared<B: Backplane + ?Sized> {
     /// The hub this manager serves; envelopes name it.
@@ -117,8 +135,9 @@ struct Shared<B: Backplane + ?Sized> {
     backplane: Arc<B>,
     /// Local connections, groups and users.
     registry: RwLock<Registry>,
-    /// Group commands sent to other nodes, waiting for the owner's ack, by ack id.
-    pending_acks: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Group commands sent to other nodes, waiting for the owner's answer (an ack, or a
+    /// refusal's reason), by ack id.
+    pending_acks: Mutex<HashMap<u64, AckSender>>,
     /// Source of ack ids; unique per node because node ids are.
     next_ack_id: AtomicU64,
     /// Link state and the counters that change rarely.
@@ -282,8 +301,13 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
         action: GroupAction,
     ) -> Result<(), HubError> {
         let shared = &self.shared;
-        if shared.apply_locally(connection_id, group, action) {
-            return Ok(());
+        let refused = |reason| HubError::GroupRefused {
+            connection_id: connection_id.clone(),
+            group: group.to_owned(),
+            reason,
+        };
+        if let Some(applied) = shared.apply_locally(connection_id, group, action) {
+            return applied.map_err(refused);
         }
         // Not ours: ask the owner through the backplane and wait for its ack.
         let ack_id = shared.next_ack_id.fetch_add(1, Ordering::Relaxed);
@@ -306,7 +330,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
             .await?;
         let timeout = shared.options.group_ack_timeout;
         match tokio::time::timeout(timeout, ack_rx).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(answer)) => answer.map_err(refused),
             // The receive task ended (the backplane shut down): no ack can arrive.
             Ok(Err(_)) => Err(HubError::Backplane(BackplaneError::Shutdown)),
             Err(_) => Err(HubError::NoOwner {
@@ -321,7 +345,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
 
 /// Removes a pending ack entry however the wait ends (ack, timeout, error, cancellation).
 struct PendingAck<'a> {
-    acks: &'a Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    acks: &'a Mutex<HashMap<u64, AckSender>>,
     ack_id: u64,
 }
 
@@ -332,24 +356,32 @@ impl Drop for PendingAck<'_> {
 }
 
 impl<B: Backplane + ?Sized> Shared<B> {
-    /// Apply a group change if the connection is local; `false` if it is not.
+    /// Apply a group change if the connection is local: `None` if it is not, else
+    /// whether it was applied or refused, and why.
     fn apply_locally(
         &self,
         connection_id: &ConnectionId,
         group: &str,
         action: GroupAction,
-    ) -> bool {
+    ) -> Option<Result<(), String>> {
         let mut registry = write(&self.registry);
         let changed = match action {
-            GroupAction::Add => registry.join(connection_id, group),
-            GroupAction::Remove => registry.leave(connection_id, group),
+            GroupAction::Add => {
+                registry.join(connection_id, group, self.options.max_groups_per_connection)?
+            }
+            GroupAction::Remove => Ok(registry.leave(connection_id, group)?),
         };
         drop(registry);
         match changed {
-            None => false,
-            Some(changed) => {
+            Ok(changed) => {
                 tracing::debug!(hub = %self.hub, %connection_id, group, ?action, changed, "group membership applied");
-                true
+                Some(Ok(()))
+            }
+            Err(limit) => {
+                tracing::info!(hub = %self.hub, %connection_id, group, limit, "group join refused: the connection is in as many groups as allowed");
+                Some(Err(format!(
+                    "the connection is already in {limit} groups, the most this server allows"
+                )))
             }
         }
     }
@@ -375,26 +407,40 @@ impl<B: Backplane + ?Sized> Shared<B> {
                 );
             }
             EnvelopeKind::GroupCommand(command) => {
-                if self.apply_locally(&command.connection_id, &command.group, command.action) {
-                    self.send_ack(envelope.origin, command.ack_id);
-                }
+                let ack_id = command.ack_id;
+                let answer = match self.apply_locally(
+                    &command.connection_id,
+                    &command.group,
+                    command.action,
+                ) {
+                    None => return,
+                    Some(Ok(())) => EnvelopeKind::Ack(Ack { ack_id }),
+                    Some(Err(reason)) => {
+                        EnvelopeKind::GroupRefused(GroupRefusal { ack_id, reason })
+                    }
+                };
+                self.answer(envelope.origin, ack_id, answer);
             }
             EnvelopeKind::Ack(Ack { ack_id }) => {
                 if let Some(waiter) = lock(&self.pending_acks).remove(ack_id) {
-                    let _ = waiter.send(());
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            EnvelopeKind::GroupRefused(GroupRefusal { ack_id, reason }) => {
+                if let Some(waiter) = lock(&self.pending_acks).remove(ack_id) {
+                    let _ = waiter.send(Err(reason.clone()));
                 }
             }
         }
     }
 
-    /// Acknowledge a group command without blocking the receive loop: if the backplane
-    /// is applying backpressure, envelopes keep flowing in meanwhile.
-    fn send_ack(self: &Arc<Self>, origin: crate::id::NodeId, ack_id: u64) {
+    /// Answer a group command without blocking the receive loop: if the backplane is
+    /// applying backpressure, envelopes keep flowing in meanwhile.
+    fn answer(self: &Arc<Self>, origin: crate::id::NodeId, ack_id: u64, answer: EnvelopeKind) {
         let shared = self.clone();
         tokio::spawn(async move {
-            let ack = EnvelopeKind::Ack(Ack { ack_id });
-            if let Err(error) = shared.backplane.send_to(origin, &shared.hub, ack).await {
-                tracing::warn!(hub = %shared.hub, %origin, ack_id, %error, "could not acknowledge a group command");
+            if let Err(error) = shared.backplane.send_to(origin, &shared.hub, answer).await {
+                tracing::warn!(hub = %shared.hub, %origin, ack_id, %error, "could not answer a group command");
             }
         });
     }

@@ -266,4 +266,16 @@ pub enum HubError {
     /// A connection with this id is already registered on this node.
     #[error("connection {0} is already registered")]
     DuplicateConnection(ConnectionId),
+    /// The node that owns the connection refused to add it to the group (see
+    /// [`ManagerOptions::max_groups_per_connection`](crate::ManagerOptions::max_groups_per_connection)).
+    /// Nothing changed.
+    #[error("connection {connection_id} was not added to group {group:?}: {reason}")]
+    GroupRefused {
+        /// The connection.
+        connection_id: ConnectionId,
+        /// The group.
+        group: String,
+        /// Why, as the owning node put it.
+        reason: String,
+    },
 }

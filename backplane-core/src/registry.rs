@@ -92,18 +92,28 @@ impl Registry {
         self.connections.len()
     }
 
-    /// Add a local connection to a group. `None` if the connection is not local,
-    /// otherwise whether it was newly added.
-    pub(crate) fn join(&mut self, id: &ConnectionId, group: &str) -> Option<bool> {
+    /// Add a local connection to a group, unless it is already in `limit` groups.
+    /// `None` if the connection is not local, otherwise whether it was newly added, or
+    /// `Err(limit)` if it is in `limit` other groups.
+    pub(crate) fn join(
+        &mut self,
+        id: &ConnectionId,
+        group: &str,
+        limit: Option<usize>,
+    ) -> Option<Result<bool, usize>> {
         let entry = self.connections.get_mut(id)?;
-        if !entry.groups.insert(group.to_owned()) {
-            return Some(false);
+        if entry.groups.contains(group) {
+            return Some(Ok(false));
         }
+        if let Some(limit) = limit.filter(|&limit| entry.groups.len() >= limit) {
+            return Some(Err(limit));
+        }
+        entry.groups.insert(group.to_owned());
         self.groups
             .entry(group.to_owned())
             .or_default()
             .insert(id.clone(), entry.sink.clone());
-        Some(true)
+        Some(Ok(true))
     }
 
     /// Remove a local connection from a group. `None` if the connection is not local,

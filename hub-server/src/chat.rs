@@ -7,7 +7,7 @@
 //! | client invokes | server sends |
 //! |---|---|
 //! | `SendMessage(user, message)` | `ReceiveMessage(user, message)` to all |
-//! | `JoinGroup(group)` | adds the caller, then `UserJoinedGroup(user, group)` to the group (the caller included) |
+//! | `JoinGroup(group)` | adds the caller, then `UserJoinedGroup(user, group)` to the group (the caller included); fails with a message saying why when the caller is already in [`MAX_GROUPS_PER_CONNECTION`] groups |
 //! | `LeaveGroup(group)` | removes the caller, then `UserLeftGroup(user, group)` to the group (so the leaver does not get it, as in the original sample) |
 //! | `SendMessageToGroup(group, user, message)` | `ReceiveGroupMessage(group, user, message)` to the group |
 //! | (on connect) | `UserConnected(connectionId)` to all |
@@ -38,7 +38,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use backplane_core::BackplaneStatus;
+use backplane_core::{BackplaneStatus, HubError, ManagerOptions};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, access_token};
@@ -53,10 +53,20 @@ pub const HUB_NAME: &str = "ChatHub";
 /// node hold arbitrarily large group keys.
 pub const MAX_GROUP_NAME_CHARS: usize = 256;
 
-/// The chat hub: its methods and hooks, and the access token as user id. Add options or a
-/// backplane, then [`HubBuilder::build`].
+/// How many groups one connection may be in at once, by default: a client choosing group
+/// names could otherwise make every node hold as many as it likes. The `hub-server`
+/// binary's `--max-groups-per-connection` changes it; for the library, pass
+/// [`ManagerOptions::max_groups_per_connection`] to [`HubBuilder::manager_options`].
+pub const MAX_GROUPS_PER_CONNECTION: usize = 100;
+
+/// The chat hub: its methods and hooks, the access token as user id, and at most
+/// [`MAX_GROUPS_PER_CONNECTION`] groups per connection. Add options or a backplane, then
+/// [`HubBuilder::build`].
 pub fn hub_builder() -> HubBuilder {
     Hub::builder(HUB_NAME)
+        .manager_options(
+            ManagerOptions::default().max_groups_per_connection(MAX_GROUPS_PER_CONNECTION),
+        )
         .method("SendMessage", send_message)
         .method("JoinGroup", join_group)
         .method("LeaveGroup", leave_group)
@@ -81,7 +91,16 @@ async fn join_group(
     group: String,
 ) -> Result<(), MethodError> {
     check_group_name(&group)?;
-    groups.add(caller.connection_id(), &group).await?;
+    groups
+        .add(caller.connection_id(), &group)
+        .await
+        .map_err(|error| match error {
+            // The caller's own doing, and what to do about it: tell them.
+            HubError::GroupRefused { reason, .. } => {
+                MethodError::new(format!("cannot join group {group:?}: {reason}"))
+            }
+            other => MethodError::from(other),
+        })?;
     tracing::info!(connection_id = %caller.connection_id(), user = ?caller.user(), %group, "joined group");
     clients
         .group(group.clone())

@@ -46,6 +46,10 @@ struct Cli {
     /// `server-default` (whatever the database or role sets).
     #[arg(long, value_enum, default_value_t = CommitMode::On)]
     synchronous_commit: CommitMode,
+    /// How many groups one connection may be in at once (`JoinGroup` beyond it fails with
+    /// a message saying so); 0 for no limit.
+    #[arg(long, default_value_t = chat::MAX_GROUPS_PER_CONNECTION)]
+    max_groups_per_connection: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -163,6 +167,7 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     let options = hub_server::HubOptions::default()
         .max_parallel_invocations(usize::from(cli.max_parallel_invocations));
     let hub = chat::hub_builder()
+        .manager_options(manager_options(&cli))
         .options(options)
         .backplane(backplane.clone())
         .build()
@@ -326,9 +331,33 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: closing connections");
 }
 
+/// The chat hub's lifetime manager settings the command line asks for.
+fn manager_options(cli: &Cli) -> backplane_core::ManagerOptions {
+    let limit = match cli.max_groups_per_connection {
+        0 => None,
+        limit => Some(limit),
+    };
+    backplane_core::ManagerOptions::default().max_groups_per_connection(limit)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Cli, SynchronousCommit, parse_urls, postgres_options};
+    use super::{Cli, SynchronousCommit, manager_options, parse_urls, postgres_options};
+
+    #[test]
+    fn max_groups_per_connection_flag_reaches_the_manager() {
+        let limit = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["hub-server"], args].concat()).unwrap();
+            manager_options(&cli).max_groups_per_connection
+        };
+        assert_eq!(
+            limit(&[]),
+            Some(hub_server::chat::MAX_GROUPS_PER_CONNECTION)
+        );
+        assert_eq!(limit(&["--max-groups-per-connection", "5"]), Some(5));
+        assert_eq!(limit(&["--max-groups-per-connection", "0"]), None);
+        assert!(Cli::try_parse_from(["hub-server", "--max-groups-per-connection", "-1"]).is_err());
+    }
     use clap::Parser;
 
     #[test]

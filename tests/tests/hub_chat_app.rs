@@ -106,3 +106,106 @@ async fn cors_mirrors_the_origin_and_allows_credentials() {
         Some("true")
     );
 }
+
+/// Invoke `target` and read frames until its completion; returns the frames that came
+/// before it (pings left out) and the completion.
+async fn invoke(
+    client: &mut RawClient,
+    id: &str,
+    target: &str,
+    arguments: Value,
+) -> (Vec<Value>, Value) {
+    client
+        .send_text(&format!(
+            "{}\u{1e}",
+            serde_json::json!({"type": 1, "invocationId": id, "target": target, "arguments": arguments})
+        ))
+        .await;
+    let mut before = Vec::new();
+    loop {
+        let text = client.recv_text_skipping_pings().await;
+        for frame in text.split_terminator('\u{1e}') {
+            let frame: Value = serde_json::from_str(frame).expect("a JSON frame");
+            if frame["type"] == 3 && frame["invocationId"] == id {
+                return (before, frame);
+            }
+            before.push(frame);
+        }
+    }
+}
+
+#[tokio::test]
+async fn joining_more_groups_than_allowed_fails_with_a_message_and_changes_nothing() {
+    let server = chat_server().await;
+    let mut client = RawClient::connect(&format!("ws://{}{}", server.addr, chat::HUB_PATH)).await;
+    client.handshake_json().await;
+    let limit = chat::MAX_GROUPS_PER_CONNECTION;
+    for i in 0..limit {
+        let (_, completion) = invoke(
+            &mut client,
+            &i.to_string(),
+            "JoinGroup",
+            serde_json::json!([format!("g{i}")]),
+        )
+        .await;
+        assert!(completion.get("error").is_none(), "join {i}: {completion}");
+    }
+
+    let (before, completion) = invoke(
+        &mut client,
+        "over",
+        "JoinGroup",
+        serde_json::json!(["one too many"]),
+    )
+    .await;
+    assert_eq!(
+        completion["error"],
+        format!(
+            "An unexpected error occurred invoking 'JoinGroup' on the server. HubException: cannot join group \"one too many\": the connection is already in {limit} groups, the most this server allows"
+        )
+    );
+    assert!(
+        before
+            .iter()
+            .all(|frame| frame["target"] != "UserJoinedGroup"),
+        "a refused join announced itself: {before:?}"
+    );
+    // Not a member: a message to that group reaches nobody, and the connection goes on.
+    let (before, completion) = invoke(
+        &mut client,
+        "to",
+        "SendMessageToGroup",
+        serde_json::json!(["one too many", "me", "hello?"]),
+    )
+    .await;
+    assert!(completion.get("error").is_none(), "{completion}");
+    assert!(before.is_empty(), "{before:?}");
+
+    // Joining a group it is in is no new group; leaving one makes room.
+    let (_, completion) =
+        invoke(&mut client, "again", "JoinGroup", serde_json::json!(["g7"])).await;
+    assert!(completion.get("error").is_none(), "{completion}");
+    let (_, completion) = invoke(
+        &mut client,
+        "leave",
+        "LeaveGroup",
+        serde_json::json!(["g0"]),
+    )
+    .await;
+    assert!(completion.get("error").is_none(), "{completion}");
+    let (before, completion) = invoke(
+        &mut client,
+        "now",
+        "JoinGroup",
+        serde_json::json!(["one too many"]),
+    )
+    .await;
+    assert!(completion.get("error").is_none(), "{completion}");
+    assert!(
+        before
+            .iter()
+            .any(|frame| frame["target"] == "UserJoinedGroup"
+                && frame["arguments"][1] == "one too many"),
+        "{before:?}"
+    );
+}
