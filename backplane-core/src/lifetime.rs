@@ -379,8 +379,9 @@ impl<B: Backplane + ?Sized> Shared<B> {
             }
             Err(limit) => {
                 tracing::info!(hub = %self.hub, %connection_id, group, limit, "group join refused: the connection is in as many groups as allowed");
+                let groups = if limit == 1 { "group" } else { "groups" };
                 Some(Err(format!(
-                    "the connection is already in {limit} groups, the most this server allows"
+                    "the connection is already in {limit} {groups}, the most this server allows"
                 )))
             }
         }
