@@ -308,3 +308,75 @@ async fn group_changes_for_a_connection_no_instance_owns_fail_clearly() {
     }
     schema.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_limit_is_enforced_by_the_owning_instance_for_requests_from_the_other() {
+    let schema = TestSchema::create("hub_group_limit").await;
+    let nodes = schema.cluster(2).await;
+    let limited = || backplane_core::ManagerOptions::default().max_groups_per_connection(2);
+    let server_a = TestServer::start_hub(
+        test_hub()
+            .backplane(nodes[0].clone())
+            .manager_options(limited()),
+    )
+    .await;
+    let server_b = TestServer::start_hub(
+        test_hub()
+            .backplane(nodes[1].clone())
+            .manager_options(limited()),
+    )
+    .await;
+    let (mut on_a, id) = client(&server_a, None).await;
+    let id = ConnectionId::from(id);
+    let context = server_b.hub.context();
+    let groups_b = context.groups();
+    groups_b.add(&id, "one").await.expect("first group");
+    groups_b.add(&id, "two").await.expect("second group");
+    groups_b.add(&id, "two").await.expect("a group it is in");
+
+    // Answered by instance A through PostgreSQL: refused at once, with A's reason.
+    let started = std::time::Instant::now();
+    let error = groups_b.add(&id, "three").await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "connection {id} was not added to group \"three\": the connection is already in 2 groups, the most this server allows"
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+
+    // Nothing changed: a message to "three" does not reach it, one to "two" does.
+    context
+        .clients()
+        .group("three")
+        .send("Direct", ("not for you",))
+        .await
+        .unwrap();
+    context
+        .clients()
+        .group("two")
+        .send("Direct", ("for two",))
+        .await
+        .unwrap();
+    let frame = on_a.recv_text_skipping_pings().await;
+    assert!(
+        frame.contains("for two") && !frame.contains("not for you"),
+        "{frame}"
+    );
+
+    groups_b.remove(&id, "one").await.expect("leave one");
+    groups_b
+        .add(&id, "three")
+        .await
+        .expect("room after leaving");
+    drop(on_a);
+    drop((server_a, server_b));
+    for node in &nodes {
+        node.shutdown().await.expect("backplane shutdown");
+    }
+    schema.drop().await;
+}
