@@ -52,7 +52,9 @@ pub trait HubLifetimeManager: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`HubError::NoOwner`] when no node acknowledged the change in time (no node owns
-    /// that connection); [`HubError::Backplane`] if the request could not be sent.
+    /// that connection); [`HubError::GroupRefused`] when the owning node refused it (the
+    /// connection is in as many groups as that node allows); [`HubError::Backplane`] if
+    /// the request could not be sent.
     async fn add_to_group(&self, connection_id: &ConnectionId, group: &str)
     -> Result<(), HubError>;
 

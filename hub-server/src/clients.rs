@@ -307,7 +307,9 @@ impl Groups {
     /// # Errors
     ///
     /// [`HubError::NoOwner`] when no node owns the connection (it does not exist or has
-    /// gone), [`HubError::Backplane`] when the request could not be sent.
+    /// gone), [`HubError::GroupRefused`] when it is in as many groups as its node allows
+    /// ([`ManagerOptions::max_groups_per_connection`](backplane_core::ManagerOptions::max_groups_per_connection)),
+    /// [`HubError::Backplane`] when the request could not be sent.
     pub async fn add(&self, connection_id: &ConnectionId, group: &str) -> Result<(), HubError> {
         self.manager.add_to_group(connection_id, group).await
     }
