@@ -5,7 +5,7 @@ mod hub_support;
 
 use hub_server::chat;
 use hub_support::{RawClient, TestServer, http, wait_for_connections};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 async fn chat_server() -> TestServer {
     let hub = chat::hub_builder().build().await.expect("chat hub");
@@ -118,7 +118,7 @@ async fn invoke(
     client
         .send_text(&format!(
             "{}\u{1e}",
-            serde_json::json!({"type": 1, "invocationId": id, "target": target, "arguments": arguments})
+            json!({"type": 1, "invocationId": id, "target": target, "arguments": arguments})
         ))
         .await;
     let mut before = Vec::new();
@@ -134,6 +134,16 @@ async fn invoke(
     }
 }
 
+/// [`invoke`], asserting that the invocation succeeded; returns the frames before it.
+async fn invoke_ok(client: &mut RawClient, id: &str, target: &str, arguments: Value) -> Vec<Value> {
+    let (before, completion) = invoke(client, id, target, arguments).await;
+    assert!(
+        completion.get("error").is_none(),
+        "{target} ({id}): {completion}"
+    );
+    before
+}
+
 #[tokio::test]
 async fn joining_more_groups_than_allowed_fails_with_a_message_and_changes_nothing() {
     let server = chat_server().await;
@@ -141,23 +151,17 @@ async fn joining_more_groups_than_allowed_fails_with_a_message_and_changes_nothi
     client.handshake_json().await;
     let limit = chat::MAX_GROUPS_PER_CONNECTION;
     for i in 0..limit {
-        let (_, completion) = invoke(
+        invoke_ok(
             &mut client,
             &i.to_string(),
             "JoinGroup",
-            serde_json::json!([format!("g{i}")]),
+            json!([format!("g{i}")]),
         )
         .await;
-        assert!(completion.get("error").is_none(), "join {i}: {completion}");
     }
 
-    let (before, completion) = invoke(
-        &mut client,
-        "over",
-        "JoinGroup",
-        serde_json::json!(["one too many"]),
-    )
-    .await;
+    let (before, completion) =
+        invoke(&mut client, "over", "JoinGroup", json!(["one too many"])).await;
     assert_eq!(
         completion["error"],
         format!(
@@ -171,36 +175,19 @@ async fn joining_more_groups_than_allowed_fails_with_a_message_and_changes_nothi
         "a refused join announced itself: {before:?}"
     );
     // Not a member: a message to that group reaches nobody, and the connection goes on.
-    let (before, completion) = invoke(
+    let before = invoke_ok(
         &mut client,
         "to",
         "SendMessageToGroup",
-        serde_json::json!(["one too many", "me", "hello?"]),
+        json!(["one too many", "me", "hello?"]),
     )
     .await;
-    assert!(completion.get("error").is_none(), "{completion}");
     assert!(before.is_empty(), "{before:?}");
 
     // Joining a group it is in is no new group; leaving one makes room.
-    let (_, completion) =
-        invoke(&mut client, "again", "JoinGroup", serde_json::json!(["g7"])).await;
-    assert!(completion.get("error").is_none(), "{completion}");
-    let (_, completion) = invoke(
-        &mut client,
-        "leave",
-        "LeaveGroup",
-        serde_json::json!(["g0"]),
-    )
-    .await;
-    assert!(completion.get("error").is_none(), "{completion}");
-    let (before, completion) = invoke(
-        &mut client,
-        "now",
-        "JoinGroup",
-        serde_json::json!(["one too many"]),
-    )
-    .await;
-    assert!(completion.get("error").is_none(), "{completion}");
+    invoke_ok(&mut client, "again", "JoinGroup", json!(["g7"])).await;
+    invoke_ok(&mut client, "leave", "LeaveGroup", json!(["g0"])).await;
+    let before = invoke_ok(&mut client, "now", "JoinGroup", json!(["one too many"])).await;
     assert!(
         before
             .iter()
