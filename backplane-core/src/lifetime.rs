@@ -30,7 +30,12 @@ pub struct ManagerOptions {
     /// How many groups one connection of this node may be in at once; adding it to one
     /// more fails with [`HubError::GroupRefused`], whichever node asked. Rejoining a
     /// group it is in still succeeds. Bounds what a client that may choose group names
-    /// can make a node hold. Default: `None`, no limit (as ASP.NET Core).
+    /// can make a node hold. `Some(0)` refuses every join. Default: `None`, no limit (as
+    /// ASP.NET Core).
+    ///
+    /// The refusal of a join asked by another node travels back as
+    /// [`EnvelopeKind::GroupRefused`], which nodes built before it existed cannot decode:
+    /// run every node of a cluster on a version that has it before setting a limit.
     pub max_groups_per_connection: Option<usize>,
 }
 

@@ -94,7 +94,7 @@ impl Registry {
 
     /// Add a local connection to a group, unless it is already in `limit` groups.
     /// `None` if the connection is not local, otherwise whether it was newly added, or
-    /// `Err(limit)` if it is in `limit` other groups.
+    /// `Err(limit)` if it is in `limit` (or more) other groups.
     pub(crate) fn join(
         &mut self,
         id: &ConnectionId,

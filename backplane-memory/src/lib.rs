@@ -35,12 +35,14 @@
 //!
 //! # Memory
 //!
-//! A node keeps up to 128 of the envelopes it delivered, if each is at most 1 KiB
-//! ([`Envelope::size_hint`]), and overwrites the oldest in place once no subscriber holds
+//! A node keeps up to 128 of the envelopes it delivered, if each encodes to at most
+//! 1 KiB ([`Envelope::size_hint`]), and overwrites one in place once no subscriber holds
 //! it any more, instead of allocating a new one: subscribers usually drop envelopes on
 //! another thread, and freeing there contends with the publisher's allocations for the
-//! system allocator's lock. An envelope a subscriber still holds is never changed. So
-//! a node holds at most 128 KiB of old messages until it publishes again or shuts down.
+//! system allocator's lock. An envelope a subscriber still holds is never changed. So a
+//! node keeps the last 128 small messages it published alive (about 128 KiB of encoded
+//! bytes, more where a message's bytes share a larger buffer, as a hub server's
+//! serialization buffers do) until later publishes overwrite them or it shuts down.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -168,8 +170,8 @@ pub struct MemoryBackplane {
 struct NodeState {
     /// Last sequence number per hub.
     sequences: HashMap<String, u64>,
-    /// Envelopes this node delivered, oldest first, kept to be overwritten once every
-    /// subscriber has dropped its reference.
+    /// Envelopes this node delivered, roughly oldest first, kept to be overwritten once
+    /// every subscriber has dropped its reference.
     ///
     /// Subscribers usually drop envelopes on another thread than the publisher's. With
     /// the system allocator, every such free then contends for the publisher's heap
@@ -181,8 +183,8 @@ struct NodeState {
 }
 
 impl NodeState {
-    /// An envelope with these contents: the oldest kept envelope no subscriber holds any
-    /// more, overwritten in place (its old contents are dropped here, on the publisher's
+    /// An envelope with these contents: the first kept envelope, if no subscriber holds
+    /// it any more, overwritten in place (its old contents are dropped here, on the publisher's
     /// side), or a new allocation.
     fn envelope(
         &mut self,
@@ -202,8 +204,9 @@ impl NodeState {
                 envelope.kind = kind;
                 return oldest;
             }
-            // Still held by a subscriber: keep it in its place and allocate.
-            self.recycle.push_front(oldest);
+            // Still held by a subscriber: allocate, and try the next one next time, so
+            // one envelope held for long does not stop the reuse of the others.
+            self.recycle.push_back(oldest);
         }
         Arc::new(Envelope {
             origin,

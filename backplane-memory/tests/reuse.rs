@@ -37,14 +37,21 @@ async fn next(subscription: &mut Subscription) -> Arc<Envelope> {
 }
 
 #[tokio::test]
-async fn an_envelope_a_subscriber_holds_is_never_overwritten() {
+async fn an_envelope_a_subscriber_holds_is_never_overwritten_nor_blocks_reuse() {
     let bus = MemoryBus::new();
     let (a, b) = (bus.node(), bus.node());
     let mut from_a = b.subscribe("hub").await.unwrap();
     a.publish("hub", message("first")).await.unwrap();
     let held = next(&mut from_a).await;
+    // Blocks the size of an envelope's allocation, taken after each envelope is dropped,
+    // so that an envelope whose block went back to the allocator is unlikely to come
+    // back at the same address: repeated addresses mean reuse.
+    let block = 2 * size_of::<usize>() + size_of::<Envelope>();
+    let mut decoys: Vec<Vec<u8>> = Vec::new();
+    let mut addresses = std::collections::HashSet::new();
     // Far more publishes than a node keeps for reuse, each received and dropped.
     for i in 0..1_000 {
+        decoys.push(Vec::with_capacity(block));
         a.publish("hub", message(&format!("message {i}")))
             .await
             .unwrap();
@@ -52,12 +59,18 @@ async fn an_envelope_a_subscriber_holds_is_never_overwritten() {
         assert_eq!(envelope.seq, i + 2);
         assert_eq!(text_of(&envelope), format!("message {i}").into_bytes());
         assert!(!Arc::ptr_eq(&envelope, &held));
+        addresses.insert(Arc::as_ptr(&envelope) as usize);
     }
     assert_eq!(
         (held.origin, held.seq, held.hub.as_str()),
         (a.node_id(), 1, "hub")
     );
     assert_eq!(text_of(&held), b"first");
+    assert!(
+        addresses.len() < 100,
+        "{} distinct envelopes for 1,000 publishes: one held envelope stopped the reuse of the others",
+        addresses.len()
+    );
 }
 
 #[tokio::test]

@@ -61,7 +61,8 @@ pub const MAX_GROUPS_PER_CONNECTION: usize = 100;
 
 /// The chat hub: its methods and hooks, the access token as user id, and at most
 /// [`MAX_GROUPS_PER_CONNECTION`] groups per connection. Add options or a backplane, then
-/// [`HubBuilder::build`].
+/// [`HubBuilder::build`]. [`HubBuilder::manager_options`] replaces the group limit too:
+/// set [`ManagerOptions::max_groups_per_connection`] in what you pass.
 pub fn hub_builder() -> HubBuilder {
     Hub::builder(HUB_NAME)
         .manager_options(

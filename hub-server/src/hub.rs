@@ -55,7 +55,8 @@ pub struct HubBuilder {
     on_disconnected: Option<Arc<dyn ErasedHandler>>,
     /// Timeouts and limits.
     options: HubOptions,
-    /// Settings of the lifetime manager (group acknowledgement timeout).
+    /// Settings of the lifetime manager (group acknowledgement timeout, groups per
+    /// connection).
     manager_options: ManagerOptions,
     /// Where messages for other nodes go; in-memory (single node) when unset.
     backplane: Option<Arc<dyn Backplane>>,
@@ -142,7 +143,9 @@ impl HubBuilder {
         self
     }
 
-    /// Use `options` for the lifetime manager (group acknowledgement timeout).
+    /// Use `options` for the lifetime manager (group acknowledgement timeout, groups per
+    /// connection). Replaces all of them, including a limit a hub preset such as
+    /// [`chat::hub_builder`](crate::chat::hub_builder) set.
     #[must_use]
     pub fn manager_options(mut self, options: ManagerOptions) -> Self {
         self.manager_options = options;
