@@ -212,10 +212,12 @@ pub async fn run(
     let mut sent = 0;
     let mut errors = Vec::new();
     for seq in 0..scenario.messages {
+        let now = now_micros();
         let probe = Probe {
             sender: 0,
             seq,
-            sent_micros: now_micros(),
+            sent_micros: now,
+            written_micros: now,
         };
         if probe.sent_micros > limit {
             errors.push(format!("time limit reached after {sent} messages"));
@@ -303,6 +305,7 @@ pub async fn run(
         messages_per_s: rate.round(),
         deliveries_per_s: rate.round(),
         latency: latencies.summary(),
+        latency_from_write: None,
         totals,
         refused: 0,
         first_refusal: None,

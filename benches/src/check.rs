@@ -141,6 +141,7 @@ mod tests {
             sender,
             seq,
             sent_micros: 0,
+            written_micros: 0,
         }
     }
 

@@ -28,7 +28,7 @@
 //! ```
 //! use benches::probe::Probe;
 //!
-//! let probe = Probe { sender: 0, seq: 41, sent_micros: 1_250 };
+//! let probe = Probe { sender: 0, seq: 41, sent_micros: 1_250, written_micros: 1_310 };
 //! let text = probe.to_text(48);
 //! assert_eq!(text.len(), 48);
 //! assert_eq!(Probe::parse(&text), Some(probe));

@@ -1,5 +1,5 @@
 //! What every benchmark message carries, so receivers can check it: who sent it, its
-//! sequence number, and when it was sent.
+//! sequence number, when it counts as sent, and when it was actually written.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -21,15 +21,21 @@ pub struct Probe {
     pub sender: u32,
     /// Its position in that sender's stream (0-based, no gaps).
     pub seq: u64,
-    /// When it was sent, in [`now_micros`] time.
+    /// When it counts as sent, in [`now_micros`] time: latency is measured from here. An
+    /// open-loop sender puts the time its schedule says the message is due.
     pub sent_micros: u64,
+    /// When the sender actually wrote it (at or after `sent_micros`).
+    pub written_micros: u64,
 }
 
 impl Probe {
-    /// The chat text carrying this probe: `sender:seq:micros:` padded with `.` to `len`
-    /// bytes (or longer, if the header alone needs more).
+    /// The chat text carrying this probe: `sender:seq:sent:written:` padded with `.` to
+    /// `len` bytes (or longer, if the header alone needs more).
     pub fn to_text(&self, len: usize) -> String {
-        let mut text = format!("{}:{}:{}:", self.sender, self.seq, self.sent_micros);
+        let mut text = format!(
+            "{}:{}:{}:{}:",
+            self.sender, self.seq, self.sent_micros, self.written_micros
+        );
         if text.len() < len {
             text.extend(std::iter::repeat_n('.', len - text.len()));
         }
@@ -38,15 +44,17 @@ impl Probe {
 
     /// The probe at the start of `text`, or `None` if it carries none.
     pub fn parse(text: &str) -> Option<Probe> {
-        let mut fields = text.splitn(4, ':');
+        let mut fields = text.splitn(5, ':');
         let sender = fields.next()?.parse().ok()?;
         let seq = fields.next()?.parse().ok()?;
         let sent_micros = fields.next()?.parse().ok()?;
+        let written_micros = fields.next()?.parse().ok()?;
         fields.next()?;
         Some(Probe {
             sender,
             seq,
             sent_micros,
+            written_micros,
         })
     }
 }
@@ -61,11 +69,13 @@ mod tests {
             sender: 3,
             seq: 18_446_744_073_709_551_615,
             sent_micros: 7,
+            written_micros: 9,
         };
         assert_eq!(Probe::parse(&probe.to_text(0)), Some(probe));
         assert_eq!(probe.to_text(100).len(), 100);
         assert_eq!(Probe::parse("hello"), None);
-        assert_eq!(Probe::parse("1:2:3"), None);
-        assert_eq!(Probe::parse("a:2:3:"), None);
+        assert_eq!(Probe::parse("1:2:3:4"), None);
+        assert_eq!(Probe::parse("1:2:3:"), None);
+        assert_eq!(Probe::parse("a:2:3:4:"), None);
     }
 }

@@ -40,8 +40,14 @@ pub struct MessageReport {
     pub messages_per_s: f64,
     /// Deliveries (one message arriving at one receiver) per second.
     pub deliveries_per_s: f64,
-    /// Latency from send to arrival, over every delivery.
+    /// Latency from send to arrival, over every delivery (for open-loop pacing, from each
+    /// message's scheduled time).
     pub latency: LatencySummary,
+    /// Open-loop pacing only: latency from when the sender actually wrote each message
+    /// instead of its scheduled time, so without the sender's own lateness
+    /// (`schedule_lag`): the share of the servers (and of the receiving clients).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_from_write: Option<LatencySummary>,
     /// Loss, duplicates and order over every receiver.
     #[serde(flatten)]
     pub totals: CheckTotals,

@@ -96,6 +96,8 @@ pub struct MessageRun {
 struct ReceiverOutcome {
     check: DeliveryCheck,
     latencies: Latencies,
+    /// Latencies from when each message was actually written.
+    latencies_from_write: Latencies,
     /// Sequence number, send time and arrival time of each message, if kept.
     arrivals: Vec<(u64, u64, u64)>,
     /// When the last new message arrived ([`now_micros`] time).
@@ -204,6 +206,7 @@ async fn receive(
     let mut outcome = ReceiverOutcome {
         check: DeliveryCheck::new(senders, messages),
         latencies: Latencies::with_capacity(capacity),
+        latencies_from_write: Latencies::with_capacity(capacity),
         arrivals: Vec::with_capacity(if keep_arrivals { capacity } else { 0 }),
         last_arrival: 0,
         error: None,
@@ -273,6 +276,9 @@ async fn receive(
                     outcome
                         .latencies
                         .record(now.saturating_sub(probe.sent_micros));
+                    outcome
+                        .latencies_from_write
+                        .record(now.saturating_sub(probe.written_micros));
                     if keep_arrivals {
                         outcome.arrivals.push((probe.seq, probe.sent_micros, now));
                     }
@@ -284,6 +290,7 @@ async fn receive(
                     sender: u32::MAX,
                     seq: 0,
                     sent_micros: 0,
+                    written_micros: 0,
                 });
             }
         }
@@ -451,7 +458,7 @@ async fn send_all(
     });
     let mut id = String::new();
     for seq in 0..scenario.messages {
-        let sent_micros = match &pacer {
+        let (sent_micros, written_micros) = match &pacer {
             None => {
                 if let Ok(permit) = window.try_acquire() {
                     permit.forget();
@@ -463,7 +470,8 @@ async fn send_all(
                         .map_err(|_| "stopped sending: the sender's connection ended".to_owned())?
                         .forget();
                 }
-                now_micros()
+                let now = now_micros();
+                (now, now)
             }
             Some((pacer, per_second)) => {
                 if !pacer.released(seq) {
@@ -472,14 +480,16 @@ async fn send_all(
                     pacer.wait_for(seq).await;
                 }
                 let due = scheduled_micros(started, seq, *per_second);
-                lags.record(now_micros().saturating_sub(due));
-                due
+                let now = now_micros();
+                lags.record(now.saturating_sub(due));
+                (due, now)
             }
         };
         let probe = Probe {
             sender: 0,
             seq,
             sent_micros,
+            written_micros,
         };
         id.clear();
         id.push_str(&seq.to_string());
@@ -614,6 +624,7 @@ pub async fn run(
 
     let mut totals = CheckTotals::default();
     let mut latencies = Latencies::default();
+    let mut latencies_from_write = Latencies::default();
     let mut last_arrival = started;
     let mut deliveries = Vec::new();
     for (receiver, outcome) in outcomes.into_iter().enumerate() {
@@ -630,6 +641,7 @@ pub async fn run(
         );
         totals += outcome.check.totals();
         latencies.merge(outcome.latencies);
+        latencies_from_write.merge(outcome.latencies_from_write);
         last_arrival = last_arrival.max(outcome.last_arrival);
         connection_errors.extend(outcome.error);
     }
@@ -669,6 +681,10 @@ pub async fn run(
             .round(),
         deliveries_per_s: per_second(totals.delivered as f64).round(),
         latency: latencies.summary(),
+        latency_from_write: match scenario.pacing {
+            Pacing::Rate(_) => Some(latencies_from_write.summary()),
+            Pacing::Window(_) => None,
+        },
         totals,
         refused: completions.refused.load(Ordering::Relaxed),
         first_refusal,

@@ -121,6 +121,21 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         lines["burst"]
     );
     assert!(lines["S1"].get("schedule_lag").is_none());
+    // Open loop also reports latency from when each message was actually written, which
+    // leaves out the sender's lateness: never more than the latency from the schedule.
+    let from_write = &lines["burst"]["latency_from_write"];
+    for key in ["p50_ms", "p99_ms", "max_ms"] {
+        let (written, scheduled) = (
+            from_write[key].as_f64(),
+            lines["burst"]["latency"][key].as_f64(),
+        );
+        assert!(
+            matches!((written, scheduled), (Some(w), Some(s)) if 0.0 <= w && w <= s),
+            "burst latency_from_write.{key}: {}",
+            lines["burst"]
+        );
+    }
+    assert!(lines["S1"].get("latency_from_write").is_none());
     for name in ["baseline", "S1", "S2", "burst"] {
         assert!(
             lines[name]["cpu"]["postgres_s"].as_f64().is_some(),
