@@ -62,7 +62,8 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 const RECYCLE_SLOTS: usize = 128;
 
 /// Envelopes larger than this ([`Envelope::size_hint`]) are not kept for reuse, so an
-/// idle node holds at most `RECYCLE_SLOTS * RECYCLE_MAX_BYTES` of old payloads.
+/// idle node keeps at most `RECYCLE_SLOTS * RECYCLE_MAX_BYTES` of old encoded messages
+/// alive (more memory where their bytes are slices of larger buffers).
 const RECYCLE_MAX_BYTES: usize = 1024;
 
 /// A set of in-process nodes that see each other.
@@ -184,8 +185,8 @@ struct NodeState {
 
 impl NodeState {
     /// An envelope with these contents: the first kept envelope, if no subscriber holds
-    /// it any more, overwritten in place (its old contents are dropped here, on the publisher's
-    /// side), or a new allocation.
+    /// it any more, overwritten in place (its old contents are dropped here, on the
+    /// publisher's side), or a new allocation.
     fn envelope(
         &mut self,
         origin: NodeId,
