@@ -49,6 +49,24 @@ fn messages_table(schema: &TestSchema, slug: &str) -> String {
     format!("\"{}\".\"{slug}_messages\"", schema.name())
 }
 
+/// Write a row into a messages table behind the backplane's back, as a node would have.
+async fn insert_row(
+    admin: &tokio_postgres::Client,
+    table: &str,
+    origin: NodeId,
+    hub: &str,
+    seq: i64,
+    payload: &[u8],
+) {
+    admin
+        .execute(
+            &format!("INSERT INTO {table} (origin, hub, seq, payload) VALUES ($1, $2, $3, $4)"),
+            &[&origin.to_bytes().as_slice(), &hub, &seq, &payload],
+        )
+        .await
+        .unwrap();
+}
+
 /// Pass `i` on, pausing before every `every`-th: keeps a publishing stream running long
 /// enough for faults to hit it. (The pause happens before the publish future exists,
 /// so the publishes are still first polled in order.)
@@ -327,17 +345,7 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
     let ghost = NodeId::random();
     let insert = |seq: i64, payload: Vec<u8>| {
         let (admin, table) = (&admin, &table);
-        async move {
-            admin
-                .execute(
-                    &format!(
-                        "INSERT INTO {table} (origin, hub, seq, payload) VALUES ($1, $2, $3, $4)"
-                    ),
-                    &[&ghost.to_bytes().as_slice(), &HUB, &seq, &payload],
-                )
-                .await
-                .unwrap();
-        }
+        async move { insert_row(admin, table, ghost, HUB, seq, &payload).await }
     };
     let notify = |text: String| {
         let (admin, channel) = (&admin, &channel);
@@ -546,14 +554,15 @@ async fn a_first_attempt_meeting_an_existing_row_is_retried_not_failed() {
 
     sender.publish(HUB, labelled("one")).await.unwrap();
     // The row sequence number 2 of this node will take, already there.
-    let origin = sender.node_id().to_bytes().to_vec();
-    admin
-        .execute(
-            &format!("INSERT INTO {table} (origin, hub, seq, payload) VALUES ($1, $2, 2, $3)"),
-            &[&origin, &HUB, &vec![0u8, 0, 0, 0, 0, 0, 0, 0, 2]],
-        )
-        .await
-        .unwrap();
+    insert_row(
+        &admin,
+        &table,
+        sender.node_id(),
+        HUB,
+        2,
+        &[0, 0, 0, 0, 0, 0, 0, 0, 2],
+    )
+    .await;
     sender
         .publish(HUB, labelled("two"))
         .await
