@@ -111,9 +111,10 @@ pub struct BackplaneHealth {
 
 /// A [`HubLifetimeManager`] for one hub over any [`Backplane`].
 ///
-/// It keeps this node's connections, groups and users, delivers to local connections
-/// directly, publishes through the backplane for the other nodes, and applies what other
-/// nodes publish to its own connections. Group changes for connections owned by another
+/// It keeps this node's connections, groups and users, publishes through the backplane
+/// for the other nodes and then delivers to its local connections directly (a send the
+/// backplane refuses reaches no one here), and applies what other nodes publish to its
+/// own connections. Group changes for connections owned by another
 /// node travel through the backplane and are acknowledged by the owner.
 ///
 /// `B` defaults to `dyn Backplane`, so a server that picks its backplane at run time
@@ -262,20 +263,25 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
 
     async fn send(&self, target: Target, message: SerializedMessage) -> Result<(), HubError> {
         let shared = &self.shared;
-        let remote_target = {
-            let registry = read(&shared.registry);
-            let fanout = registry.deliver(&target, &message);
-            tracing::trace!(hub = %shared.hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
-            remote_part(&registry, target)
-        };
-        let Some(target) = remote_target else {
-            return Ok(());
-        };
-        tracing::debug!(hub = %shared.hub, ?target, bytes = message.encoded_len(), "publishing invocation");
-        shared
-            .backplane
-            .publish(&shared.hub, EnvelopeKind::Invocation { target, message })
-            .await?;
+        // The other nodes first: a send that fails reaches no connection of this node, so
+        // the caller may retry it without this node's connections getting it twice.
+        let remote_target = remote_part(&read(&shared.registry), &target);
+        if let Some(remote) = remote_target {
+            tracing::debug!(hub = %shared.hub, target = ?remote, bytes = message.encoded_len(), "publishing invocation");
+            shared
+                .backplane
+                .publish(
+                    &shared.hub,
+                    EnvelopeKind::Invocation {
+                        target: remote,
+                        message: message.clone(),
+                    },
+                )
+                .await?;
+        }
+        let registry = read(&shared.registry);
+        let fanout = registry.deliver(&target, &message);
+        tracing::trace!(hub = %shared.hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
         Ok(())
     }
 
@@ -509,17 +515,18 @@ async fn receive_loop<B: Backplane + ?Sized>(
 
 /// The part of `target` other nodes still have to deliver, or `None` if nothing is left
 /// (every addressed connection was local).
-fn remote_part(registry: &Registry, target: Target) -> Option<Target> {
+fn remote_part(registry: &Registry, target: &Target) -> Option<Target> {
     match target {
-        Target::Connection(id) if registry.contains(&id) => None,
+        Target::Connection(id) if registry.contains(id) => None,
         Target::Connections(ids) => {
             let remote: Vec<ConnectionId> = ids
-                .into_iter()
+                .iter()
                 .filter(|id| !registry.contains(id))
+                .cloned()
                 .collect();
             (!remote.is_empty()).then_some(Target::Connections(remote))
         }
-        other => Some(other),
+        other => Some(other.clone()),
     }
 }
 
@@ -609,7 +616,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn backplane_failure_is_reported_after_local_delivery() {
+    async fn a_send_the_backplane_refuses_reaches_no_local_connection() {
         let backplane = Arc::new(FaultyBackplane {
             fail: true,
             ..Default::default()
@@ -629,9 +636,33 @@ mod tests {
         );
         assert_eq!(
             sink.0.load(Ordering::SeqCst),
-            1,
-            "local connections are served even when the backplane fails"
+            0,
+            "a failed send must not have reached local connections (a retry would duplicate it)"
         );
+        assert_eq!(backplane.published.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn local_connections_get_a_send_once_the_backplane_took_it() {
+        let backplane = Arc::new(FaultyBackplane::default());
+        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
+            .await
+            .unwrap();
+        let sink = Arc::new(CountingSink::default());
+        manager
+            .on_connected(LocalConnection::new("c", None, sink.clone()))
+            .await
+            .unwrap();
+        manager.send_all(message()).await.unwrap();
+        manager
+            .send_connections(
+                &[ConnectionId::from("c"), ConnectionId::from("elsewhere")],
+                message(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(sink.0.load(Ordering::SeqCst), 2);
+        assert_eq!(backplane.published.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -42,8 +42,11 @@ pub trait HubLifetimeManager: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`HubError::Backplane`] if the message could not be handed to the other nodes;
-    /// local connections have received it by then.
+    /// [`HubError::Backplane`] if the message could not be handed to the other nodes.
+    /// The generic implementation delivers to this node's connections only once the
+    /// other nodes have it, so after this error no connection of this node has received
+    /// it and retrying the send cannot deliver it twice here. Other nodes may have it
+    /// when the error is a timeout (a publish can commit after its caller gave up).
     async fn send(&self, target: Target, message: SerializedMessage) -> Result<(), HubError>;
 
     /// Add a connection (of any node) to a group. Returns once the node that owns the

@@ -71,15 +71,17 @@ impl ClientProxy {
     ///
     /// `arguments` must serialize as a sequence: a tuple such as `(user, message)`, an
     /// array, a slice or a `Vec`; use `()` for no arguments and `(value,)` for one.
-    /// Returns once local connections have the message queued and the backplane has
-    /// accepted it for the other nodes. It then yields to the scheduler once, so that in a
+    /// Returns once the backplane has accepted the message for the other nodes and then
+    /// this node's selected connections have it queued. It then yields to the scheduler once, so that in a
     /// long burst of sends the connections' writers (the caller's own included) drain their
     /// queues instead of overflowing them.
     ///
     /// # Errors
     ///
     /// [`SendError::Encode`] if the arguments cannot be serialized (nothing is sent);
-    /// [`SendError::Hub`] if the backplane refused the message (local connections have it).
+    /// [`SendError::Hub`] if the backplane refused the message: no connection of this node
+    /// received it, so retrying cannot duplicate it here (after a timeout other nodes may
+    /// have it: a publish can commit after its caller gave up).
     pub async fn send<A: Serialize>(self, method: &str, arguments: A) -> Result<(), SendError> {
         let message = serialize_invocation(method, &arguments)?;
         self.manager.send(self.target, message).await?;

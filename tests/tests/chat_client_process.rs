@@ -46,8 +46,13 @@ impl ServerProcess {
     /// Starts a server on a free port of 127.0.0.1, on `schema`, and waits until it
     /// listens.
     async fn start(database_url: &str, schema: &str) -> ServerProcess {
+        Self::start_at(database_url, schema, "http://127.0.0.1:0").await
+    }
+
+    /// Starts a server listening on `urls` (`http://127.0.0.1:{port}`).
+    async fn start_at(database_url: &str, schema: &str, urls: &str) -> ServerProcess {
         let mut child = Command::new(binary("hub-server"))
-            .args(["--urls", "http://127.0.0.1:0"])
+            .args(["--urls", urls])
             .args(["--database-url", database_url])
             .args(["--schema", schema])
             .env("RUST_LOG", "info")
@@ -334,4 +339,107 @@ async fn invalid_url_is_one_error_line() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.starts_with("error: invalid hub url"), "{stderr:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_joined_again_after_the_server_restarts() {
+    let schema = tests::TestSchema::create("chat_client_rejoin").await;
+    let database_url = tests::database_url().await;
+    let server = ServerProcess::start(database_url, schema.name()).await;
+    let url = server.url.clone();
+
+    let mut alice = ChatProcess::start(&url, "alice").await;
+    alice.type_line("/join room").await;
+    alice.expect("[SYSTEM] alice joined group room").await;
+    alice.type_line("/join kitchen").await;
+    alice.expect("[SYSTEM] alice joined group kitchen").await;
+    // Leaving says so (the server only tells the members who stay), and a group left is
+    // not joined again after the restart.
+    alice.type_line("/leave kitchen").await;
+    alice.expect("[SYSTEM] You left group kitchen").await;
+
+    // The server goes away and comes back on the same address: the server has forgotten
+    // every group, and the client puts its own back.
+    server.stop().await;
+    alice.expect("[SYSTEM] Connection lost").await;
+    let server = ServerProcess::start_at(database_url, schema.name(), &url).await;
+    alice.expect("[SYSTEM] Reconnected").await;
+    alice.expect("[SYSTEM] Rejoined group room").await;
+
+    let mut bob = ChatProcess::start(&url, "bob").await;
+    bob.type_line("/group room are you there alice?").await;
+    alice.expect("[room] bob: are you there alice?").await;
+    bob.type_line("/group kitchen not for alice").await;
+    bob.type_line("marker").await;
+    alice.expect("[ALL] bob: marker").await;
+    alice.never_printed("not for alice").await;
+    assert!(
+        !alice
+            .seen
+            .iter()
+            .any(|line| line.contains("Rejoined group kitchen")),
+        "a group left was joined again:\n{}",
+        alice.seen.join("\n")
+    );
+
+    let (status, _, stderr) = alice.finish().await;
+    assert!(
+        status.success(),
+        "alice exited with {status}; stderr: {stderr:?}"
+    );
+    bob.finish().await;
+    server.stop().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn a_line_over_the_message_limit_is_refused_and_the_chat_goes_on() {
+    let schema = tests::TestSchema::create("chat_client_long").await;
+    let database_url = tests::database_url().await;
+    let server = ServerProcess::start(database_url, schema.name()).await;
+    let mut alice = ChatProcess::start(&server.url, "alice").await;
+    let mut bob = ChatProcess::start(&server.url, "bob").await;
+
+    alice.type_line(&"x".repeat(40_000)).await;
+    alice
+        .expect("[SYSTEM] Message not sent: it is too long (40112 bytes encoded")
+        .await;
+    alice
+        .type_line(&format!("/group room {}", "y".repeat(40_000)))
+        .await;
+    alice
+        .expect("[SYSTEM] Message not sent: it is too long")
+        .await;
+    // Still connected: the next line goes through.
+    alice.type_line("still here").await;
+    bob.expect("[ALL] alice: still here").await;
+
+    let (status, _, stderr) = alice.finish().await;
+    assert!(
+        status.success(),
+        "alice exited with {status}; stderr: {stderr:?}"
+    );
+    bob.finish().await;
+    server.stop().await;
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn an_empty_user_name_is_refused() {
+    for user in ["", "   "] {
+        let output = Command::new(binary("chat-client"))
+            .args(["--url", "http://127.0.0.1:9", "--user", user])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("running chat-client");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(
+            stderr,
+            "error: the user name must not be empty (it is shown with every message you send)\n"
+        );
+        // Refused before connecting anywhere.
+        assert_eq!(String::from_utf8(output.stdout).unwrap(), "");
+    }
 }

@@ -1,6 +1,7 @@
 //! The chat itself: what arrives is printed, what is typed is sent.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::mpsc as std_mpsc;
 
@@ -10,15 +11,27 @@ use tokio::sync::{mpsc, watch};
 use crate::commands::{self, Command};
 use crate::console::{InputEvent, Next, Printer};
 
+/// The largest message the client sends, in bytes of its JSON invocation frame: the demo
+/// chat server (hub-server) refuses frames over 32 KiB by closing the connection, so a
+/// longer line is refused here instead, with the connection kept.
+const MAX_FRAME_BYTES: usize = 32 * 1024;
+
+/// What the handlers report to the input loop.
+pub(crate) struct Lifecycle {
+    /// Turns true when the connection closed for good on its own (not because we stopped
+    /// it).
+    closed: watch::Receiver<bool>,
+    /// One item per automatic reconnection: the groups must be joined again, since the
+    /// server forgets a connection's groups when it ends.
+    reconnected: mpsc::UnboundedReceiver<()>,
+}
+
 /// Prints what the chat hub sends, and the connection's lifecycle.
-///
-/// Returns a receiver that turns true when the connection closed for good on its own (not
-/// because we stopped it).
 pub(crate) fn register_handlers(
     connection: &HubConnection,
     printer: &Printer,
     interactive: bool,
-) -> watch::Receiver<bool> {
+) -> Lifecycle {
     let out = printer.clone();
     connection.on(
         "ReceiveMessage",
@@ -79,9 +92,13 @@ pub(crate) fn register_handlers(
         ));
     });
     let out = printer.clone();
-    connection.on_reconnected(move |connection_id| match connection_id {
-        Some(id) => out.line(format_args!("[SYSTEM] Reconnected. Connection id: {id}")),
-        None => out.line("[SYSTEM] Reconnected."),
+    let (reconnected_tx, reconnected) = mpsc::unbounded_channel();
+    connection.on_reconnected(move |connection_id| {
+        match connection_id {
+            Some(id) => out.line(format_args!("[SYSTEM] Reconnected. Connection id: {id}")),
+            None => out.line("[SYSTEM] Reconnected."),
+        }
+        let _ = reconnected_tx.send(());
     });
     let out = printer.clone();
     let (closed_tx, closed_rx) = watch::channel(false);
@@ -97,7 +114,10 @@ pub(crate) fn register_handlers(
             closed_tx.send_replace(true);
         }
     });
-    closed_rx
+    Lifecycle {
+        closed: closed_rx,
+        reconnected,
+    }
 }
 
 /// Reads and handles input until the user quits, input ends, or the connection closes.
@@ -108,15 +128,25 @@ pub(crate) async fn run(
     user: &str,
     printer: &Printer,
     mut input: mpsc::Receiver<(InputEvent, std_mpsc::Sender<Next>)>,
-    mut closed: watch::Receiver<bool>,
+    lifecycle: Lifecycle,
     interactive: bool,
 ) -> ExitCode {
+    let Lifecycle {
+        mut closed,
+        mut reconnected,
+    } = lifecycle;
+    // The groups joined and not left, to join again after a reconnection.
+    let mut groups = BTreeSet::new();
     loop {
         let (event, next) = tokio::select! {
             event = input.recv() => match event {
                 Some(event) => event,
                 None => break,
             },
+            Some(()) = reconnected.recv() => {
+                rejoin(connection, printer, &mut groups).await;
+                continue;
+            }
             // Without a terminal nobody can react, so end now; with one, the user sees why
             // on the next line they enter (the line editor cannot be interrupted cleanly).
             _ = closed.wait_for(|closed| *closed), if !interactive => break,
@@ -130,7 +160,7 @@ pub(crate) async fn run(
             let _ = next.send(Next::Stop);
             break;
         }
-        let quit = handle(connection, user, printer, &line).await;
+        let quit = handle(connection, user, printer, &mut groups, &line).await;
         let _ = next.send(if quit { Next::Stop } else { Next::Continue });
         if quit {
             break;
@@ -144,8 +174,49 @@ pub(crate) async fn run(
     }
 }
 
+/// Joins `groups` again on a new connection; a group that cannot be joined is reported
+/// and forgotten.
+async fn rejoin(connection: &HubConnection, printer: &Printer, groups: &mut BTreeSet<String>) {
+    let mut failed = Vec::new();
+    for group in groups.iter() {
+        match connection
+            .invoke::<(), _>("JoinGroup", (group.as_str(),))
+            .await
+        {
+            Ok(()) => printer.line(format_args!("[SYSTEM] Rejoined group {}", clean(group))),
+            Err(error) => {
+                report(printer, &format!("rejoin group {}", clean(group)), &error);
+                failed.push(group.clone());
+            }
+        }
+    }
+    for group in failed {
+        groups.remove(&group);
+    }
+}
+
+/// Why a message cannot be sent: its invocation frame would be larger than the server
+/// accepts. `arguments` are the invocation's arguments.
+fn too_long(arguments: &impl serde::Serialize) -> Option<String> {
+    // The JSON frame around the arguments: type, invocation id and target take well under
+    // 100 bytes.
+    let size = serde_json::to_string(arguments).map_or(usize::MAX, |json| json.len() + 100);
+    (size > MAX_FRAME_BYTES).then(|| {
+        format!(
+            "[SYSTEM] Message not sent: it is too long ({size} bytes encoded; the server \
+             accepts messages up to {MAX_FRAME_BYTES} bytes)."
+        )
+    })
+}
+
 /// Handles one line; returns true to quit.
-async fn handle(connection: &HubConnection, user: &str, printer: &Printer, line: &str) -> bool {
+async fn handle(
+    connection: &HubConnection,
+    user: &str,
+    printer: &Printer,
+    groups: &mut BTreeSet<String>,
+    line: &str,
+) -> bool {
     let (result, action) = match commands::parse(line) {
         Command::Nothing => return false,
         Command::Quit => return true,
@@ -165,26 +236,46 @@ async fn handle(connection: &HubConnection, user: &str, printer: &Printer, line:
             ));
             return false;
         }
-        Command::Join(group) => (
-            connection.invoke::<(), _>("JoinGroup", (group,)).await,
-            format!("join group {group}"),
-        ),
-        Command::Leave(group) => (
-            connection.invoke::<(), _>("LeaveGroup", (group,)).await,
-            format!("leave group {group}"),
-        ),
-        Command::Group { group, message } => (
-            connection
-                .invoke::<(), _>("SendMessageToGroup", (group, user, message))
-                .await,
-            format!("send to group {group}"),
-        ),
-        Command::Broadcast(message) => (
-            connection
-                .invoke::<(), _>("SendMessage", (user, message))
-                .await,
-            "send the message".to_owned(),
-        ),
+        Command::Join(group) => {
+            let result = connection.invoke::<(), _>("JoinGroup", (group,)).await;
+            if result.is_ok() {
+                groups.insert(group.to_owned());
+            }
+            (result, format!("join group {group}"))
+        }
+        Command::Leave(group) => {
+            let result = connection.invoke::<(), _>("LeaveGroup", (group,)).await;
+            if result.is_ok() {
+                // The server tells the group's remaining members, not the one who left.
+                groups.remove(group);
+                printer.line(format_args!("[SYSTEM] You left group {}", clean(group)));
+            }
+            (result, format!("leave group {group}"))
+        }
+        Command::Group { group, message } => {
+            let arguments = (group, user, message);
+            if let Some(refusal) = too_long(&arguments) {
+                printer.line(refusal);
+                return false;
+            }
+            (
+                connection
+                    .invoke::<(), _>("SendMessageToGroup", arguments)
+                    .await,
+                format!("send to group {group}"),
+            )
+        }
+        Command::Broadcast(message) => {
+            let arguments = (user, message);
+            if let Some(refusal) = too_long(&arguments) {
+                printer.line(refusal);
+                return false;
+            }
+            (
+                connection.invoke::<(), _>("SendMessage", arguments).await,
+                "send the message".to_owned(),
+            )
+        }
     };
     if let Err(error) = result {
         report(printer, &action, &error);
@@ -236,5 +327,15 @@ mod tests {
         assert_eq!(who(None), "A user");
         assert_eq!(who(Some("")), "A user");
         assert_eq!(who(Some("bob")), "bob");
+    }
+
+    #[test]
+    fn messages_over_the_frame_limit_are_refused_with_their_size() {
+        assert_eq!(too_long(&("alice", "hello")), None);
+        assert_eq!(too_long(&("alice", "x".repeat(32_000))), None);
+        let refusal = too_long(&("alice", "x".repeat(33_000))).expect("refused");
+        assert!(refusal.contains("33112 bytes"), "{refusal}");
+        // Escaping counts: 6,000 control characters are 36,000 bytes of JSON.
+        assert!(too_long(&("alice", "\u{1}".repeat(6_000))).is_some());
     }
 }

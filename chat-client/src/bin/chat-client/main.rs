@@ -75,6 +75,10 @@ fn main() -> ExitCode {
             Err(error) => return fail(format_args!("cannot read the user name: {error}")),
         },
     };
+    let user = user.trim().to_owned();
+    if user.is_empty() {
+        return fail("the user name must not be empty (it is shown with every message you send)");
+    }
     let hub_url = hub_url(&url);
     let mut builder = HubConnectionBuilder::new(&hub_url)
         .protocol(match args.protocol {
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
         Err(error) => return fail(format_args!("cannot start the async runtime: {error}")),
     };
     runtime.block_on(async move {
-        let closed = chat::register_handlers(&connection, &printer, interactive);
+        let lifecycle = chat::register_handlers(&connection, &printer, interactive);
         printer.line(format_args!("Connecting to {hub_url} as {user}..."));
         if let Err(error) = connection.start().await {
             return fail(error);
@@ -111,7 +115,7 @@ fn main() -> ExitCode {
         }
         printer.line("Type /help for commands; anything else is sent to everyone.");
         let events = input.spawn_reader();
-        chat::run(&connection, &user, &printer, events, closed, interactive).await
+        chat::run(&connection, &user, &printer, events, lifecycle, interactive).await
     })
 }
 
