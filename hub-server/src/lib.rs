@@ -36,20 +36,16 @@
 //!     let app = axum::Router::new()
 //!         .route("/", axum::routing::get(|| async { "hello" }))
 //!         .merge(hub.router("/chathub"));
-//!     // Real-time traffic wants TCP_NODELAY: small frames must not wait for delayed ACKs.
-//!     use axum::serve::ListenerExt;
-//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000")
-//!         .await?
-//!         .tap_io(|tcp| {
-//!             let _ = tcp.set_nodelay(true);
-//!         });
+//!     // `hub_server::serve` is `axum::serve` with TCP_NODELAY (small frames must not wait
+//!     // for delayed ACKs) and a request-headers timeout (a client that never finishes its
+//!     // headers must not hold a connection for ever); `axum::serve` works too.
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
 //!     let shutdown_hub = hub.clone();
-//!     axum::serve(listener, app)
-//!         .with_graceful_shutdown(async move {
-//!             let _ = tokio::signal::ctrl_c().await;
-//!             shutdown_hub.shutdown().await;
-//!         })
-//!         .await?;
+//!     hub_server::serve(listener, app, hub_server::ServeOptions::default(), async move {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!         shutdown_hub.shutdown().await;
+//!     })
+//!     .await;
 //!     Ok(())
 //! }
 //! ```
@@ -98,6 +94,7 @@ mod hub;
 mod identity;
 mod options;
 mod outbox;
+mod serve;
 mod tokens;
 
 pub mod chat;
@@ -124,3 +121,4 @@ pub use hub::{Hub, HubBuilder};
 pub use hub_protocol::Protocol;
 pub use identity::{UserIdProvider, access_token};
 pub use options::HubOptions;
+pub use serve::{ServeOptions, serve};

@@ -4,8 +4,8 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use backplane_core::Backplane;
 use backplane_memory::MemoryBackplane;
 use backplane_postgres::{DEFAULT_SCHEMA, PostgresBackplane, PostgresOptions, SynchronousCommit};
@@ -50,6 +50,11 @@ struct Cli {
     /// a message saying so); 0 for no limit.
     #[arg(long, default_value_t = chat::MAX_GROUPS_PER_CONNECTION)]
     max_groups_per_connection: usize,
+    /// Seconds a client may take to send an HTTP request's headers before its connection
+    /// is closed (as Kestrel's RequestHeadersTimeout), so idle half-open requests cannot
+    /// pile up.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    request_headers_timeout: u32,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -200,31 +205,21 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
             .local_addr()
             .map_err(|error| format!("cannot read the address of {address}: {error}"))?;
         tracing::info!(server = %name, "listening on http://{local}{}", chat::HUB_PATH);
-        // Without TCP_NODELAY, small frames wait for delayed ACKs (tens of milliseconds).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
         let app = app.clone();
         let hub = hub.clone();
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    shutdown_signal().await;
-                    hub.shutdown().await;
-                })
-                .await
-        });
+        let options = hub_server::ServeOptions::default()
+            .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)));
+        servers.spawn(hub_server::serve(listener, app, options, async move {
+            shutdown_signal().await;
+            hub.shutdown().await;
+        }));
     }
     tokio::spawn(chat::log_backplane_state(hub.clone()));
 
     let mut result = Ok(ExitCode::SUCCESS);
     while let Some(joined) = servers.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => result = Err(format!("server failed: {error}")),
-            Err(error) => result = Err(format!("server task failed: {error}")),
+        if let Err(error) = joined {
+            result = Err(format!("server task failed: {error}"));
         }
     }
     tracing::info!("shutting down the backplane");

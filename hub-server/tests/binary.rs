@@ -274,3 +274,71 @@ async fn doctor_checks_a_database_a_server_installed() {
     );
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn a_request_whose_headers_never_end_is_closed_and_the_rest_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut server = Server::start(&[
+        "--urls",
+        "http://127.0.0.1:0",
+        "--request-headers-timeout",
+        "1",
+    ]);
+    let address = server.address().await;
+
+    // A WebSocket opened before must outlive the timeout: it is no longer an HTTP request.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/chathub"))
+        .await
+        .expect("WebSocket");
+    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+        .await
+        .unwrap();
+
+    // Headers that never end: the server closes the connection after the timeout.
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stalled.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a request whose headers never end");
+    let waited = started.elapsed();
+    // Closed (a reset counts), with at most a 408 answer; never served.
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{read:?} {answer:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}, before the timeout"
+    );
+
+    // A complete request is served as usual.
+    let (status, body) = get(&address, "/health").await;
+    assert_eq!(status, 200, "{body}");
+
+    // And the WebSocket still works.
+    ws.send(Message::text(
+        "{\"type\":1,\"invocationId\":\"1\",\"target\":\"SendMessage\",\"arguments\":[\"a\",\"still here\"]}\u{1e}",
+    ))
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the WebSocket still answers")
+            .expect("open")
+            .expect("a frame");
+        if let Message::Text(text) = frame
+            && text.contains("\"target\":\"ReceiveMessage\"")
+        {
+            assert!(text.contains("still here"), "{text}");
+            break;
+        }
+    }
+}
