@@ -41,7 +41,7 @@ use axum::routing::get;
 use backplane_core::{BackplaneStatus, HubError, ManagerOptions};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, access_token};
+use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, SendError, access_token};
 
 /// Where the chat hub is mounted.
 pub const HUB_PATH: &str = "/chathub";
@@ -81,8 +81,25 @@ async fn send_message(clients: Clients, user: String, message: String) -> Result
     clients
         .all()
         .send("ReceiveMessage", (&user, &message))
-        .await?;
-    Ok(())
+        .await
+        .map_err(|error| unsent("Message not sent", error))
+}
+
+/// A send that failed, as the caller sees it. When the backplane (the other servers) is
+/// out of reach, saying so tells the user that trying again later is the remedy, and that
+/// nobody connected here got the message (see `ClientProxy::send`); the cause goes to the
+/// log only.
+fn unsent(what: &str, error: SendError) -> MethodError {
+    match error {
+        SendError::Hub(HubError::Backplane(cause)) => {
+            tracing::warn!(%cause, "{what}: the backplane refused it");
+            MethodError::new(format!(
+                "{what}: this server cannot reach the other servers right now, and nobody \
+                 connected to it received it. Try again later."
+            ))
+        }
+        other => MethodError::from(other),
+    }
 }
 
 async fn join_group(
@@ -136,16 +153,18 @@ async fn send_message_to_group(
     clients
         .group(group.clone())
         .send("ReceiveGroupMessage", (&group, &user, &message))
-        .await?;
-    Ok(())
+        .await
+        .map_err(|error| unsent("Message not sent", error))
 }
 
 async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodError> {
+    // A connection that cannot be announced is refused (the client sees this reason in
+    // the Close message) rather than kept on a server cut off from the others.
     clients
         .all()
         .send("UserConnected", (caller.connection_id(),))
-        .await?;
-    Ok(())
+        .await
+        .map_err(|error| unsent("Connection refused", error))
 }
 
 async fn user_disconnected(caller: Caller, clients: Clients) -> Result<(), MethodError> {

@@ -173,7 +173,10 @@ async fn serve(hub: Arc<HubShared>, mut sink: Sink, mut stream: Stream, accepted
         }
     }
 
+    // A connection whose on_connected hook failed never began, for the application (as
+    // in ASP.NET Core): it is not announced as gone either.
     if let Some(hook) = &hub.on_disconnected
+        && !matches!(end, End::HookFailed(_))
         && let Err(error) = dispatch::run_hook(&hub, &info, hook).await
     {
         tracing::warn!(hub = %hub.name, connection_id = %info.id, error = %error.log, "on_disconnected hook failed");

@@ -110,8 +110,8 @@ pub enum SendError {
         #[source]
         source: hub_protocol::EncodeError,
     },
-    /// The message reached this node's connections but could not be handed to the other
-    /// nodes.
+    /// The message could not be handed to the other nodes, so it was not delivered to
+    /// this node's connections either (after a timeout, other nodes may have it).
     #[error(transparent)]
     Hub(#[from] backplane_core::HubError),
 }

@@ -380,3 +380,87 @@ async fn a_group_limit_is_enforced_by_the_owning_instance_for_requests_from_the_
     }
     schema.drop().await;
 }
+
+/// The next invocation `client` receives (pings skipped), as `[target, ...arguments]`.
+async fn next_invocation(client: &mut RawClient) -> Value {
+    let text = client.recv_text_skipping_pings().await;
+    let message: Value = serde_json::from_str(text.trim_end_matches('\u{1e}')).unwrap();
+    assert_eq!(message["type"], 1, "expected an invocation: {text}");
+    let mut entry = vec![message["target"].clone()];
+    entry.extend(message["arguments"].as_array().unwrap().iter().cloned());
+    Value::Array(entry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_database_cannot_take_reaches_no_one_and_the_sender_is_told_why() {
+    let schema = TestSchema::create("hub_cut_off").await;
+    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
+    let options = schema
+        .options_through(&proxy)
+        .command_timeout(Duration::from_secs(1));
+    let backplane: Arc<dyn Backplane> = Arc::new(
+        backplane_postgres::PostgresBackplane::connect(options)
+            .await
+            .unwrap(),
+    );
+    let hub = hub_server::chat::hub_builder()
+        .backplane(backplane.clone())
+        .build()
+        .await
+        .unwrap();
+    let router = hub_server::chat::router(&hub, hub_server::chat::ServerInfo::new("cut", "pg"));
+    let server = TestServer::serve(hub, router).await;
+    let chat_url = format!("ws://{}/chathub", server.addr);
+
+    let mut sender = RawClient::connect(&chat_url).await;
+    sender.handshake_json().await;
+    assert_eq!(next_invocation(&mut sender).await[0], "UserConnected");
+    let mut watcher = RawClient::connect(&chat_url).await;
+    watcher.handshake_json().await;
+    assert_eq!(next_invocation(&mut watcher).await[0], "UserConnected");
+    assert_eq!(next_invocation(&mut sender).await[0], "UserConnected");
+
+    // The database is out of reach: the send fails, says why, and nobody here gets it,
+    // so trying again cannot give anyone here the message twice.
+    proxy.partition(true);
+    let reply = sender
+        .invoke_json("1", "SendMessage", "[\"alice\",\"lost\"]")
+        .await;
+    let reply: Value = serde_json::from_str(reply.trim_end_matches('\u{1e}')).unwrap();
+    assert_eq!(reply["type"], 3, "{reply}");
+    assert_eq!(
+        reply["error"],
+        "An unexpected error occurred invoking 'SendMessage' on the server. HubException: \
+         Message not sent: this server cannot reach the other servers right now, and nobody \
+         connected to it received it. Try again later.",
+    );
+    // A connection opened meanwhile cannot be announced: it is closed with the reason.
+    let mut late = RawClient::connect(&chat_url).await;
+    late.handshake_json().await;
+    let close = late.recv_text_skipping_pings().await;
+    assert!(
+        close.starts_with("{\"type\":7,\"error\":\"Connection closed with an error. HubException: Connection refused: this server cannot reach the other servers right now"),
+        "{close}"
+    );
+    late.expect_closed().await;
+
+    // Back: the next message is the first anyone here receives.
+    proxy.partition(false);
+    let reply = sender
+        .invoke_json("2", "SendMessage", "[\"alice\",\"after\"]")
+        .await;
+    assert_eq!(
+        reply,
+        "{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"alice\",\"after\"]}\u{1e}"
+    );
+    assert_eq!(
+        sender.recv_text_skipping_pings().await,
+        "{\"type\":3,\"invocationId\":\"2\"}\u{1e}"
+    );
+    assert_eq!(
+        next_invocation(&mut watcher).await,
+        json!(["ReceiveMessage", "alice", "after"])
+    );
+    backplane.shutdown().await.unwrap();
+    schema.drop().await;
+}
