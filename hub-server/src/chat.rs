@@ -34,11 +34,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use backplane_core::{BackplaneStatus, HubError, ManagerOptions};
+use tower::ServiceExt;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, SendError, access_token};
@@ -218,12 +219,54 @@ pub fn router(hub: &Hub, info: ServerInfo) -> Router {
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true);
-    Router::new()
+    let routes = Router::new()
         .route("/", get(index))
         .route("/health", get(health))
         .with_state((hub.clone(), info))
-        .merge(hub.router(HUB_PATH))
+        .merge(hub.router(HUB_PATH));
+    // ASP.NET Core matches routes ignoring case and a trailing slash, and clients follow
+    // its chat sample's `/chatHub`: such paths are served as their canonical form.
+    let canonical = routes.clone();
+    routes
+        .fallback(move |request: Request| serve_canonical(canonical.clone(), request))
         .layer(cors)
+}
+
+/// The paths `router` serves, in the form its routes are written.
+const CANONICAL_PATHS: [&str; 3] = [HUB_PATH, "/chathub/negotiate", "/health"];
+
+/// Serve `request` through `routes` if its path is one of [`CANONICAL_PATHS`] up to ASCII
+/// case and trailing slashes; otherwise 404.
+async fn serve_canonical(routes: Router, mut request: Request) -> Response {
+    let Some(path) = canonical_path(request.uri().path()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    match path_and_query.parse() {
+        Ok(rewritten) => parts.path_and_query = Some(rewritten),
+        Err(_) => return StatusCode::NOT_FOUND.into_response(),
+    }
+    match axum::http::Uri::from_parts(parts) {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return StatusCode::NOT_FOUND.into_response(),
+    }
+    match routes.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// The canonical form of `path`, if it names one of [`CANONICAL_PATHS`] differently.
+fn canonical_path(path: &str) -> Option<&'static str> {
+    let trimmed = path.trim_end_matches('/');
+    CANONICAL_PATHS
+        .into_iter()
+        .find(|canonical| trimmed.eq_ignore_ascii_case(canonical))
+        .filter(|canonical| *canonical != path)
 }
 
 async fn index() -> &'static str {

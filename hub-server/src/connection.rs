@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use backplane_core::{ConnectionId, HubLifetimeManager, LocalConnection};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
@@ -139,7 +139,7 @@ async fn serve(hub: Arc<HubShared>, mut sink: Sink, mut stream: Stream, accepted
         .await;
     if let Err(error) = registered {
         tracing::error!(hub = %hub.name, connection_id = %info.id, %error, "cannot register connection");
-        let _ = sink.close().await;
+        let _ = timeout(CLOSE_FLUSH_TIMEOUT, close_websocket(&mut sink)).await;
         return;
     }
     tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, %protocol, "client connected");
@@ -288,7 +288,18 @@ async fn fail_handshake(sink: &mut Sink, text: &str) {
     if let Ok(text) = Utf8Bytes::try_from(response.freeze()) {
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, sink.send(Message::Text(text))).await;
     }
-    let _ = timeout(CLOSE_FLUSH_TIMEOUT, sink.close()).await;
+    let _ = timeout(CLOSE_FLUSH_TIMEOUT, close_websocket(sink)).await;
+}
+
+/// Send the WebSocket close frame with status 1000 (normal closure, what ASP.NET Core
+/// sends; a frame without a status reads as 1005 on the client), flush and close.
+async fn close_websocket(sink: &mut Sink) -> Result<(), axum::Error> {
+    sink.send(Message::Close(Some(CloseFrame {
+        code: close_code::NORMAL,
+        reason: Utf8Bytes::default(),
+    })))
+    .await?;
+    sink.close().await
 }
 
 /// The size limit a WebSocket error reports, if it is a message-too-large error.
@@ -601,8 +612,7 @@ async fn write_loop(
                             if let Some(message) = frame.and_then(|frame| frame_message(protocol, frame)) {
                                 sink.feed(message).await.map_err(|e| e.to_string())?;
                             }
-                            // Sends the WebSocket close frame and flushes.
-                            sink.close().await.map_err(|e| e.to_string())?;
+                            close_websocket(&mut sink).await.map_err(|e| e.to_string())?;
                             return Ok(());
                         }
                     }

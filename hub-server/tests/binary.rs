@@ -165,7 +165,23 @@ async fn serves_chat_on_the_memory_backplane_and_shuts_down_gracefully_on_sigter
         next_text().await.as_deref(),
         Some("{\"type\":7,\"allowReconnect\":true}\u{1e}")
     );
-    assert_eq!(next_text().await, None);
+    // Then the WebSocket closes normally: status 1000, as ASP.NET Core sends (a close
+    // frame without a status reads as 1005, "no status", on the client).
+    let close = loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("the close frame in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected the close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        close.map(|frame| u16::from(frame.code)),
+        Some(1000),
+        "close status"
+    );
     let status = tokio::time::timeout(PATIENCE, server.child.wait())
         .await
         .expect("hub-server exits after SIGTERM")

@@ -196,3 +196,44 @@ async fn joining_more_groups_than_allowed_fails_with_a_message_and_changes_nothi
         "{before:?}"
     );
 }
+
+#[tokio::test]
+async fn hub_paths_match_ignoring_case_and_trailing_slashes_as_in_asp_net_core() {
+    let server = chat_server().await;
+    // The ASP.NET Core chat sample's clients use `/chatHub`.
+    for path in [
+        "/chatHub/negotiate?negotiateVersion=1",
+        "/CHATHUB/negotiate/?negotiateVersion=1",
+        "/chathub/negotiate/?negotiateVersion=1",
+    ] {
+        let response = http(server.addr, &format!("POST {path} HTTP/1.1"), &[]).await;
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        let body: Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(body["negotiateVersion"], 1, "{path}");
+        assert!(body["connectionToken"].is_string(), "{path}: {body}");
+    }
+    let response = http(server.addr, "GET /Health/ HTTP/1.1", &[]).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    // Other paths are still unknown, and CORS still applies to the rewritten ones.
+    let response = http(server.addr, "POST /chathubs/negotiate HTTP/1.1", &[]).await;
+    assert_eq!(response.status, 404);
+    let response = http(
+        server.addr,
+        "POST /chatHub/negotiate?negotiateVersion=1 HTTP/1.1",
+        &["Origin: http://example.com"],
+    )
+    .await;
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some("http://example.com")
+    );
+
+    // A WebSocket to `/chatHub` is the chat hub.
+    let mut client = RawClient::connect(&format!("ws://{}/chatHub", server.addr)).await;
+    client.handshake_json().await;
+    let text = client.recv_text_skipping_pings().await;
+    assert!(
+        text.starts_with("{\"type\":1,\"target\":\"UserConnected\""),
+        "{text}"
+    );
+}
