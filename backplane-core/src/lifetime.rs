@@ -611,6 +611,24 @@ mod tests {
         }
     }
 
+    /// A manager over `backplane` with one local connection, `c`, counting what it gets.
+    async fn with_connection_c(
+        backplane: &Arc<FaultyBackplane>,
+    ) -> (
+        BackplaneHubLifetimeManager<FaultyBackplane>,
+        Arc<CountingSink>,
+    ) {
+        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
+            .await
+            .unwrap();
+        let sink = Arc::new(CountingSink::default());
+        manager
+            .on_connected(LocalConnection::new("c", None, sink.clone()))
+            .await
+            .unwrap();
+        (manager, sink)
+    }
+
     fn message() -> SerializedMessage {
         SerializedMessage::new().with(Protocol::Json, &b"{}\x1e"[..])
     }
@@ -621,14 +639,7 @@ mod tests {
             fail: true,
             ..Default::default()
         });
-        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
-            .await
-            .unwrap();
-        let sink = Arc::new(CountingSink::default());
-        manager
-            .on_connected(LocalConnection::new("c", None, sink.clone()))
-            .await
-            .unwrap();
+        let (manager, sink) = with_connection_c(&backplane).await;
         let result = manager.send_all(message()).await;
         assert!(
             matches!(result, Err(HubError::Backplane(BackplaneError::Backend(_)))),
@@ -645,14 +656,7 @@ mod tests {
     #[tokio::test]
     async fn local_connections_get_a_send_once_the_backplane_took_it() {
         let backplane = Arc::new(FaultyBackplane::default());
-        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
-            .await
-            .unwrap();
-        let sink = Arc::new(CountingSink::default());
-        manager
-            .on_connected(LocalConnection::new("c", None, sink.clone()))
-            .await
-            .unwrap();
+        let (manager, sink) = with_connection_c(&backplane).await;
         manager.send_all(message()).await.unwrap();
         manager
             .send_connections(
@@ -668,14 +672,7 @@ mod tests {
     #[tokio::test]
     async fn local_only_targets_do_not_touch_the_backplane() {
         let backplane = Arc::new(FaultyBackplane::default());
-        let manager = BackplaneHubLifetimeManager::new("hub", backplane.clone())
-            .await
-            .unwrap();
-        let sink = Arc::new(CountingSink::default());
-        manager
-            .on_connected(LocalConnection::new("c", None, sink.clone()))
-            .await
-            .unwrap();
+        let (manager, sink) = with_connection_c(&backplane).await;
         let id = ConnectionId::from("c");
         manager.send_connection(&id, message()).await.unwrap();
         manager

@@ -187,6 +187,18 @@ impl ChatProcess {
         );
     }
 
+    /// Closes its input and asserts it exits with success and writes nothing to
+    /// standard error.
+    async fn finish_cleanly(self) {
+        let name = self.name.clone();
+        let (status, _, stderr) = self.finish().await;
+        assert!(
+            status.success(),
+            "{name} exited with {status}; stderr: {stderr:?}"
+        );
+        assert!(stderr.is_empty(), "{name} wrote to stderr: {stderr:?}");
+    }
+
     fn drain_stderr(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
         while let Ok(line) = self.stderr.try_recv() {
@@ -285,12 +297,7 @@ async fn two_clients_chat_through_two_servers_sharing_postgres() {
     alice
         .expect(&format!("[SYSTEM] {bob_id} disconnected"))
         .await;
-    let (status, _, stderr) = alice.finish().await;
-    assert!(
-        status.success(),
-        "alice exited with {status}; stderr: {stderr:?}"
-    );
-    assert!(stderr.is_empty(), "alice wrote to stderr: {stderr:?}");
+    alice.finish_cleanly().await;
 
     server_a.stop().await;
     server_b.stop().await;
@@ -382,11 +389,7 @@ async fn groups_are_joined_again_after_the_server_restarts() {
         alice.seen.join("\n")
     );
 
-    let (status, _, stderr) = alice.finish().await;
-    assert!(
-        status.success(),
-        "alice exited with {status}; stderr: {stderr:?}"
-    );
+    alice.finish_cleanly().await;
     bob.finish().await;
     server.stop().await;
     schema.drop().await;
@@ -414,11 +417,7 @@ async fn a_line_over_the_message_limit_is_refused_and_the_chat_goes_on() {
     alice.type_line("still here").await;
     bob.expect("[ALL] alice: still here").await;
 
-    let (status, _, stderr) = alice.finish().await;
-    assert!(
-        status.success(),
-        "alice exited with {status}; stderr: {stderr:?}"
-    );
+    alice.finish_cleanly().await;
     bob.finish().await;
     server.stop().await;
     schema.drop().await;
