@@ -181,6 +181,8 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     let name = cli.server_name.unwrap_or_else(default_server_name);
     let app = chat::router(&hub, chat::ServerInfo::new(&name, &kind));
 
+    let serve_options = hub_server::ServeOptions::default()
+        .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)));
     let mut servers = tokio::task::JoinSet::new();
     for address in &addresses {
         let listener = match TcpListener::bind(&address.address).await {
@@ -207,12 +209,15 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         tracing::info!(server = %name, "listening on http://{local}{}", chat::HUB_PATH);
         let app = app.clone();
         let hub = hub.clone();
-        let options = hub_server::ServeOptions::default()
-            .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)));
-        servers.spawn(hub_server::serve(listener, app, options, async move {
-            shutdown_signal().await;
-            hub.shutdown().await;
-        }));
+        servers.spawn(hub_server::serve(
+            listener,
+            app,
+            serve_options.clone(),
+            async move {
+                shutdown_signal().await;
+                hub.shutdown().await;
+            },
+        ));
     }
     tokio::spawn(chat::log_backplane_state(hub.clone()));
 

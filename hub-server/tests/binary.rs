@@ -101,6 +101,23 @@ async fn get(address: &str, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// A WebSocket to the chat hub at `address` that has sent the JSON handshake of protocol
+/// version `version` (the answer is left to read).
+async fn chat_websocket(
+    address: &str,
+    version: u8,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/chathub"))
+        .await
+        .expect("WebSocket");
+    ws.send(Message::text(format!(
+        "{{\"protocol\":\"json\",\"version\":{version}}}\u{1e}"
+    )))
+    .await
+    .unwrap();
+    ws
+}
+
 /// Run `hub-server` with `args` to completion; exit code and stdout, stderr.
 async fn run(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BINARY)
@@ -134,12 +151,7 @@ async fn serves_chat_on_the_memory_backplane_and_shuts_down_gracefully_on_sigter
     assert_eq!(health["backplane"]["kind"], "memory");
     assert_eq!(health["backplane"]["status"], "connected");
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/chathub"))
-        .await
-        .expect("WebSocket");
-    ws.send(Message::text("{\"protocol\":\"json\",\"version\":2}\u{1e}"))
-        .await
-        .unwrap();
+    let mut ws = chat_websocket(&address, 2).await;
     let mut next_text = async || loop {
         let message = tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -303,12 +315,7 @@ async fn a_request_whose_headers_never_end_is_closed_and_the_rest_goes_on() {
     let address = server.address().await;
 
     // A WebSocket opened before must outlive the timeout: it is no longer an HTTP request.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/chathub"))
-        .await
-        .expect("WebSocket");
-    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
-        .await
-        .unwrap();
+    let mut ws = chat_websocket(&address, 1).await;
 
     // Headers that never end: the server closes the connection after the timeout.
     let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
