@@ -10,18 +10,20 @@ use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscripti
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::flush::{self, Flusher};
 use crate::install::install_schema;
 use crate::listener::{self, Command, Listener};
 use crate::options::PostgresOptions;
-use crate::publisher::{self, PublishQueue, Publisher};
+use crate::publisher::{self, FlusherLink, PublishQueue, Publisher};
 use crate::retention;
 use crate::shared::{Shared, lock};
 
 /// One node of a PostgreSQL backplane.
 ///
-/// Each node holds four connections: one publishing, one dedicated to LISTEN, one
-/// reading rows for the listener (opened on first use), and one for retention (opened
-/// at its first pass). Several hubs share a node (subscribe once per hub). See the
+/// Each node holds up to five connections: one publishing, one confirming flushes (with
+/// [`SynchronousCommit::NotifyBeforeFlush`](crate::SynchronousCommit), the default), one
+/// dedicated to LISTEN, one reading rows for the listener (opened on first use), and one
+/// for retention (opened at its first pass). Several hubs share a node (subscribe once per hub). See the
 /// [crate docs](crate) for the design and the guarantees.
 pub struct PostgresBackplane {
     /// Identity, settings and caches shared with the tasks.
@@ -55,18 +57,39 @@ impl PostgresBackplane {
         let publisher_client = publisher::open(&shared).await?;
         install_schema(&publisher_client, &shared.options.schema_name).await?;
         let listen = listener::open(&shared).await?;
+
+        let flusher = if shared.options.synchronous_commit.confirms_flush() {
+            Some(flush::open(&shared).await?)
+        } else {
+            None
+        };
         tracing::debug!(%node, schema = %shared.options.schema_name, "[Init] node started");
 
         let queue = Arc::new(PublishQueue::new());
         let (stop, stopped) = watch::channel(false);
         let (commands, command_rx) = mpsc::channel(64);
-        let tasks = vec![
+        let mut tasks = Vec::with_capacity(4);
+        let flusher_link = flusher.map(|client| {
+            let (committed, committed_rx) = mpsc::unbounded_channel();
+            let lost = Arc::new(Mutex::new(Vec::new()));
+            tasks.push(tokio::spawn(
+                Flusher::new(shared.clone(), committed_rx, lost.clone(), client).run(),
+            ));
+            FlusherLink { committed, lost }
+        });
+        tasks.extend([
             tokio::spawn(
-                Publisher::new(shared.clone(), queue.clone(), Some(publisher_client)).run(),
+                Publisher::new(
+                    shared.clone(),
+                    queue.clone(),
+                    Some(publisher_client),
+                    flusher_link,
+                )
+                .run(),
             ),
             tokio::spawn(Listener::new(shared.clone(), command_rx, stopped.clone()).run(listen)),
             tokio::spawn(retention::run(shared.clone(), stopped)),
-        ];
+        ]);
         Ok(Self {
             shared,
             queue,

@@ -14,6 +14,9 @@ use crate::options::PostgresOptions;
 pub(crate) enum Role {
     /// Writes publishing batches.
     Publisher,
+    /// Confirms that committed batches are flushed
+    /// ([`SynchronousCommit::NotifyBeforeFlush`](crate::SynchronousCommit::NotifyBeforeFlush)).
+    Flusher,
     /// Holds the LISTENs, driven through `poll_message`.
     Listener,
     /// Reads rows for the listener (references, gaps, catch-up) and installs tables.
@@ -28,6 +31,7 @@ impl Role {
     fn name(self) -> &'static str {
         match self {
             Role::Publisher => "publisher",
+            Role::Flusher => "flusher",
             Role::Listener => "listener",
             Role::Reader => "reader",
             Role::Retention => "retention",

@@ -38,7 +38,7 @@
 //! | `publish_linger` | 0 | extra wait for a batch to fill (batches form anyway while one commits) |
 //! | `max_envelope_bytes` | 64 MiB | larger publishes fail with `TooLarge` |
 //! | `command_timeout` | 10 s | one operation incl. retries; connect timeout |
-//! | `synchronous_commit` | `On` | see [`SynchronousCommit`] for what each choice risks |
+//! | `synchronous_commit` | `NotifyBeforeFlush` | see [`SynchronousCommit`] for what each choice risks |
 //! | `gap_wait` | 1 s | wait for a sequence gap to fill before reading/reporting it |
 //! | `catch_up_margin` | `command_timeout` + 2 s | how far before the last sign of life catch-up reads for unknown nodes |
 //! | `probe_interval` / `probe_timeout` | 5 s / 5 s | listener probe (`SELECT clock_timestamp()`) |
@@ -77,7 +77,8 @@
 //! multi-row `INSERT` per table plus its `pg_notify` calls, in one transaction, one
 //! transaction in flight per node (retries and tombstones insert with `ON CONFLICT DO
 //! NOTHING`; a batch's first attempt does not need to, and is cheaper without). `publish` returns after the
-//! commit, or with an error; never `Ok` for an envelope that was not stored. Batching
+//! commit (by default, after the flush: see [`SynchronousCommit::NotifyBeforeFlush`]), or
+//! with an error; never `Ok` for an envelope that was not stored. Batching
 //! is what makes this fast: PostgreSQL serializes all notifying commits cluster-wide.
 //!
 //! A batch that fails on a connection error is retried idempotently on a fresh
@@ -179,6 +180,7 @@
 mod backplane;
 mod connect;
 mod diagnose;
+mod flush;
 mod install;
 mod listener;
 mod names;

@@ -25,21 +25,26 @@ pub type TableSlugGenerator = Arc<dyn Fn(&str) -> String + Send + Sync>;
 pub type ChannelNameGenerator = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
 /// Whether a publishing transaction waits for its WAL record to be flushed before
-/// `publish` returns. Sent as `SET synchronous_commit` on the publishing connection.
+/// `publish` returns, and before its notifications go out. Sent as `SET
+/// synchronous_commit` on the publishing connection.
 ///
-/// The choice trades durability against throughput: a transaction that issued `NOTIFY`
-/// holds a cluster-wide lock until its commit record is flushed, so the flush latency
-/// bounds how many publishing transactions per second the whole cluster can commit.
+/// The choice trades durability against throughput and latency: a transaction that
+/// issued `NOTIFY` holds a cluster-wide lock until its commit record is flushed, and its
+/// notifications are sent only after that, so the flush latency (one `fdatasync`, which
+/// a busy or shared disk can stretch to hundreds of milliseconds) is added to every
+/// delivery and bounds how many publishing transactions per second the whole cluster
+/// can commit. [`NotifyBeforeFlush`](SynchronousCommit::NotifyBeforeFlush) takes the
+/// flush out of the receivers' path and keeps `On`'s promise to publishers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SynchronousCommit {
     /// Use the server's setting (`postgresql.conf`, role or database default); the
     /// backplane sends nothing.
     ServerDefault,
-    /// `on`: `publish` returns after the WAL flush (and, with synchronous replicas
-    /// configured, after a replica confirmed it). A returned `Ok` survives a PostgreSQL
-    /// crash. Slowest: every batch pays one flush.
-    #[default]
+    /// `on`: notifications go out, and `publish` returns, after the WAL flush (and, with
+    /// synchronous replicas configured, after a replica confirmed it). A returned `Ok`
+    /// survives a PostgreSQL crash. Slowest: every batch pays one flush before anyone
+    /// receives it, and holds the cluster-wide notification lock through it.
     On,
     /// `off`: `publish` returns before the WAL flush. If PostgreSQL crashes, batches
     /// committed in roughly the last `3 × wal_writer_delay` (600 ms by default) can vanish
@@ -56,19 +61,52 @@ pub enum SynchronousCommit {
     RemoteWrite,
     /// `remote_apply`: wait until synchronous replicas applied the WAL. Safest, slowest.
     RemoteApply,
+    /// Commit each batch with `off`, so its notifications go out at once, but return from
+    /// `publish` only once the batch is flushed: a second connection (`synchronous_commit
+    /// = on`) commits a small WAL-writing transaction (`pg_logical_emit_message`, an
+    /// empty transactional message with prefix `signalr-backplane`) after the batch
+    /// committed, which flushes the WAL past it; one such confirmation covers every batch
+    /// committed before it started. A returned `Ok` survives a PostgreSQL crash, as with
+    /// `On` (with synchronous replicas, the confirmation waits for them as `on` does).
+    ///
+    /// Receivers may deliver an envelope before it is durable. If PostgreSQL crashes in
+    /// that window, the envelope can vanish although some receivers delivered it; its
+    /// `publish` then returns an error (the node checks which rows of the unconfirmed
+    /// batches survived whenever the confirming connection was not open throughout,
+    /// and fails only the lost ones), and their sequence numbers become tombstones. A
+    /// `publish` error never promised non-delivery anyway (see the crate docs); here
+    /// the window is the flush time rather than the acknowledgement's trip back.
+    ///
+    /// Costs one more connection per node (opened with the node) and one small
+    /// transaction per flush, shared by all batches committed meanwhile. The default:
+    /// `On`'s promise to publishers with `Off`'s delivery latency (a slow `fdatasync`
+    /// delays acknowledgements, not deliveries). Needs `pg_logical_emit_message`, which
+    /// PostgreSQL lets every role run unless an administrator revoked it; `connect`
+    /// fails with a message saying so otherwise.
+    #[default]
+    NotifyBeforeFlush,
 }
 
 impl SynchronousCommit {
-    /// The value for `SET synchronous_commit`, or `None` to leave the server's setting.
+    /// The value for `SET synchronous_commit` on the publishing connection, or `None` to
+    /// leave the server's setting. `off` for
+    /// [`NotifyBeforeFlush`](SynchronousCommit::NotifyBeforeFlush), whose confirming
+    /// connection uses `on`.
     pub fn as_sql(self) -> Option<&'static str> {
         match self {
             SynchronousCommit::ServerDefault => None,
             SynchronousCommit::On => Some("on"),
-            SynchronousCommit::Off => Some("off"),
+            SynchronousCommit::Off | SynchronousCommit::NotifyBeforeFlush => Some("off"),
             SynchronousCommit::Local => Some("local"),
             SynchronousCommit::RemoteWrite => Some("remote_write"),
             SynchronousCommit::RemoteApply => Some("remote_apply"),
         }
+    }
+
+    /// Whether `publish` waits for a second connection to confirm the flush
+    /// ([`NotifyBeforeFlush`](SynchronousCommit::NotifyBeforeFlush)).
+    pub fn confirms_flush(self) -> bool {
+        self == SynchronousCommit::NotifyBeforeFlush
     }
 }
 

@@ -31,11 +31,12 @@ use std::time::Duration;
 
 use backplane_core::{BackplaneError, Envelope, EnvelopeKind, NodeId};
 use postgres_types::ToSql;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
 
 use crate::connect::{self, PostgresError, Role, describe, is_transient};
+use crate::flush::Committed;
 use crate::names::TableNames;
 use crate::notification::{self, Packer};
 use crate::shared::{Shared, lock};
@@ -63,13 +64,13 @@ struct QueueState {
 
 /// A numbered envelope waiting to be written.
 #[derive(Debug)]
-struct Pending {
+pub(crate) struct Pending {
     /// The envelope, stamped with origin and sequence.
-    envelope: Envelope,
+    pub(crate) envelope: Envelope,
     /// Where it is written.
-    table: Arc<TableNames>,
+    pub(crate) table: Arc<TableNames>,
     /// Completes the publish.
-    done: oneshot::Sender<Result<(), BackplaneError>>,
+    pub(crate) done: oneshot::Sender<Result<(), BackplaneError>>,
 }
 
 impl PublishQueue {
@@ -187,11 +188,32 @@ impl PublishQueue {
 /// A run of sequence numbers of one hub whose batch failed, to be written as a
 /// tombstone.
 #[derive(Debug, Clone)]
-struct Tombstone {
+pub(crate) struct Tombstone {
     table: Arc<TableNames>,
     hub: String,
     first: u64,
     last: u64,
+}
+
+/// The tombstones covering `pendings`: one per run of consecutive sequence numbers of a
+/// hub, in the order given. Never pass envelopes of more than one batch: a batch may have
+/// committed after all, and its real row at a merged run's end would void the whole
+/// tombstone.
+pub(crate) fn runs_of<'a>(pendings: impl IntoIterator<Item = &'a Pending>) -> Vec<Tombstone> {
+    let mut runs: Vec<Tombstone> = Vec::new();
+    for pending in pendings {
+        let envelope = &pending.envelope;
+        match runs.iter_mut().rev().find(|run| run.hub == envelope.hub) {
+            Some(run) if run.last.checked_add(1) == Some(envelope.seq) => run.last = envelope.seq,
+            _ => runs.push(Tombstone {
+                table: pending.table.clone(),
+                hub: envelope.hub.clone(),
+                first: envelope.seq,
+                last: envelope.seq,
+            }),
+        }
+    }
+    runs
 }
 
 /// The rows and notifications of one batch for one table.
@@ -240,10 +262,20 @@ pub(crate) struct Publisher {
     connection: Option<PublisherConnection>,
     /// Sequence numbers of failed batches, written before the next batch.
     tombstones: Vec<Tombstone>,
+    /// With [`SynchronousCommit::NotifyBeforeFlush`](crate::SynchronousCommit): where
+    /// committed batches wait for their flush, and the sequence numbers of those lost
+    /// before it.
+    flusher: Option<FlusherLink>,
 }
 
-/// Why one attempt to write a batch failed.
-enum AttemptError {
+/// The publisher's side of the [`Flusher`](crate::flush::Flusher).
+pub(crate) struct FlusherLink {
+    pub(crate) committed: mpsc::UnboundedSender<Committed>,
+    pub(crate) lost: Arc<Mutex<Vec<Tombstone>>>,
+}
+
+/// Why one attempt to write a batch (or to confirm a flush) failed.
+pub(crate) enum AttemptError {
     /// Worth retrying on a fresh connection.
     Transient(String),
     /// Retrying cannot help (a permission or data error).
@@ -255,6 +287,7 @@ impl Publisher {
         shared: Arc<Shared>,
         queue: Arc<PublishQueue>,
         client: Option<Client>,
+        flusher: Option<FlusherLink>,
     ) -> Self {
         Self {
             shared,
@@ -264,6 +297,7 @@ impl Publisher {
                 statements: HashMap::new(),
             }),
             tombstones: Vec::new(),
+            flusher,
         }
     }
 
@@ -277,6 +311,10 @@ impl Publisher {
         );
         while let Some(batch) = self.queue.next_batch(max_items, max_bytes, linger).await {
             let started = Instant::now();
+            if let Some(flusher) = &self.flusher {
+                // Envelopes lost before their flush; they precede this batch.
+                self.tombstones.append(&mut lock(&flusher.lost));
+            }
             let writes = self.prepare(&batch);
             let outcome = self.write(&writes).await;
             if writes.len() > 1 && matches!(outcome, Err(BatchError::Fatal(_))) {
@@ -368,8 +406,17 @@ impl Publisher {
                     "[Publish] batch committed"
                 );
                 self.tombstones.clear();
-                for pending in batch {
-                    let _ = pending.done.send(Ok(()));
+                let Some(flusher) = &self.flusher else {
+                    for pending in batch {
+                        let _ = pending.done.send(Ok(()));
+                    }
+                    return;
+                };
+                if let Err(unconfirmed) = flusher.committed.send(Committed { started, batch }) {
+                    // The flusher is gone (it panicked): nobody can confirm the flush.
+                    for pending in unconfirmed.0.batch {
+                        let _ = pending.done.send(Err(BackplaneError::Shutdown));
+                    }
                 }
             }
             Err(error) => {
@@ -380,23 +427,8 @@ impl Publisher {
                     "[Publish] batch failed; its publishes return the error and its sequence numbers become tombstones"
                 );
                 // One tombstone per hub of this batch (a batch holds a contiguous run
-                // of each hub's numbers). Never merged with another batch's: that
-                // batch may have committed after all, and its real row at the
-                // merged run's end would then void the whole tombstone.
-                let mut runs: Vec<Tombstone> = Vec::new();
-                for pending in &batch {
-                    let envelope = &pending.envelope;
-                    match runs.iter_mut().find(|run| run.hub == envelope.hub) {
-                        Some(run) => run.last = run.last.max(envelope.seq),
-                        None => runs.push(Tombstone {
-                            table: pending.table.clone(),
-                            hub: envelope.hub.clone(),
-                            first: envelope.seq,
-                            last: envelope.seq,
-                        }),
-                    }
-                }
-                self.tombstones.extend(runs);
+                // of each hub's numbers).
+                self.tombstones.extend(runs_of(&batch));
                 for pending in batch {
                     let _ = pending.done.send(Err(error.to_backplane()));
                 }
@@ -480,39 +512,25 @@ impl Publisher {
         if writes.is_empty() {
             return Ok(());
         }
-        let timeout = self.shared.options.command_timeout;
-        let deadline = Instant::now() + timeout;
-        let mut retry_delay = Duration::from_millis(20);
-        let mut last_error = None;
-        let mut retry = false;
+        let options = &self.shared.options;
+        let mut retries = Retries::new(self.shared.node, "batch", options.command_timeout);
         loop {
-            match tokio::time::timeout_at(deadline, self.attempt(writes, retry)).await {
+            let attempt = self.attempt(writes, retries.retry);
+            let failure = match tokio::time::timeout_at(retries.deadline(), attempt).await {
                 Ok(Ok(())) => return Ok(()),
-                Ok(Err(AttemptError::Fatal(error))) => return Err(BatchError::Fatal(error)),
-                Ok(Err(AttemptError::Transient(reason))) => {
-                    tracing::debug!(node = %self.shared.node, %reason, "[Publish] batch attempt failed; retrying on a fresh connection");
+                Ok(Err(AttemptError::Fatal(error))) => Some(AttemptError::Fatal(error)),
+                Ok(Err(transient)) => {
                     self.connection = None;
-                    last_error = Some(reason);
-                    retry = true;
+                    Some(transient)
                 }
                 Err(_) => {
                     // The attempt may still commit on the server: the connection is
                     // dropped, and tombstones (ON CONFLICT DO NOTHING) settle it later.
                     self.connection = None;
-                    return Err(BatchError::Timeout {
-                        timeout,
-                        last_error,
-                    });
+                    None
                 }
-            }
-            if Instant::now() + retry_delay >= deadline {
-                return Err(BatchError::Timeout {
-                    timeout,
-                    last_error,
-                });
-            }
-            tokio::time::sleep(retry_delay).await;
-            retry_delay = (retry_delay * 2).min(Duration::from_secs(1));
+            };
+            retries.failed(failure).await?;
         }
     }
 
@@ -619,6 +637,64 @@ impl Publisher {
     }
 }
 
+/// The retry policy of the publisher and the flusher: transient failures are retried
+/// with a growing delay until the command timeout; anything else fails at once.
+pub(crate) struct Retries {
+    node: NodeId,
+    what: &'static str,
+    timeout: Duration,
+    deadline: Instant,
+    delay: Duration,
+    last_error: Option<String>,
+    /// Whether an attempt failed already.
+    pub(crate) retry: bool,
+}
+
+impl Retries {
+    pub(crate) fn new(node: NodeId, what: &'static str, timeout: Duration) -> Self {
+        Self {
+            node,
+            what,
+            timeout,
+            deadline: Instant::now() + timeout,
+            delay: Duration::from_millis(20),
+            last_error: None,
+            retry: false,
+        }
+    }
+
+    /// When the attempts must have succeeded.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// After a failed attempt (`None`: it ran out of time): the error to give up with,
+    /// or `Ok` once it is time for the next attempt. The caller drops its connection on
+    /// a transient failure or a timeout: an attempt cut short may still be running on
+    /// the server.
+    pub(crate) async fn failed(&mut self, failure: Option<AttemptError>) -> Result<(), BatchError> {
+        let timed_out = |retries: &mut Self| BatchError::Timeout {
+            timeout: retries.timeout,
+            last_error: retries.last_error.take(),
+        };
+        match failure {
+            None => return Err(timed_out(self)),
+            Some(AttemptError::Fatal(error)) => return Err(BatchError::Fatal(error)),
+            Some(AttemptError::Transient(reason)) => {
+                tracing::debug!(node = %self.node, %reason, "[Publish] {} attempt failed; retrying on a fresh connection", self.what);
+                self.last_error = Some(reason);
+                self.retry = true;
+            }
+        }
+        if Instant::now() + self.delay >= self.deadline {
+            return Err(timed_out(self));
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(1));
+        Ok(())
+    }
+}
+
 /// A connection for publishing, with `synchronous_commit` applied.
 pub(crate) async fn open(shared: &Shared) -> Result<Client, PostgresError> {
     let client = connect::connect(&shared.options, Role::Publisher, shared.node).await?;
@@ -668,9 +744,9 @@ fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// Why a batch failed for good.
+/// Why a batch (or a flush confirmation) failed for good.
 #[derive(Debug)]
-enum BatchError {
+pub(crate) enum BatchError {
     /// Retried until the command timeout.
     Timeout {
         timeout: Duration,
@@ -681,7 +757,7 @@ enum BatchError {
 }
 
 impl BatchError {
-    fn to_backplane(&self) -> BackplaneError {
+    pub(crate) fn to_backplane(&self) -> BackplaneError {
         match self {
             BatchError::Timeout { timeout, .. } => BackplaneError::Timeout(*timeout),
             BatchError::Fatal(error) => BackplaneError::backend(error.clone()),

@@ -39,12 +39,15 @@ struct Cli {
     /// messages share backplane commits while keeping their order.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel_invocations: u16,
-    /// Whether the PostgreSQL backplane's publishing commits wait for the WAL flush: `on`
-    /// (a published message survives a PostgreSQL crash), `off` (faster and lower
-    /// latency; a crash can lose the last ~600 ms of messages already delivered by some
+    /// When the PostgreSQL backplane's messages reach other instances and when a sender's
+    /// invocation completes, relative to the WAL flush: `notify-before-flush` (the
+    /// default: other instances deliver at once, the completion waits for the flush,
+    /// confirmed over one more database connection, so a completed message survives a
+    /// PostgreSQL crash), `on` (deliveries wait for the flush too), `off` (fastest; a
+    /// crash can lose the last ~600 ms of completed messages, already delivered by some
     /// instances), `local`, `remote-write`, `remote-apply` (with synchronous replicas), or
     /// `server-default` (whatever the database or role sets).
-    #[arg(long, value_enum, default_value_t = CommitMode::On)]
+    #[arg(long, value_enum, default_value_t = CommitMode::NotifyBeforeFlush)]
     synchronous_commit: CommitMode,
     /// How many groups one connection may be in at once (`JoinGroup` beyond it fails with
     /// a message saying so); 0 for no limit.
@@ -63,6 +66,7 @@ struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum CommitMode {
     On,
+    NotifyBeforeFlush,
     Off,
     Local,
     RemoteWrite,
@@ -74,6 +78,7 @@ impl From<CommitMode> for SynchronousCommit {
     fn from(mode: CommitMode) -> Self {
         match mode {
             CommitMode::On => SynchronousCommit::On,
+            CommitMode::NotifyBeforeFlush => SynchronousCommit::NotifyBeforeFlush,
             CommitMode::Off => SynchronousCommit::Off,
             CommitMode::Local => SynchronousCommit::Local,
             CommitMode::RemoteWrite => SynchronousCommit::RemoteWrite,
@@ -148,7 +153,7 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     let addresses = parse_urls(&cli.urls)?;
     let (backplane, kind): (Arc<dyn Backplane>, String) = match &cli.database_url {
         None => {
-            if cli.synchronous_commit != CommitMode::On {
+            if cli.synchronous_commit != CommitMode::NotifyBeforeFlush {
                 tracing::warn!("--synchronous-commit has no effect without --database-url");
             }
             (Arc::new(MemoryBackplane::new()), "memory".into())
@@ -367,10 +372,15 @@ mod tests {
             let cli = Cli::try_parse_from([&["hub-server"], args].concat()).unwrap();
             postgres_options(&cli, url).unwrap().synchronous_commit
         };
-        assert_eq!(mode(&[]), SynchronousCommit::On);
+        assert_eq!(mode(&[]), SynchronousCommit::NotifyBeforeFlush);
+        assert_eq!(mode(&["--synchronous-commit", "on"]), SynchronousCommit::On);
         assert_eq!(
             mode(&["--synchronous-commit", "off"]),
             SynchronousCommit::Off
+        );
+        assert_eq!(
+            mode(&["--synchronous-commit", "notify-before-flush"]),
+            SynchronousCommit::NotifyBeforeFlush
         );
         assert_eq!(
             mode(&["--synchronous-commit", "remote-write"]),

@@ -12,7 +12,7 @@ use tests::TestSchema;
 /// A fresh cluster on its own schema. `synchronous_commit` is off: the suite checks
 /// delivery semantics, not crash durability, and one of its cases awaits 10,000 commits
 /// one after another, each of which would otherwise wait for a WAL flush on a busy disk.
-/// The fault tests run with the default (on).
+/// The fault tests run with the default (`NotifyBeforeFlush`).
 async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
     let schema = TestSchema::create("conformance").await;
     let started = schema

@@ -66,10 +66,12 @@ struct Cli {
     /// completion.
     #[arg(long, default_value_t = 256)]
     max_parallel_invocations: u16,
-    /// `--synchronous-commit` of the instances this program starts: `on` (the default:
-    /// every publishing commit waits for the WAL flush), `off`, `local`, `remote-write`,
-    /// `remote-apply` or `server-default`.
-    #[arg(long, default_value = "on", value_parser = ["on", "off", "local", "remote-write", "remote-apply", "server-default"])]
+    /// `--synchronous-commit` of the instances this program starts:
+    /// `notify-before-flush` (the default, as in hub-server: notifications leave before
+    /// the WAL flush, completions wait for it), `on` (every publishing commit waits for
+    /// the flush before notifying), `off`, `local`, `remote-write`, `remote-apply` or
+    /// `server-default`.
+    #[arg(long, default_value = "notify-before-flush", value_parser = ["on", "notify-before-flush", "off", "local", "remote-write", "remote-apply", "server-default"])]
     synchronous_commit: String,
     /// Length of each message's text in bytes.
     #[arg(long, default_value_t = 64)]

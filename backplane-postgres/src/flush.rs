@@ -1,0 +1,289 @@
+//! Durability confirmation for [`SynchronousCommit::NotifyBeforeFlush`]: batches commit
+//! with `synchronous_commit = off`, so their notifications leave at once, and their
+//! publishes complete only once this task has seen the WAL flushed past them.
+//!
+//! # How a flush is confirmed
+//!
+//! The task owns its own connection with `synchronous_commit = on`. It takes every batch
+//! the publisher committed so far and commits one small transaction that writes WAL (an
+//! empty transactional `pg_logical_emit_message`). PostgreSQL flushes WAL in order, so
+//! when that commit returns, every commit record written before it, the batches' among
+//! them, is on disk. One confirmation covers all batches committed before it was sent;
+//! batches committed meanwhile wait for the next, so there is one confirmation per flush,
+//! not per batch.
+//!
+//! # Crashes
+//!
+//! A confirmation proves the batches durable only on the server that committed them. If
+//! PostgreSQL crashed after a batch's commit, the confirming connection dies with it, and
+//! a confirmation on a new connection flushes a server that may have lost the batch. So
+//! whenever the confirming connection was opened after a batch started committing, the
+//! confirmation also looks the batch's rows up (after flushing): a row that exists then is
+//! durable, and a missing one was lost. Lost envelopes fail their publishes and their
+//! sequence numbers go back to the publisher as tombstones, so receivers skip them.
+//!
+//! [`SynchronousCommit::NotifyBeforeFlush`]: crate::SynchronousCommit::NotifyBeforeFlush
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use backplane_core::BackplaneError;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use crate::connect::{self, PostgresError, Role, describe, is_transient};
+use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone, runs_of};
+use crate::shared::{Shared, lock};
+
+/// What the confirmation commits: WAL, under a transaction id, so its synchronous commit
+/// flushes. A transaction that only takes an id writes no WAL and would not wait.
+const FLUSH_SQL: &str = "SELECT pg_logical_emit_message(true, 'signalr-backplane', '')";
+
+/// A batch whose transaction committed without waiting for the flush.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    /// When the publisher started writing it: no commit of it happened earlier.
+    pub(crate) started: Instant,
+    /// Its publishes, completed by the flusher.
+    pub(crate) batch: Vec<Pending>,
+}
+
+/// The task confirming flushes.
+pub(crate) struct Flusher {
+    shared: Arc<Shared>,
+    committed: mpsc::UnboundedReceiver<Committed>,
+    /// Sequence numbers of lost envelopes, for the publisher to write as tombstones.
+    lost: Arc<Mutex<Vec<Tombstone>>>,
+    /// The confirming connection, and when it was open.
+    connection: Option<(Client, Instant)>,
+}
+
+impl Flusher {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        committed: mpsc::UnboundedReceiver<Committed>,
+        lost: Arc<Mutex<Vec<Tombstone>>>,
+        client: Client,
+    ) -> Self {
+        Self {
+            shared,
+            committed,
+            lost,
+            connection: Some((client, Instant::now())),
+        }
+    }
+
+    /// Confirm batches until the publisher is gone and every batch it handed over is
+    /// settled.
+    pub(crate) async fn run(mut self) {
+        while let Some(first) = self.committed.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(more) = self.committed.try_recv() {
+                waiting.push(more);
+            }
+            let started = Instant::now();
+            match self.confirm(&waiting).await {
+                Ok(stored) => {
+                    let lost = stored.iter().flatten().filter(|&&s| !s).count();
+                    tracing::debug!(
+                        node = %self.shared.node,
+                        batches = waiting.len(),
+                        lost,
+                        elapsed = ?started.elapsed(),
+                        "[Publish] flush confirmed"
+                    );
+                    self.settle(waiting, &stored);
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        node = %self.shared.node,
+                        batches = waiting.len(),
+                        %error,
+                        "[Publish] flush not confirmed; these publishes return the error and their sequence numbers become tombstones"
+                    );
+                    // Tombstones first: a caller told of the failure may publish
+                    // again at once, and that batch must carry them.
+                    lock(&self.lost).extend(
+                        waiting
+                            .iter()
+                            .flat_map(|committed| runs_of(&committed.batch)),
+                    );
+                    for pending in waiting.into_iter().flat_map(|c| c.batch) {
+                        let _ = pending.done.send(Err(error.to_backplane()));
+                    }
+                }
+            }
+        }
+        tracing::debug!(node = %self.shared.node, "[Publish] flusher stopped");
+    }
+
+    /// Complete the publishes of `waiting`: `Ok` where stored, an error (and a tombstone)
+    /// where lost.
+    fn settle(&self, waiting: Vec<Committed>, stored: &[Vec<bool>]) {
+        // Tombstones first: a caller told of the loss may publish again at once, and
+        // that batch must carry them.
+        let lost_runs: Vec<Tombstone> = waiting
+            .iter()
+            .zip(stored)
+            .flat_map(|(committed, stored)| {
+                runs_of(
+                    committed
+                        .batch
+                        .iter()
+                        .zip(stored)
+                        .filter(|(_, stored)| !**stored)
+                        .map(|(pending, _)| pending),
+                )
+            })
+            .collect();
+        if !lost_runs.is_empty() {
+            tracing::warn!(
+                node = %self.shared.node,
+                runs = lost_runs.len(),
+                "[Publish] committed envelopes lost before their flush; their publishes fail and their sequence numbers become tombstones"
+            );
+            lock(&self.lost).extend(lost_runs);
+        }
+        for (committed, stored) in waiting.into_iter().zip(stored) {
+            for (pending, &stored) in committed.batch.into_iter().zip(stored) {
+                let result = if stored {
+                    Ok(())
+                } else {
+                    Err(BackplaneError::backend(PostgresError::message(
+                        "confirming that a batch was flushed",
+                        "PostgreSQL restarted before the envelope's commit reached disk, and lost it \
+                         (receivers listening at the time may have delivered it)",
+                    )))
+                };
+                let _ = pending.done.send(result);
+            }
+        }
+    }
+
+    /// Flush past `waiting`, retrying transient failures until the command timeout; which
+    /// envelopes are stored, per batch.
+    async fn confirm(&mut self, waiting: &[Committed]) -> Result<Vec<Vec<bool>>, BatchError> {
+        let options = &self.shared.options;
+        let mut retries = Retries::new(
+            self.shared.node,
+            "flush confirmation",
+            options.command_timeout,
+        );
+        loop {
+            let attempt = self.attempt(waiting);
+            let failure = match tokio::time::timeout_at(retries.deadline(), attempt).await {
+                Ok(Ok(stored)) => return Ok(stored),
+                Ok(Err(error)) => Some(error),
+                Err(_) => None,
+            };
+            // Whatever failed, the next attempt starts on a fresh connection; it then
+            // looks rows up, since the server may have restarted.
+            self.connection = None;
+            retries.failed(failure).await?;
+        }
+    }
+
+    /// One confirmation: flush, then, if this connection is younger than some batch,
+    /// look that batch's rows up.
+    async fn attempt(&mut self, waiting: &[Committed]) -> Result<Vec<Vec<bool>>, AttemptError> {
+        if self
+            .connection
+            .as_ref()
+            .is_none_or(|(client, _)| client.is_closed())
+        {
+            let client = open(&self.shared)
+                .await
+                .map_err(|e| AttemptError::Transient(e.to_string()))?;
+            self.connection = Some((client, Instant::now()));
+        }
+        let (client, opened) = self.connection.as_ref().expect("connected above");
+        let classify = |context: &'static str, error: tokio_postgres::Error| {
+            if is_transient(&error) {
+                AttemptError::Transient(describe(&error))
+            } else {
+                AttemptError::Fatal(PostgresError::new(context, &error))
+            }
+        };
+        client
+            .batch_execute(FLUSH_SQL)
+            .await
+            .map_err(|e| classify("confirming that a batch was flushed", e))?;
+        let mut stored: Vec<Vec<bool>> = waiting
+            .iter()
+            .map(|committed| vec![true; committed.batch.len()])
+            .collect();
+        // The rows of batches that may have committed on a server that has restarted
+        // since, grouped by table: (batch, index) of each, and its key.
+        let mut suspects: HashMap<&str, Suspects<'_>> = HashMap::new();
+        for (b, committed) in waiting.iter().enumerate() {
+            if committed.started >= *opened {
+                continue;
+            }
+            for (i, pending) in committed.batch.iter().enumerate() {
+                let suspects = suspects.entry(&pending.table.qualified).or_default();
+                suspects.at.push((b, i));
+                suspects.hubs.push(pending.envelope.hub.as_str());
+                suspects
+                    .seqs
+                    .push(i64::try_from(pending.envelope.seq).unwrap_or(i64::MAX));
+                stored[b][i] = false;
+            }
+        }
+        if suspects.is_empty() {
+            return Ok(stored);
+        }
+        let origin = self.shared.node.to_bytes();
+        let origin: &[u8] = &origin;
+        for (table, suspects) in suspects {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT r.i FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS r(hub, seq, i)
+                         WHERE EXISTS (SELECT 1 FROM {table} t
+                                       WHERE t.origin = $1::bytea AND t.hub = r.hub AND t.seq = r.seq)"
+                    ),
+                    &[&origin, &suspects.hubs, &suspects.seqs],
+                )
+                .await
+                .map_err(|e| classify("looking up the rows of unconfirmed batches", e))?;
+            for row in rows {
+                let ordinal: i64 = row.get(0);
+                if let Some(&(b, i)) = usize::try_from(ordinal - 1)
+                    .ok()
+                    .and_then(|at| suspects.at.get(at))
+                {
+                    stored[b][i] = true;
+                }
+            }
+        }
+        tracing::debug!(node = %self.shared.node, "[Publish] rows of batches committed before a reconnect looked up");
+        Ok(stored)
+    }
+}
+
+/// Rows of one table to look up.
+#[derive(Default)]
+struct Suspects<'a> {
+    at: Vec<(usize, usize)>,
+    hubs: Vec<&'a str>,
+    seqs: Vec<i64>,
+}
+
+/// The confirming connection: `synchronous_commit = on` whatever the server's default.
+pub(crate) async fn open(shared: &Shared) -> Result<Client, PostgresError> {
+    let client = connect::connect(&shared.options, Role::Flusher, shared.node).await?;
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(|e| PostgresError::new("setting synchronous_commit", &e))?;
+    // Once at start, so a database that refuses the confirmation (a revoked
+    // `pg_logical_emit_message`) is reported by `connect`, not by every publish.
+    client.batch_execute(FLUSH_SQL).await.map_err(|e| {
+        PostgresError::new(
+            "confirming a flush with pg_logical_emit_message (needed by SynchronousCommit::NotifyBeforeFlush; choose SynchronousCommit::On where it is not allowed)",
+            &e,
+        )
+    })?;
+    Ok(client)
+}
