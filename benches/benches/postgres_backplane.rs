@@ -44,7 +44,11 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
-    for commit in [SynchronousCommit::On, SynchronousCommit::Off] {
+    for commit in [
+        SynchronousCommit::NotifyBeforeFlush,
+        SynchronousCommit::On,
+        SynchronousCommit::Off,
+    ] {
         let nodes = runtime.block_on(async {
             let options = PostgresOptions::new(&url)
                 .expect("database URL")
@@ -64,7 +68,8 @@ fn bench(c: &mut Criterion) {
         };
         let name = match commit {
             SynchronousCommit::Off => "publish_to_delivery/2_nodes/synchronous_commit_off",
-            _ => "publish_to_delivery/2_nodes/synchronous_commit_on",
+            SynchronousCommit::On => "publish_to_delivery/2_nodes/synchronous_commit_on",
+            _ => "publish_to_delivery/2_nodes/notify_before_flush",
         };
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
