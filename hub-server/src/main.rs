@@ -14,6 +14,14 @@ use hub_server::chat;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than the system allocator: after the burst of queued frames that
+/// opening thousands of chat connections causes, glibc's malloc kept 15.9-34.4 KiB per
+/// idle connection resident (median 18.8 over nine runs) and mimalloc 9.7-15.6 KiB
+/// (median 13.7 over eight), measured by `hub-load --scenarios s4` (BENCHMARKS.md). The
+/// library leaves the allocator to the application.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// SignalR chat server: the ASP.NET Core chat sample's hub at /chathub, on the in-memory
 /// backplane (one instance), or scaled out over PostgreSQL when a database URL is given.
 #[derive(Debug, Parser)]
