@@ -20,7 +20,14 @@
 //! whenever the confirming connection was opened after a batch started committing, the
 //! confirmation also looks the batch's rows up (after flushing): a row that exists then is
 //! durable, and a missing one was lost. Lost envelopes fail their publishes and their
-//! sequence numbers go back to the publisher as tombstones, so receivers skip them.
+//! sequence numbers go back to the publisher as tombstones, written with its next batch;
+//! receivers still waiting for those numbers skip them, those that already gave up on the
+//! gap (after `gap_wait`) have reported it unrepairable.
+//!
+//! Skipping the look-up on a connection that stayed open assumes that a server restart
+//! closes it. Something between the node and PostgreSQL that keeps client connections
+//! open across a server restart or failover (a pooler reconnecting behind them) would
+//! break that assumption; such poolers are unsupported anyway (see the crate docs).
 //!
 //! [`SynchronousCommit::NotifyBeforeFlush`]: crate::SynchronousCommit::NotifyBeforeFlush
 
@@ -217,7 +224,8 @@ impl Flusher {
         // since, grouped by table: (batch, index) of each, and its key.
         let mut suspects: HashMap<&str, Suspects<'_>> = HashMap::new();
         for (b, committed) in waiting.iter().enumerate() {
-            if committed.started >= *opened {
+            // Equal instants do not say which came first: look up.
+            if committed.started > *opened {
                 continue;
             }
             for (i, pending) in committed.batch.iter().enumerate() {

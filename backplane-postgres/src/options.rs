@@ -73,7 +73,8 @@ pub enum SynchronousCommit {
     /// that window, the envelope can vanish although some receivers delivered it; its
     /// `publish` then returns an error (the node checks which rows of the unconfirmed
     /// batches survived whenever the confirming connection was not open throughout,
-    /// and fails only the lost ones), and their sequence numbers become tombstones. A
+    /// and fails only the lost ones), and their sequence numbers become tombstones
+    /// (receivers that already gave up waiting for them report them unrepairable). A
     /// `publish` error never promised non-delivery anyway (see the crate docs); here
     /// the window is the flush time rather than the acknowledgement's trip back.
     ///

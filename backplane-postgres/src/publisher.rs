@@ -312,6 +312,15 @@ impl Publisher {
         while let Some(batch) = self.queue.next_batch(max_items, max_bytes, linger).await {
             let started = Instant::now();
             if let Some(flusher) = &self.flusher {
+                if flusher.committed.is_closed() {
+                    // The flusher is gone (it panicked): nothing can be confirmed any
+                    // more, so nothing is written either (receivers would deliver what
+                    // publishers are told failed).
+                    for pending in batch {
+                        let _ = pending.done.send(Err(BackplaneError::Shutdown));
+                    }
+                    continue;
+                }
                 // Envelopes lost before their flush; they precede this batch.
                 self.tombstones.append(&mut lock(&flusher.lost));
             }
@@ -775,5 +784,60 @@ impl std::fmt::Display for BatchError {
             BatchError::Timeout { timeout, .. } => write!(f, "timed out after {timeout:?}"),
             BatchError::Fatal(error) => error.fmt(f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use backplane_core::{Ack, Envelope, EnvelopeKind, NodeId};
+    use tokio::sync::oneshot;
+
+    use super::{Pending, runs_of};
+    use crate::names::TableNames;
+
+    fn pending(table: &Arc<TableNames>, hub: &str, seq: u64) -> Pending {
+        Pending {
+            envelope: Envelope {
+                origin: NodeId::random(),
+                seq,
+                hub: hub.to_owned(),
+                destination: None,
+                kind: EnvelopeKind::Ack(Ack { ack_id: seq }),
+            },
+            table: table.clone(),
+            done: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn runs_follow_consecutive_numbers_per_hub_and_never_span_a_gap() {
+        let channel: crate::options::ChannelNameGenerator =
+            Arc::new(|schema: &str, slug: &str| format!("{schema}.{slug}"));
+        let table = Arc::new(TableNames::new("s", "t", &channel).unwrap());
+        let batch = [
+            pending(&table, "a", 4),
+            pending(&table, "b", 9),
+            pending(&table, "a", 5),
+            pending(&table, "a", 6),
+            pending(&table, "b", 10),
+            // 7 of hub a survived (left out by the caller): a new run starts at 8.
+            pending(&table, "a", 8),
+            pending(&table, "b", 12),
+        ];
+        let runs: Vec<(String, u64, u64)> = runs_of(&batch)
+            .into_iter()
+            .map(|run| (run.hub, run.first, run.last))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("a".to_owned(), 4, 6),
+                ("b".to_owned(), 9, 10),
+                ("a".to_owned(), 8, 8),
+                ("b".to_owned(), 12, 12),
+            ]
+        );
     }
 }

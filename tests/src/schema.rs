@@ -264,4 +264,29 @@ async fn sweep_leftovers(url: &str) {
                 .await;
         }
     }
+    // Login roles some tests create, named after their schema plus a suffix
+    // (`bpt_<label>_<unix>_<pid>_<n>_<suffix>`), left behind by runs that failed.
+    let Ok(rows) = client
+        .query(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+            &[&PREFIX],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let created = name
+            .rsplit('_')
+            .nth(3)
+            .and_then(|part| part.parse::<u64>().ok());
+        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP OWNED BY \"{name}\" CASCADE; DROP ROLE IF EXISTS \"{name}\""
+                ))
+                .await;
+        }
+    }
 }

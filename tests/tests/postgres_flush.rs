@@ -11,13 +11,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backplane_core::{Backplane, BackplaneEvent, Subscription};
+use backplane_core::{Backplane, BackplaneError, BackplaneEvent, Subscription};
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
 use futures_util::StreamExt as _;
 use tests::TestSchema;
 use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
 
 const HUB: &str = "flush";
+
+/// Serializes the tests' grants on the database and their revocation: PostgreSQL fails
+/// concurrent changes of one database's privileges ("tuple concurrently updated").
+const ROLE_LOCK: i64 = 0x6270_7466;
 
 /// A login role for the sending node, so its connections can be limited on their own.
 struct SenderRole {
@@ -36,7 +40,9 @@ impl SenderRole {
             .get(0);
         admin
             .batch_execute(&format!(
-                "CREATE ROLE \"{name}\" LOGIN; GRANT CREATE ON DATABASE \"{database}\" TO \"{name}\";"
+                "BEGIN; SELECT pg_advisory_xact_lock({ROLE_LOCK});
+                 CREATE ROLE \"{name}\" LOGIN; GRANT CREATE ON DATABASE \"{database}\" TO \"{name}\";
+                 COMMIT;"
             ))
             .await
             .unwrap();
@@ -82,7 +88,8 @@ impl SenderRole {
     async fn drop(self) {
         self.admin
             .batch_execute(&format!(
-                "DROP OWNED BY \"{0}\" CASCADE; DROP ROLE \"{0}\";",
+                "BEGIN; SELECT pg_advisory_xact_lock({ROLE_LOCK});
+                 DROP OWNED BY \"{0}\" CASCADE; DROP ROLE \"{0}\"; COMMIT;",
                 self.name
             ))
             .await
@@ -90,12 +97,18 @@ impl SenderRole {
     }
 }
 
-/// A sender node running as `role` and a receiver node subscribed to the hub.
+/// A sender node running as `role` (with `command_timeout`) and a receiver node
+/// subscribed to the hub.
 async fn sender_and_receiver(
     schema: &TestSchema,
     role: &SenderRole,
+    command_timeout: Duration,
 ) -> (Arc<PostgresBackplane>, Arc<PostgresBackplane>, Subscription) {
-    let sender = schema.nodes_with(1, |options| role.options(options)).await;
+    let sender = schema
+        .nodes_with(1, |options| {
+            role.options(options).command_timeout(command_timeout)
+        })
+        .await;
     assert_eq!(
         sender[0].options().synchronous_commit,
         SynchronousCommit::NotifyBeforeFlush,
@@ -120,7 +133,8 @@ async fn sender_and_receiver(
 async fn receivers_get_an_envelope_before_its_flush_is_confirmed_and_publish_waits_for_it() {
     let schema = TestSchema::create("flush_waits").await;
     let role = SenderRole::create(&schema).await;
-    let (sender, receiver, mut subscription) = sender_and_receiver(&schema, &role).await;
+    let (sender, receiver, mut subscription) =
+        sender_and_receiver(&schema, &role, Duration::from_secs(10)).await;
 
     role.freeze_connections().await;
     schema.terminate("flusher", sender.node_id()).await;
@@ -162,7 +176,8 @@ async fn receivers_get_an_envelope_before_its_flush_is_confirmed_and_publish_wai
 async fn an_envelope_lost_before_its_flush_fails_its_publish_and_leaves_a_tombstone() {
     let schema = TestSchema::create("flush_lost").await;
     let role = SenderRole::create(&schema).await;
-    let (sender, receiver, mut subscription) = sender_and_receiver(&schema, &role).await;
+    let (sender, receiver, mut subscription) =
+        sender_and_receiver(&schema, &role, Duration::from_secs(10)).await;
     let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
     let admin = schema.admin().await;
 
@@ -341,4 +356,71 @@ async fn only_notify_before_flush_opens_a_confirming_connection() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     schema.drop().await;
+}
+
+/// A confirmation that cannot happen within the command timeout fails its publish with
+/// `Timeout`, although the row was committed: the receiver delivered it, the row stays
+/// (the tombstone written for its number yields to it), and publishing goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_that_times_out_fails_the_publish_and_keeps_the_row() {
+    let schema = TestSchema::create("flush_timeout").await;
+    let role = SenderRole::create(&schema).await;
+    let (sender, receiver, mut subscription) =
+        sender_and_receiver(&schema, &role, Duration::from_secs(2)).await;
+    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
+    let admin = schema.admin().await;
+
+    role.freeze_connections().await;
+    schema.terminate("flusher", sender.node_id()).await;
+    let started = tokio::time::Instant::now();
+    let publishing = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.publish(HUB, labelled("unconfirmed")).await }
+    });
+    let unconfirmed = next_envelope(&mut subscription, "the envelope, unconfirmed").await;
+    assert_eq!(label_of(&unconfirmed), "unconfirmed");
+    let error = tokio::time::timeout(Duration::from_secs(10), publishing)
+        .await
+        .expect("the publish must give up at its command timeout")
+        .unwrap()
+        .expect_err("no flush could be confirmed");
+    assert!(
+        matches!(error, BackplaneError::Timeout(timeout) if timeout == Duration::from_secs(2)),
+        "expected a timeout, got {error}"
+    );
+    // Retried rather than failed at once (the retries stop when the next one would
+    // fall after the timeout: here after about 1.3 s of doubling delays).
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+
+    role.allow_connections().await;
+    sender.publish(HUB, labelled("after")).await.unwrap();
+    match next_event(&mut subscription, "after").await {
+        BackplaneEvent::Envelope(envelope) => {
+            assert_eq!(label_of(&envelope), "after");
+            assert_eq!(envelope.seq, unconfirmed.seq + 1);
+        }
+        other => panic!("expected the next envelope and nothing else, got {other:?}"),
+    }
+    let payload: Vec<u8> = admin
+        .query_one(
+            &format!("SELECT payload FROM {table} WHERE seq = $1"),
+            &[&i64::try_from(unconfirmed.seq).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        payload.first(),
+        Some(&0),
+        "the committed row stays; the tombstone for its number must yield to it"
+    );
+
+    sender.shutdown().await.unwrap();
+    receiver.shutdown().await.unwrap();
+    schema.drop().await;
+    role.drop().await;
 }
