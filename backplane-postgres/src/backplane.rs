@@ -59,7 +59,7 @@ impl PostgresBackplane {
         let listen = listener::open(&shared).await?;
 
         let flusher = if shared.options.synchronous_commit.confirms_flush() {
-            Some(flush::open(&shared).await?)
+            Some(flush::open_checked(&shared).await?)
         } else {
             None
         };

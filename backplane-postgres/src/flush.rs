@@ -39,8 +39,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use crate::connect::{self, PostgresError, Role, describe, is_transient};
-use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone, runs_of};
+use crate::connect::{self, PostgresError, Role};
+use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone, runs_of, seq_i64};
 use crate::shared::{Shared, lock};
 
 /// What the confirmation commits: WAL, under a transaction id, so its synchronous commit
@@ -100,7 +100,20 @@ impl Flusher {
                         elapsed = ?started.elapsed(),
                         "[Publish] flush confirmed"
                     );
-                    self.settle(waiting, &stored);
+                    if lost > 0 {
+                        tracing::warn!(
+                            node = %self.shared.node,
+                            lost,
+                            "[Publish] committed envelopes lost before their flush; their publishes fail and their sequence numbers become tombstones"
+                        );
+                    }
+                    self.settle(waiting, &stored, || {
+                        BackplaneError::backend(PostgresError::message(
+                            "confirming that a batch was flushed",
+                            "PostgreSQL restarted before the envelope's commit reached disk, and lost it \
+                             (receivers listening at the time may have delivered it)",
+                        ))
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(
@@ -109,26 +122,26 @@ impl Flusher {
                         %error,
                         "[Publish] flush not confirmed; these publishes return the error and their sequence numbers become tombstones"
                     );
-                    // Tombstones first: a caller told of the failure may publish
-                    // again at once, and that batch must carry them.
-                    lock(&self.lost).extend(
-                        waiting
-                            .iter()
-                            .flat_map(|committed| runs_of(&committed.batch)),
-                    );
-                    for pending in waiting.into_iter().flat_map(|c| c.batch) {
-                        let _ = pending.done.send(Err(error.to_backplane()));
-                    }
+                    let none: Vec<Vec<bool>> = waiting
+                        .iter()
+                        .map(|committed| vec![false; committed.batch.len()])
+                        .collect();
+                    self.settle(waiting, &none, || error.to_backplane());
                 }
             }
         }
         tracing::debug!(node = %self.shared.node, "[Publish] flusher stopped");
     }
 
-    /// Complete the publishes of `waiting`: `Ok` where stored, an error (and a tombstone)
-    /// where lost.
-    fn settle(&self, waiting: Vec<Committed>, stored: &[Vec<bool>]) {
-        // Tombstones first: a caller told of the loss may publish again at once, and
+    /// Complete the publishes of `waiting`: `Ok` where `stored`, else the error `failed`
+    /// makes, after handing their sequence numbers to the publisher as tombstones.
+    fn settle(
+        &self,
+        waiting: Vec<Committed>,
+        stored: &[Vec<bool>],
+        failed: impl Fn() -> BackplaneError,
+    ) {
+        // Tombstones first: a caller told of the failure may publish again at once, and
         // that batch must carry them.
         let lost_runs: Vec<Tombstone> = waiting
             .iter()
@@ -144,26 +157,12 @@ impl Flusher {
                 )
             })
             .collect();
-        if !lost_runs.is_empty() {
-            tracing::warn!(
-                node = %self.shared.node,
-                runs = lost_runs.len(),
-                "[Publish] committed envelopes lost before their flush; their publishes fail and their sequence numbers become tombstones"
-            );
-            lock(&self.lost).extend(lost_runs);
-        }
+        lock(&self.lost).extend(lost_runs);
         for (committed, stored) in waiting.into_iter().zip(stored) {
             for (pending, &stored) in committed.batch.into_iter().zip(stored) {
-                let result = if stored {
-                    Ok(())
-                } else {
-                    Err(BackplaneError::backend(PostgresError::message(
-                        "confirming that a batch was flushed",
-                        "PostgreSQL restarted before the envelope's commit reached disk, and lost it \
-                         (receivers listening at the time may have delivered it)",
-                    )))
-                };
-                let _ = pending.done.send(result);
+                let _ = pending
+                    .done
+                    .send(if stored { Ok(()) } else { Err(failed()) });
             }
         }
     }
@@ -205,17 +204,11 @@ impl Flusher {
             self.connection = Some((client, Instant::now()));
         }
         let (client, opened) = self.connection.as_ref().expect("connected above");
-        let classify = |context: &'static str, error: tokio_postgres::Error| {
-            if is_transient(&error) {
-                AttemptError::Transient(describe(&error))
-            } else {
-                AttemptError::Fatal(PostgresError::new(context, &error))
-            }
-        };
+        let classify = AttemptError::classify;
         client
             .batch_execute(FLUSH_SQL)
             .await
-            .map_err(|e| classify("confirming that a batch was flushed", e))?;
+            .map_err(|e| classify("confirming that a batch was flushed", &e))?;
         let mut stored: Vec<Vec<bool>> = waiting
             .iter()
             .map(|committed| vec![true; committed.batch.len()])
@@ -232,9 +225,7 @@ impl Flusher {
                 let suspects = suspects.entry(&pending.table.qualified).or_default();
                 suspects.at.push((b, i));
                 suspects.hubs.push(pending.envelope.hub.as_str());
-                suspects
-                    .seqs
-                    .push(i64::try_from(pending.envelope.seq).unwrap_or(i64::MAX));
+                suspects.seqs.push(seq_i64(pending.envelope.seq));
                 stored[b][i] = false;
             }
         }
@@ -254,7 +245,7 @@ impl Flusher {
                     &[&origin, &suspects.hubs, &suspects.seqs],
                 )
                 .await
-                .map_err(|e| classify("looking up the rows of unconfirmed batches", e))?;
+                .map_err(|e| classify("looking up the rows of unconfirmed batches", &e))?;
             for row in rows {
                 let ordinal: i64 = row.get(0);
                 if let Some(&(b, i)) = usize::try_from(ordinal - 1)
@@ -279,14 +270,21 @@ struct Suspects<'a> {
 }
 
 /// The confirming connection: `synchronous_commit = on` whatever the server's default.
-pub(crate) async fn open(shared: &Shared) -> Result<Client, PostgresError> {
+async fn open(shared: &Shared) -> Result<Client, PostgresError> {
     let client = connect::connect(&shared.options, Role::Flusher, shared.node).await?;
     client
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(|e| PostgresError::new("setting synchronous_commit", &e))?;
-    // Once at start, so a database that refuses the confirmation (a revoked
-    // `pg_logical_emit_message`) is reported by `connect`, not by every publish.
+    Ok(client)
+}
+
+/// The node's first confirming connection, with one confirmation run on it, so a database
+/// that refuses the confirmation (a revoked `pg_logical_emit_message`) is reported by
+/// `connect`, not by every publish. Reconnects skip the check: each attempt confirms
+/// anyway.
+pub(crate) async fn open_checked(shared: &Shared) -> Result<Client, PostgresError> {
+    let client = open(shared).await?;
     client.batch_execute(FLUSH_SQL).await.map_err(|e| {
         PostgresError::new(
             "confirming a flush with pg_logical_emit_message (needed by SynchronousCommit::NotifyBeforeFlush; choose SynchronousCommit::On where it is not allowed)",

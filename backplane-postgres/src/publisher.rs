@@ -282,6 +282,18 @@ pub(crate) enum AttemptError {
     Fatal(PostgresError),
 }
 
+impl AttemptError {
+    /// `error` of an attempt at `context`: transient if retrying on a fresh connection
+    /// can help.
+    pub(crate) fn classify(context: &'static str, error: &tokio_postgres::Error) -> Self {
+        if is_transient(error) {
+            AttemptError::Transient(describe(error))
+        } else {
+            AttemptError::Fatal(PostgresError::new(context, error))
+        }
+    }
+}
+
 impl Publisher {
     pub(crate) fn new(
         shared: Arc<Shared>,
@@ -561,13 +573,7 @@ impl Publisher {
             });
         }
         let connection = self.connection.as_mut().expect("connected above");
-        let classify = |context: &'static str, error: tokio_postgres::Error| {
-            if is_transient(&error) {
-                AttemptError::Transient(describe(&error))
-            } else {
-                AttemptError::Fatal(PostgresError::new(context, &error))
-            }
-        };
+        let classify = AttemptError::classify;
         for write in writes {
             if !shared.installed.contains(&write.table) {
                 connection.statements.remove(&write.table.qualified);
@@ -592,7 +598,7 @@ impl Publisher {
                         .client
                         .prepare(&insert_sql(&write.table, idempotent))
                         .await
-                        .map_err(|e| classify("preparing the publish statement", e))
+                        .map_err(|e| classify("preparing the publish statement", &e))
                 };
                 let statements = TableStatements {
                     fresh: prepare(false).await?,
@@ -641,7 +647,7 @@ impl Publisher {
                 // should rule out): the retry skips existing rows.
                 return AttemptError::Transient(describe(&error));
             }
-            classify("publishing a batch", error)
+            classify("publishing a batch", &error)
         })
     }
 }
@@ -749,7 +755,7 @@ fn insert_sql(table: &TableNames, idempotent: bool) -> String {
 
 /// Sequence numbers start at 1 and grow by one per publish, so they fit a bigint for
 /// any realistic lifetime of a node; saturate rather than wrap just in case.
-fn seq_i64(seq: u64) -> i64 {
+pub(crate) fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
