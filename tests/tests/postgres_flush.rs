@@ -11,11 +11,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backplane_core::{Backplane, BackplaneError, BackplaneEvent, Subscription};
+use backplane_core::{Backplane, BackplaneError, BackplaneEvent, Envelope, Subscription};
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
 use futures_util::StreamExt as _;
 use tests::TestSchema;
 use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
+use tokio::task::JoinHandle;
 
 const HUB: &str = "flush";
 
@@ -97,33 +98,118 @@ impl SenderRole {
     }
 }
 
-/// A sender node running as `role` (with `command_timeout`) and a receiver node
-/// subscribed to the hub.
-async fn sender_and_receiver(
-    schema: &TestSchema,
-    role: &SenderRole,
-    command_timeout: Duration,
-) -> (Arc<PostgresBackplane>, Arc<PostgresBackplane>, Subscription) {
-    let sender = schema
-        .nodes_with(1, |options| {
-            role.options(options).command_timeout(command_timeout)
-        })
-        .await;
-    assert_eq!(
-        sender[0].options().synchronous_commit,
-        SynchronousCommit::NotifyBeforeFlush,
-        "the default this file tests"
-    );
-    // The sender's role creates the table (so it owns it) before anyone subscribes.
-    sender[0].publish(HUB, labelled("table")).await.unwrap();
-    let receiver = schema.nodes(1).await;
-    let mut subscription = receiver[0].subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    // The table exists, the publishing statements are prepared.
-    sender[0].publish(HUB, labelled("warm-up")).await.unwrap();
-    let warm_up = next_envelope(&mut subscription, "warm-up").await;
-    assert_eq!(label_of(&warm_up), "warm-up");
-    (sender[0].clone(), receiver[0].clone(), subscription)
+/// A sender node running as a role of its own (with `command_timeout`) and a receiver
+/// node subscribed to the hub, on a fresh schema.
+struct HeldOff {
+    schema: TestSchema,
+    role: SenderRole,
+    sender: Arc<PostgresBackplane>,
+    receiver: Arc<PostgresBackplane>,
+    subscription: Subscription,
+}
+
+impl HeldOff {
+    async fn start(label: &str, command_timeout: Duration) -> Self {
+        let schema = TestSchema::create(label).await;
+        let role = SenderRole::create(&schema).await;
+        let sender = schema
+            .nodes_with(1, |options| {
+                role.options(options).command_timeout(command_timeout)
+            })
+            .await
+            .remove(0);
+        assert_eq!(
+            sender.options().synchronous_commit,
+            SynchronousCommit::NotifyBeforeFlush,
+            "the default this file tests"
+        );
+        // The sender's role creates the table (so it owns it) before anyone subscribes.
+        sender.publish(HUB, labelled("table")).await.unwrap();
+        let receiver = schema.nodes(1).await.remove(0);
+        let mut subscription = receiver.subscribe(HUB).await.unwrap();
+        expect_connected(&mut subscription).await;
+        // The table exists, the publishing statements are prepared.
+        sender.publish(HUB, labelled("warm-up")).await.unwrap();
+        let warm_up = next_envelope(&mut subscription, "warm-up").await;
+        assert_eq!(label_of(&warm_up), "warm-up");
+        Self {
+            schema,
+            role,
+            sender,
+            receiver,
+            subscription,
+        }
+    }
+
+    /// Keep the sender's confirming connection out, publish `label`, and wait for the
+    /// receiver to get it: the publish (still running), the envelope, and when the
+    /// publish started.
+    async fn publish_unconfirmed(
+        &mut self,
+        label: &'static str,
+    ) -> (
+        JoinHandle<Result<(), BackplaneError>>,
+        Arc<Envelope>,
+        tokio::time::Instant,
+    ) {
+        self.role.freeze_connections().await;
+        self.schema
+            .terminate("flusher", self.sender.node_id())
+            .await;
+        let started = tokio::time::Instant::now();
+        let publishing = tokio::spawn({
+            let sender = self.sender.clone();
+            async move { sender.publish(HUB, labelled(label)).await }
+        });
+        let envelope = next_envelope(&mut self.subscription, "the envelope, unconfirmed").await;
+        assert_eq!(label_of(&envelope), label);
+        (publishing, envelope, started)
+    }
+
+    /// Publish `label` and expect it as the receiver's very next event, right after
+    /// `previous`.
+    async fn publish_next(&mut self, label: &str, previous: &Envelope) {
+        self.sender.publish(HUB, labelled(label)).await.unwrap();
+        match next_event(&mut self.subscription, label).await {
+            BackplaneEvent::Envelope(envelope) => {
+                assert_eq!(label_of(&envelope), label);
+                assert_eq!(envelope.seq, previous.seq + 1);
+            }
+            other => panic!("expected the next envelope and nothing else, got {other:?}"),
+        }
+    }
+
+    /// The quoted name of the hub's messages table.
+    fn table(&self) -> String {
+        format!("\"{}\".\"{HUB}_messages\"", self.schema.name())
+    }
+
+    /// The payload of the sender's row at `seq`.
+    async fn payload_at(&self, seq: u64) -> Vec<u8> {
+        self.schema
+            .admin()
+            .await
+            .query_one(
+                &format!(
+                    "SELECT payload FROM {} WHERE origin = $1 AND seq = $2",
+                    self.table()
+                ),
+                &[
+                    &self.sender.node_id().to_bytes().as_slice(),
+                    &i64::try_from(seq).unwrap(),
+                ],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("no row at {seq}: {error}"))
+            .get(0)
+    }
+
+    async fn finish(self) {
+        self.sender.shutdown().await.unwrap();
+        self.receiver.shutdown().await.unwrap();
+        self.schema.drop().await;
+        self.role.drop().await;
+    }
 }
 
 /// The confirming connection is held off: the envelope reaches the receiver anyway, its
@@ -131,19 +217,8 @@ async fn sender_and_receiver(
 /// row is there, so the node, having reconnected, finds it stored).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receivers_get_an_envelope_before_its_flush_is_confirmed_and_publish_waits_for_it() {
-    let schema = TestSchema::create("flush_waits").await;
-    let role = SenderRole::create(&schema).await;
-    let (sender, receiver, mut subscription) =
-        sender_and_receiver(&schema, &role, Duration::from_secs(10)).await;
-
-    role.freeze_connections().await;
-    schema.terminate("flusher", sender.node_id()).await;
-    let publishing = tokio::spawn({
-        let sender = sender.clone();
-        async move { sender.publish(HUB, labelled("early")).await }
-    });
-    let early = next_envelope(&mut subscription, "the envelope, before its flush").await;
-    assert_eq!(label_of(&early), "early");
+    let mut held = HeldOff::start("flush_waits", Duration::from_secs(10)).await;
+    let (publishing, early, _) = held.publish_unconfirmed("early").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !publishing.is_finished(),
@@ -151,22 +226,15 @@ async fn receivers_get_an_envelope_before_its_flush_is_confirmed_and_publish_wai
         publishing.await
     );
 
-    role.allow_connections().await;
+    held.role.allow_connections().await;
     let result = tokio::time::timeout(Duration::from_secs(10), publishing)
         .await
         .expect("publish still waiting 10 s after confirmation became possible")
         .unwrap();
     result.expect("the row exists and is flushed, so the publish succeeds");
 
-    sender.publish(HUB, labelled("later")).await.unwrap();
-    match next_event(&mut subscription, "later").await {
-        BackplaneEvent::Envelope(envelope) => assert_eq!(label_of(&envelope), "later"),
-        other => panic!("expected the next envelope and nothing else, got {other:?}"),
-    }
-    sender.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
-    schema.drop().await;
-    role.drop().await;
+    held.publish_next("later", &early).await;
+    held.finish().await;
 }
 
 /// What a PostgreSQL crash between commit and flush does, played by deleting the row
@@ -174,30 +242,21 @@ async fn receivers_get_an_envelope_before_its_flush_is_confirmed_and_publish_wai
 /// becomes a tombstone, and the node goes on publishing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envelope_lost_before_its_flush_fails_its_publish_and_leaves_a_tombstone() {
-    let schema = TestSchema::create("flush_lost").await;
-    let role = SenderRole::create(&schema).await;
-    let (sender, receiver, mut subscription) =
-        sender_and_receiver(&schema, &role, Duration::from_secs(10)).await;
-    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
-    let admin = schema.admin().await;
+    let mut held = HeldOff::start("flush_lost", Duration::from_secs(10)).await;
 
-    role.freeze_connections().await;
-    schema.terminate("flusher", sender.node_id()).await;
-    let publishing = tokio::spawn({
-        let sender = sender.clone();
-        async move { sender.publish(HUB, labelled("lost")).await }
-    });
-    let lost = next_envelope(&mut subscription, "the envelope, before its flush").await;
-    assert_eq!(label_of(&lost), "lost");
-    let deleted = admin
+    let (publishing, lost, _) = held.publish_unconfirmed("lost").await;
+    let deleted = held
+        .schema
+        .admin()
+        .await
         .execute(
-            &format!("DELETE FROM {table} WHERE seq = $1"),
+            &format!("DELETE FROM {} WHERE seq = $1", held.table()),
             &[&i64::try_from(lost.seq).unwrap()],
         )
         .await
         .unwrap();
     assert_eq!(deleted, 1);
-    role.allow_connections().await;
+    held.role.allow_connections().await;
     let error = tokio::time::timeout(Duration::from_secs(10), publishing)
         .await
         .expect("publish still waiting 10 s after confirmation became possible")
@@ -208,22 +267,8 @@ async fn an_envelope_lost_before_its_flush_fails_its_publish_and_leaves_a_tombst
         "the error says the database lost the envelope: {error}"
     );
 
-    sender.publish(HUB, labelled("after")).await.unwrap();
-    match next_event(&mut subscription, "after").await {
-        BackplaneEvent::Envelope(envelope) => {
-            assert_eq!(label_of(&envelope), "after");
-            assert_eq!(envelope.seq, lost.seq + 1);
-        }
-        other => panic!("expected the next envelope and nothing else, got {other:?}"),
-    }
-    let payload: Vec<u8> = admin
-        .query_one(
-            &format!("SELECT payload FROM {table} WHERE seq = $1"),
-            &[&i64::try_from(lost.seq).unwrap()],
-        )
-        .await
-        .expect("a tombstone row for the lost number")
-        .get(0);
+    held.publish_next("after", &lost).await;
+    let payload = held.payload_at(lost.seq).await;
     assert_eq!(
         payload.len(),
         9,
@@ -234,11 +279,7 @@ async fn an_envelope_lost_before_its_flush_fails_its_publish_and_leaves_a_tombst
         u64::from_be_bytes(payload[1..].try_into().unwrap()),
         lost.seq
     );
-
-    sender.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
-    schema.drop().await;
-    role.drop().await;
+    held.finish().await;
 }
 
 /// The confirming connection is killed three times during 3,000 publishes: every
@@ -363,22 +404,9 @@ async fn only_notify_before_flush_opens_a_confirming_connection() {
 /// (the tombstone written for its number yields to it), and publishing goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmation_that_times_out_fails_the_publish_and_keeps_the_row() {
-    let schema = TestSchema::create("flush_timeout").await;
-    let role = SenderRole::create(&schema).await;
-    let (sender, receiver, mut subscription) =
-        sender_and_receiver(&schema, &role, Duration::from_secs(2)).await;
-    let table = format!("\"{}\".\"{HUB}_messages\"", schema.name());
-    let admin = schema.admin().await;
+    let mut held = HeldOff::start("flush_timeout", Duration::from_secs(2)).await;
 
-    role.freeze_connections().await;
-    schema.terminate("flusher", sender.node_id()).await;
-    let started = tokio::time::Instant::now();
-    let publishing = tokio::spawn({
-        let sender = sender.clone();
-        async move { sender.publish(HUB, labelled("unconfirmed")).await }
-    });
-    let unconfirmed = next_envelope(&mut subscription, "the envelope, unconfirmed").await;
-    assert_eq!(label_of(&unconfirmed), "unconfirmed");
+    let (publishing, unconfirmed, started) = held.publish_unconfirmed("unconfirmed").await;
     let error = tokio::time::timeout(Duration::from_secs(10), publishing)
         .await
         .expect("the publish must give up at its command timeout")
@@ -396,31 +424,13 @@ async fn a_confirmation_that_times_out_fails_the_publish_and_keeps_the_row() {
         started.elapsed()
     );
 
-    role.allow_connections().await;
-    sender.publish(HUB, labelled("after")).await.unwrap();
-    match next_event(&mut subscription, "after").await {
-        BackplaneEvent::Envelope(envelope) => {
-            assert_eq!(label_of(&envelope), "after");
-            assert_eq!(envelope.seq, unconfirmed.seq + 1);
-        }
-        other => panic!("expected the next envelope and nothing else, got {other:?}"),
-    }
-    let payload: Vec<u8> = admin
-        .query_one(
-            &format!("SELECT payload FROM {table} WHERE seq = $1"),
-            &[&i64::try_from(unconfirmed.seq).unwrap()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    held.role.allow_connections().await;
+    held.publish_next("after", &unconfirmed).await;
+    let payload = held.payload_at(unconfirmed.seq).await;
     assert_ne!(
         payload.first(),
         Some(&0),
         "the committed row stays; the tombstone for its number must yield to it"
     );
-
-    sender.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
-    schema.drop().await;
-    role.drop().await;
+    held.finish().await;
 }
