@@ -254,11 +254,7 @@ async fn sweep_leftovers(url: &str) {
     for row in rows {
         let name: String = row.get(0);
         // bpt_<label>_<unix>_<pid>_<n>: the time is third from the end.
-        let created = name
-            .rsplit('_')
-            .nth(2)
-            .and_then(|part| part.parse::<u64>().ok());
-        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
+        if is_stale(&name, 2, now) {
             let _ = client
                 .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
                 .await;
@@ -277,11 +273,7 @@ async fn sweep_leftovers(url: &str) {
     };
     for row in rows {
         let name: String = row.get(0);
-        let created = name
-            .rsplit('_')
-            .nth(3)
-            .and_then(|part| part.parse::<u64>().ok());
-        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
+        if is_stale(&name, 3, now) {
             let _ = client
                 .batch_execute(&format!(
                     "DROP OWNED BY \"{name}\" CASCADE; DROP ROLE IF EXISTS \"{name}\""
@@ -289,4 +281,14 @@ async fn sweep_leftovers(url: &str) {
                 .await;
         }
     }
+}
+
+/// Whether `name`, which carries its creation time (unix seconds) as its
+/// `from_end`-th `_`-separated part counted from the end (0 = last), is older than
+/// [`STALE_AFTER`].
+fn is_stale(name: &str, from_end: usize, now: u64) -> bool {
+    name.rsplit('_')
+        .nth(from_end)
+        .and_then(|part| part.parse::<u64>().ok())
+        .is_some_and(|created| now.saturating_sub(created) > STALE_AFTER.as_secs())
 }
