@@ -4,29 +4,17 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, UPGRADE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use serde::{Deserialize, Serialize};
 
-use crate::connection::{self, Accepted};
+use crate::connection::Accepted;
 use crate::hub::{Hub, HubShared};
 use crate::tokens::{ClaimError, random_id};
-
-/// How many bytes of small frames a connection's WebSocket coalesces before writing them
-/// (a flush writes the rest sooner). The buffer keeps the capacity it once grew to for the
-/// connection's whole life, so this bounds what every idle connection holds after a
-/// burst: at 4 KiB the buffers grew to 4-8 KiB and 10,000 connections cost ~20 KiB each;
-/// at 1 KiB about 16 KiB, for ~12% fewer deliveries per second in a 100-receiver
-/// fan-out (see BENCHMARKS.md, S2 and S4).
-const WRITE_COALESCE_BYTES: usize = 1024;
-
-/// WebSocket frames may carry a length prefix or record separator on top of the largest
-/// hub message; this leaves room for it, so the hub protocol's own limit decides.
-const FRAMING_SLACK: usize = 16;
+use crate::transport::websocket::Upgrade;
 
 impl Hub {
     /// The routes of this hub under `path` (for example `"/chathub"`): `POST
@@ -142,9 +130,9 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
     if !wants_websocket {
         return refuse_transport(&parts);
     }
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+    let upgrade = match Upgrade::from_parts(&mut parts) {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(refusal) => return refusal,
     };
     if hub.is_shutting_down() {
         return plain(
@@ -185,21 +173,9 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
         user,
         token,
     };
-    let options = &hub.options;
-    // Per hub message, the decoder enforces `max_message_size`; a WebSocket message may
-    // carry many of them.
-    let limit = options
-        .max_websocket_message_size
-        .max(options.max_message_size + FRAMING_SLACK);
-    upgrade
-        .read_buffer_size(options.websocket_read_buffer_size)
-        // Small writes are coalesced up to this size; flushes send the rest.
-        .write_buffer_size(WRITE_COALESCE_BYTES)
-        // Frames over the limit are refused from their header, never buffered.
-        .max_frame_size(limit)
-        .max_message_size(limit)
-        // If the upgrade fails, `accepted` is dropped and its token released.
-        .on_upgrade(move |socket| connection::run(hub, socket, accepted))
+    // Each hub message is limited by the decoder (`max_message_size`); a WebSocket
+    // message of any size streams through.
+    upgrade.accept(hub, accepted)
 }
 
 /// A clear answer for the transports this server does not offer.

@@ -77,8 +77,10 @@
 //! - `handler`, `extract`: how async functions become methods ([`Handler`],
 //!   [`FromInvocation`], [`IntoHubResult`]); `dispatch`: running one invocation.
 //! - `clients`: [`Clients`], [`CallerClients`], [`Groups`], [`HubContext`].
-//! - `connection`: one WebSocket from handshake to close; `outbox`: its bounded send
-//!   queue, which the lifetime manager fills; `tokens`: connection ids and tokens.
+//! - `connection`: one connection from handshake to close, whatever its transport;
+//!   `outbox`: its bounded send queue, which the lifetime manager fills; `transport`: how
+//!   bytes arrive and frames leave (`transport::websocket`: RFC 6455 frames on the
+//!   upgraded connection); `tokens`: connection ids and tokens.
 //! - `identity`: the user id hook; `options`: [`HubOptions`]; `error`: [`MethodError`],
 //!   [`SendError`].
 //! - `chat`: the chat server of the `hub-server` binary, reusable in tests.
@@ -96,6 +98,7 @@ mod options;
 mod outbox;
 mod serve;
 mod tokens;
+mod transport;
 
 pub mod chat;
 

@@ -1,0 +1,112 @@
+//! Running one hub message from the client: invocations and their completions, and the
+//! messages that need no method.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use hub_protocol::{
+    Completion, CompletionResult, HubMessage, Invocation, Protocol, encode_message,
+};
+
+use super::End;
+use crate::dispatch;
+use crate::extract::ConnectionInfo;
+use crate::hub::HubShared;
+use crate::outbox::{Outbox, Outgoing};
+
+/// Initial size of a completion frame's buffer (results larger than this grow it).
+const COMPLETION_FRAME_CAPACITY: usize = 64;
+
+/// Run one invocation to its end and queue its completion, if the caller wants one.
+pub(super) async fn run_invocation(
+    hub: Arc<HubShared>,
+    info: Arc<ConnectionInfo>,
+    outbox: Arc<Outbox>,
+    invocation: Invocation,
+) -> Option<End> {
+    let invocation_id = invocation.invocation_id.clone();
+    let target_for_log = invocation_id.is_none().then(|| invocation.target.clone());
+    let result = dispatch::invoke(&hub, &info, invocation).await;
+    match invocation_id {
+        Some(invocation_id) => complete(info.protocol, &outbox, invocation_id, result),
+        None => {
+            // Fire-and-forget: the caller wants no reply, so errors only get logged.
+            if let CompletionResult::Error(error) = result {
+                tracing::debug!(hub = %hub.name, connection_id = %info.id, target = ?target_for_log, %error, "non-blocking invocation failed");
+            }
+            None
+        }
+    }
+}
+
+/// Act on one hub message from the client; `Some` ends the connection.
+pub(super) async fn handle(
+    hub: &Arc<HubShared>,
+    info: &Arc<ConnectionInfo>,
+    outbox: &Arc<Outbox>,
+    message: HubMessage,
+) -> Option<End> {
+    match message {
+        HubMessage::Invocation(invocation) => {
+            // The read loop starts invocations itself; this path is only for completeness.
+            // Boxed: inline, its state would make every connection's read loop (and so
+            // every idle connection) a kilobyte larger.
+            Box::pin(run_invocation(
+                hub.clone(),
+                info.clone(),
+                outbox.clone(),
+                invocation,
+            ))
+            .await
+        }
+        HubMessage::StreamInvocation(invocation) => {
+            let result = dispatch::refuse_stream(hub, &invocation);
+            complete(info.protocol, outbox, invocation.invocation_id, result)
+        }
+        HubMessage::Close(close) => {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, error = ?close.error, "client sent Close");
+            Some(End::ClientClosed)
+        }
+        HubMessage::Ping => None,
+        HubMessage::CancelInvocation(_) => None,
+        HubMessage::StreamItem(item) => {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, invocation_id = %item.invocation_id, "ignoring stream item: upload streams are not supported");
+            None
+        }
+        HubMessage::Completion(completion) => {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, invocation_id = %completion.invocation_id, "ignoring completion: client results are not supported");
+            None
+        }
+        HubMessage::Ack(_) | HubMessage::Sequence(_) => {
+            // Stateful reconnect is never offered, so a client has no reason to send these.
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, "ignoring stateful reconnect message");
+            None
+        }
+    }
+}
+
+/// Queue the completion of `invocation_id`; `Some` ends the connection.
+fn complete(
+    protocol: Protocol,
+    outbox: &Outbox,
+    invocation_id: String,
+    result: CompletionResult,
+) -> Option<End> {
+    // A void completion is about 40 bytes plus the id: starting with room for it spares
+    // the encoder several reallocations per invocation.
+    let mut frame = BytesMut::with_capacity(COMPLETION_FRAME_CAPACITY + invocation_id.len());
+    let completion = HubMessage::Completion(Completion {
+        headers: Default::default(),
+        invocation_id,
+        result,
+    });
+    if let Err(error) = encode_message(protocol, &mut frame, &completion) {
+        // Only a result over the 2 GiB MessagePack limit gets here.
+        return Some(End::InvalidMessage(format!(
+            "cannot encode completion: {error}"
+        )));
+    }
+    // Overflow raises the alarm the connection task is watching.
+    let _ = outbox.push(Outgoing::Frame(frame.freeze()));
+    None
+}

@@ -1,0 +1,228 @@
+//! One client connection, from handshake to close, over any transport.
+//!
+//! This is the transport-neutral core: it reads the client's bytes from an
+//! [`Incoming`] and sends frames through a [`FrameSink`] (see `crate::transport`), and
+//! everything else is written once, here. A connection is one task running two halves
+//! side by side:
+//!
+//! - the reader (`reading`) parses hub messages out of the bytes as they arrive, starts
+//!   invocations in arrival order (one at a time by default, like ASP.NET Core; up to
+//!   `max_parallel_invocations` at once when configured) and enforces the client timeout.
+//!   It stops reading while the hub is behind, which pushes back on the client;
+//! - the writer (`writing`) drains the bounded outgoing queue (completions, and everything
+//!   the lifetime manager delivers), batching what is queued into one flush, sends a Ping
+//!   whenever it has been silent for the keep-alive interval, and lets the transport send
+//!   traffic of its own.
+//!
+//! The task also watches for the overflow alarm (the client stopped reading: drop it at
+//! once) and for graceful shutdown (send Close, then end). Every timer is a
+//! `tokio::time` timer, so tests drive keep-alive and timeouts with paused time.
+
+mod handshake;
+mod invocation;
+mod reading;
+mod writing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backplane_core::{ConnectionId, HubLifetimeManager, LocalConnection};
+use bytes::{Bytes, BytesMut};
+use hub_protocol::{Protocol, encode_close};
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+use crate::dispatch;
+use crate::extract::ConnectionInfo;
+use crate::hub::HubShared;
+use crate::outbox::{Outbox, Outgoing};
+use crate::tokens::TokenLease;
+use crate::transport::{FrameSink, Incoming};
+
+/// How long a closing connection may take to flush its final Close message.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection accepted by a transport endpoint, before its handshake.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// The public connection id: issued by negotiate, or fresh when negotiate was skipped.
+    pub(crate) connection_id: ConnectionId,
+    /// The user the identity hook derived from the request.
+    pub(crate) user: Option<String>,
+    /// The claimed connection token (negotiated connections only); releasing it when the
+    /// connection ends makes the token unusable.
+    pub(crate) token: Option<TokenLease>,
+}
+
+/// Why a connection ended; decides what the client is told.
+#[derive(Debug)]
+enum End {
+    /// The client sent a Close message, closed the transport, or went away.
+    ClientClosed,
+    /// Nothing arrived for the client timeout.
+    ClientTimeout(Duration),
+    /// A hub message exceeded the maximum size.
+    TooLarge(usize),
+    /// A frame could not be decoded.
+    InvalidMessage(String),
+    /// The on-connected hook failed.
+    HookFailed(Option<String>),
+    /// The outgoing queue overflowed: the client stopped reading.
+    SlowClient,
+    /// The client broke the transport's own protocol; the transport says how in its
+    /// close.
+    TransportViolation(String),
+    /// The transport failed.
+    Transport(String),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Serve one connection until it ends: `incoming` brings the client's bytes, `sink`
+/// takes the frames for it.
+///
+/// States the connection passes through once or rarely (the handshake) are boxed rather
+/// than reserved for its whole life, so an idle connection costs little more than its
+/// transport's state.
+pub(crate) async fn serve<I: Incoming, S: FrameSink>(
+    hub: Arc<HubShared>,
+    incoming: &mut I,
+    mut sink: S,
+    accepted: Accepted,
+) {
+    let _count = hub.track_connection();
+    let Accepted {
+        connection_id,
+        user,
+        token: _token,
+    } = accepted;
+    let mut shutdown = hub.shutdown.subscribe();
+    let mut buf = BytesMut::new();
+
+    let protocol = Box::pin(async {
+        let handshake = handshake::run(&hub, &mut sink, incoming, &mut buf);
+        tokio::select! {
+            protocol = handshake => protocol,
+            () = shutdown_requested(&mut shutdown) => {
+                handshake::fail(&mut sink, "The server is shutting down.").await;
+                None
+            }
+        }
+    })
+    .await;
+    let Some(protocol) = protocol else {
+        return;
+    };
+
+    let (outbox, queue) = Outbox::new(protocol, hub.options.send_queue_capacity);
+    let outbox = Arc::new(outbox);
+    let info = Arc::new(ConnectionInfo {
+        id: connection_id,
+        user,
+        protocol,
+    });
+    let registered = hub
+        .manager
+        .on_connected(LocalConnection::new(
+            info.id.clone(),
+            info.user.clone(),
+            outbox.clone(),
+        ))
+        .await;
+    if let Err(error) = registered {
+        tracing::error!(hub = %hub.name, connection_id = %info.id, %error, "cannot register connection");
+        let _ = timeout(CLOSE_FLUSH_TIMEOUT, sink.close()).await;
+        return;
+    }
+    tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, %protocol, "client connected");
+
+    let reader = reading::read_loop(&hub, &info, &outbox, incoming, buf);
+    let writer = writing::write_loop(sink, queue, protocol, hub.options.keep_alive_interval);
+    tokio::pin!(reader, writer);
+    let end = tokio::select! {
+        end = &mut reader => end,
+        result = &mut writer => match result {
+            Ok(()) => End::ClientClosed,
+            Err(error) => End::Transport(error),
+        },
+        () = outbox.overflowed() => End::SlowClient,
+        () = shutdown_requested(&mut shutdown) => End::Shutdown,
+    };
+
+    match &end {
+        End::SlowClient => {
+            tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity = hub.options.send_queue_capacity, "client stopped reading its messages; disconnecting it");
+        }
+        End::Transport(error) => {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, %error, "connection failed");
+        }
+        end => {
+            let close = close_frame(protocol, end);
+            // A full queue means the client is not reading: do not wait for it.
+            if outbox.push(Outgoing::Close(close)).is_ok() {
+                let _ = timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+            }
+        }
+    }
+
+    // A connection whose on_connected hook failed never began, for the application (as
+    // in ASP.NET Core): it is not announced as gone either.
+    if let Some(hook) = &hub.on_disconnected
+        && !matches!(end, End::HookFailed(_))
+        && let Err(error) = dispatch::run_hook(&hub, &info, hook).await
+    {
+        tracing::warn!(hub = %hub.name, connection_id = %info.id, error = %error.log, "on_disconnected hook failed");
+    }
+    if let Err(error) = hub.manager.on_disconnected(&info.id).await {
+        tracing::warn!(hub = %hub.name, connection_id = %info.id, %error, "cannot unregister connection");
+    }
+    tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, reason = %describe(&end), "client disconnected");
+}
+
+/// Completes once graceful shutdown has begun.
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    // An error means the hub is gone, which is as final as a shutdown.
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
+/// The Close message that tells the client why the connection ends.
+fn close_frame(protocol: Protocol, end: &End) -> Option<Bytes> {
+    let (error, allow_reconnect) = match end {
+        End::ClientClosed => return None,
+        End::Shutdown => (None, true),
+        End::ClientTimeout(_) => (Some(describe(end)), true),
+        End::TooLarge(_) | End::InvalidMessage(_) | End::HookFailed(_) => {
+            (Some(describe(end)), false)
+        }
+        // The transport's own close says what went wrong (as in ASP.NET Core, where the
+        // WebSocket layer closes with its status code and no hub message).
+        End::TransportViolation(_) | End::SlowClient | End::Transport(_) => return None,
+    };
+    let mut frame = BytesMut::new();
+    encode_close(protocol, &mut frame, error.as_deref(), allow_reconnect).ok()?;
+    Some(frame.freeze())
+}
+
+/// Why the connection ended, for the Close message and the log.
+fn describe(end: &End) -> String {
+    match end {
+        End::ClientClosed => "the client closed the connection".into(),
+        End::ClientTimeout(timeout) => format!(
+            "Connection closed with an error. No message was received from the client within the client timeout of {timeout:?}."
+        ),
+        End::TooLarge(limit) => format!(
+            "Connection closed with an error. InvalidDataException: The maximum message size of {limit} bytes was exceeded."
+        ),
+        End::InvalidMessage(reason) => {
+            format!("Connection closed with an error. InvalidDataException: {reason}.")
+        }
+        End::HookFailed(Some(message)) => {
+            format!("Connection closed with an error. HubException: {message}")
+        }
+        End::HookFailed(None) => "Connection closed with an error.".into(),
+        End::SlowClient => "the client stopped reading and its send queue overflowed".into(),
+        End::TransportViolation(reason) => format!("transport protocol violation: {reason}"),
+        End::Transport(error) => format!("transport error: {error}"),
+        End::Shutdown => "the server is shutting down".into(),
+    }
+}

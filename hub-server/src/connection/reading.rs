@@ -1,0 +1,193 @@
+//! The reading half of a connection: hub messages out of the client's bytes, invocations
+//! started in arrival order, backpressure and the client timeout.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hub_protocol::{DecodeError, Decoder, HubMessage};
+use tokio::time::{Instant, timeout_at};
+
+use super::End;
+use super::invocation::{handle, run_invocation};
+use crate::dispatch;
+use crate::extract::ConnectionInfo;
+use crate::hub::HubShared;
+use crate::outbox::Outbox;
+use crate::transport::{Incoming, Received, TransportError};
+
+/// Read and dispatch until the connection should end.
+///
+/// Invocations are started in the order they arrive. With
+/// [`HubOptions::max_parallel_invocations`](crate::HubOptions::max_parallel_invocations)
+/// at 1 (the default) each one finishes before the next message is read, as in ASP.NET
+/// Core. Above 1, an invocation is polled once as soon as it arrives (so it has reached
+/// its first await, typically a send that has taken its place in the backplane's ordered
+/// queue) before the next one starts; up to that many then run at once, and reading stops
+/// while the limit is reached, which pushes back on the client through TCP.
+///
+/// Memory stays bounded whatever the client sends: `buf` holds at most one partial hub
+/// message (the decoder refuses one over `max_message_size` as soon as it is that long)
+/// plus one chunk from the transport, which is only asked for more once every complete
+/// message in `buf` has been handled.
+///
+/// The client timeout counts from the last time the transport reported activity, or from
+/// the end of a wait of the server's own (backpressure), whichever is later: a client is
+/// not blamed for the time the server was not reading.
+pub(super) async fn read_loop<I: Incoming>(
+    hub: &Arc<HubShared>,
+    info: &Arc<ConnectionInfo>,
+    outbox: &Arc<Outbox>,
+    incoming: &mut I,
+    mut buf: BytesMut,
+) -> End {
+    if let Some(hook) = &hub.on_connected
+        && let Err(error) = dispatch::run_hook(hub, info, hook).await
+    {
+        tracing::warn!(hub = %hub.name, connection_id = %info.id, error = %error.log, "on_connected hook failed");
+        return End::HookFailed(error.for_client);
+    }
+    let max_message_size = hub.options.max_message_size;
+    let client_timeout = hub.options.client_timeout;
+    let max_in_flight = hub.options.max_parallel_invocations.max(1);
+    let mut decoder = Decoder::new(info.protocol, max_message_size);
+    let mut in_flight = Running::default();
+    let mut last_received = Instant::now();
+    loop {
+        // Messages left over from the handshake or the last read come first.
+        let mut stalled = false;
+        loop {
+            // Room for this message's answer and those of every invocation still
+            // running: a client's own completions must never overflow its queue (that
+            // would drop it as a slow reader). Waiting here stops reading, which pushes
+            // back on the client through TCP.
+            match wait_for_room(outbox, &mut in_flight).await {
+                Ok(waited) => stalled |= waited,
+                Err(end) => return end,
+            }
+            let message = match decoder.decode(&mut buf) {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(DecodeError::MessageTooLarge { limit }) => return End::TooLarge(limit),
+                Err(DecodeError::UnknownMessageType { message_type }) => {
+                    // Later protocol versions may add types; receivers ignore them.
+                    tracing::debug!(hub = %hub.name, connection_id = %info.id, message_type, "ignoring unknown message type");
+                    continue;
+                }
+                Err(error) => return End::InvalidMessage(error.to_string()),
+            };
+            if let HubMessage::Invocation(invocation) = message {
+                let mut invocation = Box::pin(run_invocation(
+                    hub.clone(),
+                    info.clone(),
+                    outbox.clone(),
+                    invocation,
+                ));
+                // One poll now: the invocation takes its place (its first send is queued)
+                // before any later one starts.
+                match poll_once(invocation.as_mut()).await {
+                    Poll::Ready(Some(end)) => return end,
+                    Poll::Ready(None) => {}
+                    Poll::Pending => in_flight.push(invocation),
+                }
+                while in_flight.len() >= max_in_flight {
+                    // Not reading meanwhile is the backpressure on a client that sends
+                    // faster than its invocations complete.
+                    stalled = true;
+                    if let Some(end) = in_flight.next().await {
+                        return end;
+                    }
+                }
+            } else if let Some(end) = handle(hub, info, outbox, message).await {
+                return end;
+            }
+        }
+        if stalled {
+            last_received = Instant::now();
+        }
+        let next = tokio::select! {
+            // Completing invocations while waiting for the client's next bytes.
+            finished = in_flight.next(), if !in_flight.is_empty() => match finished {
+                Some(end) => return end,
+                None => continue,
+            },
+            next = timeout_at(last_received + client_timeout, incoming.read(&mut buf)) => next,
+        };
+        match next {
+            Err(_elapsed) => return End::ClientTimeout(client_timeout),
+            Ok(Ok(Received::Activity)) => last_received = Instant::now(),
+            Ok(Ok(Received::Closed)) => return End::ClientClosed,
+            Ok(Err(TransportError::Violation(reason))) => return End::TransportViolation(reason),
+            Ok(Err(TransportError::Io(error))) => return End::Transport(error.to_string()),
+        }
+    }
+}
+
+/// An invocation that has started and not finished.
+type InFlight = Pin<Box<dyn Future<Output = Option<End>> + Send>>;
+
+/// The invocations of one connection that have started and not finished. The set is
+/// only allocated once one is pending, so a connection that never runs invocations in
+/// parallel (the default) does not pay for it.
+#[derive(Default)]
+struct Running(Option<FuturesUnordered<InFlight>>);
+
+impl Running {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, invocation: InFlight) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(invocation);
+    }
+
+    /// The outcome of the next invocation to finish (`Some` ends the connection);
+    /// `None` at once when none is running.
+    async fn next(&mut self) -> Option<End> {
+        match &mut self.0 {
+            Some(running) => running.next().await.flatten(),
+            None => None,
+        }
+    }
+}
+
+/// Wait until the outbox has room for one more answer on top of one for each running
+/// invocation, letting running invocations finish meanwhile. Says whether it had to wait;
+/// `Err` ends the connection.
+async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Result<bool, End> {
+    if outbox.has_room_for(in_flight.len() + 1) {
+        return Ok(false);
+    }
+    loop {
+        let room = outbox.room_freed();
+        tokio::pin!(room);
+        // Registered before the check, so the writer freeing room in between is seen.
+        room.as_mut().enable();
+        if outbox.has_room_for(in_flight.len() + 1) {
+            return Ok(true);
+        }
+        tokio::select! {
+            () = room => {}
+            finished = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(end) = finished {
+                    return Err(end);
+                }
+            }
+        }
+    }
+}
+
+/// Poll `future` once with the current task's waker.
+async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}

@@ -1,0 +1,151 @@
+//! The WebSocket transport: the HTTP/1.1 upgrade, and RFC 6455 frames read and written
+//! directly on the upgraded connection.
+//!
+//! The reader ([`reader`]) hands the connection core message payload bytes as they
+//! arrive, a bounded chunk per read, so a WebSocket message of any size streams through
+//! in constant memory and each hub message inside it is limited on its own
+//! (`HubOptions::max_message_size`). Text must be UTF-8 (else close 1007); client frames
+//! must be masked, use known opcodes, no reserved bits and unfragmented control frames of
+//! at most 125 bytes (else close 1002). No extension (such as permessage-deflate) and no
+//! subprotocol is negotiated, as SignalR uses none.
+//!
+//! Activity rule for the client timeout: payload bytes of a data frame always count; a
+//! ping, pong or any frame that ends while no message is half received counts; a ping or
+//! pong *inside* an unfinished message does not. A client that starts a message and then
+//! only pings is therefore closed after the client timeout, and can never make the server
+//! hold more than one partial hub message (at most `max_message_size`) meanwhile.
+
+mod control;
+mod reader;
+mod utf8;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use self::control::Control;
+use self::reader::FrameReader;
+use self::writer::FrameWriter;
+use crate::connection::{self, Accepted};
+use crate::hub::HubShared;
+
+/// How long a closed connection keeps reading (and discarding) what the client still
+/// sends, waiting for it to end the stream after the server's Close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A valid WebSocket upgrade request, not yet answered.
+#[derive(Debug)]
+pub(crate) struct Upgrade {
+    /// The client's `Sec-WebSocket-Key`, which the answer must sign.
+    key: HeaderValue,
+    /// Resolves to the connection once hyper has sent the 101 answer.
+    on_upgrade: OnUpgrade,
+}
+
+impl Upgrade {
+    /// The upgrade `parts` asks for, or the answer refusing it (with the wording axum
+    /// uses for the same refusals).
+    pub(crate) fn from_parts(parts: &mut Parts) -> Result<Self, Response> {
+        if parts.method != Method::GET {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Request method must be `GET`",
+            ));
+        }
+        if !header_has_token(&parts.headers, CONNECTION, "upgrade") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Connection header did not include 'upgrade'",
+            ));
+        }
+        if !header_has_token(&parts.headers, UPGRADE, "websocket") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "`Upgrade` header did not include 'websocket'",
+            ));
+        }
+        if !header_has_token(&parts.headers, SEC_WEBSOCKET_VERSION, "13") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "`Sec-WebSocket-Version` header did not include '13'",
+            ));
+        }
+        let Some(key) = parts.headers.get(SEC_WEBSOCKET_KEY).cloned() else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "`Sec-WebSocket-Key` header missing",
+            ));
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err(refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "WebSocket request couldn't be upgraded since no upgrade state was present",
+            ));
+        };
+        Ok(Self { key, on_upgrade })
+    }
+
+    /// Answer 101 and serve the connection once upgraded. If the upgrade fails,
+    /// `accepted` is dropped and its token released.
+    pub(crate) fn accept(self, hub: Arc<HubShared>, accepted: Accepted) -> Response {
+        let accept_key = derive_accept_key(self.key.as_bytes());
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run(hub, TokioIo::new(upgraded), accepted).await,
+                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+            }
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(value) = HeaderValue::from_str(&accept_key) {
+            headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+        }
+        response
+    }
+}
+
+/// Serve one upgraded connection until it ends.
+///
+/// The returned future lives as long as the connection, and an idle connection costs
+/// about its size plus the socket: the reader and writer hold no buffers while waiting.
+async fn run<S>(hub: Arc<HubShared>, io: S, accepted: Accepted)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(io);
+    let control = Arc::new(Control::default());
+    let chunk = hub.options.websocket_read_buffer_size;
+    let mut reader = FrameReader::new(read, chunk, control.clone());
+    let writer = FrameWriter::new(write, control);
+    connection::serve(hub, &mut reader, writer, accepted).await;
+    let _ = tokio::time::timeout(LINGER, reader.drain()).await;
+}
+
+fn refuse(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+/// Whether the comma-separated header `name` lists `token` (case-insensitively).
+fn header_has_token(headers: &HeaderMap, name: axum::http::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}

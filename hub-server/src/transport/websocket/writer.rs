@@ -1,0 +1,139 @@
+//! The writing half of a server-side WebSocket: hub frames out as RFC 6455 frames.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hub_protocol::TransferFormat;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::control::Control;
+use crate::transport::FrameSink;
+
+/// How many bytes of small frames are coalesced before they are written (a flush writes
+/// the rest sooner). The buffer is given back after every flush, so idle connections hold
+/// none of it.
+const WRITE_COALESCE_BYTES: usize = 1024;
+
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PONG: u8 = 0xA;
+
+/// The writing half of a WebSocket.
+pub(crate) struct FrameWriter<W> {
+    /// The socket's writing half.
+    io: W,
+    /// Frames fed and not yet written (unallocated between flushes).
+    out: Vec<u8>,
+    /// Pongs the reading half asked for, and the close code it chose.
+    control: Arc<Control>,
+    /// A Close frame was sent: nothing more may be.
+    closed: bool,
+}
+
+impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
+    /// A writer sending frames on `io`.
+    pub(crate) fn new(io: W, control: Arc<Control>) -> Self {
+        Self {
+            io,
+            out: Vec::new(),
+            control,
+            closed: false,
+        }
+    }
+
+    /// Queue one frame: small payloads are copied behind the header, large ones written
+    /// straight after what is queued.
+    async fn write_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        put_header(&mut self.out, opcode, payload.len());
+        if self.out.len() + payload.len() <= WRITE_COALESCE_BYTES {
+            self.out.extend_from_slice(payload);
+            return Ok(());
+        }
+        self.io.write_all(&self.out).await?;
+        self.out.clear();
+        self.io.write_all(payload).await
+    }
+
+    async fn write_out(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+        }
+        self.out = Vec::new();
+        self.io.flush().await
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send> FrameSink for FrameWriter<W> {
+    async fn feed(&mut self, frame: Bytes, format: TransferFormat) -> io::Result<()> {
+        let opcode = match format {
+            TransferFormat::Text => OP_TEXT,
+            TransferFormat::Binary => OP_BINARY,
+        };
+        self.write_frame(opcode, &frame).await?;
+        if self.out.len() >= WRITE_COALESCE_BYTES {
+            self.io.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.write_out().await
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let code = self.control.close_code().code();
+        self.write_frame(OP_CLOSE, &code.to_be_bytes()).await?;
+        self.closed = true;
+        self.write_out().await?;
+        // End our direction (TCP FIN): the client answers with its own Close and ends.
+        self.io.shutdown().await
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
+        let payload = self.control.next_pong().await;
+        self.write_frame(OP_PONG, &payload).await?;
+        self.write_out().await
+    }
+}
+
+/// Append the header of an unmasked, final frame (servers never mask).
+fn put_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(126);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_use_the_shortest_length_encoding() {
+        let header = |len| {
+            let mut out = Vec::new();
+            put_header(&mut out, OP_TEXT, len);
+            out
+        };
+        assert_eq!(header(0), [0x81, 0]);
+        assert_eq!(header(125), [0x81, 125]);
+        assert_eq!(header(126), [0x81, 126, 0, 126]);
+        assert_eq!(header(65_535), [0x81, 126, 0xFF, 0xFF]);
+        assert_eq!(header(65_536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+}
