@@ -8,6 +8,9 @@
 //             groups, user and connection targeting, identity from accessTokenFactory
 //   chat      the chat hub contract at /chathub
 //   stateful  a client that asks for stateful reconnect still works without it
+//   burst     400 x 16 KiB `send("SendMessage", ...)` in a loop on /chathub, which the client
+//             coalesces into one multi-megabyte WebSocket message, then more sends: all
+//             arrive complete and in order, and the connection stays up
 //
 // `protocol` in the output is read from the connection's (internal) `_protocol`, to prove
 // which hub protocol the client really spoke.
@@ -30,10 +33,13 @@ if (!base || !scenario) {
 /// How long any single expected event may take before the scenario fails.
 const STEP_TIMEOUT_MS = 10000;
 
-function connection(path, { user, stateful = false } = {}) {
+function connection(path, { user, stateful = false, webSocket } = {}) {
     const options = {};
     if (user !== undefined) {
         options.accessTokenFactory = () => user;
+    }
+    if (webSocket !== undefined) {
+        options.WebSocket = webSocket;
     }
     if (negotiation === "skip") {
         options.skipNegotiation = true;
@@ -201,7 +207,66 @@ async function statefulScenario() {
     return { protocol: conn._protocol.name, add };
 }
 
-const scenarios = { hub: hubScenario, chat: chatScenario, stateful: statefulScenario };
+async function burstScenario() {
+    // The client's own WebSocket (the `ws` package under Node), recording the size of each
+    // WebSocket message it sends, to show the burst really was coalesced.
+    const sentSizes = [];
+    class RecordingWebSocket extends require("ws") {
+        send(data, ...rest) {
+            sentSizes.push(typeof data === "string" ? Buffer.byteLength(data) : data.byteLength);
+            return super.send(data, ...rest);
+        }
+    }
+    const sender = connection("/chathub", { user: "sender", webSocket: RecordingWebSocket });
+    const receiver = connection("/chathub", { user: "receiver" });
+    const got = { sender: [], receiver: [] };
+    sender.on("ReceiveMessage", (user, text) => got.sender.push(text));
+    receiver.on("ReceiveMessage", (user, text) => got.receiver.push(text));
+    await receiver.start();
+    await sender.start();
+
+    const count = 400;
+    const size = 16 * 1024;
+    const expected = [];
+    for (let i = 0; i < count; i++) {
+        const head = `burst-${i}-`;
+        expected.push(head + "x".repeat(size - head.length));
+    }
+    // No await inside the loop: the sends queue up behind the first one in flight, and
+    // the client sends them together.
+    const sends = expected.map((text) => sender.send("SendMessage", "sender", text));
+    await Promise.all(sends);
+    const burstMessages = sentSizes.length;
+    for (let i = 0; i < 10; i++) {
+        const text = `after-${i}`;
+        expected.push(text);
+        await sender.send("SendMessage", "sender", text);
+    }
+    expected.push("end");
+    await sender.invoke("SendMessage", "sender", "end");
+    for (const name of ["sender", "receiver"]) {
+        await until(`${name} to get the end`, got[name], (log) => log.includes("end"));
+    }
+    const stateAfter = sender.state;
+
+    const check = (log) => {
+        const firstMismatch = expected.findIndex((text, i) => log[i] !== text);
+        return { count: log.length, firstMismatch };
+    };
+    const out = {
+        protocol: sender._protocol.name,
+        expected: expected.length,
+        sender: check(got.sender),
+        receiver: check(got.receiver),
+        stateAfter,
+        largestWebSocketMessage: Math.max(...sentSizes),
+        burstWebSocketMessages: burstMessages,
+    };
+    await Promise.all([sender.stop(), receiver.stop()]);
+    return out;
+}
+
+const scenarios = { hub: hubScenario, chat: chatScenario, stateful: statefulScenario, burst: burstScenario };
 
 (async () => {
     const run = scenarios[scenario];

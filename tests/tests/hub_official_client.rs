@@ -271,3 +271,39 @@ async fn a_client_asking_for_stateful_reconnect_works_without_it() {
         assert_eq!(result, json!({"protocol": protocol, "add": 5}));
     }
 }
+
+/// The official client coalesces everything queued while a send is in flight into one
+/// WebSocket message: 400 sends of 16 KiB in a loop become one of about 6.4 MiB. The
+/// server reads it as a stream, hub message by hub message, so every message arrives,
+/// complete and in order, and the connection stays up for the sends after it.
+async fn burst_scenario(protocol: &str) {
+    let server = start_server().await;
+    let result = run_scenario(&server, "burst", &[protocol, "negotiate"]).await;
+    assert_eq!(result["protocol"], protocol);
+    assert_eq!(result["expected"], 411);
+    for name in ["sender", "receiver"] {
+        assert_eq!(
+            result[name],
+            json!({"count": 411, "firstMismatch": -1}),
+            "{name} got every message, complete and in order: {result}"
+        );
+    }
+    assert_eq!(result["stateAfter"], "Connected");
+    // The burst really went out as one (or a few) multi-megabyte WebSocket messages,
+    // each far over the 32 KiB hub message limit.
+    let largest = result["largestWebSocketMessage"].as_u64().expect("a size");
+    assert!(
+        largest > 4 * 1024 * 1024,
+        "the client coalesced the burst: {result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalesced_burst_arrives_complete_and_in_order_over_json() {
+    burst_scenario("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalesced_burst_arrives_complete_and_in_order_over_messagepack() {
+    burst_scenario("messagepack").await;
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of it.
 
+pub mod raw_socket;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -174,6 +176,18 @@ impl TestServer {
     /// TCP client can observe a timer's effect only after the clock has jumped further. An
     /// in-memory pipe wakes the reader directly, so timing tests see exact instants.
     pub async fn connect_in_memory(&self, query: &str) -> RawClient<DuplexStream> {
+        let client_io = self.in_memory_connection();
+        let separator = if query.is_empty() { "" } else { "?" };
+        let url = format!("ws://localhost{HUB_PATH}{separator}{query}");
+        let (ws, _) = tokio_tungstenite::client_async(url, client_io)
+            .await
+            .expect("in-memory WebSocket upgrade");
+        RawClient { ws }
+    }
+
+    /// One end of an in-memory pipe whose other end the router serves through hyper, as
+    /// a TCP connection would be served.
+    pub fn in_memory_connection(&self) -> DuplexStream {
         let (client_io, server_io) = tokio::io::duplex(256 * 1024);
         let service = TowerToHyperService::new(self.router.clone());
         tokio::spawn(async move {
@@ -182,12 +196,7 @@ impl TestServer {
                 .with_upgrades()
                 .await;
         });
-        let separator = if query.is_empty() { "" } else { "?" };
-        let url = format!("ws://localhost{HUB_PATH}{separator}{query}");
-        let (ws, _) = tokio_tungstenite::client_async(url, client_io)
-            .await
-            .expect("in-memory WebSocket upgrade");
-        RawClient { ws }
+        client_io
     }
 
     /// The WebSocket URL of the hub, with `query` (e.g. `"id=..."`, or `""`).
