@@ -132,7 +132,7 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
     }
     let upgrade = match Upgrade::from_parts(&mut parts) {
         Ok(upgrade) => upgrade,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if hub.is_shutting_down() {
         return plain(

@@ -62,6 +62,9 @@
 //! - The JSON and MessagePack hub protocols (handshake versions 1 and 2), invocations
 //!   with and without an id, keep-alive pings, the client timeout, the handshake timeout,
 //!   the maximum message size, Close messages, and graceful shutdown ([`Hub::shutdown`]).
+//!   WebSocket messages may be of any size: they are read as a stream, hub message by hub
+//!   message, in bounded memory per connection, and only each hub message is limited
+//!   ([`HubOptions::max_message_size`]).
 //!   A connection's invocations run one at a time, in the order they arrive (ASP.NET
 //!   Core's default); a method that panics fails its invocation, not the connection.
 //! - Sends never wait for a slow client: each connection has a bounded queue

@@ -24,6 +24,16 @@ pub struct HubOptions {
     pub keep_alive_interval: Duration,
     /// A connection the server has received nothing from (not even a Ping) for this long is
     /// closed. Should be about twice the clients' keep-alive interval. Default: 30 seconds.
+    ///
+    /// What counts as receiving something, on a WebSocket: any payload byte of a data
+    /// frame, and any frame (including a WebSocket ping or pong) that arrives while no
+    /// WebSocket message is half received. Once a message has started, only more of its
+    /// data counts until its final frame: pings and pongs in between do not. So a client
+    /// that starts a message and then only pings is closed one client timeout after its
+    /// last data frame, and meanwhile the server holds at most one partial hub message
+    /// for it (up to [`HubOptions::max_message_size`]). Time the server spends not
+    /// reading (backpressure, while the client's invocations are behind) is not counted
+    /// against the client.
     pub client_timeout: Duration,
     /// A client must complete the handshake within this time after its WebSocket opens.
     /// Default: 15 seconds.
@@ -34,14 +44,19 @@ pub struct HubOptions {
     /// The largest hub message a client may send, in bytes (not counting the record
     /// separator or length prefix). A larger one closes the connection with an error,
     /// detected before the message is buffered whole. Default: 32 KiB.
+    ///
+    /// This is the only size limit on what a client sends: a WebSocket message may be of
+    /// any size (the JavaScript and .NET clients send everything they have queued as one,
+    /// megabytes during a burst), and is read as a stream, hub message by hub message, so
+    /// a connection holds at most one partial hub message plus one read chunk
+    /// ([`HubOptions::websocket_read_buffer_size`]) whatever the WebSocket message's size.
     pub max_message_size: usize,
-    /// The largest WebSocket message (and frame) a client may send, in bytes. One WebSocket
-    /// message may carry many hub messages (the .NET client sends everything it has
-    /// queued in one), so this is larger than [`HubOptions::max_message_size`], which
-    /// still applies to each hub message inside. A WebSocket message over this limit is
-    /// refused from its header, before it is buffered, so it also bounds the memory one
-    /// client can make the server hold. It is never less than `max_message_size` plus
-    /// framing. Default: 1 MiB.
+    /// No longer used: WebSocket messages are read as a stream and may be of any size;
+    /// only each hub message inside is limited, by [`HubOptions::max_message_size`].
+    /// Kept so code that sets it still compiles; it will be removed.
+    #[deprecated(
+        note = "WebSocket messages now stream in and may be of any size; `max_message_size` limits each hub message"
+    )]
     pub max_websocket_message_size: usize,
     /// How many outgoing messages may wait for one connection. Sends never wait for a
     /// connection, so this queue is what absorbs bursts; a client that stops reading fills
@@ -67,16 +82,18 @@ pub struct HubOptions {
     /// PostgreSQL): at 1 such a client waits one commit per message, at 64 its messages
     /// share commits. Default: 1.
     pub max_parallel_invocations: usize,
-    /// Size of each connection's WebSocket read buffer, in bytes. It is allocated for
-    /// every connection, idle or not, so it is kept small: frames larger than it are
-    /// still read, in several reads. 2 KiB keeps an idle connection's memory low (see
-    /// BENCHMARKS.md, S4); a server whose clients each send many messages back to back
-    /// reads them in fewer system calls with 4-8 KiB (BENCHMARKS.md measured about 15%
-    /// more single-sender throughput at 4 KiB). Default: 2 KiB.
+    /// How many bytes one read from a connection's WebSocket takes at most, and so how
+    /// much one read adds to what the connection holds (on top of a partial hub message).
+    /// The bytes are read into a buffer on the reading task's stack and taken apart at
+    /// once, so no connection keeps a read buffer between reads, and an idle connection's
+    /// memory does not depend on this. Larger chunks mean fewer system calls for clients
+    /// that send a lot back to back (BENCHMARKS.md measured about 15% more single-sender
+    /// throughput at 4 KiB than at 2 KiB). Clamped to 14 bytes..16 KiB. Default: 8 KiB.
     pub websocket_read_buffer_size: usize,
 }
 
 impl Default for HubOptions {
+    #[allow(deprecated)] // Sets `max_websocket_message_size` until it is removed.
     fn default() -> Self {
         Self {
             keep_alive_interval: Duration::from_secs(15),
@@ -89,7 +106,7 @@ impl Default for HubOptions {
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
             max_parallel_invocations: 1,
-            websocket_read_buffer_size: 2 * 1024,
+            websocket_read_buffer_size: 8 * 1024,
         }
     }
 }
@@ -141,10 +158,16 @@ impl HubOptions {
         self
     }
 
-    /// These options with `bytes` as [`HubOptions::max_websocket_message_size`].
+    /// No longer has any effect; see [`HubOptions::max_websocket_message_size`].
+    #[deprecated(
+        note = "WebSocket messages now stream in and may be of any size; `max_message_size` limits each hub message"
+    )]
     #[must_use]
     pub fn max_websocket_message_size(mut self, bytes: usize) -> Self {
-        self.max_websocket_message_size = bytes;
+        #[allow(deprecated)]
+        {
+            self.max_websocket_message_size = bytes;
+        }
         self
     }
 

@@ -54,9 +54,9 @@ pub(crate) struct Upgrade {
 }
 
 impl Upgrade {
-    /// The upgrade `parts` asks for, or the answer refusing it (with the wording axum
-    /// uses for the same refusals).
-    pub(crate) fn from_parts(parts: &mut Parts) -> Result<Self, Response> {
+    /// The upgrade `parts` asks for, or why it is refused (with the wording axum uses for
+    /// the same refusals).
+    pub(crate) fn from_parts(parts: &mut Parts) -> Result<Self, Refusal> {
         if parts.method != Method::GET {
             return Err(refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -136,8 +136,23 @@ where
     let _ = tokio::time::timeout(LINGER, reader.drain()).await;
 }
 
-fn refuse(status: StatusCode, text: &'static str) -> Response {
-    (status, text).into_response()
+/// Why a WebSocket upgrade request is refused: its answer.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// The answer's status.
+    status: StatusCode,
+    /// What the client got wrong.
+    text: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, self.text).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, text: &'static str) -> Refusal {
+    Refusal { status, text }
 }
 
 /// Whether the comma-separated header `name` lists `token` (case-insensitively).
@@ -148,4 +163,27 @@ fn header_has_token(headers: &HeaderMap, name: axum::http::HeaderName, token: &s
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Hub;
+
+    /// A connection's task is allocated for its whole life, idle or not: its future must
+    /// stay small (BENCHMARKS.md, S4). Reading and writing hold no buffers of their own
+    /// while waiting, so this is most of what an idle connection costs besides the socket.
+    #[tokio::test]
+    async fn the_connection_future_is_small() {
+        let hub = Hub::builder("SizeHub").build().await.expect("a hub");
+        let (io, _other_end) = tokio::io::duplex(64);
+        let accepted = Accepted {
+            connection_id: "size".into(),
+            user: None,
+            token: None,
+        };
+        let future = run(hub.shared().clone(), io, accepted);
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 3 * 1024, "the connection future is {size} bytes");
+    }
 }

@@ -271,16 +271,14 @@ impl<R> FrameReader<R> {
             return Ok(());
         };
         match payload.opcode {
-            OP_CONTINUATION | OP_TEXT | OP_BINARY => {
-                if payload.fin {
-                    if self.message == Some(MessageKind::Text) && self.utf8.finish().is_err() {
-                        return Err(self.violation(
-                            CloseCode::InvalidPayload,
-                            "a text message ends inside a UTF-8 character",
-                        ));
-                    }
-                    self.message = None;
+            OP_CONTINUATION | OP_TEXT | OP_BINARY if payload.fin => {
+                if self.message == Some(MessageKind::Text) && self.utf8.finish().is_err() {
+                    return Err(self.violation(
+                        CloseCode::InvalidPayload,
+                        "a text message ends inside a UTF-8 character",
+                    ));
                 }
+                self.message = None;
             }
             OP_PING => self.control.pong(&self.control_payload),
             OP_CLOSE => {
