@@ -62,10 +62,11 @@
 //! - The JSON and MessagePack hub protocols (handshake versions 1 and 2), invocations
 //!   with and without an id, keep-alive pings, the client timeout, the handshake timeout,
 //!   the maximum message size, Close messages, and graceful shutdown ([`Hub::shutdown`]).
-//!   A connection's invocations run one at a time, in the order they arrive (ASP.NET
-//!   Core's default); a method that panics fails its invocation, not the connection.
-//! - Sends never wait for a slow client: each connection has a bounded queue
-//!   ([`HubOptions::send_queue_capacity`]) and a client that lets it overflow (it stopped
+//!   A connection's invocations start in the order they arrive and up to 64 run at once
+//!   ([`HubOptions::max_parallel_invocations`]; 1 gives ASP.NET Core's one-at-a-time
+//!   default); a method that panics fails its invocation, not the connection.
+//! - Sends never wait for a slow client: each connection has a queue bounded by bytes
+//!   ([`HubOptions::send_queue_bytes`]) and a client that lets it overflow (it stopped
 //!   reading) is disconnected, so no client can slow the others down.
 //!   Streaming invocations, upload streams, client results and stateful reconnect are not
 //!   offered; a client asking for them gets a completion error (or, for stateful

@@ -598,13 +598,13 @@ async fn many_small_messages_in_one_websocket_message_are_served() {
 #[tokio::test]
 async fn unusable_option_values_are_raised_to_working_ones() {
     let mut options = HubOptions::default();
-    options.send_queue_capacity = 0;
+    options.send_queue_bytes = 0;
     options.max_parallel_invocations = 0;
     options.keep_alive_interval = std::time::Duration::ZERO;
     let server = TestServer::start(options).await;
     let mut client = server.json_client().await;
     assert_still_serves(&mut client).await;
-    assert_eq!(server.hub.options().send_queue_capacity, 1);
+    assert_eq!(server.hub.options().send_queue_bytes, 1);
     assert_eq!(server.hub.options().max_parallel_invocations, 1);
     assert!(server.hub.options().keep_alive_interval >= std::time::Duration::from_millis(10));
 }
