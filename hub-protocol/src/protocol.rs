@@ -93,7 +93,9 @@ impl Protocol {
     /// Whether a handshake asking for `version` of this protocol can be accepted
     /// ([`MIN_VERSION`](Self::MIN_VERSION) to [`VERSION`](Self::VERSION)).
     pub const fn supports_version(self, version: u32) -> bool {
-        version >= Self::MIN_VERSION && version <= Self::VERSION
+        // MIN_VERSION is 0, the smallest u32, so only the upper bound can refuse: ASP.NET
+        // Core's rule (`version <= Version`).
+        version <= Self::VERSION
     }
 }
 
