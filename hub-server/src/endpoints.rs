@@ -72,15 +72,15 @@ fn requested_negotiate_version(pairs: &[(String, String)]) -> Result<u32, String
     if values.is_empty() {
         return Ok(0);
     }
-    // ASP.NET Core joins repeated values with commas, which then fail to parse.
+    // ASP.NET Core joins repeated values with commas, which then fail to parse, and reads
+    // a signed 32-bit number (`int.TryParse`, surrounding white space allowed).
     let value = values.join(",");
-    match value.trim().parse::<i64>() {
+    match value.trim().parse::<i32>() {
         Ok(version) if version < 0 => Err(format!(
             "The client requested negotiate version '{version}', but the server does not support this version: send negotiateVersion=1 (or 0, or leave it out)."
         )),
-        Ok(version) => Ok(u32::try_from(version)
-            .unwrap_or(u32::MAX)
-            .min(NEGOTIATE_VERSION)),
+        // Not negative here: the arm above took those.
+        Ok(version) => Ok(version.unsigned_abs().min(NEGOTIATE_VERSION)),
         Err(_) => Err(format!(
             "The client requested an invalid negotiate version '{value}': negotiateVersion must be a whole number, 1 for a connection token (SignalR clients 3.1 and newer) or 0 (older clients)."
         )),
@@ -304,8 +304,9 @@ mod tests {
         assert_eq!(version(&[("NEGOTIATEVERSION", "1")]), Ok(1));
         // Newer clients get the newest version this server speaks.
         assert_eq!(version(&[("negotiateVersion", "2")]), Ok(1));
-        assert_eq!(version(&[("negotiateVersion", "99999999999")]), Ok(1));
-        for bad in ["abc", "", "1.0", "one"] {
+        assert_eq!(version(&[("negotiateVersion", "2147483647")]), Ok(1));
+        assert_eq!(version(&[("negotiateVersion", " 1 ")]), Ok(1));
+        for bad in ["abc", "", "1.0", "one", "2147483648"] {
             let error = version(&[("negotiateVersion", bad)]).unwrap_err();
             assert!(
                 error.starts_with(&format!(
