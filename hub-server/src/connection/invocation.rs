@@ -12,7 +12,7 @@ use super::End;
 use crate::dispatch;
 use crate::extract::ConnectionInfo;
 use crate::hub::HubShared;
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::Outbox;
 
 /// Initial size of a completion frame's buffer (results larger than this grow it).
 const COMPLETION_FRAME_CAPACITY: usize = 64;
@@ -106,7 +106,6 @@ fn complete(
             "cannot encode completion: {error}"
         )));
     }
-    // Overflow raises the alarm the connection task is watching.
-    let _ = outbox.push(Outgoing::Frame(frame.freeze()));
+    outbox.reply(frame.freeze());
     None
 }

@@ -114,7 +114,7 @@ pub(crate) async fn serve<I: Incoming, S: FrameSink>(
         return;
     };
 
-    let (outbox, queue) = Outbox::new(protocol, hub.options.send_queue_capacity);
+    let (outbox, queue) = Outbox::new(protocol, hub.options.send_queue_bytes);
     let outbox = Arc::new(outbox);
     let info = Arc::new(ConnectionInfo {
         id: connection_id,
@@ -151,7 +151,7 @@ pub(crate) async fn serve<I: Incoming, S: FrameSink>(
 
     match &end {
         End::SlowClient => {
-            tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity = hub.options.send_queue_capacity, "client stopped reading its messages; disconnecting it");
+            tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity_bytes = hub.options.send_queue_bytes, "client stopped reading its messages; disconnecting it");
         }
         End::Transport(error) => {
             tracing::debug!(hub = %hub.name, connection_id = %info.id, %error, "connection failed");

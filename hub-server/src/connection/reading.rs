@@ -61,10 +61,10 @@ pub(super) async fn read_loop<I: Incoming>(
         // Messages left over from the handshake or the last read come first.
         let mut stalled = false;
         loop {
-            // Room for this message's answer and those of every invocation still
-            // running: a client's own completions must never overflow its queue (that
-            // would drop it as a slow reader). Waiting here stops reading, which pushes
-            // back on the client through TCP.
+            // Nothing more is read while the client's queue is full: its answers are
+            // queued past the bound (a client is never dropped as a slow reader because
+            // of its own completions), and this wait is what bounds them. Waiting here
+            // stops reading, which pushes back on the client through TCP.
             match wait_for_room(outbox, &mut in_flight).await {
                 Ok(waited) => stalled |= waited,
                 Err(end) => return end,
@@ -161,11 +161,10 @@ impl Running {
     }
 }
 
-/// Wait until the outbox has room for one more answer on top of one for each running
-/// invocation, letting running invocations finish meanwhile. Says whether it had to wait;
-/// `Err` ends the connection.
+/// Wait until the outbox is below its capacity, letting running invocations finish
+/// meanwhile. Says whether it had to wait; `Err` ends the connection.
 async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Result<bool, End> {
-    if outbox.has_room_for(in_flight.len() + 1) {
+    if outbox.has_room() {
         return Ok(false);
     }
     loop {
@@ -173,7 +172,7 @@ async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Result<bool,
         tokio::pin!(room);
         // Registered before the check, so the writer freeing room in between is seen.
         room.as_mut().enable();
-        if outbox.has_room_for(in_flight.len() + 1) {
+        if outbox.has_room() {
             return Ok(true);
         }
         tokio::select! {

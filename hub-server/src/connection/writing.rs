@@ -38,7 +38,7 @@ pub(super) async fn write_loop<S: FrameSink>(
                 let mut batched = 0;
                 while let Some(item) = next.take() {
                     match item {
-                        Outgoing::Frame(frame) => {
+                        Outgoing::Frame(frame) | Outgoing::Reply(frame) => {
                             if let Some(frame) = checked(format, frame) {
                                 sink.feed(frame, format).await.map_err(|e| e.to_string())?;
                             }
