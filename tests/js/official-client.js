@@ -220,8 +220,13 @@ async function burstScenario() {
     const sender = connection("/chathub", { user: "sender", webSocket: RecordingWebSocket });
     const receiver = connection("/chathub", { user: "receiver" });
     const got = { sender: [], receiver: [] };
-    sender.on("ReceiveMessage", (user, text) => got.sender.push(text));
-    receiver.on("ReceiveMessage", (user, text) => got.receiver.push(text));
+    // Handlers must return undefined: a returned value would be a client result.
+    sender.on("ReceiveMessage", (user, text) => {
+        got.sender.push(text);
+    });
+    receiver.on("ReceiveMessage", (user, text) => {
+        got.receiver.push(text);
+    });
     await receiver.start();
     await sender.start();
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use hub_server::chat;
+use hub_server::{HubOptions, chat};
 use hub_support::{HUB_PATH, TestServer, test_hub};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -276,8 +276,19 @@ async fn a_client_asking_for_stateful_reconnect_works_without_it() {
 /// WebSocket message: 400 sends of 16 KiB in a loop become one of about 6.4 MiB. The
 /// server reads it as a stream, hub message by hub message, so every message arrives,
 /// complete and in order, and the connection stays up for the sends after it.
+///
+/// The server runs with an 8 MiB send queue: every message of the burst is echoed to the
+/// sender too (`ReceiveMessage` to all), and with the default 1 MiB queue and 64 parallel
+/// invocations the echoes of the invocations already started overflow the sender's own
+/// queue, which drops it as a slow reader (a send-queue matter, not a transport one).
 async fn burst_scenario(protocol: &str) {
-    let server = start_server().await;
+    let chat_hub = chat::hub_builder()
+        .options(HubOptions::default().send_queue_bytes(8 * 1024 * 1024))
+        .build()
+        .await
+        .expect("chat hub");
+    let router = chat::router(&chat_hub, chat::ServerInfo::new("burst", "memory"));
+    let server = TestServer::serve(chat_hub, router).await;
     let result = run_scenario(&server, "burst", &[protocol, "negotiate"]).await;
     assert_eq!(result["protocol"], protocol);
     assert_eq!(result["expected"], 411);

@@ -136,34 +136,41 @@ pub(crate) async fn serve<I: Incoming, S: FrameSink>(
     }
     tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, %protocol, "client connected");
 
-    let reader = reading::read_loop(&hub, &info, &outbox, incoming, buf);
-    let writer = writing::write_loop(sink, queue, protocol, hub.options.keep_alive_interval);
-    tokio::pin!(reader, writer);
-    let end = tokio::select! {
-        end = &mut reader => end,
-        result = &mut writer => match result {
-            Ok(()) => End::ClientClosed,
-            Err(error) => End::Transport(error),
-        },
-        () = outbox.overflowed() => End::SlowClient,
-        () = shutdown_requested(&mut shutdown) => End::Shutdown,
-    };
+    // In a block of its own: leaving it drops the reader, and with it the invocations
+    // still running, before the disconnect hooks run. They may be waiting for something
+    // only the hooks' own sends would wait behind (a place in the backplane's ordered
+    // queue), and nothing polls them once the connection has ended.
+    let end = {
+        let reader = reading::read_loop(&hub, &info, &outbox, incoming, buf);
+        let writer = writing::write_loop(sink, queue, protocol, hub.options.keep_alive_interval);
+        tokio::pin!(reader, writer);
+        let end = tokio::select! {
+            end = &mut reader => end,
+            result = &mut writer => match result {
+                Ok(()) => End::ClientClosed,
+                Err(error) => End::Transport(error),
+            },
+            () = outbox.overflowed() => End::SlowClient,
+            () = shutdown_requested(&mut shutdown) => End::Shutdown,
+        };
 
-    match &end {
-        End::SlowClient => {
-            tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity_bytes = hub.options.send_queue_bytes, "client stopped reading its messages; disconnecting it");
-        }
-        End::Transport(error) => {
-            tracing::debug!(hub = %hub.name, connection_id = %info.id, %error, "connection failed");
-        }
-        end => {
-            let close = close_frame(protocol, end);
-            // A full queue means the client is not reading: do not wait for it.
-            if outbox.push(Outgoing::Close(close)).is_ok() {
-                let _ = timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+        match &end {
+            End::SlowClient => {
+                tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity_bytes = hub.options.send_queue_bytes, "client stopped reading its messages; disconnecting it");
+            }
+            End::Transport(error) => {
+                tracing::debug!(hub = %hub.name, connection_id = %info.id, %error, "connection failed");
+            }
+            end => {
+                let close = close_frame(protocol, end);
+                // A full queue means the client is not reading: do not wait for it.
+                if outbox.push(Outgoing::Close(close)).is_ok() {
+                    let _ = timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+                }
             }
         }
-    }
+        end
+    };
 
     // A connection whose on_connected hook failed never began, for the application (as
     // in ASP.NET Core): it is not announced as gone either.
