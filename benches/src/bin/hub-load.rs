@@ -1,6 +1,8 @@
 //! `hub-load`: the end-to-end load tool. Starts two `hub-server` instances sharing one
-//! PostgreSQL database (or uses running ones), drives real SignalR WebSocket clients
-//! against their chat hub, and prints one JSON line per scenario. See BENCHMARKS.md.
+//! PostgreSQL database (or uses running ones) with the binary's defaults unless tuning
+//! flags are asked for, drives real SignalR WebSocket clients against their chat hub
+//! (this program's own, the official JavaScript client in Node, or both), and prints one
+//! JSON line per scenario and driver, labelled with both. See BENCHMARKS.md.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,9 +14,11 @@ use benches::client::ClientOptions;
 use benches::cpu::CpuSnapshot;
 use benches::database;
 use benches::idle::{self, IdleScenario};
-use benches::report::{IdleReport, emit, round3};
+use benches::js_driver::{self, JsDriver, JsProtocol};
+use benches::report::{IdleReport, Labelled, emit, round3};
 use benches::scenario::{self, MessageScenario, Pacing};
-use benches::servers::{self, ServerConfig, ServerProcess};
+use benches::server_flags::{self, ServerFlags};
+use benches::servers::{self, RUN_FLAGS, ServerConfig, ServerProcess};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -59,28 +63,48 @@ struct Cli {
     /// Use this running instance as B.
     #[arg(long, requires = "server_a")]
     server_b: Option<String>,
-    /// `--max-parallel-invocations` of the instances this program starts: how many of
-    /// the sender's invocations the server runs at once, so how many messages can share
-    /// one PostgreSQL commit. The send queue capacity (1024) bounds it in effect: the
-    /// server stops reading while its queue could not take every running invocation's
-    /// completion.
-    #[arg(long, default_value_t = 256)]
-    max_parallel_invocations: u16,
-    /// `--synchronous-commit` of the instances this program starts:
-    /// `notify-before-flush` (the default, as in hub-server: notifications leave before
-    /// the WAL flush, completions wait for it), `on` (every publishing commit waits for
-    /// the flush before notifying), `off`, `local`, `remote-write`, `remote-apply` or
-    /// `server-default`.
-    #[arg(long, default_value = "notify-before-flush", value_parser = ["on", "notify-before-flush", "off", "local", "remote-write", "remote-apply", "server-default"])]
-    synchronous_commit: String,
+    /// A tuning flag for the instances this program starts, passed to `hub-server` as
+    /// given; repeat for more (`--server-arg=--max-parallel-invocations=256`). None by
+    /// default: the instances run with the binary's own defaults, which is what users
+    /// get. Every report line lists the flags passed (`server_flags`), so a tuned figure
+    /// is never taken for the defaults.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Shorthand for `--server-arg=--max-parallel-invocations=N` (how many of one
+    /// client's invocations the server runs at once). Not passed unless given.
+    #[arg(long)]
+    max_parallel_invocations: Option<u16>,
+    /// Shorthand for `--server-arg=--synchronous-commit=MODE` (when the PostgreSQL
+    /// backplane's deliveries and completions wait for the WAL flush; `hub-server --help`
+    /// lists the modes). Not passed unless given.
+    #[arg(long)]
+    synchronous_commit: Option<String>,
+    /// Which client drives S1, S2, S3 and the burst: `rust` (this program's lean client:
+    /// invocations with completions, at most `--window` unanswered), `js` (the official
+    /// `@microsoft/signalr` client in Node: `connection.send`, at most `--js-window`
+    /// messages not yet delivered), or `rust,js` (each scenario once per driver).
+    #[arg(long, value_delimiter = ',', default_value = "rust")]
+    driver: Vec<Driver>,
+    /// JS driver, S1 and S2: most messages sent and not yet delivered to every receiver
+    /// (the official client's `send` has no completion to wait for).
+    #[arg(long, default_value_t = 100)]
+    js_window: usize,
+    /// JS driver: the hub protocol the official client speaks.
+    #[arg(long, value_enum, default_value = "json")]
+    js_protocol: JsProtocol,
+    /// JS driver: the directory of `load-driver.js` and the pinned `package-lock.json`
+    /// (default: `tests/js` of the source tree this program was built from); `npm ci`
+    /// runs there when `node_modules` is missing.
+    #[arg(long)]
+    js_dir: Option<PathBuf>,
     /// Length of each message's text in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
     /// S1: messages.
     #[arg(long, default_value_t = 20_000)]
     s1_messages: u64,
-    /// S1 and S2: most invocations without a completion. Twice the server's parallel
-    /// invocations lets the next batch be read while one commits.
+    /// Rust driver, S1 and S2: most invocations without a completion. Enough to keep
+    /// any parallel-invocation limit of the server busy while the next batch is read.
     #[arg(long, default_value_t = 512)]
     window: usize,
     /// S2: messages.
@@ -127,6 +151,24 @@ struct Cli {
     latency_log: Option<PathBuf>,
 }
 
+/// The client that drives the message scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Driver {
+    /// This program's own client (`benches::client`).
+    Rust,
+    /// The official `@microsoft/signalr` client in Node (`benches::js_driver`).
+    Js,
+}
+
+impl Driver {
+    fn name(self) -> &'static str {
+        match self {
+            Driver::Rust => "rust",
+            Driver::Js => "js",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 enum Scenario {
     Baseline,
@@ -141,6 +183,8 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.scenarios.sort();
     cli.scenarios.dedup();
+    cli.driver.sort();
+    cli.driver.dedup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -310,8 +354,7 @@ async fn start_instances(
         binary,
         database_url: database_url.to_owned(),
         schema: schema.clone(),
-        max_parallel_invocations: cli.max_parallel_invocations,
-        synchronous_commit: cli.synchronous_commit.clone(),
+        flags: server_flags(cli),
     };
     let a = ServerProcess::start(&config, "load-a").await?;
     let (a_url, a_pid) = (a.url.clone(), a.pid);
@@ -327,6 +370,38 @@ async fn start_instances(
         config: Some(config),
         schema: Some(schema),
     })
+}
+
+/// The tuning flags the instances get: `--server-arg`s, then the shorthands given.
+fn server_flags(cli: &Cli) -> ServerFlags {
+    let mut args = cli.server_args.clone();
+    if let Some(parallel) = cli.max_parallel_invocations {
+        args.push(format!("--max-parallel-invocations={parallel}"));
+    }
+    if let Some(mode) = &cli.synchronous_commit {
+        args.push(format!("--synchronous-commit={mode}"));
+    }
+    ServerFlags::new(args)
+}
+
+/// What the settings line says about the instances' flags: which were passed, the
+/// binary's defaults (read from its `--help`) and what ran, leaving out the flags every
+/// instance gets to run here ([`RUN_FLAGS`]).
+async fn server_settings(config: Option<&ServerConfig>) -> (serde_json::Value, serde_json::Value) {
+    let Some(config) = config else {
+        let unknown = json!("unknown: instances started by someone else");
+        return (unknown.clone(), unknown);
+    };
+    let label = config.flags.label();
+    let settings = match server_flags::binary_defaults(&config.binary).await {
+        Ok(mut defaults) => {
+            defaults.retain(|flag, _| !RUN_FLAGS.contains(&flag.as_str()));
+            let effective = server_flags::effective(&defaults, &config.flags);
+            json!({"binary_defaults": defaults, "effective": effective})
+        }
+        Err(error) => json!({"binary_defaults": error}),
+    };
+    (label, settings)
 }
 
 async fn run_scenarios(
@@ -351,43 +426,68 @@ async fn run_scenarios(
         }
         None => None,
     };
+    let messages_selected = cli.scenarios.iter().any(|s| {
+        matches!(
+            s,
+            Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst
+        )
+    });
+    let js = match messages_selected && cli.driver.contains(&Driver::Js) {
+        true => {
+            let driver = JsDriver {
+                dir: cli.js_dir.clone().unwrap_or_else(js_driver::default_dir),
+                protocol: cli.js_protocol,
+            };
+            let version = driver.prepare().await?;
+            Some((driver, version))
+        }
+        false => None,
+    };
+    let (flags, server_settings) = server_settings(instances.config.as_ref()).await;
+    eprintln!(
+        "hub-load: hub-server instances run with {}",
+        match flags.as_array() {
+            Some(list) => format!("TUNED flags (not the defaults): {}", json!(list)),
+            None => format!("{}", flags.as_str().unwrap_or_default()),
+        }
+    );
     emit(&json!({
         "scenario": "settings",
         "instances": {
             "a": instances.a,
             "b": instances.b,
             "started_by_hub_load": instances.config.is_some(),
-            "max_parallel_invocations": if instances.config.is_some() {
-                json!(cli.max_parallel_invocations)
-            } else {
-                json!("as configured by whoever started them")
-            },
+            "server_flags": flags,
+            "hub_server": server_settings,
             "backplane": "postgres",
             "schema": instances.schema,
-            "backplane_synchronous_commit": if instances.config.is_some() {
-                json!(cli.synchronous_commit)
-            } else {
-                json!("as configured by whoever started them")
-            },
-            "send_queue_capacity": 1024,
-            "log_level": "info",
+            "log_level": "RUST_LOG=info, set by hub-load: it waits for the listening line",
         },
         "database": database,
         "machine": machine_facts(),
-        "client": {
-            "protocol": "json",
-            "payload_bytes": cli.payload,
-            "window": cli.window,
+        "drivers": {
+            "rust": cli.driver.contains(&Driver::Rust).then(|| json!({
+                "client": "hub-load's own (benches::client)",
+                "protocol": "json",
+                "sends": "invocations with an id, each answered by a completion",
+                "window": cli.window,
+            })),
+            "js": js.as_ref().map(|(driver, version)| json!({
+                "client": format!("@microsoft/signalr {version} in Node"),
+                "protocol": format!("{:?}", driver.protocol).to_lowercase(),
+                "sends": "connection.send, no completion",
+                "window": cli.js_window,
+            })),
         },
+        "payload_bytes": cli.payload,
     }));
     let mut clean = true;
     let mut baseline_rate = None;
     for selected in &cli.scenarios {
-        let cpu_before = CpuSnapshot::take(instances.a_pid, instances.b_pid);
-        let cpu_used =
-            || Some(cpu_before.until(&CpuSnapshot::take(instances.a_pid, instances.b_pid)));
+        let cpu_snapshot = || CpuSnapshot::take(instances.a_pid, instances.b_pid);
         match selected {
             Scenario::Baseline => {
+                let cpu_before = cpu_snapshot();
                 let schema = match &instances.schema {
                     Some(schema) => schema.clone(),
                     None => {
@@ -404,32 +504,60 @@ async fn run_scenarios(
                 };
                 let mut report = baseline::run(&scenario, database_url, &schema).await?;
                 baseline_rate = Some(report.deliveries_per_s);
-                report.cpu = cpu_used();
+                report.cpu = Some(cpu_before.until(&cpu_snapshot()));
                 clean &= report.clean();
                 emit(&report);
             }
             Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst => {
-                let scenario = message_scenario(cli, *selected, client, drain);
-                let run = scenario::run(&scenario, &instances.a, &instances.b).await?;
-                if let Some((path, log)) = &mut latency_log {
-                    scenario::write_deliveries(log, &run.report.scenario, &run.deliveries)
-                        .and_then(|()| log.flush())
-                        .map_err(|error| format!("writing {}: {error}", path.display()))?;
+                for driver in &cli.driver {
+                    let cpu_before = cpu_snapshot();
+                    let scenario = message_scenario(cli, *selected, *driver, client, drain);
+                    let (run, node_cpu_s) = match (driver, &js) {
+                        (Driver::Js, Some((js, _))) => {
+                            let run = js.run(&scenario, &instances.a, &instances.b).await?;
+                            (run.run, Some(run.node_cpu_s))
+                        }
+                        _ => (
+                            scenario::run(&scenario, &instances.a, &instances.b).await?,
+                            None,
+                        ),
+                    };
+                    if let Some((path, log)) = &mut latency_log {
+                        let name = match driver {
+                            Driver::Rust => run.report.scenario.clone(),
+                            Driver::Js => format!("{}-js", run.report.scenario),
+                        };
+                        scenario::write_deliveries(log, &name, &run.deliveries)
+                            .and_then(|()| log.flush())
+                            .map_err(|error| format!("writing {}: {error}", path.display()))?;
+                    }
+                    let mut report = run.report;
+                    if *selected == Scenario::S1 {
+                        report.ratio_to_baseline = baseline_rate
+                            .filter(|rate| *rate > 0.0)
+                            .map(|rate| round3(report.deliveries_per_s / rate));
+                    }
+                    let cpu = cpu_before.until(&cpu_snapshot());
+                    report.cpu = Some(match node_cpu_s {
+                        Some(seconds) => cpu.with_node_driver(seconds),
+                        None => cpu,
+                    });
+                    clean &= report.clean();
+                    emit(&Labelled {
+                        report: &report,
+                        driver: Some(driver.name()),
+                        server_flags: Some(&flags),
+                    });
                 }
-                let mut report = run.report;
-                if *selected == Scenario::S1 {
-                    report.ratio_to_baseline = baseline_rate
-                        .filter(|rate| *rate > 0.0)
-                        .map(|rate| round3(report.deliveries_per_s / rate));
-                }
-                report.cpu = cpu_used();
-                clean &= report.clean();
-                emit(&report);
             }
             Scenario::S4 => {
                 let report = run_s4(cli, client, instances, owned).await?;
                 clean &= report.clean();
-                emit(&report);
+                emit(&Labelled {
+                    report: &report,
+                    driver: Some(Driver::Rust.name()),
+                    server_flags: Some(&flags),
+                });
             }
         }
         for server in &mut owned.servers {
@@ -503,22 +631,27 @@ async fn run_s4(
 fn message_scenario(
     cli: &Cli,
     which: Scenario,
+    driver: Driver,
     client: ClientOptions,
     drain_timeout: Duration,
 ) -> MessageScenario {
+    let window = match driver {
+        Driver::Rust => cli.window,
+        Driver::Js => cli.js_window,
+    };
     let (name, receivers, messages, pacing, description) = match which {
         Scenario::S1 => (
             "S1",
             1,
             cli.s1_messages,
-            Pacing::Window(cli.window),
+            Pacing::Window(window),
             "backplane throughput: 1 sender on A, 1 receiver on B, as fast as delivery allows",
         ),
         Scenario::S2 => (
             "S2",
             cli.s2_receivers,
             cli.s2_messages,
-            Pacing::Window(cli.window),
+            Pacing::Window(window),
             "fan-out: 1 sender on A, many receivers on B",
         ),
         Scenario::S3 => (
