@@ -46,7 +46,8 @@ pub enum JsProtocol {
 }
 
 impl JsProtocol {
-    fn name(self) -> &'static str {
+    /// The name the script and the report use.
+    pub fn name(self) -> &'static str {
         match self {
             JsProtocol::Json => "json",
             JsProtocol::Messagepack => "messagepack",
@@ -95,7 +96,9 @@ impl JsDriver {
                 self.dir.display()
             ));
         }
-        let client = self.dir.join("node_modules/@microsoft/signalr/package.json");
+        let client = self
+            .dir
+            .join("node_modules/@microsoft/signalr/package.json");
         let msgpack = self
             .dir
             .join("node_modules/@microsoft/signalr-protocol-msgpack/package.json");
@@ -172,7 +175,9 @@ impl JsDriver {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|error| format!("cannot run node (the JS driver needs Node.js 18+): {error}"))?;
+            .map_err(|error| {
+                format!("cannot run node (the JS driver needs Node.js 18+): {error}")
+            })?;
         let stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let errors = tokio::spawn(async move {
@@ -203,7 +208,9 @@ impl JsDriver {
         match status {
             Err(_) => return Err(failed(format!("did not finish within {limit:?}"))),
             Ok(Err(error)) => return Err(failed(error)),
-            Ok(Ok(status)) if !status.success() => return Err(failed(format!("failed ({status})"))),
+            Ok(Ok(status)) if !status.success() => {
+                return Err(failed(format!("failed ({status})")));
+            }
             Ok(Ok(_)) => {}
         }
         let Some(node_cpu_s) = collected.cpu_s else {
@@ -274,10 +281,9 @@ impl Collected {
             .map_err(|error| format!("printed a line it should not ({error}): {line}"))?;
         match line {
             Line::Arrivals { receiver, arrivals } => {
-                let outcome = self
-                    .outcomes
-                    .get_mut(receiver)
-                    .ok_or_else(|| format!("reported receiver {receiver}, which it was not given"))?;
+                let outcome = self.outcomes.get_mut(receiver).ok_or_else(|| {
+                    format!("reported receiver {receiver}, which it was not given")
+                })?;
                 for (sender, seq, sent_micros, written_micros, arrived) in arrivals {
                     let probe = u32::try_from(sender).ok().map(|sender| Probe {
                         sender,

@@ -162,7 +162,10 @@ mod tests {
         assert!(!defaults.contains_key("database-url"));
         let short = "      --synchronous-commit <SYNCHRONOUS_COMMIT>  When messages reach \
                      other instances [default: notify-before-flush] [possible values: on, off]";
-        assert_eq!(help_defaults(short)["synchronous-commit"], "notify-before-flush");
+        assert_eq!(
+            help_defaults(short)["synchronous-commit"],
+            "notify-before-flush"
+        );
     }
 
     #[test]

@@ -16,12 +16,16 @@ use benches::database;
 use benches::idle::{self, IdleScenario};
 use benches::js_driver::{self, JsDriver, JsProtocol};
 use benches::report::{IdleReport, Labelled, emit, round3};
-use benches::scenario::{self, MessageScenario, Pacing};
-use benches::server_flags::{self, ServerFlags};
-use benches::servers::{self, RUN_FLAGS, ServerConfig, ServerProcess};
+use benches::scenario;
+use benches::servers::{self, ServerConfig, ServerProcess};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+
+mod lifecycle;
+mod settings;
+
+use lifecycle::{Interrupts, Owned};
+use settings::{message_scenario, server_flags, server_settings};
 
 /// Time allowed for connecting to the database and starting the instances.
 const SETUP_ALLOWANCE: Duration = Duration::from_secs(90);
@@ -239,62 +243,6 @@ struct Instances {
     schema: Option<String>,
 }
 
-/// What this run started or created, undone at the end whatever happened.
-#[derive(Debug, Default)]
-struct Owned {
-    /// Servers started here: stopped at the end.
-    servers: Vec<ServerProcess>,
-    /// Schemas this run created (each checked absent first): dropped at the end.
-    schemas: Vec<String>,
-}
-
-impl Owned {
-    /// Claim `schema` for this run: it must not exist yet, and is dropped at the end.
-    async fn claim_schema(&mut self, database_url: &str, schema: &str) -> Result<(), String> {
-        database::ensure_new_schema(database_url, schema).await?;
-        self.schemas.push(schema.to_owned());
-        Ok(())
-    }
-
-    /// Stop every server, then drop every schema.
-    async fn release(&mut self, database_url: &str) {
-        for server in self.servers.drain(..) {
-            server.stop().await;
-        }
-        for schema in self.schemas.drain(..) {
-            database::drop_schema(database_url, &schema).await;
-        }
-    }
-}
-
-/// Ctrl-C and SIGTERM, listened for from the start of the run, so an interruption
-/// while the servers start still stops them and drops the schema.
-#[derive(Debug)]
-struct Interrupts {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Interrupts {
-    fn register() -> Result<Self, String> {
-        let listen = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|error| format!("cannot listen for {name}: {error}"))
-        };
-        Ok(Self {
-            interrupt: listen(SignalKind::interrupt(), "Ctrl-C")?,
-            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
-        })
-    }
-
-    /// Completes on the next Ctrl-C or SIGTERM, with its name.
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "Ctrl-C",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-}
-
 /// Run the selected scenarios; `Ok(false)` if any was not clean.
 async fn run(cli: &Cli) -> Result<bool, String> {
     let mut interrupts = Interrupts::register()?;
@@ -372,38 +320,6 @@ async fn start_instances(
     })
 }
 
-/// The tuning flags the instances get: `--server-arg`s, then the shorthands given.
-fn server_flags(cli: &Cli) -> ServerFlags {
-    let mut args = cli.server_args.clone();
-    if let Some(parallel) = cli.max_parallel_invocations {
-        args.push(format!("--max-parallel-invocations={parallel}"));
-    }
-    if let Some(mode) = &cli.synchronous_commit {
-        args.push(format!("--synchronous-commit={mode}"));
-    }
-    ServerFlags::new(args)
-}
-
-/// What the settings line says about the instances' flags: which were passed, the
-/// binary's defaults (read from its `--help`) and what ran, leaving out the flags every
-/// instance gets to run here ([`RUN_FLAGS`]).
-async fn server_settings(config: Option<&ServerConfig>) -> (serde_json::Value, serde_json::Value) {
-    let Some(config) = config else {
-        let unknown = json!("unknown: instances started by someone else");
-        return (unknown.clone(), unknown);
-    };
-    let label = config.flags.label();
-    let settings = match server_flags::binary_defaults(&config.binary).await {
-        Ok(mut defaults) => {
-            defaults.retain(|flag, _| !RUN_FLAGS.contains(&flag.as_str()));
-            let effective = server_flags::effective(&defaults, &config.flags);
-            json!({"binary_defaults": defaults, "effective": effective})
-        }
-        Err(error) => json!({"binary_defaults": error}),
-    };
-    (label, settings)
-}
-
 async fn run_scenarios(
     cli: &Cli,
     database_url: &str,
@@ -432,55 +348,32 @@ async fn run_scenarios(
             Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst
         )
     });
-    let js = match messages_selected && cli.driver.contains(&Driver::Js) {
-        true => {
-            let driver = JsDriver {
-                dir: cli.js_dir.clone().unwrap_or_else(js_driver::default_dir),
-                protocol: cli.js_protocol,
-            };
-            let version = driver.prepare().await?;
-            Some((driver, version))
-        }
-        false => None,
+    let js = if messages_selected && cli.driver.contains(&Driver::Js) {
+        let driver = JsDriver {
+            dir: cli.js_dir.clone().unwrap_or_else(js_driver::default_dir),
+            protocol: cli.js_protocol,
+        };
+        let version = driver.prepare().await?;
+        Some((driver, version))
+    } else {
+        None
     };
     let (flags, server_settings) = server_settings(instances.config.as_ref()).await;
     eprintln!(
         "hub-load: hub-server instances run with {}",
         match flags.as_array() {
             Some(list) => format!("TUNED flags (not the defaults): {}", json!(list)),
-            None => format!("{}", flags.as_str().unwrap_or_default()),
+            None => flags.as_str().unwrap_or_default().to_owned(),
         }
     );
-    emit(&json!({
-        "scenario": "settings",
-        "instances": {
-            "a": instances.a,
-            "b": instances.b,
-            "started_by_hub_load": instances.config.is_some(),
-            "server_flags": flags,
-            "hub_server": server_settings,
-            "backplane": "postgres",
-            "schema": instances.schema,
-            "log_level": "RUST_LOG=info, set by hub-load: it waits for the listening line",
-        },
-        "database": database,
-        "machine": machine_facts(),
-        "drivers": {
-            "rust": cli.driver.contains(&Driver::Rust).then(|| json!({
-                "client": "hub-load's own (benches::client)",
-                "protocol": "json",
-                "sends": "invocations with an id, each answered by a completion",
-                "window": cli.window,
-            })),
-            "js": js.as_ref().map(|(driver, version)| json!({
-                "client": format!("@microsoft/signalr {version} in Node"),
-                "protocol": format!("{:?}", driver.protocol).to_lowercase(),
-                "sends": "connection.send, no completion",
-                "window": cli.js_window,
-            })),
-        },
-        "payload_bytes": cli.payload,
-    }));
+    emit(&settings::settings_line(
+        cli,
+        instances,
+        database,
+        js.as_ref().map(|(_, version)| version.as_str()),
+        &flags,
+        &server_settings,
+    ));
     let mut clean = true;
     let mut baseline_rate = None;
     for selected in &cli.scenarios {
@@ -626,78 +519,4 @@ async fn run_s4(
         server.stop().await;
     }
     Ok(report)
-}
-
-fn message_scenario(
-    cli: &Cli,
-    which: Scenario,
-    driver: Driver,
-    client: ClientOptions,
-    drain_timeout: Duration,
-) -> MessageScenario {
-    let window = match driver {
-        Driver::Rust => cli.window,
-        Driver::Js => cli.js_window,
-    };
-    let (name, receivers, messages, pacing, description) = match which {
-        Scenario::S1 => (
-            "S1",
-            1,
-            cli.s1_messages,
-            Pacing::Window(window),
-            "backplane throughput: 1 sender on A, 1 receiver on B, as fast as delivery allows",
-        ),
-        Scenario::S2 => (
-            "S2",
-            cli.s2_receivers,
-            cli.s2_messages,
-            Pacing::Window(window),
-            "fan-out: 1 sender on A, many receivers on B",
-        ),
-        Scenario::S3 => (
-            "S3",
-            cli.s3_receivers,
-            (cli.s3_rate * cli.s3_seconds).round() as u64,
-            Pacing::Rate(cli.s3_rate),
-            "latency under steady load: 1 sender on A at a fixed rate, receivers on B",
-        ),
-        _ => (
-            "burst",
-            1,
-            (cli.burst_rate * cli.burst_seconds).round() as u64,
-            Pacing::Rate(cli.burst_rate),
-            "open-loop burst: 1 sender on A offering a fixed rate regardless of completions, 1 receiver on B",
-        ),
-    };
-    MessageScenario {
-        name: name.into(),
-        description: description.into(),
-        receivers,
-        messages,
-        pacing,
-        payload_len: cli.payload,
-        drain_timeout,
-        client,
-        keep_deliveries: cli.latency_log.is_some(),
-    }
-}
-
-/// Cores, memory and kernel of this machine.
-fn machine_facts() -> serde_json::Value {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-        });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|release| release.trim().to_owned())
-        .unwrap_or_default();
-    json!({
-        "cores": cores,
-        "memory_gib": memory_kib.map(|kib| round3(kib as f64 / 1024.0 / 1024.0)),
-        "kernel": kernel,
-    })
 }
