@@ -42,8 +42,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hub_server::__bench::{Outbox, OutboxReceiver, Outgoing, serialize_invocation};
 use serde::{Serialize, Serializer};
 
-/// `HubOptions::send_queue_capacity`'s default.
-const QUEUE_CAPACITY: usize = 1024;
+/// `HubOptions::send_queue_bytes`'s default (1 MiB).
+const QUEUE_CAPACITY: usize = 1024 * 1024;
 
 const USER: &str = "User_4821";
 const TEXT: &str = "The quick brown fox jumps over the lazy dog, twice, to be sure.";
@@ -98,7 +98,9 @@ impl Writer {
 fn frame_count(item: &Outgoing) -> usize {
     match item {
         Outgoing::Frame(_) => 1,
-        Outgoing::Close(_) => panic!("nothing closes a connection in this bench"),
+        Outgoing::Reply(_) | Outgoing::Close(_) => {
+            panic!("nothing but fanned-out frames is queued in this bench")
+        }
     }
 }
 

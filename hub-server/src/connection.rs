@@ -122,7 +122,7 @@ async fn serve(hub: Arc<HubShared>, mut sink: Sink, mut stream: Stream, accepted
         return;
     };
 
-    let (outbox, queue) = Outbox::new(protocol, hub.options.send_queue_capacity);
+    let (outbox, queue) = Outbox::new(protocol, hub.options.send_queue_bytes);
     let outbox = Arc::new(outbox);
     let info = Arc::new(ConnectionInfo {
         id: connection_id,
@@ -159,7 +159,7 @@ async fn serve(hub: Arc<HubShared>, mut sink: Sink, mut stream: Stream, accepted
 
     match &end {
         End::SlowClient => {
-            tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity = hub.options.send_queue_capacity, "client stopped reading its messages; disconnecting it");
+            tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity_bytes = hub.options.send_queue_bytes, "client stopped reading its messages; disconnecting it");
         }
         End::Transport(error) => {
             tracing::debug!(hub = %hub.name, connection_id = %info.id, %error, "connection failed");
@@ -345,10 +345,10 @@ async fn read_loop(
     loop {
         // Frames left over from the handshake or the last read come first.
         loop {
-            // Room for this message's answer and those of every invocation still
-            // running: a client's own completions must never overflow its queue (that
-            // would drop it as a slow reader). Waiting here stops reading, which pushes
-            // back on the client through TCP.
+            // Nothing more is read while the client's queue is full: its answers are
+            // queued past the bound (a client is never dropped as a slow reader because
+            // of its own completions), and this wait is what bounds them. Waiting here
+            // stops reading, which pushes back on the client through TCP.
             if let Some(end) = wait_for_room(outbox, &mut in_flight).await {
                 return end;
             }
@@ -456,10 +456,10 @@ impl Running {
     }
 }
 
-/// Wait until the outbox has room for one more answer on top of one for each running
-/// invocation, letting running invocations finish meanwhile. `Some` ends the connection.
+/// Wait until the outbox is below its capacity, letting running invocations finish
+/// meanwhile. `Some` ends the connection.
 async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Option<End> {
-    if outbox.has_room_for(in_flight.len() + 1) {
+    if outbox.has_room() {
         return None;
     }
     loop {
@@ -467,7 +467,7 @@ async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Option<End> 
         tokio::pin!(room);
         // Registered before the check, so the writer freeing room in between is seen.
         room.as_mut().enable();
-        if outbox.has_room_for(in_flight.len() + 1) {
+        if outbox.has_room() {
             return None;
         }
         tokio::select! {
@@ -575,8 +575,7 @@ fn complete(
             "cannot encode completion: {error}"
         )));
     }
-    // Overflow raises the alarm the connection task is watching.
-    let _ = outbox.push(Outgoing::Frame(frame.freeze()));
+    outbox.reply(frame.freeze());
     None
 }
 
@@ -603,7 +602,7 @@ async fn write_loop(
                 let mut batched = 0;
                 while let Some(item) = next.take() {
                     match item {
-                        Outgoing::Frame(frame) => {
+                        Outgoing::Frame(frame) | Outgoing::Reply(frame) => {
                             if let Some(message) = frame_message(protocol, frame) {
                                 sink.feed(message).await.map_err(|e| e.to_string())?;
                             }

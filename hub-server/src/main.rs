@@ -42,10 +42,11 @@ struct Cli {
     /// The name this instance reports in /health (default: host name and process id).
     #[arg(long)]
     server_name: Option<String>,
-    /// How many invocations of one client may run at once. 1 (the default, as in ASP.NET
-    /// Core) finishes each before reading the next; higher values let one fast sender's
-    /// messages share backplane commits while keeping their order.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    /// How many invocations of one client may run at once. They start in arrival order,
+    /// so what a method sends before it awaits anything else keeps the client's order;
+    /// with 64 (the default) a fast sender's messages share PostgreSQL commits. 1 is
+    /// ASP.NET Core's behaviour: each invocation finishes before the next is read.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel_invocations: u16,
     /// When the PostgreSQL backplane's messages reach other instances and when a sender's
     /// invocation completes, relative to the WAL flush: `notify-before-flush` (the
@@ -66,6 +67,10 @@ struct Cli {
     /// pile up.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     request_headers_timeout: u32,
+    /// Bytes of outgoing messages that may wait for one connection; a client that lets
+    /// more pile up (it stopped reading) is disconnected.
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    send_queue_bytes: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -183,7 +188,8 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     };
     tracing::info!(backplane = %kind, node = %backplane.node_id(), "backplane started");
     let options = hub_server::HubOptions::default()
-        .max_parallel_invocations(usize::from(cli.max_parallel_invocations));
+        .max_parallel_invocations(usize::from(cli.max_parallel_invocations))
+        .send_queue_bytes(usize::try_from(cli.send_queue_bytes).unwrap_or(usize::MAX));
     let hub = chat::hub_builder()
         .manager_options(manager_options(&cli))
         .options(options)

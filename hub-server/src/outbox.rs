@@ -1,5 +1,10 @@
 //! A connection's bounded outgoing queue, and how the lifetime manager fills it.
 //!
+//! The queue is bounded by bytes, not by frame count: a healthy client that receives
+//! thousands of tiny frames in a burst (every connect of a connect storm is broadcast to
+//! everyone) must not be mistaken for one that stopped reading, while a client that stops
+//! reading is still dropped before it can make the server hold more than the bound.
+//!
 //! The queue is a `VecDeque` under a mutex, with the parked writer's waker beside it.
 //! Delivering one frame takes that one lock, touches one or two cache lines and wakes the
 //! writer only when it is parked, which matters when the lifetime manager fans a message
@@ -25,11 +30,20 @@ const TAKE_LIMIT: usize = 64;
 /// Buffers larger than this (in frames) are released when the writer goes idle.
 const IDLE_RETAINED: usize = 8;
 
+/// What one queued frame costs besides its bytes: its slot in the queue. Counting it means
+/// a flood of empty frames is bounded too.
+const FRAME_OVERHEAD: usize = std::mem::size_of::<Outgoing>();
+
 /// One item of a connection's outgoing queue.
 #[derive(Debug)]
 pub enum Outgoing {
     /// A complete hub message frame, shared with every other connection it was sent to.
     Frame(Bytes),
+    /// The answer to one of this client's own invocations. It is queued even past the
+    /// bound: the connection stops reading while its queue is full, so these are bounded
+    /// by the invocations it has running, and a client must never be dropped as a slow
+    /// reader because of its own answers.
+    Reply(Bytes),
     /// Write this final frame (a Close message, if any), close the WebSocket and stop.
     Close(Option<Bytes>),
 }
@@ -60,8 +74,9 @@ pub struct OutboxReceiver {
 
 /// What the two ends share.
 struct Shared {
-    /// Most frames the queue holds (the writer's current batch, up to [`TAKE_LIMIT`]
-    /// frames taken out but not yet written, is not counted).
+    /// Most bytes the queue holds, frames plus [`FRAME_OVERHEAD`] each (the writer's
+    /// current batch, up to [`TAKE_LIMIT`] frames taken out but not yet written, is not
+    /// counted).
     capacity: usize,
     /// The queue and its bookkeeping.
     state: Mutex<State>,
@@ -74,6 +89,8 @@ struct Shared {
 struct State {
     /// Frames waiting for the writer, oldest first.
     items: VecDeque<Outgoing>,
+    /// What the frames in `items` cost, as counted against the capacity.
+    bytes: usize,
     /// The writer, when it is parked waiting for a frame.
     waiter: Option<Waker>,
     /// The receiving end was dropped: nothing will be written any more.
@@ -91,8 +108,8 @@ impl Shared {
 }
 
 impl Outbox {
-    /// An outbox for a connection speaking `protocol`, with room for `capacity` frames,
-    /// and the receiving end its writer drains.
+    /// An outbox for a connection speaking `protocol`, with room for `capacity` bytes of
+    /// frames, and the receiving end its writer drains.
     pub fn new(protocol: Protocol, capacity: usize) -> (Self, OutboxReceiver) {
         let shared = Arc::new(Shared {
             capacity: capacity.max(1),
@@ -111,9 +128,11 @@ impl Outbox {
         (outbox, receiver)
     }
 
-    /// Queue a frame; on overflow, sound the alarm. A Close is always queued (past the
-    /// capacity): it is the last item, and a busy but healthy client should still be told
-    /// why the connection ends.
+    /// Queue a frame; on overflow, sound the alarm. A frame that does not fit is refused,
+    /// unless the queue is empty (a single message larger than the bound still reaches a
+    /// client that keeps up). A reply or a Close is always queued (past the capacity): a
+    /// reply is bounded by the invocations running, and the Close is the last item, and a
+    /// busy but healthy client should still be told why the connection ends.
     ///
     /// # Errors
     ///
@@ -125,13 +144,18 @@ impl Outbox {
             if state.receiver_gone {
                 return Err(DeliveryError::Closed);
             }
-            if state.items.len() >= self.shared.capacity && matches!(item, Outgoing::Frame(_)) {
+            let cost = cost(&item);
+            if matches!(item, Outgoing::Frame(_))
+                && !state.items.is_empty()
+                && state.bytes + cost > self.shared.capacity
+            {
                 drop(state);
                 // `notify_one` stores a permit, so the alarm is not lost if the connection
                 // task is busy elsewhere at this instant.
                 self.overflow.notify_one();
                 return Err(DeliveryError::QueueFull);
             }
+            state.bytes += cost;
             state.items.push_back(item);
             state.waiter.take()
         };
@@ -146,13 +170,21 @@ impl Outbox {
         self.overflow.notified().await;
     }
 
-    /// Whether `frames` more frames fit in the queue now.
-    pub(crate) fn has_room_for(&self, frames: usize) -> bool {
-        self.shared.state().items.len() + frames <= self.shared.capacity
+    /// Whether the queue is below its capacity, so the connection may read and start more
+    /// work whose answers will be queued.
+    pub(crate) fn has_room(&self) -> bool {
+        self.shared.state().bytes < self.shared.capacity
+    }
+
+    /// Queue the answer to one of this client's invocations (never refused for size; see
+    /// [`Outgoing::Reply`]).
+    pub(crate) fn reply(&self, frame: Bytes) {
+        // An error means the connection is gone or closing: nobody is left to answer.
+        let _ = self.push(Outgoing::Reply(frame));
     }
 
     /// Completes the next time the writer takes frames out of the queue. Create (and
-    /// `enable`) it before checking [`Outbox::has_room_for`], so no signal is missed in
+    /// `enable`) it before checking [`Outbox::has_room`], so no signal is missed in
     /// between.
     pub(crate) fn room_freed(&self) -> Notified<'_> {
         self.shared.room.notified()
@@ -186,6 +218,7 @@ impl fmt::Debug for Outbox {
         f.debug_struct("Outbox")
             .field("protocol", &self.protocol)
             .field("queued", &self.shared.state().items.len())
+            .field("queued_bytes", &self.shared.state().bytes)
             .field("capacity", &self.shared.capacity)
             .finish()
     }
@@ -239,6 +272,7 @@ impl Drop for OutboxReceiver {
         let mut state = self.shared.state();
         state.receiver_gone = true;
         state.items.clear();
+        state.bytes = 0;
         state.waiter = None;
     }
 }
@@ -254,8 +288,20 @@ impl fmt::Debug for OutboxReceiver {
 /// Move up to [`TAKE_LIMIT`] frames from the queue to `taken`; whether there were any.
 fn take_batch(state: &mut State, taken: &mut VecDeque<Outgoing>) -> bool {
     let count = state.items.len().min(TAKE_LIMIT);
-    taken.extend(state.items.drain(..count));
+    for item in state.items.drain(..count) {
+        state.bytes -= cost(&item);
+        taken.push_back(item);
+    }
     count > 0
+}
+
+/// What `item` counts against the queue's capacity.
+fn cost(item: &Outgoing) -> usize {
+    let bytes = match item {
+        Outgoing::Frame(frame) | Outgoing::Reply(frame) => frame.len(),
+        Outgoing::Close(frame) => frame.as_ref().map_or(0, Bytes::len),
+    };
+    bytes + FRAME_OVERHEAD
 }
 
 /// Free an empty buffer's memory if a burst made it large.
@@ -282,9 +328,14 @@ mod tests {
         }
     }
 
+    /// The capacity, in bytes, that holds exactly `frames` frames of `len` bytes each.
+    fn room_for(frames: usize, len: usize) -> usize {
+        frames * (len + FRAME_OVERHEAD)
+    }
+
     #[tokio::test]
     async fn overflow_refuses_and_raises_the_alarm() {
-        let (outbox, mut receiver) = Outbox::new(Protocol::Json, 2);
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, room_for(2, 2));
         let message = frame("m\x1e");
         outbox.deliver(&message).unwrap();
         outbox.deliver(&message).unwrap();
@@ -299,6 +350,51 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_counts_bytes_not_frames() {
+        // Room for 1,000 tiny frames is room for only a few large ones.
+        let (outbox, _receiver) = Outbox::new(Protocol::Json, room_for(1_000, 2));
+        for _ in 0..1_000 {
+            outbox.deliver(&frame("m\x1e")).unwrap();
+        }
+        assert_eq!(
+            outbox.deliver(&frame("m\x1e")),
+            Err(DeliveryError::QueueFull)
+        );
+
+        let large = "x".repeat(1_000);
+        let (outbox, _receiver) = Outbox::new(Protocol::Json, room_for(1_000, 2));
+        let mut accepted = 0;
+        while outbox.deliver(&frame(&large)).is_ok() {
+            accepted += 1;
+        }
+        assert_eq!(accepted, room_for(1_000, 2) / (1_000 + FRAME_OVERHEAD));
+    }
+
+    #[test]
+    fn a_message_larger_than_the_bound_goes_to_an_empty_queue_only() {
+        let (outbox, _receiver) = Outbox::new(Protocol::Json, 100);
+        let huge = frame(&"x".repeat(10_000));
+        outbox.deliver(&huge).unwrap();
+        assert_eq!(outbox.deliver(&huge), Err(DeliveryError::QueueFull));
+    }
+
+    #[tokio::test]
+    async fn replies_are_queued_past_the_bound_and_count_against_it() {
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, room_for(1, 2));
+        outbox.deliver(&frame("m\x1e")).unwrap();
+        assert!(!outbox.has_room());
+        outbox.reply(Bytes::from_static(b"r\x1e"));
+        outbox.reply(Bytes::from_static(b"s\x1e"));
+        // No alarm: a client's own answers never make it a slow reader.
+        let alarm = tokio::time::timeout(Duration::from_millis(20), outbox.overflowed()).await;
+        assert!(alarm.is_err(), "replies raised the overflow alarm");
+        assert_eq!(text(receiver.recv().await), "m\x1e");
+        assert!(matches!(receiver.recv().await, Some(Outgoing::Reply(r)) if r == "r\x1e"));
+        assert!(matches!(receiver.recv().await, Some(Outgoing::Reply(s)) if s == "s\x1e"));
+        assert!(outbox.has_room());
+    }
+
+    #[test]
     fn missing_encoding_is_reported() {
         let (outbox, _receiver) = Outbox::new(Protocol::MessagePack, 2);
         assert_eq!(
@@ -309,30 +405,31 @@ mod tests {
 
     #[tokio::test]
     async fn frames_arrive_in_order_across_batches_and_room_frees_as_they_are_taken() {
+        // Frames of 3 bytes each, so the bound is a frame count here.
         let count = 3 * TAKE_LIMIT + 5;
-        let (outbox, mut receiver) = Outbox::new(Protocol::Json, count);
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, room_for(count, 3));
         for i in 0..count {
-            outbox.deliver(&frame(&i.to_string())).unwrap();
+            outbox.deliver(&frame(&format!("{i:03}"))).unwrap();
         }
         assert_eq!(outbox.deliver(&frame("x")), Err(DeliveryError::QueueFull));
-        assert_eq!(text(receiver.recv().await), "0");
+        assert_eq!(text(receiver.recv().await), "000");
         // One batch left the queue, so there is room for that many again.
         for i in 0..TAKE_LIMIT {
-            outbox.deliver(&frame(&format!("more {i}"))).unwrap();
+            outbox.deliver(&frame(&format!("m{i:02}"))).unwrap();
         }
-        assert_eq!(outbox.deliver(&frame("x")), Err(DeliveryError::QueueFull));
+        assert_eq!(outbox.deliver(&frame("xxx")), Err(DeliveryError::QueueFull));
         for i in 1..count {
-            assert_eq!(text(receiver.try_recv()), i.to_string());
+            assert_eq!(text(receiver.try_recv()), format!("{i:03}"));
         }
         for i in 0..TAKE_LIMIT {
-            assert_eq!(text(receiver.recv().await), format!("more {i}"));
+            assert_eq!(text(receiver.recv().await), format!("m{i:02}"));
         }
         assert!(receiver.try_recv().is_none());
     }
 
     #[tokio::test]
     async fn a_parked_writer_is_woken_and_sees_the_end_when_the_outbox_goes() {
-        let (outbox, mut receiver) = Outbox::new(Protocol::Json, 8);
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, 1024);
         let writer = tokio::spawn(async move {
             let first = text(receiver.recv().await);
             let end = receiver.recv().await;
@@ -352,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_writer_gives_back_what_a_burst_made_the_queue_grow_to() {
-        let (outbox, mut receiver) = Outbox::new(Protocol::Json, 1024);
+        let (outbox, mut receiver) = Outbox::new(Protocol::Json, 1024 * 1024);
         for i in 0..500 {
             outbox.deliver(&frame(&i.to_string())).unwrap();
         }

@@ -17,10 +17,9 @@ const MESSAGES: usize = 800;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving() {
-    // The reader only reads, so it would trip the client timeout on a slow machine.
-    let options = HubOptions::default()
-        .send_queue_capacity(64)
-        .client_timeout(Duration::from_secs(600));
+    // The default bound (1 MiB): the broadcasts add up to 12.5 MiB. The reader only
+    // reads, so it would trip the client timeout on a slow machine.
+    let options = HubOptions::default().client_timeout(Duration::from_secs(600));
     let server = TestServer::start(options).await;
     let mut slow = RawClient::connect_with_small_buffer(server.addr, &server.ws_url("")).await;
     slow.handshake_json().await;
@@ -95,7 +94,7 @@ async fn a_method_bursting_to_its_caller_does_not_overflow_the_callers_queue() {
     // Far more messages than the queue holds, sent to the caller by one hub method in a
     // tight loop. The method runs in the caller's own connection task, so the caller's
     // writer only drains the queue because every send yields to it.
-    let server = TestServer::start(HubOptions::default().send_queue_capacity(16)).await;
+    let server = TestServer::start(HubOptions::default().send_queue_bytes(1024)).await;
     let mut caller = server.json_client().await;
     caller
         .send_text("{\"type\":1,\"invocationId\":\"f\",\"target\":\"FloodCaller\",\"arguments\":[2000,10]}\u{1e}")
@@ -110,4 +109,51 @@ async fn a_method_bursting_to_its_caller_does_not_overflow_the_callers_queue() {
         "{\"type\":3,\"invocationId\":\"f\",\"result\":2000}\u{1e}"
     );
     assert_eq!(server.hub.connection_count(), 1);
+}
+
+/// The connect storm case: thousands of tiny broadcasts in a burst to a client that reads
+/// them a little later than they are sent. A queue bounded by frame count (1,024 in the
+/// past) dropped such clients as slow readers; bounded by bytes, the default holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_tiny_frames_does_not_drop_a_client_that_reads_late() {
+    const BURST: usize = 5_000;
+    let server = TestServer::start(HubOptions::default()).await;
+    let mut late = RawClient::connect_with_small_buffer(server.addr, &server.ws_url("")).await;
+    late.handshake_json().await;
+    let mut sender = server.json_client().await;
+    wait_for_connections(&server.hub, 2).await;
+
+    // Fire-and-forget broadcasts, many per WebSocket message, as a busy client sends.
+    for chunk in (0..BURST).collect::<Vec<_>>().chunks(500) {
+        let frame: String = chunk
+            .iter()
+            .map(|i| {
+                format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
+            })
+            .collect();
+        sender.send_text(&frame).await;
+    }
+    // The sender's own copies show the server has fanned out the whole burst while the
+    // late client has not read a byte.
+    for i in 0..BURST {
+        let text = sender.recv_text_skipping_pings().await;
+        assert!(
+            text.contains(&format!("[\"{i}\"]")),
+            "sender copy {i}: {text}"
+        );
+    }
+    for i in 0..BURST {
+        let text = tokio::time::timeout(Duration::from_secs(30), late.recv_text_skipping_pings())
+            .await
+            .unwrap_or_else(|_| panic!("the late reader got {i} of {BURST} and no more"));
+        assert_eq!(
+            text,
+            format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
+        );
+    }
+    assert_eq!(
+        server.hub.connection_count(),
+        2,
+        "a healthy client was dropped"
+    );
 }

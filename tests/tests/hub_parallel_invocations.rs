@@ -1,6 +1,6 @@
-//! `HubOptions::max_parallel_invocations`: one invocation at a time by default (as in
-//! ASP.NET Core), several at once when raised, and in both cases a client's messages keep
-//! their order across the backplane.
+//! `HubOptions::max_parallel_invocations`: several invocations of a client at once by
+//! default, one at a time when set to 1 (ASP.NET Core's default), and in both cases a
+//! client's messages keep their order, on its own node and across the backplane.
 
 mod hub_support;
 
@@ -44,17 +44,22 @@ async fn completion_order(options: HubOptions) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn invocations_run_one_at_a_time_by_default() {
-    assert_eq!(
-        completion_order(HubOptions::default()).await,
-        ["slow", "fast"]
-    );
+async fn invocations_run_one_at_a_time_when_limited_to_one() {
+    let options = HubOptions::default().max_parallel_invocations(1);
+    assert_eq!(completion_order(options).await, ["slow", "fast"]);
 }
 
 #[tokio::test]
-async fn parallel_invocations_do_not_wait_for_each_other() {
-    let options = HubOptions::default().max_parallel_invocations(4);
-    assert_eq!(completion_order(options).await, ["fast", "slow"]);
+async fn by_default_invocations_do_not_wait_for_each_other() {
+    assert_eq!(
+        HubOptions::default().max_parallel_invocations,
+        64,
+        "the documented default"
+    );
+    assert_eq!(
+        completion_order(HubOptions::default()).await,
+        ["fast", "slow"]
+    );
 }
 
 /// A send queue far smaller than the invocations a client has running, or sends in one
@@ -64,7 +69,7 @@ async fn parallel_invocations_do_not_wait_for_each_other() {
 async fn completions_never_overflow_the_callers_own_queue() {
     for parallel in [1, 64] {
         let options = HubOptions::default()
-            .send_queue_capacity(4)
+            .send_queue_bytes(256)
             .max_parallel_invocations(parallel);
         let server = TestServer::start_hub(hub_with_sleep().options(options)).await;
         let mut client = RawClient::connect(&server.ws_url("")).await;
@@ -107,15 +112,16 @@ async fn completions_never_overflow_the_callers_own_queue() {
     }
 }
 
-/// One client fires 500 broadcasts without waiting; a client on the other instance
-/// receives all of them, in the order they were sent, with parallel invocations sharing
-/// PostgreSQL commits.
+/// One client fires 500 broadcasts without waiting; a client on the other instance and
+/// one on the sender's own instance receive all of them, in the order they were sent,
+/// with the default parallel invocations sharing PostgreSQL commits (local delivery
+/// follows each commit, so it must keep the order too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_invocations_keep_a_clients_order_across_postgres() {
     const COUNT: usize = 500;
     let schema = TestSchema::create("hub_parallel").await;
     let nodes: Vec<Arc<dyn Backplane>> = schema.cluster(2).await;
-    let options = HubOptions::default().max_parallel_invocations(64);
+    let options = HubOptions::default();
     let server_a = TestServer::start_hub(
         test_hub()
             .options(options.clone())
@@ -128,7 +134,9 @@ async fn parallel_invocations_keep_a_clients_order_across_postgres() {
     sender.handshake_json().await;
     let mut receiver = RawClient::connect(&server_b.ws_url("")).await;
     receiver.handshake_json().await;
-    wait_for_connections(&server_a.hub, 1).await;
+    let mut local = RawClient::connect(&server_a.ws_url("")).await;
+    local.handshake_json().await;
+    wait_for_connections(&server_a.hub, 2).await;
     wait_for_connections(&server_b.hub, 1).await;
 
     // Several invocations per WebSocket frame, as a busy client batches them.
@@ -141,16 +149,18 @@ async fn parallel_invocations_keep_a_clients_order_across_postgres() {
             .collect();
         sender.send_text(&frame).await;
     }
-    for i in 0..COUNT {
-        let text =
-            tokio::time::timeout(Duration::from_secs(30), receiver.recv_text_skipping_pings())
-                .await
-                .unwrap_or_else(|_| panic!("broadcast {i} of {COUNT} did not arrive"));
-        assert_eq!(
-            text,
-            format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}"),
-            "broadcasts arrived out of order or were lost"
-        );
+    for (name, client) in [("remote", &mut receiver), ("local", &mut local)] {
+        for i in 0..COUNT {
+            let text =
+                tokio::time::timeout(Duration::from_secs(30), client.recv_text_skipping_pings())
+                    .await
+                    .unwrap_or_else(|_| panic!("{name}: broadcast {i} of {COUNT} did not arrive"));
+            assert_eq!(
+                text,
+                format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}"),
+                "{name}: broadcasts arrived out of order or were lost"
+            );
+        }
     }
     server_a.hub.shutdown().await;
     server_b.hub.shutdown().await;

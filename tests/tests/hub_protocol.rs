@@ -28,9 +28,11 @@ async fn assert_still_serves(client: &mut RawClient) {
 }
 
 #[tokio::test]
-async fn json_handshake_versions_1_and_2_succeed() {
+async fn json_handshake_versions_0_1_and_2_succeed() {
+    // 0 from signalrcore (its negotiate version), 1 from older and Java clients, 2 from
+    // current official clients.
     let server = TestServer::start(HubOptions::default()).await;
-    for version in [1, 2] {
+    for version in [0, 1, 2] {
         let mut client = RawClient::connect(&server.ws_url("")).await;
         client
             .send_text(&format!(
@@ -45,7 +47,7 @@ async fn json_handshake_versions_1_and_2_succeed() {
 #[tokio::test]
 async fn messagepack_handshake_is_answered_in_a_binary_frame() {
     let server = TestServer::start(HubOptions::default()).await;
-    for version in [1, 2] {
+    for version in [0, 1, 2] {
         let mut client = RawClient::connect(&server.ws_url("")).await;
         client
             .send_text(&format!(
@@ -598,13 +600,13 @@ async fn many_small_messages_in_one_websocket_message_are_served() {
 #[tokio::test]
 async fn unusable_option_values_are_raised_to_working_ones() {
     let mut options = HubOptions::default();
-    options.send_queue_capacity = 0;
+    options.send_queue_bytes = 0;
     options.max_parallel_invocations = 0;
     options.keep_alive_interval = std::time::Duration::ZERO;
     let server = TestServer::start(options).await;
     let mut client = server.json_client().await;
     assert_still_serves(&mut client).await;
-    assert_eq!(server.hub.options().send_queue_capacity, 1);
+    assert_eq!(server.hub.options().send_queue_bytes, 1);
     assert_eq!(server.hub.options().max_parallel_invocations, 1);
     assert!(server.hub.options().keep_alive_interval >= std::time::Duration::from_millis(10));
 }
