@@ -277,8 +277,10 @@ impl Collected {
         if !line.starts_with('{') {
             return Ok(());
         }
-        let line: Line = serde_json::from_str(line)
-            .map_err(|error| format!("printed a line it should not ({error}): {line}"))?;
+        let line: Line = serde_json::from_str(line).map_err(|error| {
+            let start: String = line.chars().take(200).collect();
+            format!("printed a line it should not ({error}): {start}...")
+        })?;
         match line {
             Line::Arrivals { receiver, arrivals } => {
                 let outcome = self.outcomes.get_mut(receiver).ok_or_else(|| {

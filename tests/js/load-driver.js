@@ -55,8 +55,12 @@ function nowUs() {
     return Math.round(performance.now() * 1000);
 }
 
+/// Write one line and wait until Node handed it to the pipe: `process.exit` drops
+/// whatever is still queued, and a pipe takes only so much at once.
 function emit(line) {
-    process.stdout.write(JSON.stringify(line) + "\n");
+    return new Promise((resolve, reject) => {
+        process.stdout.write(JSON.stringify(line) + "\n", (error) => (error ? reject(error) : resolve()));
+    });
 }
 
 function probeText(seq, sentUs, writtenUs) {
@@ -85,7 +89,13 @@ function connection(base) {
         const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
         builder.withHubProtocol(new MessagePackHubProtocol());
     }
-    return builder.build();
+    const conn = builder.build();
+    // The chat hub's other messages, which a chat application handles (the client warns
+    // about methods without a handler).
+    for (const method of ["UserConnected", "UserDisconnected", "UserJoinedGroup", "UserLeftGroup", "ReceiveMessage"]) {
+        conn.on(method, () => {});
+    }
+    return conn;
 }
 
 /// Errors seen during the run, the first few of each kind kept.
@@ -269,17 +279,17 @@ function drained(deadlineUs) {
     stopping = true;
     for (const [index, { arrivals }] of receivers.entries()) {
         for (let at = 0; at < arrivals.length || at === 0; at += CHUNK) {
-            emit({ type: "arrivals", receiver: index, arrivals: arrivals.slice(at, at + CHUNK) });
+            await emit({ type: "arrivals", receiver: index, arrivals: arrivals.slice(at, at + CHUNK) });
         }
     }
-    emit({ type: "sent", started_us: startedUs, finished_us: finishedUs, schedule_lag_us: lags });
+    await emit({ type: "sent", started_us: startedUs, finished_us: finishedUs, schedule_lag_us: lags });
     for (const message of errors) {
-        emit({ type: "error", message });
+        await emit({ type: "error", message });
     }
     const stops = [sender, ...receivers.map((r) => r.conn)].map((conn) => conn.stop().catch(() => {}));
     await Promise.race([Promise.all(stops), new Promise((resolve) => setTimeout(resolve, 5000))]);
     const cpu = process.cpuUsage();
-    emit({ type: "done", cpu_us: cpu.user + cpu.system });
+    await emit({ type: "done", cpu_us: cpu.user + cpu.system });
     process.exit(0);
 })().catch((error) => {
     console.error("load driver failed:", error && error.stack ? error.stack : error);
