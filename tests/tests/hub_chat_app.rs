@@ -62,6 +62,7 @@ async fn page_files_are_served_with_their_types_and_revalidated_by_etag() {
             "no-cache",
         ),
         ("/assets/chat.css", "text/css; charset=utf-8", "no-cache"),
+        ("/assets/favicon.svg", "image/svg+xml", "no-cache"),
         (
             bundle.as_str(),
             "text/javascript; charset=utf-8",

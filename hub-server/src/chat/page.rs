@@ -73,7 +73,7 @@ static PAGE: Asset = Asset {
 };
 
 /// The files the page loads.
-static ASSETS: [Asset; 3] = [
+static ASSETS: [Asset; 4] = [
     Asset {
         path: "/assets/chat.js",
         content_type: "text/javascript; charset=utf-8",
@@ -85,6 +85,13 @@ static ASSETS: [Asset; 3] = [
         path: "/assets/chat.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../assets/chat.css"),
+        caching: Caching::Revalidate,
+        document: false,
+    },
+    Asset {
+        path: "/assets/favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../assets/favicon.svg"),
         caching: Caching::Revalidate,
         document: false,
     },
@@ -245,7 +252,7 @@ mod tests {
         assert!(SIGNALR_PATH.contains(SIGNALR_CLIENT_VERSION));
         let page = std::str::from_utf8(PAGE.body).unwrap();
         assert!(page.contains(&format!("src=\"{SIGNALR_PATH}\"")), "{page}");
-        for asset in &ASSETS[..2] {
+        for asset in &ASSETS[..3] {
             assert!(
                 page.contains(asset.path),
                 "{} is not loaded by the page",
