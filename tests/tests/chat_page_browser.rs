@@ -365,6 +365,15 @@ async fn the_page_shows_reconnecting_and_recovers_when_its_server_returns() {
         .expect_line("alice", "[room] bob: Welcome back")
         .await;
 
+    // Leaving on purpose is the third state.
+    let args = json!({ "page": "alice", "role": "button", "label": "Disconnect" });
+    browser.call("click", args).await;
+    assert_eq!(
+        browser.expect_state("alice", "disconnected").await,
+        "Disconnected"
+    );
+    browser.expect_line("alice", "[SYSTEM] Disconnected.").await;
+
     browser.close().await;
     server.stop().await;
     schema.drop().await;

@@ -259,6 +259,9 @@ mod tests {
                 asset.path
             );
         }
+        // Screen readers announce new lines and state changes.
+        assert!(page.contains(r#"role="log" aria-live="polite""#), "{page}");
+        assert!(page.contains(r#"id="status" role="status""#), "{page}");
         // No inline script or style: the Content-Security-Policy would block it.
         assert!(
             !page.contains("<script>") && !page.contains("<style"),
