@@ -4,8 +4,8 @@
 //!
 //! Each page is used as a person would: controls found by their labels, text typed, Enter
 //! pressed; what the person would see (the message log, the connection state) is checked.
-//! A screenshot of two pages chatting is written to
-//! `target/browser-screenshots/two-pages.png` for a person to look at.
+//! Screenshots for a person to look at go to `target/browser-screenshots/`: two pages
+//! chatting (`two-pages.png`) and a page whose server is gone (`reconnecting.png`).
 //!
 //! Chromium must be at `/usr/bin/chromium` (`apt-get install -y chromium`; `.ci/run`
 //! installs it when missing).
@@ -344,6 +344,9 @@ async fn the_page_shows_reconnecting_and_recovers_when_its_server_returns() {
     );
     browser
         .expect_line("alice", "[SYSTEM] Connection lost. Reconnecting…")
+        .await;
+    browser
+        .screenshot(&["alice"], &screenshot_dir().join("reconnecting.png"))
         .await;
 
     // The server comes back on the same address; the page reconnects by itself and joins
