@@ -17,7 +17,8 @@ use crate::record::{RECORD_SEPARATOR, RecordScanner};
 pub struct HandshakeRequest {
     /// The protocol name as sent, e.g. `"json"` or `"messagepack"`.
     pub protocol: String,
-    /// The protocol version; official clients send 2 today, older ones 1.
+    /// The protocol version; official clients send 2 today, older ones 1, the Python
+    /// `signalrcore` 0 or 1 (see [`Protocol::MIN_VERSION`]).
     pub version: u32,
 }
 
@@ -270,6 +271,22 @@ mod tests {
                 .unwrap()
                 .unwrap();
         assert_eq!(request.resolve_protocol().unwrap(), Protocol::MessagePack);
+
+        // signalrcore sends the negotiate version, 0, as its protocol version.
+        for (bytes, protocol) in [
+            (
+                &b"{\"protocol\": \"json\", \"version\": 0}\x1e"[..],
+                Protocol::Json,
+            ),
+            (
+                b"{\"protocol\": \"messagepack\", \"version\": 0}\x1e",
+                Protocol::MessagePack,
+            ),
+        ] {
+            let request = decode_request(bytes).unwrap().unwrap();
+            assert_eq!(request.version, 0);
+            assert_eq!(request.resolve_protocol().unwrap(), protocol);
+        }
     }
 
     #[test]

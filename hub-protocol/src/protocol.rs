@@ -47,11 +47,19 @@ impl Protocol {
     pub const ALL: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
 
     /// The oldest protocol version accepted in a handshake.
-    pub const MIN_VERSION: u32 = 1;
+    ///
+    /// 0, because ASP.NET Core accepts every version up to its own (`IsVersionSupported` is
+    /// `version <= Version` in its JSON and MessagePack protocols) and clients send 0: the
+    /// Python `signalrcore` 1.0.2 puts the negotiate version in its handshake, so it sends
+    /// `"version":0` after a version 0 negotiate (and after skipping negotiate), unless the
+    /// application hands it a protocol object, which sends 1. ASP.NET Core reads the version
+    /// as a signed 32-bit number and so accepts negative ones too; here a negative version is
+    /// an invalid handshake (no client is known to send one).
+    pub const MIN_VERSION: u32 = 0;
 
     /// The newest protocol version accepted in a handshake, and the one [`HandshakeRequest::new`]
-    /// sends. Current official clients (`@microsoft/signalr` 10.x) send 2 for both protocols,
-    /// older ones 1. This crate encodes and decodes every message type, including the
+    /// sends. Current official clients (`@microsoft/signalr` 10.x, .NET 8 and later) send 2
+    /// for both protocols, older ones and the Java client 1, `signalrcore` 0 or 1. This crate encodes and decodes every message type, including the
     /// stateful-reconnect Ack and Sequence, the same way at either version.
     ///
     /// [`HandshakeRequest::new`]: crate::HandshakeRequest::new
@@ -85,7 +93,9 @@ impl Protocol {
     /// Whether a handshake asking for `version` of this protocol can be accepted
     /// ([`MIN_VERSION`](Self::MIN_VERSION) to [`VERSION`](Self::VERSION)).
     pub const fn supports_version(self, version: u32) -> bool {
-        version >= Self::MIN_VERSION && version <= Self::VERSION
+        // MIN_VERSION is 0, the smallest u32, so only the upper bound can refuse: ASP.NET
+        // Core's rule (`version <= Version`).
+        version <= Self::VERSION
     }
 }
 
@@ -122,7 +132,8 @@ mod tests {
         );
         assert_eq!(TransferFormat::Binary.name(), "Binary");
         for protocol in Protocol::ALL {
-            assert!(!protocol.supports_version(0));
+            // 0 from signalrcore, 1 from older and Java clients, 2 from current ones.
+            assert!(protocol.supports_version(0));
             assert!(protocol.supports_version(1));
             assert!(protocol.supports_version(2));
             assert!(!protocol.supports_version(3));

@@ -7,14 +7,14 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE, UPGRADE};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use serde::{Deserialize, Serialize};
 
 use crate::connection::{self, Accepted};
 use crate::hub::{Hub, HubShared};
-use crate::tokens::{ClaimError, random_id};
+use crate::tokens::{ClaimError, TokenKind, random_id};
 
 /// How many bytes of small frames a connection's WebSocket coalesces before writing them
 /// (a flush writes the rest sooner). The buffer keeps the capacity it once grew to for the
@@ -55,24 +55,52 @@ impl Hub {
     }
 }
 
-/// The query of a negotiate request.
-#[derive(Debug, Deserialize)]
-struct NegotiateQuery {
-    /// The negotiate protocol version the client speaks; absent means 0.
-    #[serde(rename = "negotiateVersion")]
-    negotiate_version: Option<u32>,
+/// The newest negotiate version this server speaks. Clients asking for a newer one get
+/// this one, as ASP.NET Core answers.
+const NEGOTIATE_VERSION: u32 = 1;
+
+/// The negotiate version a request asks for, read from its `negotiateVersion` query
+/// parameter as ASP.NET Core reads it: the name in any case, absent means 0, versions above
+/// [`NEGOTIATE_VERSION`] are answered with it. The error is the text for the response's
+/// `error` field.
+fn requested_negotiate_version(pairs: &[(String, String)]) -> Result<u32, String> {
+    let values: Vec<&str> = pairs
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("negotiateVersion"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    if values.is_empty() {
+        return Ok(0);
+    }
+    // ASP.NET Core joins repeated values with commas, which then fail to parse, and reads
+    // a signed 32-bit number (`int.TryParse`, surrounding white space allowed).
+    let value = values.join(",");
+    match value.trim().parse::<i32>() {
+        Ok(version) if version < 0 => Err(format!(
+            "The client requested negotiate version '{version}', but the server does not support this version: send negotiateVersion=1 (or 0, or leave it out)."
+        )),
+        // Not negative here: the arm above took those.
+        Ok(version) => Ok(version.unsigned_abs().min(NEGOTIATE_VERSION)),
+        Err(_) => Err(format!(
+            "The client requested an invalid negotiate version '{value}': negotiateVersion must be a whole number, 1 for a connection token (SignalR clients 3.1 and newer) or 0 (older clients)."
+        )),
+    }
 }
 
-/// A version 1 negotiate response.
+/// A negotiate response, versions 0 and 1.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct NegotiateResponse<'a> {
-    /// Always 1.
+    /// The version the client asked for, or [`NEGOTIATE_VERSION`] if it asked for newer:
+    /// tells the client whether a connection token follows.
     negotiate_version: u32,
-    /// The public connection id.
+    /// The public connection id; with version 0 also what the client presents as `?id=`.
     connection_id: &'a str,
-    /// The secret the WebSocket request presents as `?id=`.
-    connection_token: &'a str,
+    /// Version 1 only: the secret the WebSocket request presents as `?id=`. Absent from
+    /// version 0 responses, as ASP.NET Core writes them (version 0 clients read only
+    /// `connectionId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_token: Option<&'a str>,
     /// What this server offers: WebSockets only.
     available_transports: [AvailableTransport; 1],
 }
@@ -85,18 +113,15 @@ struct AvailableTransport {
 }
 
 /// `POST {hub}/negotiate`.
-async fn negotiate(
-    State(hub): State<Arc<HubShared>>,
-    query: Result<Query<NegotiateQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
     if hub.is_shutting_down() {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is shutting down.",
         );
     }
-    let version = match query {
-        Ok(Query(query)) => query.negotiate_version.unwrap_or(0),
+    let pairs = match Query::<Vec<(String, String)>>::try_from_uri(&uri) {
+        Ok(Query(pairs)) => pairs,
         Err(rejection) => {
             return plain(
                 StatusCode::BAD_REQUEST,
@@ -104,19 +129,23 @@ async fn negotiate(
             );
         }
     };
-    if version < 1 {
-        // Clients older than version 1 would present the public connection id as the
-        // token; refuse them in the negotiate error field, which clients report as is.
-        return json(&serde_json::json!({
-            "error": "This server requires negotiate version 1 or later (SignalR clients 3.1 and newer send negotiateVersion=1)."
-        }));
-    }
-    let (connection_id, token) = hub.tokens.issue();
-    tracing::debug!(hub = %hub.name, %connection_id, "negotiated");
+    let version = match requested_negotiate_version(&pairs) {
+        Ok(version) => version,
+        // In the response's error field with status 200, as ASP.NET Core answers: every
+        // client reports that text to the application as is.
+        Err(error) => return json(&serde_json::json!({ "error": error })),
+    };
+    let kind = if version == 0 {
+        TokenKind::ConnectionId
+    } else {
+        TokenKind::Secret
+    };
+    let (connection_id, token) = hub.tokens.issue(kind);
+    tracing::debug!(hub = %hub.name, %connection_id, negotiate_version = version, "negotiated");
     json(&NegotiateResponse {
-        negotiate_version: 1,
+        negotiate_version: version,
         connection_id: connection_id.as_str(),
-        connection_token: &token,
+        connection_token: (kind == TokenKind::Secret).then_some(token.as_str()),
         available_transports: [AvailableTransport {
             transport: "WebSockets",
             transfer_formats: ["Text", "Binary"],
@@ -251,5 +280,51 @@ fn json<T: Serialize>(body: &T) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("cannot serialize the negotiate response: {error}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(query: &[(&str, &str)]) -> Result<u32, String> {
+        let pairs: Vec<(String, String)> = query
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        requested_negotiate_version(&pairs)
+    }
+
+    #[test]
+    fn negotiate_versions_are_read_as_asp_net_core_reads_them() {
+        assert_eq!(version(&[]), Ok(0));
+        assert_eq!(version(&[("id", "x")]), Ok(0));
+        assert_eq!(version(&[("negotiateVersion", "0")]), Ok(0));
+        assert_eq!(version(&[("negotiateVersion", "1")]), Ok(1));
+        assert_eq!(version(&[("NEGOTIATEVERSION", "1")]), Ok(1));
+        // Newer clients get the newest version this server speaks.
+        assert_eq!(version(&[("negotiateVersion", "2")]), Ok(1));
+        assert_eq!(version(&[("negotiateVersion", "2147483647")]), Ok(1));
+        assert_eq!(version(&[("negotiateVersion", " 1 ")]), Ok(1));
+        for bad in ["abc", "", "1.0", "one", "2147483648"] {
+            let error = version(&[("negotiateVersion", bad)]).unwrap_err();
+            assert!(
+                error.starts_with(&format!(
+                    "The client requested an invalid negotiate version '{bad}': negotiateVersion must be a whole number"
+                )),
+                "{error}"
+            );
+        }
+        assert!(
+            version(&[("negotiateVersion", "-1")])
+                .unwrap_err()
+                .starts_with("The client requested negotiate version '-1', but the server does not support this version")
+        );
+        // Repeated, as ASP.NET Core sees them: "1,1" is not a number.
+        assert!(
+            version(&[("negotiateVersion", "1"), ("negotiateVersion", "1")])
+                .unwrap_err()
+                .contains("'1,1'")
+        );
     }
 }

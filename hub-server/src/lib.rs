@@ -54,12 +54,17 @@
 //!
 //! - `POST {path}/negotiate?negotiateVersion=1`: a version 1 response offering only the
 //!   WebSockets transport, with a secret, unguessable connection token distinct from the
-//!   public connection id. Tokens expire when no WebSocket claims them in time.
+//!   public connection id. Without `negotiateVersion` (or with `0`; older .NET and Java
+//!   clients, the Python `signalrcore`), a version 0 response as ASP.NET Core gives it: the
+//!   connection id only, which the client then presents as the token. Newer versions are
+//!   answered with version 1; a version that is not a number gets an `error` naming it.
+//!   Tokens are single use and expire when no WebSocket claims them in time.
 //! - `GET {path}` with a WebSocket upgrade, with `?id={token}` after negotiate or without
 //!   it when the client skips negotiate. An unknown or expired token gets 404, a token
 //!   already in use 409. Server-Sent Events and long polling get a 400 naming the missing
 //!   transport.
-//! - The JSON and MessagePack hub protocols (handshake versions 1 and 2), invocations
+//! - The JSON and MessagePack hub protocols (handshake versions 0 to 2, as ASP.NET Core
+//!   accepts every version up to its own; `signalrcore` sends 0), invocations
 //!   with and without an id, keep-alive pings, the client timeout, the handshake timeout,
 //!   the maximum message size, Close messages, and graceful shutdown ([`Hub::shutdown`]).
 //!   A connection's invocations start in the order they arrive and up to 64 run at once

@@ -4,6 +4,12 @@
 //! and a connection token (secret: only the client that negotiated knows it, and it is what
 //! the WebSocket request presents in `?id=`). A token is claimed by at most one WebSocket,
 //! and expires if none arrives in time.
+//!
+//! Negotiate version 0 (clients older than SignalR 3.1, and the Python `signalrcore`) has
+//! no token: the client presents the connection id itself. As ASP.NET Core does, the id is
+//! then stored as the token, with the same expiry and the same single use, so the id is
+//! usable as a claim only until its one WebSocket arrives; that it becomes public later
+//! (the chat hub announces it in `UserConnected`) gives nobody a way in.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +37,15 @@ pub(crate) enum ClaimError {
     Unknown,
     /// A WebSocket already uses it.
     InUse,
+}
+
+/// What a connection's transport request presents in `?id=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    /// A secret distinct from the connection id (negotiate version 1).
+    Secret,
+    /// The connection id itself (negotiate version 0, where the response has no token).
+    ConnectionId,
 }
 
 /// The tokens of one hub: issued and waiting for their WebSocket, or in use.
@@ -70,10 +85,15 @@ impl TokenStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Issue a new connection id and its token.
-    pub(crate) fn issue(&self) -> (ConnectionId, String) {
-        let connection_id = ConnectionId::from(random_id());
-        let token = random_id();
+    /// Issue a new connection id and the token that claims it (`kind` says whether that
+    /// is a separate secret or the id itself).
+    pub(crate) fn issue(&self, kind: TokenKind) -> (ConnectionId, String) {
+        let id = random_id();
+        let token = match kind {
+            TokenKind::Secret => random_id(),
+            TokenKind::ConnectionId => id.clone(),
+        };
+        let connection_id = ConnectionId::from(id);
         let now = Instant::now();
         let mut tokens = self.lock();
         // Sweep at most once per lifetime, so a burst of negotiates costs one pass, and the
@@ -161,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn token_lifecycle() {
         let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (connection_id, token) = store.issue();
+        let (connection_id, token) = store.issue(TokenKind::Secret);
         assert_ne!(connection_id.as_str(), token);
         assert_eq!(store.claim("nope").unwrap_err(), ClaimError::Unknown);
         let lease = store.claim(&token).unwrap();
@@ -173,15 +193,36 @@ mod tests {
         assert_eq!(store.len(), 0);
     }
 
+    #[tokio::test]
+    async fn version_0_tokens_are_the_connection_id_and_claimable_once() {
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
+        let (connection_id, token) = store.issue(TokenKind::ConnectionId);
+        assert_eq!(connection_id.as_str(), token);
+        let lease = store.claim(connection_id.as_str()).unwrap();
+        assert_eq!(lease.connection_id(), &connection_id);
+        assert_eq!(store.claim(&token).unwrap_err(), ClaimError::InUse);
+        drop(lease);
+        assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
+        assert_eq!(store.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn version_0_tokens_expire_like_secrets() {
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
+        let (_, token) = store.issue(TokenKind::ConnectionId);
+        tokio::time::advance(Duration::from_secs(16)).await;
+        assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn unclaimed_tokens_expire_and_are_swept() {
         let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (_, token) = store.issue();
+        let (_, token) = store.issue(TokenKind::Secret);
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
-        let (_, stale) = store.issue();
+        let (_, stale) = store.issue(TokenKind::Secret);
         tokio::time::advance(Duration::from_secs(16)).await;
-        let _fresh = store.issue();
+        let _fresh = store.issue(TokenKind::Secret);
         // The sweep during the last issue removed the stale token.
         assert_eq!(store.len(), 1);
         assert_eq!(store.claim(&stale).unwrap_err(), ClaimError::Unknown);

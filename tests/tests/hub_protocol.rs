@@ -28,9 +28,11 @@ async fn assert_still_serves(client: &mut RawClient) {
 }
 
 #[tokio::test]
-async fn json_handshake_versions_1_and_2_succeed() {
+async fn json_handshake_versions_0_1_and_2_succeed() {
+    // 0 from signalrcore (its negotiate version), 1 from older and Java clients, 2 from
+    // current official clients.
     let server = TestServer::start(HubOptions::default()).await;
-    for version in [1, 2] {
+    for version in [0, 1, 2] {
         let mut client = RawClient::connect(&server.ws_url("")).await;
         client
             .send_text(&format!(
@@ -45,7 +47,7 @@ async fn json_handshake_versions_1_and_2_succeed() {
 #[tokio::test]
 async fn messagepack_handshake_is_answered_in_a_binary_frame() {
     let server = TestServer::start(HubOptions::default()).await;
-    for version in [1, 2] {
+    for version in [0, 1, 2] {
         let mut client = RawClient::connect(&server.ws_url("")).await;
         client
             .send_text(&format!(

@@ -60,20 +60,9 @@ async fn negotiate_without_stateful_reconnect_support_says_nothing_about_it() {
 }
 
 #[tokio::test]
-async fn old_negotiate_versions_and_wrong_methods_are_refused() {
+async fn negotiate_is_post_only() {
+    // Negotiate versions (0, 1, newer, invalid) are tested in hub_negotiate_versions.rs.
     let server = TestServer::start(HubOptions::default()).await;
-    let response = http(
-        server.addr,
-        &format!("POST {HUB_PATH}/negotiate HTTP/1.1"),
-        &[],
-    )
-    .await;
-    assert_eq!(response.status, 200);
-    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"error": "This server requires negotiate version 1 or later (SignalR clients 3.1 and newer send negotiateVersion=1)."})
-    );
     let response = http(
         server.addr,
         &format!("GET {HUB_PATH}/negotiate?negotiateVersion=1 HTTP/1.1"),

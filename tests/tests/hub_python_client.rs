@@ -1,0 +1,299 @@
+//! The Python SignalR client `signalrcore` (pinned with its dependencies by
+//! `tests/python/requirements.txt`) against two hub-server instances on PostgreSQL, driven by
+//! `tests/python/chat_scenario.py`.
+//!
+//! signalrcore negotiates without `negotiateVersion` (version 0), presents the connection id
+//! as `?id=`, and sends its negotiate version as the handshake version (0) unless it is handed
+//! a protocol object (1); it puts the HTTP headers it was given, `Authorization` included,
+//! into every invocation's `headers`. Each test runs the chat hub contract with three such
+//! clients, ann and carol on instance A and bob on B, and asserts everything each one
+//! received, in order.
+//!
+//! The first test to run creates the virtual environment `tests/python/.venv` (`python3 -m
+//! venv`, then `pip install -r requirements.txt`) when it is missing, so `cargo test` works
+//! on a clean clone with Python 3 and access to PyPI (and fails, saying so, without them).
+
+mod hub_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backplane_core::Backplane;
+use hub_server::{HubOptions, chat};
+use hub_support::TestServer;
+use serde_json::{Value, json};
+use tests::TestSchema;
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+/// How long one scenario may run, installing nothing.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The servers' keep-alive interval, shorter than the default 15 s because signalrcore's
+/// `stop()` closes its socket while its receive thread is blocked reading it: on Linux that
+/// read returns, and the socket is really closed (the server sees the disconnect), only when
+/// the next frame arrives from the server, at worst a keep-alive Ping later.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long creating the virtual environment and installing into it may take.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn python_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
+/// The virtual environment's interpreter.
+fn venv_python() -> PathBuf {
+    python_dir().join(".venv/bin/python")
+}
+
+/// Run `program args` in the Python directory, failing the test with its output (and
+/// `what_is_needed`) if it cannot run or fails.
+async fn run_setup_step(program: &Path, args: &[&str], what_is_needed: &str) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(python_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(INSTALL_TIMEOUT, output)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} {args:?} did not finish in {INSTALL_TIMEOUT:?}",
+                program.display()
+            )
+        })
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot run {} ({what_is_needed}): {error}",
+                program.display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "{} {args:?} in {} failed ({}; {what_is_needed}):\n{}{}",
+        program.display(),
+        python_dir().display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Create the virtual environment with the pinned packages once per test binary, if it
+/// is missing.
+async fn ensure_venv() {
+    static INSTALLED: OnceCell<()> = OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            // Written last by the install below, so a half-made environment is redone.
+            let marker = python_dir().join(".venv/installed-requirements.txt");
+            let requirements = std::fs::read_to_string(python_dir().join("requirements.txt"))
+                .expect("tests/python/requirements.txt is readable");
+            if std::fs::read_to_string(&marker).is_ok_and(|installed| installed == requirements) {
+                return;
+            }
+            run_setup_step(
+                Path::new("python3"),
+                &["-m", "venv", "--clear", ".venv"],
+                "Python 3.8+ with the venv module is needed for these tests",
+            )
+            .await;
+            run_setup_step(
+                &venv_python(),
+                &[
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-r",
+                    "requirements.txt",
+                ],
+                "PyPI must be reachable, or a pip index configured",
+            )
+            .await;
+            std::fs::write(&marker, requirements).expect("writing the install marker");
+        })
+        .await;
+}
+
+/// Run the scenario against two chat hub URLs with the clients' `protocols` (ann, bob,
+/// carol) and return what the script printed.
+async fn run_scenario(url_a: &str, url_b: &str, protocols: &str) -> Value {
+    ensure_venv().await;
+    let output = Command::new(venv_python())
+        .arg("chat_scenario.py")
+        .args([url_a, url_b, protocols])
+        .current_dir(python_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
+        .await
+        .unwrap_or_else(|_| panic!("scenario {protocols} did not finish in {SCENARIO_TIMEOUT:?}"))
+        .expect("the virtual environment's python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "scenario {protocols} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
+        output.status
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
+        panic!("scenario output is not JSON ({error}):\n{stdout}\nstderr:\n{stderr}")
+    })
+}
+
+/// Two instances of the chat application, each with its own `PostgresBackplane` node on a
+/// fresh schema.
+struct Cluster {
+    schema: TestSchema,
+    nodes: Vec<Arc<dyn Backplane>>,
+    servers: [TestServer; 2],
+}
+
+impl Cluster {
+    async fn start(label: &str) -> Self {
+        let schema = TestSchema::create(label).await;
+        let nodes = schema.cluster(2).await;
+        let mut servers = Vec::new();
+        for (index, node) in nodes.iter().enumerate() {
+            let hub = chat::hub_builder()
+                .options(HubOptions::default().keep_alive_interval(KEEP_ALIVE_INTERVAL))
+                .backplane(node.clone())
+                .build()
+                .await
+                .expect("chat hub");
+            let router = chat::router(
+                &hub,
+                chat::ServerInfo::new(format!("python-{index}"), "postgres"),
+            );
+            servers.push(TestServer::serve(hub, router).await);
+        }
+        let servers: [TestServer; 2] = servers.try_into().ok().expect("two servers");
+        Self {
+            schema,
+            nodes,
+            servers,
+        }
+    }
+
+    fn url(&self, index: usize) -> String {
+        format!("http://{}{}", self.servers[index].addr, chat::HUB_PATH)
+    }
+
+    async fn stop(self) {
+        drop(self.servers);
+        for node in &self.nodes {
+            node.shutdown().await.expect("backplane shutdown");
+        }
+        self.schema.drop().await;
+    }
+}
+
+/// Run the scenario with `protocols` and check every client's view of it.
+async fn chat_across_instances(protocols: [&str; 3], handshakes: [(&str, u32); 3]) {
+    let cluster = Cluster::start("python_client").await;
+    let result = run_scenario(&cluster.url(0), &cluster.url(1), &protocols.join(",")).await;
+    cluster.stop().await;
+
+    let names = ["ann", "bob", "carol"];
+    for (name, (protocol, version)) in names.into_iter().zip(handshakes) {
+        assert_eq!(
+            result[name]["handshake"],
+            json!({"protocol": protocol, "version": version}),
+            "{name}: the handshake signalrcore sent"
+        );
+    }
+    let id = |name: &str| {
+        let id = result[name]["connectionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has a connection id: {result}"));
+        assert_eq!(id.len(), 22, "{name}: an id negotiate issued");
+        id.to_owned()
+    };
+    let (ann, bob, carol) = (id("ann"), id("bob"), id("carol"));
+    let all_hear = |user: &str, text: &str| json!(["ReceiveMessage", user, text]);
+    let room = |user: &str, text: &str| json!(["ReceiveGroupMessage", "room", user, text]);
+
+    // The connection id signalrcore negotiated (version 0) is the one the server
+    // announces: the id it presented as ?id= became the connection's id.
+    assert_eq!(
+        result["ann"]["log"],
+        json!([
+            ["UserConnected", ann],
+            ["UserConnected", bob],
+            ["UserConnected", carol],
+            all_hear("ann", "hello from A"),
+            all_hear("bob", "hello from B"),
+            ["UserJoinedGroup", "ann", "room"],
+            ["UserJoinedGroup", "bob", "room"],
+            room("bob", "group hi from B"),
+            room("ann", "group hi from A"),
+            room("carol", "from outside"),
+            all_hear("ann", "end from A"),
+            all_hear("bob", "end from B"),
+            ["UserDisconnected", bob],
+        ]),
+        "ann (instance A)"
+    );
+    // bob, on the other instance, gets everything sent on A to all or to the room, and
+    // the UserLeftGroup ann's leaving sends to the room (ann is out of it by then).
+    assert_eq!(
+        result["bob"]["log"],
+        json!([
+            ["UserConnected", bob],
+            ["UserConnected", carol],
+            all_hear("ann", "hello from A"),
+            all_hear("bob", "hello from B"),
+            ["UserJoinedGroup", "bob", "room"],
+            room("bob", "group hi from B"),
+            room("ann", "group hi from A"),
+            room("carol", "from outside"),
+            ["UserLeftGroup", "ann", "room"],
+            room("bob", "only bob is left"),
+            all_hear("ann", "end from A"),
+            all_hear("bob", "end from B"),
+        ]),
+        "bob (instance B)"
+    );
+    // carol never joined the room: no group message and no joined/left reaches her, from
+    // either instance.
+    assert_eq!(
+        result["carol"]["log"],
+        json!([
+            ["UserConnected", carol],
+            all_hear("ann", "hello from A"),
+            all_hear("bob", "hello from B"),
+            all_hear("ann", "end from A"),
+            all_hear("bob", "end from B"),
+            ["UserDisconnected", bob],
+        ]),
+        "carol (instance A, anonymous)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_clients_on_two_instances() {
+    chat_across_instances(["json"; 3], [("json", 0); 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messagepack_clients_on_two_instances() {
+    chat_across_instances(["messagepack"; 3], [("messagepack", 0); 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_protocols_and_handshake_versions_on_two_instances() {
+    // bob hands signalrcore a MessagePackHubProtocol() object, which sends version 1.
+    chat_across_instances(
+        ["json", "messagepack-object", "messagepack"],
+        [("json", 0), ("messagepack", 1), ("messagepack", 0)],
+    )
+    .await;
+}
