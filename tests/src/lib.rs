@@ -47,4 +47,4 @@ pub fn init_logging() {
             .try_init();
     }
 }
-pub use schema::TestSchema;
+pub use schema::{TestSchema, terminate};
