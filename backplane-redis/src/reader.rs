@@ -1,0 +1,323 @@
+//! The receiving side: one task per subscribed hub per node, reading the hub's stream
+//! with `XREAD BLOCK` from the last id it saw, on a connection of its own.
+//!
+//! Resuming from the last id *is* the repair: after a dropped connection the task
+//! reports `Disconnected`, reconnects with backoff (forever), reads everything after its
+//! last id without blocking until it has caught up, and reports `Reconnected` with what
+//! it recovered. The core's tracker drops duplicates (a publish batch retried after a
+//! lost reply) and notices numbers nothing accounts for (trimmed by retention before
+//! they were read, or lost with a restarted server): those are reported as
+//! unrepairable, since the stream is the only copy.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use backplane_core::sequencing::{RepairTally, Tracker};
+use backplane_core::{BackplaneEvent, Envelope, GapRepair, Jitter};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::context::{NodeContext, Role};
+use crate::entry::{self, Body, StreamEntry};
+use crate::publisher::StreamKey;
+
+/// Where missing envelopes should have been, for reports.
+const STORAGE: &str = "the stream";
+
+/// How often the tracker forgets origins silent for longer than retention.
+const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The subscriptions of one hub on this node, shared by `subscribe` and the hub's task.
+#[derive(Debug, Default)]
+pub(crate) struct Subscribers {
+    /// The senders, and whether the task has stopped (then a new task is needed).
+    state: Mutex<(Vec<mpsc::Sender<BackplaneEvent>>, bool)>,
+}
+
+impl Subscribers {
+    /// Add `sender` unless the hub's task has stopped; `false` then.
+    pub(crate) fn add(&self, sender: mpsc::Sender<BackplaneEvent>) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.1 {
+            return false;
+        }
+        state.0.push(sender);
+        true
+    }
+
+    /// Drop every sender (their subscriptions end) and mark the task stopped.
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0.clear();
+        state.1 = true;
+    }
+
+    fn senders(&self) -> Vec<mpsc::Sender<BackplaneEvent>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0.clone()
+    }
+
+    /// Forget ended subscriptions; if none is left, mark the task stopped and say so.
+    fn prune(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0.retain(|sender| !sender.is_closed());
+        if state.0.is_empty() {
+            state.1 = true;
+        }
+        state.1
+    }
+}
+
+/// Why reading stopped.
+enum Stop {
+    /// The node shuts down, or nobody subscribes to the hub any more.
+    Done,
+    /// The connection failed; reconnect and resume.
+    Lost(String),
+}
+
+/// One hub's reading task.
+pub(crate) struct HubReader {
+    /// Identity, settings, client.
+    context: Arc<NodeContext>,
+    /// The hub, as envelopes name it.
+    hub: String,
+    /// Its stream.
+    key: StreamKey,
+    /// Who receives what is read.
+    subscribers: Arc<Subscribers>,
+    /// The id of the last entry read: the next read starts after it.
+    last_id: String,
+    /// Last sequence number delivered per origin: duplicates and gaps.
+    tracker: Tracker,
+    /// Set when the node shuts down.
+    stop: watch::Receiver<bool>,
+    /// Spreads reconnect attempts.
+    jitter: Jitter,
+}
+
+impl HubReader {
+    pub(crate) fn new(
+        context: Arc<NodeContext>,
+        hub: String,
+        key: StreamKey,
+        subscribers: Arc<Subscribers>,
+        last_id: String,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let jitter = Jitter::new(context.node);
+        Self {
+            context,
+            hub,
+            key,
+            subscribers,
+            last_id,
+            tracker: Tracker::default(),
+            stop,
+            jitter,
+        }
+    }
+
+    /// Read, deliver, reconnect; until the node shuts down or the hub has no subscriber.
+    pub(crate) async fn run(mut self, connection: MultiplexedConnection) {
+        let node = self.context.node;
+        let mut connection = Some(connection);
+        // While reconnecting and catching up: why the link went down, and the tally.
+        let mut outage: Option<RepairTally> = None;
+        let mut attempt = 0u32;
+        loop {
+            let mut link = match connection.take() {
+                Some(link) => link,
+                None => {
+                    let delay = self.context.backoff(attempt, self.jitter.next_fraction());
+                    attempt = attempt.saturating_add(1);
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|stop| *stop) => break,
+                    }
+                    match self.context.connect(Role::Reader).await {
+                        Ok(link) => link,
+                        Err(error) => {
+                            tracing::debug!(%node, hub = self.hub, %error, attempt, "[Listener] reconnect failed");
+                            continue;
+                        }
+                    }
+                }
+            };
+            match self.serve(&mut link, &mut outage, &mut attempt).await {
+                Stop::Done => break,
+                Stop::Lost(reason) => {
+                    tracing::warn!(%node, hub = self.hub, %reason, "[Listener] connection lost");
+                    if outage.is_none() {
+                        outage = Some(RepairTally::default());
+                        let event = BackplaneEvent::Disconnected { reason };
+                        if self.send(&event).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.subscribers.close();
+        tracing::debug!(%node, hub = self.hub, "[Listener] stopped");
+    }
+
+    /// Read until the connection fails or there is nothing left to do.
+    async fn serve(
+        &mut self,
+        link: &mut MultiplexedConnection,
+        outage: &mut Option<RepairTally>,
+        attempt: &mut u32,
+    ) -> Stop {
+        let context = self.context.clone();
+        let options = &context.options;
+        let block = options.block_timeout.as_millis().max(1).to_string();
+        let mut forgotten_at = Instant::now();
+        let mut stop = self.stop.clone();
+        loop {
+            if self.subscribers.prune() {
+                return Stop::Done;
+            }
+            let mut command = redis::cmd("XREAD");
+            // Catching up: never block, so an empty reply means "caught up".
+            if outage.is_none() {
+                command.arg("BLOCK").arg(&block);
+            }
+            command
+                .arg("COUNT")
+                .arg(options.read_count)
+                .arg("STREAMS")
+                .arg(&*self.key)
+                .arg(&self.last_id);
+            let reply = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return Stop::Done,
+                reply = command.query_async::<redis::Value>(link) => reply,
+            };
+            let entries = match reply
+                .map_err(|e| e.to_string())
+                .and_then(entry::parse_xread)
+            {
+                Ok(entries) => entries,
+                Err(reason) => return Stop::Lost(reason),
+            };
+            *attempt = 0;
+            let count = entries.len();
+            for entry in entries {
+                if self.apply(entry, outage.as_mut()).await.is_err() {
+                    return Stop::Done;
+                }
+            }
+            if count < options.read_count
+                && let Some(tally) = outage.take()
+            {
+                let gap = tally.outcome("while disconnected", STORAGE);
+                if let GapRepair::Unrepairable { .. } = gap {
+                    tracing::warn!(node = %self.context.node, hub = self.hub, ?gap, "[Listener] reconnected with envelopes lost");
+                } else {
+                    tracing::info!(node = %self.context.node, hub = self.hub, ?gap, "[Listener] reconnected and caught up");
+                }
+                if self
+                    .send(&BackplaneEvent::Reconnected { gap })
+                    .await
+                    .is_err()
+                {
+                    return Stop::Done;
+                }
+            }
+            if forgotten_at.elapsed() >= FORGET_INTERVAL {
+                forgotten_at = Instant::now();
+                let age = options.max_age.unwrap_or(Duration::from_secs(86_400));
+                self.tracker.forget_older_than(age + FORGET_INTERVAL);
+            }
+        }
+    }
+
+    /// Account for one entry and deliver it if it is news for this node. `tally` is set
+    /// while catching up after a reconnect; otherwise a gap is reported at once.
+    async fn apply(
+        &mut self,
+        entry: StreamEntry,
+        tally: Option<&mut RepairTally>,
+    ) -> Result<(), ()> {
+        let node = self.context.node;
+        self.last_id = entry.id;
+        let (origin, first, last, bytes) = match entry.body {
+            Body::Malformed(why) => {
+                // Its number is unknown: the origin's next entry shows the gap.
+                tracing::warn!(%node, hub = self.hub, id = self.last_id, why, "[Processor] skipping a malformed entry");
+                return Ok(());
+            }
+            Body::Envelope { origin, seq, bytes } => (origin, seq, seq, Some(bytes)),
+            Body::Skipped {
+                origin,
+                first,
+                last,
+            } => (origin, first, last, None),
+        };
+        if origin == node {
+            return Ok(()); // our own echo
+        }
+        let Some(missing) = self.tracker.accept(origin, &self.hub, first, last) else {
+            return Ok(()); // already delivered or skipped
+        };
+        let mut found = RepairTally {
+            missing,
+            ..RepairTally::default()
+        };
+        let envelope = bytes.and_then(|bytes| match Envelope::decode(&bytes) {
+            Ok(envelope)
+                if envelope.origin == origin && envelope.seq == last && envelope.hub == self.hub =>
+            {
+                Some(envelope)
+            }
+            _ => {
+                tracing::warn!(%node, %origin, hub = self.hub, seq = last, "[Processor] skipping a corrupt envelope");
+                found.corrupt += 1;
+                None
+            }
+        });
+        let deliver = envelope.filter(|e| e.destination.is_none_or(|d| d == node));
+        match tally {
+            Some(tally) => {
+                found.recovered += u64::from(deliver.is_some());
+                tally.add(found);
+            }
+            None if found.missing > 0 || found.corrupt > 0 => {
+                let cause = format!(
+                    "sequence numbers {}..={last} from node {origin}",
+                    first - found.missing
+                );
+                let gap = found.outcome(&cause, STORAGE);
+                tracing::warn!(%node, hub = self.hub, ?gap, "[Processor] envelopes could not be recovered");
+                self.send(&BackplaneEvent::Reconnected { gap }).await?;
+            }
+            None => {}
+        }
+        match deliver {
+            Some(envelope) => {
+                tracing::debug!(%node, %origin, hub = self.hub, seq = last, "[Processor] envelope received");
+                self.send(&BackplaneEvent::Envelope(Arc::new(envelope)))
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Send `event` to every subscription of the hub, waiting for room (backpressure),
+    /// but not past shutdown (`Err` then).
+    async fn send(&mut self, event: &BackplaneEvent) -> Result<(), ()> {
+        for sender in self.subscribers.senders() {
+            match sender.try_send(event.clone()) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => tokio::select! {
+                    _ = sender.send(event) => {}
+                    _ = self.stop.wait_for(|stop| *stop) => return Err(()),
+                },
+            }
+        }
+        Ok(())
+    }
+}
