@@ -167,3 +167,6 @@ impl Backplane for ScopedNode {
         result
     }
 }
+
+pub mod proxy;
+pub mod server;
