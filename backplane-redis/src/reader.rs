@@ -31,41 +31,52 @@ const FORGET_INTERVAL: Duration = Duration::from_secs(60);
 /// The subscriptions of one hub on this node, shared by `subscribe` and the hub's task.
 #[derive(Debug, Default)]
 pub(crate) struct Subscribers {
-    /// The senders, and whether the task has stopped (then a new task is needed).
-    state: Mutex<(Vec<mpsc::Sender<BackplaneEvent>>, bool)>,
+    /// Behind a lock taken briefly per delivery and per subscribe.
+    state: Mutex<SubscriberList>,
+}
+
+#[derive(Debug, Default)]
+struct SubscriberList {
+    /// Where the hub's envelopes go.
+    senders: Vec<mpsc::Sender<BackplaneEvent>>,
+    /// Set once the hub's task stopped (nobody left, or shutdown): a new subscription
+    /// then needs a new task, which starts from the stream's end.
+    stopped: bool,
 }
 
 impl Subscribers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SubscriberList> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Add `sender` unless the hub's task has stopped; `false` then.
     pub(crate) fn add(&self, sender: mpsc::Sender<BackplaneEvent>) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.1 {
-            return false;
+        let mut list = self.lock();
+        if !list.stopped {
+            list.senders.push(sender);
         }
-        state.0.push(sender);
-        true
+        !list.stopped
     }
 
     /// Drop every sender (their subscriptions end) and mark the task stopped.
     pub(crate) fn close(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.0.clear();
-        state.1 = true;
+        let mut list = self.lock();
+        list.senders.clear();
+        list.stopped = true;
     }
 
     fn senders(&self) -> Vec<mpsc::Sender<BackplaneEvent>> {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.0.clone()
+        self.lock().senders.clone()
     }
 
     /// Forget ended subscriptions; if none is left, mark the task stopped and say so.
     fn prune(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.0.retain(|sender| !sender.is_closed());
-        if state.0.is_empty() {
-            state.1 = true;
+        let mut list = self.lock();
+        list.senders.retain(|sender| !sender.is_closed());
+        if list.senders.is_empty() {
+            list.stopped = true;
         }
-        state.1
+        list.stopped
     }
 }
 

@@ -349,11 +349,11 @@ async fn node_restarted_with_a_new_id() {
         publisher.shutdown().await.unwrap();
     }
     assert_ne!(origins[0], origins[1]);
-    for life in 0..2 {
+    for (life, origin) in origins.iter().enumerate() {
         for i in 0..100u64 {
             match tokio::time::timeout(Duration::from_secs(30), subscription.recv()).await {
                 Ok(Some(BackplaneEvent::Envelope(envelope))) => {
-                    assert_eq!((envelope.origin, envelope.seq), (origins[life], i + 1));
+                    assert_eq!((envelope.origin, envelope.seq), (*origin, i + 1));
                     assert_eq!(label_of(&envelope), format!("{life}/{i}"));
                 }
                 other => panic!("expected envelope {life}/{i}, got {other:?}"),
