@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::context::{NodeContext, Role, backend};
+use crate::entry;
 use crate::options::RedisOptions;
 use crate::publisher::{Publisher, Queue, StreamKey};
 use crate::reader::{HubReader, Subscribers};
@@ -118,18 +119,9 @@ impl RedisBackplane {
             .await
             .map_err(|_| BackplaneError::Timeout(timeout))?
             .map_err(|error| backend("starting to read the hub's stream", &error))?;
-        let last_id = match newest {
-            redis::Value::Array(entries) => match entries.into_iter().next() {
-                Some(redis::Value::Array(entry)) => match entry.into_iter().next() {
-                    Some(redis::Value::BulkString(id)) => String::from_utf8(id).ok(),
-                    _ => None,
-                },
-                None => Some("0-0".to_owned()),
-                Some(_) => None,
-            },
-            _ => None,
-        }
-        .ok_or_else(|| BackplaneError::backend("unexpected XREVRANGE reply from Redis"))?;
+        let last_id = entry::first_id(newest)
+            .map_err(BackplaneError::backend)?
+            .unwrap_or_else(|| "0-0".to_owned());
         Ok((connection, last_id))
     }
 }

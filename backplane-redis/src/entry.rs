@@ -75,6 +75,22 @@ pub(crate) fn parse_xread(reply: Value) -> Result<Vec<StreamEntry>, String> {
     Ok(entries)
 }
 
+/// The id of the first entry of an `XRANGE`/`XREVRANGE ... COUNT 1` reply, `None` for
+/// an empty (or missing) stream.
+///
+/// # Errors
+///
+/// A description if the reply does not have the shape of a range reply.
+pub(crate) fn first_id(reply: Value) -> Result<Option<String>, String> {
+    match reply {
+        Value::Array(items) => match items.into_iter().next() {
+            Some(item) => parse_entry(item).map(|entry| Some(entry.id)),
+            None => Ok(None),
+        },
+        other => Err(format!("unexpected range reply: {other:?}")),
+    }
+}
+
 /// One `[id, [field, value, ...]]` item.
 fn parse_entry(item: Value) -> Result<StreamEntry, String> {
     let Value::Array(mut pair) = item else {
@@ -190,5 +206,8 @@ mod tests {
         assert_eq!(entries[2].id, "2-0");
         assert!(parse_xread(Value::Nil).unwrap().is_empty());
         assert!(parse_xread(Value::Int(3)).is_err());
+        let range = Value::Array(vec![entry("5-1", vec![])]);
+        assert_eq!(first_id(range).unwrap().as_deref(), Some("5-1"));
+        assert_eq!(first_id(Value::Array(vec![])).unwrap(), None);
     }
 }

@@ -63,8 +63,10 @@
 //! - own echoes are dropped, and envelopes addressed to another node (`send_to`) skipped;
 //! - numbers nothing accounts for (trimmed before they were read, or lost with a Redis
 //!   that restarted without persistence) are reported with `GapRepair::Unrepairable`
-//!   when the origin's next envelope arrives; a restart of a non-persistent Redis loses
-//!   whatever was not read yet, and that is all it loses;
+//!   and counted when the origin's next envelope arrives; a restart of a non-persistent
+//!   Redis loses whatever was not read yet, and that is all it loses. A reconnect that
+//!   finds the stream no longer reaching back to the last entry read says so at once
+//!   (`Unrepairable` with `missing: 0` until the counts are known), never `Repaired`;
 //! - queues are bounded and nothing is dropped for a slow subscriber (the reader waits;
 //!   entries wait in the stream), so `Lagged` is never reported.
 //!

@@ -80,6 +80,31 @@ impl Subscribers {
     }
 }
 
+/// What a reconnect found, until the catch-up read reaches the stream's end.
+#[derive(Debug, Default)]
+struct Outage {
+    /// Envelopes recovered, numbers missing, corrupt entries.
+    tally: RepairTally,
+    /// The stream no longer reached back to the last entry read (a Redis restarted
+    /// without persistence, or trimming): entries may be gone that no later entry of
+    /// their origin has revealed yet.
+    stream_reset: bool,
+}
+
+impl Outage {
+    /// The `Reconnected` report.
+    fn report(self) -> GapRepair {
+        match self.tally.outcome("while disconnected", STORAGE) {
+            GapRepair::Repaired { recovered } if self.stream_reset => GapRepair::Unrepairable {
+                recovered,
+                missing: 0,
+                detail: "while disconnected: the stream no longer reaches back to the last entry read (Redis restarted without persistence, or max_len/max_age trimmed it): envelopes may be lost; each origin's loss is counted when its next envelope arrives".into(),
+            },
+            gap => gap,
+        }
+    }
+}
+
 /// Why reading stopped.
 enum Stop {
     /// The node shuts down, or nobody subscribes to the hub any more.
@@ -134,8 +159,8 @@ impl HubReader {
     pub(crate) async fn run(mut self, connection: MultiplexedConnection) {
         let node = self.context.node;
         let mut connection = Some(connection);
-        // While reconnecting and catching up: why the link went down, and the tally.
-        let mut outage: Option<RepairTally> = None;
+        // While reconnecting and catching up: what the catch-up found so far.
+        let mut outage: Option<Outage> = None;
         let mut attempt = 0u32;
         loop {
             let mut link = match connection.take() {
@@ -148,8 +173,20 @@ impl HubReader {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.wait_for(|stop| *stop) => break,
                     }
-                    match self.context.connect(Role::Reader).await {
-                        Ok(link) => link,
+                    let connected = match self.context.connect(Role::Reader).await {
+                        Ok(mut link) => self
+                            .reaches_back(&mut link)
+                            .await
+                            .map(|reaches| (link, reaches)),
+                        Err(error) => Err(error),
+                    };
+                    match connected {
+                        Ok((link, reaches_back)) => {
+                            if let Some(outage) = &mut outage {
+                                outage.stream_reset |= !reaches_back;
+                            }
+                            link
+                        }
                         Err(error) => {
                             tracing::debug!(%node, hub = self.hub, %error, attempt, "[Listener] reconnect failed");
                             continue;
@@ -162,7 +199,7 @@ impl HubReader {
                 Stop::Lost(reason) => {
                     tracing::warn!(%node, hub = self.hub, %reason, "[Listener] connection lost");
                     if outage.is_none() {
-                        outage = Some(RepairTally::default());
+                        outage = Some(Outage::default());
                         let event = BackplaneEvent::Disconnected { reason };
                         if self.send(&event).await.is_err() {
                             break;
@@ -175,11 +212,37 @@ impl HubReader {
         tracing::debug!(%node, hub = self.hub, "[Listener] stopped");
     }
 
+    /// Whether the stream still holds the last entry read or older (false: the entries
+    /// between may be gone, trimmed or lost with the server's data).
+    async fn reaches_back(
+        &self,
+        link: &mut MultiplexedConnection,
+    ) -> Result<bool, redis::RedisError> {
+        let Some(last) = stream_id(&self.last_id) else {
+            return Ok(true); // nothing read yet
+        };
+        let first: redis::Value = redis::cmd("XRANGE")
+            .arg(&*self.key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(link)
+            .await?;
+        let first = entry::first_id(first).map_err(|reason| {
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "XRANGE", reason))
+        })?;
+        Ok(first
+            .as_deref()
+            .and_then(stream_id)
+            .is_some_and(|first| first <= last))
+    }
+
     /// Read until the connection fails or there is nothing left to do.
     async fn serve(
         &mut self,
         link: &mut MultiplexedConnection,
-        outage: &mut Option<RepairTally>,
+        outage: &mut Option<Outage>,
         attempt: &mut u32,
     ) -> Stop {
         let context = self.context.clone();
@@ -217,14 +280,18 @@ impl HubReader {
             *attempt = 0;
             let count = entries.len();
             for entry in entries {
-                if self.apply(entry, outage.as_mut()).await.is_err() {
+                if self
+                    .apply(entry, outage.as_mut().map(|o| &mut o.tally))
+                    .await
+                    .is_err()
+                {
                     return Stop::Done;
                 }
             }
             if count < options.read_count
-                && let Some(tally) = outage.take()
+                && let Some(outage) = outage.take()
             {
-                let gap = tally.outcome("while disconnected", STORAGE);
+                let gap = outage.report();
                 if let GapRepair::Unrepairable { .. } = gap {
                     tracing::warn!(node = %self.context.node, hub = self.hub, ?gap, "[Listener] reconnected with envelopes lost");
                 } else {
@@ -330,5 +397,40 @@ impl HubReader {
             }
         }
         Ok(())
+    }
+}
+
+/// A stream id (`<ms>-<seq>`) as comparable numbers; `None` for `0-0` (nothing read) or
+/// anything else.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    let id = (ms.parse().ok()?, seq.parse().ok()?);
+    (id != (0, 0)).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_compare_numerically() {
+        assert_eq!(stream_id("0-0"), None);
+        assert_eq!(stream_id("junk"), None);
+        assert!(stream_id("999-5") < stream_id("1000-0"));
+        assert!(stream_id("1000-2") < stream_id("1000-10"));
+    }
+
+    #[test]
+    fn a_reset_stream_is_reported_even_with_nothing_missing_yet() {
+        let clean = Outage::default();
+        assert_eq!(clean.report(), GapRepair::Repaired { recovered: 0 });
+        let reset = Outage {
+            stream_reset: true,
+            ..Outage::default()
+        };
+        assert!(matches!(
+            reset.report(),
+            GapRepair::Unrepairable { missing: 0, .. }
+        ));
     }
 }
