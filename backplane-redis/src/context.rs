@@ -87,8 +87,11 @@ impl fmt::Debug for NodeContext {
 
 /// Whether retrying on a fresh connection can help: connection failures, timeouts, and
 /// a server that is loading its data or busy. Refusals (wrong type, no permission, out
-/// of memory) are final.
+/// of memory, failed authentication) are final.
 pub(crate) fn is_transient(error: &RedisError) -> bool {
+    if error.kind() == redis::ErrorKind::AuthenticationFailed {
+        return false; // the driver says "reconnect", but new credentials are needed
+    }
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()

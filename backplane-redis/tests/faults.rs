@@ -423,3 +423,32 @@ async fn node_restarted_with_a_new_id() {
     }
     receiver.shutdown().await.unwrap();
 }
+
+/// A node that cannot connect fails at start with an error that says what was being
+/// done, and never repeats the password; `rediss://` without the `tls` feature says
+/// which feature to enable.
+#[tokio::test]
+async fn connect_errors_are_clear_and_keep_the_password_out() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }; // closed again: nothing listens there
+    let options = RedisOptions::new(&format!("redis://app:s3cr3t@127.0.0.1:{port}"))
+        .unwrap()
+        .command_timeout(Duration::from_secs(2));
+    let error = RedisBackplane::connect(options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("connecting to Redis"), "{error}");
+    assert!(!error.contains("s3cr3t"), "{error}");
+    if !cfg!(feature = "tls") {
+        let error = RedisOptions::new("rediss://app:s3cr3t@127.0.0.1:6380")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("feature `tls`") && !error.contains("s3cr3t"),
+            "{error}"
+        );
+    }
+}
