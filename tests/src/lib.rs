@@ -51,4 +51,4 @@ pub fn init_logging() {
             .try_init();
     }
 }
-pub use schema::TestSchema;
+pub use schema::{TestSchema, terminate};
