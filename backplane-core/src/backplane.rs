@@ -20,11 +20,16 @@ use crate::id::NodeId;
 /// backplane only has to:
 ///
 /// - stamp each published envelope with its node id and the next sequence number for
-///   that hub (starting at 1, no holes), so receivers can detect loss exactly;
+///   that hub (starting at 1, no holes), so receivers can detect loss exactly
+///   ([`sequencing::PublishQueue`](crate::sequencing::PublishQueue) does this, and
+///   hands a backend ordered batches to write);
 /// - deliver every envelope to every *other* node subscribed to the hub, in the order the
 ///   origin published them (order is per origin, not global), and never back to the
 ///   node that published it;
-/// - report connection lifecycle on each subscription.
+/// - report connection lifecycle on each subscription, and after a dropped connection
+///   read back what it missed ([`sequencing::Tracker`](crate::sequencing::Tracker) and
+///   [`sequencing::RepairTally`](crate::sequencing::RepairTally) drop duplicates, find
+///   gaps and word the `Reconnected` report).
 ///
 /// The trait is dyn-compatible, so a server can pick its backplane at run time and hold
 /// an `Arc<dyn Backplane>`.

@@ -9,6 +9,8 @@
 //!   [`BackplaneHubLifetimeManager`], its one implementation over any backplane.
 //! - [`ConnectionSink`]: how the manager hands bytes to a connection; the server
 //!   implements it, so this crate never depends on the server.
+//! - [`sequencing`]: per-(origin, hub) numbering, the publish queue, the receiver's
+//!   tracker and gap reporting, so a backend implements transport and storage only.
 //! - `testkit` (feature `testkit`): the conformance suite every backplane runs.
 //!
 //! # Example
@@ -46,6 +48,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod backplane;
 mod envelope;
 mod id;
@@ -53,9 +56,11 @@ mod lifetime;
 mod manager;
 mod message;
 mod registry;
+pub mod sequencing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use backoff::{Jitter, ReconnectBackoff};
 pub use backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
 pub use envelope::{
     Ack, CodecError, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,

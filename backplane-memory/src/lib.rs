@@ -50,6 +50,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
+use backplane_core::sequencing::Sequencer;
 use backplane_core::{
     Backplane, BackplaneError, BackplaneEvent, Envelope, EnvelopeKind, NodeId, Subscription,
 };
@@ -169,8 +170,8 @@ pub struct MemoryBackplane {
 /// What a node's publishes share, behind its publish lock.
 #[derive(Default)]
 struct NodeState {
-    /// Last sequence number per hub.
-    sequences: HashMap<String, u64>,
+    /// This node's numbering per hub (the core's).
+    sequences: Sequencer,
     /// Envelopes this node delivered, roughly oldest first, kept to be overwritten once
     /// every subscriber has dropped its reference.
     ///
@@ -250,13 +251,7 @@ impl MemoryBackplane {
         let mut state = self.state.lock().await;
         // Checked again under the lock: shutdown may have happened while waiting for it.
         self.check_running()?;
-        // Looked up by `&str` first: the hub's name is only copied the first time.
-        let seq = match state.sequences.get_mut(hub) {
-            Some(seq) => seq,
-            None => state.sequences.entry(hub.to_owned()).or_insert(0),
-        };
-        *seq += 1;
-        let seq = *seq;
+        let seq = state.sequences.next(hub);
         let envelope = state.envelope(self.id, seq, hub, destination, kind);
         let subscribers = self.bus.subscribers(hub);
         let mut closed = false;

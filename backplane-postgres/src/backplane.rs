@@ -65,7 +65,7 @@ impl PostgresBackplane {
         };
         tracing::debug!(%node, schema = %shared.options.schema_name, "[Init] node started");
 
-        let queue = Arc::new(PublishQueue::new());
+        let queue = Arc::new(PublishQueue::new(shared.options.max_envelope_bytes));
         let (stop, stopped) = watch::channel(false);
         let (commands, command_rx) = mpsc::channel(64);
         let mut tasks = Vec::with_capacity(4);
@@ -121,7 +121,7 @@ impl Backplane for PostgresBackplane {
     }
 
     async fn publish(&self, hub: &str, kind: EnvelopeKind) -> Result<(), BackplaneError> {
-        self.queue.publish(&self.shared, hub, None, kind).await
+        publisher::publish(&self.queue, &self.shared, hub, None, kind).await
     }
 
     async fn send_to(
@@ -130,9 +130,7 @@ impl Backplane for PostgresBackplane {
         hub: &str,
         kind: EnvelopeKind,
     ) -> Result<(), BackplaneError> {
-        self.queue
-            .publish(&self.shared, hub, Some(node), kind)
-            .await
+        publisher::publish(&self.queue, &self.shared, hub, Some(node), kind).await
     }
 
     async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {

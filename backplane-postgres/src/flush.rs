@@ -35,12 +35,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use backplane_core::BackplaneError;
+use backplane_core::sequencing::runs_of;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use crate::connect::{self, PostgresError, Role};
-use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone, runs_of, seq_i64};
+use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone, seq_i64};
 use crate::shared::{Shared, lock};
 
 /// What the confirmation commits: WAL, under a transaction id, so its synchronous commit
@@ -222,7 +223,7 @@ impl Flusher {
                 continue;
             }
             for (i, pending) in committed.batch.iter().enumerate() {
-                let suspects = suspects.entry(&pending.table.qualified).or_default();
+                let suspects = suspects.entry(&pending.route.qualified).or_default();
                 suspects.at.push((b, i));
                 suspects.hubs.push(pending.envelope.hub.as_str());
                 suspects.seqs.push(seq_i64(pending.envelope.seq));

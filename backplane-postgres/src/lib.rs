@@ -190,12 +190,13 @@ mod publisher;
 mod retention;
 mod shared;
 mod tombstone;
-mod tracker;
 
 pub use backplane::PostgresBackplane;
+/// How the listener retries after its connection dropped (shared by every backplane).
+pub use backplane_core::ReconnectBackoff;
 pub use connect::PostgresError;
 pub use diagnose::{Check, diagnose};
 pub use options::{
     ChannelNameGenerator, DEFAULT_INLINE_THRESHOLD, DEFAULT_SCHEMA, PostgresOptions,
-    ReconnectBackoff, SynchronousCommit, TableSlugGenerator,
+    SynchronousCommit, TableSlugGenerator,
 };

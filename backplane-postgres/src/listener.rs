@@ -20,7 +20,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backplane_core::{BackplaneError, BackplaneEvent, Envelope, GapRepair, NodeId};
+use backplane_core::sequencing::{Observation, RepairTally, Tracker};
+use backplane_core::{BackplaneError, BackplaneEvent, Envelope, GapRepair, Jitter, NodeId};
 use futures_util::StreamExt as _;
 use futures_util::future::poll_fn;
 use postgres_types::ToSql;
@@ -32,10 +33,8 @@ use tokio_postgres::{AsyncMessage, Client, Connection, Row, Socket};
 use crate::connect::{self, PostgresError, Role, describe, is_transient};
 use crate::names::{TableNames, quote_ident};
 use crate::notification::{self, Notification};
-use crate::options::ReconnectBackoff;
 use crate::shared::Shared;
 use crate::tombstone;
-use crate::tracker::{Observation, Tracker};
 
 /// The listening connection's socket half, driven by this task.
 pub(crate) type ListenConnection = Connection<Socket, NoTlsStream>;
@@ -104,31 +103,10 @@ impl StoredRow {
 }
 
 /// What happened to the envelopes of one gap or one catch-up, per hub.
-#[derive(Debug, Default, Clone, Copy)]
-struct Repair {
-    recovered: u64,
-    missing: u64,
-    corrupt: u64,
-}
+type Repair = RepairTally;
 
-impl Repair {
-    fn outcome(self, cause: &str) -> GapRepair {
-        if self.missing == 0 && self.corrupt == 0 {
-            GapRepair::Repaired {
-                recovered: self.recovered,
-            }
-        } else {
-            GapRepair::Unrepairable {
-                recovered: self.recovered,
-                missing: self.missing + self.corrupt,
-                detail: format!(
-                    "{cause}: {} envelopes no longer in the table (deleted by retention, or never committed) and {} corrupt",
-                    self.missing, self.corrupt
-                ),
-            }
-        }
-    }
-}
+/// Where missing envelopes should have been, for [`RepairTally::outcome`].
+const STORAGE: &str = "the table";
 
 /// The listener task's state.
 pub(crate) struct Listener {
@@ -145,8 +123,8 @@ pub(crate) struct Listener {
     /// Notifications read from the socket while waiting for a query on the listening
     /// connection (LISTEN, probe); processed before anything newer.
     pending: VecDeque<tokio_postgres::Notification>,
-    /// State of the jitter generator.
-    rng: u64,
+    /// Spreads reconnect attempts of nodes that lost the database together.
+    jitter: Jitter,
 }
 
 /// Open the listening connection (used at start, so a bad configuration fails fast).
@@ -160,12 +138,8 @@ impl Listener {
         commands: mpsc::Receiver<Command>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ (shared.node.as_u128() as u64)
-            | 1;
         Self {
+            jitter: Jitter::new(shared.node),
             shared,
             commands,
             shutdown,
@@ -174,7 +148,6 @@ impl Listener {
             reader: None,
             alive_at: SystemTime::now(),
             pending: VecDeque::new(),
-            rng: seed,
         }
     }
 
@@ -606,9 +579,10 @@ impl Listener {
             repair.missing += to - last;
             self.tracker.advance(origin, hub, to);
         }
-        let outcome = repair.outcome(&format!(
-            "sequence numbers {from}..={to} from node {origin}"
-        ));
+        let outcome = repair.outcome(
+            &format!("sequence numbers {from}..={to} from node {origin}"),
+            STORAGE,
+        );
         let lost = matches!(outcome, GapRepair::Unrepairable { .. });
         if lost {
             tracing::warn!(%node, %origin, hub, ?outcome, "[Processor] envelopes could not be recovered");
@@ -628,21 +602,17 @@ impl Listener {
         repair: &mut Repair,
     ) -> Result<(), Interrupt> {
         let node = self.shared.node;
-        if !self.is_subscribed(channel, &row.hub)
-            || self
-                .tracker
-                .last(row.origin, &row.hub)
-                .is_some_and(|last| last >= row.seq)
-        {
-            return Ok(()); // already delivered or skipped
+        if !self.is_subscribed(channel, &row.hub) {
+            return Ok(());
         }
         // Numbers between the last delivered and this row that no row accounts for.
-        if let Observation::Gap { from, to } =
-            self.tracker.observe(row.origin, &row.hub, row.first_seq())
+        match self
+            .tracker
+            .accept(row.origin, &row.hub, row.first_seq(), row.seq)
         {
-            repair.missing += to - from + 1;
+            None => return Ok(()), // already delivered or skipped
+            Some(missing) => repair.missing += missing,
         }
-        self.tracker.advance(row.origin, &row.hub, row.seq);
         if let Some(first) = row.tombstone_first() {
             tracing::debug!(%node, origin = %row.origin, hub = row.hub, first, last = row.seq, "[Processor] tombstone (publish failed at its origin); numbers skipped");
             return Ok(());
@@ -753,7 +723,7 @@ impl Listener {
                 .get(&(channel.clone(), hub.clone()))
                 .copied()
                 .unwrap_or_default();
-            let gap = repair.outcome("while disconnected");
+            let gap = repair.outcome("while disconnected", STORAGE);
             if let GapRepair::Unrepairable { .. } = gap {
                 tracing::warn!(node = %self.shared.node, hub, ?gap, "[Listener] reconnected with envelopes lost");
             }
@@ -948,23 +918,12 @@ impl Listener {
 
     /// The wait before reconnect attempt `attempt`, with a fresh random jitter.
     fn backoff(&mut self, attempt: u32) -> Duration {
-        // xorshift64: jitter needs spread, not cryptographic quality.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let fraction = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        backoff_delay(&self.shared.options.reconnect_backoff, attempt, fraction)
+        let fraction = self.jitter.next_fraction();
+        self.shared
+            .options
+            .reconnect_backoff
+            .delay(attempt, fraction)
     }
-}
-
-/// The wait before reconnect attempt `attempt` (0-based): `initial` doubling up to
-/// `max`, shortened by `jitter × random` (`random` in `0.0..1.0`).
-fn backoff_delay(settings: &ReconnectBackoff, attempt: u32, random: f64) -> Duration {
-    let base = settings
-        .initial
-        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-        .min(settings.max);
-    base.mul_f64(1.0 - settings.jitter * random)
 }
 
 /// Poll `future` (a query on the listening connection's client) while driving the
@@ -1008,23 +967,4 @@ fn prefix(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters_down() {
-        let settings = ReconnectBackoff::default(); // 100 ms .. 10 s, jitter 0.25
-        assert_eq!(backoff_delay(&settings, 0, 0.0), Duration::from_millis(100));
-        assert_eq!(backoff_delay(&settings, 3, 0.0), Duration::from_millis(800));
-        assert_eq!(backoff_delay(&settings, 10, 0.0), Duration::from_secs(10));
-        assert_eq!(
-            backoff_delay(&settings, u32::MAX, 0.0),
-            Duration::from_secs(10)
-        );
-        let jittered = backoff_delay(&settings, 10, 0.999);
-        assert!(jittered >= Duration::from_millis(7500) && jittered < Duration::from_secs(10));
-    }
 }

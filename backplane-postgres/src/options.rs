@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backplane_core::BackplaneError;
+use backplane_core::{BackplaneError, ReconnectBackoff};
 
 use crate::names;
 use crate::notification;
@@ -108,32 +108,6 @@ impl SynchronousCommit {
     /// ([`NotifyBeforeFlush`](SynchronousCommit::NotifyBeforeFlush)).
     pub fn confirms_flush(self) -> bool {
         self == SynchronousCommit::NotifyBeforeFlush
-    }
-}
-
-/// How the listener retries after its connection dropped. It never gives up: a node
-/// whose database is gone keeps trying, and reports `disconnected` meanwhile.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct ReconnectBackoff {
-    /// Wait before the first retry. Default: 100 ms (a killed backend is usually back at
-    /// once; waiting long would only delay catch-up).
-    pub initial: Duration,
-    /// The wait doubles after each failed attempt up to this. Default: 10 s.
-    pub max: Duration,
-    /// Each wait is shortened by a random fraction of up to this much (0.0 to 1.0), so
-    /// many nodes that lost the database together do not reconnect in lock step.
-    /// Default: 0.25.
-    pub jitter: f64,
-}
-
-impl Default for ReconnectBackoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-            jitter: 0.25,
-        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The publishing side: a queue that numbers envelopes, and one task per node that
 //! writes them in batches.
 //!
-//! `publish` numbers its envelope and queues it synchronously, on its first poll (under a
-//! plain mutex), so a node's envelopes for a hub are numbered and queued in the order
+//! `publish` numbers its envelope and queues it synchronously, on its first poll (in
+//! the core's `PublishQueue`), so a node's envelopes for a hub are numbered and queued in the order
 //! their futures were first polled. The publisher task takes everything queued (up to
 //! the batch limits), writes one multi-row `INSERT` per table and all notifications in
 //! one transaction, and only then completes each publish. One transaction is in flight
@@ -25,13 +25,14 @@
 //! neither wait for nor report as lost what was never stored; and if the failed batch
 //! did commit after all, its real rows win the conflict and are delivered.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backplane_core::{BackplaneError, Envelope, EnvelopeKind, NodeId};
+use backplane_core::sequencing::{SkippedRun, runs_of};
+use backplane_core::{BackplaneError, EnvelopeKind, NodeId};
 use postgres_types::ToSql;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
 
@@ -42,178 +43,30 @@ use crate::notification::{self, Packer};
 use crate::shared::{Shared, lock};
 use crate::tombstone;
 
-/// Publishes waiting for the publisher task, and the sequence counters.
-#[derive(Debug)]
-pub(crate) struct PublishQueue {
-    /// Counters and queued envelopes, under one lock: numbering and queueing happen
-    /// together, which is what keeps sequence order equal to queue order.
-    state: Mutex<QueueState>,
-    /// Wakes the publisher task.
-    wake: Notify,
-}
+/// Publishes waiting for the publisher task, numbered by the core's queue; each routed
+/// to its hub's table.
+pub(crate) type PublishQueue = backplane_core::sequencing::PublishQueue<Arc<TableNames>>;
 
-#[derive(Debug, Default)]
-struct QueueState {
-    /// Set by shutdown: nothing is queued afterwards.
-    shut_down: bool,
-    /// Last sequence number per hub.
-    sequences: HashMap<String, u64>,
-    /// Numbered envelopes not yet taken by the publisher task.
-    items: VecDeque<Pending>,
-}
-
-/// A numbered envelope waiting to be written.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    /// The envelope, stamped with origin and sequence.
-    pub(crate) envelope: Envelope,
-    /// Where it is written.
-    pub(crate) table: Arc<TableNames>,
-    /// Completes the publish.
-    pub(crate) done: oneshot::Sender<Result<(), BackplaneError>>,
-}
-
-impl PublishQueue {
-    pub(crate) fn new() -> Self {
-        Self {
-            state: Mutex::new(QueueState::default()),
-            wake: Notify::new(),
-        }
-    }
-
-    /// Number, queue and wait for the commit of one envelope.
-    pub(crate) async fn publish(
-        &self,
-        shared: &Shared,
-        hub: &str,
-        destination: Option<NodeId>,
-        kind: EnvelopeKind,
-    ) -> Result<(), BackplaneError> {
-        // Nothing here awaits before the envelope is numbered and queued: an await could
-        // yield (tokio's cooperative budget, a contended lock) and let a publish polled
-        // later overtake this one.
-        let table = shared.table_for(hub)?;
-        let size = Envelope::size_hint_of(hub, &kind);
-        if size > shared.options.max_envelope_bytes {
-            return Err(BackplaneError::TooLarge {
-                size,
-                limit: shared.options.max_envelope_bytes,
-            });
-        }
-        let (done, result) = oneshot::channel();
-        {
-            let mut state = lock(&self.state);
-            if state.shut_down {
-                return Err(BackplaneError::Shutdown);
-            }
-            let seq = match state.sequences.get_mut(hub) {
-                Some(seq) => {
-                    *seq += 1;
-                    *seq
-                }
-                None => {
-                    state.sequences.insert(hub.to_owned(), 1);
-                    1
-                }
-            };
-            state.items.push_back(Pending {
-                envelope: Envelope {
-                    origin: shared.node,
-                    seq,
-                    hub: hub.to_owned(),
-                    destination,
-                    kind,
-                },
-                table,
-                done,
-            });
-        }
-        self.wake.notify_one();
-        result.await.unwrap_or(Err(BackplaneError::Shutdown))
-    }
-
-    /// Refuse new publishes; the publisher task still writes what is queued, then stops.
-    pub(crate) fn shut_down(&self) {
-        lock(&self.state).shut_down = true;
-        self.wake.notify_one();
-    }
-
-    fn is_shut_down(&self) -> bool {
-        lock(&self.state).shut_down
-    }
-
-    /// Everything queued, removed from the queue.
-    fn take_all(&self) -> Vec<Pending> {
-        lock(&self.state).items.drain(..).collect()
-    }
-
-    /// The next batch, or `None` once shut down and empty.
-    async fn next_batch(
-        &self,
-        max_items: usize,
-        max_bytes: usize,
-        linger: Duration,
-    ) -> Option<Vec<Pending>> {
-        loop {
-            {
-                let state = lock(&self.state);
-                if !state.items.is_empty() {
-                    break;
-                }
-                if state.shut_down {
-                    return None;
-                }
-            }
-            // notify_one stores a permit when nobody waits, so no wake-up is lost.
-            self.wake.notified().await;
-        }
-        if !linger.is_zero() {
-            tokio::time::sleep(linger).await;
-        }
-        let mut state = lock(&self.state);
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some(next) = state.items.front() {
-            let size = next.envelope.size_hint();
-            if !batch.is_empty() && (batch.len() >= max_items || bytes + size > max_bytes) {
-                break;
-            }
-            bytes += size;
-            batch.push(state.items.pop_front().expect("front exists"));
-        }
-        Some(batch)
-    }
-}
+/// A numbered envelope waiting to be written, with its table.
+pub(crate) type Pending = backplane_core::sequencing::Pending<Arc<TableNames>>;
 
 /// A run of sequence numbers of one hub whose batch failed, to be written as a
-/// tombstone.
-#[derive(Debug, Clone)]
-pub(crate) struct Tombstone {
-    table: Arc<TableNames>,
-    hub: String,
-    first: u64,
-    last: u64,
-}
+/// tombstone row in its table.
+pub(crate) type Tombstone = SkippedRun<Arc<TableNames>>;
 
-/// The tombstones covering `pendings`: one per run of consecutive sequence numbers of a
-/// hub, in the order given. Never pass envelopes of more than one batch: a batch may have
-/// committed after all, and its real row at a merged run's end would void the whole
-/// tombstone.
-pub(crate) fn runs_of<'a>(pendings: impl IntoIterator<Item = &'a Pending>) -> Vec<Tombstone> {
-    let mut runs: Vec<Tombstone> = Vec::new();
-    for pending in pendings {
-        let envelope = &pending.envelope;
-        match runs.iter_mut().rev().find(|run| run.hub == envelope.hub) {
-            Some(run) if run.last.checked_add(1) == Some(envelope.seq) => run.last = envelope.seq,
-            _ => runs.push(Tombstone {
-                table: pending.table.clone(),
-                hub: envelope.hub.clone(),
-                first: envelope.seq,
-                last: envelope.seq,
-            }),
-        }
-    }
-    runs
+/// Number, queue and wait for the commit of one envelope (see
+/// [`backplane_core::sequencing::PublishQueue::publish`]).
+pub(crate) async fn publish(
+    queue: &PublishQueue,
+    shared: &Shared,
+    hub: &str,
+    destination: Option<NodeId>,
+    kind: EnvelopeKind,
+) -> Result<(), BackplaneError> {
+    let table = shared.table_for(hub)?;
+    queue
+        .publish(shared.node, hub, destination, kind, table)
+        .await
 }
 
 /// The rows and notifications of one batch for one table.
@@ -357,10 +210,10 @@ impl Publisher {
         for pending in batch {
             match parts
                 .iter_mut()
-                .find(|(table, _)| table.qualified == pending.table.qualified)
+                .find(|(table, _)| table.qualified == pending.route.qualified)
             {
                 Some((_, part)) => part.push(pending),
-                None => parts.push((pending.table.clone(), vec![pending])),
+                None => parts.push((pending.route.clone(), vec![pending])),
             }
         }
         // Tables with tombstones but no publishes in this batch get a part too, so
@@ -368,9 +221,9 @@ impl Publisher {
         for tombstone in &self.tombstones {
             if !parts
                 .iter()
-                .any(|(table, _)| table.qualified == tombstone.table.qualified)
+                .any(|(table, _)| table.qualified == tombstone.route.qualified)
             {
-                parts.push((tombstone.table.clone(), Vec::new()));
+                parts.push((tombstone.route.clone(), Vec::new()));
             }
         }
         let mut tombstones = std::mem::take(&mut self.tombstones);
@@ -378,7 +231,7 @@ impl Publisher {
         for (table, part) in parts {
             let (mine, rest) = tombstones
                 .into_iter()
-                .partition(|tombstone| tombstone.table.qualified == table.qualified);
+                .partition(|tombstone| tombstone.route.qualified == table.qualified);
             tombstones = rest;
             self.tombstones = mine;
             let writes = self.prepare(&part);
@@ -491,7 +344,7 @@ impl Publisher {
         };
         // Tombstones first: they precede everything in this batch in sequence order.
         for tombstone in &self.tombstones {
-            let at = slot(&mut writes, &tombstone.table);
+            let at = slot(&mut writes, &tombstone.route);
             let (write, packer) = &mut writes[at];
             write.has_tombstones = true;
             write.hubs.push(tombstone.hub.clone());
@@ -505,7 +358,7 @@ impl Publisher {
         }
         for pending in batch {
             let envelope = &pending.envelope;
-            let at = slot(&mut writes, &pending.table);
+            let at = slot(&mut writes, &pending.route);
             let (write, packer) = &mut writes[at];
             let bytes = envelope.encode();
             if bytes.len() <= threshold {
@@ -790,60 +643,5 @@ impl std::fmt::Display for BatchError {
             BatchError::Timeout { timeout, .. } => write!(f, "timed out after {timeout:?}"),
             BatchError::Fatal(error) => error.fmt(f),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use backplane_core::{Ack, Envelope, EnvelopeKind, NodeId};
-    use tokio::sync::oneshot;
-
-    use super::{Pending, runs_of};
-    use crate::names::TableNames;
-
-    fn pending(table: &Arc<TableNames>, hub: &str, seq: u64) -> Pending {
-        Pending {
-            envelope: Envelope {
-                origin: NodeId::random(),
-                seq,
-                hub: hub.to_owned(),
-                destination: None,
-                kind: EnvelopeKind::Ack(Ack { ack_id: seq }),
-            },
-            table: table.clone(),
-            done: oneshot::channel().0,
-        }
-    }
-
-    #[test]
-    fn runs_follow_consecutive_numbers_per_hub_and_never_span_a_gap() {
-        let channel: crate::options::ChannelNameGenerator =
-            Arc::new(|schema: &str, slug: &str| format!("{schema}.{slug}"));
-        let table = Arc::new(TableNames::new("s", "t", &channel).unwrap());
-        let batch = [
-            pending(&table, "a", 4),
-            pending(&table, "b", 9),
-            pending(&table, "a", 5),
-            pending(&table, "a", 6),
-            pending(&table, "b", 10),
-            // 7 of hub a survived (left out by the caller): a new run starts at 8.
-            pending(&table, "a", 8),
-            pending(&table, "b", 12),
-        ];
-        let runs: Vec<(String, u64, u64)> = runs_of(&batch)
-            .into_iter()
-            .map(|run| (run.hub, run.first, run.last))
-            .collect();
-        assert_eq!(
-            runs,
-            [
-                ("a".to_owned(), 4, 6),
-                ("b".to_owned(), 9, 10),
-                ("a".to_owned(), 8, 8),
-                ("b".to_owned(), 12, 12),
-            ]
-        );
     }
 }

@@ -46,8 +46,13 @@ pub struct CpuUsage {
     /// Instance B (the receivers').
     #[serde(skip_serializing_if = "Option::is_none")]
     pub b_s: Option<f64>,
-    /// This program (the clients).
+    /// This program (the clients, with the Rust driver).
     pub hub_load_s: f64,
+    /// The Node process of the JavaScript driver (`--driver js`), as it measured
+    /// itself: it runs and exits within the scenario, so `/proc` would only show it in
+    /// this program's collected children and it would land in `other_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_driver_s: Option<f64>,
     /// Every PostgreSQL process.
     pub postgres_s: f64,
     /// Everything else on the machine; more than a few percent means the numbers are
@@ -96,6 +101,7 @@ impl CpuSnapshot {
             a_s: a.map(seconds),
             b_s: b.map(seconds),
             hub_load_s: seconds(tool),
+            node_driver_s: None,
             postgres_s: seconds(postgres),
             other_s: seconds(everything.saturating_sub(known)),
             machine_busy_pct: if capacity > 0.0 {
@@ -107,6 +113,16 @@ impl CpuSnapshot {
                 0.0
             },
         }
+    }
+}
+
+impl CpuUsage {
+    /// Count `seconds` of what `other_s` holds as the Node driver's.
+    pub fn with_node_driver(mut self, seconds: f64) -> Self {
+        let seconds = (seconds * 100.0).round() / 100.0;
+        self.node_driver_s = Some(seconds);
+        self.other_s = ((self.other_s - seconds).max(0.0) * 100.0).round() / 100.0;
+        self
     }
 }
 

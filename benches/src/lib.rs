@@ -13,8 +13,13 @@
 //!   time) and [`check`]: what receivers verify (loss, duplicates, per-sender order).
 //! - [`latency`]: latency samples and percentiles.
 //! - [`servers`]: starting, finding and measuring `hub-server` processes.
-//! - [`scenario`]: the message scenarios (S1 to S3, the burst); [`idle`]: S4, idle
-//!   connections and server memory; [`baseline`]: the original .NET backplane design.
+//! - [`scenario`]: the message scenarios (S1 to S3, the burst) driven by the Rust client;
+//!   [`js_driver`]: the same scenarios driven by the official `@microsoft/signalr`
+//!   client in Node; both turn what they observed into a report the same way (`tally`).
+//!   [`idle`]: S4, idle connections and server memory; [`baseline`]: the original .NET
+//!   backplane design.
+//! - [`server_flags`]: which `hub-server` flags a run passed (none by default: the
+//!   binary's defaults are measured) and what the binary's defaults are.
 //! - [`cpu`]: where the CPU went during a scenario (instances, this program, PostgreSQL,
 //!   anything else).
 //! - [`database`]: the database settings a report records, and the schemas a run
@@ -40,8 +45,11 @@ pub mod client;
 pub mod cpu;
 pub mod database;
 pub mod idle;
+pub mod js_driver;
 pub mod latency;
 pub mod probe;
 pub mod report;
 pub mod scenario;
+pub mod server_flags;
 pub mod servers;
+mod tally;

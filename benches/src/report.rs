@@ -1,4 +1,5 @@
-//! What `hub-load` prints: one JSON object per line, one line per scenario.
+//! What `hub-load` prints: one JSON object per line, one line per scenario (and per
+//! driver), each labelled with the driver and the server flags it was measured with.
 
 use serde::Serialize;
 
@@ -136,4 +137,21 @@ pub fn emit(report: &impl Serialize) {
 /// Round to 3 decimals, for readable JSON.
 pub fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
+}
+
+/// A report line with what it was measured with, so no figure can be taken for another
+/// driver's or for the defaults when it was tuned.
+#[derive(Debug, Serialize)]
+pub struct Labelled<'a, T> {
+    /// The scenario's figures.
+    #[serde(flatten)]
+    pub report: &'a T,
+    /// Which client drove the scenario: `rust` (this program's) or `js` (the official
+    /// `@microsoft/signalr` client in Node); absent where no SignalR client took part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<&'a str>,
+    /// The `hub-server` flags of the instances measured: `"defaults"` or the flags
+    /// passed; absent where no instance took part (the baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_flags: Option<&'a serde_json::Value>,
 }

@@ -15,11 +15,11 @@ use hub_protocol::{CompletionResult, HubMessage};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::check::{CheckTotals, DeliveryCheck};
 use crate::client::{ClientOptions, FrameReader, FrameWriter, HubClient};
-use crate::latency::{Latencies, LatencySummary};
+use crate::latency::Latencies;
 use crate::probe::{Probe, now_micros};
-use crate::report::{MessageReport, round3};
+use crate::report::MessageReport;
+use crate::tally::{Observed, ReceiverOutcome, Sent, tally};
 
 /// The client method the chat hub calls for group messages.
 const RECEIVE_GROUP_MESSAGE: &str = "ReceiveGroupMessage";
@@ -91,21 +91,6 @@ pub struct MessageRun {
     pub deliveries: Vec<Delivery>,
 }
 
-/// What one receiver saw.
-#[derive(Debug)]
-struct ReceiverOutcome {
-    check: DeliveryCheck,
-    latencies: Latencies,
-    /// Latencies from when each message was actually written.
-    latencies_from_write: Latencies,
-    /// Sequence number, send time and arrival time of each message, if kept.
-    arrivals: Vec<(u64, u64, u64)>,
-    /// When the last new message arrived ([`now_micros`] time).
-    last_arrival: u64,
-    /// Why the connection ended early, if it did.
-    error: Option<String>,
-}
-
 /// What the sender's completions said.
 #[derive(Debug, Default)]
 struct Completions {
@@ -144,7 +129,7 @@ pub fn write_deliveries(
 }
 
 /// A group name no other run or scenario shares.
-fn group_name(scenario: &str) -> String {
+pub(crate) fn group_name(scenario: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
         "load-{scenario}-{}-{}",
@@ -202,15 +187,7 @@ async fn receive(
     keep_arrivals: bool,
     mut stop: watch::Receiver<bool>,
 ) -> ReceiverOutcome {
-    let capacity = usize::try_from(messages).unwrap_or(0);
-    let mut outcome = ReceiverOutcome {
-        check: DeliveryCheck::new(senders, messages),
-        latencies: Latencies::with_capacity(capacity),
-        latencies_from_write: Latencies::with_capacity(capacity),
-        arrivals: Vec::with_capacity(if keep_arrivals { capacity } else { 0 }),
-        last_arrival: 0,
-        error: None,
-    };
+    let mut outcome = ReceiverOutcome::new(senders, messages, keep_arrivals);
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
     // Set once every message has arrived, and pushed back by every later one.
@@ -269,31 +246,7 @@ async fn receive(
         if quiet_until.is_some() {
             quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
         }
-        let now = now_micros();
-        match Probe::parse(text) {
-            Some(probe) => {
-                if outcome.check.record(&probe) {
-                    outcome
-                        .latencies
-                        .record(now.saturating_sub(probe.sent_micros));
-                    outcome
-                        .latencies_from_write
-                        .record(now.saturating_sub(probe.written_micros));
-                    if keep_arrivals {
-                        outcome.arrivals.push((probe.seq, probe.sent_micros, now));
-                    }
-                    outcome.last_arrival = now;
-                }
-            }
-            None => {
-                outcome.check.record(&Probe {
-                    sender: u32::MAX,
-                    seq: 0,
-                    sent_micros: 0,
-                    written_micros: 0,
-                });
-            }
-        }
+        outcome.record(Probe::parse(text), now_micros());
     }
     let _ = client.writer.close().await;
     outcome
@@ -418,17 +371,6 @@ impl Drop for Pacer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// What the sender did.
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    /// When sending started ([`now_micros`] time).
-    started: u64,
-    /// When the last message was written.
-    finished: u64,
-    /// Open loop only: how long after its scheduled time each message was sent.
-    schedule_lag: Option<LatencySummary>,
 }
 
 /// Send the scenario's messages; returns when the last one is written.
@@ -583,8 +525,6 @@ pub async fn run(
             }
         }
     };
-    let started = sent.started;
-
     // Wait for the deliveries, bounded.
     let mut outcomes = Vec::with_capacity(scenario.receivers);
     let deadline = tokio::time::Instant::now() + scenario.drain_timeout;
@@ -622,75 +562,19 @@ pub async fn run(
     let _ = writer.close().await;
     connection_errors.extend(completion_error);
 
-    let mut totals = CheckTotals::default();
-    let mut latencies = Latencies::default();
-    let mut latencies_from_write = Latencies::default();
-    let mut last_arrival = started;
-    let mut deliveries = Vec::new();
-    for (receiver, outcome) in outcomes.into_iter().enumerate() {
-        deliveries.extend(
-            outcome
-                .arrivals
-                .iter()
-                .map(|&(seq, sent, arrived)| Delivery {
-                    receiver,
-                    seq,
-                    sent_micros: sent,
-                    arrived_micros: arrived,
-                }),
-        );
-        totals += outcome.check.totals();
-        latencies.merge(outcome.latencies);
-        latencies_from_write.merge(outcome.latencies_from_write);
-        last_arrival = last_arrival.max(outcome.last_arrival);
-        connection_errors.extend(outcome.error);
-    }
-    // What should have arrived comes from the scenario, not from the receivers that
-    // reported: a receiver task that panicked or was cancelled loses all it had.
-    totals.expected = scenario.messages * scenario.receivers as u64;
-    totals.lost = totals.expected.saturating_sub(totals.delivered);
-    connection_errors.truncate(10);
-    let duration = (last_arrival.saturating_sub(started)) as f64 / 1e6;
-    let per_second = |count: f64| {
-        if duration > 0.0 {
-            count / duration
-        } else {
-            0.0
-        }
-    };
     let first_refusal = completions
         .first_refusal
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let report = MessageReport {
-        scenario: scenario.name.clone(),
-        description: scenario.description.clone(),
-        senders: 1,
-        receivers: scenario.receivers,
-        messages: scenario.messages,
-        payload_bytes: scenario.payload_len,
-        pacing: match scenario.pacing {
-            Pacing::Window(window) => format!("window {window}"),
-            Pacing::Rate(rate) => format!("open loop {rate}/s"),
+    Ok(tally(
+        scenario,
+        Observed {
+            sent,
+            outcomes,
+            refused: completions.refused.load(Ordering::Relaxed),
+            first_refusal,
+            connection_errors,
         },
-        duration_s: round3(duration),
-        send_duration_s: round3(sent.finished.saturating_sub(started) as f64 / 1e6),
-        schedule_lag: sent.schedule_lag,
-        messages_per_s: per_second(totals.delivered as f64 / scenario.receivers.max(1) as f64)
-            .round(),
-        deliveries_per_s: per_second(totals.delivered as f64).round(),
-        latency: latencies.summary(),
-        latency_from_write: match scenario.pacing {
-            Pacing::Rate(_) => Some(latencies_from_write.summary()),
-            Pacing::Window(_) => None,
-        },
-        totals,
-        refused: completions.refused.load(Ordering::Relaxed),
-        first_refusal,
-        connection_errors,
-        ratio_to_baseline: None,
-        cpu: None,
-    };
-    Ok(MessageRun { report, deliveries })
+    ))
 }

@@ -11,6 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use crate::server_flags::ServerFlags;
+
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,11 +60,15 @@ pub struct ServerConfig {
     pub database_url: String,
     /// The backplane schema shared by the instances.
     pub schema: String,
-    /// `--max-parallel-invocations`.
-    pub max_parallel_invocations: u16,
-    /// `--synchronous-commit` (`on`, `off`, ...).
-    pub synchronous_commit: String,
+    /// Tuning flags, passed as given after the ones every instance needs to run
+    /// ([`RUN_FLAGS`]); none unless asked for, so the binary's defaults are measured.
+    pub flags: ServerFlags,
 }
+
+/// The flags every instance started here gets, because it needs them to run here (a
+/// free port, the shared database and schema, a name in the logs): they are not tuning,
+/// and the binary's defaults for them are not what runs.
+pub const RUN_FLAGS: [&str; 4] = ["urls", "database-url", "schema", "server-name"];
 
 /// A running `hub-server` started by this program; killed if dropped.
 #[derive(Debug)]
@@ -91,11 +97,8 @@ impl ServerProcess {
             .args(["--database-url", &config.database_url])
             .args(["--schema", &config.schema])
             .args(["--server-name", name])
-            .args([
-                "--max-parallel-invocations",
-                &config.max_parallel_invocations.to_string(),
-            ])
-            .args(["--synchronous-commit", &config.synchronous_commit])
+            .args(config.flags.args())
+            // The listening line, which says the instance is ready, is logged at info.
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

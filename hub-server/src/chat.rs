@@ -44,6 +44,10 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, SendError, access_token};
 
+mod page;
+
+pub use page::SIGNALR_CLIENT_VERSION;
+
 /// Where the chat hub is mounted.
 pub const HUB_PATH: &str = "/chathub";
 
@@ -207,7 +211,8 @@ impl ServerInfo {
     }
 }
 
-/// The whole chat application: `GET /` (a short text), `GET /health` (JSON), the hub at
+/// The whole chat application: `GET /` (the chat page for browsers, a short text for
+/// everyone else) and the page's files under `/assets/`, `GET /health` (JSON), the hub at
 /// [`HUB_PATH`], and CORS open to every origin, credentials included.
 ///
 /// Browsers refuse `Access-Control-Allow-Origin: *` together with credentials (which the
@@ -220,9 +225,9 @@ pub fn router(hub: &Hub, info: ServerInfo) -> Router {
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true);
     let routes = Router::new()
-        .route("/", get(index))
         .route("/health", get(health))
         .with_state((hub.clone(), info))
+        .merge(page::routes())
         .merge(hub.router(HUB_PATH));
     // ASP.NET Core matches routes ignoring case and a trailing slash, and clients follow
     // its chat sample's `/chatHub`: such paths are served as their canonical form.
@@ -267,10 +272,6 @@ fn canonical_path(path: &str) -> Option<&'static str> {
         .into_iter()
         .find(|canonical| trimmed.eq_ignore_ascii_case(canonical))
         .filter(|canonical| *canonical != path)
-}
-
-async fn index() -> &'static str {
-    "SignalR chat server (Rust). Hub: /chathub. Health: /health.\n"
 }
 
 async fn health(State((hub, info)): State<(Hub, ServerInfo)>) -> Response {

@@ -28,12 +28,16 @@
 mod binaries;
 mod database;
 pub mod events;
+mod hub_server;
+mod js;
 mod process;
 mod proxy;
 mod schema;
 
 pub use binaries::workspace_binaries;
 pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
+pub use hub_server::HubServerProcess;
+pub use js::{ensure_js_packages, js_dir};
 pub use process::lines_of;
 pub use proxy::PartitionProxy;
 
@@ -47,4 +51,4 @@ pub fn init_logging() {
             .try_init();
     }
 }
-pub use schema::TestSchema;
+pub use schema::{TestSchema, terminate};

@@ -189,28 +189,7 @@ impl TestSchema {
     ///
     /// Panics if no such backend shows up within 10 s.
     pub async fn terminate(&self, role: &str, node: NodeId) -> u64 {
-        let admin = self.admin().await;
-        let application_name = format!("signalr-backplane {role} {node}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let killed: i64 = admin
-                .query_one(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                    &[&application_name],
-                )
-                .await
-                .expect("querying pg_stat_activity")
-                .get(0);
-            if killed > 0 {
-                return killed.unsigned_abs();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no backend with application_name {application_name:?} to terminate"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        terminate(role, node).await
     }
 
     /// Drop the schema and everything in it.
@@ -291,4 +270,41 @@ fn is_stale(name: &str, from_end: usize, now: u64) -> bool {
         .nth(from_end)
         .and_then(|part| part.parse::<u64>().ok())
         .is_some_and(|created| now.saturating_sub(created) > STALE_AFTER.as_secs())
+}
+
+/// Terminate (`pg_terminate_backend`) the backend of `node`'s `role` connection
+/// (`"listener"`, `"publisher"`, `"reader"`) in the test database, waiting up to 10 s for
+/// it to exist (after a previous kill the node may still be reconnecting). Returns how
+/// many backends were terminated. [`TestSchema::terminate`] without the schema, for
+/// fault hooks that only know the node.
+///
+/// # Panics
+///
+/// Panics if no such backend shows up within 10 s.
+pub async fn terminate(role: &str, node: NodeId) -> u64 {
+    let (admin, connection) = tokio_postgres::connect(database_url().await, tokio_postgres::NoTls)
+        .await
+        .expect("connecting the admin client");
+    tokio::spawn(connection);
+    let application_name = format!("signalr-backplane {role} {node}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let killed: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&application_name],
+            )
+            .await
+            .expect("querying pg_stat_activity")
+            .get(0);
+        if killed > 0 {
+            return killed.unsigned_abs();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backend with application_name {application_name:?} to terminate"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

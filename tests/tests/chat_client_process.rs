@@ -10,7 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tests::lines_of;
+use tests::{HubServerProcess, lines_of};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
@@ -35,72 +35,9 @@ fn binary(name: &str) -> PathBuf {
         .clone()
 }
 
-/// A `hub-server` process on the PostgreSQL backplane.
-struct ServerProcess {
-    child: Child,
-    /// `http://127.0.0.1:{port}`.
-    url: String,
-}
-
-impl ServerProcess {
-    /// Starts a server on a free port of 127.0.0.1, on `schema`, and waits until it
-    /// listens.
-    async fn start(database_url: &str, schema: &str) -> ServerProcess {
-        Self::start_at(database_url, schema, "http://127.0.0.1:0").await
-    }
-
-    /// Starts a server listening on `urls` (`http://127.0.0.1:{port}`).
-    async fn start_at(database_url: &str, schema: &str, urls: &str) -> ServerProcess {
-        let mut child = Command::new(binary("hub-server"))
-            .args(["--urls", urls])
-            .args(["--database-url", database_url])
-            .args(["--schema", schema])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting hub-server");
-        let mut stdout = lines_of(child.stdout.take().unwrap());
-        let mut stderr = lines_of(child.stderr.take().unwrap());
-        let mut log = Vec::new();
-        let url = loop {
-            let line = tokio::select! {
-                line = stdout.recv() => line,
-                line = stderr.recv() => line,
-                () = tokio::time::sleep(PATIENCE) => None,
-            };
-            let Some(line) = line else {
-                panic!(
-                    "hub-server did not start listening; its output:\n{}",
-                    log.join("\n")
-                );
-            };
-            if let Some(url) = listening_url(&line) {
-                break url;
-            }
-            log.push(line);
-        };
-        // Keep draining its output so the server never blocks on a full pipe.
-        tokio::spawn(async move { while stdout.recv().await.is_some() {} });
-        tokio::spawn(async move { while stderr.recv().await.is_some() {} });
-        ServerProcess { child, url }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-}
-
-/// The `http://host:port` in a "listening on http://host:port/chathub" log line.
-fn listening_url(line: &str) -> Option<String> {
-    let start = line.find("listening on http://")? + "listening on ".len();
-    let url = line[start..].split_whitespace().next()?;
-    let url = url.trim_end_matches("/chathub");
-    Some(url.to_owned())
+/// Starts a `hub-server` on a free port of 127.0.0.1, on `schema`.
+async fn start_server(database_url: &str, schema: &str) -> HubServerProcess {
+    HubServerProcess::start(&binary("hub-server"), database_url, schema).await
 }
 
 /// A `chat-client` process driven through its standard input.
@@ -230,8 +167,8 @@ impl ChatProcess {
 async fn two_clients_chat_through_two_servers_sharing_postgres() {
     let schema = tests::TestSchema::create("chat_client").await;
     let database_url = tests::database_url().await;
-    let server_a = ServerProcess::start(database_url, schema.name()).await;
-    let server_b = ServerProcess::start(database_url, schema.name()).await;
+    let server_a = start_server(database_url, schema.name()).await;
+    let server_b = start_server(database_url, schema.name()).await;
 
     let mut alice = ChatProcess::start(&server_a.url, "alice").await;
     let mut bob = ChatProcess::start(&server_b.url, "bob").await;
@@ -352,7 +289,7 @@ async fn invalid_url_is_one_error_line() {
 async fn groups_are_joined_again_after_the_server_restarts() {
     let schema = tests::TestSchema::create("chat_client_rejoin").await;
     let database_url = tests::database_url().await;
-    let server = ServerProcess::start(database_url, schema.name()).await;
+    let server = start_server(database_url, schema.name()).await;
     let url = server.url.clone();
 
     let mut alice = ChatProcess::start(&url, "alice").await;
@@ -369,7 +306,8 @@ async fn groups_are_joined_again_after_the_server_restarts() {
     // every group, and the client puts its own back.
     server.stop().await;
     alice.expect("[SYSTEM] Connection lost").await;
-    let server = ServerProcess::start_at(database_url, schema.name(), &url).await;
+    let server =
+        HubServerProcess::start_at(&binary("hub-server"), database_url, schema.name(), &url).await;
     alice.expect("[SYSTEM] Reconnected").await;
     alice.expect("[SYSTEM] Rejoined group room").await;
 
@@ -399,7 +337,7 @@ async fn groups_are_joined_again_after_the_server_restarts() {
 async fn a_line_over_the_message_limit_is_refused_and_the_chat_goes_on() {
     let schema = tests::TestSchema::create("chat_client_long").await;
     let database_url = tests::database_url().await;
-    let server = ServerProcess::start(database_url, schema.name()).await;
+    let server = start_server(database_url, schema.name()).await;
     let mut alice = ChatProcess::start(&server.url, "alice").await;
     let mut bob = ChatProcess::start(&server.url, "bob").await;
 

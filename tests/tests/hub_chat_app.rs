@@ -1,5 +1,6 @@
 //! The chat application the `hub-server` binary serves (`hub_server::chat::router`), in
-//! process: `GET /`, `GET /health`, and CORS as browsers need it.
+//! process: `GET /` (text or the chat page), the page's files, `GET /health`, and CORS as
+//! browsers need it.
 
 mod hub_support;
 
@@ -22,6 +23,94 @@ async fn root_answers_a_short_text() {
         response.body,
         "SignalR chat server (Rust). Hub: /chathub. Health: /health.\n"
     );
+}
+
+#[tokio::test]
+async fn root_answers_text_to_plain_text_clients_and_the_page_to_browsers() {
+    let server = chat_server().await;
+    let text = http(server.addr, "GET / HTTP/1.1", &["Accept: text/plain"]).await;
+    assert_eq!(text.status, 200);
+    assert!(text.body.starts_with("SignalR chat server (Rust)."));
+    assert_eq!(text.header("vary"), Some("accept"));
+
+    let accept = "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let page = http(server.addr, "GET / HTTP/1.1", &[accept]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("vary"), Some("accept"));
+    assert!(page.body.contains("<title>Chat</title>"), "{}", page.body);
+    let policy = page.header("content-security-policy").expect("a CSP");
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    assert!(page.header("etag").is_some());
+}
+
+#[tokio::test]
+async fn page_files_are_served_with_their_types_and_revalidated_by_etag() {
+    let server = chat_server().await;
+    let bundle = format!("/assets/signalr-{}.min.js", chat::SIGNALR_CLIENT_VERSION);
+    let files = [
+        (
+            "/assets/chat.js",
+            "text/javascript; charset=utf-8",
+            "no-cache",
+        ),
+        ("/assets/chat.css", "text/css; charset=utf-8", "no-cache"),
+        ("/assets/favicon.svg", "image/svg+xml", "no-cache"),
+        (
+            bundle.as_str(),
+            "text/javascript; charset=utf-8",
+            "public, max-age=31536000, immutable",
+        ),
+    ];
+    for (path, content_type, cache_control) in files {
+        let response = http(server.addr, &format!("GET {path} HTTP/1.1"), &[]).await;
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(
+            response.header("content-type"),
+            Some(content_type),
+            "{path}"
+        );
+        assert_eq!(
+            response.header("cache-control"),
+            Some(cache_control),
+            "{path}"
+        );
+        assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+        assert!(!response.body.is_empty(), "{path}");
+        let etag = response.header("etag").expect("an ETag").to_owned();
+
+        // The browser's copy is still good: no body.
+        let again = http(
+            server.addr,
+            &format!("GET {path} HTTP/1.1"),
+            &[&format!("If-None-Match: {etag}")],
+        )
+        .await;
+        assert_eq!(again.status, 304, "{path}");
+        assert_eq!(again.body, "", "{path}");
+        assert_eq!(again.header("etag"), Some(etag.as_str()), "{path}");
+
+        // An older copy gets the file.
+        let stale = http(
+            server.addr,
+            &format!("GET {path} HTTP/1.1"),
+            &["If-None-Match: \"0000000000000000\""],
+        )
+        .await;
+        assert_eq!(stale.status, 200, "{path}");
+    }
+    // The bundle is the official client's, found under the name the page uses.
+    let response = http(server.addr, &format!("GET {bundle} HTTP/1.1"), &[]).await;
+    assert!(response.body.contains("HubConnectionBuilder"));
+    let missing = http(server.addr, "GET /assets/nothing.js HTTP/1.1", &[]).await;
+    assert_eq!(missing.status, 404);
 }
 
 #[tokio::test]

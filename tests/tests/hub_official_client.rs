@@ -10,7 +10,6 @@
 
 mod hub_support;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,52 +17,9 @@ use hub_server::{HubOptions, chat};
 use hub_support::{HUB_PATH, TestServer, test_hub};
 use serde_json::{Value, json};
 use tokio::process::Command;
-use tokio::sync::OnceCell;
 
 /// How long one scenario may run, installing nothing.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// How long `npm ci` may take.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
-}
-
-/// Install the pinned packages once per test binary if they are missing.
-async fn ensure_packages() {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| async {
-            let dir = js_dir();
-            let marker = dir.join("node_modules/@microsoft/signalr-protocol-msgpack/package.json");
-            if marker.exists() {
-                return;
-            }
-            let output = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&dir)
-                .kill_on_drop(true)
-                .output();
-            let output = tokio::time::timeout(INSTALL_TIMEOUT, output)
-                .await
-                .expect("npm ci finishes in time")
-                .unwrap_or_else(|error| {
-                    panic!(
-                        "cannot run npm (Node.js 18+ and npm are needed for these tests): {error}"
-                    )
-                });
-            assert!(
-                output.status.success(),
-                "npm ci in {} failed ({}):\n{}{}",
-                dir.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        })
-        .await;
-}
 
 /// The server the scenarios talk to: the chat application plus the test hub.
 async fn start_server() -> TestServer {
@@ -80,14 +36,14 @@ async fn start_server() -> TestServer {
 /// Run `scenario` with `args` and return what the script printed, failing with its
 /// stderr if it failed.
 async fn run_scenario(server: &TestServer, scenario: &str, args: &[&str]) -> Value {
-    ensure_packages().await;
+    tests::ensure_js_packages().await;
     let base = format!("http://{}", server.addr);
     let output = Command::new("node")
         .arg("official-client.js")
         .arg(&base)
         .arg(scenario)
         .args(args)
-        .current_dir(js_dir())
+        .current_dir(tests::js_dir())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -4,48 +4,35 @@
 //! This is a smoke test of the tool, not a benchmark: it asserts what the tool reports
 //! (every message delivered once and in order, the baseline measured, an open-loop
 //! sender's schedule lag, idle connections held on a fresh instance and their memory
-//! read), that it cleans up after itself, and that it refuses to run in (and so to
-//! drop) a schema that already exists; never how fast anything was. The full run is a
-//! command in BENCHMARKS.md.
+//! read, which server flags each figure was measured with), that it cleans up after
+//! itself, and that it refuses to run in (and so to drop) a schema that already exists;
+//! never how fast anything was. A second run drives the message scenarios with the
+//! official JavaScript client (`--driver js`, Node and npm needed) against instances
+//! with the binary's defaults. The full run is a command in BENCHMARKS.md.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::process::Command;
 
 /// The whole run, servers included, must finish within this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hub_load_small_run_delivers_everything_and_cleans_up() {
-    let binaries = tokio::task::spawn_blocking(|| {
+/// The tool and the server, built by Cargo for this test.
+async fn binaries() -> HashMap<String, PathBuf> {
+    tokio::task::spawn_blocking(|| {
         tests::workspace_binaries(&["hub-server", "benches"], &["hub-server", "hub-load"])
     })
     .await
-    .unwrap();
-    let schema = tests::TestSchema::create("hub_load").await;
-    let latency_log =
-        std::env::temp_dir().join(format!("hub-load-latency-{}.csv", std::process::id()));
-    let run = Command::new(&binaries["hub-load"])
-        .arg("--hub-server")
-        .arg(&binaries["hub-server"])
-        .args(["--database-url", schema.url()])
-        .args(["--schema", schema.name()])
-        .args(["--scenarios", "baseline,s1,s2,burst,s4"])
-        .args(["--max-parallel-invocations", "32"])
-        .args(["--synchronous-commit", "off"])
-        .args(["--baseline-messages", "100"])
-        .args(["--s1-messages", "300", "--window", "64"])
-        .args(["--s2-messages", "50", "--s2-receivers", "5"])
-        .args(["--burst-rate", "2000", "--burst-seconds", "0.1"])
-        .args(["--s4-connections", "50"])
-        .args(["--drain-timeout", "20", "--time-limit", "150"])
-        .arg("--latency-log")
-        .arg(&latency_log)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(RUN_TIMEOUT, run)
+    .unwrap()
+}
+
+/// Run the tool to the end; its stdout as one JSON object per scenario name.
+async fn run_to_end(run: Command) -> HashMap<String, Value> {
+    let mut run = run;
+    let output = tokio::time::timeout(RUN_TIMEOUT, run.kill_on_drop(true).output())
         .await
         .expect("hub-load finished in time")
         .expect("hub-load started");
@@ -56,55 +43,92 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         "hub-load failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
-
-    // One JSON line per scenario, after the settings.
-    let lines: HashMap<String, Value> = stdout
+    stdout
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).expect("every line is JSON"))
         .map(|report| (report["scenario"].as_str().unwrap().to_owned(), report))
-        .collect();
+        .collect()
+}
+
+/// `name` delivered all `expected` messages exactly once and in order, and reports
+/// rates and latencies.
+fn assert_clean(lines: &HashMap<String, Value>, name: &str, expected: u64) {
+    let report = &lines[name];
+    assert_eq!(report["expected"], expected, "{name}: {report}");
+    assert!(
+        report.get("connection_errors").is_none(),
+        "{name} had connection errors: {report}"
+    );
+    assert_eq!(report["delivered"], expected, "{name}: {report}");
+    for counter in [
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "unexpected",
+        "refused",
+    ] {
+        assert_eq!(report[counter], 0, "{name} {counter}: {report}");
+    }
+    assert!(
+        report["deliveries_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    let latency = &report["latency"];
+    assert!(
+        latency["p50_ms"].as_f64().unwrap() > 0.0
+            && latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64()
+            && latency["p99_ms"].as_f64() <= latency["max_ms"].as_f64(),
+        "{name} latency: {latency}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_load_small_run_delivers_everything_and_cleans_up() {
+    let binaries = binaries().await;
+    let schema = tests::TestSchema::create("hub_load").await;
+    let latency_log =
+        std::env::temp_dir().join(format!("hub-load-latency-{}.csv", std::process::id()));
+    let mut run = Command::new(&binaries["hub-load"]);
+    run.arg("--hub-server")
+        .arg(&binaries["hub-server"])
+        .args(["--database-url", schema.url()])
+        .args(["--schema", schema.name()])
+        .args(["--scenarios", "baseline,s1,s2,burst,s4"])
+        .args(["--max-parallel-invocations", "32"])
+        .args(["--server-arg=--synchronous-commit=off"])
+        .args(["--baseline-messages", "100"])
+        .args(["--s1-messages", "300", "--window", "64"])
+        .args(["--s2-messages", "50", "--s2-receivers", "5"])
+        .args(["--burst-rate", "2000", "--burst-seconds", "0.1"])
+        .args(["--s4-connections", "50"])
+        .args(["--drain-timeout", "20", "--time-limit", "150"])
+        .arg("--latency-log")
+        .arg(&latency_log);
+    let lines = run_to_end(run).await;
+
+    // One JSON line per scenario, after the settings.
     let names: Vec<&str> = lines.keys().map(String::as_str).collect();
     for name in ["settings", "baseline", "S1", "S2", "burst", "S4"] {
         assert!(lines.contains_key(name), "no {name} line in {names:?}");
     }
     let settings = &lines["settings"];
-    assert_eq!(settings["instances"]["max_parallel_invocations"], 32);
-    assert_eq!(settings["instances"]["backplane_synchronous_commit"], "off");
+    // Tuning flags are passed only when asked for, and every figure says which were.
+    let tuned = json!(["--synchronous-commit=off", "--max-parallel-invocations=32"]);
+    assert_eq!(settings["instances"]["server_flags"], tuned);
+    let effective = &settings["instances"]["hub_server"]["effective"];
+    assert_eq!(effective["max-parallel-invocations"], "32", "{settings}");
+    assert_eq!(effective["synchronous-commit"], "off", "{settings}");
     assert_eq!(settings["instances"]["schema"], schema.name());
+    for name in ["S1", "S2", "burst", "S4"] {
+        assert_eq!(lines[name]["server_flags"], tuned, "{}", lines[name]);
+        assert_eq!(lines[name]["driver"], "rust", "{}", lines[name]);
+    }
+    assert!(lines["baseline"].get("server_flags").is_none());
 
-    let expect_clean = |name: &str, expected: u64| {
-        let report = &lines[name];
-        assert_eq!(report["expected"], expected, "{name}: {report}");
-        assert!(
-            report.get("connection_errors").is_none(),
-            "{name} had connection errors: {report}"
-        );
-        assert_eq!(report["delivered"], expected, "{name}: {report}");
-        for counter in [
-            "lost",
-            "duplicated",
-            "out_of_order",
-            "unexpected",
-            "refused",
-        ] {
-            assert_eq!(report[counter], 0, "{name} {counter}: {report}");
-        }
-        assert!(
-            report["deliveries_per_s"].as_f64().unwrap() > 0.0,
-            "{report}"
-        );
-        let latency = &report["latency"];
-        assert!(
-            latency["p50_ms"].as_f64().unwrap() > 0.0
-                && latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64()
-                && latency["p99_ms"].as_f64() <= latency["max_ms"].as_f64(),
-            "{name} latency: {latency}"
-        );
-    };
-    expect_clean("baseline", 100);
-    expect_clean("S1", 300);
-    expect_clean("S2", 250);
-    expect_clean("burst", 200);
+    assert_clean(&lines, "baseline", 100);
+    assert_clean(&lines, "S1", 300);
+    assert_clean(&lines, "S2", 250);
+    assert_clean(&lines, "burst", 200);
     // Open loop: latency is measured from the scheduled time, and how far the sender
     // fell behind it is reported; a closed-loop sender has no schedule.
     let lag = &lines["burst"]["schedule_lag"];
@@ -247,5 +271,82 @@ async fn hub_load_small_run_delivers_everything_and_cleans_up() {
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(kept, 1, "hub-load dropped a schema it did not create");
+    schema.drop().await;
+}
+
+/// `--driver js`: the message scenarios driven by the official `@microsoft/signalr`
+/// client in Node, against instances with the binary's defaults (no flag passed), with
+/// the same figures as the Rust driver's. `hub-load` installs the pinned packages itself
+/// when `tests/js/node_modules` is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_load_js_driver_small_run_on_the_defaults() {
+    let binaries = binaries().await;
+    let schema = tests::TestSchema::create("hub_load_js").await;
+    let mut run = Command::new(&binaries["hub-load"]);
+    run.arg("--hub-server")
+        .arg(&binaries["hub-server"])
+        .args(["--database-url", schema.url()])
+        .args(["--schema", schema.name()])
+        .args(["--scenarios", "s1,s2,s3,burst", "--driver", "js"])
+        // Enough deliveries that the script's report of them passes 128 KiB, past
+        // what a pipe takes at once (lines were once cut there).
+        .args(["--s1-messages", "4000", "--js-window", "50"])
+        .args(["--s2-messages", "40", "--s2-receivers", "4"])
+        .args([
+            "--s3-rate",
+            "100",
+            "--s3-seconds",
+            "1",
+            "--s3-receivers",
+            "2",
+        ])
+        .args(["--burst-rate", "1000", "--burst-seconds", "0.2"])
+        .args(["--drain-timeout", "20", "--time-limit", "150"]);
+    let lines = run_to_end(run).await;
+
+    let settings = &lines["settings"];
+    // Nothing passed: the binary's defaults ran, and the settings line says what they
+    // are, as the binary's own --help states them.
+    assert_eq!(
+        settings["instances"]["server_flags"], "defaults",
+        "{settings}"
+    );
+    let hub_server = &settings["instances"]["hub_server"];
+    assert!(
+        hub_server["binary_defaults"]
+            .as_object()
+            .is_some_and(|defaults| !defaults.is_empty()),
+        "{settings}"
+    );
+    assert_eq!(hub_server["effective"], hub_server["binary_defaults"]);
+    let js = &settings["drivers"]["js"];
+    assert!(
+        js["client"]
+            .as_str()
+            .is_some_and(|client| client.starts_with("@microsoft/signalr ")),
+        "{settings}"
+    );
+    assert_eq!(js["window"], 50, "{settings}");
+    assert!(settings["drivers"]["rust"].is_null(), "{settings}");
+
+    assert_clean(&lines, "S1", 4000);
+    assert_clean(&lines, "S2", 160);
+    assert_clean(&lines, "S3", 200);
+    assert_clean(&lines, "burst", 200);
+    for name in ["S1", "S2", "S3", "burst"] {
+        let report = &lines[name];
+        assert_eq!(report["driver"], "js", "{report}");
+        assert_eq!(report["server_flags"], "defaults", "{report}");
+        assert!(
+            report["cpu"]["node_driver_s"].as_f64().unwrap() > 0.0,
+            "the Node process's CPU is reported on its own: {report}"
+        );
+    }
+    assert_eq!(lines["S1"]["pacing"], "window 50 not yet delivered");
+    assert!(
+        lines["burst"]["schedule_lag"]["p99_ms"].as_f64().is_some(),
+        "{}",
+        lines["burst"]
+    );
     schema.drop().await;
 }

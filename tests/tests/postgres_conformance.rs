@@ -36,7 +36,12 @@ async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
         .collect()
 }
 
-backplane_core::backplane_conformance_tests!(cluster);
+backplane_core::backplane_conformance_tests!(cluster, cut = cut_listener);
+
+/// The repair cases' fault hook: terminate the node's LISTEN connection on the server.
+async fn cut_listener(node: NodeId) {
+    tests::terminate("listener", node).await;
+}
 
 /// The schema of one case's cluster, and how many of its nodes still run.
 #[derive(Debug)]

@@ -17,15 +17,28 @@
 //! backplane_core::backplane_conformance_tests!(cluster);
 //! ```
 //!
+//! A backend with connections to drop also passes the repair cases: give the macro a
+//! [`ConnectionCutter`] (an `async fn(NodeId)` that cuts that node's receiving
+//! connection), and it adds cases that cut it while others publish and check that
+//! nothing is lost, duplicated or reordered:
+//!
+//! ```ignore
+//! backplane_core::backplane_conformance_tests!(cluster, cut = cut_receiving);
+//! ```
+//!
 //! Each case is also a public async function here, for backplanes that need custom
 //! set-up around a case. Every wait is bounded by [`WAIT`]; a case that does not see
 //! what it expects panics with a message that says what was missing.
 
 mod cases;
 pub mod events;
+mod repair;
 mod sink;
 
 pub use cases::*;
+pub use repair::{
+    ConnectionCutter, repair_across_repeated_cuts, repair_after_dropped_subscription,
+};
 pub use sink::RecordingSink;
 
 use std::future::Future;
@@ -64,6 +77,9 @@ where
 /// Generate one `#[tokio::test]` per conformance case, each calling the case with the
 /// given cluster factory (a path to an `async fn(usize) -> Vec<Arc<dyn Backplane>>`).
 ///
+/// With `cut = path` (an `async fn(NodeId)`, see [`ConnectionCutter`]) it also generates
+/// the repair cases, which cut a node's receiving connection while others publish.
+///
 /// The calling crate needs `tokio` (features `macros`, `rt-multi-thread`) as a
 /// dev-dependency and `backplane-core` with the `testkit` feature.
 #[macro_export]
@@ -84,6 +100,21 @@ macro_rules! backplane_conformance_tests {
             group_change_for_unknown_connection_times_out,
             user_on_two_nodes,
         );
+    };
+    ($factory:path, cut = $cutter:path) => {
+        $crate::backplane_conformance_tests!($factory);
+        $crate::backplane_conformance_tests!(@repair $factory, $cutter;
+            repair_after_dropped_subscription,
+            repair_across_repeated_cuts,
+        );
+    };
+    (@repair $factory:path, $cutter:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::testkit::$case($factory, $cutter).await;
+            }
+        )*
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(

@@ -1,6 +1,8 @@
 //! `hub-load`: the end-to-end load tool. Starts two `hub-server` instances sharing one
-//! PostgreSQL database (or uses running ones), drives real SignalR WebSocket clients
-//! against their chat hub, and prints one JSON line per scenario. See BENCHMARKS.md.
+//! PostgreSQL database (or uses running ones) with the binary's defaults unless tuning
+//! flags are asked for, drives real SignalR WebSocket clients against their chat hub
+//! (this program's own, the official JavaScript client in Node, or both), and prints one
+//! JSON line per scenario and driver, labelled with both. See BENCHMARKS.md.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,12 +14,18 @@ use benches::client::ClientOptions;
 use benches::cpu::CpuSnapshot;
 use benches::database;
 use benches::idle::{self, IdleScenario};
-use benches::report::{IdleReport, emit, round3};
-use benches::scenario::{self, MessageScenario, Pacing};
+use benches::js_driver::{self, JsDriver, JsProtocol};
+use benches::report::{IdleReport, Labelled, emit, round3};
+use benches::scenario;
 use benches::servers::{self, ServerConfig, ServerProcess};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+
+mod lifecycle;
+mod settings;
+
+use lifecycle::{Interrupts, Owned};
+use settings::{message_scenario, server_flags, server_settings};
 
 /// Time allowed for connecting to the database and starting the instances.
 const SETUP_ALLOWANCE: Duration = Duration::from_secs(90);
@@ -59,28 +67,48 @@ struct Cli {
     /// Use this running instance as B.
     #[arg(long, requires = "server_a")]
     server_b: Option<String>,
-    /// `--max-parallel-invocations` of the instances this program starts: how many of
-    /// the sender's invocations the server runs at once, so how many messages can share
-    /// one PostgreSQL commit. The send queue capacity (1024) bounds it in effect: the
-    /// server stops reading while its queue could not take every running invocation's
-    /// completion.
-    #[arg(long, default_value_t = 256)]
-    max_parallel_invocations: u16,
-    /// `--synchronous-commit` of the instances this program starts:
-    /// `notify-before-flush` (the default, as in hub-server: notifications leave before
-    /// the WAL flush, completions wait for it), `on` (every publishing commit waits for
-    /// the flush before notifying), `off`, `local`, `remote-write`, `remote-apply` or
-    /// `server-default`.
-    #[arg(long, default_value = "notify-before-flush", value_parser = ["on", "notify-before-flush", "off", "local", "remote-write", "remote-apply", "server-default"])]
-    synchronous_commit: String,
+    /// A tuning flag for the instances this program starts, passed to `hub-server` as
+    /// given; repeat for more (`--server-arg=--max-parallel-invocations=256`). None by
+    /// default: the instances run with the binary's own defaults, which is what users
+    /// get. Every report line lists the flags passed (`server_flags`), so a tuned figure
+    /// is never taken for the defaults.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Shorthand for `--server-arg=--max-parallel-invocations=N` (how many of one
+    /// client's invocations the server runs at once). Not passed unless given.
+    #[arg(long)]
+    max_parallel_invocations: Option<u16>,
+    /// Shorthand for `--server-arg=--synchronous-commit=MODE` (when the PostgreSQL
+    /// backplane's deliveries and completions wait for the WAL flush; `hub-server --help`
+    /// lists the modes). Not passed unless given.
+    #[arg(long)]
+    synchronous_commit: Option<String>,
+    /// Which client drives S1, S2, S3 and the burst: `rust` (this program's lean client:
+    /// invocations with completions, at most `--window` unanswered), `js` (the official
+    /// `@microsoft/signalr` client in Node: `connection.send`, at most `--js-window`
+    /// messages not yet delivered), or `rust,js` (each scenario once per driver).
+    #[arg(long, value_delimiter = ',', default_value = "rust")]
+    driver: Vec<Driver>,
+    /// JS driver, S1 and S2: most messages sent and not yet delivered to every receiver
+    /// (the official client's `send` has no completion to wait for).
+    #[arg(long, default_value_t = 100)]
+    js_window: usize,
+    /// JS driver: the hub protocol the official client speaks.
+    #[arg(long, value_enum, default_value = "json")]
+    js_protocol: JsProtocol,
+    /// JS driver: the directory of `load-driver.js` and the pinned `package-lock.json`
+    /// (default: `tests/js` of the source tree this program was built from); `npm ci`
+    /// runs there when `node_modules` is missing.
+    #[arg(long)]
+    js_dir: Option<PathBuf>,
     /// Length of each message's text in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
     /// S1: messages.
     #[arg(long, default_value_t = 20_000)]
     s1_messages: u64,
-    /// S1 and S2: most invocations without a completion. Twice the server's parallel
-    /// invocations lets the next batch be read while one commits.
+    /// Rust driver, S1 and S2: most invocations without a completion. Enough to keep
+    /// any parallel-invocation limit of the server busy while the next batch is read.
     #[arg(long, default_value_t = 512)]
     window: usize,
     /// S2: messages.
@@ -127,6 +155,24 @@ struct Cli {
     latency_log: Option<PathBuf>,
 }
 
+/// The client that drives the message scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum Driver {
+    /// This program's own client (`benches::client`).
+    Rust,
+    /// The official `@microsoft/signalr` client in Node (`benches::js_driver`).
+    Js,
+}
+
+impl Driver {
+    fn name(self) -> &'static str {
+        match self {
+            Driver::Rust => "rust",
+            Driver::Js => "js",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 enum Scenario {
     Baseline,
@@ -141,6 +187,8 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.scenarios.sort();
     cli.scenarios.dedup();
+    cli.driver.sort();
+    cli.driver.dedup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,62 +241,6 @@ struct Instances {
     config: Option<ServerConfig>,
     /// The backplane schema of the instances started here.
     schema: Option<String>,
-}
-
-/// What this run started or created, undone at the end whatever happened.
-#[derive(Debug, Default)]
-struct Owned {
-    /// Servers started here: stopped at the end.
-    servers: Vec<ServerProcess>,
-    /// Schemas this run created (each checked absent first): dropped at the end.
-    schemas: Vec<String>,
-}
-
-impl Owned {
-    /// Claim `schema` for this run: it must not exist yet, and is dropped at the end.
-    async fn claim_schema(&mut self, database_url: &str, schema: &str) -> Result<(), String> {
-        database::ensure_new_schema(database_url, schema).await?;
-        self.schemas.push(schema.to_owned());
-        Ok(())
-    }
-
-    /// Stop every server, then drop every schema.
-    async fn release(&mut self, database_url: &str) {
-        for server in self.servers.drain(..) {
-            server.stop().await;
-        }
-        for schema in self.schemas.drain(..) {
-            database::drop_schema(database_url, &schema).await;
-        }
-    }
-}
-
-/// Ctrl-C and SIGTERM, listened for from the start of the run, so an interruption
-/// while the servers start still stops them and drops the schema.
-#[derive(Debug)]
-struct Interrupts {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Interrupts {
-    fn register() -> Result<Self, String> {
-        let listen = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|error| format!("cannot listen for {name}: {error}"))
-        };
-        Ok(Self {
-            interrupt: listen(SignalKind::interrupt(), "Ctrl-C")?,
-            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
-        })
-    }
-
-    /// Completes on the next Ctrl-C or SIGTERM, with its name.
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "Ctrl-C",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
 }
 
 /// Run the selected scenarios; `Ok(false)` if any was not clean.
@@ -310,8 +302,7 @@ async fn start_instances(
         binary,
         database_url: database_url.to_owned(),
         schema: schema.clone(),
-        max_parallel_invocations: cli.max_parallel_invocations,
-        synchronous_commit: cli.synchronous_commit.clone(),
+        flags: server_flags(cli),
     };
     let a = ServerProcess::start(&config, "load-a").await?;
     let (a_url, a_pid) = (a.url.clone(), a.pid);
@@ -351,43 +342,45 @@ async fn run_scenarios(
         }
         None => None,
     };
-    emit(&json!({
-        "scenario": "settings",
-        "instances": {
-            "a": instances.a,
-            "b": instances.b,
-            "started_by_hub_load": instances.config.is_some(),
-            "max_parallel_invocations": if instances.config.is_some() {
-                json!(cli.max_parallel_invocations)
-            } else {
-                json!("as configured by whoever started them")
-            },
-            "backplane": "postgres",
-            "schema": instances.schema,
-            "backplane_synchronous_commit": if instances.config.is_some() {
-                json!(cli.synchronous_commit)
-            } else {
-                json!("as configured by whoever started them")
-            },
-            "send_queue_capacity": 1024,
-            "log_level": "info",
-        },
-        "database": database,
-        "machine": machine_facts(),
-        "client": {
-            "protocol": "json",
-            "payload_bytes": cli.payload,
-            "window": cli.window,
-        },
-    }));
+    let messages_selected = cli.scenarios.iter().any(|s| {
+        matches!(
+            s,
+            Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst
+        )
+    });
+    let js = if messages_selected && cli.driver.contains(&Driver::Js) {
+        let driver = JsDriver {
+            dir: cli.js_dir.clone().unwrap_or_else(js_driver::default_dir),
+            protocol: cli.js_protocol,
+        };
+        let version = driver.prepare().await?;
+        Some((driver, version))
+    } else {
+        None
+    };
+    let (flags, server_settings) = server_settings(instances.config.as_ref()).await;
+    eprintln!(
+        "hub-load: hub-server instances run with {}",
+        match flags.as_array() {
+            Some(list) => format!("TUNED flags (not the defaults): {}", json!(list)),
+            None => flags.as_str().unwrap_or_default().to_owned(),
+        }
+    );
+    emit(&settings::settings_line(
+        cli,
+        instances,
+        database,
+        js.as_ref().map(|(_, version)| version.as_str()),
+        &flags,
+        &server_settings,
+    ));
     let mut clean = true;
     let mut baseline_rate = None;
     for selected in &cli.scenarios {
-        let cpu_before = CpuSnapshot::take(instances.a_pid, instances.b_pid);
-        let cpu_used =
-            || Some(cpu_before.until(&CpuSnapshot::take(instances.a_pid, instances.b_pid)));
+        let cpu_snapshot = || CpuSnapshot::take(instances.a_pid, instances.b_pid);
         match selected {
             Scenario::Baseline => {
+                let cpu_before = cpu_snapshot();
                 let schema = match &instances.schema {
                     Some(schema) => schema.clone(),
                     None => {
@@ -404,32 +397,60 @@ async fn run_scenarios(
                 };
                 let mut report = baseline::run(&scenario, database_url, &schema).await?;
                 baseline_rate = Some(report.deliveries_per_s);
-                report.cpu = cpu_used();
+                report.cpu = Some(cpu_before.until(&cpu_snapshot()));
                 clean &= report.clean();
                 emit(&report);
             }
             Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst => {
-                let scenario = message_scenario(cli, *selected, client, drain);
-                let run = scenario::run(&scenario, &instances.a, &instances.b).await?;
-                if let Some((path, log)) = &mut latency_log {
-                    scenario::write_deliveries(log, &run.report.scenario, &run.deliveries)
-                        .and_then(|()| log.flush())
-                        .map_err(|error| format!("writing {}: {error}", path.display()))?;
+                for driver in &cli.driver {
+                    let cpu_before = cpu_snapshot();
+                    let scenario = message_scenario(cli, *selected, *driver, client, drain);
+                    let (run, node_cpu_s) = match (driver, &js) {
+                        (Driver::Js, Some((js, _))) => {
+                            let run = js.run(&scenario, &instances.a, &instances.b).await?;
+                            (run.run, Some(run.node_cpu_s))
+                        }
+                        _ => (
+                            scenario::run(&scenario, &instances.a, &instances.b).await?,
+                            None,
+                        ),
+                    };
+                    if let Some((path, log)) = &mut latency_log {
+                        let name = match driver {
+                            Driver::Rust => run.report.scenario.clone(),
+                            Driver::Js => format!("{}-js", run.report.scenario),
+                        };
+                        scenario::write_deliveries(log, &name, &run.deliveries)
+                            .and_then(|()| log.flush())
+                            .map_err(|error| format!("writing {}: {error}", path.display()))?;
+                    }
+                    let mut report = run.report;
+                    if *selected == Scenario::S1 {
+                        report.ratio_to_baseline = baseline_rate
+                            .filter(|rate| *rate > 0.0)
+                            .map(|rate| round3(report.deliveries_per_s / rate));
+                    }
+                    let cpu = cpu_before.until(&cpu_snapshot());
+                    report.cpu = Some(match node_cpu_s {
+                        Some(seconds) => cpu.with_node_driver(seconds),
+                        None => cpu,
+                    });
+                    clean &= report.clean();
+                    emit(&Labelled {
+                        report: &report,
+                        driver: Some(driver.name()),
+                        server_flags: Some(&flags),
+                    });
                 }
-                let mut report = run.report;
-                if *selected == Scenario::S1 {
-                    report.ratio_to_baseline = baseline_rate
-                        .filter(|rate| *rate > 0.0)
-                        .map(|rate| round3(report.deliveries_per_s / rate));
-                }
-                report.cpu = cpu_used();
-                clean &= report.clean();
-                emit(&report);
             }
             Scenario::S4 => {
                 let report = run_s4(cli, client, instances, owned).await?;
                 clean &= report.clean();
-                emit(&report);
+                emit(&Labelled {
+                    report: &report,
+                    driver: Some(Driver::Rust.name()),
+                    server_flags: Some(&flags),
+                });
             }
         }
         for server in &mut owned.servers {
@@ -498,73 +519,4 @@ async fn run_s4(
         server.stop().await;
     }
     Ok(report)
-}
-
-fn message_scenario(
-    cli: &Cli,
-    which: Scenario,
-    client: ClientOptions,
-    drain_timeout: Duration,
-) -> MessageScenario {
-    let (name, receivers, messages, pacing, description) = match which {
-        Scenario::S1 => (
-            "S1",
-            1,
-            cli.s1_messages,
-            Pacing::Window(cli.window),
-            "backplane throughput: 1 sender on A, 1 receiver on B, as fast as delivery allows",
-        ),
-        Scenario::S2 => (
-            "S2",
-            cli.s2_receivers,
-            cli.s2_messages,
-            Pacing::Window(cli.window),
-            "fan-out: 1 sender on A, many receivers on B",
-        ),
-        Scenario::S3 => (
-            "S3",
-            cli.s3_receivers,
-            (cli.s3_rate * cli.s3_seconds).round() as u64,
-            Pacing::Rate(cli.s3_rate),
-            "latency under steady load: 1 sender on A at a fixed rate, receivers on B",
-        ),
-        _ => (
-            "burst",
-            1,
-            (cli.burst_rate * cli.burst_seconds).round() as u64,
-            Pacing::Rate(cli.burst_rate),
-            "open-loop burst: 1 sender on A offering a fixed rate regardless of completions, 1 receiver on B",
-        ),
-    };
-    MessageScenario {
-        name: name.into(),
-        description: description.into(),
-        receivers,
-        messages,
-        pacing,
-        payload_len: cli.payload,
-        drain_timeout,
-        client,
-        keep_deliveries: cli.latency_log.is_some(),
-    }
-}
-
-/// Cores, memory and kernel of this machine.
-fn machine_facts() -> serde_json::Value {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-        });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|release| release.trim().to_owned())
-        .unwrap_or_default();
-    json!({
-        "cores": cores,
-        "memory_gib": memory_kib.map(|kib| round3(kib as f64 / 1024.0 / 1024.0)),
-        "kernel": kernel,
-    })
 }
