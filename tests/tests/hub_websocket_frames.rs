@@ -1,7 +1,7 @@
-//! The server's own WebSocket frame reader, byte by byte: WebSocket messages of any size
-//! stream through hub message by hub message in bounded memory, an unfinished message
-//! cannot outlive the client timeout, and frames that break RFC 6455 close the connection
-//! with the status code it prescribes.
+//! The server's own WebSocket frame reader, byte by byte: large WebSocket messages stream
+//! through hub message by hub message (memory: `hub_websocket_memory`), an unfinished
+//! message cannot outlive the client timeout, and frames that break RFC 6455 close the
+//! connection with the status code it prescribes.
 
 mod hub_support;
 
@@ -18,84 +18,10 @@ use tokio::time::Instant;
 
 const FIN: u8 = 0x80;
 
-/// The server process's resident memory, in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("a VmRSS line");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|value| value.parse().ok())
-        .expect("VmRSS in kB");
-    kib * 1024
-}
-
 async fn tcp_socket(server: &TestServer) -> RawSocket<TcpStream> {
     let tcp = TcpStream::connect(server.addr).await.expect("connect");
     tcp.set_nodelay(true).expect("TCP_NODELAY");
     RawSocket::upgrade(tcp).await
-}
-
-/// 50 MiB in one WebSocket message, in 64 KiB frames whose boundaries fall anywhere
-/// inside the ~1 KiB hub messages it carries: all of them are served, and the server's
-/// memory does not grow with the message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_50_mib_websocket_message_streams_through_in_bounded_memory() {
-    const TOTAL: usize = 50 * 1024 * 1024;
-    const FRAME: usize = 64 * 1024;
-    const WARM_UP: usize = 4 * 1024 * 1024;
-    let server = TestServer::start(HubOptions::default()).await;
-    let mut socket = tcp_socket(&server).await;
-    socket.handshake_json().await;
-
-    // Fire-and-forget invocations (no id, so no answer): only the final one answers.
-    let message = format!(
-        "{{\"type\":1,\"target\":\"Echo\",\"arguments\":[\"{}\"]}}\u{1e}",
-        "m".repeat(1000)
-    );
-    let count = TOTAL / message.len();
-    let stream_len = count * message.len();
-    let pattern = message.repeat(FRAME / message.len() + 2);
-    let last =
-        "{\"type\":1,\"invocationId\":\"done\",\"target\":\"Add\",\"arguments\":[20,22]}\u{1e}";
-
-    let mut sent = 0;
-    let mut baseline = None;
-    let mut peak = 0;
-    while sent < stream_len {
-        let offset = sent % message.len();
-        let len = FRAME.min(stream_len - sent);
-        let payload = &pattern.as_bytes()[offset..offset + len];
-        let first = if sent == 0 { TEXT } else { CONTINUATION };
-        socket.send(first, payload).await;
-        sent += len;
-        if sent >= WARM_UP {
-            let now = resident_bytes();
-            baseline.get_or_insert(now);
-            peak = peak.max(now);
-        }
-    }
-    socket.send(FIN | CONTINUATION, last.as_bytes()).await;
-    assert_eq!(
-        socket.recv_skipping_pings().await,
-        ServerFrame::text("{\"type\":3,\"invocationId\":\"done\",\"result\":42}\u{1e}"),
-        "all {count} hub messages were read, then the last one answered"
-    );
-    let baseline = baseline.expect("measured");
-    let growth = peak.saturating_sub(baseline);
-    eprintln!(
-        "resident memory while streaming: baseline {} KiB, peak {} KiB, growth {} KiB",
-        baseline / 1024,
-        peak / 1024,
-        growth / 1024
-    );
-    assert!(
-        growth < 8 * 1024 * 1024,
-        "memory grew by {growth} bytes while a 50 MiB message streamed in"
-    );
 }
 
 /// Hub messages over `max_message_size` are refused with the usual Close message even
@@ -202,11 +128,16 @@ async fn fragments_split_inside_characters_and_interleaved_pings_are_reassembled
             socket.send(FIN | PING, b"mid").await;
         }
     }
-    assert_eq!(socket.recv().await, ServerFrame::pong(b"mid"));
-    assert_eq!(
-        socket.recv().await,
-        ServerFrame::text("{\"type\":3,\"invocationId\":\"1\",\"result\":\"é€😀\"}\u{1e}")
-    );
+    // The pong and the completion may leave in either order (both were asked for by
+    // the same read).
+    let mut frames = vec![socket.recv().await, socket.recv().await];
+    frames.sort_by_key(|frame| format!("{frame:?}"));
+    let mut expected = vec![
+        ServerFrame::pong(b"mid"),
+        ServerFrame::text("{\"type\":3,\"invocationId\":\"1\",\"result\":\"é€😀\"}\u{1e}"),
+    ];
+    expected.sort_by_key(|frame| format!("{frame:?}"));
+    assert_eq!(frames, expected);
     // Empty frames, and a hub message split over two WebSocket messages, are fine too.
     socket.send(TEXT, b"").await;
     socket
