@@ -67,9 +67,12 @@ pub struct HubOptions {
     /// small `UserConnected` per connection to everyone: 1 MiB holds about 9,000 of them),
     /// while a few large messages cannot hold much memory either. A single message larger
     /// than the bound still goes to a client whose queue is empty. The answers to the
-    /// client's own invocations are queued past the bound (they are bounded by
-    /// [`HubOptions::max_parallel_invocations`]: the connection stops reading while its
-    /// queue is full). Frames are shared between the connections they go to, so a
+    /// client's own invocations are queued past the bound, and a client is paced rather
+    /// than dropped for what its own invocations send it: before starting an invocation
+    /// the connection waits until the queue has room for about the invocation's size (the
+    /// echo of a broadcast it makes) on top of what the running ones reserved, and it
+    /// stops reading meanwhile. A client whose burst of large broadcasts is echoed back
+    /// to it is therefore slowed to its own reading pace. Frames are shared between the connections they go to, so a
     /// broadcast costs its bytes once however many queues hold it. Default: 1 MiB.
     pub send_queue_bytes: usize,
     /// How long graceful shutdown waits for connections to flush their Close message and

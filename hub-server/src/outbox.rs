@@ -170,10 +170,17 @@ impl Outbox {
         self.overflow.notified().await;
     }
 
-    /// Whether the queue is below its capacity, so the connection may read and start more
-    /// work whose answers will be queued.
-    pub(crate) fn has_room(&self) -> bool {
-        self.shared.state().bytes < self.shared.capacity
+    /// Whether `bytes` more fit in the queue now without passing its capacity (with 0:
+    /// whether it is below its capacity), so the connection may read and start more work
+    /// whose answers will be queued.
+    pub(crate) fn has_room_for(&self, bytes: usize) -> bool {
+        let queued = self.shared.state().bytes;
+        queued < self.shared.capacity && queued + bytes <= self.shared.capacity
+    }
+
+    /// Whether nothing waits in the queue.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shared.state().items.is_empty()
     }
 
     /// Queue the answer to one of this client's invocations (never refused for size; see
@@ -184,7 +191,7 @@ impl Outbox {
     }
 
     /// Completes the next time the writer takes frames out of the queue. Create (and
-    /// `enable`) it before checking [`Outbox::has_room`], so no signal is missed in
+    /// `enable`) it before checking [`Outbox::has_room_for`], so no signal is missed in
     /// between.
     pub(crate) fn room_freed(&self) -> Notified<'_> {
         self.shared.room.notified()
@@ -382,7 +389,7 @@ mod tests {
     async fn replies_are_queued_past_the_bound_and_count_against_it() {
         let (outbox, mut receiver) = Outbox::new(Protocol::Json, room_for(1, 2));
         outbox.deliver(&frame("m\x1e")).unwrap();
-        assert!(!outbox.has_room());
+        assert!(!outbox.has_room_for(0));
         outbox.reply(Bytes::from_static(b"r\x1e"));
         outbox.reply(Bytes::from_static(b"s\x1e"));
         // No alarm: a client's own answers never make it a slow reader.
@@ -391,7 +398,7 @@ mod tests {
         assert_eq!(text(receiver.recv().await), "m\x1e");
         assert!(matches!(receiver.recv().await, Some(Outgoing::Reply(r)) if r == "r\x1e"));
         assert!(matches!(receiver.recv().await, Some(Outgoing::Reply(s)) if s == "s\x1e"));
-        assert!(outbox.has_room());
+        assert!(outbox.has_room_for(0));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! side by side:
 //!
 //! - the reader (`reading`) parses hub messages out of the bytes as they arrive, starts
-//!   invocations in arrival order (one at a time by default, like ASP.NET Core; up to
-//!   `max_parallel_invocations` at once when configured) and enforces the client timeout.
-//!   It stops reading while the hub is behind, which pushes back on the client;
+//!   invocations in arrival order (up to `max_parallel_invocations` at once, 64 by
+//!   default; 1 gives ASP.NET Core's one at a time) and enforces the client timeout. It
+//!   stops reading while the hub is behind or the client's queue has no room for what its
+//!   invocations will send it, which pushes back on the client;
 //! - the writer (`writing`) drains the bounded outgoing queue (completions, and everything
 //!   the lifetime manager delivers), batching what is queued into one flush, sends a Ping
 //!   whenever it has been silent for the keep-alive interval, and lets the transport send

@@ -24,8 +24,8 @@ use crate::transport::{Incoming, Received, TransportError};
 ///
 /// Invocations are started in the order they arrive. With
 /// [`HubOptions::max_parallel_invocations`](crate::HubOptions::max_parallel_invocations)
-/// at 1 (the default) each one finishes before the next message is read, as in ASP.NET
-/// Core. Above 1, an invocation is polled once as soon as it arrives (so it has reached
+/// at 1 each one finishes before the next message is read, as in ASP.NET Core. Above 1
+/// (the default is 64), an invocation is polled once as soon as it arrives (so it has reached
 /// its first await, typically a send that has taken its place in the backplane's ordered
 /// queue) before the next one starts; up to that many then run at once, and reading stops
 /// while the limit is reached, which pushes back on the client through TCP.
@@ -65,10 +65,11 @@ pub(super) async fn read_loop<I: Incoming>(
             // queued past the bound (a client is never dropped as a slow reader because
             // of its own completions), and this wait is what bounds them. Waiting here
             // stops reading, which pushes back on the client through TCP.
-            match wait_for_room(outbox, &mut in_flight).await {
+            match wait_for_room(outbox, &mut in_flight, 0).await {
                 Ok(waited) => stalled |= waited,
                 Err(end) => return end,
             }
+            let before = buf.len();
             let message = match decoder.decode(&mut buf) {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -81,18 +82,28 @@ pub(super) async fn read_loop<I: Incoming>(
                 Err(error) => return End::InvalidMessage(error.to_string()),
             };
             if let HubMessage::Invocation(invocation) = message {
-                let mut invocation = Box::pin(run_invocation(
-                    hub.clone(),
-                    info.clone(),
-                    outbox.clone(),
-                    invocation,
-                ));
+                // Room in the client's queue for what this invocation will most likely
+                // send it (its completion, and the echo of a message it broadcasts, about
+                // as large as the invocation), on top of what the invocations already
+                // running may still send: a burst of large broadcasts from one client must
+                // not overflow its own queue with its own echoes and get it dropped as a
+                // slow reader. The client's reading pace then paces its sending.
+                let reservation = before - buf.len() + REPLY_RESERVE;
+                match wait_for_room(outbox, &mut in_flight, reservation).await {
+                    Ok(waited) => stalled |= waited,
+                    Err(end) => return end,
+                }
+                let mut invocation: InFlight = Box::pin({
+                    let running =
+                        run_invocation(hub.clone(), info.clone(), outbox.clone(), invocation);
+                    async move { (running.await, reservation) }
+                });
                 // One poll now: the invocation takes its place (its first send is queued)
                 // before any later one starts.
                 match poll_once(invocation.as_mut()).await {
-                    Poll::Ready(Some(end)) => return end,
-                    Poll::Ready(None) => {}
-                    Poll::Pending => in_flight.push(invocation),
+                    Poll::Ready((Some(end), _)) => return end,
+                    Poll::Ready((None, _)) => {}
+                    Poll::Pending => in_flight.push(invocation, reservation),
                 }
                 while in_flight.len() >= max_in_flight {
                     // Not reading meanwhile is the backpressure on a client that sends
@@ -127,26 +138,37 @@ pub(super) async fn read_loop<I: Incoming>(
     }
 }
 
-/// An invocation that has started and not finished.
-type InFlight = Pin<Box<dyn Future<Output = Option<End>> + Send>>;
+/// What the reader reserves in the client's queue for an invocation's completion, on top
+/// of the invocation's own size.
+const REPLY_RESERVE: usize = 64;
+
+/// An invocation that has started and not finished; it ends with its outcome and the
+/// bytes reserved for it.
+type InFlight = Pin<Box<dyn Future<Output = (Option<End>, usize)> + Send>>;
 
 /// The invocations of one connection that have started and not finished. The set is
-/// only allocated once one is pending, so a connection that never runs invocations in
-/// parallel (the default) does not pay for it.
+/// only allocated once one is pending, so a connection whose invocations all finish at
+/// once does not pay for it.
 #[derive(Default)]
-struct Running(Option<FuturesUnordered<InFlight>>);
+struct Running {
+    /// The invocations, polled together.
+    set: Option<FuturesUnordered<InFlight>>,
+    /// Bytes reserved in the client's queue for what they will send it.
+    reserved: usize,
+}
 
 impl Running {
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, FuturesUnordered::len)
+        self.set.as_ref().map_or(0, FuturesUnordered::len)
     }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn push(&mut self, invocation: InFlight) {
-        self.0
+    fn push(&mut self, invocation: InFlight, reservation: usize) {
+        self.reserved += reservation;
+        self.set
             .get_or_insert_with(FuturesUnordered::new)
             .push(invocation);
     }
@@ -154,17 +176,27 @@ impl Running {
     /// The outcome of the next invocation to finish (`Some` ends the connection);
     /// `None` at once when none is running.
     async fn next(&mut self) -> Option<End> {
-        match &mut self.0 {
-            Some(running) => running.next().await.flatten(),
-            None => None,
-        }
+        let set = self.set.as_mut()?;
+        let (end, reservation) = set.next().await?;
+        self.reserved -= reservation;
+        end
     }
 }
 
-/// Wait until the outbox is below its capacity, letting running invocations finish
-/// meanwhile. Says whether it had to wait; `Err` ends the connection.
-async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Result<bool, End> {
-    if outbox.has_room() {
+/// Wait until the outbox has room for `bytes` more on top of what the running
+/// invocations reserved (or, when nothing is queued or running, at all: one message
+/// larger than the queue still goes), letting running invocations finish meanwhile.
+/// Says whether it had to wait; `Err` ends the connection.
+async fn wait_for_room(
+    outbox: &Outbox,
+    in_flight: &mut Running,
+    bytes: usize,
+) -> Result<bool, End> {
+    let fits = |in_flight: &Running| {
+        outbox.has_room_for(in_flight.reserved + bytes)
+            || (in_flight.is_empty() && outbox.is_empty())
+    };
+    if fits(in_flight) {
         return Ok(false);
     }
     loop {
@@ -172,7 +204,7 @@ async fn wait_for_room(outbox: &Outbox, in_flight: &mut Running) -> Result<bool,
         tokio::pin!(room);
         // Registered before the check, so the writer freeing room in between is seen.
         room.as_mut().enable();
-        if outbox.has_room() {
+        if fits(in_flight) {
             return Ok(true);
         }
         tokio::select! {
