@@ -179,6 +179,7 @@
 
 mod backplane;
 mod connect;
+mod conninfo;
 mod diagnose;
 mod flush;
 mod install;
@@ -189,6 +190,7 @@ mod options;
 mod publisher;
 mod retention;
 mod shared;
+mod tls;
 mod tombstone;
 mod tracker;
 
@@ -199,3 +201,4 @@ pub use options::{
     ChannelNameGenerator, DEFAULT_INLINE_THRESHOLD, DEFAULT_SCHEMA, PostgresOptions,
     ReconnectBackoff, SynchronousCommit, TableSlugGenerator,
 };
+pub use tls::{SslMode, SslRootCert};
