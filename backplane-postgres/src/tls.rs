@@ -484,7 +484,12 @@ pub(crate) fn hint(
     let roots = root.map_or_else(|| SslRootCert::System.to_string(), ToString::to_string);
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
     while let Some(current) = source {
-        if let Some(rustls::Error::InvalidCertificate(reason)) = current.downcast_ref() {
+        // tokio-rustls wraps the rustls error in an io::Error, whose `source` skips it.
+        let inner = current
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .map_or(current, |inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(rustls::Error::InvalidCertificate(reason)) = inner.downcast_ref() {
             return Some(match reason {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
                     "sslmode={mode}: the server's certificate is not signed by a CA in {roots}; set sslrootcert to the CA certificate that signed it"
