@@ -495,20 +495,21 @@ pub(crate) fn hint(
                     "sslmode={mode}: the server's certificate is not signed by a CA in {roots}; set sslrootcert to the CA certificate that signed it"
                 ),
                 CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => format!(
-                    "sslmode=verify-full: the server's certificate does not name the host connected to; connect with a host name the certificate lists, or reissue the certificate"
-                ),
+                | CertificateError::NotValidForNameContext { .. } => {
+                    "sslmode=verify-full: the server's certificate does not name the host connected to; connect with a host name the certificate lists, or reissue the certificate".to_owned()
+                }
                 _ => format!("sslmode={mode}: the server's certificate was rejected"),
             });
         }
         source = current.source();
     }
-    if let Some(db) = error.as_db_error() {
-        if db.code().code() == "28000" && db.message().contains("no encryption") {
-            return Some(format!(
-                "the server accepts this connection only over TLS, and sslmode={mode}; use sslmode=require, or verify-full with sslrootcert"
-            ));
-        }
+    if let Some(db) = error.as_db_error()
+        && db.code().code() == "28000"
+        && db.message().contains("no encryption")
+    {
+        return Some(format!(
+            "the server accepts this connection only over TLS, and sslmode={mode}; use sslmode=require, or verify-full with sslrootcert"
+        ));
     }
     None
 }

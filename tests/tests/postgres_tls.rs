@@ -213,6 +213,7 @@ async fn hub_server_doctor_over_tls() {
         4,
         "{stdout}"
     );
+    assert!(stdout.contains(", TLS, sslmode=verify-full)"), "{stdout}");
 
     let bad = url(
         &cluster,
