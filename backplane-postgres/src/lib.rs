@@ -171,7 +171,9 @@
 //!   (`sslmode=allow` and client certificates, `sslcert`/`sslkey`, are not supported;
 //!   `sslmode=prefer` does not retry without TLS after a failed handshake). Environment
 //!   variables (`PGSSLMODE`, ...) and `~/.postgresql/root.crt` are not read: put the
-//!   settings in the connection string.
+//!   settings in the connection string. libpq ignores `sslmode` on Unix-domain sockets;
+//!   here `require` and stronger fail there (PostgreSQL offers no TLS on them): use
+//!   `prefer` or `disable` for a socket path.
 //! - Envelopes are limited by [`PostgresOptions::max_envelope_bytes`] (64 MiB).
 //!
 //! # Logs
