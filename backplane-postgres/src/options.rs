@@ -541,3 +541,42 @@ impl fmt::Debug for PostgresOptions {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_are_read_as_libpq_reads_them() {
+        let options = PostgresOptions::new("postgres://u:pw@db/app").unwrap();
+        assert_eq!(
+            (options.ssl_mode, options.ssl_root_cert),
+            (SslMode::Prefer, None)
+        );
+        let options =
+            PostgresOptions::new("host=db user=u sslmode=verify-ca sslrootcert=/ca.pem").unwrap();
+        assert_eq!(options.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(
+            options.ssl_root_cert,
+            Some(SslRootCert::File("/ca.pem".into()))
+        );
+        // sslrootcert=system means verify-full, and refuses weaker modes.
+        let options = PostgresOptions::new("postgres://db/app?sslrootcert=system").unwrap();
+        assert_eq!(options.ssl_mode, SslMode::VerifyFull);
+        let error =
+            PostgresOptions::new("postgres://u:pw@db/app?sslmode=require&sslrootcert=system")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("verify-full") && !error.contains("pw"),
+            "{error}"
+        );
+        let error = PostgresOptions::new("postgres://u:pw@db/app?sslmode=verify-everything")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("invalid sslmode") && !error.contains("pw@"),
+            "{error}"
+        );
+    }
+}
