@@ -1,13 +1,21 @@
 //! Opening connections, and turning driver errors into clear messages.
+//!
+//! Every connection of the backplane (publisher, flusher, listener, reader, retention,
+//! installer, [`diagnose`](crate::diagnose)) is opened by [`connect_raw`], so TLS,
+//! keepalives and timeouts are set in this one place.
 
 use std::fmt;
 
 use backplane_core::{BackplaneError, NodeId};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Connection, NoTls, Socket};
+use tokio_postgres::{Client, Connection, Socket};
 
 use crate::options::PostgresOptions;
+use crate::tls::{self, RustlsStream};
+
+/// A connection's socket half, plain or TLS (chosen by [`PostgresOptions::ssl_mode`]);
+/// the caller drives it.
+pub(crate) type PgConnection = Connection<Socket, RustlsStream>;
 
 /// What a connection is for; named in its `application_name`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +53,20 @@ pub(crate) fn application_name(options: &PostgresOptions, role: Role, node: Node
     format!("{} {} {node}", options.application_name, role.name())
 }
 
-/// A connection of `role`, with the keepalive and timeout settings applied. The caller
-/// drives the returned [`Connection`].
+/// A connection of `role`, with the TLS, keepalive and timeout settings applied. The
+/// caller drives the returned [`Connection`].
 pub(crate) async fn connect_raw(
     options: &PostgresOptions,
     role: Role,
     node: NodeId,
-) -> Result<(Client, Connection<Socket, NoTlsStream>), PostgresError> {
+) -> Result<(Client, PgConnection), PostgresError> {
+    const CONTEXT: &str = "connecting to PostgreSQL";
+    let root = options.ssl_root_cert.as_ref();
+    let connector = tls::connector(options.ssl_mode, root)
+        .map_err(|message| PostgresError::message(CONTEXT, message))?;
     let mut config = options.config.clone();
     config
+        .ssl_mode(options.ssl_mode.driver_mode())
         .application_name(application_name(options, role, node))
         .connect_timeout(options.command_timeout)
         .keepalives(true)
@@ -61,12 +74,18 @@ pub(crate) async fn connect_raw(
         .keepalives_interval(options.keepalive_idle / 2)
         .keepalives_retries(3)
         .tcp_user_timeout(options.tcp_user_timeout);
-    let connecting = config.connect(NoTls);
+    let connecting = config.connect(connector);
     match tokio::time::timeout(options.command_timeout, connecting).await {
         Ok(Ok(pair)) => Ok(pair),
-        Ok(Err(error)) => Err(PostgresError::new("connecting to PostgreSQL", &error)),
+        Ok(Err(error)) => {
+            let mut failure = PostgresError::new(CONTEXT, &error);
+            if let Some(hint) = tls::hint(&error, options.ssl_mode, root) {
+                failure.message = format!("{} ({hint})", failure.message);
+            }
+            Err(failure)
+        }
         Err(_) => Err(PostgresError::message(
-            "connecting to PostgreSQL",
+            CONTEXT,
             format!("timed out after {:?}", options.command_timeout),
         )),
     }

@@ -68,14 +68,24 @@ pub async fn diagnose(options: &PostgresOptions, hub: &str) -> Vec<Check> {
     });
     let client = match connect::connect(options, Role::Doctor, node).await {
         Ok(client) => {
-            let version = client
-                .query_one("SELECT current_setting('server_version')", &[])
+            // Whether this connection is encrypted, as the server sees it (sslmode
+            // prefer falls back to plain TCP silently).
+            let (version, tls) = client
+                .query_one(
+                    "SELECT current_setting('server_version'),
+                            coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                    &[],
+                )
                 .await
-                .map(|row| row.get::<_, String>(0))
-                .unwrap_or_else(|_| "unknown".into());
+                .map(|row| (row.get::<_, String>(0), row.get::<_, bool>(1)))
+                .unwrap_or_else(|_| ("unknown".into(), false));
+            let tls = if tls { "TLS" } else { "no TLS" };
             checks.push(Check::passed(
                 "connect",
-                format!("connected (PostgreSQL {version})"),
+                format!(
+                    "connected (PostgreSQL {version}, {tls}, sslmode={})",
+                    options.ssl_mode
+                ),
             ));
             Some(client)
         }

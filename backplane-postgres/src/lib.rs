@@ -27,6 +27,8 @@
 //! | option | default | what it does |
 //! |---|---|---|
 //! | connection string ([`PostgresOptions::new`]) | required | URL or `key=value`; the password is never logged (`Debug` redacts it) |
+//! | `ssl_mode` (`sslmode=` in the string) | `prefer` | `disable`, `prefer`, `require`, `verify-ca`, `verify-full`, as libpq: see [`SslMode`] for what each risks |
+//! | `ssl_root_cert` (`sslrootcert=`) | system store | CAs trusted for `verify-*`: a PEM file, or `system` |
 //! | `schema_name` | `signalr` | schema of the tables; created at start |
 //! | `table_slug_generator` | hub name lower-cased | table `{slug}_messages` |
 //! | `channel_name_generator` | `{schema}.{slug}` | notification channel of each table (hashed to fit 63 bytes) |
@@ -165,8 +167,13 @@
 //!   pooler that swallows notifications.
 //! - A node keeps LISTENing to a hub's channel after its last subscription for that hub
 //!   ends (its notifications are still read, then dropped).
-//! - TLS is not built in: connections use `NoTls` (`sslmode=require` fails). Use a
-//!   trusted network or a local TLS-terminating proxy.
+//! - TLS uses rustls (no OpenSSL): `sslmode` and `sslrootcert` as libpq reads them
+//!   (`sslmode=allow` and client certificates, `sslcert`/`sslkey`, are not supported;
+//!   `sslmode=prefer` does not retry without TLS after a failed handshake). Environment
+//!   variables (`PGSSLMODE`, ...) and `~/.postgresql/root.crt` are not read: put the
+//!   settings in the connection string. libpq ignores `sslmode` on Unix-domain sockets;
+//!   here `require` and stronger fail there (PostgreSQL offers no TLS on them): use
+//!   `prefer` or `disable` for a socket path.
 //! - Envelopes are limited by [`PostgresOptions::max_envelope_bytes`] (64 MiB).
 //!
 //! # Logs
@@ -179,6 +186,7 @@
 
 mod backplane;
 mod connect;
+mod conninfo;
 mod diagnose;
 mod flush;
 mod install;
@@ -189,6 +197,7 @@ mod options;
 mod publisher;
 mod retention;
 mod shared;
+mod tls;
 mod tombstone;
 
 pub use backplane::PostgresBackplane;
@@ -200,3 +209,4 @@ pub use options::{
     ChannelNameGenerator, DEFAULT_INLINE_THRESHOLD, DEFAULT_SCHEMA, PostgresOptions,
     SynchronousCommit, TableSlugGenerator,
 };
+pub use tls::{SslMode, SslRootCert};

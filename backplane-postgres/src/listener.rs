@@ -27,8 +27,7 @@ use futures_util::future::poll_fn;
 use postgres_types::ToSql;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{AsyncMessage, Client, Connection, Row, Socket};
+use tokio_postgres::{AsyncMessage, Client, Row};
 
 use crate::connect::{self, PostgresError, Role, describe, is_transient};
 use crate::names::{TableNames, quote_ident};
@@ -37,7 +36,7 @@ use crate::shared::Shared;
 use crate::tombstone;
 
 /// The listening connection's socket half, driven by this task.
-pub(crate) type ListenConnection = Connection<Socket, NoTlsStream>;
+pub(crate) type ListenConnection = connect::PgConnection;
 
 /// A request to the listener task.
 #[derive(Debug)]

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use backplane_core::{BackplaneError, ReconnectBackoff};
 
+use crate::conninfo;
 use crate::names;
 use crate::notification;
+use crate::tls::{SslMode, SslRootCert};
 
 /// The default schema the backplane's tables live in.
 pub const DEFAULT_SCHEMA: &str = "signalr";
@@ -136,6 +138,24 @@ pub struct PostgresOptions {
     /// replaced per connection, see [`PostgresOptions::application_name`]. Its `Debug`
     /// output redacts the password; the backplane never logs the connection string.
     pub config: tokio_postgres::Config,
+    /// Whether connections use TLS and what they check; from the connection string's
+    /// `sslmode` as libpq reads it. Default: [`SslMode::Prefer`] (libpq's default: TLS
+    /// when the server offers it, certificate unchecked, plain otherwise), which only
+    /// stops passive eavesdroppers. Over any network you do not trust, use
+    /// [`SslMode::VerifyFull`]: the weaker modes let someone in the path pose as the
+    /// server and read everything, including the password. This field wins over the
+    /// `ssl_mode` of [`config`](PostgresOptions::config).
+    pub ssl_mode: SslMode,
+    /// The certificates trusted to sign the server's certificate; from the connection
+    /// string's `sslrootcert` (a PEM file path, or `system`). Default: `None`, which
+    /// means the system store for `verify-ca`/`verify-full` and no check otherwise. As
+    /// with libpq, a file makes `prefer` and `require` check the chain too, and
+    /// `sslrootcert=system` without an `sslmode` means `verify-full` (weaker modes are
+    /// refused with it). The system store (read with `rustls-native-certs`) is what
+    /// operators already manage (`update-ca-certificates`, `SSL_CERT_FILE`), unlike a
+    /// list compiled into the binary; managed databases' own CAs (RDS, Azure, Cloud
+    /// SQL) are usually not in it: give their bundle as a file.
+    pub ssl_root_cert: Option<SslRootCert>,
     /// The schema holding the messages tables. Default: [`DEFAULT_SCHEMA`] (`signalr`).
     /// Created if missing. Any text up to 63 bytes without NUL is accepted; it is always
     /// quoted, so hostile names are inert.
@@ -228,19 +248,46 @@ impl PostgresOptions {
     ///
     /// # Errors
     ///
-    /// [`BackplaneError::Config`] if the connection string cannot be parsed. The message
-    /// never repeats the connection string, so a password cannot leak into logs.
+    /// [`BackplaneError::Config`] if the connection string cannot be parsed, or its
+    /// `sslmode`/`sslrootcert` are invalid. The message never repeats the connection
+    /// string, so a password cannot leak into logs.
     pub fn new(connection_string: &str) -> Result<Self, BackplaneError> {
-        let config = tokio_postgres::Config::from_str(connection_string).map_err(|error| {
+        let params = conninfo::take_tls_params(connection_string)?;
+        let config = tokio_postgres::Config::from_str(&params.rest).map_err(|error| {
             BackplaneError::Config(format!("invalid PostgreSQL connection string: {error}"))
         })?;
-        Ok(Self::from_config(config))
+        let mode = params.sslmode.as_deref().map(str::parse).transpose()?;
+        let root = params.sslrootcert.map(|root| match root.as_str() {
+            "system" => SslRootCert::System,
+            path => SslRootCert::File(path.into()),
+        });
+        let mode = match (mode, &root) {
+            (None, Some(SslRootCert::System)) => SslMode::VerifyFull,
+            (Some(mode), Some(SslRootCert::System)) if mode != SslMode::VerifyFull => {
+                return Err(BackplaneError::Config(format!(
+                    "sslmode={mode} may not be used with sslrootcert=system (as in libpq): use sslmode=verify-full"
+                )));
+            }
+            (mode, _) => mode.unwrap_or_default(),
+        };
+        let mut options = Self::from_config(config);
+        options.ssl_mode = mode;
+        options.ssl_root_cert = root;
+        Ok(options)
     }
 
-    /// Options for an already built connection configuration.
+    /// Options for an already built connection configuration; its `ssl_mode`
+    /// (`disable`, `prefer` or `require`) becomes [`PostgresOptions::ssl_mode`].
     pub fn from_config(config: tokio_postgres::Config) -> Self {
+        let ssl_mode = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+            tokio_postgres::config::SslMode::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        };
         Self {
             config,
+            ssl_mode,
+            ssl_root_cert: None,
             schema_name: DEFAULT_SCHEMA.to_owned(),
             table_slug_generator: Arc::new(|hub: &str| hub.to_lowercase()),
             channel_name_generator: Arc::new(|schema: &str, slug: &str| format!("{schema}.{slug}")),
@@ -264,6 +311,20 @@ impl PostgresOptions {
             application_name: "signalr-backplane".to_owned(),
             subscription_capacity: 8192,
         }
+    }
+
+    /// These options with `mode` as the TLS mode.
+    #[must_use]
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.ssl_mode = mode;
+        self
+    }
+
+    /// These options trusting `root` to sign the server's certificate.
+    #[must_use]
+    pub fn ssl_root_cert(mut self, root: SslRootCert) -> Self {
+        self.ssl_root_cert = Some(root);
+        self
     }
 
     /// These options with `schema` as the schema name.
@@ -429,6 +490,8 @@ impl fmt::Debug for PostgresOptions {
         // tokio_postgres::Config's Debug redacts the password.
         f.debug_struct("PostgresOptions")
             .field("config", &self.config)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
             .field("schema_name", &self.schema_name)
             .field("retention", &self.retention)
             .field("retention_interval", &self.retention_interval)
@@ -450,5 +513,44 @@ impl fmt::Debug for PostgresOptions {
             .field("application_name", &self.application_name)
             .field("subscription_capacity", &self.subscription_capacity)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_are_read_as_libpq_reads_them() {
+        let options = PostgresOptions::new("postgres://u:pw@db/app").unwrap();
+        assert_eq!(
+            (options.ssl_mode, options.ssl_root_cert),
+            (SslMode::Prefer, None)
+        );
+        let options =
+            PostgresOptions::new("host=db user=u sslmode=verify-ca sslrootcert=/ca.pem").unwrap();
+        assert_eq!(options.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(
+            options.ssl_root_cert,
+            Some(SslRootCert::File("/ca.pem".into()))
+        );
+        // sslrootcert=system means verify-full, and refuses weaker modes.
+        let options = PostgresOptions::new("postgres://db/app?sslrootcert=system").unwrap();
+        assert_eq!(options.ssl_mode, SslMode::VerifyFull);
+        let error =
+            PostgresOptions::new("postgres://u:pw@db/app?sslmode=require&sslrootcert=system")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("verify-full") && !error.contains("pw"),
+            "{error}"
+        );
+        let error = PostgresOptions::new("postgres://u:pw@db/app?sslmode=verify-everything")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("invalid sslmode") && !error.contains("pw@"),
+            "{error}"
+        );
     }
 }

@@ -33,7 +33,9 @@ struct Cli {
     urls: String,
     /// PostgreSQL connection string (URL or key=value form). When given, instances that
     /// share the database and schema form one cluster; otherwise the in-memory backplane
-    /// serves this instance alone.
+    /// serves this instance alone. TLS as in libpq: `sslmode` disable, prefer (default),
+    /// require, verify-ca or verify-full, and `sslrootcert` (a PEM file, or `system`),
+    /// e.g. `postgres://app@db/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     database_url: Option<String>,
     /// The PostgreSQL schema holding the backplane's tables (created if missing).

@@ -26,6 +26,7 @@
 //! ```
 
 mod binaries;
+pub mod cluster;
 mod database;
 pub mod events;
 mod hub_server;
