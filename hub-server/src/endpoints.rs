@@ -91,6 +91,9 @@ struct NegotiateResponse<'a> {
     connection_token: Option<&'a str>,
     /// What this server offers: WebSockets only.
     available_transports: [AvailableTransport; 1],
+    /// Present (true) when the client asked for stateful reconnect and the hub allows it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    use_stateful_reconnect: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -128,7 +131,14 @@ async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
     } else {
         TokenKind::Secret
     };
-    let (connection_id, token) = hub.tokens.issue(kind);
+    // Stateful reconnect rests on the connection token: a version 0 client, whose id is
+    // public, is not offered it (ASP.NET Core offers it only with version 1 as well).
+    let stateful = hub.options.stateful_reconnect
+        && version >= 1
+        && pairs.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("useStatefulReconnect") && value.eq_ignore_ascii_case("true")
+        });
+    let (connection_id, token) = hub.tokens.issue(kind, stateful);
     tracing::debug!(hub = %hub.name, %connection_id, negotiate_version = version, "negotiated");
     json(&NegotiateResponse {
         negotiate_version: version,
@@ -138,6 +148,7 @@ async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
             transport: "WebSockets",
             transfer_formats: ["Text", "Binary"],
         }],
+        use_stateful_reconnect: stateful,
     })
 }
 
@@ -189,6 +200,11 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
                 );
             }
             Err(ClaimError::InUse) => {
+                // A client with stateful reconnect comes back with its token on a new
+                // WebSocket: hand it to the live connection.
+                if let Some(connection) = hub.reattachments.find(token) {
+                    return upgrade.reattach(connection);
+                }
                 return plain(
                     StatusCode::CONFLICT,
                     "Connection ID already in use: another WebSocket is open for this connection token.",

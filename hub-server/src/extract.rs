@@ -25,6 +25,9 @@ pub(crate) struct ConnectionInfo {
     pub(crate) user: Option<String>,
     /// The hub protocol agreed in the handshake.
     pub(crate) protocol: Protocol,
+    /// Stateful reconnect's books, when the client asked for it: the reader counts and
+    /// acknowledges through them.
+    pub(crate) resume: Option<Arc<crate::connection::ResumeState>>,
 }
 
 /// Everything a parameter can be extracted from: the calling connection, the hub, and the

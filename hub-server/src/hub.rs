@@ -194,6 +194,7 @@ impl HubBuilder {
         let (connections, _) = watch::channel(0);
         let shared = HubShared {
             tokens: Arc::new(TokenStore::new(self.options.negotiate_timeout)),
+            reattachments: Default::default(),
             name: self.name,
             methods: self.methods,
             on_connected: self.on_connected,
@@ -253,6 +254,9 @@ pub(crate) struct HubShared {
     pub(crate) extensions: Extensions,
     /// Connection tokens issued by negotiate.
     pub(crate) tokens: Arc<TokenStore>,
+    /// Live connections with stateful reconnect, for a client that comes back on a new
+    /// WebSocket.
+    pub(crate) reattachments: crate::transport::websocket::Reattachments,
     /// Flipped to `true` once to close every connection (graceful shutdown).
     pub(crate) shutdown: watch::Sender<bool>,
     /// How many WebSocket connections are running (handshaking or connected).

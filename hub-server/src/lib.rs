@@ -76,9 +76,16 @@
 //! - Sends never wait for a slow client: each connection has a queue bounded by bytes
 //!   ([`HubOptions::send_queue_bytes`]) and a client that lets it overflow (it stopped
 //!   reading) is disconnected, so no client can slow the others down.
-//!   Streaming invocations, upload streams, client results and stateful reconnect are not
-//!   offered; a client asking for them gets a completion error (or, for stateful
-//!   reconnect, simply is not offered it and works without).
+//! - Stateful reconnect (`withStatefulReconnect()` in the official clients): a client
+//!   that asks for it in negotiate keeps its connection across a dropped WebSocket. It
+//!   comes back with its token on a new one within
+//!   [`HubOptions::stateful_reconnect_window`], both sides resend what the other has not
+//!   acknowledged (Sequence and Ack messages, a replay buffer of
+//!   [`HubOptions::stateful_reconnect_buffer_size`]), duplicates are dropped, groups stay
+//!   and the hooks do not run again. Messages that reached the connection through the
+//!   backplane are numbered and kept like any other.
+//!   Streaming invocations, upload streams and client results are not offered; a client
+//!   asking for them gets a completion error.
 //!
 //! # Layout
 //!
@@ -105,6 +112,7 @@ mod hub;
 mod identity;
 mod options;
 mod outbox;
+mod replay;
 mod serve;
 mod tokens;
 mod transport;

@@ -101,6 +101,27 @@ pub struct HubOptions {
     /// ASP.NET Core's strict one-at-a-time behaviour set 1: each invocation then finishes
     /// before the next message of that client is read. Default: 64.
     pub max_parallel_invocations: usize,
+    /// Whether clients may use stateful reconnect (they ask for it in negotiate with
+    /// `useStatefulReconnect=true`; the official JavaScript and .NET clients do with
+    /// `withStatefulReconnect()`). Such a connection survives a dropped WebSocket: the
+    /// client opens a new one within [`HubOptions::stateful_reconnect_window`], both sides
+    /// resend what the other did not acknowledge, and nothing is lost or duplicated; groups
+    /// stay and the connect and disconnect hooks do not run again. ASP.NET Core leaves it
+    /// off unless the application allows it (`AllowStatefulReconnects`); here it is on,
+    /// since only clients that ask for it get it. Default: true.
+    pub stateful_reconnect: bool,
+    /// How many bytes of sent messages a connection with stateful reconnect keeps until
+    /// the client acknowledges them. Past it, the connection sends no more until an
+    /// acknowledgement arrives (the official clients acknowledge once a second), so it
+    /// also paces such a connection to about this many bytes per second; what waits
+    /// meanwhile is held by the send queue ([`HubOptions::send_queue_bytes`]). ASP.NET
+    /// Core's `StatefulReconnectBufferSize` default. Default: 100,000 bytes.
+    pub stateful_reconnect_buffer_size: usize,
+    /// How long a connection with stateful reconnect waits for its client to come back
+    /// after its WebSocket dropped; then it ends as any connection does. The token stays
+    /// valid meanwhile (a new WebSocket with it re-attaches; after the window it gets 404).
+    /// Default: 15 seconds (ASP.NET Core's disconnect timeout).
+    pub stateful_reconnect_window: Duration,
     /// How many bytes one read from a connection's WebSocket takes at most, and so how
     /// much one read adds to what the connection holds (on top of a partial hub message).
     /// The bytes are read into a buffer on the reading task's stack and taken apart at
@@ -125,6 +146,9 @@ impl Default for HubOptions {
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
             max_parallel_invocations: 64,
+            stateful_reconnect: true,
+            stateful_reconnect_buffer_size: 100_000,
+            stateful_reconnect_window: Duration::from_secs(15),
             websocket_read_buffer_size: 8 * 1024,
         }
     }
@@ -215,6 +239,27 @@ impl HubOptions {
     #[must_use]
     pub fn max_parallel_invocations(mut self, count: usize) -> Self {
         self.max_parallel_invocations = count.max(1);
+        self
+    }
+
+    /// These options with [`HubOptions::stateful_reconnect`] set to `enabled`.
+    #[must_use]
+    pub fn stateful_reconnect(mut self, enabled: bool) -> Self {
+        self.stateful_reconnect = enabled;
+        self
+    }
+
+    /// These options with `bytes` as [`HubOptions::stateful_reconnect_buffer_size`].
+    #[must_use]
+    pub fn stateful_reconnect_buffer_size(mut self, bytes: usize) -> Self {
+        self.stateful_reconnect_buffer_size = bytes;
+        self
+    }
+
+    /// These options with `window` as [`HubOptions::stateful_reconnect_window`].
+    #[must_use]
+    pub fn stateful_reconnect_window(mut self, window: Duration) -> Self {
+        self.stateful_reconnect_window = window;
         self
     }
 

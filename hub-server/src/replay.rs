@@ -182,6 +182,12 @@ impl ReceiveTracker {
         Ok(())
     }
 
+    /// Acknowledge everything received again at the next chance: an Ack sent on a
+    /// transport that was then lost may never have arrived.
+    pub(crate) fn ack_again(&mut self) {
+        self.acked = 0;
+    }
+
     /// The id to acknowledge, if anything arrived since the last Ack; marks it sent.
     pub(crate) fn take_ack(&mut self) -> Option<u64> {
         (self.received > self.acked).then(|| {
@@ -259,6 +265,12 @@ mod tests {
         assert!(!tracker.receive(), "3 again");
         assert!(tracker.receive(), "4 is new");
         assert_eq!(tracker.take_ack(), Some(4));
+        tracker.ack_again();
+        assert_eq!(
+            tracker.take_ack(),
+            Some(4),
+            "acknowledged again after a new transport"
+        );
     }
 
     #[test]

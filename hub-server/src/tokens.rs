@@ -59,8 +59,9 @@ pub(crate) struct TokenStore {
 
 #[derive(Debug)]
 struct Tokens {
-    /// Issued by negotiate, not claimed yet: token to (connection id, expiry).
-    pending: HashMap<Box<str>, (ConnectionId, Instant)>,
+    /// Issued by negotiate, not claimed yet: token to (connection id, expiry, whether
+    /// the client asked for stateful reconnect).
+    pending: HashMap<Box<str>, (ConnectionId, Instant, bool)>,
     /// Claimed by a live WebSocket.
     active: HashSet<Box<str>>,
     /// When expired pending tokens were last swept out.
@@ -86,8 +87,9 @@ impl TokenStore {
     }
 
     /// Issue a new connection id and the token that claims it (`kind` says whether that
-    /// is a separate secret or the id itself).
-    pub(crate) fn issue(&self, kind: TokenKind) -> (ConnectionId, String) {
+    /// is a separate secret or the id itself; `stateful`, whether the connection will use
+    /// stateful reconnect).
+    pub(crate) fn issue(&self, kind: TokenKind, stateful: bool) -> (ConnectionId, String) {
         let id = random_id();
         let token = match kind {
             TokenKind::Secret => random_id(),
@@ -99,12 +101,12 @@ impl TokenStore {
         // Sweep at most once per lifetime, so a burst of negotiates costs one pass, and the
         // map never holds much more than one lifetime's worth of abandoned tokens.
         if now.duration_since(tokens.last_sweep) >= self.lifetime {
-            tokens.pending.retain(|_, (_, expiry)| *expiry > now);
+            tokens.pending.retain(|_, (_, expiry, _)| *expiry > now);
             tokens.last_sweep = now;
         }
         tokens.pending.insert(
             token.clone().into_boxed_str(),
-            (connection_id.clone(), now + self.lifetime),
+            (connection_id.clone(), now + self.lifetime, stateful),
         );
         (connection_id, token)
     }
@@ -115,7 +117,7 @@ impl TokenStore {
         if tokens.active.contains(token) {
             return Err(ClaimError::InUse);
         }
-        let (token, (connection_id, expiry)) = tokens
+        let (token, (connection_id, expiry, stateful)) = tokens
             .pending
             .remove_entry(token)
             .ok_or(ClaimError::Unknown)?;
@@ -127,6 +129,7 @@ impl TokenStore {
             store: self.clone(),
             token,
             connection_id,
+            stateful,
         })
     }
 
@@ -148,12 +151,24 @@ pub(crate) struct TokenLease {
     token: Box<str>,
     /// The connection id negotiate issued with it.
     connection_id: ConnectionId,
+    /// Whether the client asked for stateful reconnect when it negotiated.
+    stateful: bool,
 }
 
 impl TokenLease {
     /// The connection id negotiate issued with the token.
     pub(crate) fn connection_id(&self) -> &ConnectionId {
         &self.connection_id
+    }
+
+    /// The token itself.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether the client asked for stateful reconnect when it negotiated.
+    pub(crate) fn stateful(&self) -> bool {
+        self.stateful
     }
 }
 
@@ -181,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn token_lifecycle() {
         let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (connection_id, token) = store.issue(TokenKind::Secret);
+        let (connection_id, token) = store.issue(TokenKind::Secret, false);
         assert_ne!(connection_id.as_str(), token);
         assert_eq!(store.claim("nope").unwrap_err(), ClaimError::Unknown);
         let lease = store.claim(&token).unwrap();
@@ -196,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn version_0_tokens_are_the_connection_id_and_claimable_once() {
         let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (connection_id, token) = store.issue(TokenKind::ConnectionId);
+        let (connection_id, token) = store.issue(TokenKind::ConnectionId, false);
         assert_eq!(connection_id.as_str(), token);
         let lease = store.claim(connection_id.as_str()).unwrap();
         assert_eq!(lease.connection_id(), &connection_id);
@@ -209,7 +224,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn version_0_tokens_expire_like_secrets() {
         let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (_, token) = store.issue(TokenKind::ConnectionId);
+        let (_, token) = store.issue(TokenKind::ConnectionId, false);
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
     }
@@ -217,12 +232,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unclaimed_tokens_expire_and_are_swept() {
         let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (_, token) = store.issue(TokenKind::Secret);
+        let (_, token) = store.issue(TokenKind::Secret, false);
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
-        let (_, stale) = store.issue(TokenKind::Secret);
+        let (_, stale) = store.issue(TokenKind::Secret, false);
         tokio::time::advance(Duration::from_secs(16)).await;
-        let _fresh = store.issue(TokenKind::Secret);
+        let _fresh = store.issue(TokenKind::Secret, false);
         // The sweep during the last issue removed the stale token.
         assert_eq!(store.len(), 1);
         assert_eq!(store.claim(&stale).unwrap_err(), ClaimError::Unknown);

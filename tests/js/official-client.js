@@ -7,7 +7,7 @@
 //   hub       the test hub at /hub: invoke with results and errors, send, receive, others,
 //             groups, user and connection targeting, identity from accessTokenFactory
 //   chat      the chat hub contract at /chathub
-//   stateful  a client that asks for stateful reconnect still works without it
+//   stateful  a client with stateful reconnect (offered by the server) invokes and stops cleanly
 //   burst     400 x 16 KiB `send("SendMessage", ...)` in a loop on /chathub, which the client
 //             coalesces into one multi-megabyte WebSocket message, then more sends: all
 //             arrive complete and in order, and the connection stays up

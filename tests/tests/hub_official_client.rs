@@ -220,7 +220,7 @@ async fn chat_hub_contract_over_messagepack() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_asking_for_stateful_reconnect_works_without_it() {
+async fn a_client_with_stateful_reconnect_invokes_and_stops_cleanly() {
     let server = start_server().await;
     for protocol in ["json", "messagepack"] {
         let result = run_scenario(&server, "stateful", &[protocol, "negotiate"]).await;

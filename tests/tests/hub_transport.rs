@@ -45,8 +45,8 @@ async fn negotiate_offers_websockets_with_a_secret_token() {
 }
 
 #[tokio::test]
-async fn negotiate_without_stateful_reconnect_support_says_nothing_about_it() {
-    let server = TestServer::start(HubOptions::default()).await;
+async fn negotiate_with_stateful_reconnect_off_says_nothing_about_it() {
+    let server = TestServer::start(HubOptions::default().stateful_reconnect(false)).await;
     let response = http(
         server.addr,
         &format!("POST {HUB_PATH}/negotiate?negotiateVersion=1&useStatefulReconnect=true HTTP/1.1"),

@@ -8,7 +8,8 @@ use super::CLOSE_FLUSH_TIMEOUT;
 use crate::hub::HubShared;
 use crate::transport::{FrameSink, Incoming, Received, TransportError};
 
-/// Read the handshake request and answer it. Returns the agreed protocol, or `None` once
+/// Read the handshake request and answer it. Returns the agreed protocol and the version
+/// the client asked for, or `None` once
 /// the connection has been answered with an error (or went away). Bytes that followed the
 /// handshake stay in `buf`.
 pub(super) async fn run<I: Incoming, S: FrameSink>(
@@ -16,7 +17,7 @@ pub(super) async fn run<I: Incoming, S: FrameSink>(
     sink: &mut S,
     incoming: &mut I,
     buf: &mut BytesMut,
-) -> Option<Protocol> {
+) -> Option<(Protocol, u32)> {
     let deadline = Instant::now() + hub.options.handshake_timeout;
     let mut decoder = HandshakeDecoder::new(hub.options.max_message_size);
     loop {
@@ -32,7 +33,7 @@ pub(super) async fn run<I: Incoming, S: FrameSink>(
                         sink.feed(response.freeze(), format).await.ok()?;
                         sink.flush().await.ok()?;
                         tracing::debug!(hub = %hub.name, %protocol, version = request.version, "handshake complete");
-                        Some(protocol)
+                        Some((protocol, request.version))
                     }
                     Err(error) => {
                         fail(sink, &error_text(&error)).await;
@@ -55,8 +56,10 @@ pub(super) async fn run<I: Incoming, S: FrameSink>(
                 fail(sink, &text).await;
                 return None;
             }
-            Ok(Ok(Received::Activity)) => {}
-            Ok(Ok(Received::Closed)) | Ok(Err(TransportError::Io(_))) => return None,
+            Ok(Ok(Received::Activity | Received::Resumed)) => {}
+            Ok(Ok(Received::Closed | Received::Lost)) | Ok(Err(TransportError::Io(_))) => {
+                return None;
+            }
             Ok(Err(TransportError::Violation(reason))) => {
                 tracing::debug!(hub = %hub.name, reason, "transport violation before the handshake");
                 let _ = timeout(CLOSE_FLUSH_TIMEOUT, sink.close()).await;

@@ -78,8 +78,9 @@ pub(super) async fn handle(
             None
         }
         HubMessage::Ack(_) | HubMessage::Sequence(_) => {
-            // Stateful reconnect is never offered, so a client has no reason to send these.
-            tracing::debug!(hub = %hub.name, connection_id = %info.id, "ignoring stateful reconnect message");
+            // A connection with stateful reconnect handles these as it reads them; any
+            // other has no reason to send them.
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, "ignoring a stateful reconnect message on a connection without it");
             None
         }
     }

@@ -22,7 +22,10 @@
 mod handshake;
 mod invocation;
 mod reading;
+mod resume;
 mod writing;
+
+pub(crate) use self::resume::{Reattach, ResumeState};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +39,7 @@ use tokio::time::timeout;
 use crate::dispatch;
 use crate::extract::ConnectionInfo;
 use crate::hub::HubShared;
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
 use crate::tokens::TokenLease;
 use crate::transport::{FrameSink, Incoming};
 
@@ -92,35 +95,102 @@ pub(crate) async fn serve<I: Incoming, S: FrameSink>(
     accepted: Accepted,
 ) {
     let _count = hub.track_connection();
+    let Some((started, queue, buf)) = start(&hub, incoming, &mut sink, accepted, false).await
+    else {
+        return;
+    };
+    let end = attached(&hub, &started, incoming, sink, queue, buf).await;
+    finish(&hub, started, end).await;
+}
+
+/// Serve one connection whose client asked for stateful reconnect: when its transport is
+/// lost, it waits for the client to come back on a new one from `reattach` (see the
+/// `resume` module). Clients that did not send handshake version 2 or later (before
+/// which Ack and Sequence do not exist) are served as any other.
+pub(crate) async fn serve_resumable<I, S, R>(
+    hub: Arc<HubShared>,
+    mut incoming: I,
+    mut sink: S,
+    accepted: Accepted,
+    reattach: R,
+) where
+    I: Incoming,
+    S: FrameSink,
+    R: Reattach<I, S>,
+{
+    let _count = hub.track_connection();
+    let Some((started, queue, buf)) = start(&hub, &mut incoming, &mut sink, accepted, true).await
+    else {
+        return;
+    };
+    let end = match started.info.resume.clone() {
+        Some(state) => {
+            let (mut incoming, sink) = resume::wrap(
+                incoming,
+                sink,
+                reattach,
+                state,
+                started.info.protocol,
+                hub.options.stateful_reconnect_window,
+            );
+            attached(&hub, &started, &mut incoming, sink, queue, buf).await
+        }
+        None => attached(&hub, &started, &mut incoming, sink, queue, buf).await,
+    };
+    finish(&hub, started, end).await;
+}
+
+/// A connection past its handshake and registered with the lifetime manager.
+struct Started {
+    /// Who it is.
+    info: Arc<ConnectionInfo>,
+    /// Its send queue, registered with the lifetime manager.
+    outbox: Arc<Outbox>,
+    /// The claimed connection token, released when the connection ends.
+    _token: Option<TokenLease>,
+}
+
+/// Run the handshake and register the connection; `None` when it ended before that.
+/// Also returns the writer's end of the send queue and the bytes that followed the
+/// handshake.
+async fn start<I: Incoming, S: FrameSink>(
+    hub: &Arc<HubShared>,
+    incoming: &mut I,
+    sink: &mut S,
+    accepted: Accepted,
+    stateful: bool,
+) -> Option<(Started, OutboxReceiver, BytesMut)> {
     let Accepted {
         connection_id,
         user,
-        token: _token,
+        token,
     } = accepted;
     let mut shutdown = hub.shutdown.subscribe();
     let mut buf = BytesMut::new();
 
-    let protocol = Box::pin(async {
-        let handshake = handshake::run(&hub, &mut sink, incoming, &mut buf);
+    let handshake = Box::pin(async {
+        let handshake = handshake::run(hub, sink, incoming, &mut buf);
         tokio::select! {
-            protocol = handshake => protocol,
+            agreed = handshake => agreed,
             () = shutdown_requested(&mut shutdown) => {
-                handshake::fail(&mut sink, "The server is shutting down.").await;
+                handshake::fail(sink, "The server is shutting down.").await;
                 None
             }
         }
     })
     .await;
-    let Some(protocol) = protocol else {
-        return;
-    };
+    let (protocol, version) = handshake?;
 
     let (outbox, queue) = Outbox::new(protocol, hub.options.send_queue_bytes);
     let outbox = Arc::new(outbox);
+    // Ack and Sequence exist from version 2 of the hub protocols on.
+    let resume = (stateful && version >= 2)
+        .then(|| Arc::new(ResumeState::new(hub.options.stateful_reconnect_buffer_size)));
     let info = Arc::new(ConnectionInfo {
         id: connection_id,
         user,
         protocol,
+        resume,
     });
     let registered = hub
         .manager
@@ -133,51 +203,72 @@ pub(crate) async fn serve<I: Incoming, S: FrameSink>(
     if let Err(error) = registered {
         tracing::error!(hub = %hub.name, connection_id = %info.id, %error, "cannot register connection");
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, sink.close()).await;
-        return;
+        return None;
     }
-    tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, %protocol, "client connected");
+    tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, %protocol, stateful_reconnect = info.resume.is_some(), "client connected");
+    let started = Started {
+        info,
+        outbox,
+        _token: token,
+    };
+    Some((started, queue, buf))
+}
 
-    // In a block of its own: leaving it drops the reader, and with it the invocations
-    // still running, before the disconnect hooks run. They may be waiting for something
-    // only the hooks' own sends would wait behind (a place in the backplane's ordered
-    // queue), and nothing polls them once the connection has ended.
-    let end = {
-        let reader = reading::read_loop(&hub, &info, &outbox, incoming, buf);
-        let writer = writing::write_loop(sink, queue, protocol, hub.options.keep_alive_interval);
-        tokio::pin!(reader, writer);
-        let end = tokio::select! {
-            end = &mut reader => end,
-            result = &mut writer => match result {
-                Ok(()) => End::ClientClosed,
-                Err(error) => End::Transport(error),
-            },
-            () = outbox.overflowed() => End::SlowClient,
-            () = shutdown_requested(&mut shutdown) => End::Shutdown,
-        };
-
-        match &end {
-            End::SlowClient => {
-                tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity_bytes = hub.options.send_queue_bytes, "client stopped reading its messages; disconnecting it");
-            }
-            End::Transport(error) => {
-                tracing::debug!(hub = %hub.name, connection_id = %info.id, %error, "connection failed");
-            }
-            end => {
-                let close = close_frame(protocol, end);
-                // A full queue means the client is not reading: do not wait for it.
-                if outbox.push(Outgoing::Close(close)).is_ok() {
-                    let _ = timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
-                }
-            }
-        }
-        end
+/// Read and write until the connection ends, and say why it did.
+async fn attached<I: Incoming, S: FrameSink>(
+    hub: &Arc<HubShared>,
+    started: &Started,
+    incoming: &mut I,
+    sink: S,
+    queue: OutboxReceiver,
+    buf: BytesMut,
+) -> End {
+    let Started { info, outbox, .. } = started;
+    let mut shutdown = hub.shutdown.subscribe();
+    let protocol = info.protocol;
+    // Leaving this function drops the reader, and with it the invocations still running,
+    // before the disconnect hooks run. They may be waiting for something only the hooks'
+    // own sends would wait behind (a place in the backplane's ordered queue), and nothing
+    // polls them once the connection has ended.
+    let reader = reading::read_loop(hub, info, outbox, incoming, buf);
+    let writer = writing::write_loop(sink, queue, protocol, hub.options.keep_alive_interval);
+    tokio::pin!(reader, writer);
+    let end = tokio::select! {
+        end = &mut reader => end,
+        result = &mut writer => match result {
+            Ok(()) => End::ClientClosed,
+            Err(error) => End::Transport(error),
+        },
+        () = outbox.overflowed() => End::SlowClient,
+        () = shutdown_requested(&mut shutdown) => End::Shutdown,
     };
 
+    match &end {
+        End::SlowClient => {
+            tracing::warn!(hub = %hub.name, connection_id = %info.id, capacity_bytes = hub.options.send_queue_bytes, "client stopped reading its messages; disconnecting it");
+        }
+        End::Transport(error) => {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, %error, "connection failed");
+        }
+        end => {
+            let close = close_frame(protocol, end);
+            // A full queue means the client is not reading: do not wait for it.
+            if outbox.push(Outgoing::Close(close)).is_ok() {
+                let _ = timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+            }
+        }
+    }
+    end
+}
+
+/// Run the disconnect hook and unregister the connection.
+async fn finish(hub: &Arc<HubShared>, started: Started, end: End) {
+    let info = &started.info;
     // A connection whose on_connected hook failed never began, for the application (as
     // in ASP.NET Core): it is not announced as gone either.
     if let Some(hook) = &hub.on_disconnected
         && !matches!(end, End::HookFailed(_))
-        && let Err(error) = dispatch::run_hook(&hub, &info, hook).await
+        && let Err(error) = dispatch::run_hook(hub, info, hook).await
     {
         tracing::warn!(hub = %hub.name, connection_id = %info.id, error = %error.log, "on_disconnected hook failed");
     }

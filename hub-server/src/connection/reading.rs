@@ -14,6 +14,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::End;
 use super::invocation::{handle, run_invocation};
+use super::resume::ResumeState;
 use crate::dispatch;
 use crate::extract::ConnectionInfo;
 use crate::hub::HubShared;
@@ -81,6 +82,14 @@ pub(super) async fn read_loop<I: Incoming>(
                 }
                 Err(error) => return End::InvalidMessage(error.to_string()),
             };
+            if let Some(resume) = &info.resume {
+                match stateful_reconnect(resume, &message) {
+                    Ok(true) => {}
+                    // Handled here, or a resent duplicate of a message already processed.
+                    Ok(false) => continue,
+                    Err(error) => return End::InvalidMessage(error.to_string()),
+                }
+            }
             if let HubMessage::Invocation(invocation) = message {
                 // Room in the client's queue for what this invocation will most likely
                 // send it (its completion, and the echo of a message it broadcasts, about
@@ -131,10 +140,35 @@ pub(super) async fn read_loop<I: Incoming>(
         match next {
             Err(_elapsed) => return End::ClientTimeout(client_timeout),
             Ok(Ok(Received::Activity)) => last_received = Instant::now(),
-            Ok(Ok(Received::Closed)) => return End::ClientClosed,
+            Ok(Ok(Received::Resumed)) => {
+                // A new transport: whatever the decoder had seen of a half-received
+                // message is gone with the old one.
+                decoder = Decoder::new(info.protocol, max_message_size);
+                last_received = Instant::now();
+            }
+            Ok(Ok(Received::Closed | Received::Lost)) => return End::ClientClosed,
             Ok(Err(TransportError::Violation(reason))) => return End::TransportViolation(reason),
             Ok(Err(TransportError::Io(error))) => return End::Transport(error.to_string()),
         }
+    }
+}
+
+/// Stateful reconnect's part in reading `message`: Ack and Sequence are applied here, and
+/// numbered messages are counted. Whether the message is still to be handled (`false`
+/// for Ack, Sequence, and a resent duplicate of a message already processed).
+fn stateful_reconnect(
+    resume: &ResumeState,
+    message: &HubMessage,
+) -> Result<bool, crate::replay::SequenceError> {
+    match message {
+        HubMessage::Ack(ack) => resume.ack(ack.sequence_id).map(|()| false),
+        HubMessage::Sequence(sequence) => resume.resume_at(sequence.sequence_id).map(|()| false),
+        HubMessage::Invocation(_)
+        | HubMessage::StreamItem(_)
+        | HubMessage::Completion(_)
+        | HubMessage::StreamInvocation(_)
+        | HubMessage::CancelInvocation(_) => Ok(resume.receive()),
+        HubMessage::Ping | HubMessage::Close(_) => Ok(true),
     }
 }
 

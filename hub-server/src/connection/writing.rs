@@ -40,7 +40,7 @@ pub(super) async fn write_loop<S: FrameSink>(
                     match item {
                         Outgoing::Frame(frame) | Outgoing::Reply(frame) => {
                             if let Some(frame) = checked(format, frame) {
-                                sink.feed(frame, format).await.map_err(|e| e.to_string())?;
+                                sink.feed_message(frame, format).await.map_err(|e| e.to_string())?;
                             }
                         }
                         Outgoing::Close(frame) => {

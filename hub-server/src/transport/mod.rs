@@ -53,8 +53,16 @@ pub(crate) enum Received {
     /// The client is alive: bytes were appended to the buffer, or the transport saw traffic
     /// that counts as activity (see the transport's rule). Resets the client timeout.
     Activity,
-    /// The client ended the transport cleanly (a WebSocket Close frame, or end of stream).
+    /// The client ended the transport on purpose (a WebSocket Close frame).
     Closed,
+    /// The transport ended without the client saying so (end of stream without a Close
+    /// frame: a dropped network path, a proxy that cut it). A connection with stateful
+    /// reconnect waits for the client to come back on a new transport; any other ends.
+    Lost,
+    /// A new transport replaced a lost one (stateful reconnect): bytes of a message that
+    /// was half received on the old one were discarded, and the client now resends from
+    /// its Sequence message.
+    Resumed,
 }
 
 /// Why reading from a transport failed.
@@ -93,6 +101,18 @@ pub(crate) trait FrameSink: Send {
         frame: Bytes,
         format: TransferFormat,
     ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Queue one hub message that stateful reconnect numbers (an Invocation, Completion,
+    /// StreamItem, StreamInvocation or CancelInvocation), as [`FrameSink::feed`] does for
+    /// any frame; a resumable connection's sink also keeps it until the client
+    /// acknowledges it.
+    fn feed_message(
+        &mut self,
+        frame: Bytes,
+        format: TransferFormat,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        self.feed(frame, format)
+    }
 
     /// Send everything fed so far.
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;

@@ -17,8 +17,11 @@
 
 mod control;
 mod reader;
+mod resume;
 mod utf8;
 mod writer;
+
+pub(crate) use self::resume::{Reattachment, Reattachments};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +42,7 @@ use self::reader::FrameReader;
 use self::writer::FrameWriter;
 use crate::connection::{self, Accepted};
 use crate::hub::HubShared;
+use crate::tokens::TokenLease;
 
 /// How long a closed connection keeps reading (and discarding) what the client still
 /// sends, waiting for it to end the stream after the server's Close frame.
@@ -101,22 +105,46 @@ impl Upgrade {
     pub(crate) fn accept(self, hub: Arc<HubShared>, accepted: Accepted) -> Response {
         let accept_key = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
+        let stateful = accepted.token.as_ref().is_some_and(TokenLease::stateful)
+            && hub.options.stateful_reconnect;
         tokio::spawn(async move {
             match on_upgrade.await {
+                Ok(upgraded) if stateful => {
+                    resume::run(hub, TokioIo::new(upgraded), accepted).await;
+                }
                 Ok(upgraded) => run(hub, TokioIo::new(upgraded), accepted).await,
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
             }
         });
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let headers = response.headers_mut();
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(value) = HeaderValue::from_str(&accept_key) {
-            headers.insert(SEC_WEBSOCKET_ACCEPT, value);
-        }
-        response
+        switching_protocols(&accept_key)
     }
+
+    /// Answer 101 and hand the upgraded socket to the live connection `connection`
+    /// (stateful reconnect: the client came back on a new WebSocket).
+    pub(crate) fn reattach(self, connection: Reattachment) -> Response {
+        let accept_key = derive_accept_key(self.key.as_bytes());
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => connection.hand_over(TokioIo::new(upgraded)).await,
+                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+            }
+        });
+        switching_protocols(&accept_key)
+    }
+}
+
+/// The 101 answer to a WebSocket upgrade signed with `accept_key`.
+fn switching_protocols(accept_key: &str) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(accept_key) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
 }
 
 /// Serve one upgraded connection until it ends.

@@ -51,6 +51,8 @@ pub(crate) struct FrameReader<R> {
     control_payload: Vec<u8>,
     /// The client sent a Close frame or ended the stream: nothing more is read.
     closed: bool,
+    /// The stream ended without a Close frame: the transport was lost rather than closed.
+    ended_without_close: bool,
 }
 
 /// The kind of a data message.
@@ -114,6 +116,7 @@ impl<R> FrameReader<R> {
             utf8: Utf8Validator::default(),
             control_payload: Vec::new(),
             closed: false,
+            ended_without_close: false,
         }
     }
 
@@ -333,7 +336,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ) -> Poll<Result<Received, TransportError>> {
         loop {
             if self.closed {
-                return Poll::Ready(Ok(Received::Closed));
+                return Poll::Ready(Ok(if self.ended_without_close {
+                    Received::Lost
+                } else {
+                    Received::Closed
+                }));
             }
             let mut raw = [MaybeUninit::<u8>::uninit(); MAX_READ_CHUNK];
             let mut read = ReadBuf::uninit(&mut raw[..self.chunk]);
@@ -352,7 +359,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if bytes.is_empty() {
                 // The client ended the stream without a Close frame.
                 self.closed = true;
-                return Poll::Ready(Ok(Received::Closed));
+                self.ended_without_close = true;
+                return Poll::Ready(Ok(Received::Lost));
             }
             let consumed = self.consume(bytes, buf)?;
             if consumed.activity {
