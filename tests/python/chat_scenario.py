@@ -191,11 +191,14 @@ def main():
     bob.wait_for(["ReceiveGroupMessage", "room", "bob", "only bob is left"])
 
     # A barrier from each instance: once a client has both, everything either instance
-    # sent it before them has arrived (delivery is ordered per sending instance).
+    # sent it before them has arrived (delivery is ordered per sending instance). Each
+    # waits until everyone has the first: messages of two senders have no order between
+    # them (ann's completion does not mean bob, on the other instance, already has it).
     ann.invoke("SendMessage", ["ann", "end from A"])
-    bob.invoke("SendMessage", ["bob", "end from B"])
     for client in everyone:
         client.wait_for(["ReceiveMessage", "ann", "end from A"])
+    bob.invoke("SendMessage", ["bob", "end from B"])
+    for client in everyone:
         client.wait_for(["ReceiveMessage", "bob", "end from B"])
 
     # bob leaves: the others hear it from the other instance. signalrcore's stop() sends
