@@ -9,10 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backplane_core::testkit::CuttingProxy;
 use backplane_core::testkit::events::{expect_connected, label_of, labelled};
 use backplane_core::{Backplane, BackplaneEvent, GapRepair, NodeId, Subscription};
 use backplane_redis::{RedisBackplane, RedisOptions};
-use support::proxy::CuttingProxy;
 use support::server::TestServer;
 
 const HUB: &str = "faults";
@@ -288,7 +288,7 @@ async fn connections_cut_through_a_proxy_lose_nothing() {
     let server = TestServer::start().await;
     let target = format!("127.0.0.1:{}", server.port).parse().unwrap();
     let proxy = CuttingProxy::start(target).await;
-    let options = support::options(&proxy.url(), "proxy");
+    let options = support::options(&format!("redis://{}", proxy.address), "proxy");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
     let mut subscription = receiver.subscribe(HUB).await.unwrap();
     expect_connected(&mut subscription).await;
