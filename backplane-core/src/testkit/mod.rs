@@ -36,6 +36,7 @@
 
 mod cases;
 pub mod events;
+pub mod faults;
 mod proxy;
 mod repair;
 mod scope;

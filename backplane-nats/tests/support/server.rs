@@ -74,10 +74,10 @@ impl TestServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(client) = async_nats::connect(self.url()).await
-                && async_nats::jetstream::new(client)
-                    .query_account()
+                && client
+                    .request("$JS.API.INFO", "".into())
                     .await
-                    .is_ok()
+                    .is_ok_and(|reply| !reply.payload.is_empty())
             {
                 return;
             }
