@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+mod backends;
 mod binaries;
 mod database;
 pub mod events;
@@ -34,6 +35,7 @@ mod process;
 mod proxy;
 mod schema;
 
+pub use backends::{TestBackend, nats_url, redis_url};
 pub use binaries::workspace_binaries;
 pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
 pub use hub_server::HubServerProcess;
