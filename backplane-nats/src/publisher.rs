@@ -96,9 +96,9 @@ impl Publisher {
         let chunk = self.context.chunk_bytes();
         let mut ends = Vec::with_capacity(group.len());
         for pending in &group {
-            let encoded = pending.envelope.encode().into();
+            let encoded: bytes::Bytes = pending.envelope.encode().into();
             let seq = pending.envelope.seq;
-            messages.extend(wire::envelope_messages(subject, node, seq, encoded, chunk));
+            messages.extend(wire::envelope_messages(subject, node, seq, &encoded, chunk));
             ends.push(messages.len());
         }
         let timeout = self.context.options.command_timeout;

@@ -34,7 +34,7 @@ pub(crate) fn envelope_messages(
     subject: &str,
     origin: NodeId,
     seq: u64,
-    encoded: Bytes,
+    encoded: &Bytes,
     chunk: usize,
 ) -> Vec<Publish> {
     let count = encoded.len().div_ceil(chunk).max(1);
@@ -218,7 +218,7 @@ mod tests {
     fn chunks_reassemble_and_a_headless_tail_is_dropped() {
         let origin = NodeId::from_u128(9);
         let encoded = Bytes::from((0..2500u32).map(|i| i as u8).collect::<Vec<_>>());
-        let messages = envelope_messages("p.hx", origin, 5, encoded.clone(), 1000);
+        let messages = envelope_messages("p.hx", origin, 5, &encoded, 1000);
         assert_eq!(messages.len(), 3);
         let mut chunks = Chunks::default();
         let mut out = Vec::new();
