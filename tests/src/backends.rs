@@ -87,6 +87,67 @@ impl TestBackend {
     }
 }
 
+/// A fresh namespace for `hub-server` processes: the flags that put a server on it, and
+/// its removal afterwards.
+#[derive(Debug)]
+pub struct ProcessNamespace {
+    /// `--database-url URL --schema S`, `--redis-url URL --prefix P` or `--nats-url URL
+    /// --prefix P`.
+    pub flags: Vec<String>,
+    /// What to remove.
+    namespace: Namespace,
+}
+
+/// The namespace behind a [`ProcessNamespace`].
+#[derive(Debug)]
+enum Namespace {
+    /// A PostgreSQL schema.
+    Schema(TestSchema),
+    /// A Redis key prefix, with the Redis URL.
+    RedisPrefix(String, String),
+    /// A NATS stream, with the NATS URL.
+    NatsStream(String, String),
+}
+
+impl TestBackend {
+    /// A fresh namespace on this backend for `hub-server` processes.
+    pub async fn process_namespace(self, label: &str) -> ProcessNamespace {
+        let prefix = format!("test-{label}-{:016x}", NodeId::random().as_u128() as u64);
+        let flags = |flag: &str, url: &str, name_flag: &str, name: &str| {
+            [flag, url, name_flag, name].map(str::to_owned).to_vec()
+        };
+        match self {
+            Self::Postgres => {
+                let schema = TestSchema::create(label).await;
+                let url = crate::database_url().await;
+                ProcessNamespace {
+                    flags: flags("--database-url", url, "--schema", schema.name()),
+                    namespace: Namespace::Schema(schema),
+                }
+            }
+            Self::Redis => ProcessNamespace {
+                flags: flags("--redis-url", &redis_url(), "--prefix", &prefix),
+                namespace: Namespace::RedisPrefix(redis_url(), prefix),
+            },
+            Self::Nats => ProcessNamespace {
+                flags: flags("--nats-url", &nats_url(), "--prefix", &prefix),
+                namespace: Namespace::NatsStream(nats_url(), prefix),
+            },
+        }
+    }
+}
+
+impl ProcessNamespace {
+    /// Remove the namespace (stop the servers first).
+    pub async fn remove(self) {
+        match self.namespace {
+            Namespace::Schema(schema) => schema.drop().await,
+            Namespace::RedisPrefix(url, prefix) => delete_redis_keys(url, prefix).await,
+            Namespace::NatsStream(url, name) => delete_nats_stream(url, name).await,
+        }
+    }
+}
+
 /// Delete every key of `prefix` (`{prefix:hub}` streams).
 async fn delete_redis_keys(url: String, prefix: String) {
     let Ok(client) = redis::Client::open(url) else {
