@@ -11,10 +11,11 @@
 //! their `Nats-Msg-Id`. After `command_timeout` the rest of the part fails, its numbers
 //! are written as skipped runs in front of the hub's next part.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage as Publish;
 use backplane_core::sequencing::{Pending, PublishQueue, SkippedRun, runs_of};
 use backplane_core::{BackplaneError, Jitter};
@@ -25,6 +26,11 @@ use crate::wire;
 
 /// Where an envelope goes: its hub's subject.
 pub(crate) type Route = Arc<str>;
+
+/// The most messages sent and not yet acknowledged. async-nats holds a permit (5,000
+/// per connection) for each until its acknowledgement is awaited, so sending a larger
+/// batch before awaiting any would wait for a permit forever.
+const ACK_WINDOW: usize = 1024;
 
 /// The node's publish queue, routed by subject.
 pub(crate) type Queue = PublishQueue<Route>;
@@ -168,7 +174,8 @@ impl Publisher {
         }
     }
 
-    /// Send `messages` and await their acknowledgements in order.
+    /// Send `messages` and await their acknowledgements in order, at most
+    /// [`ACK_WINDOW`] unacknowledged at a time.
     async fn send(
         &self,
         subject: &str,
@@ -176,47 +183,58 @@ impl Publisher {
         deadline: Instant,
     ) -> Result<(), Failure> {
         let jetstream = &self.context.jetstream;
-        let mut acks = Vec::with_capacity(messages.len());
-        let mut send_error = None;
+        let mut in_flight = VecDeque::with_capacity(messages.len().min(ACK_WINDOW));
+        let mut acknowledged = 0;
         for message in messages {
+            if in_flight.len() >= ACK_WINDOW {
+                let ack = in_flight.pop_front().expect("a full window");
+                acknowledge(ack, deadline, acknowledged).await?;
+                acknowledged += 1;
+            }
             match jetstream
                 .send_publish(subject.to_owned(), message.clone())
                 .await
             {
-                Ok(ack) => acks.push(ack),
+                Ok(ack) => in_flight.push_back(ack),
                 Err(error) => {
-                    send_error = Some(error);
-                    break;
-                }
-            }
-        }
-        let sent = acks.len();
-        for (acknowledged, ack) in acks.into_iter().enumerate() {
-            let result = match tokio::time::timeout_at(deadline, ack).await {
-                Ok(result) => result,
-                Err(_) => {
+                    // What was sent before may still be acknowledged: count it.
+                    while let Some(ack) = in_flight.pop_front() {
+                        acknowledge(ack, deadline, acknowledged).await?;
+                        acknowledged += 1;
+                    }
                     return Err(Failure {
                         acknowledged,
-                        kind: PublishErrorKind::TimedOut,
-                        message: "no acknowledgement before the command timeout".into(),
+                        kind: error.kind(),
+                        message: error.to_string(),
                     });
                 }
-            };
-            if let Err(error) = result {
-                return Err(Failure {
-                    acknowledged,
-                    kind: error.kind(),
-                    message: error.to_string(),
-                });
             }
         }
-        match send_error {
-            None => Ok(()),
-            Some(error) => Err(Failure {
-                acknowledged: sent,
-                kind: error.kind(),
-                message: error.to_string(),
-            }),
+        while let Some(ack) = in_flight.pop_front() {
+            acknowledge(ack, deadline, acknowledged).await?;
+            acknowledged += 1;
         }
+        Ok(())
+    }
+}
+
+/// Await one acknowledgement; `acknowledged` counts those before it, for the failure.
+async fn acknowledge(
+    ack: PublishAckFuture,
+    deadline: Instant,
+    acknowledged: usize,
+) -> Result<(), Failure> {
+    match tokio::time::timeout_at(deadline, ack).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(Failure {
+            acknowledged,
+            kind: error.kind(),
+            message: error.to_string(),
+        }),
+        Err(_) => Err(Failure {
+            acknowledged,
+            kind: PublishErrorKind::TimedOut,
+            message: "no acknowledgement before the command timeout".into(),
+        }),
     }
 }

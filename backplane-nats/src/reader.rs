@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::StatusCode;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, push};
 use async_nats::jetstream::stream::State;
 use backplane_core::sequencing::{HubInbox, HubSubscribers, Outage};
@@ -265,12 +266,19 @@ impl HubReader {
                 },
             };
             *attempt = 0;
-            if message.status.is_some() {
-                // An idle heartbeat: the consumer has nothing pending.
-                if self.caught_up(outage).await.is_err() {
-                    return Stop::Done;
+            match message.status {
+                None => {}
+                Some(StatusCode::IDLE_HEARTBEAT) => {
+                    // The consumer has nothing pending.
+                    if self.caught_up(outage).await.is_err() {
+                        return Stop::Done;
+                    }
+                    continue;
                 }
-                continue;
+                Some(status) => {
+                    let description = message.description.unwrap_or_default();
+                    return Stop::Lost(format!("the consumer said {status} {description}"));
+                }
             }
             let Some(delivery) = message.reply.as_deref().and_then(wire::delivery) else {
                 return Stop::Lost("a delivery without JetStream metadata".into());

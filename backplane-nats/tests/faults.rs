@@ -269,3 +269,32 @@ async fn errors_are_clear_and_keep_the_password_out() {
     ));
     publisher.shutdown().await.unwrap();
 }
+
+/// A batch of more messages than may wait for acknowledgement at once (6,000 envelopes
+/// queued together, batches of up to 10,000; async-nats allows 5,000 unacknowledged) is sent in windows: every publish
+/// succeeds, and the receiver gets all of them in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_larger_than_the_acknowledgement_window() {
+    const MANY: u64 = 6_000;
+    let server = TestServer::start().await;
+    let mut options = support::options(&server.url(), "window");
+    options.publish_batch_size = 10_000;
+    let (publisher, receiver) = (node(&options).await, node(&options).await);
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let publishes: Vec<_> = (0..MANY)
+        .map(|i| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.publish(HUB, labelled(&i.to_string())).await })
+        })
+        .collect();
+    for publish in publishes {
+        publish.await.unwrap().expect("every publish succeeds");
+    }
+    for seq in 1..=MANY {
+        let envelope = next_envelope(&mut subscription, "the window test").await;
+        assert_eq!(envelope.seq, seq);
+    }
+    publisher.shutdown().await.unwrap();
+    receiver.shutdown().await.unwrap();
+}
