@@ -1,6 +1,6 @@
 //! Fault injection on the NATS backplane, against a `nats-server -js` of the test's own
 //! (file store in a temporary directory): the server killed and restarted during 10,000
-//! envelopes (nothing lost), connections cut through a proxy (nothing lost, duplicated
+//! envelopes (nothing lost; with memory storage, what was lost reported), connections cut through a proxy (nothing lost, duplicated
 //! or reordered), retention trimming, a node restarted with a new id, hostile hub names,
 //! and clear connect errors.
 
@@ -15,7 +15,7 @@ use backplane_core::testkit::faults::{
     HUB, Published, Tally, assert_acknowledged_delivered, finished, publish_all, receive,
 };
 use backplane_core::{Backplane, BackplaneError, BackplaneEvent, GapRepair};
-use backplane_nats::{NatsBackplane, NatsOptions};
+use backplane_nats::{NatsBackplane, NatsOptions, Storage};
 use support::server::TestServer;
 
 async fn node(options: &NatsOptions) -> Arc<dyn Backplane> {
@@ -80,6 +80,54 @@ async fn server_killed_and_restarted_during_10000_loses_nothing() {
         published.numbered, published.ok
     );
     assert_clean(&published, &tally);
+    publisher.shutdown().await.unwrap();
+    receiver.shutdown().await.unwrap();
+}
+
+/// With memory storage the stream dies with the server: the receiver neither hangs nor
+/// duplicates, the reconnect says `Unrepairable` (never `Repaired`), and every number is
+/// delivered, reported missing, or failed at the publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_memory_storage_reports_what_was_lost() {
+    let mut server = TestServer::start().await;
+    let options = support::options(&server.url(), "memory").storage(Storage::Memory);
+    let (publisher, receiver) = (node(&options).await, node(&options).await);
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let done = Arc::new(std::sync::Mutex::new(None));
+    let publishing = publish_all(publisher.clone(), done.clone());
+    let server_ref = &mut server;
+    let tally = receive(
+        &mut subscription,
+        publisher.node_id(),
+        finished(&done),
+        3_000,
+        async move || {
+            server_ref.kill().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            server_ref.restart().await;
+        },
+    )
+    .await;
+    let published = publishing.await.unwrap();
+    println!(
+        "memory storage: {} numbered, {} ok; receiver: {tally:?}",
+        published.numbered, published.ok
+    );
+    assert!(tally.disconnects >= 1, "{tally:?}");
+    assert!(
+        tally
+            .reconnects
+            .iter()
+            .any(|gap| matches!(gap, GapRepair::Unrepairable { .. })),
+        "the stream was lost with the server: a reconnect must say so: {tally:?}"
+    );
+    assert!(
+        tally.delivered + tally.missing <= published.numbered
+            && tally.delivered + tally.missing + (published.numbered - published.ok)
+                >= published.numbered,
+        "numbers unaccounted for: {published:?} {tally:?}"
+    );
     publisher.shutdown().await.unwrap();
     receiver.shutdown().await.unwrap();
 }
