@@ -11,6 +11,7 @@
 //!   implements it, so this crate never depends on the server.
 //! - [`sequencing`]: per-(origin, hub) numbering, the publish queue, the receiver's
 //!   tracker and gap reporting, so a backend implements transport and storage only.
+//! - [`doctor`]: an end-to-end round trip between two nodes, for health checks.
 //! - `testkit` (feature `testkit`): the conformance suite every backplane runs.
 //!
 //! # Example
@@ -50,6 +51,7 @@
 
 mod backoff;
 mod backplane;
+pub mod doctor;
 mod envelope;
 mod id;
 mod lifetime;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use backplane_core::sequencing::HubSubscribers;
 use backplane_core::{
     Backplane, BackplaneError, BackplaneEvent, EnvelopeKind, NodeId, Subscription,
 };
@@ -17,7 +18,7 @@ use crate::context::{NodeContext, Role, backend};
 use crate::entry;
 use crate::options::RedisOptions;
 use crate::publisher::{Publisher, Queue, StreamKey};
-use crate::reader::{HubReader, Subscribers};
+use crate::reader::HubReader;
 
 /// One node of a Redis backplane.
 ///
@@ -30,7 +31,7 @@ pub struct RedisBackplane {
     /// Where publishes are numbered and queued (the core's queue).
     queue: Arc<Queue>,
     /// The subscriptions of each hub with a running reader task.
-    hubs: tokio::sync::Mutex<HashMap<String, Arc<Subscribers>>>,
+    hubs: tokio::sync::Mutex<HashMap<String, Arc<HubSubscribers>>>,
     /// Stream keys per hub, computed once.
     keys: Mutex<HashMap<String, StreamKey>>,
     /// Tells the tasks to stop.
@@ -165,7 +166,7 @@ impl Backplane for RedisBackplane {
         }
         let key = self.key(hub);
         let (connection, last_id) = self.start_reading(&key).await?;
-        let subscribers = Arc::new(Subscribers::default());
+        let subscribers = Arc::new(HubSubscribers::default());
         subscribers.add(events);
         hubs.insert(hub.to_owned(), subscribers.clone());
         let reader = HubReader::new(

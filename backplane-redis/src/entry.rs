@@ -6,6 +6,7 @@
 //! batch, which receivers skip instead of reporting them lost).
 
 use backplane_core::NodeId;
+use backplane_core::sequencing::Stored;
 use redis::Value;
 
 /// Field names of an entry.
@@ -23,26 +24,7 @@ pub(crate) struct StreamEntry {
     /// Its stream id: reading resumes after it.
     pub(crate) id: String,
     /// What it says.
-    pub(crate) body: Body,
-}
-
-/// The contents of an entry.
-#[derive(Debug)]
-pub(crate) enum Body {
-    /// An envelope from `origin` numbered `seq`.
-    Envelope {
-        origin: NodeId,
-        seq: u64,
-        bytes: Vec<u8>,
-    },
-    /// Numbers `first..=last` of `origin` were never stored.
-    Skipped {
-        origin: NodeId,
-        first: u64,
-        last: u64,
-    },
-    /// Not an entry this backplane wrote (or corrupted); its number is unknown.
-    Malformed(&'static str),
+    pub(crate) body: Stored,
 }
 
 /// The entries of an `XREAD` reply for one stream (`Nil` when none arrived).
@@ -107,12 +89,12 @@ fn parse_entry(item: Value) -> Result<StreamEntry, String> {
     };
     let body = match fields {
         Value::Array(fields) => body_of(fields),
-        _ => Body::Malformed("entry without fields"),
+        _ => Stored::Malformed("entry without fields"),
     };
     Ok(StreamEntry { id, body })
 }
 
-fn body_of(fields: Vec<Value>) -> Body {
+fn body_of(fields: Vec<Value>) -> Stored {
     let (mut origin, mut seq, mut envelope, mut first) = (None, None, None, None);
     let mut fields = fields.into_iter();
     while let (Some(Value::BulkString(name)), Some(Value::BulkString(value))) =
@@ -131,15 +113,19 @@ fn body_of(fields: Vec<Value>) -> Body {
         }
     }
     match (origin, seq, envelope, first) {
-        (Some(origin), Some(seq), Some(bytes), None) => Body::Envelope { origin, seq, bytes },
+        (Some(origin), Some(seq), Some(bytes), None) => Stored::Envelope {
+            origin,
+            seq,
+            bytes: bytes.into(),
+        },
         (Some(origin), Some(last), None, Some(first)) if (1..=last).contains(&first) => {
-            Body::Skipped {
+            Stored::Skipped {
                 origin,
                 first,
                 last,
             }
         }
-        _ => Body::Malformed("entry without a valid origin, sequence number and payload"),
+        _ => Stored::Malformed("entry without a valid origin, sequence number and payload"),
     }
 }
 
@@ -192,17 +178,17 @@ mod tests {
         let entries = parse_xread(reply).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(
-            matches!(&entries[0].body, Body::Envelope { seq: 3, bytes, .. } if bytes == b"xyz")
+            matches!(&entries[0].body, Stored::Envelope { seq: 3, bytes, .. } if &bytes[..] == b"xyz")
         );
         assert!(matches!(
             entries[1].body,
-            Body::Skipped {
+            Stored::Skipped {
                 first: 4,
                 last: 6,
                 ..
             }
         ));
-        assert!(matches!(entries[2].body, Body::Malformed(_)));
+        assert!(matches!(entries[2].body, Stored::Malformed(_)));
         assert_eq!(entries[2].id, "2-0");
         assert!(parse_xread(Value::Nil).unwrap().is_empty());
         assert!(parse_xread(Value::Int(3)).is_err());

@@ -5,173 +5,17 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backplane_core::testkit::CuttingProxy;
 use backplane_core::testkit::events::{expect_connected, label_of, labelled};
-use backplane_core::{Backplane, BackplaneEvent, GapRepair, NodeId, Subscription};
+use backplane_core::testkit::faults::{
+    HUB, Published, Tally, assert_acknowledged_delivered, finished, publish_all, receive,
+};
+use backplane_core::{Backplane, BackplaneEvent, GapRepair};
 use backplane_redis::{RedisBackplane, RedisOptions};
-use support::proxy::CuttingProxy;
 use support::server::TestServer;
-
-const HUB: &str = "faults";
-const COUNT: usize = 10_000;
-const TASKS: usize = 8;
-
-/// What a receiver saw from one origin.
-#[derive(Debug, Default)]
-struct Tally {
-    delivered: u64,
-    /// The labels delivered (not printed: 10,000 of them).
-    labels: Labels,
-    /// Numbers reported unrepairable.
-    missing: u64,
-    disconnects: usize,
-    reconnects: Vec<GapRepair>,
-}
-
-/// How a publishing run went.
-#[derive(Debug, Clone)]
-struct Published {
-    /// Sequence numbers handed out (envelopes and fences, failed or not).
-    numbered: u64,
-    /// Publishes that returned `Ok`.
-    ok: u64,
-    /// Labels whose publish returned an error (it may have been stored anyway: an error
-    /// after a lost reply does not say it was not).
-    failed: HashSet<String>,
-}
-
-/// Delivered labels, kept out of `Debug` output.
-#[derive(Default)]
-struct Labels(HashSet<String>);
-
-impl std::fmt::Debug for Labels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} labels", self.0.len())
-    }
-}
-
-/// Publish `COUNT` envelopes from `TASKS` concurrent tasks, then a fence until one
-/// succeeds (it carries the skipped runs of any failed batch before it, so receivers
-/// can account for every number); `done` gets the last sequence number.
-fn publish_all(
-    node: Arc<dyn Backplane>,
-    done: Arc<std::sync::Mutex<Option<u64>>>,
-) -> tokio::task::JoinHandle<Published> {
-    tokio::spawn(async move {
-        let mut tasks = Vec::new();
-        for t in 0..TASKS {
-            let node = node.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut failed = Vec::new();
-                for i in 0..COUNT / TASKS {
-                    let label = format!("{t}/{i}");
-                    if node.publish(HUB, labelled(&label)).await.is_err() {
-                        failed.push(label);
-                    }
-                }
-                failed
-            }));
-        }
-        let mut published = Published {
-            numbered: COUNT as u64,
-            ok: 0,
-            failed: HashSet::new(),
-        };
-        for task in tasks {
-            published
-                .failed
-                .extend(task.await.expect("publisher task panicked"));
-        }
-        published.ok = COUNT as u64 - published.failed.len() as u64;
-        for attempt in 0..30 {
-            published.numbered += 1;
-            if node
-                .publish(HUB, labelled(&format!("fence/{attempt}")))
-                .await
-                .is_ok()
-            {
-                published.ok += 1;
-                *done.lock().unwrap() = Some(published.numbered);
-                return published;
-            }
-        }
-        panic!(
-            "no fence could be published after {} failures",
-            published.failed.len()
-        );
-    })
-}
-
-/// Receive until every number up to `last_seq` from `origin` is delivered or reported
-/// missing, checking order and uniqueness (by sequence number and by per-task label);
-/// `fault` runs once after `fault_after` envelopes.
-async fn receive(
-    subscription: &mut Subscription,
-    origin: NodeId,
-    last_seq: impl Fn() -> Option<u64>,
-    fault_after: u64,
-    fault: impl AsyncFnOnce(),
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut fault = Some(fault);
-    let mut last = 0u64;
-    let mut per_task: HashMap<String, u64> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if last_seq().is_some_and(|end| last >= end) && tally.reconnects.len() >= tally.disconnects
-        {
-            return tally;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stuck after {last} of {:?}: {tally:?}",
-            last_seq()
-        );
-        // Short waits: the publisher may finish after the last envelope arrived.
-        let Ok(event) = tokio::time::timeout(Duration::from_millis(100), subscription.recv()).await
-        else {
-            continue;
-        };
-        let event = event.expect("the subscription ended");
-        match event {
-            BackplaneEvent::Envelope(envelope) => {
-                assert_eq!(envelope.origin, origin);
-                assert!(
-                    envelope.seq > last,
-                    "seq {} after {last}: duplicated or out of order",
-                    envelope.seq
-                );
-                last = envelope.seq;
-                tally.delivered += 1;
-                let label = label_of(&envelope);
-                let (task, index) = label.split_once('/').expect("a task/index label");
-                let index: u64 = index.parse().expect("an index");
-                let previous = per_task.insert(task.to_owned(), index);
-                tally.labels.0.insert(label.clone());
-                assert!(
-                    previous.is_none_or(|p| p < index),
-                    "task {task}: {index} after {previous:?}"
-                );
-                if tally.delivered == fault_after
-                    && let Some(fault) = fault.take()
-                {
-                    fault().await;
-                }
-            }
-            BackplaneEvent::Disconnected { .. } => tally.disconnects += 1,
-            BackplaneEvent::Reconnected { gap } => {
-                if let GapRepair::Unrepairable { missing, .. } = &gap {
-                    tally.missing += missing;
-                }
-                tally.reconnects.push(gap);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
 
 async fn node(options: &RedisOptions) -> Arc<dyn Backplane> {
     Arc::new(
@@ -179,11 +23,6 @@ async fn node(options: &RedisOptions) -> Arc<dyn Backplane> {
             .await
             .expect("starting a node"),
     )
-}
-
-/// The last sequence number a publisher handed out, once it has finished.
-fn finished(done: &Arc<std::sync::Mutex<Option<u64>>>) -> impl Fn() -> Option<u64> + '_ {
-    move || *done.lock().unwrap()
 }
 
 async fn restart_during_10000(persistent: bool) -> (Tally, Published) {
@@ -215,20 +54,6 @@ async fn restart_during_10000(persistent: bool) -> (Tally, Published) {
     publisher.shutdown().await.unwrap();
     receiver.shutdown().await.unwrap();
     (tally, published)
-}
-
-/// Every publish that returned `Ok` was delivered.
-fn assert_acknowledged_delivered(published: &Published, tally: &Tally) {
-    let lost: Vec<String> = (0..TASKS)
-        .flat_map(|t| (0..COUNT / TASKS).map(move |i| format!("{t}/{i}")))
-        .filter(|label| !published.failed.contains(label) && !tally.labels.0.contains(label))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged envelopes lost, first {:?}: {tally:?}",
-        lost.len(),
-        lost.first()
-    );
 }
 
 /// A Redis without persistence restarts mid-stream: entries not read yet are gone with
@@ -288,7 +113,7 @@ async fn connections_cut_through_a_proxy_lose_nothing() {
     let server = TestServer::start().await;
     let target = format!("127.0.0.1:{}", server.port).parse().unwrap();
     let proxy = CuttingProxy::start(target).await;
-    let options = support::options(&proxy.url(), "proxy");
+    let options = support::options(&format!("redis://{}", proxy.address), "proxy");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
     let mut subscription = receiver.subscribe(HUB).await.unwrap();
     expect_connected(&mut subscription).await;

@@ -1,5 +1,6 @@
 //! `hub-server`: the chat server (see `hub_server::chat` for what it serves), and
-//! `hub-server doctor`, which checks a PostgreSQL backplane database.
+//! `hub-server doctor`, which checks the backplane (a PostgreSQL database, a Redis, or a
+//! NATS with JetStream).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use backplane_core::Backplane;
 use backplane_memory::MemoryBackplane;
+use backplane_nats::{NatsBackplane, NatsOptions};
 use backplane_postgres::{DEFAULT_SCHEMA, PostgresBackplane, PostgresOptions, SynchronousCommit};
+use backplane_redis::{RedisBackplane, RedisOptions};
 use clap::{Parser, Subcommand};
 use hub_server::chat;
 use tokio::net::TcpListener;
@@ -23,7 +26,8 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// SignalR chat server: the ASP.NET Core chat sample's hub at /chathub, on the in-memory
-/// backplane (one instance), or scaled out over PostgreSQL when a database URL is given.
+/// backplane (one instance), or scaled out over PostgreSQL, Redis or NATS JetStream when
+/// one of --database-url, --redis-url, --nats-url is given.
 #[derive(Debug, Parser)]
 #[command(name = "hub-server", version)]
 struct Cli {
@@ -38,6 +42,21 @@ struct Cli {
     /// e.g. `postgres://app@db/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     database_url: Option<String>,
+    /// Redis URL (`redis://[user:password@]host[:port][/db]`): instances that share the
+    /// Redis and --prefix form one cluster over Redis Streams. Not with --database-url.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true,
+          conflicts_with_all = ["database_url", "nats_url"])]
+    redis_url: Option<String>,
+    /// NATS URL (`nats://[user:password@]host[:port]`, several separated by commas), with
+    /// JetStream enabled: instances that share the NATS and --prefix form one cluster.
+    /// Not with --database-url or --redis-url.
+    #[arg(long, env = "NATS_URL", hide_env_values = true, global = true,
+          conflicts_with_all = ["database_url", "redis_url"])]
+    nats_url: Option<String>,
+    /// The Redis key prefix or NATS stream name (and subject root) of the backplane, as
+    /// --schema is for PostgreSQL.
+    #[arg(long, default_value = "signalr", global = true)]
+    prefix: String,
     /// The PostgreSQL schema holding the backplane's tables (created if missing).
     #[arg(long, default_value = DEFAULT_SCHEMA, global = true)]
     schema: String,
@@ -105,17 +124,20 @@ impl From<CommitMode> for SynchronousCommit {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check the PostgreSQL backplane database: connection, schema, the chat hub's table,
-    /// and a LISTEN/NOTIFY round trip. Prints one line per check; exits non-zero if any
-    /// failed.
+    /// Check the backplane. PostgreSQL: connection, schema, the chat hub's table, and a
+    /// LISTEN/NOTIFY round trip. Redis or NATS: connecting (URL, credentials; for NATS
+    /// also the JetStream stream), then an envelope from one node to another (read and
+    /// write permissions). Prints one line per check; exits non-zero if any failed.
     Doctor,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // async-nats logs each (re)connect at info; the backplane reports its state itself.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
         )
         .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
@@ -147,33 +169,130 @@ fn postgres_options(cli: &Cli, url: &str) -> Result<PostgresOptions, String> {
         .synchronous_commit(cli.synchronous_commit.into()))
 }
 
-async fn doctor(cli: &Cli) -> Result<ExitCode, String> {
-    let url = cli
-        .database_url
-        .as_deref()
-        .ok_or("doctor needs a database: pass --database-url or set DATABASE_URL")?;
-    let options = postgres_options(cli, url)?;
-    let checks = backplane_postgres::diagnose(&options, chat::HUB_NAME).await;
-    for check in &checks {
-        println!("{check}");
+/// The backplane the flags choose (clap refuses more than one URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend<'a> {
+    /// No URL: this instance alone.
+    Memory,
+    /// `--database-url`.
+    Postgres(&'a str),
+    /// `--redis-url`.
+    Redis(&'a str),
+    /// `--nats-url`.
+    Nats(&'a str),
+}
+
+fn backend(cli: &Cli) -> Backend<'_> {
+    match (&cli.database_url, &cli.redis_url, &cli.nats_url) {
+        (Some(url), _, _) => Backend::Postgres(url),
+        (_, Some(url), _) => Backend::Redis(url),
+        (_, _, Some(url)) => Backend::Nats(url),
+        _ => Backend::Memory,
     }
-    Ok(if checks.iter().all(|check| check.ok) {
+}
+
+/// A Redis or NATS node on the flags' prefix, and how /health names it.
+async fn connect_log_backend(
+    backend: Backend<'_>,
+    prefix: &str,
+) -> Result<(Arc<dyn Backplane>, String), String> {
+    match backend {
+        Backend::Redis(url) => {
+            let options = RedisOptions::new(url)
+                .map_err(|error| format!("invalid --redis-url: {error}"))?
+                .key_prefix(prefix);
+            let node = RedisBackplane::connect(options)
+                .await
+                .map_err(|error| format!("cannot start the Redis backplane: {error}"))?;
+            Ok((Arc::new(node), format!("redis (prefix {prefix})")))
+        }
+        Backend::Nats(url) => {
+            let options = NatsOptions::new(url)
+                .map_err(|error| format!("invalid --nats-url: {error}"))?
+                .prefix(prefix);
+            let node = NatsBackplane::connect(options)
+                .await
+                .map_err(|error| format!("cannot start the NATS backplane: {error}"))?;
+            Ok((Arc::new(node), format!("nats (stream {prefix})")))
+        }
+        Backend::Memory | Backend::Postgres(_) => Err("not a Redis or NATS backend".into()),
+    }
+}
+
+async fn doctor(cli: &Cli) -> Result<ExitCode, String> {
+    let lines = match backend(cli) {
+        Backend::Memory => {
+            return Err("doctor needs a database: pass --database-url or set DATABASE_URL".into());
+        }
+        Backend::Postgres(url) => {
+            let options = postgres_options(cli, url)?;
+            let checks = backplane_postgres::diagnose(&options, chat::HUB_NAME).await;
+            checks
+                .iter()
+                .map(|check| (check.ok, check.to_string()))
+                .collect()
+        }
+        backend => doctor_round_trip(backend, &cli.prefix).await,
+    };
+    for (_, line) in &lines {
+        println!("{line}");
+    }
+    Ok(if lines.iter().all(|(ok, _)| *ok) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
+/// `connect` and `round trip` for Redis or NATS, as (passed, line) in the format of the
+/// PostgreSQL checks.
+async fn doctor_round_trip(backend: Backend<'_>, prefix: &str) -> Vec<(bool, String)> {
+    let line = |ok: bool, name: &str, detail: &str| {
+        let status = if ok { "ok" } else { "FAILED" };
+        (ok, format!("{status:6} {name}: {detail}"))
+    };
+    let (sender, receiver) = match (
+        connect_log_backend(backend, prefix).await,
+        connect_log_backend(backend, prefix).await,
+    ) {
+        (Ok(sender), Ok(receiver)) => (sender, receiver),
+        (Err(error), _) | (_, Err(error)) => {
+            return vec![
+                line(false, "connect", &error),
+                line(false, "round trip", "not tried: cannot connect"),
+            ];
+        }
+    };
+    let mut lines = vec![line(true, "connect", &format!("{} reachable", sender.1))];
+    let hub = format!("{}-doctor", chat::HUB_NAME);
+    let trip =
+        backplane_core::doctor::round_trip(&*sender.0, &*receiver.0, &hub, Duration::from_secs(10))
+            .await;
+    lines.push(match trip {
+        Ok(elapsed) => line(
+            true,
+            "round trip",
+            &format!("an envelope reached another node in {elapsed:?}"),
+        ),
+        Err(error) => line(false, "round trip", &error),
+    });
+    for node in [sender.0, receiver.0] {
+        let _ = node.shutdown().await;
+    }
+    lines
+}
+
 async fn serve(cli: Cli) -> Result<ExitCode, String> {
     let addresses = parse_urls(&cli.urls)?;
-    let (backplane, kind): (Arc<dyn Backplane>, String) = match &cli.database_url {
-        None => {
-            if cli.synchronous_commit != CommitMode::NotifyBeforeFlush {
-                tracing::warn!("--synchronous-commit has no effect without --database-url");
-            }
-            (Arc::new(MemoryBackplane::new()), "memory".into())
-        }
-        Some(url) => {
+    let chosen = backend(&cli);
+    if !matches!(chosen, Backend::Postgres(_))
+        && cli.synchronous_commit != CommitMode::NotifyBeforeFlush
+    {
+        tracing::warn!("--synchronous-commit has no effect without --database-url");
+    }
+    let (backplane, kind): (Arc<dyn Backplane>, String) = match chosen {
+        Backend::Memory => (Arc::new(MemoryBackplane::new()), "memory".into()),
+        Backend::Postgres(url) => {
             let options = postgres_options(&cli, url)?;
             tracing::info!(
                 synchronous_commit = ?options.synchronous_commit,
@@ -187,6 +306,7 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
                 format!("postgres (schema {})", cli.schema),
             )
         }
+        backend => connect_log_backend(backend, &cli.prefix).await?,
     };
     tracing::info!(backplane = %kind, node = %backplane.node_id(), "backplane started");
     let options = hub_server::HubOptions::default()
@@ -363,7 +483,32 @@ fn manager_options(cli: &Cli) -> backplane_core::ManagerOptions {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cli, SynchronousCommit, manager_options, parse_urls, postgres_options};
+    use super::{
+        Backend, Cli, SynchronousCommit, backend, manager_options, parse_urls, postgres_options,
+    };
+
+    #[test]
+    fn one_backplane_url_at_most() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["hub-server"], args].concat());
+        let cli = parse(&["--redis-url", "redis://r:6379"]).unwrap();
+        assert_eq!(backend(&cli), Backend::Redis("redis://r:6379"));
+        let cli = parse(&["--nats-url", "nats://n:4222", "--prefix", "chat"]).unwrap();
+        assert_eq!(
+            (backend(&cli), cli.prefix.as_str()),
+            (Backend::Nats("nats://n:4222"), "chat")
+        );
+        assert_eq!(backend(&parse(&[]).unwrap()), Backend::Memory);
+        let error = parse(&["--database-url", "postgres://p/x", "--nats-url", "nats://n"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "'--database-url <DATABASE_URL>' cannot be used with '--nats-url <NATS_URL>'"
+            ),
+            "{error}"
+        );
+        assert!(parse(&["--redis-url", "redis://r", "--nats-url", "nats://n"]).is_err());
+    }
 
     #[test]
     fn max_groups_per_connection_flag_reaches_the_manager() {

@@ -1,5 +1,5 @@
-//! `hub-server` processes on the PostgreSQL backplane, for tests that run the chat server
-//! as a user does: a real binary on a real port, sharing one database schema.
+//! `hub-server` processes on a backplane (PostgreSQL, Redis or NATS), for tests that run
+//! the chat server as a user does: a real binary on a real port, sharing one namespace.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -35,10 +35,27 @@ impl HubServerProcess {
     ///
     /// When it does not start listening in time, with everything it printed.
     pub async fn start_at(binary: &Path, database_url: &str, schema: &str, urls: &str) -> Self {
+        let flags = ["--database-url", database_url, "--schema", schema];
+        Self::start_with(binary, &flags, urls).await
+    }
+
+    /// Starts `binary` listening on `urls` with the backplane `flags` (such as
+    /// [`ProcessNamespace::flags`](crate::ProcessNamespace::flags)).
+    ///
+    /// # Panics
+    ///
+    /// When it does not start listening in time, with everything it printed.
+    pub async fn start_with(
+        binary: &Path,
+        flags: &[impl AsRef<std::ffi::OsStr>],
+        urls: &str,
+    ) -> Self {
         let mut child = Command::new(binary)
             .args(["--urls", urls])
-            .args(["--database-url", database_url])
-            .args(["--schema", schema])
+            .args(flags)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("NATS_URL")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+mod backends;
 mod binaries;
 pub mod cluster;
 mod database;
@@ -35,6 +36,7 @@ mod process;
 mod proxy;
 mod schema;
 
+pub use backends::{ProcessNamespace, TestBackend, nats_url, redis_url};
 pub use binaries::workspace_binaries;
 pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
 pub use hub_server::HubServerProcess;

@@ -1,6 +1,8 @@
 //! The terminal chat client as a user runs it: real `chat-client` processes driven through
 //! standard input, talking to real `hub-server` processes that share one PostgreSQL
 //! database (the flagship backplane), each line checked in the other client's output.
+//! The two-server chat also runs with the servers on Redis (`--redis-url`) and on NATS
+//! JetStream (`--nats-url`).
 //!
 //! The binaries are built and found by [`tests::workspace_binaries`].
 
@@ -10,7 +12,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tests::{HubServerProcess, lines_of};
+use tests::{HubServerProcess, TestBackend, lines_of};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
@@ -165,10 +167,51 @@ impl ChatProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_chat_through_two_servers_sharing_postgres() {
-    let schema = tests::TestSchema::create("chat_client").await;
-    let database_url = tests::database_url().await;
-    let server_a = start_server(database_url, schema.name()).await;
-    let server_b = start_server(database_url, schema.name()).await;
+    two_clients_chat_through_two_servers(TestBackend::Postgres, "postgres (schema ").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_chat_through_two_servers_sharing_redis() {
+    two_clients_chat_through_two_servers(TestBackend::Redis, "redis (prefix ").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_chat_through_two_servers_sharing_nats() {
+    two_clients_chat_through_two_servers(TestBackend::Nats, "nats (stream ").await;
+}
+
+/// The backplane kind `GET /health` of the server at `url` reports.
+async fn health_backplane_kind(url: &str) -> String {
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connecting");
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: test\r\n\r\n")
+        .await
+        .expect("sending the request");
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+        .await
+        .expect("reading the response");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let health: serde_json::Value = serde_json::from_str(body).expect("JSON health");
+    health["backplane"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Alice and Bob chat through two servers on `backend`, whose /health names it
+/// starting with `kind`.
+async fn two_clients_chat_through_two_servers(backend: TestBackend, kind: &str) {
+    let namespace = backend.process_namespace("chat_client").await;
+    let hub_server = binary("hub-server");
+    let urls = "http://127.0.0.1:0";
+    let server_a = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
+    let server_b = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
+    let reported = health_backplane_kind(&server_a.url).await;
+    assert!(reported.starts_with(kind), "/health says {reported:?}");
 
     let mut alice = ChatProcess::start(&server_a.url, "alice").await;
     let mut bob = ChatProcess::start(&server_b.url, "bob").await;
@@ -238,7 +281,7 @@ async fn two_clients_chat_through_two_servers_sharing_postgres() {
 
     server_a.stop().await;
     server_b.stop().await;
-    schema.drop().await;
+    namespace.remove().await;
 }
 
 #[tokio::test]

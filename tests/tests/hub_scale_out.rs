@@ -1,7 +1,10 @@
-//! Two hub-server instances (in this process, each with its own `PostgresBackplane` node on
-//! a fresh schema of the real test database) and raw WebSocket clients on each: every
-//! target kind reaches the right connections on both instances, and nothing reaches the
-//! others.
+//! Two hub-server instances (in this process, each with its own backplane node on a fresh
+//! namespace of the real server) and raw WebSocket clients on each: every target kind
+//! reaches the right connections on both instances, and nothing reaches the others.
+//!
+//! Each scenario is written once over a [`TestBackend`] and runs on every backend:
+//! `postgres::<scenario>` (a schema of the test database), `redis::<scenario>` (a key
+//! prefix on 127.0.0.1:6379) and `nats::<scenario>` (a stream on 127.0.0.1:4222).
 //!
 //! Delivery is ordered per origin node only, so "nothing else arrived" is checked with a
 //! barrier sent from *both* nodes: once a client has both barriers, everything either node
@@ -16,7 +19,7 @@ use backplane_core::Backplane;
 use hub_server::{ConnectionId, Hub};
 use hub_support::{RawClient, TestServer, test_hub, wait_for_connections};
 use serde_json::{Value, json};
-use tests::TestSchema;
+use tests::{TestBackend, TestSchema};
 
 /// One instance with a JSON client whose user is `user` (anonymous when `None`).
 async fn client(server: &TestServer, user: Option<&str>) -> (RawClient, String) {
@@ -89,10 +92,37 @@ async fn barrier(a: &Hub, b: &Hub, n: u32) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_target_kind_reaches_connections_on_both_instances() {
-    let schema = TestSchema::create("hub_scale_out").await;
-    let nodes: Vec<Arc<dyn Backplane>> = schema.cluster(2).await;
+/// Generate one test per scenario for `backend`, in a module named after it.
+macro_rules! on_backend {
+    ($module:ident, $backend:ident; $($scenario:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::TestBackend::$backend).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The scenarios every backend passes.
+macro_rules! scale_out_scenarios {
+    ($module:ident, $backend:ident) => {
+        on_backend!($module, $backend;
+            every_target_kind_reaches_connections_on_both_instances,
+            group_changes_for_a_connection_no_instance_owns_fail_clearly,
+            a_group_limit_is_enforced_by_the_owning_instance_for_requests_from_the_other,
+        );
+    };
+}
+
+scale_out_scenarios!(postgres, Postgres);
+scale_out_scenarios!(redis, Redis);
+scale_out_scenarios!(nats, Nats);
+
+async fn every_target_kind_reaches_connections_on_both_instances(backend: TestBackend) {
+    let nodes: Vec<Arc<dyn Backplane>> = backend.cluster("hub_scale_out", 2).await;
     let server_a = TestServer::start_hub(test_hub().backplane(nodes[0].clone())).await;
     let server_b = TestServer::start_hub(test_hub().backplane(nodes[1].clone())).await;
     let (a, b) = (&server_a.hub, &server_b.hub);
@@ -273,13 +303,10 @@ async fn every_target_kind_reaches_connections_on_both_instances() {
     for node in &nodes {
         node.shutdown().await.expect("backplane shutdown");
     }
-    schema.drop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_changes_for_a_connection_no_instance_owns_fail_clearly() {
-    let schema = TestSchema::create("hub_no_owner").await;
-    let nodes = schema.cluster(2).await;
+async fn group_changes_for_a_connection_no_instance_owns_fail_clearly(backend: TestBackend) {
+    let nodes = backend.cluster("hub_no_owner", 2).await;
     let server_a = TestServer::start_hub(test_hub().backplane(nodes[0].clone()).manager_options(
         backplane_core::ManagerOptions::default().group_ack_timeout(Duration::from_millis(500)),
     ))
@@ -306,13 +333,12 @@ async fn group_changes_for_a_connection_no_instance_owns_fail_clearly() {
     for node in &nodes {
         node.shutdown().await.expect("backplane shutdown");
     }
-    schema.drop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_limit_is_enforced_by_the_owning_instance_for_requests_from_the_other() {
-    let schema = TestSchema::create("hub_group_limit").await;
-    let nodes = schema.cluster(2).await;
+async fn a_group_limit_is_enforced_by_the_owning_instance_for_requests_from_the_other(
+    backend: TestBackend,
+) {
+    let nodes = backend.cluster("hub_group_limit", 2).await;
     let limited = || backplane_core::ManagerOptions::default().max_groups_per_connection(2);
     let server_a = TestServer::start_hub(
         test_hub()
@@ -334,7 +360,7 @@ async fn a_group_limit_is_enforced_by_the_owning_instance_for_requests_from_the_
     groups_b.add(&id, "two").await.expect("second group");
     groups_b.add(&id, "two").await.expect("a group it is in");
 
-    // Answered by instance A through PostgreSQL: refused at once, with A's reason.
+    // Answered by instance A through the backplane: refused at once, with A's reason.
     let started = std::time::Instant::now();
     let error = groups_b.add(&id, "three").await.unwrap_err();
     assert_eq!(
@@ -378,7 +404,6 @@ async fn a_group_limit_is_enforced_by_the_owning_instance_for_requests_from_the_
     for node in &nodes {
         node.shutdown().await.expect("backplane shutdown");
     }
-    schema.drop().await;
 }
 
 /// The next invocation `client` receives (pings skipped), as `[target, ...arguments]`.

@@ -15,14 +15,19 @@
 //!   gap naming the range to read back); [`RepairTally`] counts what a catch-up or a
 //!   gap repair recovered and lost, and says so as the [`GapRepair`](crate::GapRepair)
 //!   of a [`BackplaneEvent::Reconnected`](crate::BackplaneEvent::Reconnected).
+//! - reading a log (Redis Streams, NATS JetStream): [`HubInbox`] turns each [`Stored`]
+//!   item into events (echo drop, tracker, decode, destination filter, tally) and
+//!   [`HubSubscribers`] fans them out to a hub's subscriptions with backpressure.
 //!
 //! The conformance suite's repair cases (`testkit`, with a cut hook) prove a backend
 //! uses these correctly: nothing lost or duplicated across dropped connections.
 
+mod inbox;
 mod queue;
 mod repair;
 mod tracker;
 
+pub use inbox::{Accepted, HubInbox, HubSubscribers, Outage, Stored};
 pub use queue::{Pending, PublishQueue, Sequencer, SkippedRun, runs_of};
 pub use repair::RepairTally;
 pub use tracker::{Observation, Tracker};

@@ -64,7 +64,7 @@ async fn publish(node: &Arc<dyn Backplane>, hub: &str, label: &str) {
         .unwrap_or_else(|error| panic!("publishing {label:?} failed: {error}"));
 }
 
-/// A subscription's first event is [`BackplaneEvent::Connected`].
+/// A subscription's first event is [`BackplaneEvent::Connected`](crate::BackplaneEvent::Connected).
 pub async fn subscription_reports_connected_first(factory: impl ClusterFactory) {
     let nodes = cluster(&factory, 2).await;
     let mut subscription = subscribe(&nodes[1], HUB).await;

@@ -26,19 +26,28 @@
 //! backplane_core::backplane_conformance_tests!(cluster, cut = cut_receiving);
 //! ```
 //!
+//! Networked backplanes' own tests find two helpers here: [`CuttingProxy`], a loopback
+//! TCP proxy that cuts every connection through it, and [`scoped`], which deletes a
+//! test cluster's namespace when its last node shuts down.
+//!
 //! Each case is also a public async function here, for backplanes that need custom
 //! set-up around a case. Every wait is bounded by [`WAIT`]; a case that does not see
 //! what it expects panics with a message that says what was missing.
 
 mod cases;
 pub mod events;
+pub mod faults;
+mod proxy;
 mod repair;
+mod scope;
 mod sink;
 
 pub use cases::*;
+pub use proxy::CuttingProxy;
 pub use repair::{
     ConnectionCutter, repair_across_repeated_cuts, repair_after_dropped_subscription,
 };
+pub use scope::scoped;
 pub use sink::RecordingSink;
 
 use std::future::Future;

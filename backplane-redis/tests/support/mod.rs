@@ -5,11 +5,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
+use backplane_core::{Backplane, NodeId};
 use backplane_redis::{RedisBackplane, RedisOptions};
 
 /// The shared Redis of this machine; `BACKPLANE_TEST_REDIS_URL` overrides it.
@@ -99,74 +97,17 @@ pub async fn delete_keys(url: &str, prefix: &str) {
 /// `nodes` nodes on `options`, as the suite wants them: the prefix's keys are deleted
 /// when the last one shuts down.
 pub async fn scoped_cluster(options: &RedisOptions, nodes: usize) -> Vec<Arc<dyn Backplane>> {
-    let scope = Arc::new(Scope {
-        url: redis_url(),
-        prefix: options.key_prefix.clone(),
-        running: AtomicUsize::new(nodes),
-    });
     let mut cluster = Vec::new();
     for _ in 0..nodes {
         let node = RedisBackplane::connect(options.clone())
             .await
             .expect("starting a Redis node");
-        cluster.push(Arc::new(ScopedNode {
-            node,
-            scope: scope.clone(),
-            shut_down: AtomicBool::new(false),
-        }) as Arc<dyn Backplane>);
+        cluster.push(Arc::new(node) as Arc<dyn Backplane>);
     }
-    cluster
+    let (url, prefix) = (redis_url(), options.key_prefix.clone());
+    backplane_core::testkit::scoped(cluster, move || async move {
+        delete_keys(&url, &prefix).await;
+    })
 }
 
-#[derive(Debug)]
-struct Scope {
-    url: String,
-    prefix: String,
-    running: AtomicUsize,
-}
-
-/// A node that deletes its cluster's keys when it is the last to shut down.
-#[derive(Debug)]
-struct ScopedNode {
-    node: RedisBackplane,
-    scope: Arc<Scope>,
-    /// Counted once even if a case shuts the node down twice.
-    shut_down: AtomicBool,
-}
-
-#[async_trait]
-impl Backplane for ScopedNode {
-    fn node_id(&self) -> NodeId {
-        self.node.node_id()
-    }
-
-    async fn publish(&self, hub: &str, kind: EnvelopeKind) -> Result<(), BackplaneError> {
-        self.node.publish(hub, kind).await
-    }
-
-    async fn send_to(
-        &self,
-        node: NodeId,
-        hub: &str,
-        kind: EnvelopeKind,
-    ) -> Result<(), BackplaneError> {
-        self.node.send_to(node, hub, kind).await
-    }
-
-    async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {
-        self.node.subscribe(hub).await
-    }
-
-    async fn shutdown(&self) -> Result<(), BackplaneError> {
-        let result = self.node.shutdown().await;
-        if !self.shut_down.swap(true, Ordering::AcqRel)
-            && self.scope.running.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            delete_keys(&self.scope.url, &self.scope.prefix).await;
-        }
-        result
-    }
-}
-
-pub mod proxy;
 pub mod server;

@@ -1,5 +1,6 @@
 //! A loopback TCP proxy that can cut every connection through it at once: the client
-//! sees its connection reset, and reconnects through the proxy.
+//! sees its connection end, and reconnects through the proxy. Fault tests of networked
+//! backplanes (Redis, NATS) put it between a node and its server.
 
 use std::net::SocketAddr;
 
@@ -20,6 +21,10 @@ pub struct CuttingProxy {
 
 impl CuttingProxy {
     /// Start forwarding to `target`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if no loopback port can be bound.
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -48,11 +53,6 @@ impl CuttingProxy {
             generation,
             accept,
         }
-    }
-
-    /// `redis://<address>`.
-    pub fn url(&self) -> String {
-        format!("redis://{}", self.address)
     }
 
     /// Close every connection currently open through the proxy.

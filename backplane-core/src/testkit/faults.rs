@@ -1,0 +1,200 @@
+//! The fault tests' shared vocabulary: a publisher of 10,000 labelled envelopes from
+//! concurrent tasks, and a receiver that checks order and uniqueness while a fault
+//! (a killed server, cut connections) runs. Networked backplanes' `tests/faults.rs` use
+//! it with a server of their own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::events::{label_of, labelled};
+use crate::backplane::{Backplane, BackplaneEvent, GapRepair, Subscription};
+use crate::id::NodeId;
+
+/// The hub the fault tests publish on.
+pub const HUB: &str = "faults";
+/// Envelopes per publishing run (besides the fence).
+pub const COUNT: usize = 10_000;
+/// Concurrent publishing tasks.
+pub const TASKS: usize = 8;
+
+/// What a receiver saw from one origin.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Envelopes delivered.
+    pub delivered: u64,
+    /// The labels delivered (not printed: 10,000 of them).
+    pub labels: Labels,
+    /// Numbers reported unrepairable.
+    pub missing: u64,
+    /// `Disconnected` events.
+    pub disconnects: usize,
+    /// The `Reconnected` reports, in order.
+    pub reconnects: Vec<GapRepair>,
+}
+
+/// How a publishing run went.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Sequence numbers handed out (envelopes and fences, failed or not).
+    pub numbered: u64,
+    /// Publishes that returned `Ok`.
+    pub ok: u64,
+    /// Labels whose publish returned an error (it may have been stored anyway: an error
+    /// after a lost reply does not say it was not).
+    pub failed: HashSet<String>,
+}
+
+/// Delivered labels, kept out of `Debug` output.
+#[derive(Default)]
+pub struct Labels(pub HashSet<String>);
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} labels", self.0.len())
+    }
+}
+
+/// Publish `COUNT` envelopes from `TASKS` concurrent tasks, then a fence until one
+/// succeeds (it carries the skipped runs of any failed batch before it, so receivers
+/// can account for every number); `done` gets the last sequence number.
+pub fn publish_all(
+    node: Arc<dyn Backplane>,
+    done: Arc<std::sync::Mutex<Option<u64>>>,
+) -> tokio::task::JoinHandle<Published> {
+    tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for i in 0..COUNT / TASKS {
+                    let label = format!("{t}/{i}");
+                    if node.publish(HUB, labelled(&label)).await.is_err() {
+                        failed.push(label);
+                    }
+                }
+                failed
+            }));
+        }
+        let mut published = Published {
+            numbered: COUNT as u64,
+            ok: 0,
+            failed: HashSet::new(),
+        };
+        for task in tasks {
+            published
+                .failed
+                .extend(task.await.expect("publisher task panicked"));
+        }
+        published.ok = COUNT as u64 - published.failed.len() as u64;
+        for attempt in 0..30 {
+            published.numbered += 1;
+            if node
+                .publish(HUB, labelled(&format!("fence/{attempt}")))
+                .await
+                .is_ok()
+            {
+                published.ok += 1;
+                *done.lock().unwrap() = Some(published.numbered);
+                return published;
+            }
+        }
+        panic!(
+            "no fence could be published after {} failures",
+            published.failed.len()
+        );
+    })
+}
+
+/// Receive until every number up to `last_seq` from `origin` is delivered or reported
+/// missing, checking order and uniqueness (by sequence number and by per-task label);
+/// `fault` runs once after `fault_after` envelopes.
+///
+/// # Panics
+///
+/// Panics on a duplicate, an envelope out of order, or after two minutes without the
+/// end.
+pub async fn receive(
+    subscription: &mut Subscription,
+    origin: NodeId,
+    last_seq: impl Fn() -> Option<u64>,
+    fault_after: u64,
+    fault: impl AsyncFnOnce(),
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut fault = Some(fault);
+    let mut last = 0u64;
+    let mut per_task: HashMap<String, u64> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if last_seq().is_some_and(|end| last >= end) && tally.reconnects.len() >= tally.disconnects
+        {
+            return tally;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stuck after {last} of {:?}: {tally:?}",
+            last_seq()
+        );
+        // Short waits: the publisher may finish after the last envelope arrived.
+        let Ok(event) = tokio::time::timeout(Duration::from_millis(100), subscription.recv()).await
+        else {
+            continue;
+        };
+        let event = event.expect("the subscription ended");
+        match event {
+            BackplaneEvent::Envelope(envelope) => {
+                assert_eq!(envelope.origin, origin);
+                assert!(
+                    envelope.seq > last,
+                    "seq {} after {last}: duplicated or out of order",
+                    envelope.seq
+                );
+                last = envelope.seq;
+                tally.delivered += 1;
+                let label = label_of(&envelope);
+                let (task, index) = label.split_once('/').expect("a task/index label");
+                let index: u64 = index.parse().expect("an index");
+                let previous = per_task.insert(task.to_owned(), index);
+                tally.labels.0.insert(label.clone());
+                assert!(
+                    previous.is_none_or(|p| p < index),
+                    "task {task}: {index} after {previous:?}"
+                );
+                if tally.delivered == fault_after
+                    && let Some(fault) = fault.take()
+                {
+                    fault().await;
+                }
+            }
+            BackplaneEvent::Disconnected { .. } => tally.disconnects += 1,
+            BackplaneEvent::Reconnected { gap } => {
+                if let GapRepair::Unrepairable { missing, .. } = &gap {
+                    tally.missing += missing;
+                }
+                tally.reconnects.push(gap);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The last sequence number a publisher handed out, once it has finished.
+pub fn finished(done: &Arc<std::sync::Mutex<Option<u64>>>) -> impl Fn() -> Option<u64> + '_ {
+    move || *done.lock().unwrap()
+}
+
+/// Every publish that returned `Ok` was delivered.
+pub fn assert_acknowledged_delivered(published: &Published, tally: &Tally) {
+    let lost: Vec<String> = (0..TASKS)
+        .flat_map(|t| (0..COUNT / TASKS).map(move |i| format!("{t}/{i}")))
+        .filter(|label| !published.failed.contains(label) && !tally.labels.0.contains(label))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged envelopes lost, first {:?}: {tally:?}",
+        lost.len(),
+        lost.first()
+    );
+}

@@ -1,0 +1,371 @@
+//! [`NatsOptions`]: every knob of the NATS backplane, with its default and what it risks.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backplane_core::{BackplaneError, ReconnectBackoff};
+
+/// Default [`NatsOptions::prefix`].
+pub const DEFAULT_PREFIX: &str = "signalr";
+
+/// How the node proves who it is to NATS. Secrets never show in `Debug` output, logs or
+/// errors.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum NatsCredentials {
+    /// Nothing beyond what the URL carries (`nats://user:password@host` also works).
+    #[default]
+    None,
+    /// A user and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// An authentication token.
+    Token(String),
+    /// An NKey seed (cargo feature `nkeys`).
+    NKey(String),
+    /// A `.creds` file holding a user JWT and its NKey seed (cargo feature `nkeys`).
+    CredsFile(PathBuf),
+}
+
+impl fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            Self::Token(_) => f.write_str("Token(***)"),
+            Self::NKey(_) => f.write_str("NKey(***)"),
+            Self::CredsFile(path) => write!(f, "CredsFile({})", path.display()),
+        }
+    }
+}
+
+/// Where JetStream keeps the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Storage {
+    /// On disk: survives a server restart (a killed server loses nothing it
+    /// acknowledged, short of a machine crash inside the server's sync interval).
+    #[default]
+    File,
+    /// In memory: faster; a restarted server has lost the stream, and receivers report
+    /// what they had not read yet as unrepairable.
+    Memory,
+}
+
+/// Settings of a [`NatsBackplane`](crate::NatsBackplane).
+///
+/// Built with [`NatsOptions::new`] from a URL, then adjusted with the builder methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use backplane_nats::{NatsCredentials, NatsOptions};
+///
+/// let options = NatsOptions::new("nats://nats.internal:4222")?
+///     .prefix("chat")
+///     .credentials(NatsCredentials::UserPassword { user: "app".into(), password: "secret".into() })
+///     .max_age(Some(Duration::from_secs(600)));
+/// assert!(!format!("{options:?}").contains("secret"));
+/// # Ok::<(), backplane_core::BackplaneError>(())
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct NatsOptions {
+    /// `nats://[user:password@]host[:port]`, `tls://...` for TLS, or several separated by
+    /// commas. Private: it may hold a password, and is only shown redacted.
+    url: String,
+    /// How to authenticate beyond the URL. Default: [`NatsCredentials::None`].
+    pub credentials: NatsCredentials,
+    /// Require TLS even for `nats://` URLs. Default: false (the server's INFO decides).
+    pub require_tls: bool,
+    /// Extra root certificates (PEM) to trust, for a private CA. Default: none (the
+    /// system's roots).
+    pub root_certificates: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS. Default: none.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+    /// Names the stream and roots every subject (`<prefix>.h<hub>`), so several
+    /// applications share one NATS without seeing each other, as PostgreSQL's schema
+    /// option does. Default: [`DEFAULT_PREFIX`]. Letters, digits, `-` and `_` only (a
+    /// stream name and one subject token).
+    pub prefix: String,
+    /// Messages older than this are removed (the stream's `max_age`). Default: 1 hour:
+    /// the longest outage fully repairable. `None`: no age limit (then set `max_bytes`
+    /// or `max_messages`).
+    pub max_age: Option<Duration>,
+    /// The stream keeps at most this many bytes, dropping the oldest messages. Default:
+    /// 1 GiB. It bounds the server's disk or memory, and how far a receiver may fall
+    /// behind during a burst. `None`: no byte limit.
+    pub max_bytes: Option<u64>,
+    /// The stream keeps at most this many messages (chunks count one each). Default:
+    /// `None` (no count limit).
+    pub max_messages: Option<u64>,
+    /// File (default) or memory storage of a stream this node creates.
+    pub storage: Storage,
+    /// Replicas of a stream this node creates (JetStream clusters; 1 on a single
+    /// server). Default: 1.
+    pub replicas: usize,
+    /// JetStream drops a message whose id it saw within this window: a publish retried
+    /// after a lost acknowledgement is stored once. Default: 2 minutes (capped at
+    /// `max_age`). Retries stop after `command_timeout`, well inside it.
+    pub duplicate_window: Duration,
+    /// Time limit of one operation including its retries: a publish batch is retried
+    /// (the client reconnects by itself) until this elapses, then its publishes fail
+    /// with `Timeout`. Also bounds connecting and JetStream API requests. Default: 10 s.
+    pub command_timeout: Duration,
+    /// How long one publish waits for its acknowledgement before the batch is retried
+    /// from it. Default: 2 s (an acknowledgement lost with a cut connection costs this).
+    pub ack_timeout: Duration,
+    /// Idle heartbeat of each hub's consumer: a reader that hears nothing for three of
+    /// these recreates its consumer from the last sequence it read. Default: 2 s.
+    pub heartbeat: Duration,
+    /// Backoff of the client's reconnects and of the readers' consumer re-creation.
+    /// Default: 100 ms doubling to 10 s, jitter 0.25.
+    pub reconnect_backoff: ReconnectBackoff,
+    /// The largest envelope (estimated encoded size) accepted; larger publishes fail
+    /// with `TooLarge` before being numbered. Envelopes above the server's
+    /// `max_payload` (1 MiB by default) are split into chunks that travel as
+    /// consecutive messages. Default: 64 MiB.
+    pub max_envelope_bytes: usize,
+    /// The most envelopes one publishing batch carries. Default: 1,000.
+    pub publish_batch_size: usize,
+    /// The most payload bytes one publishing batch carries (a single larger envelope
+    /// still goes, alone). Default: 8 MiB.
+    pub publish_batch_bytes: usize,
+    /// Capacity of each subscription's event queue. When it is full the hub's reader
+    /// waits; messages wait in the stream, so `Lagged` is never reported. Default: 8,192.
+    pub subscription_capacity: usize,
+    /// The connection's name (`<client_name>-<node id>`), shown by the server's
+    /// monitoring (`/connz`). Default: `signalr-backplane`.
+    pub client_name: String,
+}
+
+impl NatsOptions {
+    /// Options for the NATS at `url`, everything else at its default.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Config`] if the URL is empty or not a `nats://`, `tls://`
+    /// URL. The message never repeats the URL.
+    pub fn new(url: &str) -> Result<Self, BackplaneError> {
+        let options = Self {
+            url: url.to_owned(),
+            credentials: NatsCredentials::None,
+            require_tls: false,
+            root_certificates: None,
+            client_certificate: None,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            max_age: Some(Duration::from_secs(3600)),
+            max_bytes: Some(1 << 30),
+            max_messages: None,
+            storage: Storage::File,
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            command_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(2),
+            reconnect_backoff: ReconnectBackoff::default(),
+            max_envelope_bytes: 64 * 1024 * 1024,
+            publish_batch_size: 1000,
+            publish_batch_bytes: 8 * 1024 * 1024,
+            subscription_capacity: 8192,
+            client_name: "signalr-backplane".to_owned(),
+        };
+        options.check_url()?;
+        Ok(options)
+    }
+
+    /// Set [`NatsOptions::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Set [`NatsOptions::credentials`].
+    pub fn credentials(mut self, credentials: NatsCredentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Set [`NatsOptions::max_age`].
+    pub fn max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Set [`NatsOptions::max_messages`].
+    pub fn max_messages(mut self, max_messages: Option<u64>) -> Self {
+        self.max_messages = max_messages;
+        self
+    }
+
+    /// Set [`NatsOptions::storage`].
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Set [`NatsOptions::command_timeout`].
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Set [`NatsOptions::reconnect_backoff`].
+    pub fn reconnect_backoff(mut self, backoff: ReconnectBackoff) -> Self {
+        self.reconnect_backoff = backoff;
+        self
+    }
+
+    /// The URL(s), for connecting.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL(s) without user and password, for logs.
+    pub fn redacted_url(&self) -> String {
+        self.url
+            .split(',')
+            .map(|url| redact(url.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn check_url(&self) -> Result<(), BackplaneError> {
+        let valid = !self.url.trim().is_empty()
+            && self.url.split(',').all(|url| {
+                let url = url.trim();
+                ["nats://", "tls://"].iter().any(|s| url.starts_with(s))
+                    && url.len() > "nats://".len()
+            });
+        if valid {
+            Ok(())
+        } else {
+            Err(BackplaneError::Config(
+                "the NATS URL must look like nats://host:4222 or tls://host:4222 (several separated by commas)".into(),
+            ))
+        }
+    }
+
+    /// Check that the options are usable.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Config`] naming the first invalid option.
+    pub fn validate(&self) -> Result<(), BackplaneError> {
+        let invalid = |what: &str| Err(BackplaneError::Config(what.to_owned()));
+        self.check_url()?;
+        let token_safe = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !token_safe(&self.prefix) {
+            return invalid("prefix must be 1 to 64 letters, digits, '-' or '_'");
+        }
+        if !token_safe(&self.client_name) {
+            return invalid("client_name must be 1 to 64 letters, digits, '-' or '_'");
+        }
+        if matches!(
+            self.credentials,
+            NatsCredentials::NKey(_) | NatsCredentials::CredsFile(_)
+        ) && !cfg!(feature = "nkeys")
+        {
+            return invalid(
+                "NKey and .creds credentials need backplane-nats's cargo feature `nkeys`",
+            );
+        }
+        if self.max_age.is_some_and(|age| age < Duration::from_secs(1)) {
+            return invalid("max_age must be at least 1 s (or None)");
+        }
+        if self.max_bytes == Some(0) || self.max_messages == Some(0) || self.replicas == 0 {
+            return invalid(
+                "max_bytes and max_messages must be positive (or None), replicas at least 1",
+            );
+        }
+        if self.command_timeout.is_zero()
+            || self.ack_timeout.is_zero()
+            || self.heartbeat < Duration::from_millis(100)
+            || self.duplicate_window.is_zero()
+        {
+            return invalid(
+                "command_timeout, ack_timeout and duplicate_window must be positive, heartbeat at least 100 ms",
+            );
+        }
+        if self.publish_batch_size == 0 || self.subscription_capacity == 0 {
+            return invalid("publish_batch_size and subscription_capacity must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.reconnect_backoff.jitter) {
+            return invalid("reconnect_backoff.jitter must be between 0.0 and 1.0");
+        }
+        Ok(())
+    }
+}
+
+/// `url` with anything between `://` and the last `@` of the authority removed.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsOptions")
+            .field("url", &self.redacted_url())
+            .field("credentials", &self.credentials)
+            .field("require_tls", &self.require_tls)
+            .field("root_certificates", &self.root_certificates)
+            .field("client_certificate", &self.client_certificate)
+            .field("prefix", &self.prefix)
+            .field("max_age", &self.max_age)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_messages", &self.max_messages)
+            .field("storage", &self.storage)
+            .field("replicas", &self.replicas)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("command_timeout", &self.command_timeout)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("heartbeat", &self.heartbeat)
+            .field("reconnect_backoff", &self.reconnect_backoff)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("publish_batch_size", &self.publish_batch_size)
+            .field("publish_batch_bytes", &self.publish_batch_bytes)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("client_name", &self.client_name)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_redacted() {
+        let options = NatsOptions::new("nats://user:pa@ss@host:4222, nats://other:4222").unwrap();
+        assert_eq!(
+            options.redacted_url(),
+            "nats://***@host:4222,nats://other:4222"
+        );
+        assert!(!format!("{options:?}").contains("pa@ss"));
+        let error = NatsOptions::new("http://secret@host")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("secret"), "{error}");
+        assert!(options.clone().prefix("a.b").validate().is_err());
+        assert!(options.clone().prefix("a*").validate().is_err());
+        assert!(options.validate().is_ok());
+        let token = options.credentials(NatsCredentials::Token("t0k".into()));
+        assert!(!format!("{token:?}").contains("t0k"));
+    }
+}
