@@ -15,6 +15,7 @@ use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::identity::UserIdProvider;
 use crate::options::HubOptions;
 use crate::tokens::TokenStore;
+use crate::transport::http_connections::HttpConnections;
 
 /// Describes a hub: its methods, connection hooks, options, identity hook and backplane.
 /// [`HubBuilder::build`] starts it.
@@ -194,6 +195,7 @@ impl HubBuilder {
         let (connections, _) = watch::channel(0);
         let shared = HubShared {
             tokens: Arc::new(TokenStore::new(self.options.negotiate_timeout)),
+            http_connections: Arc::new(HttpConnections::default()),
             name: self.name,
             methods: self.methods,
             on_connected: self.on_connected,
@@ -253,6 +255,9 @@ pub(crate) struct HubShared {
     pub(crate) extensions: Extensions,
     /// Connection tokens issued by negotiate.
     pub(crate) tokens: Arc<TokenStore>,
+    /// The live Server-Sent Events and long-polling connections, by token: their later
+    /// requests (POST sends, polls, DELETE) find their connection here.
+    pub(crate) http_connections: Arc<HttpConnections>,
     /// Flipped to `true` once to close every connection (graceful shutdown).
     pub(crate) shutdown: watch::Sender<bool>,
     /// How many WebSocket connections are running (handshaking or connected).
