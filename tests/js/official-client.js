@@ -1,7 +1,11 @@
 // Drives the official SignalR JavaScript client (@microsoft/signalr, and
 // @microsoft/signalr-protocol-msgpack for MessagePack) against a running hub-server.
 //
-// Usage: node official-client.js <base-url> <scenario> [json|messagepack] [negotiate|skip]
+// Usage: node official-client.js <base-url> <scenario> [json|messagepack]
+//        [negotiate|skip|sse|longpolling]
+//
+// The last argument: negotiate and let the client pick its transport (WebSockets here),
+// skip negotiate (WebSockets), or negotiate and force Server-Sent Events or long polling.
 //
 // Scenarios:
 //   hub       the test hub at /hub: invoke with results and errors, send, receive, others,
@@ -44,6 +48,10 @@ function connection(path, { user, stateful = false, webSocket } = {}) {
     if (negotiation === "skip") {
         options.skipNegotiation = true;
         options.transport = signalR.HttpTransportType.WebSockets;
+    } else if (negotiation === "sse") {
+        options.transport = signalR.HttpTransportType.ServerSentEvents;
+    } else if (negotiation === "longpolling") {
+        options.transport = signalR.HttpTransportType.LongPolling;
     }
     const builder = new signalR.HubConnectionBuilder()
         .withUrl(base + path, options)
@@ -55,6 +63,12 @@ function connection(path, { user, stateful = false, webSocket } = {}) {
         builder.withStatefulReconnect();
     }
     return builder.build();
+}
+
+/// The transport a connected connection really uses (read from the client's internals,
+/// which forget it once stopped).
+function transportOf(conn) {
+    return conn.connection.transport.constructor.name;
 }
 
 /// Record every call of `methods` on `conn` as [method, ...args] in `log`.
@@ -169,6 +183,7 @@ async function chatScenario() {
     record(ann, methods, logs.ann);
     record(anonymous, methods, logs.anonymous);
     await ann.start();
+    const transport = transportOf(ann);
     const annId = ann.connectionId;
     await until("ann's own UserConnected", logs.ann, has(["UserConnected", annId]));
     await anonymous.start();
@@ -194,6 +209,7 @@ async function chatScenario() {
     const named = (log) => log.map((entry) => entry.map((value) => names[value] ?? value));
     return {
         protocol: ann._protocol.name,
+        transport,
         emptyGroup,
         logs: { ann: named(logs.ann), anonymous: named(logs.anonymous) },
     };

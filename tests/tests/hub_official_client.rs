@@ -173,9 +173,16 @@ async fn messagepack_skipping_negotiate() {
 }
 
 async fn chat_scenario(protocol: &str) {
+    chat_scenario_over(protocol, "negotiate", "WebSocketTransport").await;
+}
+
+/// The chat hub contract with `protocol` over the transport `negotiation` picks (see
+/// official-client.js), which must be `transport` (the client's class name).
+async fn chat_scenario_over(protocol: &str, negotiation: &str, transport: &str) {
     let server = start_server().await;
-    let result = run_scenario(&server, "chat", &[protocol, "negotiate"]).await;
+    let result = run_scenario(&server, "chat", &[protocol, negotiation]).await;
     assert_eq!(result["protocol"], protocol);
+    assert_eq!(result["transport"], transport);
     assert_eq!(
         result["emptyGroup"],
         "An unexpected error occurred invoking 'JoinGroup' on the server. HubException: The group name must not be empty."
@@ -269,4 +276,19 @@ async fn a_coalesced_burst_arrives_complete_and_in_order_over_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coalesced_burst_arrives_complete_and_in_order_over_messagepack() {
     burst_scenario("messagepack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_server_sent_events() {
+    chat_scenario_over("json", "sse", "ServerSentEventsTransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_long_polling_with_json() {
+    chat_scenario_over("json", "longpolling", "LongPollingTransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_long_polling_with_messagepack() {
+    chat_scenario_over("messagepack", "longpolling", "LongPollingTransport").await;
 }
