@@ -71,7 +71,7 @@ async fn hub_scenario(protocol: &str, negotiation: &str) {
     let result = run_scenario(&server, "hub", &[protocol, negotiation]).await;
     let tag = format!("{protocol}-{negotiation}");
     assert_eq!(result["protocol"], protocol);
-    if negotiation == "negotiate" {
+    if negotiation != "skip" {
         // The client learns its public id from negotiate, and the server agrees.
         assert_eq!(result["connectionIdFromNegotiate"], 22);
         assert_eq!(result["connectionIdMatches"], true);
@@ -291,4 +291,19 @@ async fn chat_hub_contract_over_long_polling_with_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_hub_contract_over_long_polling_with_messagepack() {
     chat_scenario_over("messagepack", "longpolling", "LongPollingTransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_over_server_sent_events() {
+    hub_scenario("json", "sse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_over_long_polling() {
+    hub_scenario("json", "longpolling").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messagepack_over_long_polling() {
+    hub_scenario("messagepack", "longpolling").await;
 }
