@@ -335,7 +335,7 @@ async fn open_or_poll(hub: Arc<HubShared>, parts: &Parts, token: &str) -> Respon
 fn unknown_id() -> Response {
     plain(
         StatusCode::NOT_FOUND,
-        "No Connection with that ID: the connection token is unknown, expired or its connection has ended; negotiate again.",
+        "No connection with that ID: the connection token is unknown, expired or already used; negotiate again.",
     )
 }
 

@@ -250,7 +250,7 @@ async fn bad_requests_get_clear_statuses_and_others_do_not_notice() {
         let response = http(addr, &format!("{method} {HUB_PATH}?id=nope HTTP/1.1"), &[]).await;
         assert_eq!(response.status, 404, "{method}");
         assert!(
-            response.body.starts_with("No Connection with that ID"),
+            response.body.starts_with("No connection with that ID"),
             "{}",
             response.body
         );
