@@ -190,7 +190,7 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
     }
     let query = match connect_query(&parts) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (connection_id, token) = match query.id.as_deref() {
         None | Some("") => (random_id().into(), None),
@@ -222,14 +222,14 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
 }
 
 /// The query of a request to the hub path, or the answer refusing it.
-fn connect_query(parts: &Parts) -> Result<ConnectQuery, Response> {
+fn connect_query(parts: &Parts) -> Result<ConnectQuery, Box<Response>> {
     Query::<ConnectQuery>::try_from_uri(&parts.uri)
         .map(|Query(query)| query)
         .map_err(|rejection| {
-            plain(
+            Box::new(plain(
                 StatusCode::BAD_REQUEST,
                 &format!("Invalid connection request: {rejection}"),
-            )
+            ))
         })
 }
 
@@ -247,7 +247,7 @@ async fn http_transport(hub: Arc<HubShared>, parts: Parts, body: Body) -> Respon
     }
     let query = match connect_query(&parts) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(token) = query.id.filter(|id| !id.is_empty()) else {
         return plain(

@@ -194,12 +194,6 @@ impl HttpConnections {
             },
         })
     }
-
-    /// How many connections are registered (for tests).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 /// A connection's place in the registry, removed when dropped.
