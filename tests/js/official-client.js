@@ -12,6 +12,10 @@
 //             groups, user and connection targeting, identity from accessTokenFactory
 //   chat      the chat hub contract at /chathub
 //   stateful  a client that asks for stateful reconnect still works without it
+//   transports  (two base URLs: base-url is instance A, the fifth argument instance B) the
+//             chat hub across two instances with one client per transport: WebSockets on
+//             A, Server-Sent Events on B (long polling on A with MessagePack, which SSE
+//             cannot carry), long polling on B; everyone talks to all and to a group
 //   burst     400 x 16 KiB `send("SendMessage", ...)` in a loop on /chathub, which the client
 //             coalesces into one multi-megabyte WebSocket message, then more sends: all
 //             arrive complete and in order, and the connection stays up
@@ -28,7 +32,7 @@
 const signalR = require("@microsoft/signalr");
 const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
 
-const [base, scenario, protocol = "json", negotiation = "negotiate"] = process.argv.slice(2);
+const [base, scenario, protocol = "json", negotiation = "negotiate", otherBase] = process.argv.slice(2);
 if (!base || !scenario) {
     console.error("usage: node official-client.js <base-url> <scenario> [json|messagepack] [negotiate|skip]");
     process.exit(2);
@@ -37,8 +41,11 @@ if (!base || !scenario) {
 /// How long any single expected event may take before the scenario fails.
 const STEP_TIMEOUT_MS = 10000;
 
-function connection(path, { user, stateful = false, webSocket } = {}) {
+function connection(path, { user, stateful = false, webSocket, transport, url = base } = {}) {
     const options = {};
+    if (transport !== undefined) {
+        options.transport = signalR.HttpTransportType[transport];
+    }
     if (user !== undefined) {
         options.accessTokenFactory = () => user;
     }
@@ -54,7 +61,7 @@ function connection(path, { user, stateful = false, webSocket } = {}) {
         options.transport = signalR.HttpTransportType.LongPolling;
     }
     const builder = new signalR.HubConnectionBuilder()
-        .withUrl(base + path, options)
+        .withUrl(url + path, options)
         .configureLogging(signalR.LogLevel.Warning);
     if (protocol === "messagepack") {
         builder.withHubProtocol(new MessagePackHubProtocol());
@@ -287,7 +294,48 @@ async function burstScenario() {
     return out;
 }
 
-const scenarios = { hub: hubScenario, chat: chatScenario, stateful: statefulScenario, burst: burstScenario };
+async function transportsScenario() {
+    const b = otherBase;
+    if (!b) {
+        throw new Error("the transports scenario needs a second base URL");
+    }
+    const slots = [
+        ["ws", "WebSockets", base],
+        protocol === "messagepack" ? ["sse", "LongPolling", base] : ["sse", "ServerSentEvents", b],
+        ["lp", "LongPolling", b],
+    ];
+    const clients = slots.map(([name, transport, url]) => ({
+        name,
+        conn: connection("/chathub", { user: name, transport, url }),
+        log: [],
+    }));
+    for (const client of clients) {
+        record(client.conn, ["ReceiveMessage", "ReceiveGroupMessage"], client.log);
+        await client.conn.start();
+        client.transport = transportOf(client.conn);
+    }
+    for (const client of clients) {
+        await client.conn.invoke("JoinGroup", "room");
+    }
+    for (const client of clients) {
+        await client.conn.invoke("SendMessage", client.name, `hello from ${client.name}`);
+    }
+    for (const client of clients) {
+        await client.conn.invoke("SendMessageToGroup", "room", client.name, `room from ${client.name}`);
+    }
+    for (const client of clients) {
+        await until(`${client.name} to get everything`, client.log, (log) => log.length >= 6);
+    }
+    const out = {};
+    for (const client of clients) {
+        out[client.name] = { transport: client.transport, log: client.log };
+    }
+    await Promise.all(clients.map((client) => client.conn.stop()));
+    return out;
+}
+
+const scenarios = {
+    transports: transportsScenario, hub: hubScenario, chat: chatScenario, stateful: statefulScenario, burst: burstScenario };
 
 (async () => {
     const run = scenarios[scenario];

@@ -307,3 +307,79 @@ async fn json_over_long_polling() {
 async fn messagepack_over_long_polling() {
     hub_scenario("messagepack", "longpolling").await;
 }
+
+/// One client per transport across two instances on PostgreSQL: WebSockets on A, Server-
+/// Sent Events on B (long polling on A with MessagePack), long polling on B. Everyone's
+/// messages, to all and to a group, reach everyone exactly once.
+async fn transports_across_instances(protocol: &str) {
+    let schema = tests::TestSchema::create(&format!("transports_{protocol}")).await;
+    let nodes = schema.cluster(2).await;
+    let mut servers = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let hub = chat::hub_builder()
+            .backplane(node.clone())
+            .build()
+            .await
+            .expect("chat hub");
+        let router = chat::router(
+            &hub,
+            chat::ServerInfo::new(format!("transports-{index}"), "postgres"),
+        );
+        servers.push(TestServer::serve(hub, router).await);
+    }
+    let other = format!("http://{}", servers[1].addr);
+    let result = run_scenario(
+        &servers[0],
+        "transports",
+        &[protocol, "negotiate", other.as_str()],
+    )
+    .await;
+    let second = if protocol == "json" {
+        "ServerSentEventsTransport"
+    } else {
+        "LongPollingTransport"
+    };
+    for (name, transport) in [
+        ("ws", "WebSocketTransport"),
+        ("sse", second),
+        ("lp", "LongPollingTransport"),
+    ] {
+        assert_eq!(result[name]["transport"], transport, "{name}");
+        let log = result[name]["log"].as_array().expect("a log");
+        let mut expected = Vec::new();
+        for sender in ["ws", "sse", "lp"] {
+            expected.push(json!([
+                "ReceiveMessage",
+                sender,
+                format!("hello from {sender}")
+            ]));
+        }
+        for sender in ["ws", "sse", "lp"] {
+            expected.push(json!([
+                "ReceiveGroupMessage",
+                "room",
+                sender,
+                format!("room from {sender}")
+            ]));
+        }
+        for message in &expected {
+            assert!(log.contains(message), "{name} lacks {message}: {log:?}");
+        }
+        assert_eq!(log.len(), expected.len(), "{name}: {log:?}");
+    }
+    drop(servers);
+    for node in &nodes {
+        node.shutdown().await.expect("backplane shutdown");
+    }
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_across_two_instances_on_postgres_with_json() {
+    transports_across_instances("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_across_two_instances_on_postgres_with_messagepack() {
+    transports_across_instances("messagepack").await;
+}
