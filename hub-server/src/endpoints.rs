@@ -1,5 +1,6 @@
-//! The HTTP side of a hub: negotiate, the WebSocket endpoint, and clear refusals of the
-//! transports this server does not offer.
+//! The HTTP side of a hub: negotiate, and the hub path that every transport uses (the
+//! WebSocket upgrade; Server-Sent Events and long-polling `GET`s, `POST` sends and
+//! `DELETE`), answered as ASP.NET Core's `HttpConnectionDispatcher` answers.
 
 use std::sync::Arc;
 
@@ -22,7 +23,9 @@ use crate::transport::{long_polling, posted, sse};
 
 impl Hub {
     /// The routes of this hub under `path` (for example `"/chathub"`): `POST
-    /// {path}/negotiate` and the WebSocket endpoint `GET {path}`.
+    /// {path}/negotiate` and `{path}` itself: a WebSocket upgrade, a Server-Sent Events
+    /// stream or a long poll (`GET`), a send (`POST`) or the end of a long-polling
+    /// connection (`DELETE`).
     ///
     /// The result is an ordinary axum [`Router`]: merge it with your own routes and wrap
     /// it in tower layers (CORS, authentication, tracing). A router with state merges it
@@ -30,9 +33,11 @@ impl Hub {
     /// `ListenerExt::tap_io`), or small frames wait for delayed ACKs.
     ///
     /// Operators: negotiate hands out a connection token that only the node that issued it
-    /// accepts, so behind a load balancer either route a client's negotiate and WebSocket
-    /// requests to the same node (sticky sessions) or have clients skip negotiate
-    /// (`skipNegotiation: true` with the WebSockets transport).
+    /// accepts, and a Server-Sent Events or long-polling connection lives on the node that
+    /// opened it, so behind a load balancer route all of a client's requests (negotiate,
+    /// then every GET, POST and DELETE) to the same node (sticky sessions). Only
+    /// WebSocket clients that skip negotiate (`skipNegotiation: true`) need no
+    /// stickiness.
     ///
     /// # Panics
     ///
