@@ -52,6 +52,7 @@ async fn long_polling_client(server: &TestServer) -> String {
     let (_, token) = server.negotiate().await;
     let first = get(server, &token).await;
     assert_eq!((first.status, first.body.as_str()), (200, ""));
+    assert_eq!(first.header("cache-control"), Some("no-cache, no-store"));
     assert_eq!(
         post(server, &token, JSON_HANDSHAKE.as_bytes()).await.status,
         200

@@ -17,7 +17,7 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, EXPIRES, PRAGMA};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -53,8 +53,6 @@ struct PollState {
     /// waits while it holds the send queue's worth, and the connection's send queue
     /// (bounded too) overflows if the client stops polling.
     pending: BytesMut,
-    /// The format of the pending frames, for the answer's content type.
-    format: TransferFormat,
     /// The connection has ended: polls are answered 204 once `pending` is empty.
     closed: bool,
     /// The number of the newest poll; an older one still open ends with 204.
@@ -82,7 +80,6 @@ impl Polls {
         Self {
             state: Mutex::new(PollState {
                 pending: BytesMut::new(),
-                format: TransferFormat::Text,
                 closed: false,
                 newest: 0,
                 open: false,
@@ -145,7 +142,6 @@ pub(crate) fn start(
         let sink = PollSink {
             connection: connection.clone(),
             out: BytesMut::new(),
-            format: TransferFormat::Text,
             limit: hub.options.send_queue_bytes,
         };
         connection::serve(hub, &mut incoming, sink, accepted).await;
@@ -157,11 +153,31 @@ pub(crate) fn start(
         }
         drop(registration);
     });
-    plain(StatusCode::OK, "")
+    uncached(plain(StatusCode::OK, ""))
+}
+
+/// `response` marked as never to be cached, as ASP.NET Core marks poll answers: a proxy
+/// or browser cache that answered a poll from memory would lose frames.
+fn uncached(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        EXPIRES,
+        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    );
+    response
 }
 
 /// A later `GET {hub}?id=` of a long-polling connection.
 pub(crate) async fn poll(hub: &HubShared, polls: &Polls) -> Response {
+    uncached(answer_poll(hub, polls).await)
+}
+
+async fn answer_poll(hub: &HubShared, polls: &Polls) -> Response {
     let number = {
         let mut state = polls.lock();
         state.newest += 1;
@@ -183,14 +199,15 @@ pub(crate) async fn poll(hub: &HubShared, polls: &Polls) -> Response {
             }
             if !state.pending.is_empty() {
                 let frames = std::mem::take(&mut state.pending).freeze();
-                let content_type = match state.format {
-                    TransferFormat::Binary => "application/octet-stream",
-                    TransferFormat::Text => "text/plain; charset=utf-8",
-                };
                 drop(state);
                 polls.taken.notify_waiters();
+                // Whatever the transfer format, as ASP.NET Core answers: the clients read
+                // the body as text or bytes by the format they asked for.
                 return (
-                    [(CONTENT_TYPE, HeaderValue::from_static(content_type))],
+                    [(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    )],
                     frames,
                 )
                     .into_response();
@@ -222,8 +239,6 @@ struct PollSink {
     connection: Arc<HttpConnection>,
     /// Frames fed since the last flush.
     out: BytesMut,
-    /// Their format.
-    format: TransferFormat,
     /// How many pending bytes the writer may leave for the polls before it waits.
     limit: usize,
 }
@@ -239,9 +254,8 @@ fn polls_of(connection: &HttpConnection) -> &Polls {
 impl FrameSink for PollSink {
     const INHERENT_KEEP_ALIVE: bool = true;
 
-    async fn feed(&mut self, frame: Bytes, format: TransferFormat) -> io::Result<()> {
+    async fn feed(&mut self, frame: Bytes, _format: TransferFormat) -> io::Result<()> {
         self.out.extend_from_slice(&frame);
-        self.format = format;
         Ok(())
     }
 
@@ -259,7 +273,6 @@ impl FrameSink for PollSink {
                 let mut state = polls.lock();
                 if state.pending.is_empty() || state.pending.len() + self.out.len() <= self.limit {
                     state.pending.extend_from_slice(&self.out);
-                    state.format = self.format;
                     drop(state);
                     polls.changed.notify_waiters();
                     // An idle connection holds no write buffer.
