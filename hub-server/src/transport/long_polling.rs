@@ -145,6 +145,8 @@ pub(crate) fn start(
             limit: hub.options.send_queue_bytes,
         };
         connection::serve(hub, &mut incoming, sink, accepted).await;
+        // A POST still streaming gets 404 now rather than after the wait below.
+        drop(incoming);
         if let Transport::LongPolling(polls) = &connection.transport {
             // Keep the entry until a poll has been answered 204 (else the client's next
             // poll would get 404 and report an error), but not past the disconnect timeout.
@@ -318,5 +320,36 @@ pub(crate) fn delete(connection: &HttpConnection) -> Response {
             StatusCode::BAD_REQUEST,
             "Cannot terminate this connection using the DELETE endpoint: only long-polling connections end with DELETE; close the event stream instead.",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_is_gone_once_no_poll_was_open_for_the_disconnect_timeout() {
+        let timeout = Duration::from_secs(15);
+        let polls = Polls::new();
+        assert_eq!(polls.liveness(timeout, Instant::now()), Liveness::Between);
+        {
+            let _turn = PollTurn {
+                polls: &polls,
+                number: {
+                    let mut state = polls.lock();
+                    state.newest += 1;
+                    state.open = true;
+                    state.newest
+                },
+            };
+            // However long a poll stays open, the client is there.
+            tokio::time::advance(Duration::from_secs(100)).await;
+            assert_eq!(polls.liveness(timeout, Instant::now()), Liveness::Polling);
+        }
+        // The disconnect timeout counts from the end of the last poll.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(polls.liveness(timeout, Instant::now()), Liveness::Between);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(polls.liveness(timeout, Instant::now()), Liveness::Gone);
     }
 }

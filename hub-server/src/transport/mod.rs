@@ -16,7 +16,9 @@
 //!   answers pings with pongs) from the connection's writer.
 //!
 //! WebSockets ([`websocket`]) reads and writes RFC 6455 frames over the upgraded HTTP
-//! connection itself.
+//! connection itself. Server-Sent Events ([`sse`]) and long polling ([`long_polling`])
+//! read the client's `POST` bodies ([`posted`]) and find their connection by token in
+//! [`http_connections`].
 //!
 //! # How Server-Sent Events and long polling plug in
 //!
@@ -34,7 +36,9 @@
 //!   frame becomes `data:` lines on a streaming `text/event-stream` body, flushed as
 //!   written; for long polling, frames accumulate until the pending poll (or the next one)
 //!   takes them, and `close` answers the last poll with 204. Neither needs
-//!   [`FrameSink::serve`].
+//!   [`FrameSink::serve`]. Server-Sent Events carry text only
+//!   ([`FrameSink::SUPPORTS_BINARY`]), and long polling sends no Pings
+//!   ([`FrameSink::INHERENT_KEEP_ALIVE`]).
 //!
 //! The core is generic over both traits, so each transport is monomorphised and an idle
 //! connection holds only what its transport's state needs.
