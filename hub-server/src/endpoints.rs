@@ -1,11 +1,14 @@
-//! The HTTP side of a hub: negotiate, the WebSocket endpoint, and clear refusals of the
-//! transports this server does not offer.
+//! The HTTP side of a hub: negotiate, and the hub path that every transport uses (the
+//! WebSocket upgrade; Server-Sent Events and long-polling `GET`s, `POST` sends and
+//! `DELETE`), answered as ASP.NET Core's `HttpConnectionDispatcher` answers.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::header::{ACCEPT, CONTENT_TYPE, UPGRADE};
+use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, UPGRADE};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
@@ -14,11 +17,15 @@ use serde::{Deserialize, Serialize};
 use crate::connection::Accepted;
 use crate::hub::{Hub, HubShared};
 use crate::tokens::{ClaimError, TokenKind, random_id};
+use crate::transport::http_connections::{Found, Opened, Transport};
 use crate::transport::websocket::Upgrade;
+use crate::transport::{long_polling, posted, sse};
 
 impl Hub {
     /// The routes of this hub under `path` (for example `"/chathub"`): `POST
-    /// {path}/negotiate` and the WebSocket endpoint `GET {path}`.
+    /// {path}/negotiate` and `{path}` itself: a WebSocket upgrade, a Server-Sent Events
+    /// stream or a long poll (`GET`), a send (`POST`) or the end of a long-polling
+    /// connection (`DELETE`).
     ///
     /// The result is an ordinary axum [`Router`]: merge it with your own routes and wrap
     /// it in tower layers (CORS, authentication, tracing). A router with state merges it
@@ -26,9 +33,11 @@ impl Hub {
     /// `ListenerExt::tap_io`), or small frames wait for delayed ACKs.
     ///
     /// Operators: negotiate hands out a connection token that only the node that issued it
-    /// accepts, so behind a load balancer either route a client's negotiate and WebSocket
-    /// requests to the same node (sticky sessions) or have clients skip negotiate
-    /// (`skipNegotiation: true` with the WebSockets transport).
+    /// accepts, and a Server-Sent Events or long-polling connection lives on the node that
+    /// opened it, so behind a load balancer route all of a client's requests (negotiate,
+    /// then every GET, POST and DELETE) to the same node (sticky sessions). Only
+    /// WebSocket clients that skip negotiate (`skipNegotiation: true`) need no
+    /// stickiness.
     ///
     /// # Panics
     ///
@@ -89,19 +98,39 @@ struct NegotiateResponse<'a> {
     /// `connectionId`).
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_token: Option<&'a str>,
-    /// What this server offers: WebSockets only.
-    available_transports: [AvailableTransport; 1],
+    /// What this server offers, in ASP.NET Core's order (the clients try them in the
+    /// order listed).
+    available_transports: [AvailableTransport; 3],
     /// Present (true) when the client asked for stateful reconnect and the hub allows it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     use_stateful_reconnect: bool,
 }
 
+/// One transport in a negotiate response.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AvailableTransport {
+    /// Its name, as the clients spell it.
     transport: &'static str,
-    transfer_formats: [&'static str; 2],
+    /// What it carries: Server-Sent Events carry text only, so MessagePack clients skip it.
+    transfer_formats: &'static [&'static str],
 }
+
+/// The transports this server offers.
+const AVAILABLE_TRANSPORTS: [AvailableTransport; 3] = [
+    AvailableTransport {
+        transport: "WebSockets",
+        transfer_formats: &["Text", "Binary"],
+    },
+    AvailableTransport {
+        transport: "ServerSentEvents",
+        transfer_formats: &["Text"],
+    },
+    AvailableTransport {
+        transport: "LongPolling",
+        transfer_formats: &["Text", "Binary"],
+    },
+];
 
 /// `POST {hub}/negotiate`.
 async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
@@ -144,10 +173,7 @@ async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
         negotiate_version: version,
         connection_id: connection_id.as_str(),
         connection_token: (kind == TokenKind::Secret).then_some(token.as_str()),
-        available_transports: [AvailableTransport {
-            transport: "WebSockets",
-            transfer_formats: ["Text", "Binary"],
-        }],
+        available_transports: AVAILABLE_TRANSPORTS,
         use_stateful_reconnect: stateful,
     })
 }
@@ -159,58 +185,51 @@ struct ConnectQuery {
     id: Option<String>,
 }
 
-/// Any request to `{hub}`: a WebSocket upgrade, or a transport this server refuses.
+/// Any request to `{hub}`: a WebSocket upgrade, or a Server-Sent Events or long-polling
+/// request.
 async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let wants_websocket = parts
         .headers
         .get(UPGRADE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     if !wants_websocket {
-        return refuse_transport(&parts);
+        return http_transport(hub, parts, body).await;
     }
     let upgrade = match Upgrade::from_parts(&mut parts) {
         Ok(upgrade) => upgrade,
         Err(refusal) => return refusal.into_response(),
     };
     if hub.is_shutting_down() {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server is shutting down.",
-        );
+        return shutting_down();
     }
-    let query = match Query::<ConnectQuery>::try_from_uri(&parts.uri) {
-        Ok(Query(query)) => query,
-        Err(rejection) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                &format!("Invalid connection request: {rejection}"),
-            );
-        }
+    let query = match connect_query(&parts) {
+        Ok(query) => query,
+        Err(response) => return *response,
     };
     let (connection_id, token) = match query.id.as_deref() {
         None | Some("") => (random_id().into(), None),
-        Some(token) => match hub.tokens.claim(token) {
-            Ok(lease) => (lease.connection_id().clone(), Some(lease)),
-            Err(ClaimError::Unknown) => {
-                return plain(
-                    StatusCode::NOT_FOUND,
-                    "No connection with that ID: the connection token is unknown, expired or already used.",
-                );
+        Some(token) => {
+            if let Found::Http(_) = hub.http_connections.find(&hub.tokens, token) {
+                return cannot_change_transports();
             }
-            Err(ClaimError::InUse) => {
-                // A client with stateful reconnect comes back with its token on a new
-                // WebSocket: hand it to the live connection.
-                if let Some(connection) = hub.reattachments.find(token) {
-                    return upgrade.reattach(connection);
+            match hub.tokens.claim(token) {
+                Ok(lease) => (lease.connection_id().clone(), Some(lease)),
+                Err(ClaimError::Unknown) => return unknown_id(),
+                Err(ClaimError::InUse) => {
+                    // A client with stateful reconnect comes back with its token on a
+                    // new WebSocket: hand it to the live connection.
+                    if let Some(connection) = hub.reattachments.find(token) {
+                        return upgrade.reattach(connection);
+                    }
+                    return plain(
+                        StatusCode::CONFLICT,
+                        "Connection ID already in use: another WebSocket is open for this connection token.",
+                    );
                 }
-                return plain(
-                    StatusCode::CONFLICT,
-                    "Connection ID already in use: another WebSocket is open for this connection token.",
-                );
             }
-        },
+        }
     };
     let user = hub.user_id.as_ref().and_then(|provider| provider(&parts));
     let accepted = Accepted {
@@ -223,41 +242,139 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
     upgrade.accept(hub, accepted)
 }
 
-/// A clear answer for the transports this server does not offer.
-fn refuse_transport(parts: &axum::http::request::Parts) -> Response {
-    if parts.method == Method::POST || parts.method == Method::DELETE {
-        // How Server-Sent Events and Long Polling clients send, and how Long Polling ends.
+/// The query of a request to the hub path, or the answer refusing it.
+fn connect_query(parts: &Parts) -> Result<ConnectQuery, Box<Response>> {
+    Query::<ConnectQuery>::try_from_uri(&parts.uri)
+        .map(|Query(query)| query)
+        .map_err(|rejection| {
+            Box::new(plain(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid connection request: {rejection}"),
+            ))
+        })
+}
+
+/// A request of the Server-Sent Events or long-polling transport (`GET` opens a
+/// connection or polls, `POST` sends, `DELETE` ends a long-polling connection), answered
+/// as ASP.NET Core's `HttpConnectionDispatcher` answers.
+async fn http_transport(hub: Arc<HubShared>, parts: Parts, body: Body) -> Response {
+    if ![Method::GET, Method::POST, Method::DELETE].contains(&parts.method) {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(ALLOW, HeaderValue::from_static("GET, POST, DELETE"))],
+            "Use GET to connect (a WebSocket upgrade, an event stream or a poll), POST to send and DELETE to end a long-polling connection.",
+        )
+            .into_response();
+    }
+    let query = match connect_query(&parts) {
+        Ok(query) => query,
+        Err(response) => return *response,
+    };
+    let Some(token) = query.id.filter(|id| !id.is_empty()) else {
         return plain(
             StatusCode::BAD_REQUEST,
-            "Only the WebSockets transport is supported by this server: Server-Sent Events and Long Polling requests are refused.",
+            "Connection ID required: negotiate first (POST {hub}/negotiate) and pass its connectionToken as ?id=, or connect with a WebSocket.",
         );
+    };
+    if parts.method == Method::GET {
+        return open_or_poll(hub, &parts, &token).await;
     }
-    if parts.method != Method::GET {
-        return plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Connect with a WebSocket (GET with an upgrade).",
-        );
+    let connection = match hub.http_connections.find(&hub.tokens, &token) {
+        Found::Http(connection) => connection,
+        Found::WebSocket if parts.method == Method::POST => {
+            return plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST requests are not allowed for WebSocket connections: send over the WebSocket.",
+            );
+        }
+        Found::WebSocket => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "Cannot terminate this connection using the DELETE endpoint: close the WebSocket instead.",
+            );
+        }
+        Found::Unknown => return unknown_id(),
+    };
+    if parts.method == Method::POST {
+        posted::send(&connection, body).await
+    } else {
+        long_polling::delete(&connection)
     }
-    let accepts_event_stream = parts
+}
+
+/// `GET {hub}?id=` without an upgrade: opens a Server-Sent Events connection
+/// (`Accept: text/event-stream`) or a long-polling one, or polls a long-polling one.
+async fn open_or_poll(hub: Arc<HubShared>, parts: &Parts, token: &str) -> Response {
+    let event_stream = parts
         .headers
         .get_all(ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .any(|value| value.contains("text/event-stream"));
-    let transport = if accepts_event_stream {
-        "Server-Sent Events"
-    } else {
-        "Long Polling"
-    };
+    if hub.is_shutting_down() {
+        return shutting_down();
+    }
+    let opened = hub.http_connections.open(&hub.tokens, token, || {
+        if event_stream {
+            Transport::ServerSentEvents
+        } else {
+            long_polling::transport()
+        }
+    });
+    match opened {
+        Ok(Opened::Existing(connection)) => match (&connection.transport, event_stream) {
+            (Transport::LongPolling(polls), false) => long_polling::poll(&hub, polls).await,
+            (Transport::ServerSentEvents, true) => plain(
+                StatusCode::CONFLICT,
+                "Connection already active: an event stream is already open for this connection.",
+            ),
+            _ => cannot_change_transports(),
+        },
+        Ok(Opened::New {
+            connection,
+            chunks,
+            lease,
+            registration,
+        }) => {
+            let user = hub.user_id.as_ref().and_then(|provider| provider(parts));
+            let accepted = Accepted {
+                connection_id: lease.connection_id().clone(),
+                user,
+                token: Some(lease),
+            };
+            if event_stream {
+                sse::start(hub, connection, chunks, accepted, registration)
+            } else {
+                long_polling::start(hub, connection, chunks, accepted, registration)
+            }
+        }
+        Err(ClaimError::InUse) => cannot_change_transports(),
+        Err(ClaimError::Unknown) => unknown_id(),
+    }
+}
+
+fn unknown_id() -> Response {
     plain(
-        StatusCode::BAD_REQUEST,
-        &format!(
-            "The {transport} transport is not supported by this server: connect with the WebSockets transport."
-        ),
+        StatusCode::NOT_FOUND,
+        "No connection with that ID: the connection token is unknown, expired or already used; negotiate again.",
     )
 }
 
-fn plain(status: StatusCode, text: &str) -> Response {
+fn cannot_change_transports() -> Response {
+    plain(
+        StatusCode::BAD_REQUEST,
+        "Cannot change transports mid-connection: this connection token is in use by another transport; negotiate again for a new connection.",
+    )
+}
+
+fn shutting_down() -> Response {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server is shutting down.",
+    )
+}
+
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
     (status, text.to_owned()).into_response()
 }
 

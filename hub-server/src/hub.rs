@@ -15,6 +15,7 @@ use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::identity::UserIdProvider;
 use crate::options::HubOptions;
 use crate::tokens::TokenStore;
+use crate::transport::http_connections::HttpConnections;
 
 /// Describes a hub: its methods, connection hooks, options, identity hook and backplane.
 /// [`HubBuilder::build`] starts it.
@@ -195,6 +196,7 @@ impl HubBuilder {
         let shared = HubShared {
             tokens: Arc::new(TokenStore::new(self.options.negotiate_timeout)),
             reattachments: Default::default(),
+            http_connections: Arc::new(HttpConnections::default()),
             name: self.name,
             methods: self.methods,
             on_connected: self.on_connected,
@@ -257,6 +259,9 @@ pub(crate) struct HubShared {
     /// Live connections with stateful reconnect, for a client that comes back on a new
     /// WebSocket.
     pub(crate) reattachments: crate::transport::websocket::Reattachments,
+    /// The live Server-Sent Events and long-polling connections, by token: their later
+    /// requests (POST sends, polls, DELETE) find their connection here.
+    pub(crate) http_connections: Arc<HttpConnections>,
     /// Flipped to `true` once to close every connection (graceful shutdown).
     pub(crate) shutdown: watch::Sender<bool>,
     /// How many WebSocket connections are running (handshaking or connected).

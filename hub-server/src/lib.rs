@@ -52,17 +52,31 @@
 //!
 //! # What is served
 //!
-//! - `POST {path}/negotiate?negotiateVersion=1`: a version 1 response offering only the
-//!   WebSockets transport, with a secret, unguessable connection token distinct from the
+//! - `POST {path}/negotiate?negotiateVersion=1`: a version 1 response offering the three
+//!   transports in ASP.NET Core's order (WebSockets: Text and Binary; Server-Sent Events:
+//!   Text; long polling: Text and Binary), with a secret, unguessable connection token distinct from the
 //!   public connection id. Without `negotiateVersion` (or with `0`; older .NET and Java
 //!   clients, the Python `signalrcore`), a version 0 response as ASP.NET Core gives it: the
 //!   connection id only, which the client then presents as the token. Newer versions are
 //!   answered with version 1; a version that is not a number gets an `error` naming it.
-//!   Tokens are single use and expire when no WebSocket claims them in time.
+//!   Tokens are single use (one connection, on one transport) and expire when no
+//!   transport claims them in time.
 //! - `GET {path}` with a WebSocket upgrade, with `?id={token}` after negotiate or without
 //!   it when the client skips negotiate. An unknown or expired token gets 404, a token
-//!   already in use 409. Server-Sent Events and long polling get a 400 naming the missing
-//!   transport.
+//!   already in use 409.
+//! - Server-Sent Events: `GET {path}?id={token}` with `Accept: text/event-stream` opens a
+//!   `text/event-stream` response (an opening `:` comment at once, then each frame as
+//!   `data:` lines); JSON only, as in ASP.NET Core. Long polling: the first `GET
+//!   {path}?id={token}` answers 200 at once, later ones answer with every pending frame,
+//!   200 empty after [`HubOptions::long_polling_timeout`] (90 s), or 204 once the
+//!   connection ended or a newer poll replaced them; `DELETE` ends the connection (202);
+//!   no Pings, and a client with no poll open for
+//!   [`HubOptions::long_polling_disconnect_timeout`] (15 s) is closed. Both send with
+//!   `POST {path}?id={token}` (several frames per body, streamed into the connection with
+//!   backpressure; 409 while another POST of the connection is in flight). Missing id:
+//!   400; unknown id: 404; another transport's token: 400 ("Cannot change transports
+//!   mid-connection"), as ASP.NET Core answers. Both need sticky sessions behind a load
+//!   balancer (see [`Hub::router`]).
 //! - The JSON and MessagePack hub protocols (handshake versions 0 to 2, as ASP.NET Core
 //!   accepts every version up to its own; `signalrcore` sends 0), invocations
 //!   with and without an id, keep-alive pings, the client timeout, the handshake timeout,
@@ -96,7 +110,9 @@
 //! - `connection`: one connection from handshake to close, whatever its transport;
 //!   `outbox`: its bounded send queue, which the lifetime manager fills; `transport`: how
 //!   bytes arrive and frames leave (`transport::websocket`: RFC 6455 frames on the
-//!   upgraded connection); `tokens`: connection ids and tokens.
+//!   upgraded connection; `transport::sse` and `transport::long_polling` over
+//!   `transport::posted`, the POST sends, and `transport::http_connections`, their live
+//!   connections by token); `tokens`: connection ids and tokens.
 //! - `identity`: the user id hook; `options`: [`HubOptions`]; `error`: [`MethodError`],
 //!   [`SendError`].
 //! - `chat`: the chat server of the `hub-server` binary, reusable in tests.

@@ -130,6 +130,17 @@ pub struct HubOptions {
     /// that send a lot back to back (BENCHMARKS.md measured about 15% more single-sender
     /// throughput at 4 KiB than at 2 KiB). Clamped to 14 bytes..16 KiB. Default: 8 KiB.
     pub websocket_read_buffer_size: usize,
+    /// How long a long-polling request waits for frames before it is answered 200 with an
+    /// empty body (the client then polls again). Shorter than the official clients' own
+    /// request timeout (100 s), so polls end here rather than time out there; also what
+    /// proxies in between must allow. Default: 90 seconds (ASP.NET Core's
+    /// `LongPolling.PollTimeout`).
+    pub long_polling_timeout: Duration,
+    /// A long-polling connection with no poll open for this long is closed: the client
+    /// went away without `DELETE`. Long-polling clients send no Pings (each poll is their
+    /// keep-alive), so this rather than the client timeout is what notices them gone.
+    /// Default: 15 seconds (ASP.NET Core's `DisconnectTimeout`).
+    pub long_polling_disconnect_timeout: Duration,
 }
 
 impl Default for HubOptions {
@@ -150,6 +161,8 @@ impl Default for HubOptions {
             stateful_reconnect_buffer_size: 100_000,
             stateful_reconnect_window: Duration::from_secs(15),
             websocket_read_buffer_size: 8 * 1024,
+            long_polling_timeout: Duration::from_secs(90),
+            long_polling_disconnect_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -177,6 +190,20 @@ impl HubOptions {
     #[must_use]
     pub fn client_timeout(mut self, timeout: Duration) -> Self {
         self.client_timeout = timeout;
+        self
+    }
+
+    /// These options with `timeout` as [`HubOptions::long_polling_timeout`].
+    #[must_use]
+    pub fn long_polling_timeout(mut self, timeout: Duration) -> Self {
+        self.long_polling_timeout = timeout;
+        self
+    }
+
+    /// These options with `timeout` as [`HubOptions::long_polling_disconnect_timeout`].
+    #[must_use]
+    pub fn long_polling_disconnect_timeout(mut self, timeout: Duration) -> Self {
+        self.long_polling_disconnect_timeout = timeout;
         self
     }
 

@@ -133,6 +133,11 @@ impl TokenStore {
         })
     }
 
+    /// Whether a live connection holds `token`.
+    pub(crate) fn is_claimed(&self, token: &str) -> bool {
+        self.lock().active.contains(token)
+    }
+
     /// How many tokens are issued or in use (for tests and diagnostics).
     #[cfg(test)]
     fn len(&self) -> usize {

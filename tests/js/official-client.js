@@ -1,13 +1,21 @@
 // Drives the official SignalR JavaScript client (@microsoft/signalr, and
 // @microsoft/signalr-protocol-msgpack for MessagePack) against a running hub-server.
 //
-// Usage: node official-client.js <base-url> <scenario> [json|messagepack] [negotiate|skip]
+// Usage: node official-client.js <base-url> <scenario> [json|messagepack]
+//        [negotiate|skip|sse|longpolling]
+//
+// The last argument: negotiate and let the client pick its transport (WebSockets here),
+// skip negotiate (WebSockets), or negotiate and force Server-Sent Events or long polling.
 //
 // Scenarios:
 //   hub       the test hub at /hub: invoke with results and errors, send, receive, others,
 //             groups, user and connection targeting, identity from accessTokenFactory
 //   chat      the chat hub contract at /chathub
 //   stateful  a client with stateful reconnect (offered by the server) invokes and stops cleanly
+//   transports  (two base URLs: base-url is instance A, the fifth argument instance B) the
+//             chat hub across two instances with one client per transport: WebSockets on
+//             A, Server-Sent Events on B (long polling on A with MessagePack, which SSE
+//             cannot carry), long polling on B; everyone talks to all and to a group
 //   burst     400 x 16 KiB `send("SendMessage", ...)` in a loop on /chathub, which the client
 //             coalesces into one multi-megabyte WebSocket message, then more sends: all
 //             arrive complete and in order, and the connection stays up
@@ -24,7 +32,7 @@
 const signalR = require("@microsoft/signalr");
 const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
 
-const [base, scenario, protocol = "json", negotiation = "negotiate"] = process.argv.slice(2);
+const [base, scenario, protocol = "json", negotiation = "negotiate", otherBase] = process.argv.slice(2);
 if (!base || !scenario) {
     console.error("usage: node official-client.js <base-url> <scenario> [json|messagepack] [negotiate|skip]");
     process.exit(2);
@@ -33,8 +41,11 @@ if (!base || !scenario) {
 /// How long any single expected event may take before the scenario fails.
 const STEP_TIMEOUT_MS = 10000;
 
-function connection(path, { user, stateful = false, webSocket } = {}) {
+function connection(path, { user, stateful = false, webSocket, transport, url = base } = {}) {
     const options = {};
+    if (transport !== undefined) {
+        options.transport = signalR.HttpTransportType[transport];
+    }
     if (user !== undefined) {
         options.accessTokenFactory = () => user;
     }
@@ -44,9 +55,13 @@ function connection(path, { user, stateful = false, webSocket } = {}) {
     if (negotiation === "skip") {
         options.skipNegotiation = true;
         options.transport = signalR.HttpTransportType.WebSockets;
+    } else if (negotiation === "sse") {
+        options.transport = signalR.HttpTransportType.ServerSentEvents;
+    } else if (negotiation === "longpolling") {
+        options.transport = signalR.HttpTransportType.LongPolling;
     }
     const builder = new signalR.HubConnectionBuilder()
-        .withUrl(base + path, options)
+        .withUrl(url + path, options)
         .configureLogging(signalR.LogLevel.Warning);
     if (protocol === "messagepack") {
         builder.withHubProtocol(new MessagePackHubProtocol());
@@ -55,6 +70,12 @@ function connection(path, { user, stateful = false, webSocket } = {}) {
         builder.withStatefulReconnect();
     }
     return builder.build();
+}
+
+/// The transport a connected connection really uses (read from the client's internals,
+/// which forget it once stopped).
+function transportOf(conn) {
+    return conn.connection.transport.constructor.name;
 }
 
 /// Record every call of `methods` on `conn` as [method, ...args] in `log`.
@@ -169,6 +190,7 @@ async function chatScenario() {
     record(ann, methods, logs.ann);
     record(anonymous, methods, logs.anonymous);
     await ann.start();
+    const transport = transportOf(ann);
     const annId = ann.connectionId;
     await until("ann's own UserConnected", logs.ann, has(["UserConnected", annId]));
     await anonymous.start();
@@ -194,6 +216,7 @@ async function chatScenario() {
     const named = (log) => log.map((entry) => entry.map((value) => names[value] ?? value));
     return {
         protocol: ann._protocol.name,
+        transport,
         emptyGroup,
         logs: { ann: named(logs.ann), anonymous: named(logs.anonymous) },
     };
@@ -271,7 +294,48 @@ async function burstScenario() {
     return out;
 }
 
-const scenarios = { hub: hubScenario, chat: chatScenario, stateful: statefulScenario, burst: burstScenario };
+async function transportsScenario() {
+    const b = otherBase;
+    if (!b) {
+        throw new Error("the transports scenario needs a second base URL");
+    }
+    const slots = [
+        ["ws", "WebSockets", base],
+        protocol === "messagepack" ? ["sse", "LongPolling", base] : ["sse", "ServerSentEvents", b],
+        ["lp", "LongPolling", b],
+    ];
+    const clients = slots.map(([name, transport, url]) => ({
+        name,
+        conn: connection("/chathub", { user: name, transport, url }),
+        log: [],
+    }));
+    for (const client of clients) {
+        record(client.conn, ["ReceiveMessage", "ReceiveGroupMessage"], client.log);
+        await client.conn.start();
+        client.transport = transportOf(client.conn);
+    }
+    for (const client of clients) {
+        await client.conn.invoke("JoinGroup", "room");
+    }
+    for (const client of clients) {
+        await client.conn.invoke("SendMessage", client.name, `hello from ${client.name}`);
+    }
+    for (const client of clients) {
+        await client.conn.invoke("SendMessageToGroup", "room", client.name, `room from ${client.name}`);
+    }
+    for (const client of clients) {
+        await until(`${client.name} to get everything`, client.log, (log) => log.length >= 6);
+    }
+    const out = {};
+    for (const client of clients) {
+        out[client.name] = { transport: client.transport, log: client.log };
+    }
+    await Promise.all(clients.map((client) => client.conn.stop()));
+    return out;
+}
+
+const scenarios = {
+    transports: transportsScenario, hub: hubScenario, chat: chatScenario, stateful: statefulScenario, burst: burstScenario };
 
 (async () => {
     const run = scenarios[scenario];

@@ -383,7 +383,6 @@ async fn the_page_shows_reconnecting_and_recovers_when_its_server_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the long polling transport (issue 13)"]
 async fn a_page_forced_to_long_polling_chats_with_a_websocket_page() {
     let schema = tests::TestSchema::create("chat_page_long_polling").await;
     let database_url = tests::database_url().await;

@@ -25,7 +25,7 @@ async fn negotiate(server: &TestServer, query: &str) -> Value {
     serde_json::from_str(&response.body).expect("negotiate answers JSON")
 }
 
-const TRANSPORTS: &str = r#"[{"transport":"WebSockets","transferFormats":["Text","Binary"]}]"#;
+const TRANSPORTS: &str = r#"[{"transport":"WebSockets","transferFormats":["Text","Binary"]},{"transport":"ServerSentEvents","transferFormats":["Text"]},{"transport":"LongPolling","transferFormats":["Text","Binary"]}]"#;
 
 #[tokio::test]
 async fn version_0_answers_the_connection_id_which_works_as_the_id_exactly_once() {

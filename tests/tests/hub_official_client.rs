@@ -71,7 +71,7 @@ async fn hub_scenario(protocol: &str, negotiation: &str) {
     let result = run_scenario(&server, "hub", &[protocol, negotiation]).await;
     let tag = format!("{protocol}-{negotiation}");
     assert_eq!(result["protocol"], protocol);
-    if negotiation == "negotiate" {
+    if negotiation != "skip" {
         // The client learns its public id from negotiate, and the server agrees.
         assert_eq!(result["connectionIdFromNegotiate"], 22);
         assert_eq!(result["connectionIdMatches"], true);
@@ -173,9 +173,16 @@ async fn messagepack_skipping_negotiate() {
 }
 
 async fn chat_scenario(protocol: &str) {
+    chat_scenario_over(protocol, "negotiate", "WebSocketTransport").await;
+}
+
+/// The chat hub contract with `protocol` over the transport `negotiation` picks (see
+/// official-client.js), which must be `transport` (the client's class name).
+async fn chat_scenario_over(protocol: &str, negotiation: &str, transport: &str) {
     let server = start_server().await;
-    let result = run_scenario(&server, "chat", &[protocol, "negotiate"]).await;
+    let result = run_scenario(&server, "chat", &[protocol, negotiation]).await;
     assert_eq!(result["protocol"], protocol);
+    assert_eq!(result["transport"], transport);
     assert_eq!(
         result["emptyGroup"],
         "An unexpected error occurred invoking 'JoinGroup' on the server. HubException: The group name must not be empty."
@@ -269,4 +276,110 @@ async fn a_coalesced_burst_arrives_complete_and_in_order_over_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coalesced_burst_arrives_complete_and_in_order_over_messagepack() {
     burst_scenario("messagepack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_server_sent_events() {
+    chat_scenario_over("json", "sse", "ServerSentEventsTransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_long_polling_with_json() {
+    chat_scenario_over("json", "longpolling", "LongPollingTransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_hub_contract_over_long_polling_with_messagepack() {
+    chat_scenario_over("messagepack", "longpolling", "LongPollingTransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_over_server_sent_events() {
+    hub_scenario("json", "sse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_over_long_polling() {
+    hub_scenario("json", "longpolling").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messagepack_over_long_polling() {
+    hub_scenario("messagepack", "longpolling").await;
+}
+
+/// One client per transport across two instances on PostgreSQL: WebSockets on A, Server-
+/// Sent Events on B (long polling on A with MessagePack), long polling on B. Everyone's
+/// messages, to all and to a group, reach everyone exactly once.
+async fn transports_across_instances(protocol: &str) {
+    let schema = tests::TestSchema::create(&format!("transports_{protocol}")).await;
+    let nodes = schema.cluster(2).await;
+    let mut servers = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let hub = chat::hub_builder()
+            .backplane(node.clone())
+            .build()
+            .await
+            .expect("chat hub");
+        let router = chat::router(
+            &hub,
+            chat::ServerInfo::new(format!("transports-{index}"), "postgres"),
+        );
+        servers.push(TestServer::serve(hub, router).await);
+    }
+    let other = format!("http://{}", servers[1].addr);
+    let result = run_scenario(
+        &servers[0],
+        "transports",
+        &[protocol, "negotiate", other.as_str()],
+    )
+    .await;
+    let second = if protocol == "json" {
+        "ServerSentEventsTransport"
+    } else {
+        "LongPollingTransport"
+    };
+    for (name, transport) in [
+        ("ws", "WebSocketTransport"),
+        ("sse", second),
+        ("lp", "LongPollingTransport"),
+    ] {
+        assert_eq!(result[name]["transport"], transport, "{name}");
+        let log = result[name]["log"].as_array().expect("a log");
+        let mut expected = Vec::new();
+        for sender in ["ws", "sse", "lp"] {
+            expected.push(json!([
+                "ReceiveMessage",
+                sender,
+                format!("hello from {sender}")
+            ]));
+        }
+        for sender in ["ws", "sse", "lp"] {
+            expected.push(json!([
+                "ReceiveGroupMessage",
+                "room",
+                sender,
+                format!("room from {sender}")
+            ]));
+        }
+        for message in &expected {
+            assert!(log.contains(message), "{name} lacks {message}: {log:?}");
+        }
+        assert_eq!(log.len(), expected.len(), "{name}: {log:?}");
+    }
+    drop(servers);
+    for node in &nodes {
+        node.shutdown().await.expect("backplane shutdown");
+    }
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_across_two_instances_on_postgres_with_json() {
+    transports_across_instances("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_across_two_instances_on_postgres_with_messagepack() {
+    transports_across_instances("messagepack").await;
 }

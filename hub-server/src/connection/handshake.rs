@@ -24,6 +24,19 @@ pub(super) async fn run<I: Incoming, S: FrameSink>(
         match decoder.decode_request(buf) {
             Ok(Some(request)) => {
                 return match request.resolve_protocol() {
+                    Ok(protocol)
+                        if protocol.transfer_format() == TransferFormat::Binary
+                            && !S::SUPPORTS_BINARY =>
+                    {
+                        // ASP.NET Core's wording; the official clients skip such
+                        // transports for binary protocols, so only a hand-made client
+                        // gets here.
+                        let text = format!(
+                            "Cannot use the '{protocol}' protocol on the current transport. The transport does not support 'Binary' transfer format: use the JSON protocol or another transport."
+                        );
+                        fail(sink, &text).await;
+                        None
+                    }
                     Ok(protocol) => {
                         let mut response = BytesMut::new();
                         HandshakeResponse::success().encode(&mut response);

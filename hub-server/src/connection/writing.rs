@@ -59,7 +59,7 @@ pub(super) async fn write_loop<S: FrameSink>(
                 sink.flush().await.map_err(|e| e.to_string())?;
                 idle.as_mut().reset(Instant::now() + keep_alive);
             }
-            () = &mut idle => {
+            () = &mut idle, if !S::INHERENT_KEEP_ALIVE => {
                 sink.feed(ping.clone(), format).await.map_err(|e| e.to_string())?;
                 sink.flush().await.map_err(|e| e.to_string())?;
                 idle.as_mut().reset(Instant::now() + keep_alive);

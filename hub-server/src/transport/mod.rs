@@ -16,7 +16,9 @@
 //!   answers pings with pongs) from the connection's writer.
 //!
 //! WebSockets ([`websocket`]) reads and writes RFC 6455 frames over the upgraded HTTP
-//! connection itself.
+//! connection itself. Server-Sent Events ([`sse`]) and long polling ([`long_polling`])
+//! read the client's `POST` bodies ([`posted`]) and find their connection by token in
+//! [`http_connections`].
 //!
 //! # How Server-Sent Events and long polling plug in
 //!
@@ -34,11 +36,17 @@
 //!   frame becomes `data:` lines on a streaming `text/event-stream` body, flushed as
 //!   written; for long polling, frames accumulate until the pending poll (or the next one)
 //!   takes them, and `close` answers the last poll with 204. Neither needs
-//!   [`FrameSink::serve`].
+//!   [`FrameSink::serve`]. Server-Sent Events carry text only
+//!   ([`FrameSink::SUPPORTS_BINARY`]), and long polling sends no Pings
+//!   ([`FrameSink::INHERENT_KEEP_ALIVE`]).
 //!
 //! The core is generic over both traits, so each transport is monomorphised and an idle
 //! connection holds only what its transport's state needs.
 
+pub(crate) mod http_connections;
+pub(crate) mod long_polling;
+pub(crate) mod posted;
+pub(crate) mod sse;
 pub(crate) mod websocket;
 
 use std::future::Future;
@@ -93,6 +101,16 @@ pub(crate) trait Incoming: Send {
 
 /// Where a connection's frames go.
 pub(crate) trait FrameSink: Send {
+    /// Whether the transport carries binary frames (MessagePack). Server-Sent Events
+    /// carry text only; the handshake refuses a binary protocol on them, as ASP.NET Core
+    /// does.
+    const SUPPORTS_BINARY: bool = true;
+
+    /// Whether the transport shows the client alive by itself, so the writer sends no
+    /// keep-alive Pings (ASP.NET Core's `HasInherentKeepAlive`): long polling, where each
+    /// poll is the client's keep-alive and a Ping would only end a poll early.
+    const INHERENT_KEEP_ALIVE: bool = false;
+
     /// Queue one complete frame to be sent in `format` (text frames are UTF-8, checked by
     /// the core). May write earlier frames when the transport's buffer is full; nothing is
     /// guaranteed to reach the client before [`FrameSink::flush`].

@@ -265,17 +265,32 @@ impl HttpResponse {
 /// Send one HTTP/1.1 request (`request_line` such as `"GET / HTTP/1.1"`, extra header
 /// lines) with an empty body, and read the whole response.
 pub async fn http(addr: SocketAddr, request_line: &str, headers: &[&str]) -> HttpResponse {
+    // POST with `Content-Length: 0`; GET and DELETE without, as clients send them.
+    let body = request_line.starts_with("POST").then_some(&b""[..]);
+    http_with_body(addr, request_line, headers, body).await
+}
+
+/// Send one HTTP/1.1 request with `body` (and its `Content-Length`, when `Some`), and
+/// read the whole response.
+pub async fn http_with_body(
+    addr: SocketAddr,
+    request_line: &str,
+    headers: &[&str],
+    body: Option<&[u8]>,
+) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut request = format!("{request_line}\r\nHost: {addr}\r\nConnection: close\r\n");
-    if request_line.starts_with("POST") {
-        request.push_str("Content-Length: 0\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     for header in headers {
         request.push_str(header);
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body.unwrap_or_default());
+    stream.write_all(&request).await.expect("write");
     let mut raw = Vec::new();
     tokio::time::timeout(RECV_TIMEOUT, stream.read_to_end(&mut raw))
         .await
