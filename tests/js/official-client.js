@@ -88,9 +88,9 @@ function record(conn, methods, log) {
     }
 }
 
-/// Resolve once `predicate(log)` holds; fail after STEP_TIMEOUT_MS.
-async function until(what, log, predicate) {
-    const deadline = Date.now() + STEP_TIMEOUT_MS;
+/// Resolve once `predicate(log)` holds; fail after `timeout` ms (STEP_TIMEOUT_MS).
+async function until(what, log, predicate, timeout = STEP_TIMEOUT_MS) {
+    const deadline = Date.now() + timeout;
     while (!predicate(log)) {
         if (Date.now() > deadline) {
             throw new Error(`timed out waiting for ${what}; log so far: ${JSON.stringify(log)}`);
@@ -273,7 +273,9 @@ async function burstScenario() {
     expected.push("end");
     await sender.invoke("SendMessage", "sender", "end");
     for (const name of ["sender", "receiver"]) {
-        await until(`${name} to get the end`, got[name], (log) => log.includes("end"));
+        // Megabytes through a debug build on a busy two-core machine: more than one step's
+        // time, and still bounded.
+        await until(`${name} to get the end`, got[name], (log) => log.includes("end"), 6 * STEP_TIMEOUT_MS);
     }
     const stateAfter = sender.state;
 
