@@ -222,7 +222,7 @@ async fn connect_log_backend(
 async fn doctor(cli: &Cli) -> Result<ExitCode, String> {
     let lines = match backend(cli) {
         Backend::Memory => {
-            return Err("doctor needs a database: pass --database-url or set DATABASE_URL".into());
+            return Err("doctor needs a backplane to check: pass --database-url, --redis-url or --nats-url (or set DATABASE_URL, REDIS_URL or NATS_URL)".into());
         }
         Backend::Postgres(url) => {
             let options = postgres_options(cli, url)?;

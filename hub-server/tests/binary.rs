@@ -213,7 +213,7 @@ async fn bad_flags_get_one_clear_error() {
     assert_eq!(code, 1);
     assert_eq!(
         stderr.trim(),
-        "error: doctor needs a database: pass --database-url or set DATABASE_URL"
+        "error: doctor needs a backplane to check: pass --database-url, --redis-url or --nats-url (or set DATABASE_URL, REDIS_URL or NATS_URL)"
     );
     let (code, _, stderr) = run(&[
         "--database-url",
