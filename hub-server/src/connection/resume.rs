@@ -325,8 +325,11 @@ impl<S: FrameSink> FrameSink for ResumableSink<S> {
             // A new transport while waiting: resend, so the client can acknowledge.
             self.switch_if_new().await;
         }
-        self.state.books().sent.record(frame.clone());
+        // Switch to a new transport (which resends what is recorded) before recording
+        // this frame: recorded first, it would go out twice, once in the resend and once
+        // here, and the client would number everything after it one too high.
         self.ready().await;
+        self.state.books().sent.record(frame.clone());
         self.feed_current(frame, format).await;
         Ok(())
     }
