@@ -11,47 +11,69 @@ use crate::connect::{self, Role, describe};
 use crate::names::{TableNames, quote_ident, validate_schema};
 use crate::options::PostgresOptions;
 
+/// What one diagnostic check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckStatus {
+    /// The check passed.
+    Passed,
+    /// Not there yet, and a node starting with these options creates it (a fresh
+    /// database): nothing is wrong.
+    NotCreatedYet,
+    /// Something that would stop a node (or its delivery).
+    Failed,
+}
+
 /// The outcome of one diagnostic check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Check {
     /// What was checked (`"connect"`, `"schema exists"`, ...).
     pub name: &'static str,
-    /// Whether it passed.
+    /// Whether nothing found here would stop a node: `status` is `Passed` or
+    /// `NotCreatedYet`.
     pub ok: bool,
+    /// What was found.
+    pub status: CheckStatus,
     /// What was found, or why it failed.
     pub detail: String,
 }
 
 impl Check {
-    fn passed(name: &'static str, detail: impl Into<String>) -> Self {
+    fn new(name: &'static str, status: CheckStatus, detail: impl Into<String>) -> Self {
         Self {
             name,
-            ok: true,
+            ok: status != CheckStatus::Failed,
+            status,
             detail: detail.into(),
         }
     }
 
+    fn passed(name: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(name, CheckStatus::Passed, detail)
+    }
+
     fn failed(name: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            ok: false,
-            detail: detail.into(),
-        }
+        Self::new(name, CheckStatus::Failed, detail)
     }
 }
 
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = if self.ok { "ok" } else { "FAILED" };
+        let status = match self.status {
+            CheckStatus::Passed => "ok",
+            CheckStatus::NotCreatedYet => "absent",
+            CheckStatus::Failed => "FAILED",
+        };
         write!(f, "{status:6} {}: {}", self.name, self.detail)
     }
 }
 
 /// Check that a node with `options` could serve `hub`: the connection works, the schema
-/// and the hub's messages table exist, and a LISTEN/NOTIFY round trip on a private
-/// channel arrives within the command timeout (this fails, for example, behind PgBouncer
-/// in transaction-pooling mode). Changes nothing in the database.
+/// and the hub's messages table exist (or, on a fresh database, the role may create
+/// them, as a node does at start: [`CheckStatus::NotCreatedYet`]), and a LISTEN/NOTIFY round
+/// trip on a private channel arrives within the command timeout (this fails, for example,
+/// behind PgBouncer in transaction-pooling mode). Changes nothing in the database.
 ///
 /// Checks that cannot run because an earlier one failed are reported as failed, saying
 /// why. The result always has the same checks in the same order:
@@ -105,28 +127,56 @@ pub async fn diagnose(options: &PostgresOptions, hub: &str) -> Vec<Check> {
         return checks;
     };
     let schema = &options.schema_name;
-    match client
+    // Whether the schema exists, and whether this role may create what is missing: a
+    // schema needs CREATE on the database, a table CREATE on its schema (a node that
+    // creates the schema owns it).
+    let found = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            "SELECT n.oid IS NOT NULL,
+                    has_database_privilege(current_database(), 'CREATE'),
+                    n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'CREATE'),
+                    current_user::text
+             FROM (SELECT 1) AS one
+             LEFT JOIN pg_namespace AS n ON n.nspname = $1",
             &[schema],
         )
         .await
-    {
-        Ok(row) if row.get::<_, bool>(0) => {
-            checks.push(Check::passed(
-                "schema exists",
-                format!("schema {}", quote_ident(schema)),
-            ));
+        .map(|row| Found {
+            schema: row.get(0),
+            may_create_schema: row.get(1),
+            may_create_table: row.get(2),
+            role: row.get(3),
+        });
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => {
+            let error = describe(&error);
+            checks.push(Check::failed("schema exists", error.clone()));
+            checks.push(Check::failed("messages table exists", error));
+            checks.push(notify_round_trip(options, node, &client).await);
+            return checks;
         }
-        Ok(_) => checks.push(Check::failed(
+    };
+    let quoted = quote_ident(schema);
+    checks.push(if found.schema {
+        Check::passed("schema exists", format!("schema {quoted}"))
+    } else if found.may_create_schema {
+        Check::new(
+            "schema exists",
+            CheckStatus::NotCreatedYet,
+            format!("schema {quoted} not created yet: a node creates it at start"),
+        )
+    } else {
+        Check::failed(
             "schema exists",
             format!(
-                "schema {} does not exist (a node creates it at start if it may)",
-                quote_ident(schema)
+                "schema {quoted} does not exist and role {} may not create it: \
+                 create it (CREATE SCHEMA {quoted} AUTHORIZATION {}) or grant CREATE on the database",
+                found.role,
+                quote_ident(&found.role)
             ),
-        )),
-        Err(error) => checks.push(Check::failed("schema exists", describe(&error))),
-    }
+        )
+    });
     match &names {
         Err(error) => checks.push(Check::failed("messages table exists", error.to_string())),
         Ok(names) => match client
@@ -137,11 +187,21 @@ pub async fn diagnose(options: &PostgresOptions, hub: &str) -> Vec<Check> {
                 "messages table exists",
                 format!("table {} (channel {:?})", names.qualified, names.channel),
             )),
+            Ok(_) if found.may_create_table || (!found.schema && found.may_create_schema) => {
+                checks.push(Check::new(
+                    "messages table exists",
+                    CheckStatus::NotCreatedYet,
+                    format!(
+                        "table {} not created yet: a node creates it on first use of hub {hub:?}",
+                        names.qualified
+                    ),
+                ))
+            }
             Ok(_) => checks.push(Check::failed(
                 "messages table exists",
                 format!(
-                    "table {} does not exist (a node creates it on first use of hub {hub:?})",
-                    names.qualified
+                    "table {} does not exist and role {} may not create it: grant CREATE on schema {quoted}",
+                    names.qualified, found.role
                 ),
             )),
             Err(error) => checks.push(Check::failed("messages table exists", describe(&error))),
@@ -149,6 +209,14 @@ pub async fn diagnose(options: &PostgresOptions, hub: &str) -> Vec<Check> {
     }
     checks.push(notify_round_trip(options, node, &client).await);
     checks
+}
+
+/// What the schema check found out about the schema and the role.
+struct Found {
+    schema: bool,
+    may_create_schema: bool,
+    may_create_table: bool,
+    role: String,
 }
 
 /// LISTEN on a private channel over a second connection, NOTIFY it from the first, and

@@ -204,7 +204,7 @@ pub use backplane::PostgresBackplane;
 /// How the listener retries after its connection dropped (shared by every backplane).
 pub use backplane_core::ReconnectBackoff;
 pub use connect::PostgresError;
-pub use diagnose::{Check, diagnose};
+pub use diagnose::{Check, CheckStatus, diagnose};
 pub use options::{
     ChannelNameGenerator, DEFAULT_INLINE_THRESHOLD, DEFAULT_SCHEMA, PostgresOptions,
     SynchronousCommit, TableSlugGenerator,

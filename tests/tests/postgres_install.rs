@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backplane_core::{Backplane, BackplaneError};
-use backplane_postgres::{PostgresBackplane, PostgresOptions, diagnose};
+use backplane_postgres::{CheckStatus, PostgresBackplane, PostgresOptions, diagnose};
 use tests::TestSchema;
 use tests::events::{expect_connected, label_of, labelled, next_envelope};
 
@@ -191,20 +191,57 @@ async fn invalid_settings_are_rejected_clearly() {
 async fn diagnose_reports_each_check() {
     let schema = TestSchema::create("doctor").await;
     let names = |checks: &[backplane_postgres::Check]| {
-        checks.iter().map(|c| (c.name, c.ok)).collect::<Vec<_>>()
+        checks
+            .iter()
+            .map(|c| (c.name, c.status))
+            .collect::<Vec<_>>()
     };
 
+    // A fresh database: nothing is wrong, a node creates the schema and table at start.
     let checks = diagnose(&schema.options(), "chat").await;
     assert_eq!(
         names(&checks),
         [
-            ("connect", true),
-            ("schema exists", false),
-            ("messages table exists", false),
-            ("notify round trip", true)
+            ("connect", CheckStatus::Passed),
+            ("schema exists", CheckStatus::NotCreatedYet),
+            ("messages table exists", CheckStatus::NotCreatedYet),
+            ("notify round trip", CheckStatus::Passed)
         ],
         "{checks:#?}"
     );
+    assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+    assert!(
+        checks[1].detail.contains("a node creates it"),
+        "{checks:#?}"
+    );
+
+    // A role that may not create the schema: that would stop a node.
+    let admin = schema.admin().await;
+    let role = format!("doctor_{}", std::process::id());
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN"
+        ))
+        .await
+        .unwrap();
+    let mut limited = schema.options();
+    limited.config.user(&role);
+    let checks = diagnose(&limited, "chat").await;
+    assert_eq!(
+        names(&checks),
+        [
+            ("connect", CheckStatus::Passed),
+            ("schema exists", CheckStatus::Failed),
+            ("messages table exists", CheckStatus::Failed),
+            ("notify round trip", CheckStatus::Passed)
+        ],
+        "{checks:#?}"
+    );
+    assert!(checks[1].detail.contains("may not create"), "{checks:#?}");
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
 
     let node = PostgresBackplane::connect(schema.options()).await.unwrap();
     node.subscribe("chat").await.unwrap();
