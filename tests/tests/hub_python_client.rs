@@ -1,6 +1,7 @@
-//! The Python SignalR client `signalrcore` (pinned with its dependencies by
-//! `tests/python/requirements.txt`) against two hub-server instances on PostgreSQL, driven by
-//! `tests/python/chat_scenario.py`.
+//! The Python SignalR clients `signalrcore` (threads) and `pysignalr` (asyncio), pinned with
+//! their dependencies by `tests/python/requirements.txt`, against two hub-server instances on
+//! PostgreSQL, driven by `tests/python/chat_scenario.py` and `pysignalr_scenario.py` (one
+//! scenario, one output format).
 //!
 //! signalrcore negotiates without `negotiateVersion` (version 0), presents the connection id
 //! as `?id=`, and sends its negotiate version as the handshake version (0) unless it is handed
@@ -122,12 +123,30 @@ async fn ensure_venv() {
         .await;
 }
 
-/// Run the scenario against two chat hub URLs with the clients' `protocols` (ann, bob,
-/// carol) and return what the script printed.
-async fn run_scenario(url_a: &str, url_b: &str, protocols: &str) -> Value {
+/// Which Python client runs the scenario.
+#[derive(Clone, Copy, Debug)]
+enum Client {
+    /// `signalrcore`, `chat_scenario.py`.
+    Signalrcore,
+    /// `pysignalr`, `pysignalr_scenario.py`.
+    Pysignalr,
+}
+
+impl Client {
+    fn script(self) -> &'static str {
+        match self {
+            Client::Signalrcore => "chat_scenario.py",
+            Client::Pysignalr => "pysignalr_scenario.py",
+        }
+    }
+}
+
+/// Run `client`'s scenario against two chat hub URLs with the clients' `protocols` (ann,
+/// bob, carol) and return what the script printed.
+async fn run_scenario(client: Client, url_a: &str, url_b: &str, protocols: &str) -> Value {
     ensure_venv().await;
     let output = Command::new(venv_python())
-        .arg("chat_scenario.py")
+        .arg(client.script())
         .args([url_a, url_b, protocols])
         .current_dir(python_dir())
         .stdin(Stdio::null())
@@ -135,13 +154,15 @@ async fn run_scenario(url_a: &str, url_b: &str, protocols: &str) -> Value {
         .output();
     let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
         .await
-        .unwrap_or_else(|_| panic!("scenario {protocols} did not finish in {SCENARIO_TIMEOUT:?}"))
+        .unwrap_or_else(|_| {
+            panic!("{client:?} scenario {protocols} did not finish in {SCENARIO_TIMEOUT:?}")
+        })
         .expect("the virtual environment's python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "scenario {protocols} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
+        "{client:?} scenario {protocols} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
         output.status
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
@@ -196,10 +217,16 @@ impl Cluster {
     }
 }
 
-/// Run the scenario with `protocols` and check every client's view of it.
-async fn chat_across_instances(protocols: [&str; 3], handshakes: [(&str, u32); 3]) {
+/// Run `client`'s scenario with `protocols` and check every client's view of it.
+async fn chat_across_instances(client: Client, protocols: [&str; 3], handshakes: [(&str, u32); 3]) {
     let cluster = Cluster::start("python_client").await;
-    let result = run_scenario(&cluster.url(0), &cluster.url(1), &protocols.join(",")).await;
+    let result = run_scenario(
+        client,
+        &cluster.url(0),
+        &cluster.url(1),
+        &protocols.join(","),
+    )
+    .await;
     cluster.stop().await;
 
     let names = ["ann", "bob", "carol"];
@@ -207,7 +234,7 @@ async fn chat_across_instances(protocols: [&str; 3], handshakes: [(&str, u32); 3
         assert_eq!(
             result[name]["handshake"],
             json!({"protocol": protocol, "version": version}),
-            "{name}: the handshake signalrcore sent"
+            "{name}: the handshake {client:?} sent"
         );
     }
     let id = |name: &str| {
@@ -221,7 +248,7 @@ async fn chat_across_instances(protocols: [&str; 3], handshakes: [(&str, u32); 3
     let all_hear = |user: &str, text: &str| json!(["ReceiveMessage", user, text]);
     let room = |user: &str, text: &str| json!(["ReceiveGroupMessage", "room", user, text]);
 
-    // The connection id signalrcore negotiated (version 0) is the one the server
+    // The connection id the client negotiated (version 0) is the one the server
     // announces: the id it presented as ?id= became the connection's id.
     assert_eq!(
         result["ann"]["log"],
@@ -280,20 +307,42 @@ async fn chat_across_instances(protocols: [&str; 3], handshakes: [(&str, u32); 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_clients_on_two_instances() {
-    chat_across_instances(["json"; 3], [("json", 0); 3]).await;
+    chat_across_instances(Client::Signalrcore, ["json"; 3], [("json", 0); 3]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messagepack_clients_on_two_instances() {
-    chat_across_instances(["messagepack"; 3], [("messagepack", 0); 3]).await;
+    chat_across_instances(
+        Client::Signalrcore,
+        ["messagepack"; 3],
+        [("messagepack", 0); 3],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_protocols_and_handshake_versions_on_two_instances() {
     // bob hands signalrcore a MessagePackHubProtocol() object, which sends version 1.
     chat_across_instances(
+        Client::Signalrcore,
         ["json", "messagepack-object", "messagepack"],
         [("json", 0), ("messagepack", 1), ("messagepack", 0)],
+    )
+    .await;
+}
+
+/// pysignalr (asyncio) negotiates version 0 too, and sends handshake version 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pysignalr_json_clients_on_two_instances() {
+    chat_across_instances(Client::Pysignalr, ["json"; 3], [("json", 1); 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pysignalr_mixed_protocols_on_two_instances() {
+    chat_across_instances(
+        Client::Pysignalr,
+        ["messagepack", "json", "messagepack"],
+        [("messagepack", 1), ("json", 1), ("messagepack", 1)],
     )
     .await;
 }
