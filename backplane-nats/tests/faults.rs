@@ -308,7 +308,7 @@ async fn errors_are_clear_and_keep_the_password_out() {
 
     let server = TestServer::start().await;
     let mut options = support::options(&server.url(), "too-large");
-    options.max_envelope_bytes = 1000;
+    options.node.max_envelope_bytes = 1000;
     let publisher = node(&options).await;
     let big = labelled(&"x".repeat(2000));
     assert!(matches!(
@@ -326,7 +326,7 @@ async fn batches_larger_than_the_acknowledgement_window() {
     const MANY: u64 = 6_000;
     let server = TestServer::start().await;
     let mut options = support::options(&server.url(), "window");
-    options.publish_batch_size = 10_000;
+    options.node.publish_batch_size = 10_000;
     let (publisher, receiver) = (node(&options).await, node(&options).await);
     let mut subscription = receiver.subscribe(HUB).await.unwrap();
     expect_connected(&mut subscription).await;
