@@ -221,3 +221,131 @@ impl<S: BatchStore> PublisherTask<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::envelope::{Ack, EnvelopeKind};
+
+    /// What the store was asked to write: each part's skipped runs and sequence numbers.
+    type Prepared = Arc<Mutex<Vec<(Vec<(u64, u64)>, Vec<u64>)>>>;
+
+    /// A store that fails as scripted (`(stored, transient)`), then succeeds.
+    struct ScriptedStore {
+        prepared: Prepared,
+        script: VecDeque<(usize, bool)>,
+    }
+
+    impl BatchStore for ScriptedStore {
+        type Route = Arc<str>;
+        type Part = ();
+        type Error = String;
+
+        const ACTION: &'static str = "writing a test batch";
+
+        fn prepare(
+            &self,
+            _route: &Arc<str>,
+            runs: &[SkippedRun<Arc<str>>],
+            envelopes: &[Pending<Arc<str>>],
+        ) {
+            let runs = runs.iter().map(|run| (run.first, run.last)).collect();
+            let seqs = envelopes.iter().map(|p| p.envelope.seq).collect();
+            crate::lock(&self.prepared).push((runs, seqs));
+        }
+
+        async fn write(
+            &mut self,
+            _part: &mut (),
+            _deadline: Instant,
+        ) -> Result<(), WriteError<String>> {
+            match self.script.pop_front() {
+                None => Ok(()),
+                Some((stored, transient)) => Err(WriteError {
+                    stored,
+                    transient,
+                    cause: "scripted failure".into(),
+                }),
+            }
+        }
+    }
+
+    /// Publishes `count` envelopes on hub `h` through a publisher over `script`; the
+    /// results in sequence order, and what the store prepared.
+    async fn run(
+        script: &[(usize, bool)],
+        count: u64,
+    ) -> (
+        Vec<Result<(), BackplaneError>>,
+        Prepared,
+        Arc<PublishQueue<Arc<str>>>,
+    ) {
+        let node = NodeId::random();
+        let queue = Arc::new(PublishQueue::new(1 << 20));
+        let prepared = Prepared::default();
+        let store = ScriptedStore {
+            prepared: prepared.clone(),
+            script: script.iter().copied().collect(),
+        };
+        let limits = PublishLimits {
+            batch_size: 100,
+            batch_bytes: 1 << 20,
+            command_timeout: Duration::from_secs(30),
+            backoff: ReconnectBackoff::default(),
+        };
+        // Current-thread runtime: the publishes are queued before the publisher runs,
+        // so they form one part.
+        let publishes: Vec<_> = (0..count)
+            .map(|i| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let kind = EnvelopeKind::Ack(Ack { ack_id: i });
+                    queue.publish(node, "h", None, kind, "route".into()).await
+                })
+            })
+            .collect();
+        tokio::spawn(PublisherTask::new(node, queue.clone(), store, limits).run());
+        let mut results = Vec::new();
+        for publish in publishes {
+            results.push(publish.await.unwrap());
+        }
+        (results, prepared, queue)
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_and_every_publish_succeeds() {
+        let (results, prepared, queue) = run(&[(0, true), (0, true)], 3).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(*crate::lock(&prepared), [(vec![], vec![1, 2, 3])]);
+        queue.shut_down();
+    }
+
+    #[tokio::test]
+    async fn a_refused_part_completes_what_was_stored_and_skips_the_rest() {
+        // No skipped runs yet, so item 1 is envelope 1: stored; 2 and 3 fail for good.
+        let (results, prepared, queue) = run(&[(1, false)], 3).await;
+        assert!(results[0].is_ok(), "{results:?}");
+        for result in &results[1..] {
+            let error = result.as_ref().unwrap_err().to_string();
+            assert!(
+                error.contains("writing a test batch: scripted failure"),
+                "{error}"
+            );
+        }
+        // The next part of the hub carries numbers 2..=3 as a skipped run first.
+        let node = NodeId::random();
+        let kind = EnvelopeKind::Ack(Ack { ack_id: 9 });
+        queue
+            .publish(node, "h", None, kind, "route".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            *crate::lock(&prepared),
+            [(vec![], vec![1, 2, 3]), (vec![(2, 3)], vec![4])]
+        );
+        queue.shut_down();
+    }
+}
