@@ -11,6 +11,10 @@
 //!   implements it, so this crate never depends on the server.
 //! - [`sequencing`]: per-(origin, hub) numbering, the publish queue, the receiver's
 //!   tracker and gap reporting, so a backend implements transport and storage only.
+//! - [`node`]: a log-based node's lifecycle, publisher loop and reader loop, and the
+//!   options they share, so a backend on an ordered log (Redis Streams, NATS
+//!   JetStream) writes only its transport.
+//! - [`lock`]: the poison-tolerant lock every crate uses.
 //! - [`doctor`]: an end-to-end round trip between two nodes, for health checks.
 //! - `testkit` (feature `testkit`): the conformance suite every backplane runs.
 //!
@@ -57,8 +61,10 @@ mod id;
 mod lifetime;
 mod manager;
 mod message;
+pub mod node;
 mod registry;
 pub mod sequencing;
+mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -71,3 +77,4 @@ pub use id::{ConnectionId, NodeId, ParseNodeIdError};
 pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus, ManagerOptions};
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};
 pub use message::{Protocol, SerializedMessage};
+pub use sync::lock;

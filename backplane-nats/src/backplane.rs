@@ -1,22 +1,16 @@
 //! [`NatsBackplane`]: one node, its tasks, and the [`Backplane`] contract.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use backplane_core::sequencing::HubSubscribers;
-use backplane_core::{
-    Backplane, BackplaneError, BackplaneEvent, EnvelopeKind, NodeId, Subscription,
-};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use backplane_core::node::{HubReading, NodeRuntime, PublisherTask, backend_error, run_reader};
+use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
 
-use crate::context::{NodeContext, backend};
+use crate::context::NodeContext;
 use crate::options::NatsOptions;
-use crate::publisher::{Publisher, Queue, Route};
-use crate::reader::HubReader;
+use crate::publisher::{Route, SubjectWriter};
+use crate::reader::{RESET_CAUSE, STORAGE, SubjectReader};
 use crate::wire;
 
 /// One node of a NATS JetStream backplane.
@@ -26,18 +20,8 @@ use crate::wire;
 pub struct NatsBackplane {
     /// Identity, settings and connection, shared with the tasks.
     context: Arc<NodeContext>,
-    /// Where publishes are numbered and queued (the core's queue).
-    queue: Arc<Queue>,
-    /// The subscriptions of each hub with a running reader task.
-    hubs: tokio::sync::Mutex<HashMap<String, Arc<HubSubscribers>>>,
-    /// Subjects per hub, computed once.
-    subjects: Mutex<HashMap<String, Route>>,
-    /// Tells the tasks to stop.
-    stop: watch::Sender<bool>,
-    /// The publisher and reader tasks, awaited by shutdown.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Set by shutdown.
-    shut_down: AtomicBool,
+    /// The queue, subscriptions, tasks and shutdown (the core's), routed by subject.
+    runtime: NodeRuntime<Route>,
 }
 
 impl NatsBackplane {
@@ -55,18 +39,18 @@ impl NatsBackplane {
     pub async fn connect(options: NatsOptions) -> Result<Self, BackplaneError> {
         options.validate()?;
         let context = Arc::new(NodeContext::connect(NodeId::random(), options).await?);
-        let queue = Arc::new(Queue::new(context.options.max_envelope_bytes));
-        let publisher = Publisher::new(context.clone(), queue.clone());
+        let node = &context.options.node;
+        let runtime = NodeRuntime::new(
+            context.node,
+            node.max_envelope_bytes,
+            node.subscription_capacity,
+        );
+        let writer = SubjectWriter::new(context.clone());
+        let publisher =
+            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits());
+        runtime.spawn(publisher.run());
         tracing::debug!(node = %context.node, url = %context.options.redacted_url(), prefix = %context.options.prefix, "[Init] node started");
-        Ok(Self {
-            context,
-            queue,
-            hubs: tokio::sync::Mutex::new(HashMap::new()),
-            subjects: Mutex::new(HashMap::new()),
-            stop: watch::Sender::new(false),
-            tasks: Mutex::new(vec![tokio::spawn(publisher.run())]),
-            shut_down: AtomicBool::new(false),
-        })
+        Ok(Self { context, runtime })
     }
 
     /// The settings this node runs with.
@@ -79,22 +63,8 @@ impl NatsBackplane {
         wire::subject(&self.context.options.prefix, hub)
     }
 
-    fn check_running(&self) -> Result<(), BackplaneError> {
-        if self.shut_down.load(Ordering::Acquire) {
-            Err(BackplaneError::Shutdown)
-        } else {
-            Ok(())
-        }
-    }
-
     fn route(&self, hub: &str) -> Route {
-        let mut subjects = self.subjects.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(subject) = subjects.get(hub) {
-            return subject.clone();
-        }
-        let subject: Route = self.subject(hub).into();
-        subjects.insert(hub.to_owned(), subject.clone());
-        subject
+        self.runtime.route(hub, |hub| self.subject(hub).into())
     }
 }
 
@@ -106,76 +76,46 @@ impl Backplane for NatsBackplane {
 
     async fn publish(&self, hub: &str, kind: EnvelopeKind) -> Result<(), BackplaneError> {
         let route = self.route(hub);
-        self.queue
-            .publish(self.context.node, hub, None, kind, route)
-            .await
+        self.runtime.publish(hub, None, kind, |_| route).await
     }
 
     async fn send_to(
         &self,
-        node: NodeId,
+        to: NodeId,
         hub: &str,
         kind: EnvelopeKind,
     ) -> Result<(), BackplaneError> {
         let route = self.route(hub);
-        self.queue
-            .publish(self.context.node, hub, Some(node), kind, route)
-            .await
+        self.runtime.publish(hub, Some(to), kind, |_| route).await
     }
 
     async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {
-        self.check_running()?;
-        let (events, receiver) = mpsc::channel(self.context.options.subscription_capacity);
-        // A fresh queue has room for its first event.
-        let _ = events.try_send(BackplaneEvent::Connected);
-        let mut hubs = self.hubs.lock().await;
-        self.check_running()?;
-        if let Some(subscribers) = hubs.get(hub)
-            && subscribers.add(events.clone())
-        {
-            return Ok(Subscription::new(hub, receiver));
-        }
-        let subscribers = Arc::new(HubSubscribers::default());
-        subscribers.add(events);
-        let timeout = self.context.options.command_timeout;
-        let started = tokio::time::timeout(
-            timeout,
-            HubReader::start(
-                self.context.clone(),
-                hub,
-                self.route(hub),
-                subscribers.clone(),
-                self.stop.subscribe(),
-            ),
-        )
-        .await
-        .map_err(|_| BackplaneError::Timeout(timeout))?;
-        let (reader, feed) =
-            started.map_err(|error| backend("starting to read the hub's subject", error))?;
-        hubs.insert(hub.to_owned(), subscribers);
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        tasks.retain(|task| !task.is_finished());
-        tasks.push(tokio::spawn(reader.run(feed)));
-        tracing::debug!(node = %self.context.node, hub, "[Listener] subscribed");
-        Ok(Subscription::new(hub, receiver))
+        self.runtime
+            .subscribe(hub, async |subscribers, stop| {
+                let timeout = self.context.options.node.command_timeout;
+                let started = SubjectReader::start(self.context.clone(), self.route(hub));
+                let (reader, feed) = tokio::time::timeout(timeout, started)
+                    .await
+                    .map_err(|_| BackplaneError::Timeout(timeout))?
+                    .map_err(|error| backend_error("starting to read the hub's subject", error))?;
+                let reading = HubReading::new(
+                    self.context.node,
+                    hub,
+                    subscribers,
+                    stop,
+                    self.context.options.node.reconnect_backoff,
+                    STORAGE,
+                    RESET_CAUSE,
+                );
+                Ok(run_reader(reader, reading, feed))
+            })
+            .await
     }
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {
-        self.shut_down.store(true, Ordering::Release);
-        self.queue.shut_down();
-        self.stop.send_replace(true);
-        for subscribers in self.hubs.lock().await.drain().map(|(_, s)| s) {
-            subscribers.close();
-        }
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
-        for task in tasks {
-            if let Err(error) = task.await {
-                tracing::warn!(node = %self.context.node, %error, "a backplane task panicked");
-            }
-        }
+        self.runtime.shutdown().await;
         // Whatever the server still holds for this connection is sent before it closes.
         let _ = self.context.client.flush().await;
-        tracing::debug!(node = %self.context.node, "backplane shut down");
         Ok(())
     }
 }
@@ -184,8 +124,7 @@ impl Drop for NatsBackplane {
     fn drop(&mut self) {
         // Without an explicit shutdown, stop the tasks anyway (queued publishes are
         // still written).
-        self.queue.shut_down();
-        self.stop.send_replace(true);
+        self.runtime.stop();
     }
 }
 
@@ -194,7 +133,7 @@ impl fmt::Debug for NatsBackplane {
         f.debug_struct("NatsBackplane")
             .field("node_id", &self.context.node)
             .field("options", &self.context.options)
-            .field("shut_down", &self.shut_down.load(Ordering::Relaxed))
+            .field("shut_down", &self.runtime.is_shut_down())
             .finish_non_exhaustive()
     }
 }

@@ -2,11 +2,13 @@
 //! signal for every time the connection dropped.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use backplane_core::{BackplaneError, Jitter, NodeId};
+// async-nats's error messages name no credentials.
+use backplane_core::node::backend_error;
+use backplane_core::{BackplaneError, Jitter, NodeId, lock};
 use tokio::sync::watch;
 
 use crate::options::{NatsCredentials, NatsOptions, Storage};
@@ -29,12 +31,6 @@ pub(crate) struct NodeContext {
     pub(crate) disconnects: watch::Receiver<u64>,
 }
 
-/// A NATS error as a backplane error, with what was being done. async-nats's messages
-/// name no credentials.
-pub(crate) fn backend(context: &str, error: impl fmt::Display) -> BackplaneError {
-    BackplaneError::backend(format!("{context}: {error}"))
-}
-
 impl NodeContext {
     /// Connect as `node`.
     ///
@@ -48,18 +44,15 @@ impl NodeContext {
     ) -> Result<Self, BackplaneError> {
         let (bump, disconnects) = watch::channel(0u64);
         let bump = Arc::new(bump);
-        let backoff = options.reconnect_backoff;
+        let backoff = options.node.reconnect_backoff;
         let jitter = Mutex::new(Jitter::new(node));
         let mut connect = async_nats::ConnectOptions::new()
-            .name(format!("{}-{node}", options.client_name))
-            .connection_timeout(options.command_timeout)
-            .request_timeout(Some(options.command_timeout))
+            .name(format!("{}-{node}", options.node.client_name))
+            .connection_timeout(options.node.command_timeout)
+            .request_timeout(Some(options.node.command_timeout))
             .max_reconnects(None)
             .reconnect_delay_callback(move |attempts| {
-                let random = jitter
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .next_fraction();
+                let random = lock(&jitter).next_fraction();
                 backoff.delay(attempts.saturating_sub(1).min(30) as u32, random)
             })
             .event_callback(move |event| {
@@ -83,7 +76,7 @@ impl NodeContext {
             NatsCredentials::CredsFile(path) => connect
                 .credentials_file(path)
                 .await
-                .map_err(|error| backend("reading the NATS .creds file", error))?,
+                .map_err(|error| backend_error("reading the NATS .creds file", error))?,
             #[cfg(not(feature = "nkeys"))]
             NatsCredentials::NKey(_) | NatsCredentials::CredsFile(_) => {
                 return Err(BackplaneError::Config(
@@ -166,7 +159,7 @@ impl NodeContext {
             .await
             .map(drop)
             .map_err(|error| {
-                backend(
+                backend_error(
                     "creating the JetStream stream (is JetStream enabled on the server, and may this user use $JS.API?)",
                     error,
                 )
@@ -177,11 +170,6 @@ impl NodeContext {
     pub(crate) fn chunk_bytes(&self) -> usize {
         let max_payload = self.client.server_info().max_payload;
         max_payload.saturating_sub(HEADER_ROOM).max(HEADER_ROOM)
-    }
-
-    /// How long to wait before reconnect attempt `attempt`, jittered by `random`.
-    pub(crate) fn backoff(&self, attempt: u32, random: f64) -> Duration {
-        self.options.reconnect_backoff.delay(attempt, random)
     }
 }
 

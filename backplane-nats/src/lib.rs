@@ -45,7 +45,7 @@
 //! numbers its envelope on first poll; one task per node sends each batch's messages
 //! pipelined and awaits JetStream's acknowledgements in order, and a `publish` returns
 //! after its envelope was acknowledged. Retries (after a lost acknowledgement or a
-//! dropped connection, until [`NatsOptions::command_timeout`]) resend from the first
+//! dropped connection, until [`NodeOptions::command_timeout`](backplane_core::node::NodeOptions::command_timeout)) resend from the first
 //! unacknowledged message; JetStream drops copies by `Nats-Msg-Id` within
 //! [`NatsOptions::duplicate_window`]. An error does *not* promise the envelope was not
 //! stored.
@@ -55,7 +55,7 @@
 //! NATS refuses messages above the server's `max_payload` (1 MiB by default, 64 MiB at
 //! most). Envelopes larger than that less 1 KiB are split into chunks sent as
 //! consecutive messages (one origin's messages are consecutive in its hub's subject) and
-//! reassembled by receivers; [`NatsOptions::max_envelope_bytes`] (64 MiB) is the limit
+//! reassembled by receivers; [`NodeOptions::max_envelope_bytes`](backplane_core::node::NodeOptions::max_envelope_bytes) (64 MiB) is the limit
 //! (`TooLarge` above it, before numbering).
 //!
 //! # Guarantees

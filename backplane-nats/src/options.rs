@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use backplane_core::{BackplaneError, ReconnectBackoff};
+use backplane_core::BackplaneError;
+use backplane_core::node::{NodeOptions, redact_url};
 
 /// Default [`NatsOptions::prefix`].
 pub const DEFAULT_PREFIX: &str = "signalr";
@@ -112,35 +113,20 @@ pub struct NatsOptions {
     /// after a lost acknowledgement is stored once. Default: 2 minutes (capped at
     /// `max_age`). Retries stop after `command_timeout`, well inside it.
     pub duplicate_window: Duration,
-    /// Time limit of one operation including its retries: a publish batch is retried
-    /// (the client reconnects by itself) until this elapses, then its publishes fail
-    /// with `Timeout`. Also bounds connecting and JetStream API requests. Default: 10 s.
-    pub command_timeout: Duration,
+    /// What every log-based node has: timeouts, backoff, batching, limits, the
+    /// connection name (`<client_name>-<node id>` in the server's `/connz`; letters,
+    /// digits, `-` and `_`). See [`NodeOptions`] for each, with its default. Here the
+    /// client reconnects by itself and a batch is retried from its first unacknowledged
+    /// message; `command_timeout` also bounds JetStream API requests, and the backoff
+    /// paces the client's reconnects too. Envelopes above the server's `max_payload`
+    /// (1 MiB by default) travel as chunks, up to `max_envelope_bytes`.
+    pub node: NodeOptions,
     /// How long one publish waits for its acknowledgement before the batch is retried
     /// from it. Default: 2 s (an acknowledgement lost with a cut connection costs this).
     pub ack_timeout: Duration,
     /// Idle heartbeat of each hub's consumer: a reader that hears nothing for three of
     /// these recreates its consumer from the last sequence it read. Default: 2 s.
     pub heartbeat: Duration,
-    /// Backoff of the client's reconnects and of the readers' consumer re-creation.
-    /// Default: 100 ms doubling to 10 s, jitter 0.25.
-    pub reconnect_backoff: ReconnectBackoff,
-    /// The largest envelope (estimated encoded size) accepted; larger publishes fail
-    /// with `TooLarge` before being numbered. Envelopes above the server's
-    /// `max_payload` (1 MiB by default) are split into chunks that travel as
-    /// consecutive messages. Default: 64 MiB.
-    pub max_envelope_bytes: usize,
-    /// The most envelopes one publishing batch carries. Default: 1,000.
-    pub publish_batch_size: usize,
-    /// The most payload bytes one publishing batch carries (a single larger envelope
-    /// still goes, alone). Default: 8 MiB.
-    pub publish_batch_bytes: usize,
-    /// Capacity of each subscription's event queue. When it is full the hub's reader
-    /// waits; messages wait in the stream, so `Lagged` is never reported. Default: 8,192.
-    pub subscription_capacity: usize,
-    /// The connection's name (`<client_name>-<node id>`), shown by the server's
-    /// monitoring (`/connz`). Default: `signalr-backplane`.
-    pub client_name: String,
 }
 
 impl NatsOptions {
@@ -164,15 +150,9 @@ impl NatsOptions {
             storage: Storage::File,
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
-            command_timeout: Duration::from_secs(10),
+            node: NodeOptions::default(),
             ack_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(2),
-            reconnect_backoff: ReconnectBackoff::default(),
-            max_envelope_bytes: 64 * 1024 * 1024,
-            publish_batch_size: 1000,
-            publish_batch_bytes: 8 * 1024 * 1024,
-            subscription_capacity: 8192,
-            client_name: "signalr-backplane".to_owned(),
         };
         options.check_url()?;
         Ok(options)
@@ -208,15 +188,9 @@ impl NatsOptions {
         self
     }
 
-    /// Set [`NatsOptions::command_timeout`].
+    /// Set [`NodeOptions::command_timeout`].
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// Set [`NatsOptions::reconnect_backoff`].
-    pub fn reconnect_backoff(mut self, backoff: ReconnectBackoff) -> Self {
-        self.reconnect_backoff = backoff;
+        self.node.command_timeout = timeout;
         self
     }
 
@@ -229,7 +203,7 @@ impl NatsOptions {
     pub fn redacted_url(&self) -> String {
         self.url
             .split(',')
-            .map(|url| redact(url.trim()))
+            .map(|url| redact_url(url.trim()))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -258,6 +232,7 @@ impl NatsOptions {
     pub fn validate(&self) -> Result<(), BackplaneError> {
         let invalid = |what: &str| Err(BackplaneError::Config(what.to_owned()));
         self.check_url()?;
+        self.node.validate()?;
         let token_safe = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
@@ -267,7 +242,7 @@ impl NatsOptions {
         if !token_safe(&self.prefix) {
             return invalid("prefix must be 1 to 64 letters, digits, '-' or '_'");
         }
-        if !token_safe(&self.client_name) {
+        if !token_safe(&self.node.client_name) {
             return invalid("client_name must be 1 to 64 letters, digits, '-' or '_'");
         }
         if matches!(
@@ -287,34 +262,15 @@ impl NatsOptions {
                 "max_bytes and max_messages must be positive (or None), replicas at least 1",
             );
         }
-        if self.command_timeout.is_zero()
-            || self.ack_timeout.is_zero()
+        if self.ack_timeout.is_zero()
             || self.heartbeat < Duration::from_millis(100)
             || self.duplicate_window.is_zero()
         {
             return invalid(
-                "command_timeout, ack_timeout and duplicate_window must be positive, heartbeat at least 100 ms",
+                "ack_timeout and duplicate_window must be positive, heartbeat at least 100 ms",
             );
         }
-        if self.publish_batch_size == 0 || self.subscription_capacity == 0 {
-            return invalid("publish_batch_size and subscription_capacity must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&self.reconnect_backoff.jitter) {
-            return invalid("reconnect_backoff.jitter must be between 0.0 and 1.0");
-        }
         Ok(())
-    }
-}
-
-/// `url` with anything between `://` and the last `@` of the authority removed.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<not a URL>".to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 
@@ -333,15 +289,9 @@ impl fmt::Debug for NatsOptions {
             .field("storage", &self.storage)
             .field("replicas", &self.replicas)
             .field("duplicate_window", &self.duplicate_window)
-            .field("command_timeout", &self.command_timeout)
+            .field("node", &self.node)
             .field("ack_timeout", &self.ack_timeout)
             .field("heartbeat", &self.heartbeat)
-            .field("reconnect_backoff", &self.reconnect_backoff)
-            .field("max_envelope_bytes", &self.max_envelope_bytes)
-            .field("publish_batch_size", &self.publish_batch_size)
-            .field("publish_batch_bytes", &self.publish_batch_bytes)
-            .field("subscription_capacity", &self.subscription_capacity)
-            .field("client_name", &self.client_name)
             .finish()
     }
 }

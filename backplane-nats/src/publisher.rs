@@ -1,6 +1,7 @@
-//! The publishing side: one task per node writes the core's ordered batches, one hub
-//! at a time, pipelined: every message of the hub's part is sent, then the
-//! acknowledgements are awaited in order.
+//! The publishing side's transport: how one hub's part of a batch is stored, pipelined:
+//! every message of the part is sent, then the acknowledgements are awaited in order.
+//! The loop around it (batching, retries until `command_timeout`, completion, skipped
+//! runs) is `backplane_core::node`'s.
 //!
 //! Order: one connection carries the messages to the server in the order sent, and
 //! JetStream stores them in arrival order, so a node's envelopes enter the stream in
@@ -12,16 +13,16 @@
 //! are written as skipped runs in front of the hub's next part.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage as Publish;
-use backplane_core::sequencing::{Pending, PublishQueue, SkippedRun, runs_of};
-use backplane_core::{BackplaneError, Jitter};
+use backplane_core::node::{BatchStore, WriteError};
+use backplane_core::sequencing::{Pending, SkippedRun};
 use tokio::time::Instant;
 
-use crate::context::{NodeContext, backend};
+use crate::context::NodeContext;
 use crate::wire;
 
 /// Where an envelope goes: its hub's subject.
@@ -32,23 +33,26 @@ pub(crate) type Route = Arc<str>;
 /// batch before awaiting any would wait for a permit forever.
 const ACK_WINDOW: usize = 1024;
 
-/// The node's publish queue, routed by subject.
-pub(crate) type Queue = PublishQueue<Route>;
-
-/// The task that writes batches.
-pub(crate) struct Publisher {
+/// Writes a node's parts to JetStream.
+pub(crate) struct SubjectWriter {
     /// Identity, settings, connection.
     context: Arc<NodeContext>,
-    /// Where publishes wait, numbered.
-    queue: Arc<Queue>,
-    /// Numbers of failed parts, written in front of their hub's next part.
-    skipped: Vec<SkippedRun<Route>>,
-    /// Spreads retries.
-    jitter: Jitter,
+}
+
+/// One hub's part as messages, and how far the attempts so far got.
+pub(crate) struct Messages {
+    /// The hub's subject.
+    subject: Route,
+    /// The skipped runs' messages (one each), then the envelopes' (chunks: several).
+    messages: Vec<Publish>,
+    /// After which message each item (run, then envelope) is complete.
+    ends: Vec<usize>,
+    /// Messages acknowledged so far: the next attempt resends from here.
+    acknowledged: usize,
 }
 
 /// Why sending stopped: how many messages were acknowledged first, and the error.
-struct Failure {
+pub(crate) struct Failure {
     /// Messages acknowledged before the failure.
     acknowledged: usize,
     /// What failed.
@@ -57,121 +61,15 @@ struct Failure {
     message: String,
 }
 
-impl Publisher {
-    pub(crate) fn new(context: Arc<NodeContext>, queue: Arc<Queue>) -> Self {
-        let jitter = Jitter::new(context.node);
-        Self {
-            context,
-            queue,
-            skipped: Vec::new(),
-            jitter,
-        }
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
+}
 
-    /// Write batches until the queue is shut down and drained.
-    pub(crate) async fn run(mut self) {
-        let options = &self.context.options;
-        let (items, bytes) = (options.publish_batch_size, options.publish_batch_bytes);
-        while let Some(batch) = self.queue.next_batch(items, bytes, Duration::ZERO).await {
-            let mut groups: Vec<(Route, Vec<Pending<Route>>)> = Vec::new();
-            for pending in batch {
-                match groups.iter_mut().find(|(route, _)| *route == pending.route) {
-                    Some((_, group)) => group.push(pending),
-                    None => groups.push((pending.route.clone(), vec![pending])),
-                }
-            }
-            for (route, group) in groups {
-                self.write(&route, group).await;
-            }
-        }
-        tracing::debug!(node = %self.context.node, "[Publish] publisher stopped");
-    }
-
-    /// Write one hub's part of a batch (behind its skipped runs) and complete it.
-    async fn write(&mut self, subject: &Route, group: Vec<Pending<Route>>) {
-        let node = self.context.node;
-        let (runs, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.skipped)
-            .into_iter()
-            .partition(|run| run.route == *subject);
-        self.skipped = others;
-        // The messages in order, and after which one each envelope is complete.
-        let mut messages: Vec<Publish> = runs
-            .iter()
-            .map(|run| wire::skipped_message(subject, node, run.first, run.last))
-            .collect();
-        let chunk = self.context.chunk_bytes();
-        let mut ends = Vec::with_capacity(group.len());
-        for pending in &group {
-            let encoded: bytes::Bytes = pending.envelope.encode().into();
-            let seq = pending.envelope.seq;
-            messages.extend(wire::envelope_messages(subject, node, seq, &encoded, chunk));
-            ends.push(messages.len());
-        }
-        let timeout = self.context.options.command_timeout;
-        let deadline = Instant::now() + timeout;
-        let mut next = 0;
-        let mut attempt = 0;
-        let outcome = loop {
-            let failure = match self.send(subject, &messages[next..], deadline).await {
-                Ok(()) => break Ok(()),
-                Err(failure) => failure,
-            };
-            next += failure.acknowledged;
-            let now = Instant::now();
-            let transient = !matches!(
-                failure.kind,
-                PublishErrorKind::MaxPayloadExceeded
-                    | PublishErrorKind::WrongLastMessageId
-                    | PublishErrorKind::WrongLastSequence
-            );
-            if !transient {
-                break Err(backend("publishing to JetStream", &failure.message));
-            }
-            if now >= deadline {
-                tracing::warn!(%node, error = failure.message, "[Publish] batch failed until the command timeout");
-                break Err(BackplaneError::Timeout(timeout));
-            }
-            if failure.kind == PublishErrorKind::StreamNotFound
-                && let Err(error) = self.context.ensure_stream().await
-            {
-                tracing::warn!(%node, %error, "[Publish] the stream is gone and could not be recreated");
-            }
-            let delay = self
-                .context
-                .backoff(attempt, self.jitter.next_fraction())
-                .min(deadline - now);
-            attempt += 1;
-            tracing::debug!(%node, error = failure.message, ?delay, acknowledged = next, "[Publish] batch failed; retrying from the first unacknowledged message");
-            tokio::time::sleep(delay).await;
-        };
-        let stored = match outcome {
-            Ok(()) => messages.len(),
-            Err(_) => next,
-        };
-        // Runs whose message was not acknowledged stay pending, ahead of everything.
-        let runs_stored = stored.min(runs.len());
-        self.skipped.extend(runs.into_iter().skip(runs_stored));
-        let mut failed = Vec::new();
-        for (pending, end) in group.into_iter().zip(ends) {
-            if end <= stored {
-                pending.finish(Ok(()));
-            } else {
-                failed.push(pending);
-            }
-        }
-        if let Err(error) = outcome {
-            self.skipped.extend(runs_of(&failed));
-            let message = error.to_string();
-            for pending in failed {
-                let error = match &error {
-                    BackplaneError::Timeout(timeout) => BackplaneError::Timeout(*timeout),
-                    _ => BackplaneError::backend(message.clone()),
-                };
-                pending.finish(Err(error));
-            }
-        } else {
-            tracing::debug!(%node, subject = &**subject, messages = messages.len(), "[Publish] batch written");
-        }
+impl SubjectWriter {
+    pub(crate) fn new(context: Arc<NodeContext>) -> Self {
+        Self { context }
     }
 
     /// Send `messages` and await their acknowledgements in order, at most
@@ -236,5 +134,72 @@ async fn acknowledge(
             kind: PublishErrorKind::TimedOut,
             message: "no acknowledgement before the command timeout".into(),
         }),
+    }
+}
+
+impl BatchStore for SubjectWriter {
+    type Route = Route;
+    type Part = Messages;
+    type Error = Failure;
+
+    const ACTION: &'static str = "publishing to JetStream";
+
+    fn prepare(
+        &self,
+        subject: &Route,
+        runs: &[SkippedRun<Route>],
+        envelopes: &[Pending<Route>],
+    ) -> Messages {
+        let node = self.context.node;
+        let mut messages: Vec<Publish> = runs
+            .iter()
+            .map(|run| wire::skipped_message(subject, node, run.first, run.last))
+            .collect();
+        let mut ends: Vec<usize> = (1..=messages.len()).collect();
+        let chunk = self.context.chunk_bytes();
+        for pending in envelopes {
+            let encoded: bytes::Bytes = pending.envelope.encode().into();
+            let seq = pending.envelope.seq;
+            messages.extend(wire::envelope_messages(subject, node, seq, &encoded, chunk));
+            ends.push(messages.len());
+        }
+        Messages {
+            subject: subject.clone(),
+            messages,
+            ends,
+            acknowledged: 0,
+        }
+    }
+
+    async fn write(
+        &mut self,
+        part: &mut Messages,
+        deadline: Instant,
+    ) -> Result<(), WriteError<Failure>> {
+        let rest = &part.messages[part.acknowledged..];
+        let failure = match self.send(&part.subject, rest, deadline).await {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        part.acknowledged += failure.acknowledged;
+        let transient = !matches!(
+            failure.kind,
+            PublishErrorKind::MaxPayloadExceeded
+                | PublishErrorKind::WrongLastMessageId
+                | PublishErrorKind::WrongLastSequence
+        );
+        Err(WriteError {
+            stored: part.ends.partition_point(|&end| end <= part.acknowledged),
+            transient,
+            cause: failure,
+        })
+    }
+
+    async fn before_retry(&mut self, failure: &Failure) {
+        if failure.kind == PublishErrorKind::StreamNotFound
+            && let Err(error) = self.context.ensure_stream().await
+        {
+            tracing::warn!(node = %self.context.node, %error, "[Publish] the stream is gone and could not be recreated");
+        }
     }
 }

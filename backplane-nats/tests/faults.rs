@@ -12,11 +12,12 @@ use std::time::Duration;
 use backplane_core::testkit::CuttingProxy;
 use backplane_core::testkit::events::{expect_connected, label_of, labelled, next_envelope};
 use backplane_core::testkit::faults::{
-    HUB, Published, Tally, assert_acknowledged_delivered, finished, publish_all, receive,
+    self, HUB, Published, Tally, assert_acknowledged_delivered, cut_five_times,
+    publish_through_fault,
 };
-use backplane_core::{Backplane, BackplaneError, BackplaneEvent, GapRepair};
+use backplane_core::{Backplane, BackplaneError, GapRepair};
 use backplane_nats::{NatsBackplane, NatsOptions, Storage};
-use support::server::TestServer;
+use support::server::{self, TestServer};
 
 async fn node(options: &NatsOptions) -> Arc<dyn Backplane> {
     Arc::new(
@@ -34,6 +35,21 @@ async fn stream_messages(url: &str, options: &NatsOptions) -> u64 {
         .await
         .expect("the stream exists");
     stream.info().await.expect("stream info").state.messages
+}
+
+/// 10,000 envelopes from `publisher` to `receiver`, the server killed (SIGKILL) after
+/// 3,000 arrived and restarted 300 ms later.
+async fn kill_and_restart(
+    server: &mut TestServer,
+    publisher: &Arc<dyn Backplane>,
+    receiver: &Arc<dyn Backplane>,
+) -> (Tally, Published) {
+    publish_through_fault(publisher, receiver, 3_000, async move || {
+        server.kill().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.restart().await;
+    })
+    .await
 }
 
 fn assert_clean(published: &Published, tally: &Tally) {
@@ -54,27 +70,10 @@ fn assert_clean(published: &Published, tally: &Tally) {
 /// the publisher's retries are stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_and_restarted_during_10000_loses_nothing() {
-    let mut server = TestServer::start().await;
+    let mut server = server::start().await;
     let options = support::options(&server.url(), "restart");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    let done = Arc::new(std::sync::Mutex::new(None));
-    let publishing = publish_all(publisher.clone(), done.clone());
-    let server_ref = &mut server;
-    let tally = receive(
-        &mut subscription,
-        publisher.node_id(),
-        finished(&done),
-        3_000,
-        async move || {
-            server_ref.kill().await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            server_ref.restart().await;
-        },
-    )
-    .await;
-    let published = publishing.await.unwrap();
+    let (tally, published) = kill_and_restart(&mut server, &publisher, &receiver).await;
     println!(
         "killed and restarted: {} numbered, {} ok; receiver: {tally:?}",
         published.numbered, published.ok
@@ -89,27 +88,10 @@ async fn server_killed_and_restarted_during_10000_loses_nothing() {
 /// delivered, reported missing, or failed at the publisher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_memory_storage_reports_what_was_lost() {
-    let mut server = TestServer::start().await;
+    let mut server = server::start().await;
     let options = support::options(&server.url(), "memory").storage(Storage::Memory);
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    let done = Arc::new(std::sync::Mutex::new(None));
-    let publishing = publish_all(publisher.clone(), done.clone());
-    let server_ref = &mut server;
-    let tally = receive(
-        &mut subscription,
-        publisher.node_id(),
-        finished(&done),
-        3_000,
-        async move || {
-            server_ref.kill().await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            server_ref.restart().await;
-        },
-    )
-    .await;
-    let published = publishing.await.unwrap();
+    let (tally, published) = kill_and_restart(&mut server, &publisher, &receiver).await;
     println!(
         "memory storage: {} numbered, {} ok; receiver: {tally:?}",
         published.numbered, published.ok
@@ -136,32 +118,14 @@ async fn restart_with_memory_storage_reports_what_was_lost() {
 /// 0 duplicated, in order, every reconnect repaired, every publish succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_through_a_proxy_lose_nothing() {
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let proxy = CuttingProxy::start(support::address_of(&server.url())).await;
     let options = support::options(&format!("nats://{}", proxy.address), "proxy");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    let done = Arc::new(std::sync::Mutex::new(None));
-    let publishing = publish_all(publisher.clone(), done.clone());
-    let cutter = {
-        let proxy = &proxy;
-        async move || {
-            for _ in 0..5 {
-                proxy.cut();
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-        }
-    };
-    let tally = receive(
-        &mut subscription,
-        publisher.node_id(),
-        finished(&done),
-        2_000,
-        cutter,
-    )
+    let (tally, published) = publish_through_fault(&publisher, &receiver, 2_000, async || {
+        cut_five_times(&proxy).await
+    })
     .await;
-    let published = publishing.await.unwrap();
     assert_eq!(
         published.ok, published.numbered,
         "every publish must succeed across cuts: {published:?}"
@@ -175,7 +139,7 @@ async fn connections_cut_through_a_proxy_lose_nothing() {
 /// `max_messages` keeps the stream at its bound; `max_age` empties it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_trims_by_count_and_age() {
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let options = support::options(&server.url(), "retention").max_messages(Some(100));
     let publisher = node(&options).await;
     for i in 0..1_000 {
@@ -216,43 +180,16 @@ async fn retention_trims_by_count_and_age() {
 /// takes it as a new origin and delivers everything from both, reporting no loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restarted_with_a_new_id() {
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let options = support::options(&server.url(), "new-id");
-    let receiver = node(&options).await;
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    let mut origins = Vec::new();
-    for life in 0..2 {
-        let publisher = node(&options).await;
-        origins.push(publisher.node_id());
-        for i in 0..100 {
-            publisher
-                .publish(HUB, labelled(&format!("{life}/{i}")))
-                .await
-                .unwrap();
-        }
-        publisher.shutdown().await.unwrap();
-    }
-    assert_ne!(origins[0], origins[1]);
-    for (life, origin) in origins.iter().enumerate() {
-        for i in 0..100u64 {
-            match tokio::time::timeout(Duration::from_secs(30), subscription.recv()).await {
-                Ok(Some(BackplaneEvent::Envelope(envelope))) => {
-                    assert_eq!((envelope.origin, envelope.seq), (*origin, i + 1));
-                    assert_eq!(label_of(&envelope), format!("{life}/{i}"));
-                }
-                other => panic!("expected envelope {life}/{i}, got {other:?}"),
-            }
-        }
-    }
-    receiver.shutdown().await.unwrap();
+    faults::node_restarted_with_a_new_id(async || node(&options).await).await;
 }
 
 /// Hub names that would be wildcards or several tokens as subjects stay apart: each
 /// subscription receives its own hub's envelopes only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_hub_names_stay_apart() {
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let options = support::options(&server.url(), "hostile");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
     let hubs = ["a", "a.b", "*", ">", "a.>", "", " spaced\ttab "];
@@ -306,9 +243,9 @@ async fn errors_are_clear_and_keep_the_password_out() {
     assert!(error.contains("connecting to NATS"), "{error}");
     assert!(!error.contains("s3cr3t"), "{error}");
 
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let mut options = support::options(&server.url(), "too-large");
-    options.max_envelope_bytes = 1000;
+    options.node.max_envelope_bytes = 1000;
     let publisher = node(&options).await;
     let big = labelled(&"x".repeat(2000));
     assert!(matches!(
@@ -324,9 +261,9 @@ async fn errors_are_clear_and_keep_the_password_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_larger_than_the_acknowledgement_window() {
     const MANY: u64 = 6_000;
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let mut options = support::options(&server.url(), "window");
-    options.publish_batch_size = 10_000;
+    options.node.publish_batch_size = 10_000;
     let (publisher, receiver) = (node(&options).await, node(&options).await);
     let mut subscription = receiver.subscribe(HUB).await.unwrap();
     expect_connected(&mut subscription).await;

@@ -1,24 +1,18 @@
 //! [`RedisBackplane`]: one node, its tasks, and the [`Backplane`] contract.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use backplane_core::sequencing::HubSubscribers;
-use backplane_core::{
-    Backplane, BackplaneError, BackplaneEvent, EnvelopeKind, NodeId, Subscription,
-};
+use backplane_core::node::{HubReading, NodeRuntime, PublisherTask, backend_error, run_reader};
+use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
-use crate::context::{NodeContext, Role, backend};
+use crate::context::{NodeContext, Role};
 use crate::entry;
 use crate::options::RedisOptions;
-use crate::publisher::{Publisher, Queue, StreamKey};
-use crate::reader::HubReader;
+use crate::publisher::{StreamKey, StreamWriter};
+use crate::reader::{RESET_CAUSE, STORAGE, StreamReader};
 
 /// One node of a Redis backplane.
 ///
@@ -28,18 +22,8 @@ use crate::reader::HubReader;
 pub struct RedisBackplane {
     /// Identity, settings and client, shared with the tasks.
     context: Arc<NodeContext>,
-    /// Where publishes are numbered and queued (the core's queue).
-    queue: Arc<Queue>,
-    /// The subscriptions of each hub with a running reader task.
-    hubs: tokio::sync::Mutex<HashMap<String, Arc<HubSubscribers>>>,
-    /// Stream keys per hub, computed once.
-    keys: Mutex<HashMap<String, StreamKey>>,
-    /// Tells the tasks to stop.
-    stop: watch::Sender<bool>,
-    /// The publisher and reader tasks, awaited by shutdown.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Set by shutdown.
-    shut_down: AtomicBool,
+    /// The queue, subscriptions, tasks and shutdown (the core's), routed by stream key.
+    runtime: NodeRuntime<StreamKey>,
 }
 
 impl RedisBackplane {
@@ -59,19 +43,19 @@ impl RedisBackplane {
         let connection = context
             .connect(Role::Publisher)
             .await
-            .map_err(|error| backend("connecting to Redis", &error))?;
-        let queue = Arc::new(Queue::new(context.options.max_envelope_bytes));
-        let publisher = Publisher::new(context.clone(), queue.clone(), connection);
+            .map_err(|error| backend_error("connecting to Redis", &error))?;
+        let node = &context.options.node;
+        let runtime = NodeRuntime::new(
+            context.node,
+            node.max_envelope_bytes,
+            node.subscription_capacity,
+        );
+        let writer = StreamWriter::new(context.clone(), connection);
+        let publisher =
+            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits());
+        runtime.spawn(publisher.run());
         tracing::debug!(node = %context.node, url = %context.options.redacted_url(), prefix = %context.options.key_prefix, "[Init] node started");
-        Ok(Self {
-            context,
-            queue,
-            hubs: tokio::sync::Mutex::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
-            stop: watch::Sender::new(false),
-            tasks: Mutex::new(vec![tokio::spawn(publisher.run())]),
-            shut_down: AtomicBool::new(false),
-        })
+        Ok(Self { context, runtime })
     }
 
     /// The settings this node runs with.
@@ -79,22 +63,9 @@ impl RedisBackplane {
         &self.context.options
     }
 
-    fn check_running(&self) -> Result<(), BackplaneError> {
-        if self.shut_down.load(Ordering::Acquire) {
-            Err(BackplaneError::Shutdown)
-        } else {
-            Ok(())
-        }
-    }
-
     fn key(&self, hub: &str) -> StreamKey {
-        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(key) = keys.get(hub) {
-            return key.clone();
-        }
-        let key: StreamKey = self.context.options.stream_key(hub).into();
-        keys.insert(hub.to_owned(), key.clone());
-        key
+        self.runtime
+            .route(hub, |hub| self.context.options.stream_key(hub).into())
     }
 
     /// A reading connection for `key`, and the id of its stream's newest entry (reading
@@ -103,7 +74,7 @@ impl RedisBackplane {
         &self,
         key: &str,
     ) -> Result<(MultiplexedConnection, String), BackplaneError> {
-        let timeout = self.context.options.command_timeout;
+        let timeout = self.context.options.node.command_timeout;
         let started = tokio::time::timeout(timeout, async {
             let mut connection = self.context.connect(Role::Reader).await?;
             let newest: redis::Value = redis::cmd("XREVRANGE")
@@ -119,7 +90,7 @@ impl RedisBackplane {
         let (connection, newest) = started
             .await
             .map_err(|_| BackplaneError::Timeout(timeout))?
-            .map_err(|error| backend("starting to read the hub's stream", &error))?;
+            .map_err(|error| backend_error("starting to read the hub's stream", &error))?;
         let last_id = entry::first_id(newest)
             .map_err(BackplaneError::backend)?
             .unwrap_or_else(|| "0-0".to_owned());
@@ -135,69 +106,42 @@ impl Backplane for RedisBackplane {
 
     async fn publish(&self, hub: &str, kind: EnvelopeKind) -> Result<(), BackplaneError> {
         let key = self.key(hub);
-        self.queue
-            .publish(self.context.node, hub, None, kind, key)
-            .await
+        self.runtime.publish(hub, None, kind, |_| key).await
     }
 
     async fn send_to(
         &self,
-        node: NodeId,
+        to: NodeId,
         hub: &str,
         kind: EnvelopeKind,
     ) -> Result<(), BackplaneError> {
         let key = self.key(hub);
-        self.queue
-            .publish(self.context.node, hub, Some(node), kind, key)
-            .await
+        self.runtime.publish(hub, Some(to), kind, |_| key).await
     }
 
     async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {
-        self.check_running()?;
-        let (events, receiver) = mpsc::channel(self.context.options.subscription_capacity);
-        // A fresh queue has room for its first event.
-        let _ = events.try_send(BackplaneEvent::Connected);
-        let mut hubs = self.hubs.lock().await;
-        self.check_running()?;
-        if let Some(subscribers) = hubs.get(hub)
-            && subscribers.add(events.clone())
-        {
-            return Ok(Subscription::new(hub, receiver));
-        }
-        let key = self.key(hub);
-        let (connection, last_id) = self.start_reading(&key).await?;
-        let subscribers = Arc::new(HubSubscribers::default());
-        subscribers.add(events);
-        hubs.insert(hub.to_owned(), subscribers.clone());
-        let reader = HubReader::new(
-            self.context.clone(),
-            hub.to_owned(),
-            key,
-            subscribers,
-            last_id,
-            self.stop.subscribe(),
-        );
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        tasks.retain(|task| !task.is_finished());
-        tasks.push(tokio::spawn(reader.run(connection)));
-        tracing::debug!(node = %self.context.node, hub, "[Listener] subscribed");
-        Ok(Subscription::new(hub, receiver))
+        self.runtime
+            .subscribe(hub, async |subscribers, stop| {
+                let key = self.key(hub);
+                let (connection, last_id) = self.start_reading(&key).await?;
+                let reader = StreamReader::new(self.context.clone(), key, last_id);
+                let options = &self.context.options;
+                let reading = HubReading::new(
+                    self.context.node,
+                    hub,
+                    subscribers,
+                    stop,
+                    options.node.reconnect_backoff,
+                    STORAGE,
+                    RESET_CAUSE,
+                );
+                Ok(run_reader(reader, reading, connection))
+            })
+            .await
     }
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {
-        self.shut_down.store(true, Ordering::Release);
-        self.queue.shut_down();
-        self.stop.send_replace(true);
-        for subscribers in self.hubs.lock().await.drain().map(|(_, s)| s) {
-            subscribers.close();
-        }
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
-        for task in tasks {
-            if let Err(error) = task.await {
-                tracing::warn!(node = %self.context.node, %error, "a backplane task panicked");
-            }
-        }
-        tracing::debug!(node = %self.context.node, "backplane shut down");
+        self.runtime.shutdown().await;
         Ok(())
     }
 }
@@ -206,8 +150,7 @@ impl Drop for RedisBackplane {
     fn drop(&mut self) {
         // Without an explicit shutdown, stop the tasks anyway (queued publishes are
         // still written).
-        self.queue.shut_down();
-        self.stop.send_replace(true);
+        self.runtime.stop();
     }
 }
 
@@ -216,7 +159,7 @@ impl fmt::Debug for RedisBackplane {
         f.debug_struct("RedisBackplane")
             .field("node_id", &self.context.node)
             .field("options", &self.context.options)
-            .field("shut_down", &self.shut_down.load(Ordering::Relaxed))
+            .field("shut_down", &self.runtime.is_shut_down())
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,6 @@
 //! What a node's tasks share, how they connect, and how Redis errors are judged.
 
 use std::fmt;
-use std::time::Duration;
 
 use backplane_core::{BackplaneError, NodeId};
 use redis::aio::MultiplexedConnection;
@@ -47,12 +46,12 @@ impl NodeContext {
     pub(crate) async fn connect(&self, role: Role) -> Result<MultiplexedConnection, RedisError> {
         let options = &self.options;
         let response_timeout = match role {
-            Role::Publisher => options.command_timeout,
+            Role::Publisher => options.node.command_timeout,
             // A blocked read answers after block_timeout at the latest.
-            Role::Reader => options.block_timeout + options.command_timeout,
+            Role::Reader => options.block_timeout + options.node.command_timeout,
         };
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.command_timeout))
+            .set_connection_timeout(Some(options.node.command_timeout))
             .set_response_timeout(Some(response_timeout));
         let mut connection = self
             .client
@@ -64,15 +63,10 @@ impl NodeContext {
         };
         redis::cmd("CLIENT")
             .arg("SETNAME")
-            .arg(format!("{}-{role}-{}", options.client_name, self.node))
+            .arg(format!("{}-{role}-{}", options.node.client_name, self.node))
             .query_async::<()>(&mut connection)
             .await?;
         Ok(connection)
-    }
-
-    /// How long to wait before reconnect attempt `attempt`, jittered by `random`.
-    pub(crate) fn backoff(&self, attempt: u32, random: f64) -> Duration {
-        self.options.reconnect_backoff.delay(attempt, random)
     }
 }
 
@@ -100,9 +94,4 @@ pub(crate) fn is_transient(error: &RedisError) -> bool {
             error.retry_method(),
             RetryMethod::Reconnect | RetryMethod::RetryImmediately | RetryMethod::WaitAndRetry
         )
-}
-
-/// A Redis error as a backplane error, with what was being done.
-pub(crate) fn backend(context: &str, error: &RedisError) -> BackplaneError {
-    BackplaneError::backend(format!("{context}: {error}"))
 }

@@ -47,7 +47,7 @@
 //! `MULTI` / `XADD`... / `EXEC` pipeline per hub, one at a time, so a node's envelopes
 //! enter each stream in sequence order, and returns after `EXEC` succeeded. A batch that
 //! fails on a connection error is retried on a fresh connection until
-//! [`RedisOptions::command_timeout`] (then `Timeout`); a retry after a lost reply may
+//! [`NodeOptions::command_timeout`](backplane_core::node::NodeOptions::command_timeout) (then `Timeout`); a retry after a lost reply may
 //! store a batch twice, and receivers drop the copy by sequence number. An error does
 //! *not* promise the envelope was not stored.
 //!
@@ -89,7 +89,7 @@
 //! - TLS (`rediss://`) needs the cargo feature `tls` (rustls, webpki roots).
 //! - `XTRIM MINID` uses the publisher's clock: a skewed clock shifts retention by the
 //!   skew.
-//! - Envelopes are limited by [`RedisOptions::max_envelope_bytes`] (64 MiB).
+//! - Envelopes are limited by [`NodeOptions::max_envelope_bytes`](backplane_core::node::NodeOptions::max_envelope_bytes) (64 MiB).
 //!
 //! # Logs
 //!

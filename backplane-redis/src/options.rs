@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use backplane_core::{BackplaneError, ReconnectBackoff};
+use backplane_core::BackplaneError;
+use backplane_core::node::{NodeOptions, redact_url};
 
 /// Default [`RedisOptions::key_prefix`].
 pub const DEFAULT_KEY_PREFIX: &str = "signalr";
@@ -50,36 +51,15 @@ pub struct RedisOptions {
     /// Default: 5 s. Shorter costs a round trip per idle interval per hub; a silently
     /// dead connection is noticed after this plus `command_timeout`.
     pub block_timeout: Duration,
-    /// Time limit of one operation including its retries: a publish batch is retried on
-    /// a fresh connection after connection errors until this elapses, then its
-    /// publishes fail with `Timeout`. Also bounds connects and the reply to a read
-    /// (beyond `block_timeout`). Default: 10 s.
-    pub command_timeout: Duration,
-    /// Backoff of the reconnect loops (readers forever, publisher within
-    /// `command_timeout`). Default: 100 ms doubling to 10 s, jitter 0.25.
-    pub reconnect_backoff: ReconnectBackoff,
-    /// The largest envelope (estimated encoded size) accepted; larger publishes fail
-    /// with `TooLarge` before being numbered. Default: 64 MiB (Redis accepts up to its
-    /// `proto-max-bulk-len`, 512 MB; every receiver holds the whole envelope in memory,
-    /// and the stream keeps `max_len` of them).
-    pub max_envelope_bytes: usize,
-    /// The most envelopes one publishing transaction (`MULTI`/`EXEC` pipeline) carries.
-    /// Default: 1,000.
-    pub publish_batch_size: usize,
-    /// The most payload bytes one publishing transaction carries (a single larger
-    /// envelope still goes, alone). Default: 8 MiB.
-    pub publish_batch_bytes: usize,
+    /// What every log-based node has: timeouts, backoff, batching, limits, the
+    /// connection name (`<client_name>-<publisher|reader>-<node>` in `CLIENT LIST`;
+    /// no spaces). See [`NodeOptions`] for each, with its default. Here
+    /// `command_timeout` also bounds the reply to a read (beyond `block_timeout`), and a
+    /// batch is retried on a fresh connection.
+    pub node: NodeOptions,
     /// Entries asked for per `XREAD` (`COUNT`). Default: 1,000. Larger reads fewer
     /// times during a burst; each reply is held in memory at once.
     pub read_count: usize,
-    /// Capacity of each subscription's event queue. When it is full the hub's reader
-    /// waits (backpressure: entries stay in the stream meanwhile, within `max_len` and
-    /// `max_age`); nothing is dropped, so `Lagged` is never reported. Default: 8,192.
-    pub subscription_capacity: usize,
-    /// Prefix of each connection's `CLIENT SETNAME` (`signalr-backplane-reader-<node>`),
-    /// so operators find the backplane's connections in `CLIENT LIST`. Default:
-    /// `signalr-backplane`. No spaces.
-    pub client_name: String,
 }
 
 impl RedisOptions {
@@ -96,14 +76,8 @@ impl RedisOptions {
             max_len: Some(100_000),
             max_age: Some(Duration::from_secs(3600)),
             block_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(10),
-            reconnect_backoff: ReconnectBackoff::default(),
-            max_envelope_bytes: 64 * 1024 * 1024,
-            publish_batch_size: 1000,
-            publish_batch_bytes: 8 * 1024 * 1024,
+            node: NodeOptions::default(),
             read_count: 1000,
-            subscription_capacity: 8192,
-            client_name: "signalr-backplane".to_owned(),
         };
         options.client()?;
         Ok(options)
@@ -133,21 +107,9 @@ impl RedisOptions {
         self
     }
 
-    /// Set [`RedisOptions::command_timeout`].
+    /// Set [`NodeOptions::command_timeout`].
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// Set [`RedisOptions::reconnect_backoff`].
-    pub fn reconnect_backoff(mut self, backoff: ReconnectBackoff) -> Self {
-        self.reconnect_backoff = backoff;
-        self
-    }
-
-    /// Set [`RedisOptions::max_envelope_bytes`].
-    pub fn max_envelope_bytes(mut self, bytes: usize) -> Self {
-        self.max_envelope_bytes = bytes;
+        self.node.command_timeout = timeout;
         self
     }
 
@@ -180,7 +142,7 @@ impl RedisOptions {
 
     /// The URL without its user and password, for logs.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        redact_url(&self.url)
     }
 
     /// Check that the options are usable.
@@ -191,11 +153,12 @@ impl RedisOptions {
     pub fn validate(&self) -> Result<(), BackplaneError> {
         let invalid = |what: &str| Err(BackplaneError::Config(what.to_owned()));
         self.client()?;
+        self.node.validate()?;
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             return invalid("key_prefix must be non-empty and contain no '{' or '}'");
         }
-        if self.client_name.is_empty() || self.client_name.contains(char::is_whitespace) {
-            return invalid("client_name must be non-empty and contain no spaces");
+        if self.node.client_name.contains(char::is_whitespace) {
+            return invalid("client_name must contain no spaces");
         }
         if self.max_len == Some(0) {
             return invalid("max_len must be at least 1 (or None)");
@@ -206,30 +169,13 @@ impl RedisOptions {
         {
             return invalid("max_age must be at least 1 ms (or None)");
         }
-        if self.block_timeout < Duration::from_millis(1) || self.command_timeout.is_zero() {
-            return invalid("block_timeout (at least 1 ms) and command_timeout must be positive");
+        if self.block_timeout < Duration::from_millis(1) {
+            return invalid("block_timeout must be at least 1 ms");
         }
-        if self.publish_batch_size == 0 || self.read_count == 0 || self.subscription_capacity == 0 {
-            return invalid(
-                "publish_batch_size, read_count and subscription_capacity must be at least 1",
-            );
-        }
-        if !(0.0..=1.0).contains(&self.reconnect_backoff.jitter) {
-            return invalid("reconnect_backoff.jitter must be between 0.0 and 1.0");
+        if self.read_count == 0 {
+            return invalid("read_count must be at least 1");
         }
         Ok(())
-    }
-}
-
-/// `url` with anything between `://` and the last `@` of the authority removed.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<not a URL>".to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 
@@ -241,14 +187,8 @@ impl fmt::Debug for RedisOptions {
             .field("max_len", &self.max_len)
             .field("max_age", &self.max_age)
             .field("block_timeout", &self.block_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("reconnect_backoff", &self.reconnect_backoff)
-            .field("max_envelope_bytes", &self.max_envelope_bytes)
-            .field("publish_batch_size", &self.publish_batch_size)
-            .field("publish_batch_bytes", &self.publish_batch_bytes)
+            .field("node", &self.node)
             .field("read_count", &self.read_count)
-            .field("subscription_capacity", &self.subscription_capacity)
-            .field("client_name", &self.client_name)
             .finish()
     }
 }
@@ -262,7 +202,6 @@ mod tests {
         let options = RedisOptions::new("redis://user:pa@ss@host:6379/2").unwrap();
         assert_eq!(options.redacted_url(), "redis://***@host:6379/2");
         assert!(!format!("{options:?}").contains("pa@ss"));
-        assert_eq!(redact("redis://host/0"), "redis://host/0");
         let error = RedisOptions::new("http://secret@host")
             .unwrap_err()
             .to_string();

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backplane_core::testkit::CuttingProxy;
-use backplane_core::testkit::events::{expect_connected, label_of, labelled};
+use backplane_core::testkit::events::labelled;
 use backplane_core::testkit::faults::{
-    HUB, Published, Tally, assert_acknowledged_delivered, finished, publish_all, receive,
+    self, HUB, Published, Tally, assert_acknowledged_delivered, cut_five_times,
+    publish_through_fault,
 };
-use backplane_core::{Backplane, BackplaneEvent, GapRepair};
+use backplane_core::{Backplane, GapRepair};
 use backplane_redis::{RedisBackplane, RedisOptions};
-use support::server::TestServer;
+use support::server;
 
 async fn node(options: &RedisOptions) -> Arc<dyn Backplane> {
     Arc::new(
@@ -27,30 +28,19 @@ async fn node(options: &RedisOptions) -> Arc<dyn Backplane> {
 
 async fn restart_during_10000(persistent: bool) -> (Tally, Published) {
     let mut server = if persistent {
-        TestServer::start_persistent().await
+        server::start_persistent().await
     } else {
-        TestServer::start().await
+        server::start().await
     };
     let options = support::options(&server.url(), "restart");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    let done = Arc::new(std::sync::Mutex::new(None));
-    let publishing = publish_all(publisher.clone(), done.clone());
     let server_ref = &mut server;
-    let tally = receive(
-        &mut subscription,
-        publisher.node_id(),
-        finished(&done),
-        3_000,
-        async move || {
-            server_ref.kill().await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            server_ref.restart().await;
-        },
-    )
+    let (tally, published) = publish_through_fault(&publisher, &receiver, 3_000, async move || {
+        server_ref.kill().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server_ref.restart().await;
+    })
     .await;
-    let published = publishing.await.unwrap();
     publisher.shutdown().await.unwrap();
     receiver.shutdown().await.unwrap();
     (tally, published)
@@ -110,33 +100,15 @@ async fn restart_with_appendfsync_always_loses_nothing() {
 /// 0 duplicated, in order, every reconnect repaired, every publish succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_through_a_proxy_lose_nothing() {
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let target = format!("127.0.0.1:{}", server.port).parse().unwrap();
     let proxy = CuttingProxy::start(target).await;
     let options = support::options(&format!("redis://{}", proxy.address), "proxy");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    let done = Arc::new(std::sync::Mutex::new(None));
-    let publishing = publish_all(publisher.clone(), done.clone());
-    let cutter = {
-        let proxy = &proxy;
-        async move || {
-            for _ in 0..5 {
-                proxy.cut();
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-        }
-    };
-    let tally = receive(
-        &mut subscription,
-        publisher.node_id(),
-        finished(&done),
-        2_000,
-        cutter,
-    )
+    let (tally, published) = publish_through_fault(&publisher, &receiver, 2_000, async || {
+        cut_five_times(&proxy).await
+    })
     .await;
-    let published = publishing.await.unwrap();
     assert_eq!(
         published.ok, published.numbered,
         "every publish must succeed across cuts: {published:?}"
@@ -160,7 +132,7 @@ async fn connections_cut_through_a_proxy_lose_nothing() {
 /// the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_trims_by_length_and_age() {
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let mut admin = support::admin(&server.url()).await;
     let options = support::options(&server.url(), "retention").max_len(Some(100));
     let key = options.stream_key(HUB);
@@ -217,36 +189,9 @@ async fn retention_trims_by_length_and_age() {
 /// takes it as a new origin and delivers everything from both, reporting no loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restarted_with_a_new_id() {
-    let server = TestServer::start().await;
+    let server = server::start().await;
     let options = support::options(&server.url(), "new-id");
-    let receiver = node(&options).await;
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    let mut origins = Vec::new();
-    for life in 0..2 {
-        let publisher = node(&options).await;
-        origins.push(publisher.node_id());
-        for i in 0..100 {
-            publisher
-                .publish(HUB, labelled(&format!("{life}/{i}")))
-                .await
-                .unwrap();
-        }
-        publisher.shutdown().await.unwrap();
-    }
-    assert_ne!(origins[0], origins[1]);
-    for (life, origin) in origins.iter().enumerate() {
-        for i in 0..100u64 {
-            match tokio::time::timeout(Duration::from_secs(30), subscription.recv()).await {
-                Ok(Some(BackplaneEvent::Envelope(envelope))) => {
-                    assert_eq!((envelope.origin, envelope.seq), (*origin, i + 1));
-                    assert_eq!(label_of(&envelope), format!("{life}/{i}"));
-                }
-                other => panic!("expected envelope {life}/{i}, got {other:?}"),
-            }
-        }
-    }
-    receiver.shutdown().await.unwrap();
+    faults::node_restarted_with_a_new_id(async || node(&options).await).await;
 }
 
 /// A node that cannot connect fails at start with an error that says what was being

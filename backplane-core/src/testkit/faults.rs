@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::events::{label_of, labelled};
+use super::CuttingProxy;
+use super::events::{expect_connected, label_of, labelled};
 use crate::backplane::{Backplane, BackplaneEvent, GapRepair, Subscription};
 use crate::id::NodeId;
 
@@ -197,4 +198,80 @@ pub fn assert_acknowledged_delivered(published: &Published, tally: &Tally) {
         lost.len(),
         lost.first()
     );
+}
+
+/// `receiver` subscribes to [`HUB`], `publisher` publishes 10,000 envelopes
+/// ([`publish_all`]), and `fault` runs once `fault_after` of them arrived; returns what
+/// the receiver saw and what the publisher numbered once both are done. The nodes stay
+/// running (the test shuts them down after its assertions).
+///
+/// # Panics
+///
+/// As [`receive`], or if subscribing fails.
+pub async fn publish_through_fault(
+    publisher: &Arc<dyn Backplane>,
+    receiver: &Arc<dyn Backplane>,
+    fault_after: u64,
+    fault: impl AsyncFnOnce(),
+) -> (Tally, Published) {
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let done = Arc::new(std::sync::Mutex::new(None));
+    let publishing = publish_all(publisher.clone(), done.clone());
+    let tally = receive(
+        &mut subscription,
+        publisher.node_id(),
+        finished(&done),
+        fault_after,
+        fault,
+    )
+    .await;
+    let published = publishing.await.unwrap();
+    (tally, published)
+}
+
+/// Cut every connection through `proxy` five times, 150 ms apart.
+pub async fn cut_five_times(proxy: &CuttingProxy) {
+    for _ in 0..5 {
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// A publisher restarts as a new node (new id, numbers from 1 again): the receiver
+/// takes it as a new origin and delivers everything from both, reporting no loss.
+/// `start` starts a node of one cluster.
+///
+/// # Panics
+///
+/// If an envelope is missing, out of order or mislabelled.
+pub async fn node_restarted_with_a_new_id(start: impl AsyncFn() -> Arc<dyn Backplane>) {
+    let receiver = start().await;
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+    let mut origins = Vec::new();
+    for life in 0..2 {
+        let publisher = start().await;
+        origins.push(publisher.node_id());
+        for i in 0..100 {
+            publisher
+                .publish(HUB, labelled(&format!("{life}/{i}")))
+                .await
+                .unwrap();
+        }
+        publisher.shutdown().await.unwrap();
+    }
+    assert_ne!(origins[0], origins[1]);
+    for (life, origin) in origins.iter().enumerate() {
+        for i in 0..100u64 {
+            match tokio::time::timeout(Duration::from_secs(30), subscription.recv()).await {
+                Ok(Some(BackplaneEvent::Envelope(envelope))) => {
+                    assert_eq!((envelope.origin, envelope.seq), (*origin, i + 1));
+                    assert_eq!(label_of(&envelope), format!("{life}/{i}"));
+                }
+                other => panic!("expected envelope {life}/{i}, got {other:?}"),
+            }
+        }
+    }
+    receiver.shutdown().await.unwrap();
 }

@@ -27,8 +27,9 @@
 //! ```
 //!
 //! Networked backplanes' own tests find two helpers here: [`CuttingProxy`], a loopback
-//! TCP proxy that cuts every connection through it, and [`scoped`], which deletes a
-//! test cluster's namespace when its last node shuts down.
+//! TCP proxy that cuts every connection through it, [`scoped`], which deletes a
+//! test cluster's namespace when its last node shuts down, and [`DisposableServer`], a
+//! server of the test's own to kill and restart; [`faults`] holds the fault scenarios.
 //!
 //! Each case is also a public async function here, for backplanes that need custom
 //! set-up around a case. Every wait is bounded by [`WAIT`]; a case that does not see
@@ -40,6 +41,7 @@ pub mod faults;
 mod proxy;
 mod repair;
 mod scope;
+mod server;
 mod sink;
 
 pub use cases::*;
@@ -48,6 +50,7 @@ pub use repair::{
     ConnectionCutter, repair_across_repeated_cuts, repair_after_dropped_subscription,
 };
 pub use scope::scoped;
+pub use server::{DisposableServer, ServerProgram};
 pub use sink::RecordingSink;
 
 use std::future::Future;

@@ -5,13 +5,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use crate::backplane::{Backplane, BackplaneError, Subscription};
 use crate::envelope::EnvelopeKind;
 use crate::id::NodeId;
+use crate::sync::lock;
 
 /// What runs after the last node of a scoped cluster shut down.
 type Cleanup = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -94,12 +95,7 @@ impl Backplane for ScopedNode {
         if !self.shut_down.swap(true, Ordering::AcqRel)
             && self.scope.running.fetch_sub(1, Ordering::AcqRel) == 1
         {
-            let cleanup = self
-                .scope
-                .cleanup
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            let cleanup = lock(&self.scope.cleanup).take();
             if let Some(cleanup) = cleanup {
                 cleanup().await;
             }

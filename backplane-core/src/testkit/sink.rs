@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use crate::manager::{ConnectionSink, DeliveryError};
 use crate::message::{Protocol, SerializedMessage};
+use crate::sync::lock;
 
 /// A [`ConnectionSink`] that keeps every message it is given, and lets a test wait for
 /// one. Messages are identified by their JSON encoding as text (the test's "label").
@@ -35,10 +36,7 @@ impl RecordingSink {
 
     /// Labels of every message received so far, in order.
     pub fn received(&self) -> Vec<String> {
-        self.received
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.received).clone()
     }
 
     /// Wait until a message with `label` has arrived; the labels received up to and
@@ -52,10 +50,7 @@ impl RecordingSink {
         loop {
             let notified = self.delivered.notified();
             {
-                let mut received = self
-                    .received
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut received = lock(&self.received);
                 if let Some(position) = received.iter().position(|l| l == label) {
                     return received.drain(..=position).collect();
                 }
@@ -76,10 +71,7 @@ impl ConnectionSink for RecordingSink {
             .get(Protocol::Json)
             .ok_or(DeliveryError::MissingEncoding(Protocol::Json))?;
         let label = String::from_utf8_lossy(bytes).into_owned();
-        self.received
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(label);
+        lock(&self.received).push(label);
         self.delivered.notify_waiters();
         Ok(())
     }

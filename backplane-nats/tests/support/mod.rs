@@ -38,8 +38,8 @@ pub fn options(url: &str, label: &str) -> NatsOptions {
         .command_timeout(Duration::from_secs(10));
     options.heartbeat = Duration::from_millis(500);
     options.ack_timeout = Duration::from_secs(1);
-    options.reconnect_backoff.initial = Duration::from_millis(20);
-    options.reconnect_backoff.max = Duration::from_millis(500);
+    options.node.reconnect_backoff.initial = Duration::from_millis(20);
+    options.node.reconnect_backoff.max = Duration::from_millis(500);
     options
 }
 
@@ -92,9 +92,8 @@ pub fn rebase(options: &NatsOptions, url: &str) -> NatsOptions {
     rebased.max_bytes = options.max_bytes;
     rebased.max_messages = options.max_messages;
     rebased.storage = options.storage;
-    rebased.command_timeout = options.command_timeout;
+    rebased.node = options.node.clone();
     rebased.ack_timeout = options.ack_timeout;
     rebased.heartbeat = options.heartbeat;
-    rebased.reconnect_backoff = options.reconnect_backoff;
     rebased
 }

@@ -25,8 +25,8 @@ pub fn options(url: &str, label: &str) -> RedisOptions {
         .max_age(Some(Duration::from_secs(300)))
         .block_timeout(Duration::from_secs(1))
         .command_timeout(Duration::from_secs(5));
-    options.reconnect_backoff.initial = Duration::from_millis(20);
-    options.reconnect_backoff.max = Duration::from_millis(500);
+    options.node.reconnect_backoff.initial = Duration::from_millis(20);
+    options.node.reconnect_backoff.max = Duration::from_millis(500);
     options
 }
 
