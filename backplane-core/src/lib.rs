@@ -51,6 +51,7 @@
 
 mod backoff;
 mod backplane;
+mod client_results;
 pub mod doctor;
 mod envelope;
 mod id;
@@ -64,6 +65,9 @@ pub mod testkit;
 
 pub use backoff::{Jitter, ReconnectBackoff};
 pub use backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
+pub use client_results::{
+    ClientAnswer, ClientInvocation, ClientOutcome, ClientResult, ClientResultError,
+};
 pub use envelope::{
     Ack, CodecError, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
 };

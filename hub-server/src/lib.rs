@@ -130,6 +130,7 @@ mod options;
 mod outbox;
 mod replay;
 mod serve;
+mod streaming;
 mod tokens;
 mod transport;
 
@@ -149,7 +150,8 @@ pub mod __bench {
 }
 
 pub use backplane_core::{BackplaneHealth, BackplaneStatus, ConnectionId, Target};
-pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext};
+pub use backplane_core::{ClientResultError, ManagerOptions};
+pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext, InvokeError};
 pub use error::{MethodError, SendError};
 pub use extract::{BindError, Caller, Extension, FromInvocation, InvocationContext};
 pub use handler::{Handler, HandlerFuture, IntoHubResult, Outcome};
@@ -158,3 +160,4 @@ pub use hub_protocol::Protocol;
 pub use identity::{UserIdProvider, access_token};
 pub use options::HubOptions;
 pub use serve::{ServeOptions, serve};
+pub use streaming::{HubStream, StreamOptions, UploadStream};

@@ -35,6 +35,7 @@
 //! what it expects panics with a message that says what was missing.
 
 mod cases;
+mod client_results;
 pub mod events;
 pub mod faults;
 mod proxy;
@@ -43,6 +44,7 @@ mod scope;
 mod sink;
 
 pub use cases::*;
+pub use client_results::client_result_return_route;
 pub use proxy::CuttingProxy;
 pub use repair::{
     ConnectionCutter, repair_across_repeated_cuts, repair_after_dropped_subscription,
@@ -108,6 +110,7 @@ macro_rules! backplane_conformance_tests {
             remote_group_add_and_remove_with_ack,
             group_change_for_unknown_connection_times_out,
             user_on_two_nodes,
+            client_result_return_route,
         );
     };
     ($factory:path, cut = $cutter:path) => {
