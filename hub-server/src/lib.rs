@@ -135,6 +135,7 @@ mod tokens;
 mod transport;
 
 pub mod chat;
+pub mod examples;
 
 /// A connection's send queue and the hub's message encoding, for the workspace's
 /// benchmarks (`benches/`) only.
