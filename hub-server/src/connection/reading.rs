@@ -22,7 +22,7 @@ use crate::dispatch;
 use crate::extract::ConnectionInfo;
 use crate::hub::HubShared;
 use crate::outbox::Outbox;
-use crate::streaming::{Upload, lock};
+use crate::streaming::{ConnectionStreams, Upload, lock};
 use crate::transport::{Incoming, Received, TransportError};
 
 /// Read and dispatch until the connection should end.
@@ -106,7 +106,7 @@ pub(super) async fn read_loop<I: Incoming>(
                 HubMessage::StreamItem(item) => {
                     match streams::route_item(hub, info, outbox, item) {
                         Ok((sender, upload)) => {
-                            match send_upload(&mut in_flight, &sender, upload).await {
+                            match Box::pin(send_upload(&mut in_flight, &sender, upload)).await {
                                 Ok(waited) => stalled |= waited,
                                 Err(end) => return end,
                             }
@@ -119,7 +119,7 @@ pub(super) async fn read_loop<I: Incoming>(
                 HubMessage::Completion(completion) => {
                     if let Some((sender, upload)) = streams::route_completion(hub, info, completion)
                     {
-                        match send_upload(&mut in_flight, &sender, upload).await {
+                        match Box::pin(send_upload(&mut in_flight, &sender, upload)).await {
                             Ok(waited) => stalled |= waited,
                             Err(end) => return end,
                         }
@@ -152,7 +152,7 @@ pub(super) async fn read_loop<I: Incoming>(
                     Poll::Ready((None, _, _)) => {}
                     Poll::Pending => in_flight.push(invocation, reservation, false),
                 }
-                while in_flight.invocations() >= max_in_flight {
+                while in_flight.invocations(&info.streams) >= max_in_flight {
                     // Not reading meanwhile is the backpressure on a client that sends
                     // faster than its invocations complete.
                     stalled = true;
@@ -314,9 +314,6 @@ struct Running {
     set: Option<FuturesUnordered<InFlight>>,
     /// Bytes reserved in the client's queue for what they will send it.
     reserved: usize,
-    /// How many of them are server-to-client streams (which do not count against the
-    /// parallel invocation limit).
-    streams: usize,
 }
 
 impl Running {
@@ -328,14 +325,16 @@ impl Running {
         self.len() == 0
     }
 
-    /// How many invocations (not streams) are running.
-    fn invocations(&self) -> usize {
-        self.len() - self.streams
+    /// How many invocations (not server-to-client streams, which do not count against
+    /// the parallel invocation limit) are running. Streams are counted by their cancel
+    /// handles rather than by a field here, which would grow every connection's future.
+    fn invocations(&self, streams: &ConnectionStreams) -> usize {
+        self.len().saturating_sub(lock(&streams.downloads).len())
     }
 
     fn push(&mut self, invocation: InFlight, reservation: usize, stream: bool) {
+        debug_assert!(!stream || reservation == 0, "streams reserve nothing");
         self.reserved += reservation;
-        self.streams += usize::from(stream);
         self.set
             .get_or_insert_with(FuturesUnordered::new)
             .push(invocation);
@@ -345,9 +344,8 @@ impl Running {
     /// `None` at once when none is running.
     async fn next(&mut self) -> Option<End> {
         let set = self.set.as_mut()?;
-        let (end, reservation, stream) = set.next().await?;
+        let (end, reservation, _stream) = set.next().await?;
         self.reserved -= reservation;
-        self.streams -= usize::from(stream);
         end
     }
 }
