@@ -98,8 +98,12 @@
 //!   [`HubOptions::stateful_reconnect_buffer_size`]), duplicates are dropped, groups stay
 //!   and the hooks do not run again. Messages that reached the connection through the
 //!   backplane are numbered and kept like any other.
-//!   Streaming invocations, upload streams and client results are not offered; a client
-//!   asking for them gets a completion error.
+//! - Streams both ways and client results, in both protocols and across instances: a
+//!   method returning [`HubStream`] streams its items to the caller (cancellable, paced
+//!   by the client's reading), an [`UploadStream`] parameter takes one of the caller's
+//!   streams, and [`ClientProxy::invoke`] asks one connection, on any node, for a value
+//!   (see `hub-server/README.md` for the limits, the timeouts and the deadlock rule).
+//!   [`examples::streaming`] shows each.
 //!
 //! # Layout
 //!
@@ -115,7 +119,9 @@
 //!   connections by token); `tokens`: connection ids and tokens.
 //! - `identity`: the user id hook; `options`: [`HubOptions`]; `error`: [`MethodError`],
 //!   [`SendError`].
-//! - `chat`: the chat server of the `hub-server` binary, reusable in tests.
+//! - `chat`: the chat server of the `hub-server` binary, reusable in tests;
+//!   `examples`: example hubs beside it; `streaming`: [`HubStream`], [`UploadStream`],
+//!   [`StreamOptions`].
 
 mod clients;
 mod connection;
