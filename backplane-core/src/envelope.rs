@@ -317,7 +317,7 @@ mod tests {
                 request_id: 9,
                 connection_id: "c".into(),
                 invocation_id: "node-9".into(),
-                message: message.clone(),
+                message,
                 timeout_ms: 30_000,
             },
         ));

@@ -61,7 +61,7 @@ pub(super) async fn run_stream(
         };
         let frame = match encode(
             info.protocol,
-            HubMessage::StreamItem(StreamItem {
+            &HubMessage::StreamItem(StreamItem {
                 headers: Default::default(),
                 invocation_id: invocation_id.clone(),
                 item: value,
@@ -98,9 +98,9 @@ async fn wait_for_room(outbox: &Outbox, bytes: usize) {
     }
 }
 
-fn encode(protocol: Protocol, message: HubMessage) -> Result<BytesMut, End> {
+fn encode(protocol: Protocol, message: &HubMessage) -> Result<BytesMut, End> {
     let mut frame = BytesMut::new();
-    encode_message(protocol, &mut frame, &message)
+    encode_message(protocol, &mut frame, message)
         .map_err(|error| End::InvalidMessage(format!("cannot encode a stream item: {error}")))?;
     Ok(frame)
 }
