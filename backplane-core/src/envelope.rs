@@ -53,9 +53,13 @@ pub enum EnvelopeKind {
     /// The owning node refused a [`GroupCommand`] (for example: the connection is already
     /// in as many groups as that node allows).
     GroupRefused(GroupRefusal),
-    // Reserved for future kinds, appended below to keep the encoding compatible:
-    // client-result routing (an invocation of a client method that expects a result, and
-    // the result travelling back to the node that asked).
+    /// Invoke a client method on a connection owned by some other node and send the
+    /// client's answer back to the origin (client results).
+    ClientInvocation(crate::client_results::ClientInvocation),
+    /// The owning node's answer to a [`EnvelopeKind::ClientInvocation`]; sent only to the
+    /// node that asked (the envelope's `destination`).
+    ClientResult(crate::client_results::ClientResult),
+    // New kinds are appended below to keep the encoding compatible.
 }
 
 /// Bytes an envelope takes besides its hub name and kind: format byte, origin, sequence
@@ -105,6 +109,15 @@ impl EnvelopeKind {
             }
             EnvelopeKind::Ack(_) => PREFIX + 10,
             EnvelopeKind::GroupRefused(refusal) => PREFIX + 10 + PREFIX + refusal.reason.len(),
+            EnvelopeKind::ClientInvocation(call) => {
+                3 * PREFIX
+                    + 2 * 10
+                    + call.connection_id.as_str().len()
+                    + call.invocation_id.len()
+                    + 2 * PREFIX
+                    + call.message.encoded_len()
+            }
+            EnvelopeKind::ClientResult(result) => PREFIX + 10 + PREFIX + result.outcome.size_hint(),
         }
     }
 }
@@ -299,6 +312,32 @@ mod tests {
             }));
         }
         kinds.push(EnvelopeKind::Ack(Ack { ack_id: 7 }));
+        kinds.push(EnvelopeKind::ClientInvocation(
+            crate::client_results::ClientInvocation {
+                request_id: 9,
+                connection_id: "c".into(),
+                invocation_id: "node-9".into(),
+                message,
+                timeout_ms: 30_000,
+            },
+        ));
+        for outcome in [
+            crate::client_results::ClientOutcome::Accepted,
+            crate::client_results::ClientOutcome::Void,
+            crate::client_results::ClientOutcome::Value {
+                messagepack: true,
+                bytes: bytes::Bytes::from_static(&[0x2a]),
+            },
+            crate::client_results::ClientOutcome::Error("no handler".into()),
+            crate::client_results::ClientOutcome::Disconnected,
+        ] {
+            kinds.push(EnvelopeKind::ClientResult(
+                crate::client_results::ClientResult {
+                    request_id: 9,
+                    outcome,
+                },
+            ));
+        }
         kinds.push(EnvelopeKind::GroupRefused(GroupRefusal {
             ack_id: 8,
             reason: "connection c1 is already in 100 groups, the most this node allows".into(),
@@ -373,7 +412,7 @@ mod tests {
 
         #[test]
         fn corrupted_envelopes_never_panic(
-            kind_index in 0usize..12,
+            kind_index in 0usize..18,
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         ) {
             let mut bytes = sample(every_kind().swap_remove(kind_index)).encode();

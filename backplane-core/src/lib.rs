@@ -55,6 +55,7 @@
 
 mod backoff;
 mod backplane;
+mod client_results;
 pub mod doctor;
 mod envelope;
 mod id;
@@ -70,6 +71,9 @@ pub mod testkit;
 
 pub use backoff::{Jitter, ReconnectBackoff};
 pub use backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
+pub use client_results::{
+    ClientAnswer, ClientInvocation, ClientOutcome, ClientResult, ClientResultError,
+};
 pub use envelope::{
     Ack, CodecError, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
 };

@@ -7,14 +7,19 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::oneshot;
+use hub_protocol::Completion;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
+use crate::client_results::{
+    ClientAnswer, ClientCalls, ClientInvocation, ClientOutcome, ClientResult, ClientResultError,
+    Waiter,
+};
 use crate::envelope::{
     Ack, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
 };
-use crate::id::ConnectionId;
+use crate::id::{ConnectionId, NodeId};
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
 use crate::message::SerializedMessage;
 use crate::registry::Registry;
@@ -37,6 +42,19 @@ pub struct ManagerOptions {
     /// [`EnvelopeKind::GroupRefused`], which nodes built before it existed cannot decode:
     /// run every node of a cluster on a version that has it before setting a limit.
     pub max_groups_per_connection: Option<usize>,
+    /// How long a client-result call ([`HubLifetimeManager::invoke_connection`]) waits
+    /// for the client's answer before failing with
+    /// [`ClientResultError::Timeout`](crate::ClientResultError::Timeout). Default: 30
+    /// seconds. ASP.NET Core has no such default (a call waits until its cancellation
+    /// token fires or the connection ends); here a call never waits for ever, because an
+    /// owner on another node that dies or is cut off would otherwise hold it for good. 30 s
+    /// is the client timeout: a live client has answered a ping within it.
+    pub client_result_timeout: Duration,
+    /// How long a client-result call for a connection this node does not have waits for
+    /// the owning node to accept it; no acceptance in time means no node has the
+    /// connection ([`ClientResultError::UnknownConnection`](crate::ClientResultError::UnknownConnection)).
+    /// Default: 2 seconds.
+    pub client_result_owner_timeout: Duration,
 }
 
 impl Default for ManagerOptions {
@@ -44,6 +62,8 @@ impl Default for ManagerOptions {
         Self {
             group_ack_timeout: Duration::from_secs(5),
             max_groups_per_connection: None,
+            client_result_timeout: Duration::from_secs(30),
+            client_result_owner_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -53,6 +73,20 @@ impl ManagerOptions {
     #[must_use]
     pub fn group_ack_timeout(mut self, timeout: Duration) -> Self {
         self.group_ack_timeout = timeout;
+        self
+    }
+
+    /// These options with `timeout` as the client-result timeout.
+    #[must_use]
+    pub fn client_result_timeout(mut self, timeout: Duration) -> Self {
+        self.client_result_timeout = timeout;
+        self
+    }
+
+    /// These options with `timeout` as the client-result owner timeout.
+    #[must_use]
+    pub fn client_result_owner_timeout(mut self, timeout: Duration) -> Self {
+        self.client_result_owner_timeout = timeout;
         self
     }
 
@@ -150,6 +184,10 @@ struct Shared<B: Backplane + ?Sized> {
     health: Mutex<BackplaneHealth>,
     /// Envelopes received; an atomic because it changes on every envelope.
     envelopes_received: AtomicU64,
+    /// Client-result calls in flight, asked here or answered here.
+    client_calls: ClientCalls,
+    /// Source of client-result request and invocation ids.
+    next_call_id: AtomicU64,
     /// Settings.
     options: ManagerOptions,
 }
@@ -192,6 +230,8 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
                 envelopes_lost: 0,
             }),
             envelopes_received: AtomicU64::new(0),
+            client_calls: ClientCalls::default(),
+            next_call_id: AtomicU64::new(1),
             options,
         });
         let receiver = tokio::spawn(receive_loop(shared.clone(), subscription));
@@ -258,6 +298,10 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
         if write(&self.shared.registry).remove(connection_id) {
             tracing::debug!(hub = %self.shared.hub, %connection_id, "connection unregistered");
         }
+        for waiter in self.shared.client_calls.take_connection(connection_id) {
+            self.shared
+                .resolve(waiter, ClientOutcome::Disconnected, connection_id);
+        }
         Ok(())
     }
 
@@ -283,6 +327,37 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
         let fanout = registry.deliver(&target, &message);
         tracing::trace!(hub = %shared.hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
         Ok(())
+    }
+
+    async fn invoke_connection(
+        &self,
+        connection_id: &ConnectionId,
+        invocation_id: String,
+        message: SerializedMessage,
+    ) -> ClientAnswer {
+        self.shared
+            .invoke_connection(connection_id, invocation_id, message)
+            .await
+    }
+
+    fn set_connection_result(&self, connection_id: &ConnectionId, completion: Completion) -> bool {
+        let key = (connection_id.clone(), completion.invocation_id);
+        let waiter = lock(&self.shared.client_calls.waiting).remove(&key);
+        match waiter {
+            Some(waiter) => {
+                let outcome = ClientOutcome::from_completion(completion.result);
+                self.shared.resolve(waiter, outcome, connection_id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn next_invocation_id(&self) -> String {
+        let n = self.shared.next_call_id.fetch_add(1, Ordering::Relaxed);
+        // The node id makes it unique across nodes: calls from two nodes to one
+        // connection never share an id.
+        format!("{}-{n}", self.shared.backplane.node_id())
     }
 
     async fn add_to_group(
@@ -354,6 +429,32 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
     }
 }
 
+/// Removes a local client-result call's entry however the wait ends.
+struct ForgetWaiting<'a> {
+    calls: &'a ClientCalls,
+    key: Option<(ConnectionId, String)>,
+}
+
+impl Drop for ForgetWaiting<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            lock(&self.calls.waiting).remove(&key);
+        }
+    }
+}
+
+/// Removes a remote client-result call's entry however the wait ends.
+struct ForgetAsked<'a> {
+    calls: &'a ClientCalls,
+    request_id: u64,
+}
+
+impl Drop for ForgetAsked<'_> {
+    fn drop(&mut self) {
+        lock(&self.calls.asked).remove(&self.request_id);
+    }
+}
+
 /// Removes a pending ack entry however the wait ends (ack, timeout, error, cancellation).
 struct PendingAck<'a> {
     acks: &'a Mutex<HashMap<u64, AckSender>>,
@@ -396,6 +497,173 @@ impl<B: Backplane + ?Sized> Shared<B> {
                 )))
             }
         }
+    }
+
+    /// A client-result call from this node (see the `client_results` module).
+    async fn invoke_connection(
+        self: &Arc<Self>,
+        connection_id: &ConnectionId,
+        invocation_id: String,
+        message: SerializedMessage,
+    ) -> ClientAnswer {
+        let timeout = self.options.client_result_timeout;
+        let key = (connection_id.clone(), invocation_id.clone());
+        let (tx, rx) = oneshot::channel();
+        // Registered before the invocation is queued, so an answer cannot overtake it.
+        lock(&self.client_calls.waiting).insert(key.clone(), Waiter::Local(tx));
+        let _forget = ForgetWaiting {
+            calls: &self.client_calls,
+            key: Some(key.clone()),
+        };
+        match self.deliver_to_local(connection_id, &message) {
+            Some(Ok(())) => {
+                tracing::debug!(hub = %self.hub, %connection_id, %invocation_id, "client-result invocation queued");
+                return match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(_)) => Err(ClientResultError::Disconnected(connection_id.clone())),
+                    Err(_) => Err(ClientResultError::Timeout {
+                        connection_id: connection_id.clone(),
+                        timeout,
+                    }),
+                };
+            }
+            Some(Err(())) => return Err(ClientResultError::Disconnected(connection_id.clone())),
+            None => {}
+        }
+        drop(_forget);
+        // Not ours: ask every node; the owner accepts and answers through the return route.
+        let request_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
+        let (answers_tx, answers_rx) = mpsc::channel(2);
+        lock(&self.client_calls.asked).insert(request_id, answers_tx);
+        let _forget = ForgetAsked {
+            calls: &self.client_calls,
+            request_id,
+        };
+        let call = ClientInvocation {
+            request_id,
+            connection_id: connection_id.clone(),
+            invocation_id,
+            message,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        tracing::debug!(hub = %self.hub, %connection_id, request_id, "asking the owning node for a client result");
+        self.backplane
+            .publish(&self.hub, EnvelopeKind::ClientInvocation(call))
+            .await?;
+        crate::client_results::await_remote(
+            answers_rx,
+            connection_id,
+            self.options.client_result_owner_timeout,
+            timeout,
+        )
+        .await
+    }
+
+    /// Queue `message` for a connection of this node: `None` if it is not here, `Err`
+    /// if it could not take it.
+    fn deliver_to_local(
+        &self,
+        connection_id: &ConnectionId,
+        message: &SerializedMessage,
+    ) -> Option<Result<(), ()>> {
+        let registry = read(&self.registry);
+        if !registry.contains(connection_id) {
+            return None;
+        }
+        let fanout = registry.deliver(&Target::Connection(connection_id.clone()), message);
+        Some(if fanout.delivered > 0 {
+            Ok(())
+        } else {
+            Err(())
+        })
+    }
+
+    /// A client-result request from another node: act on it if the connection is ours.
+    fn accept_client_invocation(self: &Arc<Self>, origin: NodeId, call: &ClientInvocation) {
+        let key = (call.connection_id.clone(), call.invocation_id.clone());
+        let waiter = Waiter::Remote {
+            origin,
+            request_id: call.request_id,
+        };
+        {
+            // Checked and registered under the registry lock, so a disconnect cannot slip
+            // in between and leave the request waiting for a connection that is gone.
+            let registry = read(&self.registry);
+            if !registry.contains(&call.connection_id) {
+                return;
+            }
+            lock(&self.client_calls.waiting).insert(key.clone(), waiter);
+        }
+        self.send_client_outcome(origin, call.request_id, ClientOutcome::Accepted);
+        let Some(Ok(())) = self.deliver_to_local(&call.connection_id, &call.message) else {
+            if let Some(waiter) = lock(&self.client_calls.waiting).remove(&key) {
+                self.resolve(waiter, ClientOutcome::Disconnected, &call.connection_id);
+            }
+            return;
+        };
+        tracing::debug!(hub = %self.hub, %origin, connection_id = %call.connection_id, request_id = call.request_id, "client-result invocation queued for another node");
+        // Forget the request once the asking node has given up on it.
+        let shared = Arc::downgrade(self);
+        let timeout = Duration::from_millis(call.timeout_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(shared) = shared.upgrade() {
+                lock(&shared.client_calls.waiting).remove(&key);
+            }
+        });
+    }
+
+    /// Give `outcome` to whoever waits for it.
+    fn resolve(
+        self: &Arc<Self>,
+        waiter: Waiter,
+        outcome: ClientOutcome,
+        connection_id: &ConnectionId,
+    ) {
+        match waiter {
+            Waiter::Local(sender) => {
+                let answer = match outcome {
+                    ClientOutcome::Void => Ok(None),
+                    ClientOutcome::Value { messagepack, bytes } => {
+                        let protocol = if messagepack {
+                            crate::message::Protocol::MessagePack
+                        } else {
+                            crate::message::Protocol::Json
+                        };
+                        hub_protocol::EncodedValue::from_wire(protocol, bytes)
+                            .map(Some)
+                            .map_err(|error| ClientResultError::InvalidResult(error.to_string()))
+                    }
+                    ClientOutcome::Error(error) => Err(ClientResultError::Client(error)),
+                    ClientOutcome::Accepted | ClientOutcome::Disconnected => {
+                        Err(ClientResultError::Disconnected(connection_id.clone()))
+                    }
+                };
+                let _ = sender.send(answer);
+            }
+            Waiter::Remote { origin, request_id } => {
+                self.send_client_outcome(origin, request_id, outcome);
+            }
+        }
+    }
+
+    /// Send a client-result answer to the node that asked, without blocking the caller.
+    fn send_client_outcome(
+        self: &Arc<Self>,
+        origin: NodeId,
+        request_id: u64,
+        outcome: ClientOutcome,
+    ) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let kind = EnvelopeKind::ClientResult(ClientResult {
+                request_id,
+                outcome,
+            });
+            if let Err(error) = shared.backplane.send_to(origin, &shared.hub, kind).await {
+                tracing::warn!(hub = %shared.hub, %origin, request_id, %error, "could not send a client result back");
+            }
+        });
     }
 
     /// Apply one envelope from another node.
@@ -441,6 +709,14 @@ impl<B: Backplane + ?Sized> Shared<B> {
             EnvelopeKind::GroupRefused(GroupRefusal { ack_id, reason }) => {
                 if let Some(waiter) = lock(&self.pending_acks).remove(ack_id) {
                     let _ = waiter.send(Err(reason.clone()));
+                }
+            }
+            EnvelopeKind::ClientInvocation(call) => {
+                self.accept_client_invocation(envelope.origin, call);
+            }
+            EnvelopeKind::ClientResult(result) => {
+                if !self.client_calls.answer_from_owner(result.clone()) {
+                    tracing::debug!(hub = %self.hub, request_id = result.request_id, "client result for a call that no longer waits");
                 }
             }
         }
@@ -511,6 +787,7 @@ async fn receive_loop<B: Backplane + ?Sized>(
     lock(&shared.health).status = BackplaneStatus::Stopped;
     // Nobody will ack any more: fail the waiters now rather than at their timeout.
     lock(&shared.pending_acks).clear();
+    lock(&shared.client_calls.asked).clear();
 }
 
 /// The part of `target` other nodes still have to deliver, or `None` if nothing is left

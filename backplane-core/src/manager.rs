@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use hub_protocol::Completion;
+
 use crate::backplane::BackplaneError;
+use crate::client_results::ClientAnswer;
 use crate::envelope::Target;
 use crate::id::ConnectionId;
 use crate::message::{Protocol, SerializedMessage};
@@ -72,6 +75,32 @@ pub trait HubLifetimeManager: Send + Sync + fmt::Debug {
         connection_id: &ConnectionId,
         group: &str,
     ) -> Result<(), HubError>;
+
+    /// Invoke a client method on one connection, wherever it lives, and wait for the
+    /// client's answer (client results, ASP.NET Core's `InvokeConnectionAsync`).
+    /// `message` is the Invocation frame for each hub protocol, carrying `invocation_id`
+    /// (take it from [`HubLifetimeManager::next_invocation_id`]). `Ok(None)` is a void
+    /// completion.
+    ///
+    /// # Errors
+    ///
+    /// A [`ClientResultError`](crate::ClientResultError): the connection does not exist, disconnected, answered
+    /// with an error, or did not answer within the client-result timeout.
+    async fn invoke_connection(
+        &self,
+        connection_id: &ConnectionId,
+        invocation_id: String,
+        message: SerializedMessage,
+    ) -> ClientAnswer;
+
+    /// A client of this node answered an invocation with `completion` (ASP.NET Core's
+    /// `SetConnectionResultAsync`). Returns whether a call was waiting for it; one that
+    /// was not (an unknown or expired invocation id) changes nothing.
+    fn set_connection_result(&self, connection_id: &ConnectionId, completion: Completion) -> bool;
+
+    /// A fresh invocation id for [`HubLifetimeManager::invoke_connection`], unique across
+    /// the nodes of the cluster.
+    fn next_invocation_id(&self) -> String;
 
     /// Send to every connection.
     ///

@@ -45,6 +45,26 @@ impl EncodedValue {
         Ok(EncodedValue::from_parts(protocol, buf.freeze()))
     }
 
+    /// Wraps `bytes` received from elsewhere (another server relaying a client's result)
+    /// as one value in `protocol`, checking that they hold exactly one complete value.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `bytes` is not one well-formed JSON or MessagePack value.
+    pub fn from_wire(protocol: Protocol, bytes: Bytes) -> Result<Self, ValueError> {
+        let value = EncodedValue::from_parts(protocol, bytes);
+        value.deserialize::<serde::de::IgnoredAny>()?;
+        if protocol == Protocol::MessagePack
+            && msgpack::value_len(&value.bytes) != Some(value.bytes.len())
+        {
+            // MessagePack has no terminator: a prefix can be one complete value.
+            return Err(ValueError::MessagePack(rmp_serde::decode::Error::Syntax(
+                "not exactly one MessagePack value".to_owned(),
+            )));
+        }
+        Ok(value)
+    }
+
     /// The protocol the value is encoded in.
     pub fn protocol(&self) -> Protocol {
         self.protocol

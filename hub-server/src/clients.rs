@@ -8,12 +8,13 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use backplane_core::{
-    BackplaneHubLifetimeManager, ConnectionId, HubError, HubLifetimeManager, SerializedMessage,
-    Target,
+    BackplaneHubLifetimeManager, ClientResultError, ConnectionId, HubError, HubLifetimeManager,
+    SerializedMessage, Target,
 };
 use bytes::BytesMut;
 use hub_protocol::{Protocol, encode_invocation};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::SendError;
 use crate::extract::{BindError, FromInvocation, InvocationContext};
@@ -54,6 +55,65 @@ pub fn serialize_invocation<A: Serialize + ?Sized>(
         .with(Protocol::MessagePack, buf.freeze()))
 }
 
+/// Encode an invocation of `method` that expects an answer (it carries `invocation_id`)
+/// once for each hub protocol.
+fn serialize_client_invocation<A: Serialize + ?Sized>(
+    invocation_id: &str,
+    method: &str,
+    arguments: &A,
+) -> Result<SerializedMessage, SendError> {
+    let mut buf = BytesMut::with_capacity(INITIAL_FRAME_CAPACITY + 2 * method.len());
+    let encode_error = |source| SendError::Encode {
+        method: method.to_owned(),
+        source,
+    };
+    encode_invocation(
+        Protocol::Json,
+        &mut buf,
+        Some(invocation_id),
+        method,
+        arguments,
+    )
+    .map_err(encode_error)?;
+    let json = buf.split().freeze();
+    encode_invocation(
+        Protocol::MessagePack,
+        &mut buf,
+        Some(invocation_id),
+        method,
+        arguments,
+    )
+    .map_err(encode_error)?;
+    Ok(SerializedMessage::new()
+        .with(Protocol::Json, json)
+        .with(Protocol::MessagePack, buf.freeze()))
+}
+
+/// Why a client-result call ([`ClientProxy::invoke`]) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// `invoke` needs a proxy for exactly one connection, from [`Clients::client`].
+    #[error("a client result can only be asked of one connection (clients.client(id))")]
+    NotOneConnection,
+    /// The connection is the caller of the running hub method and runs one invocation at
+    /// a time: it could not answer before that method returns (see
+    /// [`ClientProxy::invoke`]).
+    #[error(
+        "connection {0} runs one invocation at a time and is waiting for this hub method: it cannot answer it (raise max_parallel_invocations above 1)"
+    )]
+    WouldDeadlock(ConnectionId),
+    /// The arguments could not be serialized.
+    #[error(transparent)]
+    Encode(#[from] SendError),
+    /// The call failed: unknown connection, disconnected, the client's error, timeout.
+    #[error(transparent)]
+    Call(#[from] ClientResultError),
+    /// The client's value does not deserialize into the requested type.
+    #[error("the client's result does not fit the requested type: {0}")]
+    InvalidResult(String),
+}
+
 /// A set of connections selected by a [`Target`], ready to receive a message.
 ///
 /// Obtained from [`Clients`] or [`CallerClients`]; [`ClientProxy::send`] calls a client
@@ -64,6 +124,9 @@ pub struct ClientProxy {
     manager: Arc<Manager>,
     /// Which connections.
     target: Target,
+    /// The connection whose hub method made this proxy, when it runs its invocations one
+    /// at a time: a client-result call to it could never be answered.
+    serial_caller: Option<ConnectionId>,
 }
 
 impl ClientProxy {
@@ -87,6 +150,55 @@ impl ClientProxy {
         self.manager.send(self.target, message).await?;
         tokio::task::yield_now().await;
         Ok(())
+    }
+
+    /// Invoke the client method `method` with `arguments` on the one selected connection
+    /// (from [`Clients::client`]) and wait for the value its handler returns (client
+    /// results: ASP.NET Core's `Clients.Client(id).InvokeAsync<T>`). The connection may
+    /// live on any node: the request travels through the backplane to the node that owns
+    /// it, and the answer comes back to this one.
+    ///
+    /// A void answer (a handler that returns nothing) deserializes as `null`, so `()` and
+    /// `Option<T>` accept it. The wait is bounded by
+    /// [`ManagerOptions::client_result_timeout`](backplane_core::ManagerOptions::client_result_timeout)
+    /// (30 s by default; set it with
+    /// [`HubBuilder::manager_options`](crate::HubBuilder::manager_options)).
+    ///
+    /// **The deadlock rule.** A connection with
+    /// [`HubOptions::max_parallel_invocations`](crate::HubOptions::max_parallel_invocations)
+    /// at 1 does not read its next message until its running hub method returns, so a
+    /// hub method of that connection waiting for that same connection's answer would wait
+    /// until the timeout: such a call fails at once with [`InvokeError::WouldDeadlock`].
+    /// Calls to other connections, and calls from outside hub methods
+    /// ([`HubContext`]), are not affected.
+    ///
+    /// # Errors
+    ///
+    /// An [`InvokeError`]: the proxy does not select exactly one connection, the
+    /// arguments cannot be serialized, the connection does not exist, disconnected,
+    /// answered with an error or not in time, or its value does not fit `T`.
+    pub async fn invoke<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        arguments: impl Serialize,
+    ) -> Result<T, InvokeError> {
+        let Target::Connection(connection_id) = &self.target else {
+            return Err(InvokeError::NotOneConnection);
+        };
+        if self.serial_caller.as_ref() == Some(connection_id) {
+            return Err(InvokeError::WouldDeadlock(connection_id.clone()));
+        }
+        let invocation_id = self.manager.next_invocation_id();
+        let message = serialize_client_invocation(&invocation_id, method, &arguments)?;
+        let answer = self
+            .manager
+            .invoke_connection(connection_id, invocation_id, message)
+            .await?;
+        let decoded = match &answer {
+            Some(value) => value.deserialize::<T>().map_err(|error| error.to_string()),
+            None => serde_json::from_slice::<T>(b"null").map_err(|error| error.to_string()),
+        };
+        decoded.map_err(InvokeError::InvalidResult)
     }
 
     /// Which connections this proxy selects.
@@ -118,17 +230,33 @@ impl fmt::Debug for ClientProxy {
 pub struct Clients {
     /// Delivers locally and through the backplane.
     manager: Arc<Manager>,
+    /// The calling connection, when these clients were given to a hub method of a
+    /// connection that runs one invocation at a time (see [`ClientProxy::invoke`]).
+    serial_caller: Option<ConnectionId>,
 }
 
 impl Clients {
     pub(crate) fn new(manager: Arc<Manager>) -> Self {
-        Self { manager }
+        Self {
+            manager,
+            serial_caller: None,
+        }
+    }
+
+    /// The clients a hub method of the calling connection in `context` gets.
+    fn for_caller(context: &InvocationContext) -> Self {
+        let serial = context.hub.options.max_parallel_invocations <= 1;
+        Self {
+            manager: context.hub.manager.clone(),
+            serial_caller: serial.then(|| context.connection.id.clone()),
+        }
     }
 
     fn proxy(&self, target: Target) -> ClientProxy {
         ClientProxy {
             manager: self.manager.clone(),
             target,
+            serial_caller: self.serial_caller.clone(),
         }
     }
 
@@ -221,7 +349,7 @@ impl FromInvocation for Clients {
     const ARGUMENTS: usize = 0;
 
     fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
-        Ok(Clients::new(context.hub.manager.clone()))
+        Ok(Clients::for_caller(context))
     }
 }
 
@@ -275,7 +403,7 @@ impl FromInvocation for CallerClients {
 
     fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
         Ok(CallerClients {
-            clients: Clients::new(context.hub.manager.clone()),
+            clients: Clients::for_caller(context),
             caller: context.connection.id.clone(),
         })
     }

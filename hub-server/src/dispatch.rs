@@ -13,8 +13,9 @@ use hub_protocol::{Arguments, CompletionResult, Invocation, StreamInvocation};
 
 use crate::error::MethodError;
 use crate::extract::{ConnectionInfo, InvocationContext};
-use crate::handler::{ErasedHandler, Failure, Outcome};
+use crate::handler::{ErasedHandler, Failure, Outcome, Reply};
 use crate::hub::HubShared;
+use crate::streaming::ItemStream;
 
 /// Run `invocation` for the connection `info` and describe how it ended.
 pub(crate) async fn invoke(
@@ -22,75 +23,140 @@ pub(crate) async fn invoke(
     info: &Arc<ConnectionInfo>,
     invocation: Invocation,
 ) -> CompletionResult {
-    let target = invocation.target;
-    let Some(handler) = hub.method(&target) else {
+    let Invocation {
+        target,
+        arguments,
+        stream_ids,
+        ..
+    } = invocation;
+    match bind_and_call(hub, info, &target, arguments, stream_ids, false).await {
+        Ok(Reply::Value(None)) => CompletionResult::Void,
+        Ok(Reply::Value(Some(value))) => CompletionResult::Value(value),
+        Ok(Reply::Stream(_)) => unreachable!("streaming methods are refused for invocations"),
+        Err(error) => CompletionResult::Error(error),
+    }
+}
+
+/// Run a stream invocation's method: its items, or the error that ends it at once.
+pub(crate) async fn invoke_stream(
+    hub: &Arc<HubShared>,
+    info: &Arc<ConnectionInfo>,
+    invocation: StreamInvocation,
+) -> Result<ItemStream, String> {
+    let StreamInvocation {
+        target,
+        arguments,
+        stream_ids,
+        ..
+    } = invocation;
+    match bind_and_call(hub, info, &target, arguments, stream_ids, true).await? {
+        Reply::Stream(items) => Ok(items),
+        Reply::Value(_) => unreachable!("non-streaming methods are refused for stream invocations"),
+    }
+}
+
+/// Find the method, check the invocation fits it, bind its parameters and run it; the
+/// error is the completion text the caller receives.
+async fn bind_and_call(
+    hub: &Arc<HubShared>,
+    info: &Arc<ConnectionInfo>,
+    target: &str,
+    arguments: Arguments,
+    stream_ids: Vec<String>,
+    streaming: bool,
+) -> Result<Reply, String> {
+    let Some(handler) = hub.method(target) else {
         tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, "unknown hub method");
-        return method_does_not_exist(&target);
+        return Err(method_does_not_exist(target));
     };
-    if !invocation.stream_ids.is_empty() {
-        // Upload streams are not supported: no method can take a stream parameter.
-        return CompletionResult::Error(format!(
-            "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects 0.",
-            invocation.stream_ids.len()
+    if handler.is_streaming() != streaming {
+        let (kind, invocation) = if streaming {
+            ("non-streaming", "a streaming")
+        } else {
+            ("streaming", "a non-streaming")
+        };
+        return Err(format!(
+            "The client attempted to invoke the {kind} '{target}' method with {invocation} invocation."
         ));
     }
+    let expected_streams = handler.streams();
+    if stream_ids.len() != expected_streams {
+        return Err(format!(
+            "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {} stream(s), Hub method expects {expected_streams}.",
+            stream_ids.len()
+        ));
+    }
+    if !stream_ids.is_empty() {
+        let limit = hub.stream_options.max_upload_streams;
+        if info.streams.upload_count() + stream_ids.len() > limit {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, limit, "too many upload streams");
+            return Err(format!(
+                "Failed to invoke '{target}' due to an error on the server. HubException: the connection may have at most {limit} upload stream(s) open at once."
+            ));
+        }
+        let mut unique = stream_ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != stream_ids.len() || info.streams.any_upload_open(&stream_ids) {
+            return Err(format!(
+                "Failed to invoke '{target}' due to an error on the server. HubException: a stream id is already in use."
+            ));
+        }
+    }
     let expected = handler.arguments();
-    let actual = invocation.arguments.len();
+    let actual = arguments.len();
     if actual != expected {
         tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, expected, actual, "wrong argument count");
-        return CompletionResult::Error(format!(
+        return Err(format!(
             "Failed to invoke '{target}' due to an error on the server. InvalidDataException: Invocation provides {actual} argument(s) but target expects {expected}."
         ));
     }
     let context = InvocationContext {
         connection: info.clone(),
         hub: hub.clone(),
-        arguments: invocation.arguments,
+        arguments,
         next_argument: 0,
+        stream_ids: stream_ids.into_iter(),
     };
     let Outcome(outcome) = call(handler, context).await;
     match outcome {
-        Ok(None) => CompletionResult::Void,
-        Ok(Some(value)) => CompletionResult::Value(value),
+        Ok(reply) => Ok(reply),
         Err(Failure::Bind(error)) if error.is_caller_fault() => {
             tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, %error, "invalid arguments");
-            CompletionResult::Error(format!(
+            Err(format!(
                 "Failed to invoke '{target}' due to an error on the server. InvalidDataException: Error binding arguments. Make sure that the types of the provided values match the types of the hub method being invoked. {}",
                 capitalize(without_json_position(error.message()))
             ))
         }
         Err(Failure::Bind(error)) => {
             tracing::error!(hub = %hub.name, connection_id = %info.id, %target, %error, "cannot bind hub method parameters");
-            CompletionResult::Error(format!(
+            Err(format!(
                 "Failed to invoke '{target}' due to an error on the server."
             ))
         }
-        Err(Failure::Method(error)) => {
-            let prefix = format!("An unexpected error occurred invoking '{target}' on the server.");
-            if error.is_for_caller() {
-                tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, %error, "hub method failed");
-                CompletionResult::Error(format!("{prefix} HubException: {error}"))
-            } else {
-                tracing::warn!(hub = %hub.name, connection_id = %info.id, %target, %error, "hub method failed");
-                if hub.options.detailed_errors {
-                    CompletionResult::Error(format!("{prefix} {error}"))
-                } else {
-                    CompletionResult::Error(prefix)
-                }
-            }
-        }
+        Err(Failure::Method(error)) => Err(method_failed(hub, info, target, &error)),
     }
 }
 
-/// Answer a stream invocation: this server has no streaming methods.
-pub(crate) fn refuse_stream(hub: &HubShared, invocation: &StreamInvocation) -> CompletionResult {
-    let target = &invocation.target;
-    if hub.method(target).is_none() {
-        return method_does_not_exist(target);
+/// The completion text for a method (or a stream) that failed with `error`.
+pub(crate) fn method_failed(
+    hub: &HubShared,
+    info: &ConnectionInfo,
+    target: &str,
+    error: &MethodError,
+) -> String {
+    let prefix = format!("An unexpected error occurred invoking '{target}' on the server.");
+    if error.is_for_caller() {
+        tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, %error, "hub method failed");
+        format!("{prefix} HubException: {error}")
+    } else {
+        tracing::warn!(hub = %hub.name, connection_id = %info.id, %target, %error, "hub method failed");
+        if hub.options.detailed_errors {
+            format!("{prefix} {error}")
+        } else {
+            prefix
+        }
     }
-    CompletionResult::Error(format!(
-        "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
-    ))
 }
 
 /// Run a connection hook (which takes no arguments) and report a failure as text for the
@@ -105,6 +171,7 @@ pub(crate) async fn run_hook(
         hub: hub.clone(),
         arguments: Arguments::empty(info.protocol),
         next_argument: 0,
+        stream_ids: Vec::new().into_iter(),
     };
     match call(hook, context).await {
         Outcome(Ok(_)) => Ok(()),
@@ -150,10 +217,10 @@ async fn call(handler: &Arc<dyn ErasedHandler>, context: InvocationContext) -> O
     }
 }
 
-fn method_does_not_exist(target: &str) -> CompletionResult {
-    CompletionResult::Error(format!(
+fn method_does_not_exist(target: &str) -> String {
+    format!(
         "Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."
-    ))
+    )
 }
 
 /// `message` without the " at line 1 column 5" serde_json appends: the caller's

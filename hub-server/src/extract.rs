@@ -28,6 +28,8 @@ pub(crate) struct ConnectionInfo {
     /// Stateful reconnect's books, when the client asked for it: the reader counts and
     /// acknowledges through them.
     pub(crate) resume: Option<Arc<crate::connection::ResumeState>>,
+    /// The streams the connection has open, in both directions.
+    pub(crate) streams: Arc<crate::streaming::ConnectionStreams>,
 }
 
 /// Everything a parameter can be extracted from: the calling connection, the hub, and the
@@ -43,6 +45,9 @@ pub struct InvocationContext {
     pub(crate) arguments: Arguments,
     /// Index of the next argument a deserialized parameter takes.
     pub(crate) next_argument: usize,
+    /// The ids of the upload streams the caller sent, in order; an
+    /// [`UploadStream`](crate::UploadStream) parameter takes the next one.
+    pub(crate) stream_ids: std::vec::IntoIter<String>,
 }
 
 impl InvocationContext {
@@ -61,6 +66,11 @@ impl InvocationContext {
     /// How many arguments the caller sent.
     pub fn argument_count(&self) -> usize {
         self.arguments.len()
+    }
+
+    /// The id of the next upload stream the caller sent, if any is left.
+    pub(crate) fn next_stream_id(&mut self) -> Option<String> {
+        self.stream_ids.next()
     }
 
     /// Deserialize the next positional argument into `T` and advance past it.
@@ -98,6 +108,10 @@ pub trait FromInvocation: Sized {
     /// 0 for context. A method's argument count is the sum over its parameters, and an
     /// invocation with a different count is refused before anything is deserialized.
     const ARGUMENTS: usize;
+
+    /// How many of the caller's upload streams this parameter takes: 1 for an
+    /// [`UploadStream`](crate::UploadStream), 0 for everything else.
+    const STREAMS: usize = 0;
 
     /// Extract the parameter.
     ///

@@ -16,9 +16,26 @@ use crate::extract::{BindError, FromInvocation, InvocationContext};
 /// The future a [`Handler`] returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-/// How a hub method call ended, ready to become a completion.
+/// How a hub method call ended, ready to become a completion (or a stream).
 #[derive(Debug)]
-pub struct Outcome(pub(crate) Result<Option<EncodedValue>, Failure>);
+pub struct Outcome(pub(crate) Result<Reply, Failure>);
+
+/// What a method that ran successfully gives back.
+pub(crate) enum Reply {
+    /// A value for the completion (`None`: a void completion).
+    Value(Option<EncodedValue>),
+    /// Items to stream, then a completion.
+    Stream(crate::streaming::ItemStream),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Value(value) => f.debug_tuple("Value").field(value).finish(),
+            Reply::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
 
 /// Why a call produced no value.
 #[derive(Debug)]
@@ -39,6 +56,12 @@ pub trait Handler<Params>: Clone + Send + Sync + 'static {
     /// How many positional arguments an invocation must carry.
     const ARGUMENTS: usize;
 
+    /// How many upload streams an invocation must carry.
+    const STREAMS: usize = 0;
+
+    /// Whether the function returns a stream ([`HubStream`](crate::HubStream)).
+    const STREAMING: bool = false;
+
     /// Extract the parameters from `context` and run the function.
     fn call(self, context: InvocationContext) -> HandlerFuture;
 }
@@ -58,6 +81,24 @@ pub trait IntoHubResult: Send {
     ///
     /// The method's error, or a [`MethodError`] if the value could not be serialized.
     fn into_hub_result(self, protocol: Protocol) -> Result<Option<EncodedValue>, MethodError>;
+
+    /// Whether this is a stream of items rather than one result (only
+    /// [`HubStream`](crate::HubStream) says yes).
+    const STREAMING: bool = false;
+
+    /// How the call ended. The default wraps [`IntoHubResult::into_hub_result`]; streams
+    /// override it.
+    #[doc(hidden)]
+    fn into_outcome(self, protocol: Protocol) -> Outcome
+    where
+        Self: Sized,
+    {
+        Outcome(
+            self.into_hub_result(protocol)
+                .map(Reply::Value)
+                .map_err(Failure::Method),
+        )
+    }
 }
 
 /// Serialize a returned value, treating `()` as "no value" (a void completion).
@@ -173,6 +214,8 @@ macro_rules! impl_handler {
             $($param: FromInvocation + Send + 'static,)*
         {
             const ARGUMENTS: usize = 0 $(+ <$param as FromInvocation>::ARGUMENTS)*;
+            const STREAMS: usize = 0 $(+ <$param as FromInvocation>::STREAMS)*;
+            const STREAMING: bool = <R as IntoHubResult>::STREAMING;
 
             #[allow(non_snake_case, unused_mut, unused_variables)]
             fn call(self, mut context: InvocationContext) -> HandlerFuture {
@@ -189,7 +232,7 @@ macro_rules! impl_handler {
                 drop(context);
                 let future = self($($param,)*);
                 Box::pin(async move {
-                    Outcome(future.await.into_hub_result(protocol).map_err(Failure::Method))
+                    future.await.into_outcome(protocol)
                 })
             }
         }
@@ -216,6 +259,12 @@ pub(crate) trait ErasedHandler: Send + Sync {
     /// How many positional arguments an invocation must carry.
     fn arguments(&self) -> usize;
 
+    /// How many upload streams an invocation must carry.
+    fn streams(&self) -> usize;
+
+    /// Whether the method streams its result.
+    fn is_streaming(&self) -> bool;
+
     /// Run the handler.
     fn call(&self, context: InvocationContext) -> HandlerFuture;
 }
@@ -240,6 +289,14 @@ impl<H, P> Erased<H, P> {
 impl<H: Handler<P>, P: 'static> ErasedHandler for Erased<H, P> {
     fn arguments(&self) -> usize {
         H::ARGUMENTS
+    }
+
+    fn streams(&self) -> usize {
+        H::STREAMS
+    }
+
+    fn is_streaming(&self) -> bool {
+        H::STREAMING
     }
 
     fn call(&self, context: InvocationContext) -> HandlerFuture {

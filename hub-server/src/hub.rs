@@ -14,6 +14,7 @@ use crate::clients::{HubContext, Manager};
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::identity::UserIdProvider;
 use crate::options::HubOptions;
+use crate::streaming::StreamOptions;
 use crate::tokens::TokenStore;
 use crate::transport::http_connections::HttpConnections;
 
@@ -56,6 +57,8 @@ pub struct HubBuilder {
     on_disconnected: Option<Arc<dyn ErasedHandler>>,
     /// Timeouts and limits.
     options: HubOptions,
+    /// Limits of the streams a connection may run.
+    stream_options: StreamOptions,
     /// Settings of the lifetime manager (group acknowledgement timeout, groups per
     /// connection).
     manager_options: ManagerOptions,
@@ -144,6 +147,13 @@ impl HubBuilder {
         self
     }
 
+    /// Use `options` for the limits of streams (server-to-client and upload streams).
+    #[must_use]
+    pub fn stream_options(mut self, options: StreamOptions) -> Self {
+        self.stream_options = options;
+        self
+    }
+
     /// Use `options` for the lifetime manager (group acknowledgement timeout, groups per
     /// connection). Replaces all of them, including a limit a hub preset such as
     /// [`chat::hub_builder`](crate::chat::hub_builder) set.
@@ -202,6 +212,7 @@ impl HubBuilder {
             on_connected: self.on_connected,
             on_disconnected: self.on_disconnected,
             options: self.options.normalized(),
+            stream_options: self.stream_options,
             manager: Arc::new(manager),
             user_id: self.user_id,
             extensions: self.extensions,
@@ -248,6 +259,8 @@ pub(crate) struct HubShared {
     pub(crate) on_disconnected: Option<Arc<dyn ErasedHandler>>,
     /// Timeouts and limits.
     pub(crate) options: HubOptions,
+    /// Limits of the streams a connection may run.
+    pub(crate) stream_options: StreamOptions,
     /// Connections, groups, users and the backplane.
     pub(crate) manager: Arc<Manager>,
     /// See [`HubBuilder::user_id`].
@@ -312,6 +325,7 @@ impl Hub {
             on_connected: None,
             on_disconnected: None,
             options: HubOptions::default(),
+            stream_options: StreamOptions::default(),
             manager_options: ManagerOptions::default(),
             backplane: None,
             user_id: None,

@@ -98,8 +98,12 @@
 //!   [`HubOptions::stateful_reconnect_buffer_size`]), duplicates are dropped, groups stay
 //!   and the hooks do not run again. Messages that reached the connection through the
 //!   backplane are numbered and kept like any other.
-//!   Streaming invocations, upload streams and client results are not offered; a client
-//!   asking for them gets a completion error.
+//! - Streams both ways and client results, in both protocols and across instances: a
+//!   method returning [`HubStream`] streams its items to the caller (cancellable, paced
+//!   by the client's reading), an [`UploadStream`] parameter takes one of the caller's
+//!   streams, and [`ClientProxy::invoke`] asks one connection, on any node, for a value
+//!   (see `hub-server/README.md` for the limits, the timeouts and the deadlock rule).
+//!   [`examples::streaming`] shows each.
 //!
 //! # Layout
 //!
@@ -115,7 +119,9 @@
 //!   connections by token); `tokens`: connection ids and tokens.
 //! - `identity`: the user id hook; `options`: [`HubOptions`]; `error`: [`MethodError`],
 //!   [`SendError`].
-//! - `chat`: the chat server of the `hub-server` binary, reusable in tests.
+//! - `chat`: the chat server of the `hub-server` binary, reusable in tests;
+//!   `examples`: example hubs beside it; `streaming`: [`HubStream`], [`UploadStream`],
+//!   [`StreamOptions`].
 
 mod clients;
 mod connection;
@@ -130,10 +136,12 @@ mod options;
 mod outbox;
 mod replay;
 mod serve;
+mod streaming;
 mod tokens;
 mod transport;
 
 pub mod chat;
+pub mod examples;
 
 /// A connection's send queue and the hub's message encoding, for the workspace's
 /// benchmarks (`benches/`) only.
@@ -149,7 +157,8 @@ pub mod __bench {
 }
 
 pub use backplane_core::{BackplaneHealth, BackplaneStatus, ConnectionId, Target};
-pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext};
+pub use backplane_core::{ClientResultError, ManagerOptions};
+pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext, InvokeError};
 pub use error::{MethodError, SendError};
 pub use extract::{BindError, Caller, Extension, FromInvocation, InvocationContext};
 pub use handler::{Handler, HandlerFuture, IntoHubResult, Outcome};
@@ -158,3 +167,4 @@ pub use hub_protocol::Protocol;
 pub use identity::{UserIdProvider, access_token};
 pub use options::HubOptions;
 pub use serve::{ServeOptions, serve};
+pub use streaming::{HubStream, StreamOptions, UploadStream};

@@ -301,7 +301,7 @@ async fn invocations_without_an_id_get_no_reply() {
 }
 
 #[tokio::test]
-async fn streaming_and_upload_streams_are_refused_with_clear_errors() {
+async fn stream_mismatches_and_unknown_stream_ids_get_clear_errors() {
     let server = TestServer::start(HubOptions::default()).await;
     let mut client = server.json_client().await;
     client
@@ -338,10 +338,21 @@ async fn streaming_and_upload_streams_are_refused_with_clear_errors() {
             ",\"error\":\"An unexpected error occurred invoking 'Echo' on the server. HubException: Client sent 1 stream(s), Hub method expects 0.\""
         )
     );
-    // Stream items, cancellations, client-result completions and stateful-reconnect
-    // messages for nothing are ignored; unknown message types too (forward compatibility).
+    // A stream item for a stream that is not open is answered with a completion error
+    // naming it; the connection stays open.
+    client
+        .send_text("{\"type\":2,\"invocationId\":\"0\",\"item\":1}\u{1e}")
+        .await;
+    assert_eq!(
+        client.recv_text().await,
+        completion(
+            "0",
+            ",\"error\":\"Received a stream item for stream '0', which is not open (unknown, completed, or its method has returned).\""
+        )
+    );
+    // Cancellations, client-result completions and stateful-reconnect messages for
+    // nothing are ignored; unknown message types too (forward compatibility).
     for ignored in [
-        "{\"type\":2,\"invocationId\":\"0\",\"item\":1}",
         "{\"type\":5,\"invocationId\":\"s1\"}",
         "{\"type\":3,\"invocationId\":\"x\",\"result\":1}",
         "{\"type\":8,\"sequenceId\":1}",

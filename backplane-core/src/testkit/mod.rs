@@ -36,6 +36,7 @@
 //! what it expects panics with a message that says what was missing.
 
 mod cases;
+mod client_results;
 pub mod events;
 pub mod faults;
 mod proxy;
@@ -45,6 +46,7 @@ mod server;
 mod sink;
 
 pub use cases::*;
+pub use client_results::client_result_return_route;
 pub use proxy::CuttingProxy;
 pub use repair::{
     ConnectionCutter, repair_across_repeated_cuts, repair_after_dropped_subscription,
@@ -111,6 +113,7 @@ macro_rules! backplane_conformance_tests {
             remote_group_add_and_remove_with_ack,
             group_change_for_unknown_connection_times_out,
             user_on_two_nodes,
+            client_result_return_route,
         );
     };
     ($factory:path, cut = $cutter:path) => {

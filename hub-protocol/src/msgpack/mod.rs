@@ -9,6 +9,15 @@ pub(crate) use decode::{array_spans, parse};
 pub(crate) use encode::{write_array_len, write_message, write_ping, write_sequence_message};
 pub(crate) use reader::describe as describe_marker;
 
+/// The length of the one MessagePack value at the start of `bytes`, if it holds a
+/// complete, well-formed one.
+pub(crate) fn value_len(bytes: &[u8]) -> Option<usize> {
+    reader::Reader::new(bytes)
+        .value_span()
+        .ok()
+        .map(|(_, end)| end)
+}
+
 /// The `nil` marker.
 pub(crate) const NIL: u8 = 0xC0;
 

@@ -60,21 +60,36 @@ pub(super) async fn handle(
             .await
         }
         HubMessage::StreamInvocation(invocation) => {
-            let result = dispatch::refuse_stream(hub, &invocation);
-            complete(info.protocol, outbox, invocation.invocation_id, result)
+            // The read loop runs streams itself; this path is only for completeness.
+            Box::pin(super::streams::run_stream(
+                hub.clone(),
+                info.clone(),
+                outbox.clone(),
+                invocation,
+            ))
+            .await
         }
         HubMessage::Close(close) => {
             tracing::debug!(hub = %hub.name, connection_id = %info.id, error = ?close.error, "client sent Close");
             Some(End::ClientClosed)
         }
         HubMessage::Ping => None,
-        HubMessage::CancelInvocation(_) => None,
-        HubMessage::StreamItem(item) => {
-            tracing::debug!(hub = %hub.name, connection_id = %info.id, invocation_id = %item.invocation_id, "ignoring stream item: upload streams are not supported");
+        HubMessage::CancelInvocation(cancel) => {
+            super::streams::cancel(hub, info, &cancel.invocation_id);
             None
         }
+        HubMessage::StreamItem(item) => match super::streams::route_item(hub, info, outbox, item) {
+            Ok((sender, upload)) => {
+                let _ = sender.send(upload).await;
+                None
+            }
+            Err(end) => end,
+        },
         HubMessage::Completion(completion) => {
-            tracing::debug!(hub = %hub.name, connection_id = %info.id, invocation_id = %completion.invocation_id, "ignoring completion: client results are not supported");
+            if let Some((sender, upload)) = super::streams::route_completion(hub, info, completion)
+            {
+                let _ = sender.send(upload).await;
+            }
             None
         }
         HubMessage::Ack(_) | HubMessage::Sequence(_) => {
@@ -87,7 +102,7 @@ pub(super) async fn handle(
 }
 
 /// Queue the completion of `invocation_id`; `Some` ends the connection.
-fn complete(
+pub(super) fn complete(
     protocol: Protocol,
     outbox: &Outbox,
     invocation_id: String,

@@ -23,6 +23,7 @@ mod handshake;
 mod invocation;
 mod reading;
 mod resume;
+mod streams;
 mod writing;
 
 pub(crate) use self::resume::{Reattach, ResumeState};
@@ -191,6 +192,7 @@ async fn start<I: Incoming, S: FrameSink>(
         user,
         protocol,
         resume,
+        streams: Default::default(),
     });
     let registered = hub
         .manager

@@ -8,17 +8,21 @@ use std::task::Poll;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use futures_util::future::abortable;
 use futures_util::stream::FuturesUnordered;
-use hub_protocol::{DecodeError, Decoder, HubMessage};
+use hub_protocol::{CompletionResult, DecodeError, Decoder, HubMessage, StreamInvocation};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use super::End;
-use super::invocation::{handle, run_invocation};
+use super::invocation::{complete, handle, run_invocation};
 use super::resume::ResumeState;
+use super::streams;
 use crate::dispatch;
 use crate::extract::ConnectionInfo;
 use crate::hub::HubShared;
 use crate::outbox::Outbox;
+use crate::streaming::{ConnectionStreams, Upload, lock};
 use crate::transport::{Incoming, Received, TransportError};
 
 /// Read and dispatch until the connection should end.
@@ -90,6 +94,40 @@ pub(super) async fn read_loop<I: Incoming>(
                     Err(error) => return End::InvalidMessage(error.to_string()),
                 }
             }
+            let message = match message {
+                HubMessage::StreamInvocation(invocation) => {
+                    if let Some(end) =
+                        start_stream(hub, info, outbox, &mut in_flight, invocation).await
+                    {
+                        return end;
+                    }
+                    continue;
+                }
+                HubMessage::StreamItem(item) => {
+                    match streams::route_item(hub, info, outbox, item) {
+                        Ok((sender, upload)) => {
+                            match Box::pin(send_upload(&mut in_flight, &sender, upload)).await {
+                                Ok(waited) => stalled |= waited,
+                                Err(end) => return end,
+                            }
+                        }
+                        Err(Some(end)) => return end,
+                        Err(None) => {}
+                    }
+                    continue;
+                }
+                HubMessage::Completion(completion) => {
+                    if let Some((sender, upload)) = streams::route_completion(hub, info, completion)
+                    {
+                        match Box::pin(send_upload(&mut in_flight, &sender, upload)).await {
+                            Ok(waited) => stalled |= waited,
+                            Err(end) => return end,
+                        }
+                    }
+                    continue;
+                }
+                other => other,
+            };
             if let HubMessage::Invocation(invocation) = message {
                 // Room in the client's queue for what this invocation will most likely
                 // send it (its completion, and the echo of a message it broadcasts, about
@@ -105,16 +143,16 @@ pub(super) async fn read_loop<I: Incoming>(
                 let mut invocation: InFlight = Box::pin({
                     let running =
                         run_invocation(hub.clone(), info.clone(), outbox.clone(), invocation);
-                    async move { (running.await, reservation) }
+                    async move { (running.await, reservation, false) }
                 });
                 // One poll now: the invocation takes its place (its first send is queued)
                 // before any later one starts.
                 match poll_once(invocation.as_mut()).await {
-                    Poll::Ready((Some(end), _)) => return end,
-                    Poll::Ready((None, _)) => {}
-                    Poll::Pending => in_flight.push(invocation, reservation),
+                    Poll::Ready((Some(end), _, _)) => return end,
+                    Poll::Ready((None, _, _)) => {}
+                    Poll::Pending => in_flight.push(invocation, reservation, false),
                 }
-                while in_flight.len() >= max_in_flight {
+                while in_flight.invocations(&info.streams) >= max_in_flight {
                     // Not reading meanwhile is the backpressure on a client that sends
                     // faster than its invocations complete.
                     stalled = true;
@@ -176,9 +214,96 @@ fn stateful_reconnect(
 /// of the invocation's own size.
 const REPLY_RESERVE: usize = 64;
 
-/// An invocation that has started and not finished; it ends with its outcome and the
-/// bytes reserved for it.
-type InFlight = Pin<Box<dyn Future<Output = (Option<End>, usize)> + Send>>;
+/// An invocation or stream that has started and not finished; it ends with its outcome,
+/// the bytes reserved for it, and whether it was a stream.
+type InFlight = Pin<Box<dyn Future<Output = (Option<End>, usize, bool)> + Send>>;
+
+/// Start a server-to-client stream, unless the connection runs too many or the id is
+/// taken (answered with a completion error); `Some` ends the connection.
+async fn start_stream(
+    hub: &Arc<HubShared>,
+    info: &Arc<ConnectionInfo>,
+    outbox: &Arc<Outbox>,
+    in_flight: &mut Running,
+    invocation: StreamInvocation,
+) -> Option<End> {
+    let invocation_id = invocation.invocation_id.clone();
+    let refusal = {
+        let downloads = lock(&info.streams.downloads);
+        let limit = hub.stream_options.max_streams;
+        if downloads.contains_key(&invocation_id) {
+            Some(format!(
+                "Failed to invoke '{}' due to an error on the server. HubException: a stream with invocation id '{invocation_id}' is already running.",
+                invocation.target
+            ))
+        } else if downloads.len() >= limit {
+            tracing::debug!(hub = %hub.name, connection_id = %info.id, limit, "too many streams");
+            Some(format!(
+                "Failed to invoke '{}' due to an error on the server. HubException: the connection may run at most {limit} stream(s) at once.",
+                invocation.target
+            ))
+        } else {
+            None
+        }
+    };
+    if let Some(error) = refusal {
+        return complete(
+            info.protocol,
+            outbox,
+            invocation_id,
+            CompletionResult::Error(error),
+        );
+    }
+    let (running, handle) = abortable(streams::run_stream(
+        hub.clone(),
+        info.clone(),
+        outbox.clone(),
+        invocation,
+    ));
+    lock(&info.streams.downloads).insert(invocation_id.clone(), handle);
+    let registration = streams::DownloadRegistration {
+        info: info.clone(),
+        invocation_id,
+    };
+    let mut stream: InFlight = Box::pin(async move {
+        let _registration = registration;
+        // Aborted: the client cancelled; it expects nothing more.
+        (running.await.unwrap_or(None), 0, true)
+    });
+    match poll_once(stream.as_mut()).await {
+        Poll::Ready((end, _, _)) => end,
+        Poll::Pending => {
+            in_flight.push(stream, 0, true);
+            None
+        }
+    }
+}
+
+/// Hand `upload` to its stream's method, running the connection's invocations meanwhile
+/// (the method taking it is one of them). Says whether it had to wait; `Err` ends the
+/// connection.
+async fn send_upload(
+    in_flight: &mut Running,
+    sender: &mpsc::Sender<Upload>,
+    upload: Upload,
+) -> Result<bool, End> {
+    let send = sender.send(upload);
+    tokio::pin!(send);
+    let mut waited = false;
+    loop {
+        tokio::select! {
+            biased;
+            // An error means the method dropped its stream: the item has nowhere to go.
+            _ = &mut send => return Ok(waited),
+            finished = in_flight.next(), if !in_flight.is_empty() => {
+                waited = true;
+                if let Some(end) = finished {
+                    return Err(end);
+                }
+            }
+        }
+    }
+}
 
 /// The invocations of one connection that have started and not finished. The set is
 /// only allocated once one is pending, so a connection whose invocations all finish at
@@ -200,7 +325,15 @@ impl Running {
         self.len() == 0
     }
 
-    fn push(&mut self, invocation: InFlight, reservation: usize) {
+    /// How many invocations (not server-to-client streams, which do not count against
+    /// the parallel invocation limit) are running. Streams are counted by their cancel
+    /// handles rather than by a field here, which would grow every connection's future.
+    fn invocations(&self, streams: &ConnectionStreams) -> usize {
+        self.len().saturating_sub(lock(&streams.downloads).len())
+    }
+
+    fn push(&mut self, invocation: InFlight, reservation: usize, stream: bool) {
+        debug_assert!(!stream || reservation == 0, "streams reserve nothing");
         self.reserved += reservation;
         self.set
             .get_or_insert_with(FuturesUnordered::new)
@@ -211,7 +344,7 @@ impl Running {
     /// `None` at once when none is running.
     async fn next(&mut self) -> Option<End> {
         let set = self.set.as_mut()?;
-        let (end, reservation) = set.next().await?;
+        let (end, reservation, _stream) = set.next().await?;
         self.reserved -= reservation;
         end
     }

@@ -1,0 +1,140 @@
+//! The conformance case for client results across nodes: the return route.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hub_protocol::{Completion, CompletionResult, EncodedValue};
+
+use super::{ClusterFactory, RecordingSink, WAIT};
+use crate::client_results::ClientResultError;
+use crate::id::ConnectionId;
+use crate::lifetime::{BackplaneHubLifetimeManager, ManagerOptions};
+use crate::manager::{ConnectionSink, HubLifetimeManager, LocalConnection};
+use crate::message::Protocol;
+
+const HUB: &str = "conformance-client-results";
+
+/// A client-result call from node 0 for a connection on node 1 travels to node 1, which
+/// queues the invocation for its connection, and the client's answer comes back to
+/// node 0 only: a value, then an error, then the connection's departure in mid-call.
+/// A connection no node has fails with `UnknownConnection` once the owner timeout has
+/// passed, well before the result timeout.
+pub async fn client_result_return_route(factory: impl ClusterFactory) {
+    let nodes = factory.cluster(3).await;
+    let options = ManagerOptions::default()
+        .client_result_timeout(Duration::from_secs(60))
+        .client_result_owner_timeout(Duration::from_secs(2));
+    let mut managers = Vec::new();
+    for node in &nodes {
+        let manager = BackplaneHubLifetimeManager::with_options(HUB, node.clone(), options.clone())
+            .await
+            .expect("creating the lifetime manager failed");
+        managers.push(Arc::new(manager));
+    }
+    let sink = Arc::new(RecordingSink::new());
+    let id = ConnectionId::from("answering");
+    managers[1]
+        .on_connected(LocalConnection::new(
+            id.clone(),
+            None,
+            sink.clone() as Arc<dyn ConnectionSink>,
+        ))
+        .await
+        .expect("on_connected failed");
+
+    let answers = [
+        CompletionResult::Value(EncodedValue::encode(Protocol::Json, &42).unwrap()),
+        CompletionResult::Error("the handler threw".into()),
+    ];
+    for (round, answer) in answers.into_iter().enumerate() {
+        let invocation_id = managers[0].next_invocation_id();
+        let label = format!("ask {round}");
+        let call = tokio::spawn({
+            let manager = managers[0].clone();
+            let id = id.clone();
+            let invocation_id = invocation_id.clone();
+            async move {
+                manager
+                    .invoke_connection(&id, invocation_id, RecordingSink::message(&label))
+                    .await
+            }
+        });
+        sink.take_until(&format!("ask {round}"), WAIT).await;
+        // Only the owner takes the client's answer.
+        let completion = Completion {
+            headers: Default::default(),
+            invocation_id: invocation_id.clone(),
+            result: answer,
+        };
+        assert!(
+            !managers[2].set_connection_result(&id, completion.clone()),
+            "a node without the connection must not take its answer"
+        );
+        assert!(
+            managers[1].set_connection_result(&id, completion.clone()),
+            "the owner must take the answer to an invocation it queued"
+        );
+        assert!(
+            !managers[1].set_connection_result(&id, completion),
+            "an answer is taken once"
+        );
+        let result = tokio::time::timeout(WAIT, call)
+            .await
+            .expect("the result came back")
+            .unwrap();
+        match round {
+            0 => {
+                let value = result.expect("a value").expect("not void");
+                assert_eq!(value.deserialize::<i64>().unwrap(), 42);
+            }
+            _ => assert!(
+                matches!(&result, Err(ClientResultError::Client(error)) if error == "the handler threw"),
+                "got {result:?}"
+            ),
+        }
+    }
+
+    // The connection leaves in mid-call: the asking node learns it at once.
+    let call = tokio::spawn({
+        let manager = managers[2].clone();
+        let id = id.clone();
+        let invocation_id = manager.next_invocation_id();
+        async move {
+            manager
+                .invoke_connection(&id, invocation_id, RecordingSink::message("ask leaving"))
+                .await
+        }
+    });
+    sink.take_until("ask leaving", WAIT).await;
+    managers[1].on_disconnected(&id).await.unwrap();
+    let result = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("the departure came back before the result timeout")
+        .unwrap();
+    assert!(
+        matches!(&result, Err(ClientResultError::Disconnected(gone)) if gone == &id),
+        "got {result:?}"
+    );
+
+    // Nobody has it any more.
+    let started = tokio::time::Instant::now();
+    let result = managers[0]
+        .invoke_connection(
+            &id,
+            managers[0].next_invocation_id(),
+            RecordingSink::message("ask ghost"),
+        )
+        .await;
+    assert!(
+        matches!(&result, Err(ClientResultError::UnknownConnection(ghost)) if ghost == &id),
+        "got {result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "an unknown connection must fail before the result timeout"
+    );
+    drop(managers);
+    for node in &nodes {
+        node.shutdown().await.expect("shutdown failed");
+    }
+}
