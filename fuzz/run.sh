@@ -9,6 +9,7 @@
 #   30s     run for 30 seconds        (libFuzzer -max_total_time=30)
 #   1000000 run one million inputs    (libFuzzer -runs=1000000)
 #
+# An input that takes more than 10 s counts as a hang (-timeout=10), like a crash.
 # The committed corpus fuzz/corpus/TARGET is replayed first and grows in place; inputs
 # that crash are written to fuzz/artifacts/TARGET/. Extra arguments go to libFuzzer
 # (e.g. -jobs=2, -max_len=8192, -only_ascii=1). FUZZ_CORPUS_READONLY=1 runs from a
@@ -75,7 +76,5 @@ if [ "${FUZZ_CORPUS_READONLY:-0}" = 1 ]; then
     cp -a "$corpus/." "$scratch/"
     corpus=$scratch
 fi
-dict=()
-[ -f "dict/$target.dict" ] && dict=(-dict="dict/$target.dict")
-"$bin" "${limit[@]}" "${dict[@]}" -artifact_prefix="artifacts/$target/" \
+"$bin" "${limit[@]}" -timeout=10 -artifact_prefix="artifacts/$target/" \
     -print_final_stats=1 "$@" "$corpus"
