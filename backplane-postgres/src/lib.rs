@@ -189,6 +189,10 @@ mod connect;
 mod conninfo;
 mod diagnose;
 mod flush;
+/// Entry points for the fuzz targets in `fuzz/`; not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod install;
 mod listener;
 mod names;
