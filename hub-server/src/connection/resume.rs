@@ -24,8 +24,8 @@ use hub_protocol::{Protocol, TransferFormat, encode_ack, encode_sequence};
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
-use crate::replay::{ReceiveTracker, ReplayBuffer, SequenceError};
 use crate::transport::{FrameSink, Incoming, Received, TransportError};
+use hub_protocol::replay::{ReceiveTracker, ReplayBuffer, SequenceError};
 
 /// How often the server acknowledges what it received, at most (the JavaScript client
 /// acknowledges once a second too).
