@@ -9,6 +9,7 @@ use crate::connection::HubConnection;
 use crate::error::{BoxError, ConnectError};
 use crate::reconnect::{BoxedPolicy, ReconnectDelays, ReconnectPolicy};
 use crate::token::AccessTokenProvider;
+use crate::transport::{TransportType, Transports};
 use crate::url::HubUrl;
 
 /// The settings of one connection, fixed when it is built.
@@ -20,6 +21,13 @@ pub(crate) struct Config {
     pub(crate) protocol: Protocol,
     /// Open the WebSocket directly, without negotiate.
     pub(crate) skip_negotiation: bool,
+    /// The transports the connection may use.
+    pub(crate) transports: Transports,
+    /// Ask for stateful reconnect in negotiate.
+    pub(crate) stateful_reconnect: bool,
+    /// With stateful reconnect: how many bytes of sent messages to keep until the server
+    /// acknowledges them.
+    pub(crate) stateful_reconnect_buffer_size: usize,
     /// Asked for a bearer token before every connection attempt.
     pub(crate) access_token: Option<AccessTokenProvider>,
     /// Send a Ping when nothing was sent for this long, so the server does not time us out.
@@ -38,8 +46,9 @@ pub(crate) struct Config {
 
 /// Configures and builds a [`HubConnection`].
 ///
-/// Defaults follow the official clients: JSON, negotiate first, 15 s keep-alive, 30 s server
-/// timeout, 15 s handshake timeout, no automatic reconnect.
+/// Defaults follow the official clients: JSON, negotiate first, every transport, 15 s
+/// keep-alive, 30 s server timeout, 15 s handshake timeout, no automatic reconnect, no
+/// stateful reconnect.
 ///
 /// ```
 /// use std::time::Duration;
@@ -69,6 +78,9 @@ impl HubConnectionBuilder {
             url,
             protocol: Protocol::Json,
             skip_negotiation: false,
+            transports: Transports::ALL,
+            stateful_reconnect: false,
+            stateful_reconnect_buffer_size: 100_000,
             access_token: None,
             keep_alive_interval: Duration::from_secs(15),
             server_timeout: Duration::from_secs(30),
@@ -95,9 +107,50 @@ impl HubConnectionBuilder {
 
     /// Skips negotiate and opens the WebSocket directly. Works only with servers that accept
     /// it (ASP.NET Core does, for WebSockets), and saves a round trip. The connection then has
-    /// no connection id. Also removes the need for sticky sessions behind a load balancer.
+    /// no connection id and no stateful reconnect. Also removes the need for sticky sessions
+    /// behind a load balancer. Needs [`TransportType::WebSockets`] among the
+    /// [`transports`](Self::transports) (the JavaScript client wants it to be the only one;
+    /// here the others are simply not used).
     pub fn skip_negotiation(self, skip: bool) -> Self {
         self.set(|config| config.skip_negotiation = skip)
+    }
+
+    /// Restricts the transports the connection may use (default: all three), as the
+    /// JavaScript client's `transport` option: one [`TransportType`] forces it, several
+    /// are tried in the official order (WebSockets, Server-Sent Events, long polling) among
+    /// those negotiate offers. Server-Sent Events carry text only, so a MessagePack
+    /// connection never uses them.
+    ///
+    /// ```
+    /// use chat_client::{HubConnectionBuilder, TransportType};
+    ///
+    /// let connection = HubConnectionBuilder::new("http://localhost:5000/chathub")
+    ///     .transports([TransportType::ServerSentEvents, TransportType::LongPolling])
+    ///     .build()?;
+    /// # let _ = connection;
+    /// # Ok::<(), chat_client::ConnectError>(())
+    /// ```
+    pub fn transports(self, transports: impl IntoIterator<Item = TransportType>) -> Self {
+        let transports: Transports = transports.into_iter().collect();
+        self.set(|config| config.transports = transports)
+    }
+
+    /// Asks the server for stateful reconnect (as `withStatefulReconnect()` in the official
+    /// clients; off by default as there). When the server grants it and the transport is
+    /// WebSockets, a dropped WebSocket does not drop the connection: the client opens a
+    /// new one to the same connection, both sides resend what the other did not
+    /// acknowledge, and duplicates are dropped, so nothing is lost and the app sees no
+    /// reconnect (no reconnecting event; it is logged). If the server no longer has the
+    /// connection, the client falls back to automatic reconnect, when enabled.
+    pub fn with_stateful_reconnect(self) -> Self {
+        self.set(|config| config.stateful_reconnect = true)
+    }
+
+    /// With stateful reconnect, how many bytes of sent messages are kept until the server
+    /// acknowledges them (default 100,000, as ASP.NET Core). When it is full, sends wait
+    /// for the server's next acknowledgement (about once a second).
+    pub fn stateful_reconnect_buffer_size(self, bytes: usize) -> Self {
+        self.set(|config| config.stateful_reconnect_buffer_size = bytes.max(1))
     }
 
     /// Sets an async closure that returns the access token for each connection attempt. The
@@ -155,8 +208,19 @@ impl HubConnectionBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConnectError::InvalidUrl`] when the URL is not an absolute `http` or `ws` URL.
+    /// [`ConnectError::InvalidUrl`] when the URL is not an absolute `http` or `ws` URL,
+    /// [`ConnectError::InvalidOptions`] when no transport is allowed, or negotiate is
+    /// skipped without WebSockets.
     pub fn build(self) -> Result<HubConnection, ConnectError> {
-        self.config.map(HubConnection::new)
+        let config = self.config?;
+        if config.transports.is_empty() {
+            return Err(ConnectError::InvalidOptions("no transport is allowed"));
+        }
+        if config.skip_negotiation && !config.transports.contains(TransportType::WebSockets) {
+            return Err(ConnectError::InvalidOptions(
+                "negotiate can only be skipped with the WebSockets transport",
+            ));
+        }
+        Ok(HubConnection::new(config))
     }
 }

@@ -16,7 +16,7 @@ use crate::driver::{self, Outgoing, Reply, stopped};
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
 use crate::events::Events;
 use crate::handlers::{FromArguments, Handlers, erase};
-use crate::transport;
+use crate::transport::{self, TransportType};
 
 /// How many outgoing messages may wait for the connection task before callers wait too.
 const OUTGOING_QUEUE: usize = 256;
@@ -89,6 +89,8 @@ struct Shared {
     run: u64,
     /// The id from negotiate, while connected.
     connection_id: Option<String>,
+    /// The transport in use, while connected.
+    transport: Option<TransportType>,
     /// Where calls go while connected.
     outgoing: Option<mpsc::Sender<Outgoing>>,
     /// Tells the current run to stop.
@@ -119,6 +121,7 @@ impl HubConnection {
                 state: HubConnectionState::Disconnected,
                 run: 0,
                 connection_id: None,
+                transport: None,
                 outgoing: None,
                 stop: None,
                 task: None,
@@ -132,7 +135,7 @@ impl HubConnection {
         }
     }
 
-    /// Connects: negotiate (unless skipped), WebSocket, handshake. Returns once the
+    /// Connects: negotiate (unless skipped), the first transport that opens, handshake. Returns once the
     /// connection is ready for calls.
     ///
     /// A failed `start` does not trigger automatic reconnect (as in the official clients):
@@ -182,6 +185,7 @@ impl HubConnection {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         shared.outgoing = Some(outgoing_tx);
         shared.connection_id.clone_from(&link.connection_id);
+        shared.transport = Some(link.transport.transport_type());
         self.inner
             .set_state(&mut shared, HubConnectionState::Connected);
         shared.task = Some(tokio::spawn(driver::run(
@@ -352,6 +356,12 @@ impl HubConnection {
         self.inner.lock().connection_id.clone()
     }
 
+    /// The transport in use while connected: the one negotiate fallback settled on (it may
+    /// change across an automatic reconnect, never across a stateful one).
+    pub fn transport(&self) -> Option<TransportType> {
+        self.inner.lock().transport
+    }
+
     /// The hub protocol in use.
     pub fn protocol(&self) -> Protocol {
         self.inner.config.protocol
@@ -408,6 +418,7 @@ impl Inner {
         }
         shared.outgoing = None;
         shared.connection_id = None;
+        shared.transport = None;
         shared.stop = None;
         shared.task = None;
         self.set_state(shared, HubConnectionState::Disconnected);
@@ -437,6 +448,7 @@ impl Inner {
         }
         shared.outgoing = None;
         shared.connection_id = None;
+        shared.transport = None;
         self.set_state(&mut shared, HubConnectionState::Reconnecting);
         true
     }
@@ -447,6 +459,7 @@ impl Inner {
         &self,
         run: u64,
         connection_id: Option<String>,
+        transport: TransportType,
     ) -> Option<mpsc::Receiver<Outgoing>> {
         let mut shared = self.lock();
         if shared.run != run || shared.state != HubConnectionState::Reconnecting {
@@ -455,6 +468,7 @@ impl Inner {
         let (sender, receiver) = mpsc::channel(OUTGOING_QUEUE);
         shared.outgoing = Some(sender);
         shared.connection_id = connection_id;
+        shared.transport = Some(transport);
         self.set_state(&mut shared, HubConnectionState::Connected);
         Some(receiver)
     }

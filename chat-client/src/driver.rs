@@ -1,8 +1,9 @@
 //! The connection task: reads and dispatches hub messages, writes calls, keeps the connection
 //! alive, notices when it is lost, and reconnects.
 //!
-//! One task per run (from `start` to closed) owns the WebSocket, so no lock guards the socket
-//! and handlers see messages in arrival order.
+//! One task per run (from `start` to closed) owns the transport, so no lock guards it and
+//! handlers see messages in arrival order. With stateful reconnect, a lost WebSocket is
+//! replaced here, inside the session, without the app seeing a reconnect.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,22 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use hub_protocol::{
     CompletionResult, DecodeError, Decoder, HubMessage, Invocation, encode_completion_error,
     encode_ping,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::connection::Inner;
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
 use crate::reconnect::RetryContext;
-use crate::transport::{self, Link, Socket};
-
-/// How long `stop` waits for the server to acknowledge the WebSocket close.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::stateful::StatefulReconnect;
+use crate::transport::{self, Link, Transport};
 
 /// A message for the connection task to write, and who to tell how it went.
 #[derive(Debug)]
@@ -67,6 +64,15 @@ enum End {
     Stopped,
     /// The connection was lost.
     Lost(DisconnectReason),
+}
+
+/// Why stateful reconnect did not resume the connection.
+enum Resume {
+    /// `stop` was called meanwhile.
+    Stopped,
+    /// The new WebSocket could not be opened (the server no longer has the connection)
+    /// or was lost at once: the connection is lost.
+    Failed,
 }
 
 /// How a reconnect loop ended.
@@ -137,7 +143,9 @@ pub(crate) async fn run(
         match reconnect(&inner, &reason, first_delay, &mut stop).await {
             Reconnect::Connected(new_link) => {
                 let connection_id = new_link.connection_id.clone();
-                let Some(new_outgoing) = inner.reconnected(run, connection_id.clone()) else {
+                let transport = new_link.transport.transport_type();
+                let Some(new_outgoing) = inner.reconnected(run, connection_id.clone(), transport)
+                else {
                     inner.finished(run);
                     inner.events.closed(None);
                     return;
@@ -211,10 +219,10 @@ async fn reconnect(
 struct Session<'a> {
     /// Handlers, events and configuration.
     inner: &'a Inner,
-    /// The WebSocket.
-    socket: Socket,
-    /// Received bytes not yet decoded (a WebSocket frame may end mid-message in theory, and
-    /// the handshake may leave the first messages here).
+    /// The transport.
+    transport: Transport,
+    /// Received bytes not yet decoded (a transport chunk may end mid-message, and the
+    /// handshake may leave the first messages here).
     received: BytesMut,
     /// Splits `received` into hub messages.
     decoder: Decoder,
@@ -224,23 +232,34 @@ struct Session<'a> {
     last_sent: Instant,
     /// When the last frame arrived: the connection is lost `server_timeout` later.
     last_received: Instant,
+    /// Present when the server granted stateful reconnect.
+    stateful: Option<StatefulReconnect>,
 }
 
 impl<'a> Session<'a> {
     fn new(inner: &'a Inner, link: Link) -> Self {
         let now = Instant::now();
+        let config = &inner.config;
         Session {
             inner,
-            socket: link.socket,
+            transport: link.transport,
             received: link.received,
-            decoder: Decoder::new(inner.config.protocol, inner.config.max_message_size),
+            decoder: Decoder::new(config.protocol, config.max_message_size),
             pending: HashMap::new(),
             last_sent: now,
             last_received: now,
+            stateful: link.resume.map(|ticket| {
+                StatefulReconnect::new(
+                    ticket,
+                    config.stateful_reconnect_buffer_size,
+                    config.protocol,
+                )
+            }),
         }
     }
 
-    /// Runs until `stop` or until the connection is lost.
+    /// Runs until `stop` or until the connection is lost (and, with stateful reconnect,
+    /// could not be resumed).
     async fn drive(
         &mut self,
         outgoing: &mut mpsc::Receiver<Outgoing>,
@@ -255,46 +274,117 @@ impl<'a> Session<'a> {
         loop {
             let ping_at = self.last_sent + keep_alive;
             let timeout_at = self.last_received + server_timeout;
+            // With stateful reconnect, a full replay buffer holds sends back until the
+            // server acknowledges (they wait in the queue, and then in `send`).
+            let may_send = !self
+                .stateful
+                .as_ref()
+                .is_some_and(StatefulReconnect::is_full);
             let step = tokio::select! {
                 biased;
                 () = stopped(stop) => return End::Stopped,
-                frame = self.socket.next() => self.receive(frame).await,
-                message = outgoing.recv() => match message {
+                chunk = self.transport.receive() => self.receive(chunk).await,
+                message = outgoing.recv(), if may_send => match message {
                     Some(message) => self.write(message).await,
                     // Every sender is gone: only possible once the connection is shutting down.
                     None => return End::Stopped,
                 },
+                () = ack_due(&mut self.stateful) => self.ack().await,
                 () = tokio::time::sleep_until(ping_at) => self.ping().await,
                 () = tokio::time::sleep_until(timeout_at) => {
                     Err(DisconnectReason::ServerTimeout(server_timeout))
                 }
             };
-            if let Err(reason) = step {
+            let Err(reason) = step else {
+                continue;
+            };
+            if !self.may_resume(&reason) {
                 return End::Lost(reason);
+            }
+            match self.resume(stop).await {
+                Ok(()) => {}
+                Err(Resume::Stopped) => return End::Stopped,
+                Err(Resume::Failed) => return End::Lost(reason),
             }
         }
     }
 
-    /// Handles one WebSocket event.
+    /// Whether losing the connection for `reason` is a lost transport that stateful
+    /// reconnect can repair (not a Close from the server, a server timeout, or broken
+    /// books).
+    fn may_resume(&self, reason: &DisconnectReason) -> bool {
+        self.stateful.is_some()
+            && matches!(
+                reason,
+                DisconnectReason::TransportClosed
+                    | DisconnectReason::Transport(_)
+                    | DisconnectReason::HttpTransport { .. }
+            )
+    }
+
+    /// Stateful reconnect: opens a new WebSocket to the same connection, then sends
+    /// Sequence and everything not acknowledged. The app sees nothing; pending
+    /// invocations stay pending.
+    async fn resume(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Resume> {
+        let Some(stateful) = &self.stateful else {
+            return Err(Resume::Failed);
+        };
+        tracing::info!(
+            "transport lost; resuming the connection on a new WebSocket (stateful reconnect)"
+        );
+        let opened = tokio::select! {
+            opened = transport::reattach(&self.inner.config, &stateful.ticket) => opened,
+            () = stopped(stop) => return Err(Resume::Stopped),
+        };
+        let transport = match opened {
+            Ok(transport) => transport,
+            Err(error) => {
+                tracing::info!(%error, "stateful reconnect failed; the connection is lost");
+                return Err(Resume::Failed);
+            }
+        };
+        self.transport = transport;
+        // Half a message from the old transport is not completed by the new one: the
+        // server resends whole messages.
+        self.received.clear();
+        self.decoder = Decoder::new(
+            self.inner.config.protocol,
+            self.inner.config.max_message_size,
+        );
+        self.last_received = Instant::now();
+        let Some(stateful) = &mut self.stateful else {
+            return Err(Resume::Failed);
+        };
+        let (frames, resent_bytes) = stateful.resume();
+        let mut batch = BytesMut::new();
+        for frame in frames {
+            batch.extend_from_slice(&frame);
+        }
+        match self.write_frame(batch.freeze()).await {
+            Ok(()) => {
+                tracing::info!(resent_bytes, "connection resumed on a new WebSocket");
+                Ok(())
+            }
+            // Lost again at once: let the loop try again with what it gets next.
+            Err(reason) => {
+                tracing::info!(%reason, "the new WebSocket was lost while resending");
+                Err(Resume::Failed)
+            }
+        }
+    }
+
+    /// Handles one chunk from the transport.
     async fn receive(
         &mut self,
-        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        chunk: Result<Bytes, DisconnectReason>,
     ) -> Result<(), DisconnectReason> {
         self.last_received = Instant::now();
-        match frame {
-            Some(Ok(Message::Text(text))) => {
-                self.received.extend_from_slice(text.as_bytes());
-                self.dispatch_received().await
-            }
-            Some(Ok(Message::Binary(data))) => {
-                self.received.extend_from_slice(&data);
-                self.dispatch_received().await
-            }
-            // WebSocket pings are answered by tungstenite; they still prove the server lives.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
-            Some(Ok(Message::Close(_))) | None => Err(DisconnectReason::TransportClosed),
-            Some(Err(error)) => Err(DisconnectReason::Transport(Arc::new(error))),
+        let bytes = chunk?;
+        if bytes.is_empty() {
+            return Ok(());
         }
+        self.received.extend_from_slice(&bytes);
+        self.dispatch_received().await
     }
 
     /// Decodes and handles every complete message received so far.
@@ -317,6 +407,13 @@ impl<'a> Session<'a> {
 
     /// Handles one hub message.
     async fn handle(&mut self, message: HubMessage) -> Result<(), DisconnectReason> {
+        if let Some(stateful) = &mut self.stateful
+            && !stateful
+                .accept(&message)
+                .map_err(DisconnectReason::Sequence)?
+        {
+            return Ok(());
+        }
         match message {
             HubMessage::Invocation(invocation) => self.invoke_handlers(invocation).await,
             HubMessage::Completion(completion) => {
@@ -335,8 +432,9 @@ impl<'a> Session<'a> {
                 error: close.error,
                 allow_reconnect: close.allow_reconnect,
             }),
-            // No streaming or stateful reconnect is ever requested by this client, so these
-            // are not expected; ignoring them is what the official clients do with strays.
+            // No streaming is ever requested by this client, and Ack and Sequence without
+            // stateful reconnect are not expected; ignoring strays is what the official
+            // clients do.
             other => {
                 tracing::debug!(
                     message_type = other.message_type(),
@@ -378,7 +476,7 @@ impl<'a> Session<'a> {
             let mut frame = BytesMut::new();
             if encode_completion_error(self.inner.config.protocol, &mut frame, &id, &error).is_ok()
             {
-                self.write_frame(frame.freeze()).await?;
+                self.write_numbered(frame.freeze()).await?;
             }
         }
         Ok(())
@@ -386,22 +484,29 @@ impl<'a> Session<'a> {
 
     /// Writes a call and records who waits for it.
     async fn write(&mut self, message: Outgoing) -> Result<(), DisconnectReason> {
-        match self.write_frame(message.frame).await {
-            Ok(()) => {
-                match message.reply {
-                    Reply::Sent(reply) => drop(reply.send(Ok(()))),
-                    Reply::Completion { id, reply } => {
-                        self.pending.insert(id, reply);
-                    }
+        let result = self.write_numbered(message.frame).await;
+        // With stateful reconnect a frame the transport lost is kept and resent: the call
+        // stands.
+        if result.is_ok() || self.stateful.is_some() {
+            match message.reply {
+                Reply::Sent(reply) => drop(reply.send(Ok(()))),
+                Reply::Completion { id, reply } => {
+                    self.pending.insert(id, reply);
                 }
-                Ok(())
             }
-            Err(reason) => {
-                message
-                    .reply
-                    .fail(|| InvokeError::ConnectionLost(reason.clone()));
-                Err(reason)
-            }
+        } else if let Err(reason) = &result {
+            message
+                .reply
+                .fail(|| InvokeError::ConnectionLost(reason.clone()));
+        }
+        result
+    }
+
+    /// Sends an Ack when one is due and something arrived since the last.
+    async fn ack(&mut self) -> Result<(), DisconnectReason> {
+        match self.stateful.as_mut().and_then(StatefulReconnect::ack) {
+            Some(frame) => self.write_frame(frame).await,
+            None => Ok(()),
         }
     }
 
@@ -412,10 +517,18 @@ impl<'a> Session<'a> {
         self.write_frame(frame.freeze()).await
     }
 
+    /// Writes a numbered frame (an invocation or a completion), keeping it for a resend
+    /// with stateful reconnect.
+    async fn write_numbered(&mut self, frame: Bytes) -> Result<(), DisconnectReason> {
+        if let Some(stateful) = &mut self.stateful {
+            stateful.record(frame.clone());
+        }
+        self.write_frame(frame).await
+    }
+
     async fn write_frame(&mut self, frame: Bytes) -> Result<(), DisconnectReason> {
-        transport::send_frame(&mut self.socket, self.inner.config.protocol, frame)
-            .await
-            .map_err(|error| DisconnectReason::Transport(Arc::new(error)))?;
+        let format = self.inner.config.protocol.transfer_format();
+        self.transport.send(frame, format).await?;
         self.last_sent = Instant::now();
         Ok(())
     }
@@ -433,8 +546,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// `stop`: writes what callers already queued, closes the WebSocket politely, and fails
-    /// the invocations still waiting for a completion.
+    /// `stop`: writes what callers already queued, closes the transport politely, and
+    /// fails the invocations still waiting for a completion.
     async fn shut_down(mut self, outgoing: &mut mpsc::Receiver<Outgoing>) {
         outgoing.close();
         let mut broken = false;
@@ -449,14 +562,15 @@ impl<'a> Session<'a> {
             drop(reply.send(Err(InvokeError::Stopped)));
         }
         if !broken {
-            // Send our close frame and read until the server's answer ends the stream.
-            let socket = &mut self.socket;
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                if socket.close(None).await.is_ok() {
-                    while let Some(Ok(_)) = socket.next().await {}
-                }
-            })
-            .await;
+            self.transport.close().await;
         }
+    }
+}
+
+/// Resolves when an Ack may be sent; never without stateful reconnect. Cancel-safe.
+async fn ack_due(stateful: &mut Option<StatefulReconnect>) {
+    match stateful {
+        Some(stateful) => stateful.ack_due().await,
+        None => std::future::pending().await,
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use hub_protocol::{EncodeError, ValueError};
 
+use crate::transport::{TransportType, Transports};
+
 /// The error type access token providers return: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -32,8 +34,9 @@ pub enum ConnectError {
         /// The operating system's reason (refused, no route, name not resolved...).
         source: std::io::Error,
     },
-    /// The negotiate request failed at the HTTP level (connection reset, malformed answer).
-    #[error("negotiate request to {url} failed: {source}")]
+    /// An HTTP request (negotiate, or a request of the Server-Sent Events or long-polling
+    /// transport) failed at the HTTP level (connection reset, malformed answer).
+    #[error("http request to {url} failed: {source}")]
     Http {
         /// The hub URL being negotiated with.
         url: String,
@@ -49,6 +52,14 @@ pub enum ConnectError {
         /// The HTTP status received.
         status: hyper::StatusCode,
     },
+    /// An HTTP answer was larger than the client accepts.
+    #[error("the answer from {url} is larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The hub URL the request went to.
+        url: String,
+        /// The largest answer accepted.
+        limit: usize,
+    },
     /// The negotiate response is not what the protocol describes.
     #[error("invalid negotiate response from {url}: {reason}")]
     InvalidNegotiateResponse {
@@ -63,12 +74,35 @@ pub enum ConnectError {
     /// Negotiate redirected more than 100 times, the limit of the official clients.
     #[error("negotiate redirection limit exceeded")]
     TooManyRedirects,
-    /// The server offers no WebSocket transport for the transfer format the protocol needs.
-    #[error("the server does not offer the WebSockets transport with the {format} transfer format")]
-    NoWebSockets {
+    /// The server offers none of the transports the client may use with the transfer
+    /// format its protocol needs (Server-Sent Events carry text only, so MessagePack cannot
+    /// use them).
+    #[error(
+        "the server offers no transport this client may use with the {format} transfer format (client: {allowed}; server: {offered})"
+    )]
+    NoTransport {
         /// The transfer format the hub protocol needs (`Text` or `Binary`).
         format: hub_protocol::TransferFormat,
+        /// The transports the client was allowed to use.
+        allowed: Transports,
+        /// What negotiate offered, as `name (formats)` entries.
+        offered: String,
     },
+    /// A transport could not be opened: its request was refused or failed.
+    #[error("{transport} failed: {reason}")]
+    TransportFailed {
+        /// The transport tried.
+        transport: TransportType,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Every transport the server offered and the client may use failed to open; each
+    /// failure in the order tried.
+    #[error("unable to connect with any of the available transports: {}", list_failures(.0))]
+    AllTransportsFailed(Vec<(TransportType, Arc<ConnectError>)>),
+    /// The builder's options contradict each other.
+    #[error("invalid options: {0}")]
+    InvalidOptions(&'static str),
     /// The access token provider failed.
     #[error("the access token provider failed: {0}")]
     AccessToken(#[source] BoxError),
@@ -107,6 +141,15 @@ pub enum ConnectError {
     /// [`HubConnection::stop`]: crate::HubConnection::stop
     #[error("the connection was stopped while connecting")]
     Stopped,
+}
+
+/// `WebSockets failed: ...; ServerSentEvents failed: ...`.
+fn list_failures(failures: &[(TransportType, Arc<ConnectError>)]) -> String {
+    failures
+        .iter()
+        .map(|(transport, error)| format!("{transport}: {error}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A call to the hub ([`invoke`](crate::HubConnection::invoke) or
@@ -151,10 +194,21 @@ pub enum DisconnectReason {
         /// Whether the server allows an automatic reconnect.
         allow_reconnect: bool,
     },
-    /// The WebSocket ended without a hub Close message (server stopped, network gone).
+    /// The transport ended without a hub Close message (server stopped, network gone, the
+    /// event stream ended, a poll was answered 204).
     TransportClosed,
     /// The WebSocket failed.
     Transport(Arc<tokio_tungstenite::tungstenite::Error>),
+    /// A request of the Server-Sent Events or long-polling transport failed.
+    HttpTransport {
+        /// Which transport.
+        transport: TransportType,
+        /// What failed.
+        reason: String,
+    },
+    /// Stateful reconnect cannot go on: the server's Ack or Sequence does not match what
+    /// was sent and received, so messages would be lost.
+    Sequence(hub_protocol::replay::SequenceError),
     /// Nothing arrived from the server within the server timeout.
     ServerTimeout(Duration),
     /// The server sent bytes that are not a valid hub message; the stream cannot be trusted.
@@ -190,8 +244,12 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::ServerClosed {
                 error: Some(error), ..
             } => write!(f, "the server closed the connection with an error: {error}"),
-            DisconnectReason::TransportClosed => f.write_str("the server closed the websocket"),
+            DisconnectReason::TransportClosed => f.write_str("the server closed the transport"),
             DisconnectReason::Transport(error) => write!(f, "websocket error: {error}"),
+            DisconnectReason::HttpTransport { transport, reason } => {
+                write!(f, "{transport} error: {reason}")
+            }
+            DisconnectReason::Sequence(error) => write!(f, "stateful reconnect failed: {error}"),
             DisconnectReason::ServerTimeout(after) => write!(
                 f,
                 "server timeout elapsed: nothing received from the server for {after:?}"
@@ -214,6 +272,7 @@ impl std::error::Error for DisconnectReason {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             DisconnectReason::Transport(error) => Some(error.as_ref()),
+            DisconnectReason::Sequence(error) => Some(error),
             DisconnectReason::InvalidMessage(error) => Some(error.as_ref()),
             DisconnectReason::ReconnectFailed { last_error, .. } => Some(last_error.as_ref()),
             _ => None,

@@ -1,10 +1,16 @@
 //! A SignalR client for Rust, and the `chat-client` terminal program built on it.
 //!
-//! The client speaks the ASP.NET Core SignalR protocol over WebSockets, so it works with
-//! `hub-server` and with ASP.NET Core servers alike:
+//! The client speaks the ASP.NET Core SignalR protocol, so it works with `hub-server` and
+//! with ASP.NET Core servers alike:
 //!
 //! - negotiate (`POST {hub}/negotiate?negotiateVersion=1`, following `url`/`accessToken`
 //!   redirects, reporting `error` answers), or skip it and open the WebSocket directly;
+//! - WebSockets, Server-Sent Events and long polling, tried in that order among those
+//!   negotiate offers, or restricted with
+//!   [`transports`](HubConnectionBuilder::transports);
+//! - stateful reconnect ([`with_stateful_reconnect`](HubConnectionBuilder::with_stateful_reconnect)):
+//!   a dropped WebSocket is replaced without losing or repeating a message, unseen by the
+//!   app;
 //! - the JSON and MessagePack hub protocols (wire format from the `hub-protocol` crate);
 //! - [`invoke`](HubConnection::invoke) awaits a typed result, and a failing hub method
 //!   comes back as [`InvokeError::Hub`]; [`send`](HubConnection::send) is fire and forget;
@@ -79,20 +85,22 @@
 //!
 //! # Compatibility
 //!
-//! The client only uses what every ASP.NET Core SignalR server offers: negotiate version 1,
-//! the WebSockets transport, handshake version 2, and messages 1 to 7. Not supported (yet):
-//! Server-Sent Events and long polling, TLS (`https`/`wss`; put the server behind a local
-//! TLS terminator or use plain `http`), streaming, client results (the server gets an error
-//! completion), and stateful reconnect.
+//! The client uses what ASP.NET Core SignalR servers offer: negotiate version 1 (and 0
+//! answers), the three transports, handshake version 2, messages 1 to 7, and Ack and
+//! Sequence (8, 9) with stateful reconnect. Not supported (yet): TLS (`https`/`wss`; put
+//! the server behind a local TLS terminator or use plain `http`), streaming, and client
+//! results (the server gets an error completion).
 //!
 //! # Layout
 //!
 //! - `config`: [`HubConnectionBuilder`] and the settings it fixes.
 //! - `connection`: [`HubConnection`], the shared state, start, stop, invoke, send.
-//! - `driver`: the task that owns the WebSocket: dispatch, keep-alive, timeouts, reconnect.
-//! - `transport`: one physical connection (negotiate, WebSocket, handshake);
-//!   `negotiate` and `http` (a minimal HTTP/1.1 client over hyper) do negotiate, `url`
-//!   derives its URLs, `token` wraps the access token provider.
+//! - `driver`: the task that owns the transport: dispatch, keep-alive, timeouts, stateful
+//!   and automatic reconnect; `stateful`: stateful reconnect's books and rules.
+//! - `transport`: one physical connection (negotiate fallback, handshake) over
+//!   `transport::websocket`, `transport::sse` or `transport::long_polling`;
+//!   `negotiate` and `http` (a minimal HTTP/1.1 client over hyper) do the HTTP requests,
+//!   `url` derives the URLs, `token` wraps the access token provider.
 //! - `handlers`: [`FromArguments`] and the handler registry; `events`: lifecycle callbacks;
 //!   `reconnect`: [`ReconnectPolicy`] and [`ReconnectDelays`]; `error`: the error types.
 //!
@@ -108,6 +116,7 @@ mod handlers;
 mod http;
 mod negotiate;
 mod reconnect;
+mod stateful;
 mod token;
 mod transport;
 mod url;
@@ -118,3 +127,4 @@ pub use error::{BoxError, ConnectError, DisconnectReason, InvokeError};
 pub use handlers::FromArguments;
 pub use hub_protocol::{ArgumentError, Arguments, Protocol};
 pub use reconnect::{ReconnectDelays, ReconnectPolicy, RetryContext};
+pub use transport::{TransportType, Transports};

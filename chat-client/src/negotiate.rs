@@ -1,28 +1,46 @@
 //! The negotiate exchange: `POST {hub}/negotiate?negotiateVersion=1`, following redirects.
 
-use std::time::Duration;
-
 use hub_protocol::TransferFormat;
 use serde::Deserialize;
 
+use crate::config::Config;
 use crate::error::ConnectError;
 use crate::http;
+use crate::transport::TransportType;
 use crate::url::HubUrl;
 
 /// The official clients give up after this many redirects.
 const MAX_REDIRECTS: usize = 100;
 
-/// The outcome of a successful negotiate: where and with what to open the WebSocket.
+/// The outcome of a successful negotiate: where and with what to open a transport.
 #[derive(Debug)]
 pub(crate) struct Negotiated {
     /// The hub URL to connect to: the original one, or where the server redirected.
     pub(crate) url: HubUrl,
     /// The public connection id (what the server's `Context.ConnectionId` is).
     pub(crate) connection_id: String,
-    /// The secret that goes in the WebSocket's `id` query parameter.
+    /// The secret that goes in the transport's `id` query parameter.
     pub(crate) connection_token: String,
     /// The access token to present: the provider's, or the one a redirect handed out.
     pub(crate) access_token: Option<String>,
+    /// The transports the server offers, in its order (the order to try them in), with
+    /// their transfer formats; names this client does not know are left out.
+    pub(crate) transports: Vec<(TransportType, Vec<TransferFormat>)>,
+    /// Every transport offered, as `name (formats)`, for error messages.
+    offered: Vec<String>,
+    /// The server granted stateful reconnect (it was asked for).
+    pub(crate) use_stateful_reconnect: bool,
+}
+
+impl Negotiated {
+    /// What negotiate offered, for an error message.
+    pub(crate) fn describe_transports(&self) -> String {
+        if self.offered.is_empty() {
+            "none".to_owned()
+        } else {
+            self.offered.join(", ")
+        }
+    }
 }
 
 /// The negotiate response, all three shapes in one: a connection, a redirect, or an error.
@@ -37,6 +55,8 @@ struct NegotiateResponse {
     url: Option<String>,
     access_token: Option<String>,
     error: Option<String>,
+    #[serde(default)]
+    use_stateful_reconnect: bool,
     /// Only old ASP.NET (not Core) SignalR servers send this: it identifies them.
     #[serde(rename = "ProtocolVersion")]
     legacy_protocol_version: Option<serde::de::IgnoredAny>,
@@ -51,24 +71,24 @@ struct AvailableTransport {
     transfer_formats: Vec<String>,
 }
 
-/// Negotiates with the server behind `base`, following redirects.
+/// Negotiates with the server of `config`'s hub URL, following redirects, asking for
+/// stateful reconnect when the config says so.
 ///
 /// `access_token` is the provider's token for this attempt; a redirect may replace it.
-/// Each request is bounded by `timeout`.
+/// Each request is bounded by the connect timeout.
 ///
 /// # Errors
 ///
 /// Any [`ConnectError`] negotiate can produce: unreachable server, bad status, a refusal, a
-/// malformed answer, too many redirects, no suitable WebSocket transport, or a timeout.
+/// malformed answer, too many redirects, or a timeout.
 pub(crate) async fn negotiate(
-    base: &HubUrl,
-    format: TransferFormat,
+    config: &Config,
     mut access_token: Option<String>,
-    timeout: Duration,
 ) -> Result<Negotiated, ConnectError> {
-    let mut url = base.clone();
+    let timeout = config.connect_timeout;
+    let mut url = config.url.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let target = url.negotiate_target();
+        let target = url.negotiate_target(config.stateful_reconnect);
         let request = http::post(&url, &target, access_token.as_deref());
         let response =
             tokio::time::timeout(timeout, request)
@@ -115,22 +135,35 @@ pub(crate) async fn negotiate(
                 .connection_token
                 .ok_or_else(|| invalid("missing connectionToken".into()))?
         };
-        let transports = answer.available_transports.unwrap_or_default();
-        let offers_websockets = transports.iter().any(|transport| {
-            transport.transport == "WebSockets"
-                && transport
+        let available = answer.available_transports.unwrap_or_default();
+        let offered = available
+            .iter()
+            .map(|offer| format!("{} ({})", offer.transport, offer.transfer_formats.join("/")))
+            .collect();
+        let transports = available
+            .iter()
+            .filter_map(|offer| {
+                let transport = TransportType::from_name(&offer.transport)?;
+                let formats = offer
                     .transfer_formats
                     .iter()
-                    .any(|offered| offered == format.name())
-        });
-        if !offers_websockets {
-            return Err(ConnectError::NoWebSockets { format });
-        }
+                    .filter_map(|name| match name.as_str() {
+                        "Text" => Some(TransferFormat::Text),
+                        "Binary" => Some(TransferFormat::Binary),
+                        _ => None,
+                    })
+                    .collect();
+                Some((transport, formats))
+            })
+            .collect();
         return Ok(Negotiated {
             url,
             connection_id,
             connection_token,
             access_token,
+            transports,
+            offered,
+            use_stateful_reconnect: answer.use_stateful_reconnect && answer.negotiate_version >= 1,
         });
     }
     Err(ConnectError::TooManyRedirects)

@@ -80,8 +80,9 @@ impl HubUrl {
         })
     }
 
-    /// The path and query of the negotiate request: `{path}/negotiate?{query}&negotiateVersion=1`.
-    pub(crate) fn negotiate_target(&self) -> String {
+    /// The path and query of the negotiate request: `{path}/negotiate?{query}&negotiateVersion=1`,
+    /// plus `&useStatefulReconnect=true` when the client asks for stateful reconnect.
+    pub(crate) fn negotiate_target(&self, stateful_reconnect: bool) -> String {
         let mut target = self.path.clone();
         if !target.ends_with('/') {
             target.push('/');
@@ -90,6 +91,9 @@ impl HubUrl {
         let mut query = self.query.clone().unwrap_or_default();
         if !query.contains("negotiateVersion") {
             append_pair(&mut query, "negotiateVersion", "1");
+        }
+        if stateful_reconnect {
+            append_pair(&mut query, "useStatefulReconnect", "true");
         }
         target.push('?');
         target.push_str(&query);
@@ -116,6 +120,22 @@ impl HubUrl {
             url.push_str(&query);
         }
         url
+    }
+
+    /// The path and query of the HTTP transports' requests (Server-Sent Events, long
+    /// polling, and their sends): `{path}?{query}&id={token}`, plus the access token when
+    /// it must travel in the query (Server-Sent Events, as the official clients do).
+    pub(crate) fn connection_target(
+        &self,
+        connection_token: &str,
+        access_token: Option<&str>,
+    ) -> String {
+        let mut query = self.query.clone().unwrap_or_default();
+        append_pair(&mut query, "id", connection_token);
+        if let Some(token) = access_token {
+            append_pair(&mut query, "access_token", token);
+        }
+        format!("{}?{query}", self.path)
     }
 
     /// The URL for messages: `http://host:port/path`, without the query (which may hold
@@ -159,18 +179,25 @@ mod tests {
         let url = HubUrl::parse("http://localhost:5000/chathub").unwrap();
         assert_eq!(url.address, "localhost:5000");
         assert_eq!(
-            url.negotiate_target(),
+            url.negotiate_target(false),
             "/chathub/negotiate?negotiateVersion=1"
+        );
+        assert_eq!(
+            url.negotiate_target(true),
+            "/chathub/negotiate?negotiateVersion=1&useStatefulReconnect=true"
         );
 
         let url = HubUrl::parse("http://example.com/hubs/chat/?tenant=a%20b").unwrap();
         assert_eq!(url.address, "example.com:80");
         assert_eq!(
-            url.negotiate_target(),
+            url.negotiate_target(false),
             "/hubs/chat/negotiate?tenant=a%20b&negotiateVersion=1"
         );
         let url = HubUrl::parse("http://h:1/x?negotiateVersion=0").unwrap();
-        assert_eq!(url.negotiate_target(), "/x/negotiate?negotiateVersion=0");
+        assert_eq!(
+            url.negotiate_target(false),
+            "/x/negotiate?negotiateVersion=0"
+        );
     }
 
     #[test]
@@ -183,6 +210,16 @@ mod tests {
         let url = HubUrl::parse("ws://[::1]:5000/chathub").unwrap();
         assert_eq!(url.address, "[::1]:5000");
         assert_eq!(url.websocket_url(None, None), "ws://[::1]:5000/chathub");
+    }
+
+    #[test]
+    fn http_transport_target_carries_the_token_encoded() {
+        let url = HubUrl::parse("http://127.0.0.1:5000/chathub?x=1").unwrap();
+        assert_eq!(url.connection_target("a+b", None), "/chathub?x=1&id=a%2Bb");
+        assert_eq!(
+            url.connection_target("t", Some("j w t")),
+            "/chathub?x=1&id=t&access_token=j%20w%20t"
+        );
     }
 
     #[test]

@@ -146,8 +146,8 @@ async fn negotiate_failures_are_clear_errors() {
         (StatusCode::OK, "not json", "invalid negotiate response"),
         (
             StatusCode::OK,
-            r#"{"connectionId":"a","connectionToken":"b","negotiateVersion":1,"availableTransports":[{"transport":"LongPolling","transferFormats":["Text"]}]}"#,
-            "does not offer the WebSockets transport with the Text transfer format",
+            r#"{"connectionId":"a","connectionToken":"b","negotiateVersion":1,"availableTransports":[{"transport":"WebSockets","transferFormats":["Binary"]}]}"#,
+            "offers no transport this client may use with the Text transfer format (client: WebSockets, ServerSentEvents, LongPolling; server: WebSockets (Binary))",
         ),
         (
             StatusCode::OK,

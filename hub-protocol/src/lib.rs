@@ -24,6 +24,8 @@
 //! - `decode`: [`Decoder`] and [`DecodeError`]; `json` and `msgpack` hold each format's
 //!   parser and writer, `varint` the MessagePack length prefix, `record` the `0x1E` scanner.
 //! - `encode`: the `encode_*` functions and [`EncodeError`].
+//! - `replay`: stateful reconnect's books (what was sent and not acknowledged, what was
+//!   received), kept alike by servers and clients.
 //!
 //! # Example
 //!
@@ -93,6 +95,7 @@ mod message;
 mod msgpack;
 mod protocol;
 mod record;
+pub mod replay;
 mod transcode;
 mod value;
 pub mod varint;

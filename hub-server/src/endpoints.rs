@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::Accepted;
 use crate::hub::{Hub, HubShared};
+use crate::options::Transports;
 use crate::tokens::{ClaimError, TokenKind, random_id};
 use crate::transport::http_connections::{Found, Opened, Transport};
 use crate::transport::websocket::Upgrade;
@@ -100,7 +101,7 @@ struct NegotiateResponse<'a> {
     connection_token: Option<&'a str>,
     /// What this server offers, in ASP.NET Core's order (the clients try them in the
     /// order listed).
-    available_transports: [AvailableTransport; 3],
+    available_transports: Vec<&'static AvailableTransport>,
     /// Present (true) when the client asked for stateful reconnect and the hub allows it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     use_stateful_reconnect: bool,
@@ -131,6 +132,28 @@ const AVAILABLE_TRANSPORTS: [AvailableTransport; 3] = [
         transfer_formats: &["Text", "Binary"],
     },
 ];
+
+/// The entries of [`AVAILABLE_TRANSPORTS`] the hub's options allow, in that order.
+fn offered_transports(allowed: Transports) -> Vec<&'static AvailableTransport> {
+    let [websockets, server_sent_events, long_polling] = &AVAILABLE_TRANSPORTS;
+    [
+        (allowed.websockets, websockets),
+        (allowed.server_sent_events, server_sent_events),
+        (allowed.long_polling, long_polling),
+    ]
+    .into_iter()
+    .filter_map(|(allowed, transport)| allowed.then_some(transport))
+    .collect()
+}
+
+/// The answer to a request for a transport the hub's options leave out (ASP.NET Core's
+/// status and wording).
+fn not_offered(transport: &str) -> Response {
+    plain(
+        StatusCode::NOT_FOUND,
+        &format!("{transport} transport not supported by this end point type"),
+    )
+}
 
 /// `POST {hub}/negotiate`.
 async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
@@ -173,7 +196,7 @@ async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
         negotiate_version: version,
         connection_id: connection_id.as_str(),
         connection_token: (kind == TokenKind::Secret).then_some(token.as_str()),
-        available_transports: AVAILABLE_TRANSPORTS,
+        available_transports: offered_transports(hub.options.transports),
         use_stateful_reconnect: stateful,
     })
 }
@@ -196,6 +219,9 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     if !wants_websocket {
         return http_transport(hub, parts, body).await;
+    }
+    if !hub.options.transports.websockets {
+        return not_offered("WebSockets");
     }
     let upgrade = match Upgrade::from_parts(&mut parts) {
         Ok(upgrade) => upgrade,
@@ -311,6 +337,13 @@ async fn open_or_poll(hub: Arc<HubShared>, parts: &Parts, token: &str) -> Respon
         .iter()
         .filter_map(|value| value.to_str().ok())
         .any(|value| value.contains("text/event-stream"));
+    let allowed = hub.options.transports;
+    if event_stream && !allowed.server_sent_events {
+        return not_offered("ServerSentEvents");
+    }
+    if !event_stream && !allowed.long_polling {
+        return not_offered("LongPolling");
+    }
     if hub.is_shutting_down() {
         return shutting_down();
     }

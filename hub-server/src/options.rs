@@ -141,6 +141,49 @@ pub struct HubOptions {
     /// keep-alive), so this rather than the client timeout is what notices them gone.
     /// Default: 15 seconds (ASP.NET Core's `DisconnectTimeout`).
     pub long_polling_disconnect_timeout: Duration,
+    /// The transports negotiate offers and the hub path accepts (ASP.NET Core's
+    /// `HttpConnectionDispatcherOptions.Transports`). A request for a transport left out
+    /// gets 404, as ASP.NET Core answers it. Restrict it where a proxy in front breaks one
+    /// (or to test a client's fallback). Default: all three.
+    pub transports: Transports,
+}
+
+/// Which transports a hub offers. Clients try them in the official order: WebSockets,
+/// Server-Sent Events, long polling.
+///
+/// ```
+/// use hub_server::{HubOptions, Transports};
+///
+/// // Behind a proxy that breaks WebSockets: offer the two HTTP transports only.
+/// let options = HubOptions::default().transports(Transports {
+///     websockets: false,
+///     ..Transports::ALL
+/// });
+/// assert!(options.transports.long_polling);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    /// WebSockets (with or without negotiate; stateful reconnect needs it).
+    pub websockets: bool,
+    /// Server-Sent Events (text only: JSON clients).
+    pub server_sent_events: bool,
+    /// Long polling.
+    pub long_polling: bool,
+}
+
+impl Transports {
+    /// All three transports: the default.
+    pub const ALL: Transports = Transports {
+        websockets: true,
+        server_sent_events: true,
+        long_polling: true,
+    };
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports::ALL
+    }
 }
 
 impl Default for HubOptions {
@@ -163,6 +206,7 @@ impl Default for HubOptions {
             websocket_read_buffer_size: 8 * 1024,
             long_polling_timeout: Duration::from_secs(90),
             long_polling_disconnect_timeout: Duration::from_secs(15),
+            transports: Transports::ALL,
         }
     }
 }
@@ -280,6 +324,13 @@ impl HubOptions {
     #[must_use]
     pub fn stateful_reconnect_buffer_size(mut self, bytes: usize) -> Self {
         self.stateful_reconnect_buffer_size = bytes;
+        self
+    }
+
+    /// These options with `transports` as [`HubOptions::transports`].
+    #[must_use]
+    pub fn transports(mut self, transports: Transports) -> Self {
+        self.transports = transports;
         self
     }
 

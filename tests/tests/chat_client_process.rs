@@ -58,8 +58,14 @@ struct ChatProcess {
 impl ChatProcess {
     /// Starts `chat-client --url {url} --user {user}` and waits until it is connected.
     async fn start(url: &str, user: &str) -> ChatProcess {
+        ChatProcess::start_with(url, user, &[]).await
+    }
+
+    /// [`ChatProcess::start`] with more command-line arguments.
+    async fn start_with(url: &str, user: &str, extra: &[&str]) -> ChatProcess {
         let mut child = Command::new(binary("chat-client"))
             .args(["--url", url, "--user", user])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -204,6 +210,43 @@ async fn health_backplane_kind(url: &str) -> String {
 
 /// Alice and Bob chat through two servers on `backend`, whose /health names it
 /// starting with `kind`.
+/// The `--transport` and `--stateful-reconnect` flags: one client on Server-Sent Events,
+/// one on long polling with MessagePack, chatting through two servers on PostgreSQL.
+#[tokio::test]
+async fn clients_forced_to_the_http_transports_chat_through_two_servers() {
+    let namespace = TestBackend::Postgres
+        .process_namespace("chat_client_http")
+        .await;
+    let hub_server = binary("hub-server");
+    let urls = "http://127.0.0.1:0";
+    let server_a = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
+    let server_b = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
+    let mut alice = ChatProcess::start_with(
+        &server_a.url,
+        "alice",
+        &["--transport", "server-sent-events", "--stateful-reconnect"],
+    )
+    .await;
+    let mut bob = ChatProcess::start_with(
+        &server_b.url,
+        "bob",
+        &["--transport", "long-polling", "--protocol", "messagepack"],
+    )
+    .await;
+    alice
+        .expect(&format!("[SYSTEM] {} connected", bob.connection_id))
+        .await;
+    alice.type_line("hello over events").await;
+    bob.expect("[ALL] alice: hello over events").await;
+    bob.type_line("hi over polls").await;
+    alice.expect("[ALL] bob: hi over polls").await;
+    bob.finish_cleanly().await;
+    alice.finish_cleanly().await;
+    server_a.stop().await;
+    server_b.stop().await;
+    namespace.remove().await;
+}
+
 async fn two_clients_chat_through_two_servers(backend: TestBackend, kind: &str) {
     let namespace = backend.process_namespace("chat_client").await;
     let hub_server = binary("hub-server");

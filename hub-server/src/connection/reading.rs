@@ -197,7 +197,7 @@ pub(super) async fn read_loop<I: Incoming>(
 fn stateful_reconnect(
     resume: &ResumeState,
     message: &HubMessage,
-) -> Result<bool, crate::replay::SequenceError> {
+) -> Result<bool, hub_protocol::replay::SequenceError> {
     match message {
         HubMessage::Ack(ack) => resume.ack(ack.sequence_id).map(|()| false),
         HubMessage::Sequence(sequence) => resume.resume_at(sequence.sequence_id).map(|()| false),

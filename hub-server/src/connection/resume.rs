@@ -24,8 +24,8 @@ use hub_protocol::{Protocol, TransferFormat, encode_ack, encode_sequence};
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
-use crate::replay::{ReceiveTracker, ReplayBuffer, SequenceError};
 use crate::transport::{FrameSink, Incoming, Received, TransportError};
+use hub_protocol::replay::{ReceiveTracker, ReplayBuffer, SequenceError};
 
 /// How often the server acknowledges what it received, at most (the JavaScript client
 /// acknowledges once a second too).
@@ -395,5 +395,90 @@ impl<S: FrameSink> ResumableSink<S> {
         {
             self.lost(&error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hub_protocol::{Decoder, HubMessage};
+
+    use super::*;
+
+    /// A transport's sending half that keeps what it was fed.
+    #[derive(Default)]
+    struct RecordingSink(Arc<Mutex<Vec<Bytes>>>);
+
+    impl FrameSink for RecordingSink {
+        async fn feed(&mut self, frame: Bytes, _format: TransferFormat) -> io::Result<()> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(frame);
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
+        async fn close(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn invocation(n: u32) -> Bytes {
+        Bytes::from(format!(
+            "{{\"type\":1,\"target\":\"m\",\"arguments\":[{n}]}}\u{1e}"
+        ))
+    }
+
+    /// Regression of 8b088dd: a message written while a new transport waits in the slot
+    /// must go out once, after the resend, numbered right after it. Recorded before the
+    /// switch, it was in the resend and then sent again.
+    #[tokio::test]
+    async fn a_message_written_as_a_new_transport_arrives_goes_out_once() {
+        let state = Arc::new(ResumeState::new(100_000));
+        let slot = Arc::new(SinkSlot {
+            sink: Mutex::new(None),
+            filled: Notify::new(),
+        });
+        let old = RecordingSink::default();
+        let mut sink = ResumableSink {
+            current: Some(old),
+            slot: slot.clone(),
+            state: state.clone(),
+            protocol: Protocol::Json,
+            ack_timer: interval(ACK_INTERVAL),
+        };
+        let format = TransferFormat::Text;
+        sink.feed_message(invocation(1), format).await.unwrap();
+        // The old transport dies; the client comes back on a new one.
+        sink.current = None;
+        let new = RecordingSink::default();
+        let fed = new.0.clone();
+        slot.put(new);
+        sink.feed_message(invocation(2), format).await.unwrap();
+
+        let fed = fed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut decoder = Decoder::new(Protocol::Json, 1024);
+        let messages: Vec<HubMessage> = fed
+            .iter()
+            .map(|frame| {
+                let mut buf = BytesMut::from(&frame[..]);
+                decoder.decode(&mut buf).unwrap().unwrap()
+            })
+            .collect();
+        assert!(
+            matches!(messages[0], HubMessage::Sequence(ref sequence) if sequence.sequence_id == 1),
+            "{messages:?}"
+        );
+        assert_eq!(
+            &fed[1..],
+            [invocation(1), invocation(2)],
+            "the resend, then the new message once"
+        );
+        // The client acknowledges both; nothing is left to resend.
+        state.ack(2).unwrap();
+        assert_eq!(state.books().sent.bytes(), 0);
     }
 }

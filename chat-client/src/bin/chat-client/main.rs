@@ -16,7 +16,7 @@ mod console;
 
 use std::process::ExitCode;
 
-use chat_client::{HubConnectionBuilder, Protocol};
+use chat_client::{HubConnectionBuilder, Protocol, TransportType};
 use clap::{Parser, ValueEnum};
 
 /// The server the questions propose.
@@ -43,6 +43,36 @@ struct Args {
     /// notices; servers without authentication ignore it.
     #[arg(long, env = "CHAT_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
+    /// Transport(s) the client may use, comma-separated; tried in the official order
+    /// (websockets, then server-sent-events, then long-polling) among those the server
+    /// offers. Default: all three. Server-Sent Events carry JSON only.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    transport: Vec<TransportArg>,
+    /// Ask for stateful reconnect: a dropped WebSocket is replaced without losing or
+    /// repeating messages, and without a reconnect notice.
+    #[arg(long)]
+    stateful_reconnect: bool,
+}
+
+/// The transports, as command-line values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    /// WebSockets.
+    Websockets,
+    /// Server-Sent Events (JSON only).
+    ServerSentEvents,
+    /// Long polling.
+    LongPolling,
+}
+
+impl From<TransportArg> for TransportType {
+    fn from(transport: TransportArg) -> Self {
+        match transport {
+            TransportArg::Websockets => TransportType::WebSockets,
+            TransportArg::ServerSentEvents => TransportType::ServerSentEvents,
+            TransportArg::LongPolling => TransportType::LongPolling,
+        }
+    }
 }
 
 /// The hub protocols, as command-line values.
@@ -86,6 +116,12 @@ fn main() -> ExitCode {
             ProtocolArg::Messagepack => Protocol::MessagePack,
         })
         .with_automatic_reconnect();
+    if !args.transport.is_empty() {
+        builder = builder.transports(args.transport.iter().copied().map(TransportType::from));
+    }
+    if args.stateful_reconnect {
+        builder = builder.with_stateful_reconnect();
+    }
     let token = args.access_token.unwrap_or_else(|| user.clone());
     builder = builder.access_token_provider(move || {
         let token = token.clone();
@@ -186,5 +222,26 @@ mod tests {
         assert_eq!(args.user.as_deref(), Some("bob"));
         assert!(matches!(args.protocol, ProtocolArg::Messagepack));
         assert!(Args::try_parse_from(["chat-client", "--protocol", "xml"]).is_err());
+        assert!(args.transport.is_empty() && !args.stateful_reconnect);
+
+        let args = Args::try_parse_from([
+            "chat-client",
+            "--transport",
+            "server-sent-events,long-polling",
+            "--stateful-reconnect",
+        ])
+        .unwrap();
+        let transports: Vec<TransportType> = args
+            .transport
+            .iter()
+            .copied()
+            .map(TransportType::from)
+            .collect();
+        assert_eq!(
+            transports,
+            [TransportType::ServerSentEvents, TransportType::LongPolling]
+        );
+        assert!(args.stateful_reconnect);
+        assert!(Args::try_parse_from(["chat-client", "--transport", "pigeon"]).is_err());
     }
 }

@@ -1,6 +1,7 @@
-//! Stateful reconnect's bookkeeping for one connection: what was sent and not yet
-//! acknowledged (to resend it on a new transport), and what was received (to acknowledge
-//! it and to drop what the client resends).
+//! Stateful reconnect's bookkeeping for one side of a connection: what was sent and not
+//! yet acknowledged (to resend it on a new transport), and what was received (to
+//! acknowledge it and to drop what the peer resends). The server and the client keep the
+//! same books, so both use these types.
 //!
 //! Both sides number the messages they send from 1, counting only Invocation,
 //! StreamItem, Completion, StreamInvocation and CancelInvocation (Ping, Close, Ack and
@@ -8,7 +9,8 @@
 //! dropped transport both sides send Sequence `S`, the id of their first message the
 //! other may not have, and resend from there; the receiver drops the ids it already had.
 //!
-//! Nothing here does I/O or keeps time: the connection decides when to write, ack and
+//! Nothing here does I/O or keeps time: the connection (`hub-server`'s, `chat-client`'s)
+//! decides when to write, ack and
 //! resend, so every rule is unit-tested on its own.
 
 use std::collections::VecDeque;
@@ -16,37 +18,37 @@ use std::fmt;
 
 use bytes::Bytes;
 
-/// The messages sent to one client and not yet acknowledged.
+/// The messages sent to the peer and not yet acknowledged.
 #[derive(Debug)]
-pub(crate) struct ReplayBuffer {
+pub struct ReplayBuffer {
     /// Numbered frames written and not acknowledged, oldest first, with their ids.
     unacked: VecDeque<(u64, Bytes)>,
     /// The id the next numbered frame gets (the first is 1).
     next_id: u64,
     /// Bytes of the frames in `unacked`.
     bytes: usize,
-    /// Past this many bytes the writer stops sending numbered frames until the client
+    /// Past this many bytes the writer stops sending numbered frames until the peer
     /// acknowledges some (ASP.NET Core's sends wait likewise), so what is kept for a
     /// resend stays bounded.
     limit: usize,
 }
 
-/// An Ack or Sequence from the client that cannot be right.
+/// An Ack or Sequence from the peer that cannot be right.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SequenceError {
-    /// The client acknowledged a message the server never sent.
+pub enum SequenceError {
+    /// The peer acknowledged a message this side never sent.
     AckBeyondSent {
         /// The id acknowledged.
         acked: u64,
         /// The last id sent.
         sent: u64,
     },
-    /// After a reconnect the client resumes past messages the server never received:
+    /// After a reconnect the peer resumes past messages this side never received:
     /// they are lost, so the connection cannot go on as if nothing happened.
     SequenceGap {
-        /// The id the client resumes from.
+        /// The id the peer resumes from.
         resumes_at: u64,
-        /// The id the server expected next.
+        /// The id expected next.
         expected: u64,
     },
 }
@@ -56,14 +58,14 @@ impl fmt::Display for SequenceError {
         match self {
             Self::AckBeyondSent { acked, sent } => write!(
                 f,
-                "the client acknowledged message {acked}, but only {sent} were sent"
+                "the peer acknowledged message {acked}, but only {sent} were sent"
             ),
             Self::SequenceGap {
                 resumes_at,
                 expected,
             } => write!(
                 f,
-                "the client resumed at message {resumes_at}, but the server expected {expected}: messages in between were lost"
+                "the peer resumed at message {resumes_at}, but {expected} was expected: messages in between were lost"
             ),
         }
     }
@@ -73,7 +75,7 @@ impl std::error::Error for SequenceError {}
 
 impl ReplayBuffer {
     /// An empty buffer that holds up to about `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Self {
+    pub fn new(limit: usize) -> Self {
         Self {
             unacked: VecDeque::new(),
             next_id: 1,
@@ -85,12 +87,12 @@ impl ReplayBuffer {
     /// Whether the writer must wait for an Ack before it sends another numbered frame.
     /// A buffer holding nothing is never full, so a single frame larger than the limit
     /// still goes out.
-    pub(crate) fn is_full(&self) -> bool {
+    pub fn is_full(&self) -> bool {
         !self.unacked.is_empty() && self.bytes >= self.limit
     }
 
     /// Keep `frame`, about to be written, for a resend; its id.
-    pub(crate) fn record(&mut self, frame: Bytes) -> u64 {
+    pub fn record(&mut self, frame: Bytes) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.bytes += frame.len();
@@ -104,7 +106,7 @@ impl ReplayBuffer {
     /// # Errors
     ///
     /// [`SequenceError::AckBeyondSent`] when `id` was never sent.
-    pub(crate) fn ack(&mut self, id: u64) -> Result<(), SequenceError> {
+    pub fn ack(&mut self, id: u64) -> Result<(), SequenceError> {
         let sent = self.next_id - 1;
         if id > sent {
             return Err(SequenceError::AckBeyondSent { acked: id, sent });
@@ -122,40 +124,40 @@ impl ReplayBuffer {
         Ok(())
     }
 
-    /// The id of the first frame the client may not have: what the Sequence message sent
+    /// The id of the first frame the peer may not have: what the Sequence message sent
     /// on a new transport announces before the resend.
-    pub(crate) fn first_unacked(&self) -> u64 {
+    pub fn first_unacked(&self) -> u64 {
         self.unacked.front().map_or(self.next_id, |(id, _)| *id)
     }
 
     /// The frames to resend on a new transport, oldest first.
-    pub(crate) fn unacked(&self) -> impl Iterator<Item = &Bytes> {
+    pub fn unacked(&self) -> impl Iterator<Item = &Bytes> {
         self.unacked.iter().map(|(_, frame)| frame)
     }
 
     /// Bytes kept for a resend.
-    pub(crate) fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.bytes
     }
 }
 
-/// What the client sent: which numbered messages were received, which of them were
+/// What the peer sent: which numbered messages were received, which of them were
 /// acknowledged, and which resent ones to drop.
 #[derive(Debug, Default)]
-pub(crate) struct ReceiveTracker {
+pub struct ReceiveTracker {
     /// The id of the last numbered message processed.
     received: u64,
-    /// The id the client gave the last numbered message it sent, as counted from its
+    /// The id the peer gave the last numbered message it sent, as counted from its
     /// last Sequence: after a resend it trails `received` until the resend catches up.
     current: u64,
-    /// The id last acknowledged to the client.
+    /// The id last acknowledged to the peer.
     acked: u64,
 }
 
 impl ReceiveTracker {
-    /// Count one numbered message from the client; whether to process it (`false` for a
+    /// Count one numbered message from the peer; whether to process it (`false` for a
     /// resent message that was processed before).
-    pub(crate) fn receive(&mut self) -> bool {
+    pub fn receive(&mut self) -> bool {
         self.current += 1;
         if self.current <= self.received {
             return false;
@@ -164,13 +166,13 @@ impl ReceiveTracker {
         true
     }
 
-    /// The client resumes at `id` (its Sequence message after a reconnect): the resent
+    /// The peer resumes at `id` (its Sequence message after a reconnect): the resent
     /// messages up to what was already processed will be dropped.
     ///
     /// # Errors
     ///
     /// [`SequenceError::SequenceGap`] when `id` skips messages never received.
-    pub(crate) fn resume_at(&mut self, id: u64) -> Result<(), SequenceError> {
+    pub fn resume_at(&mut self, id: u64) -> Result<(), SequenceError> {
         let expected = self.received + 1;
         if id > expected || id == 0 {
             return Err(SequenceError::SequenceGap {
@@ -184,12 +186,12 @@ impl ReceiveTracker {
 
     /// Acknowledge everything received again at the next chance: an Ack sent on a
     /// transport that was then lost may never have arrived.
-    pub(crate) fn ack_again(&mut self) {
+    pub fn ack_again(&mut self) {
         self.acked = 0;
     }
 
     /// The id to acknowledge, if anything arrived since the last Ack; marks it sent.
-    pub(crate) fn take_ack(&mut self) -> Option<u64> {
+    pub fn take_ack(&mut self) -> Option<u64> {
         (self.received > self.acked).then(|| {
             self.acked = self.received;
             self.received
