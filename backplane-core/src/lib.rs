@@ -11,6 +11,9 @@
 //!   implements it, so this crate never depends on the server.
 //! - [`sequencing`]: per-(origin, hub) numbering, the publish queue, the receiver's
 //!   tracker and gap reporting, so a backend implements transport and storage only.
+//! - [`EnvelopeCodec`] and [`ClusterSecret`]: envelopes signed and verified with a
+//!   cluster secret (HMAC-SHA256), so forged backplane traffic is dropped and counted.
+//! - [`CircuitBreaker`]: publishes fail at once while a backend is unreachable.
 //! - [`doctor`]: an end-to-end round trip between two nodes, for health checks.
 //! - `testkit` (feature `testkit`): the conformance suite every backplane runs.
 //!
@@ -51,6 +54,7 @@
 
 mod backoff;
 mod backplane;
+mod circuit;
 pub mod doctor;
 mod envelope;
 mod id;
@@ -61,9 +65,11 @@ mod registry;
 pub mod sequencing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod trust;
 
 pub use backoff::{Jitter, ReconnectBackoff};
 pub use backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
+pub use circuit::CircuitBreaker;
 pub use envelope::{
     Ack, CodecError, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
 };
@@ -71,3 +77,4 @@ pub use id::{ConnectionId, NodeId, ParseNodeIdError};
 pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus, ManagerOptions};
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};
 pub use message::{Protocol, SerializedMessage};
+pub use trust::{ClusterSecret, EnvelopeCodec, MIN_SECRET_LEN, TAG_LEN};
