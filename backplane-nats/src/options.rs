@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use backplane_core::{BackplaneError, ReconnectBackoff};
+use backplane_core::{BackplaneError, ClusterSecret, ReconnectBackoff};
 
 /// Default [`NatsOptions::prefix`].
 pub const DEFAULT_PREFIX: &str = "signalr";
@@ -138,6 +138,12 @@ pub struct NatsOptions {
     /// Capacity of each subscription's event queue. When it is full the hub's reader
     /// waits; messages wait in the stream, so `Lagged` is never reported. Default: 8,192.
     pub subscription_capacity: usize,
+    /// The secret the nodes of one cluster share: with it, every envelope carries an
+    /// HMAC-SHA256 tag and what fails verification is dropped and counted
+    /// ([`Backplane::envelopes_rejected`](backplane_core::Backplane::envelopes_rejected)),
+    /// never delivered. Skipped runs (markers of failed batches) are not signed yet.
+    /// Every node of a cluster needs the same secret. Default: `None`.
+    pub cluster_secret: Option<ClusterSecret>,
     /// The connection's name (`<client_name>-<node id>`), shown by the server's
     /// monitoring (`/connz`). Default: `signalr-backplane`.
     pub client_name: String,
@@ -172,6 +178,7 @@ impl NatsOptions {
             publish_batch_size: 1000,
             publish_batch_bytes: 8 * 1024 * 1024,
             subscription_capacity: 8192,
+            cluster_secret: None,
             client_name: "signalr-backplane".to_owned(),
         };
         options.check_url()?;
@@ -341,6 +348,7 @@ impl fmt::Debug for NatsOptions {
             .field("publish_batch_size", &self.publish_batch_size)
             .field("publish_batch_bytes", &self.publish_batch_bytes)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("cluster_secret", &self.cluster_secret.is_some())
             .field("client_name", &self.client_name)
             .finish()
     }

@@ -102,7 +102,7 @@ impl Publisher {
         let chunk = self.context.chunk_bytes();
         let mut ends = Vec::with_capacity(group.len());
         for pending in &group {
-            let encoded: bytes::Bytes = pending.envelope.encode().into();
+            let encoded: bytes::Bytes = self.context.codec.encode(&pending.envelope).into();
             let seq = pending.envelope.seq;
             messages.extend(wire::envelope_messages(subject, node, seq, &encoded, chunk));
             ends.push(messages.len());

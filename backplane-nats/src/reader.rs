@@ -105,7 +105,7 @@ impl HubReader {
     ) -> Result<(Self, Feed), String> {
         let state = stream_state(&context).await?;
         let mut reader = Self {
-            inbox: HubInbox::new(context.node, hub, STORAGE),
+            inbox: HubInbox::new(context.node, hub, STORAGE).with_codec(context.codec.clone()),
             jitter: Jitter::new(context.node),
             context,
             subject,

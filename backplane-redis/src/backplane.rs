@@ -184,6 +184,10 @@ impl Backplane for RedisBackplane {
         Ok(Subscription::new(hub, receiver))
     }
 
+    fn envelopes_rejected(&self) -> u64 {
+        self.context.codec.rejected()
+    }
+
     async fn shutdown(&self) -> Result<(), BackplaneError> {
         self.shut_down.store(true, Ordering::Release);
         self.queue.shut_down();

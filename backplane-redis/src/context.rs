@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use backplane_core::{BackplaneError, NodeId};
+use backplane_core::{BackplaneError, EnvelopeCodec, NodeId};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, RetryMethod};
 
@@ -17,6 +17,8 @@ pub(crate) struct NodeContext {
     pub(crate) options: RedisOptions,
     /// Opens connections (holds the parsed URL; never printed, it may hold a password).
     client: redis::Client,
+    /// Signs what this node writes and verifies what it reads (with a cluster secret).
+    pub(crate) codec: EnvelopeCodec,
 }
 
 /// What a connection is for: part of its `CLIENT SETNAME`.
@@ -33,6 +35,7 @@ impl NodeContext {
         let client = options.client()?;
         Ok(Self {
             node,
+            codec: EnvelopeCodec::new(options.cluster_secret.clone()),
             options,
             client,
         })

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use backplane_core::{BackplaneError, ReconnectBackoff};
+use backplane_core::{BackplaneError, ClusterSecret, ReconnectBackoff};
 
 /// Default [`RedisOptions::key_prefix`].
 pub const DEFAULT_KEY_PREFIX: &str = "signalr";
@@ -76,6 +76,12 @@ pub struct RedisOptions {
     /// waits (backpressure: entries stay in the stream meanwhile, within `max_len` and
     /// `max_age`); nothing is dropped, so `Lagged` is never reported. Default: 8,192.
     pub subscription_capacity: usize,
+    /// The secret the nodes of one cluster share: with it, every envelope carries an
+    /// HMAC-SHA256 tag and what fails verification is dropped and counted
+    /// ([`Backplane::envelopes_rejected`](backplane_core::Backplane::envelopes_rejected)),
+    /// never delivered. Skipped runs (markers of failed batches) are not signed yet.
+    /// Every node of a cluster needs the same secret. Default: `None`.
+    pub cluster_secret: Option<ClusterSecret>,
     /// Prefix of each connection's `CLIENT SETNAME` (`signalr-backplane-reader-<node>`),
     /// so operators find the backplane's connections in `CLIENT LIST`. Default:
     /// `signalr-backplane`. No spaces.
@@ -103,6 +109,7 @@ impl RedisOptions {
             publish_batch_bytes: 8 * 1024 * 1024,
             read_count: 1000,
             subscription_capacity: 8192,
+            cluster_secret: None,
             client_name: "signalr-backplane".to_owned(),
         };
         options.client()?;
@@ -248,6 +255,7 @@ impl fmt::Debug for RedisOptions {
             .field("publish_batch_bytes", &self.publish_batch_bytes)
             .field("read_count", &self.read_count)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("cluster_secret", &self.cluster_secret.is_some())
             .field("client_name", &self.client_name)
             .finish()
     }

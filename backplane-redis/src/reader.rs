@@ -65,7 +65,7 @@ impl HubReader {
     ) -> Self {
         let jitter = Jitter::new(context.node);
         Self {
-            inbox: HubInbox::new(context.node, hub, STORAGE),
+            inbox: HubInbox::new(context.node, hub, STORAGE).with_codec(context.codec.clone()),
             context,
             key,
             subscribers,
