@@ -530,6 +530,14 @@ impl Listener {
                 {
                     return Ok(());
                 }
+                // Only a range the table holds is believed: a forged reference naming a
+                // far-ahead range changes nothing.
+                let table = self.channels[channel].table.clone();
+                if !self.holds(&table, origin, &hub, from, to).await? {
+                    self.shared.codec.reject();
+                    tracing::warn!(%node, %origin, hub, from, to, "[Processor] dropping a reference to rows the table does not hold (forged?)");
+                    return Ok(());
+                }
                 // A gap in front of the referenced rows is repaired (and reported) first,
                 // as in front of an inline envelope.
                 let start = self
@@ -541,8 +549,7 @@ impl Listener {
                     self.read_and_apply(channel, origin, &hub, start, from - 1, Range::Gap)
                         .await?;
                 }
-                // Only rows the table holds move the tracker: a forged reference naming
-                // a far-ahead range reads nothing and changes nothing.
+                // Only rows found move the tracker (a reference may name more).
                 self.read_and_apply(
                     channel,
                     origin,
@@ -575,36 +582,51 @@ impl Listener {
         if !self.is_subscribed(channel, &envelope.hub) {
             return Ok(());
         }
-        let (from, range) = match self.tracker.observe(origin, &envelope.hub, seq) {
+        let observation = self.tracker.observe(origin, &envelope.hub, seq);
+        let gap = match observation {
             Observation::Duplicate => return Ok(()),
-            Observation::Next => {
-                let mut repair = Repair::default();
-                self.tracker.advance(origin, &envelope.hub, seq);
-                return self.deliver(channel, envelope, &mut repair).await;
-            }
-            Observation::Gap { from, to } => {
-                tracing::debug!(node = %self.shared.node, %origin, hub = %envelope.hub, from, to, "[Processor] sequence gap; reading the missing envelopes and this one from the table");
-                (from, Range::GapAndConfirm)
-            }
-            Observation::First => (seq, Range::Confirm),
+            Observation::Gap { from, to } => Some((from, to)),
+            Observation::First | Observation::Next => None,
         };
-        let confirmed = self
-            .read_and_apply(channel, origin, &envelope.hub, from, seq, range)
-            .await?;
-        if !confirmed {
-            self.shared.codec.reject();
-            tracing::warn!(node = %self.shared.node, %origin, hub = %envelope.hub, seq, "[Processor] dropping a notified envelope the table does not hold (forged?)");
+        let first = observation == Observation::First;
+        if gap.is_some() || first {
+            let table = self.channels[channel].table.clone();
+            // Its row committed before its notification left: there now, or never.
+            if !self.holds(&table, origin, &envelope.hub, seq, seq).await? {
+                self.shared.codec.reject();
+                tracing::warn!(node = %self.shared.node, %origin, hub = %envelope.hub, seq, "[Processor] dropping a notified envelope the table does not hold (forged?)");
+                return Ok(());
+            }
         }
-        Ok(())
+        if let Some((from, to)) = gap {
+            tracing::debug!(node = %self.shared.node, %origin, hub = %envelope.hub, from, to, "[Processor] sequence gap; reading the missing envelopes from the table");
+            self.read_and_apply(channel, origin, &envelope.hub, from, to, Range::Gap)
+                .await?;
+        }
+        let mut repair = Repair::default();
+        self.tracker.advance(origin, &envelope.hub, seq);
+        self.deliver(channel, envelope, &mut repair).await
+    }
+
+    /// Whether the table holds any row of `origin`'s `hub` numbered `from..=to`.
+    async fn holds(
+        &mut self,
+        table: &TableNames,
+        origin: NodeId,
+        hub: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<bool, Interrupt> {
+        let rows = self.read_range(table, origin, hub, from, to).await?;
+        Ok(!rows.is_empty())
     }
 
     /// Read `from..=to` of `origin`'s `hub` from the table and apply the rows in order,
     /// waiting up to `gap_wait` for rows whose commit may still be in flight. The outcome
     /// is reported as `Reconnected` when the range is a sequence gap, or whenever
-    /// something in it could not be recovered. Only rows found move the tracker.
-    ///
-    /// Returns `false` (having applied nothing) when `range` asks to confirm `to` and the
-    /// table has no row numbered `to`.
+    /// something in it could not be recovered. A gap's numbers that no row accounts for
+    /// are counted missing (the caller confirmed a later row exists); a referenced range
+    /// moves the tracker only as far as the rows found.
     async fn read_and_apply(
         &mut self,
         channel: &str,
@@ -613,7 +635,7 @@ impl Listener {
         from: u64,
         to: u64,
         range: Range,
-    ) -> Result<bool, Interrupt> {
+    ) -> Result<(), Interrupt> {
         let node = self.shared.node;
         let table = self.channels[channel].table.clone();
         let deadline = Instant::now() + self.shared.options.gap_wait;
@@ -623,10 +645,9 @@ impl Listener {
                 .last(origin, hub)
                 .map_or(from, |last| last.saturating_add(1))
         };
-        let mut confirm = matches!(range, Range::Confirm | Range::GapAndConfirm);
         loop {
             if !self.is_subscribed(channel, hub) {
-                return Ok(true); // the last subscription ended meanwhile
+                return Ok(()); // the last subscription ended meanwhile
             }
             if next(&self.tracker) > to {
                 break;
@@ -634,14 +655,6 @@ impl Listener {
             let rows = self
                 .read_range(&table, origin, hub, next(&self.tracker), to)
                 .await?;
-            if confirm {
-                // The notified envelope's row committed before its notification left:
-                // it is there now, or never will be.
-                if !rows.iter().any(|row| row.seq == to) {
-                    return Ok(false);
-                }
-                confirm = false;
-            }
             let waited_enough = Instant::now() >= deadline;
             for row in rows {
                 if row.first_seq() > next(&self.tracker) && !waited_enough {
@@ -657,10 +670,17 @@ impl Listener {
             }
         }
         if !self.is_subscribed(channel, hub) {
-            return Ok(true);
+            return Ok(());
         }
-        // Numbers past the last row found are not counted (nor skipped): the table does
-        // not confirm they were ever used. A real envelope after them shows the gap.
+        let last = self
+            .tracker
+            .last(origin, hub)
+            .unwrap_or(from.saturating_sub(1));
+        if range == Range::Gap && last < to {
+            // A later row exists: these numbers were used and are gone.
+            repair.missing = repair.missing.saturating_add(to - last);
+            self.tracker.advance(origin, hub, to);
+        }
         let outcome = repair.outcome(
             &format!("sequence numbers {from}..={to} from node {origin}"),
             STORAGE,
@@ -669,11 +689,11 @@ impl Listener {
         if lost {
             tracing::warn!(%node, %origin, hub, ?outcome, "[Processor] envelopes could not be recovered");
         }
-        if matches!(range, Range::Gap | Range::GapAndConfirm) || lost {
+        if range == Range::Gap || lost {
             self.send_to_hub(channel, hub, BackplaneEvent::Reconnected { gap: outcome })
                 .await?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Apply a stored row: deliver it, or skip a tombstone or a corrupt row.
@@ -1092,14 +1112,10 @@ fn stored_row(codec: &EnvelopeCodec, row: &Row) -> Option<StoredRow> {
 /// What a range read by [`Listener::read_and_apply`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Range {
-    /// A sequence gap: report the outcome.
+    /// A sequence gap in front of a row the table holds: report the outcome.
     Gap,
     /// Rows a reference notification names.
     Referenced,
-    /// The first envelope seen from its origin: confirm its row exists.
-    Confirm,
-    /// A gap and, at its end, an envelope whose row must exist.
-    GapAndConfirm,
 }
 
 /// The start of a notification, for logs (never the whole of a large payload).

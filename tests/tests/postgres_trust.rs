@@ -141,11 +141,11 @@ async fn without_a_secret_a_forged_far_ahead_sequence_does_not_silence_a_real_no
     envelopes_until(&mut subscription, "real-1").await;
 
     // A well-formed envelope of node a numbered near u64::MAX, which the table does not
-    // hold; and a reference naming a far-ahead range.
+    // hold; and a reference naming a far-ahead range of rows that do not exist.
     let origin = a.node_id();
     let far = invocation(origin, u64::MAX - 1, "forged-far-ahead").encode();
     notify(&schema, &inline_notification(origin, &far)).await;
-    notify(&schema, &format!("r{origin}:5:{}:{HUB}", u64::MAX - 1)).await;
+    notify(&schema, &format!("r{origin}:1000:{}:{HUB}", u64::MAX - 1)).await;
     // A first envelope from a node nobody heard of, far ahead: also unconfirmed.
     let stranger = NodeId::random();
     let first = invocation(stranger, u64::MAX / 2, "forged-stranger").encode();
@@ -162,14 +162,18 @@ async fn without_a_secret_a_forged_far_ahead_sequence_does_not_silence_a_real_no
     // The reference's gap read may still be waiting for rows when real-2..4 commit (it
     // delivers them itself), so the stranger's envelope may be processed after real-4.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while b.envelopes_rejected() < 2 {
+    while b.envelopes_rejected() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the unconfirmed envelopes are counted"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(b.envelopes_rejected(), 2);
+    assert_eq!(
+        b.envelopes_rejected(),
+        3,
+        "the inline, the reference and the stranger's"
+    );
     for node in &nodes {
         node.shutdown().await.unwrap();
     }
