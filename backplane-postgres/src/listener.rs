@@ -571,12 +571,11 @@ impl Listener {
     }
 
     /// Deliver one envelope seen while connected. The next one of its origin is
-    /// delivered as it is; the first one seen from its origin, or one after a sequence
-    /// gap, is confirmed against the table first (it could be a forged notification
-    /// naming a real node and a far-ahead number, which would make every later envelope
-    /// of that node look like a duplicate): its row and the gap's rows are read and
-    /// delivered from the table, and if its own row is not there, it is dropped and
-    /// counted, and the tracker does not move.
+    /// delivered as it is. The first one seen from its origin, or one after a sequence
+    /// gap, could be a forged notification naming a real node and a far-ahead number
+    /// (which would make every later envelope of that node look like a duplicate): the
+    /// table must hold its row, or it is dropped and counted and the tracker does not
+    /// move; then the gap is read from the table (and reported) before it is delivered.
     async fn accept_live(&mut self, channel: &str, envelope: Envelope) -> Result<(), Interrupt> {
         let (origin, seq) = (envelope.origin, envelope.seq);
         if !self.is_subscribed(channel, &envelope.hub) {
