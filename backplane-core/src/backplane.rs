@@ -92,6 +92,14 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// A backend error if shutting down could not complete cleanly; the node is shut down
     /// regardless.
     async fn shutdown(&self) -> Result<(), BackplaneError>;
+
+    /// Envelopes and notifications this node dropped since start because they failed
+    /// verification against the cluster secret or their store did not confirm them
+    /// (see [`EnvelopeCodec`](crate::EnvelopeCodec)). 0 for backplanes without a store
+    /// anyone else can write to.
+    fn envelopes_rejected(&self) -> u64 {
+        0
+    }
 }
 
 /// The future an `async_trait` method returns.
@@ -138,6 +146,10 @@ impl<B: Backplane + ?Sized> Backplane for Arc<B> {
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {
         (**self).shutdown().await
+    }
+
+    fn envelopes_rejected(&self) -> u64 {
+        (**self).envelopes_rejected()
     }
 }
 
@@ -260,6 +272,24 @@ pub enum BackplaneError {
     /// The operation did not complete in time.
     #[error("backplane operation timed out after {0:?}")]
     Timeout(Duration),
+    /// The backend is unreachable and the circuit is open: publishes fail at once,
+    /// without being queued or numbered, until it is reachable again (see
+    /// [`CircuitBreaker`](crate::CircuitBreaker)). Nothing was sent; the caller may retry
+    /// later.
+    #[error(
+        "backplane unavailable (circuit open): {reason}; publishes fail at once until it is reachable again"
+    )]
+    Unavailable {
+        /// Why the circuit opened (the backend's last error), for logs.
+        reason: String,
+    },
+    /// The publish queue holds as many envelopes as it may: the backend is not keeping
+    /// up. Nothing was sent or numbered; the caller may retry later.
+    #[error("backplane publish queue is full ({limit} envelopes waiting); try again later")]
+    QueueFull {
+        /// The queue's limit.
+        limit: usize,
+    },
     /// An envelope could not be decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -207,6 +207,16 @@ pub enum CodecError {
     /// A valid envelope was followed by extra bytes.
     #[error("malformed envelope: {0} trailing bytes")]
     TrailingBytes(usize),
+    /// The cluster has a secret and the envelope's tag is missing or wrong: forged,
+    /// tampered with, or from a node with another secret (see [`crate::EnvelopeCodec`]).
+    #[error(
+        "envelope failed verification against the cluster secret (forged, tampered with, or signed with another secret)"
+    )]
+    Unauthenticated,
+    /// This node has no cluster secret but the envelope carries a tag: the nodes of the
+    /// cluster disagree on whether a secret is set.
+    #[error("envelope is signed but this node has no cluster secret")]
+    UnexpectedTag,
 }
 
 impl Envelope {

@@ -15,6 +15,9 @@
 //!   options they share, so a backend on an ordered log (Redis Streams, NATS
 //!   JetStream) writes only its transport.
 //! - [`lock`]: the poison-tolerant lock every crate uses.
+//! - [`EnvelopeCodec`] and [`ClusterSecret`]: envelopes signed and verified with a
+//!   cluster secret (HMAC-SHA256), so forged backplane traffic is dropped and counted.
+//! - [`CircuitBreaker`]: publishes fail at once while a backend is unreachable.
 //! - [`doctor`]: an end-to-end round trip between two nodes, for health checks.
 //! - `testkit` (feature `testkit`): the conformance suite every backplane runs.
 //!
@@ -55,6 +58,7 @@
 
 mod backoff;
 mod backplane;
+mod circuit;
 mod client_results;
 pub mod doctor;
 mod envelope;
@@ -68,9 +72,11 @@ pub mod sequencing;
 mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod trust;
 
 pub use backoff::{Jitter, ReconnectBackoff};
 pub use backplane::{Backplane, BackplaneError, BackplaneEvent, GapRepair, Subscription};
+pub use circuit::CircuitBreaker;
 pub use client_results::{
     ClientAnswer, ClientInvocation, ClientOutcome, ClientResult, ClientResultError,
 };
@@ -82,3 +88,4 @@ pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};
 pub use message::{Protocol, SerializedMessage};
 pub use sync::lock;
+pub use trust::{ClusterSecret, EnvelopeCodec, MIN_SECRET_LEN, TAG_LEN};

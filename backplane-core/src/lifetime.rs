@@ -141,13 +141,18 @@ pub struct BackplaneHealth {
     pub reconnects: u64,
     /// Envelopes the backplane reported as lost for good (unrepairable gaps, lag).
     pub envelopes_lost: u64,
+    /// Envelopes and notifications the backplane dropped because they failed
+    /// verification against the cluster secret or its store did not confirm them
+    /// ([`Backplane::envelopes_rejected`]; shared by every hub of the backplane).
+    pub envelopes_rejected: u64,
 }
 
 /// A [`HubLifetimeManager`] for one hub over any [`Backplane`].
 ///
 /// It keeps this node's connections, groups and users, publishes through the backplane
 /// for the other nodes and then delivers to its local connections directly (a send the
-/// backplane refuses reaches no one here), and applies what other nodes publish to its
+/// backplane refuses reaches no one here, except while the backplane is unavailable:
+/// see [`HubError::LocalOnly`]), and applies what other nodes publish to its
 /// own connections. Group changes for connections owned by another
 /// node travel through the backplane and are acknowledged by the owner.
 ///
@@ -228,6 +233,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
                 envelopes_received: 0,
                 reconnects: 0,
                 envelopes_lost: 0,
+                envelopes_rejected: 0,
             }),
             envelopes_received: AtomicU64::new(0),
             client_calls: ClientCalls::default(),
@@ -252,6 +258,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
     pub fn health(&self) -> BackplaneHealth {
         let mut health = lock(&self.shared.health).clone();
         health.envelopes_received = self.shared.envelopes_received.load(Ordering::Relaxed);
+        health.envelopes_rejected = self.shared.backplane.envelopes_rejected();
         health
     }
 
@@ -310,9 +317,10 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
         // The other nodes first: a send that fails reaches no connection of this node, so
         // the caller may retry it without this node's connections getting it twice.
         let remote_target = remote_part(&read(&shared.registry), &target);
+        let mut unavailable = None;
         if let Some(remote) = remote_target {
             tracing::debug!(hub = %shared.hub, target = ?remote, bytes = message.encoded_len(), "publishing invocation");
-            shared
+            let published = shared
                 .backplane
                 .publish(
                     &shared.hub,
@@ -321,12 +329,23 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
                         message: message.clone(),
                     },
                 )
-                .await?;
+                .await;
+            match published {
+                Ok(()) => {}
+                // The other nodes are out of reach (circuit open): this node's
+                // connections still get the message, and the caller learns that only
+                // they did.
+                Err(error @ BackplaneError::Unavailable { .. }) => unavailable = Some(error),
+                Err(error) => return Err(error.into()),
+            }
         }
         let registry = read(&shared.registry);
         let fanout = registry.deliver(&target, &message);
         tracing::trace!(hub = %shared.hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
-        Ok(())
+        match unavailable {
+            Some(cause) => Err(HubError::LocalOnly(cause)),
+            None => Ok(()),
+        }
     }
 
     async fn invoke_connection(
@@ -746,7 +765,7 @@ impl<B: Backplane + ?Sized> Shared<B> {
             }
             BackplaneEvent::Reconnected { gap } => {
                 health.status = BackplaneStatus::Connected;
-                health.reconnects += 1;
+                health.reconnects = health.reconnects.saturating_add(1);
                 match gap {
                     GapRepair::Repaired { recovered } => {
                         tracing::info!(hub = %self.hub, recovered, "backplane reconnected or gap repaired; nothing lost");
@@ -756,13 +775,13 @@ impl<B: Backplane + ?Sized> Shared<B> {
                         missing,
                         detail,
                     } => {
-                        health.envelopes_lost += missing;
+                        health.envelopes_lost = health.envelopes_lost.saturating_add(missing);
                         tracing::error!(hub = %self.hub, recovered, missing, %detail, "backplane reconnected or gap repaired; envelopes lost");
                     }
                 }
             }
             BackplaneEvent::Lagged { missed } => {
-                health.envelopes_lost += missed;
+                health.envelopes_lost = health.envelopes_lost.saturating_add(missed);
                 tracing::error!(hub = %self.hub, missed, "backplane subscriber lagged; envelopes dropped");
             }
             BackplaneEvent::Envelope(_) => {}
@@ -928,6 +947,52 @@ mod tests {
             "a failed send must not have reached local connections (a retry would duplicate it)"
         );
         assert_eq!(backplane.published.load(Ordering::SeqCst), 1);
+    }
+
+    #[derive(Debug, Default)]
+    struct DownBackplane(FaultyBackplane);
+
+    #[async_trait]
+    impl Backplane for DownBackplane {
+        fn node_id(&self) -> NodeId {
+            self.0.node_id()
+        }
+        async fn publish(&self, _hub: &str, _kind: EnvelopeKind) -> Result<(), BackplaneError> {
+            Err(BackplaneError::Unavailable {
+                reason: "database unreachable".into(),
+            })
+        }
+        async fn send_to(&self, _: NodeId, h: &str, k: EnvelopeKind) -> Result<(), BackplaneError> {
+            self.publish(h, k).await
+        }
+        async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {
+            self.0.subscribe(hub).await
+        }
+        async fn shutdown(&self) -> Result<(), BackplaneError> {
+            self.0.shutdown().await
+        }
+    }
+
+    #[tokio::test]
+    async fn while_the_backplane_is_unavailable_local_connections_still_get_sends() {
+        let manager = BackplaneHubLifetimeManager::new("hub", Arc::new(DownBackplane::default()))
+            .await
+            .unwrap();
+        let sink = Arc::new(CountingSink::default());
+        manager
+            .on_connected(LocalConnection::new("c", None, sink.clone()))
+            .await
+            .unwrap();
+        let result = manager.send_all(message()).await;
+        assert!(
+            matches!(
+                &result,
+                Err(HubError::LocalOnly(BackplaneError::Unavailable { .. }))
+            ),
+            "got {result:?}"
+        );
+        assert!(result.unwrap_err().to_string().contains("circuit open"));
+        assert_eq!(sink.0.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

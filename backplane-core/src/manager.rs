@@ -50,6 +50,8 @@ pub trait HubLifetimeManager: Send + Sync + fmt::Debug {
     /// other nodes have it, so after this error no connection of this node has received
     /// it and retrying the send cannot deliver it twice here. Other nodes may have it
     /// when the error is a timeout (a publish can commit after its caller gave up).
+    /// [`HubError::LocalOnly`] while the backplane is unavailable (its circuit is open):
+    /// this node's connections received the message, no other node did.
     async fn send(&self, target: Target, message: SerializedMessage) -> Result<(), HubError>;
 
     /// Add a connection (of any node) to a group. Returns once the node that owns the
@@ -281,6 +283,13 @@ pub enum HubError {
     /// The backplane failed.
     #[error(transparent)]
     Backplane(#[from] BackplaneError),
+    /// The backplane is unavailable (its circuit is open,
+    /// [`BackplaneError::Unavailable`]): the message reached this node's connections
+    /// only, none of the other nodes'. Retrying would deliver it twice here. Unlike a
+    /// send that goes through, it is not ordered with the messages other nodes publish
+    /// meanwhile, and the other nodes never get it (nothing is queued for later).
+    #[error("delivered to this server's connections only: {0}")]
+    LocalOnly(#[source] BackplaneError),
     /// A group change for a connection no node acknowledged in time.
     #[error(
         "no node acknowledged {action} connection {connection_id} {preposition} group {group:?} within {timeout:?}: no node owns that connection",

@@ -106,10 +106,15 @@ impl Backplane for NatsBackplane {
                     self.context.options.node.reconnect_backoff,
                     STORAGE,
                     RESET_CAUSE,
-                );
+                )
+                .with_codec(self.context.codec.clone());
                 Ok(run_reader(reader, reading, feed))
             })
             .await
+    }
+
+    fn envelopes_rejected(&self) -> u64 {
+        self.context.codec.rejected()
     }
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {

@@ -29,6 +29,8 @@ pub(crate) struct NodeContext {
     /// Bumped every time the connection dropped: deliveries to a push consumer may
     /// have been lost with it, so readers recreate their consumers.
     pub(crate) disconnects: watch::Receiver<u64>,
+    /// Signs what this node writes and verifies what it reads (with a cluster secret).
+    pub(crate) codec: backplane_core::EnvelopeCodec,
 }
 
 impl NodeContext {
@@ -107,6 +109,7 @@ impl NodeContext {
             .build(client.clone());
         let context = Self {
             node,
+            codec: backplane_core::EnvelopeCodec::new(options.cluster_secret.clone()),
             options,
             client,
             jetstream,

@@ -4,8 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use backplane_core::BackplaneError;
 use backplane_core::node::{NodeOptions, redact_url};
+use backplane_core::{BackplaneError, ClusterSecret};
 
 /// Default [`NatsOptions::prefix`].
 pub const DEFAULT_PREFIX: &str = "signalr";
@@ -127,6 +127,12 @@ pub struct NatsOptions {
     /// Idle heartbeat of each hub's consumer: a reader that hears nothing for three of
     /// these recreates its consumer from the last sequence it read. Default: 2 s.
     pub heartbeat: Duration,
+    /// The secret the nodes of one cluster share: with it, every envelope carries an
+    /// HMAC-SHA256 tag and what fails verification is dropped and counted
+    /// ([`Backplane::envelopes_rejected`](backplane_core::Backplane::envelopes_rejected)),
+    /// never delivered. Skipped runs (markers of failed batches) are not signed yet.
+    /// Every node of a cluster needs the same secret. Default: `None`.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl NatsOptions {
@@ -153,6 +159,7 @@ impl NatsOptions {
             node: NodeOptions::default(),
             ack_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(2),
+            cluster_secret: None,
         };
         options.check_url()?;
         Ok(options)
@@ -292,6 +299,7 @@ impl fmt::Debug for NatsOptions {
             .field("node", &self.node)
             .field("ack_timeout", &self.ack_timeout)
             .field("heartbeat", &self.heartbeat)
+            .field("cluster_secret", &self.cluster_secret.is_some())
             .finish()
     }
 }

@@ -158,7 +158,7 @@ impl BatchStore for SubjectWriter {
         let mut ends: Vec<usize> = (1..=messages.len()).collect();
         let chunk = self.context.chunk_bytes();
         for pending in envelopes {
-            let encoded: bytes::Bytes = pending.envelope.encode().into();
+            let encoded: bytes::Bytes = self.context.codec.encode(&pending.envelope).into();
             let seq = pending.envelope.seq;
             messages.extend(wire::envelope_messages(subject, node, seq, &encoded, chunk));
             ends.push(messages.len());

@@ -18,3 +18,20 @@ async fn cut_connection(node: NodeId) {
 }
 
 backplane_core::backplane_conformance_tests!(cluster, cut = cut_connection);
+
+/// The whole suite again with a cluster secret (signed envelopes).
+mod with_cluster_secret {
+    use super::*;
+
+    async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
+        let secret =
+            backplane_core::ClusterSecret::new("conformance cluster secret, 32 b").unwrap();
+        support::proxied_cluster_with("conformance", nodes, Some(secret)).await
+    }
+
+    async fn cut_connection(node: NodeId) {
+        super::cut_connection(node).await;
+    }
+
+    backplane_core::backplane_conformance_tests!(cluster, cut = cut_connection);
+}

@@ -65,7 +65,10 @@ impl PostgresBackplane {
         };
         tracing::debug!(%node, schema = %shared.options.schema_name, "[Init] node started");
 
-        let queue = Arc::new(PublishQueue::new(shared.options.max_envelope_bytes));
+        let queue = Arc::new(
+            PublishQueue::new(shared.options.max_envelope_bytes)
+                .with_max_queued(shared.options.max_queued_publishes),
+        );
         let (stop, stopped) = watch::channel(false);
         let (commands, command_rx) = mpsc::channel(64);
         let mut tasks = Vec::with_capacity(4);
@@ -173,6 +176,10 @@ impl Backplane for PostgresBackplane {
         }
         tracing::debug!(node = %self.shared.node, "backplane shut down");
         Ok(())
+    }
+
+    fn envelopes_rejected(&self) -> u64 {
+        self.shared.codec.rejected()
     }
 }
 

@@ -53,6 +53,9 @@ pub(crate) fn application_name(options: &PostgresOptions, role: Role, node: Node
     format!("{} {} {node}", options.application_name, role.name())
 }
 
+/// The context of connection failures.
+const CONNECTING: &str = "connecting to PostgreSQL";
+
 /// A connection of `role`, with the TLS, keepalive and timeout settings applied. The
 /// caller drives the returned [`Connection`].
 pub(crate) async fn connect_raw(
@@ -60,7 +63,7 @@ pub(crate) async fn connect_raw(
     role: Role,
     node: NodeId,
 ) -> Result<(Client, PgConnection), PostgresError> {
-    const CONTEXT: &str = "connecting to PostgreSQL";
+    const CONTEXT: &str = CONNECTING;
     let root = options.ssl_root_cert.as_ref();
     let connector = tls::connector(options.ssl_mode, root)
         .map_err(|message| PostgresError::message(CONTEXT, message))?;
@@ -187,6 +190,17 @@ impl PostgresError {
     /// The SQL state (`"42501"`), for errors the server reported.
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
+    }
+
+    /// Whether this is a failure to reach the server at all (no connection, a timeout,
+    /// a server refusing connections while starting or shutting down), as opposed to a
+    /// server that answered with an error (bad password, missing database).
+    pub(crate) fn is_unreachable(&self) -> bool {
+        self.context == CONNECTING
+            && self
+                .code
+                .as_deref()
+                .is_none_or(|code| code.starts_with("08") || code == "57P03")
     }
 }
 

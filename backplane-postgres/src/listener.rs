@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backplane_core::sequencing::{Observation, RepairTally, Tracker};
-use backplane_core::{BackplaneError, BackplaneEvent, Envelope, GapRepair, Jitter, NodeId};
+use backplane_core::{
+    BackplaneError, BackplaneEvent, CodecError, Envelope, EnvelopeCodec, GapRepair, Jitter, NodeId,
+};
 use futures_util::StreamExt as _;
 use futures_util::future::poll_fn;
 use postgres_types::ToSql;
@@ -33,7 +35,7 @@ use crate::connect::{self, PostgresError, Role, describe, is_transient};
 use crate::names::{TableNames, quote_ident};
 use crate::notification::{self, Notification};
 use crate::shared::Shared;
-use crate::tombstone;
+use crate::tombstone::{self, Reading};
 
 /// The listening connection's socket half, driven by this task.
 pub(crate) type ListenConnection = connect::PgConnection;
@@ -87,17 +89,17 @@ struct StoredRow {
     seq: u64,
     /// An encoded envelope, or a tombstone.
     payload: Vec<u8>,
+    /// Whether the payload is a tombstone (verified, with a cluster secret).
+    tombstone: Reading,
 }
 
 impl StoredRow {
-    /// For a tombstone, the first sequence number it covers (it ends at `seq`).
-    fn tombstone_first(&self) -> Option<u64> {
-        tombstone::decode(&self.payload).filter(|first| (1..=self.seq).contains(first))
-    }
-
     /// The first sequence number this row accounts for.
     fn first_seq(&self) -> u64 {
-        self.tombstone_first().unwrap_or(self.seq)
+        match self.tombstone {
+            Reading::Covers(first) => first,
+            Reading::NotATombstone | Reading::Forged => self.seq,
+        }
     }
 }
 
@@ -172,6 +174,10 @@ impl Listener {
                         Ok(link) => link,
                         Err(error) => {
                             tracing::debug!(%node, %error, "[Listener] reconnect failed");
+                            if error.is_unreachable() && self.shared.circuit.trip(error.to_string())
+                            {
+                                tracing::warn!(%node, %error, "[Listener] circuit open: publishes fail at once until the database answers");
+                            }
                             continue;
                         }
                     }
@@ -201,6 +207,9 @@ impl Listener {
             }
             self.alive_at = listening_since;
             attempt = 0;
+            if self.shared.circuit.reset() {
+                tracing::info!(%node, "[Listener] the database answers again; circuit closed");
+            }
             match self.serve(&client, &mut connection).await {
                 Interrupt::Shutdown => break,
                 Interrupt::Lost(reason) => {
@@ -244,7 +253,12 @@ impl Listener {
             let timeout = self.shared.options.command_timeout;
             tokio::time::timeout(
                 timeout,
-                drive(connection, &mut self.pending, client.batch_execute(&sql)),
+                drive(
+                    connection,
+                    &mut self.pending,
+                    self.shared.options.max_pending_notifications,
+                    client.batch_execute(&sql),
+                ),
             )
             .await
             .map_err(|_| format!("LISTEN not answered within {timeout:?}"))??
@@ -264,10 +278,18 @@ impl Listener {
     ) -> Result<SystemTime, String> {
         let timeout = self.shared.options.command_timeout;
         let query = client.query_one("SELECT clock_timestamp()", &[]);
-        let row = tokio::time::timeout(timeout, drive(connection, &mut self.pending, query))
-            .await
-            .map_err(|_| format!("query not answered within {timeout:?}"))??
-            .map_err(|e| describe(&e))?;
+        let row = tokio::time::timeout(
+            timeout,
+            drive(
+                connection,
+                &mut self.pending,
+                self.shared.options.max_pending_notifications,
+                query,
+            ),
+        )
+        .await
+        .map_err(|_| format!("query not answered within {timeout:?}"))??
+        .map_err(|e| describe(&e))?;
         Ok(row.get(0))
     }
 
@@ -323,9 +345,16 @@ impl Listener {
     ) -> Result<(), Interrupt> {
         let timeout = self.shared.options.probe_timeout;
         let query = client.query_one("SELECT clock_timestamp()", &[]);
-        let answer = tokio::time::timeout(timeout, drive(connection, &mut self.pending, query))
+        let answer = tokio::time::timeout(timeout, drive(connection, &mut self.pending, self.shared.options.max_pending_notifications, query))
             .await
-            .map_err(|_| Interrupt::Lost(format!("probe not answered within {timeout:?}")))?
+            .map_err(|_| {
+                let reason = format!("the database did not answer the listener's probe within {timeout:?}");
+                // Publishes would wait out their timeout too: fail them at once.
+                if self.shared.circuit.trip(reason.clone()) {
+                    tracing::warn!(node = %self.shared.node, %reason, "[Listener] circuit open: publishes fail at once until the database answers");
+                }
+                Interrupt::Lost(reason)
+            })?
             .map_err(Interrupt::Lost)?
             .map_err(|e| Interrupt::Lost(describe(&e)))?;
         // Everything committed before this instant has been read from the socket.
@@ -377,7 +406,12 @@ impl Listener {
             let timeout = shared.options.command_timeout;
             let listened = tokio::time::timeout(
                 timeout,
-                drive(connection, &mut self.pending, client.batch_execute(&sql)),
+                drive(
+                    connection,
+                    &mut self.pending,
+                    self.shared.options.max_pending_notifications,
+                    client.batch_execute(&sql),
+                ),
             )
             .await;
             let listened = match listened {
@@ -441,6 +475,15 @@ impl Listener {
         if notification::origin_of(text) == Some(node) {
             return Ok(()); // our own echo
         }
+        let codec = self.shared.codec.clone();
+        let text = match notification::open(&codec, channel, text) {
+            Ok(text) => text,
+            Err(error) => {
+                codec.reject();
+                tracing::warn!(%node, channel, %error, payload_prefix = %prefix(text), "[Processor] dropping a notification");
+                return Ok(());
+            }
+        };
         match notification::parse(text) {
             Err(error) => {
                 tracing::warn!(%node, channel, %error, payload_prefix = %prefix(text), "[Processor] skipping a corrupt notification");
@@ -454,9 +497,13 @@ impl Listener {
                             break;
                         }
                     };
-                    match Envelope::decode(bytes) {
+                    match codec.decode(bytes) {
                         Ok(envelope) if envelope.origin == origin => {
                             self.accept_live(channel, envelope).await?;
+                        }
+                        Err(error @ CodecError::Unauthenticated) => {
+                            // Counted by the codec; it never reaches the tracker.
+                            tracing::warn!(%node, channel, %origin, %error, "[Processor] dropping an envelope in a notification");
                         }
                         Ok(envelope) => {
                             tracing::warn!(%node, channel, %origin, claimed = %envelope.origin, "[Processor] skipping an envelope whose origin does not match its notification");
@@ -483,6 +530,14 @@ impl Listener {
                 {
                     return Ok(());
                 }
+                // Only a range the table holds is believed: a forged reference naming a
+                // far-ahead range changes nothing.
+                let table = self.channels[channel].table.clone();
+                if !self.holds(&table, origin, &hub, from, to).await? {
+                    self.shared.codec.reject();
+                    tracing::warn!(%node, %origin, hub, from, to, "[Processor] dropping a reference to rows the table does not hold (forged?)");
+                    return Ok(());
+                }
                 // A gap in front of the referenced rows is repaired (and reported) first,
                 // as in front of an inline envelope.
                 let start = self
@@ -491,11 +546,19 @@ impl Listener {
                     .map_or(from, |last| last + 1);
                 if start < from {
                     tracing::debug!(%node, %origin, hub, from = start, to = from - 1, "[Processor] sequence gap; reading the missing envelopes from the table");
-                    self.read_and_apply(channel, origin, &hub, start, from - 1, true)
+                    self.read_and_apply(channel, origin, &hub, start, from - 1, Range::Gap)
                         .await?;
                 }
-                self.read_and_apply(channel, origin, &hub, start.max(from), to, false)
-                    .await?;
+                // Only rows found move the tracker (a reference may name more).
+                self.read_and_apply(
+                    channel,
+                    origin,
+                    &hub,
+                    start.max(from),
+                    to,
+                    Range::Referenced,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -507,31 +570,62 @@ impl Listener {
             .is_some_and(|c| c.hubs.contains_key(hub))
     }
 
-    /// Deliver one envelope seen while connected, repairing a sequence gap in front of it
-    /// first.
+    /// Deliver one envelope seen while connected. The next one of its origin is
+    /// delivered as it is. The first one seen from its origin, or one after a sequence
+    /// gap, could be a forged notification naming a real node and a far-ahead number
+    /// (which would make every later envelope of that node look like a duplicate): the
+    /// table must hold its row, or it is dropped and counted and the tracker does not
+    /// move; then the gap is read from the table (and reported) before it is delivered.
     async fn accept_live(&mut self, channel: &str, envelope: Envelope) -> Result<(), Interrupt> {
         let (origin, seq) = (envelope.origin, envelope.seq);
         if !self.is_subscribed(channel, &envelope.hub) {
             return Ok(());
         }
-        match self.tracker.observe(origin, &envelope.hub, seq) {
+        let observation = self.tracker.observe(origin, &envelope.hub, seq);
+        let gap = match observation {
             Observation::Duplicate => return Ok(()),
-            Observation::Gap { from, to } => {
-                tracing::debug!(node = %self.shared.node, %origin, hub = %envelope.hub, from, to, "[Processor] sequence gap; reading the missing envelopes from the table");
-                self.read_and_apply(channel, origin, &envelope.hub, from, to, true)
-                    .await?;
+            Observation::Gap { from, to } => Some((from, to)),
+            Observation::First | Observation::Next => None,
+        };
+        let first = observation == Observation::First;
+        if gap.is_some() || first {
+            let table = self.channels[channel].table.clone();
+            // Its row committed before its notification left: there now, or never.
+            if !self.holds(&table, origin, &envelope.hub, seq, seq).await? {
+                self.shared.codec.reject();
+                tracing::warn!(node = %self.shared.node, %origin, hub = %envelope.hub, seq, "[Processor] dropping a notified envelope the table does not hold (forged?)");
+                return Ok(());
             }
-            Observation::First | Observation::Next => {}
+        }
+        if let Some((from, to)) = gap {
+            tracing::debug!(node = %self.shared.node, %origin, hub = %envelope.hub, from, to, "[Processor] sequence gap; reading the missing envelopes from the table");
+            self.read_and_apply(channel, origin, &envelope.hub, from, to, Range::Gap)
+                .await?;
         }
         let mut repair = Repair::default();
         self.tracker.advance(origin, &envelope.hub, seq);
         self.deliver(channel, envelope, &mut repair).await
     }
 
+    /// Whether the table holds any row of `origin`'s `hub` numbered `from..=to`.
+    async fn holds(
+        &mut self,
+        table: &TableNames,
+        origin: NodeId,
+        hub: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<bool, Interrupt> {
+        let rows = self.read_range(table, origin, hub, from, to).await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Read `from..=to` of `origin`'s `hub` from the table and apply the rows in order,
     /// waiting up to `gap_wait` for rows whose commit may still be in flight. The outcome
-    /// is reported as `Reconnected` when the range is a sequence `gap`, or whenever
-    /// something in it could not be recovered.
+    /// is reported as `Reconnected` when the range is a sequence gap, or whenever
+    /// something in it could not be recovered. A gap's numbers that no row accounts for
+    /// are counted missing (the caller confirmed a later row exists); a referenced range
+    /// moves the tracker only as far as the rows found.
     async fn read_and_apply(
         &mut self,
         channel: &str,
@@ -539,13 +633,17 @@ impl Listener {
         hub: &str,
         from: u64,
         to: u64,
-        gap: bool,
+        range: Range,
     ) -> Result<(), Interrupt> {
         let node = self.shared.node;
         let table = self.channels[channel].table.clone();
         let deadline = Instant::now() + self.shared.options.gap_wait;
         let mut repair = Repair::default();
-        let next = |tracker: &Tracker| tracker.last(origin, hub).map_or(from, |last| last + 1);
+        let next = |tracker: &Tracker| {
+            tracker
+                .last(origin, hub)
+                .map_or(from, |last| last.saturating_add(1))
+        };
         loop {
             if !self.is_subscribed(channel, hub) {
                 return Ok(()); // the last subscription ended meanwhile
@@ -573,9 +671,13 @@ impl Listener {
         if !self.is_subscribed(channel, hub) {
             return Ok(());
         }
-        let last = self.tracker.last(origin, hub).unwrap_or(from - 1);
-        if last < to {
-            repair.missing += to - last;
+        let last = self
+            .tracker
+            .last(origin, hub)
+            .unwrap_or(from.saturating_sub(1));
+        if range == Range::Gap && last < to {
+            // A later row exists: these numbers were used and are gone.
+            repair.missing = repair.missing.saturating_add(to - last);
             self.tracker.advance(origin, hub, to);
         }
         let outcome = repair.outcome(
@@ -586,7 +688,7 @@ impl Listener {
         if lost {
             tracing::warn!(%node, %origin, hub, ?outcome, "[Processor] envelopes could not be recovered");
         }
-        if gap || lost {
+        if range == Range::Gap || lost {
             self.send_to_hub(channel, hub, BackplaneEvent::Reconnected { gap: outcome })
                 .await?;
         }
@@ -604,19 +706,42 @@ impl Listener {
         if !self.is_subscribed(channel, &row.hub) {
             return Ok(());
         }
+        if self
+            .tracker
+            .last(row.origin, &row.hub)
+            .is_some_and(|last| last >= row.seq)
+        {
+            return Ok(()); // already delivered or skipped
+        }
+        // Verified before the row may move the tracker (with a cluster secret).
+        let decoded = match row.tombstone {
+            Reading::Covers(_) => None,
+            Reading::Forged => {
+                self.shared.codec.reject();
+                tracing::warn!(%node, origin = %row.origin, hub = row.hub, seq = row.seq, "[Processor] dropping a tombstone row that failed verification");
+                return Ok(());
+            }
+            Reading::NotATombstone => match self.shared.codec.decode(&row.payload) {
+                Err(error @ CodecError::Unauthenticated) => {
+                    tracing::warn!(%node, origin = %row.origin, hub = row.hub, seq = row.seq, %error, "[Processor] dropping a row");
+                    return Ok(());
+                }
+                other => Some(other),
+            },
+        };
         // Numbers between the last delivered and this row that no row accounts for.
         match self
             .tracker
             .accept(row.origin, &row.hub, row.first_seq(), row.seq)
         {
             None => return Ok(()), // already delivered or skipped
-            Some(missing) => repair.missing += missing,
+            Some(missing) => repair.missing = repair.missing.saturating_add(missing),
         }
-        if let Some(first) = row.tombstone_first() {
-            tracing::debug!(%node, origin = %row.origin, hub = row.hub, first, last = row.seq, "[Processor] tombstone (publish failed at its origin); numbers skipped");
+        let Some(decoded) = decoded else {
+            tracing::debug!(%node, origin = %row.origin, hub = row.hub, first = row.first_seq(), last = row.seq, "[Processor] tombstone (publish failed at its origin); numbers skipped");
             return Ok(());
-        }
-        match Envelope::decode(&row.payload) {
+        };
+        match decoded {
             Ok(envelope)
                 if envelope.origin == row.origin
                     && envelope.hub == row.hub
@@ -833,7 +958,7 @@ impl Listener {
                 let Some(row) = row else { break };
                 let row = row.map_err(|e| Interrupt::Lost(describe(&e)))?;
                 count += 1;
-                match stored_row(&row) {
+                match stored_row(&self.shared.codec, &row) {
                     Some(row) => {
                         let key = (channel.to_owned(), row.hub.clone());
                         let mut repair = repairs.get(&key).copied().unwrap_or_default();
@@ -883,7 +1008,11 @@ impl Listener {
             let query = reader.query(&sql, &params);
             match tokio::time::timeout(timeout, query).await {
                 Ok(Ok(rows)) => {
-                    return Ok(rows.iter().filter_map(stored_row).collect());
+                    let codec = &self.shared.codec;
+                    return Ok(rows
+                        .iter()
+                        .filter_map(|row| stored_row(codec, row))
+                        .collect());
                 }
                 Ok(Err(error)) if is_transient(&error) => {
                     last_error = describe(&error);
@@ -927,9 +1056,14 @@ impl Listener {
 
 /// Poll `future` (a query on the listening connection's client) while driving the
 /// connection, stashing notifications that arrive meanwhile in `pending`.
+///
+/// At most `limit` notifications are held: past that, this gives up as if the
+/// connection were lost, so the listener reconnects and reads what it missed from the
+/// table (a flood of notifications cannot grow memory without bound).
 async fn drive<F: Future>(
     connection: &mut ListenConnection,
     pending: &mut VecDeque<tokio_postgres::Notification>,
+    limit: usize,
     future: F,
 ) -> Result<F::Output, String> {
     futures_util::pin_mut!(future);
@@ -938,6 +1072,11 @@ async fn drive<F: Future>(
             biased;
             output = &mut future => return Ok(output),
             message = poll_fn(|cx| connection.poll_message(cx)) => match message {
+                Some(Ok(AsyncMessage::Notification(_))) if pending.len() >= limit => {
+                    return Err(format!(
+                        "more than {limit} notifications arrived while waiting for a query on the listening connection; reconnecting to read them from the table"
+                    ));
+                }
                 Some(Ok(AsyncMessage::Notification(notification))) => pending.push_back(notification),
                 Some(Ok(_notice)) => {}
                 Some(Err(error)) => return Err(describe(&error)),
@@ -948,15 +1087,34 @@ async fn drive<F: Future>(
 }
 
 /// A row of a messages table, or `None` if its origin column is malformed.
-fn stored_row(row: &Row) -> Option<StoredRow> {
+fn stored_row(codec: &EnvelopeCodec, row: &Row) -> Option<StoredRow> {
     let origin: &[u8] = row.try_get(0).ok()?;
     let origin = NodeId::from_bytes(origin.try_into().ok()?);
+    let hub: String = row.try_get(1).ok()?;
+    let seq = u64::try_from(row.try_get::<_, i64>(2).ok()?).ok()?;
+    let payload: Vec<u8> = row.try_get(3).ok()?;
+    let place = tombstone::Place {
+        origin,
+        hub: &hub,
+        last: seq,
+    };
+    let tombstone = tombstone::read(codec, place, &payload);
     Some(StoredRow {
         origin,
-        hub: row.try_get(1).ok()?,
-        seq: u64::try_from(row.try_get::<_, i64>(2).ok()?).ok()?,
-        payload: row.try_get(3).ok()?,
+        hub,
+        seq,
+        payload,
+        tombstone,
     })
+}
+
+/// What a range read by [`Listener::read_and_apply`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Range {
+    /// A sequence gap in front of a row the table holds: report the outcome.
+    Gap,
+    /// Rows a reference notification names.
+    Referenced,
 }
 
 /// The start of a notification, for logs (never the whole of a large payload).

@@ -16,10 +16,15 @@
 //!   receivers skip them instead of waiting; see the `tombstone` module).
 //!
 //! Anything else is malformed: receivers log it and skip it.
+//!
+//! With a cluster secret, every notification ends in `.<tag>`: the HMAC-SHA256 tag
+//! ([`EnvelopeCodec::tag`]) over the channel and the text before it, in unpadded
+//! URL-safe base64 (43 characters). Receivers check it before reading anything else
+//! ([`open`]) and drop and count what fails.
 
-use backplane_core::NodeId;
+use backplane_core::{EnvelopeCodec, NodeId, TAG_LEN};
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hub_protocol::varint;
 
 /// PostgreSQL's limit on a notification payload, in bytes.
@@ -28,8 +33,14 @@ pub(crate) const MAX_NOTIFICATION: usize = 7999;
 /// `i` or `r`, the origin's 32 hex digits, and `:`.
 const HEADER: usize = 1 + 32 + 1;
 
-/// The largest pack whose base64 text fits a notification with its header.
-pub(crate) const MAX_PACK: usize = (MAX_NOTIFICATION - HEADER) / 4 * 3;
+/// `.` and the tag in unpadded base64, when the cluster has a secret.
+const TAG_SUFFIX: usize = 1 + (TAG_LEN * 4).div_ceil(3);
+
+/// Domain of notification tags.
+const DOMAIN: &str = "postgres notification";
+
+/// The largest pack whose base64 text fits a notification with its header and a tag.
+pub(crate) const MAX_PACK: usize = (MAX_NOTIFICATION - HEADER - TAG_SUFFIX) / 4 * 3;
 
 /// The largest encoded envelope that fits a pack alone (a 2-byte length prefix covers
 /// every length up to 16,383).
@@ -64,6 +75,49 @@ pub(crate) enum NotificationError {
     /// The text is not in either form.
     #[error("malformed notification: {0}")]
     Malformed(&'static str),
+    /// The cluster has a secret and the notification's tag is missing or wrong.
+    #[error("notification failed verification against the cluster secret")]
+    Unauthenticated,
+}
+
+/// `text` for `channel`, with its tag appended if `codec` has a secret.
+pub(crate) fn seal(codec: &EnvelopeCodec, channel: &str, mut text: String) -> String {
+    if let Some(tag) = codec.tag(DOMAIN, &[channel.as_bytes(), text.as_bytes()]) {
+        text.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, &mut text);
+    }
+    text
+}
+
+/// The text of a notification received on `channel` without its tag, once the tag is
+/// verified (if `codec` has a secret; else `text` unchanged). Failures are not counted
+/// here.
+///
+/// # Errors
+///
+/// [`NotificationError::Unauthenticated`] if the tag is missing or wrong.
+pub(crate) fn open<'a>(
+    codec: &EnvelopeCodec,
+    channel: &str,
+    text: &'a str,
+) -> Result<&'a str, NotificationError> {
+    if !codec.is_signed() {
+        return Ok(text);
+    }
+    let split = text
+        .len()
+        .checked_sub(TAG_SUFFIX)
+        .filter(|&at| text.is_char_boundary(at) && text.as_bytes()[at] == b'.')
+        .ok_or(NotificationError::Unauthenticated)?;
+    let (body, suffix) = text.split_at(split);
+    let tag = URL_SAFE_NO_PAD
+        .decode(&suffix[1..])
+        .map_err(|_| NotificationError::Unauthenticated)?;
+    if codec.verify(DOMAIN, &[channel.as_bytes(), body.as_bytes()], &tag) {
+        Ok(body)
+    } else {
+        Err(NotificationError::Unauthenticated)
+    }
 }
 
 /// The origin of a notification, read from its header alone (to drop own echoes
@@ -154,7 +208,7 @@ pub(crate) fn entries(pack: &[u8]) -> impl Iterator<Item = Result<&[u8], Notific
 /// the hub name is too long to fit a notification.
 pub(crate) fn reference(origin: NodeId, from: u64, to: u64, hub: &str) -> Option<String> {
     let text = format!("r{origin}:{from}:{to}:{hub}");
-    (text.len() <= MAX_NOTIFICATION).then_some(text)
+    (text.len() + TAG_SUFFIX <= MAX_NOTIFICATION).then_some(text)
 }
 
 /// Builds the notifications of one batch for one channel, in order: consecutive small
@@ -251,12 +305,28 @@ mod tests {
     }
 
     #[test]
-    fn largest_inline_envelope_fills_a_notification() {
+    fn largest_inline_envelope_fills_a_signed_notification() {
         let mut packer = Packer::new(origin());
         packer.inline(&vec![0xAB; MAX_INLINE_ENVELOPE]);
         let text = packer.finish().pop().unwrap();
-        assert!(text.len() <= MAX_NOTIFICATION);
-        assert!(text.len() > MAX_NOTIFICATION - 4);
+        let codec = EnvelopeCodec::new(Some(
+            backplane_core::ClusterSecret::new("0123456789abcdef").unwrap(),
+        ));
+        let sealed = seal(&codec, "ch", text.clone());
+        assert!(sealed.len() <= MAX_NOTIFICATION);
+        assert!(sealed.len() > MAX_NOTIFICATION - 4);
+        assert_eq!(open(&codec, "ch", &sealed).unwrap(), text);
+        // Another channel, a missing or altered tag, another secret: refused.
+        assert!(open(&codec, "other", &sealed).is_err());
+        assert!(open(&codec, "ch", &text).is_err());
+        let mut altered = sealed.clone();
+        altered.replace_range(40..41, if &sealed[40..41] == "A" { "B" } else { "A" });
+        assert!(open(&codec, "ch", &altered).is_err());
+        let other = EnvelopeCodec::new(Some(
+            backplane_core::ClusterSecret::new("another secret!!").unwrap(),
+        ));
+        assert!(open(&other, "ch", &sealed).is_err());
+        assert_eq!(open(&EnvelopeCodec::default(), "ch", &text).unwrap(), text);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backplane_core::{BackplaneError, ReconnectBackoff};
+use backplane_core::{BackplaneError, ClusterSecret, ReconnectBackoff};
 
 use crate::conninfo;
 use crate::names;
@@ -186,8 +186,9 @@ pub struct PostgresOptions {
     pub retention_batch_size: u32,
     /// The largest encoded envelope (bytes) sent inline in the notification; larger ones
     /// travel by reference (the notification names the row, receivers read it).
-    /// Default and maximum: [`DEFAULT_INLINE_THRESHOLD`] (5,971 bytes, whose base64 form
-    /// with the header just fits PostgreSQL's 7,999-byte limit). Lower it to keep
+    /// Default and maximum: [`DEFAULT_INLINE_THRESHOLD`] (5,938 bytes, whose base64 form
+    /// with the header and room for a cluster-secret tag just fits PostgreSQL's
+    /// 7,999-byte limit; a signed envelope counts its own 32-byte tag). Lower it to keep
     /// PostgreSQL's notification queue small at the cost of more reads.
     pub inline_threshold: usize,
     /// Backoff of the listener's reconnect loop; it never gives up.
@@ -240,6 +241,27 @@ pub struct PostgresOptions {
     /// (backpressure: PostgreSQL buffers the notifications meanwhile); nothing is
     /// dropped, so `Lagged` is never reported. Default: 8,192.
     pub subscription_capacity: usize,
+    /// The secret the nodes of one cluster share: with it, every envelope, tombstone and
+    /// notification carries an HMAC-SHA256 tag, and whatever fails verification is
+    /// dropped and counted ([`Backplane::envelopes_rejected`](backplane_core::Backplane::envelopes_rejected)),
+    /// never delivered. Every node of a cluster needs the same secret (nodes with and
+    /// without one cannot talk). See the README's threat model. Default: `None`.
+    pub cluster_secret: Option<ClusterSecret>,
+    /// Most publishes waiting for the publisher task; more fail at once with
+    /// `QueueFull`. Default: 10,000 (about ten full batches; at the default batch size
+    /// a healthy node rarely holds more than one).
+    pub max_queued_publishes: usize,
+    /// While the database does not answer (the listener's probe timed out, a connection
+    /// could not be opened, a batch timed out), publishes fail at once with
+    /// `Unavailable` (circuit open) instead of queueing; one publish per this interval
+    /// goes through as a trial, and a successful one, or the listener reconnecting,
+    /// closes the circuit. Default: 2 s.
+    pub circuit_cooldown: Duration,
+    /// Most notifications the listener holds that arrived while it waited for its own
+    /// query (LISTEN, probe) on the listening connection; beyond, it drops them and
+    /// reconnects, reading what it missed from the table (nothing is lost).
+    /// Default: 10,000.
+    pub max_pending_notifications: usize,
 }
 
 impl PostgresOptions {
@@ -310,7 +332,33 @@ impl PostgresOptions {
             tcp_user_timeout: Duration::from_secs(15),
             application_name: "signalr-backplane".to_owned(),
             subscription_capacity: 8192,
+            cluster_secret: None,
+            max_queued_publishes: 10_000,
+            circuit_cooldown: Duration::from_secs(2),
+            max_pending_notifications: 10_000,
         }
+    }
+
+    /// These options signing and verifying backplane traffic with `secret`.
+    #[must_use]
+    pub fn cluster_secret(mut self, secret: impl Into<Option<ClusterSecret>>) -> Self {
+        self.cluster_secret = secret.into();
+        self
+    }
+
+    /// These options with at most `limit` publishes queued.
+    #[must_use]
+    pub fn max_queued_publishes(mut self, limit: usize) -> Self {
+        self.max_queued_publishes = limit;
+        self
+    }
+
+    /// These options letting one trial publish through per `cooldown` while the circuit
+    /// is open.
+    #[must_use]
+    pub fn circuit_cooldown(mut self, cooldown: Duration) -> Self {
+        self.circuit_cooldown = cooldown;
+        self
     }
 
     /// These options with `mode` as the TLS mode.
@@ -461,6 +509,15 @@ impl PostgresOptions {
         if self.subscription_capacity == 0 {
             return invalid("subscription_capacity must be at least 1");
         }
+        if self.max_queued_publishes == 0 {
+            return invalid("max_queued_publishes must be at least 1");
+        }
+        if self.max_pending_notifications == 0 {
+            return invalid("max_pending_notifications must be at least 1");
+        }
+        if self.circuit_cooldown.is_zero() {
+            return invalid("circuit_cooldown must be greater than zero");
+        }
         if self.retention_batch_size == 0 {
             return invalid("retention_batch_size must be at least 1");
         }
@@ -512,6 +569,11 @@ impl fmt::Debug for PostgresOptions {
             .field("tcp_user_timeout", &self.tcp_user_timeout)
             .field("application_name", &self.application_name)
             .field("subscription_capacity", &self.subscription_capacity)
+            // The secret itself is never shown (ClusterSecret's Debug redacts it).
+            .field("cluster_secret", &self.cluster_secret.is_some())
+            .field("max_queued_publishes", &self.max_queued_publishes)
+            .field("circuit_cooldown", &self.circuit_cooldown)
+            .field("max_pending_notifications", &self.max_pending_notifications)
             .finish_non_exhaustive()
     }
 }

@@ -64,6 +64,9 @@ pub(crate) async fn publish(
     kind: EnvelopeKind,
 ) -> Result<(), BackplaneError> {
     let table = shared.table_for(hub)?;
+    // While the database does not answer, fail at once instead of queueing behind a
+    // batch that waits out the command timeout.
+    shared.circuit.admit()?;
     queue
         .publish(shared.node, hub, destination, kind, table)
         .await
@@ -133,6 +136,9 @@ pub(crate) enum AttemptError {
     Transient(String),
     /// Retrying cannot help (a permission or data error).
     Fatal(PostgresError),
+    /// No connection could be opened: the database is unreachable (the publisher opens
+    /// the circuit; the flusher retries like [`AttemptError::Transient`]).
+    Unreachable(String),
 }
 
 impl AttemptError {
@@ -280,6 +286,9 @@ impl Publisher {
                     "[Publish] batch committed"
                 );
                 self.tombstones.clear();
+                if self.shared.circuit.reset() {
+                    tracing::info!(node = %self.shared.node, "[Publish] the database answers again; circuit closed");
+                }
                 let Some(flusher) = &self.flusher else {
                     for pending in batch {
                         let _ = pending.done.send(Ok(()));
@@ -312,6 +321,23 @@ impl Publisher {
                     for pending in self.queue.take_all() {
                         let _ = pending.done.send(Err(BackplaneError::Shutdown));
                     }
+                } else if let Some(unavailable) = self.shared.circuit.error() {
+                    // The database does not answer: what is queued would only wait out
+                    // its own timeout. Its numbers were never written (not even tried),
+                    // so they become tombstones too.
+                    let queued = self.queue.take_all();
+                    if !queued.is_empty() {
+                        tracing::warn!(node = %self.shared.node, envelopes = queued.len(), "[Publish] circuit open; failing the queued publishes at once");
+                    }
+                    self.tombstones.extend(runs_of(&queued));
+                    for pending in queued {
+                        pending.finish(Err(match &unavailable {
+                            BackplaneError::Unavailable { reason } => BackplaneError::Unavailable {
+                                reason: reason.clone(),
+                            },
+                            _ => BackplaneError::Shutdown,
+                        }));
+                    }
                 }
             }
         }
@@ -320,6 +346,7 @@ impl Publisher {
     /// Encode the batch (and any tombstones) into per-table rows and notifications.
     fn prepare(&self, batch: &[Pending]) -> Vec<TableWrite> {
         let node = self.shared.node;
+        let codec = &self.shared.codec;
         let threshold = self.shared.options.inline_threshold;
         let mut writes: Vec<(TableWrite, Packer)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -349,7 +376,14 @@ impl Publisher {
             write.has_tombstones = true;
             write.hubs.push(tombstone.hub.clone());
             write.seqs.push(seq_i64(tombstone.last));
-            write.payloads.push(tombstone::encode(tombstone.first));
+            let place = tombstone::Place {
+                origin: node,
+                hub: &tombstone.hub,
+                last: tombstone.last,
+            };
+            write
+                .payloads
+                .push(tombstone::encode_signed(codec, place, tombstone.first));
             if let Some(text) =
                 notification::reference(node, tombstone.first, tombstone.last, &tombstone.hub)
             {
@@ -360,7 +394,7 @@ impl Publisher {
             let envelope = &pending.envelope;
             let at = slot(&mut writes, &pending.route);
             let (write, packer) = &mut writes[at];
-            let bytes = envelope.encode();
+            let bytes = codec.encode(envelope);
             if bytes.len() <= threshold {
                 packer.inline(&bytes);
             } else if let Some(text) =
@@ -375,7 +409,11 @@ impl Publisher {
         writes
             .into_iter()
             .map(|(mut write, packer)| {
-                write.notifications = packer.finish();
+                write.notifications = packer
+                    .finish()
+                    .into_iter()
+                    .map(|text| notification::seal(codec, &write.table.channel, text))
+                    .collect();
                 write
             })
             .collect()
@@ -386,25 +424,54 @@ impl Publisher {
         if writes.is_empty() {
             return Ok(());
         }
-        let options = &self.shared.options;
-        let mut retries = Retries::new(self.shared.node, "batch", options.command_timeout);
+        let shared = self.shared.clone();
+        let mut retries = Retries::new(shared.node, "batch", shared.options.command_timeout);
         loop {
+            // A batch started while the circuit is open is a trial: one attempt. One
+            // started while it is closed gives up the moment it opens (the listener
+            // found the database unresponsive): nothing would get through in time.
+            let trial = shared.circuit.is_open();
             let attempt = self.attempt(writes, retries.retry);
-            let failure = match tokio::time::timeout_at(retries.deadline(), attempt).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(AttemptError::Fatal(error))) => Some(AttemptError::Fatal(error)),
-                Ok(Err(transient)) => {
+            let failure = tokio::select! {
+                outcome = tokio::time::timeout_at(retries.deadline(), attempt) => match outcome {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(AttemptError::Fatal(error))) => Some(AttemptError::Fatal(error)),
+                    Ok(Err(AttemptError::Unreachable(reason))) => {
+                        self.connection = None;
+                        shared.circuit.trip(reason.clone());
+                        return Err(BatchError::Unavailable(reason));
+                    }
+                    Ok(Err(transient)) => {
+                        self.connection = None;
+                        Some(transient)
+                    }
+                    Err(_) => {
+                        // The attempt may still commit on the server: the connection is
+                        // dropped, and tombstones (ON CONFLICT DO NOTHING) settle it later.
+                        self.connection = None;
+                        None
+                    }
+                },
+                () = shared.circuit.opened(), if !trial => {
+                    // As for a timeout: the attempt may still commit.
                     self.connection = None;
-                    Some(transient)
-                }
-                Err(_) => {
-                    // The attempt may still commit on the server: the connection is
-                    // dropped, and tombstones (ON CONFLICT DO NOTHING) settle it later.
-                    self.connection = None;
-                    None
+                    let reason = shared.circuit.error().map_or_else(String::new, |e| e.to_string());
+                    return Err(BatchError::Unavailable(reason));
                 }
             };
-            retries.failed(failure).await?;
+            if trial && !matches!(failure, Some(AttemptError::Fatal(_))) {
+                let reason = match &failure {
+                    Some(AttemptError::Transient(reason)) => reason.clone(),
+                    _ => format!("no answer within {:?}", shared.options.command_timeout),
+                };
+                return Err(BatchError::Unavailable(reason));
+            }
+            if let Err(error) = retries.failed(failure).await {
+                if let BatchError::Timeout { .. } = &error {
+                    shared.circuit.trip(format!("publishing: {error}"));
+                }
+                return Err(error);
+            }
         }
     }
 
@@ -417,9 +484,13 @@ impl Publisher {
             .as_ref()
             .is_none_or(|c| c.client.is_closed())
         {
-            let client = open(shared)
-                .await
-                .map_err(|e| AttemptError::Transient(e.to_string()))?;
+            let client = open(shared).await.map_err(|e| {
+                if e.is_unreachable() {
+                    AttemptError::Unreachable(e.to_string())
+                } else {
+                    AttemptError::Transient(e.to_string())
+                }
+            })?;
             self.connection = Some(PublisherConnection {
                 client,
                 statements: HashMap::new(),
@@ -548,7 +619,7 @@ impl Retries {
         match failure {
             None => return Err(timed_out(self)),
             Some(AttemptError::Fatal(error)) => return Err(BatchError::Fatal(error)),
-            Some(AttemptError::Transient(reason)) => {
+            Some(AttemptError::Transient(reason) | AttemptError::Unreachable(reason)) => {
                 tracing::debug!(node = %self.node, %reason, "[Publish] {} attempt failed; retrying on a fresh connection", self.what);
                 self.last_error = Some(reason);
                 self.retry = true;
@@ -622,6 +693,8 @@ pub(crate) enum BatchError {
     },
     /// An error retrying cannot fix.
     Fatal(PostgresError),
+    /// The database does not answer (the circuit is open); says why.
+    Unavailable(String),
 }
 
 impl BatchError {
@@ -629,6 +702,9 @@ impl BatchError {
         match self {
             BatchError::Timeout { timeout, .. } => BackplaneError::Timeout(*timeout),
             BatchError::Fatal(error) => BackplaneError::backend(error.clone()),
+            BatchError::Unavailable(reason) => BackplaneError::Unavailable {
+                reason: reason.clone(),
+            },
         }
     }
 }
@@ -642,6 +718,7 @@ impl std::fmt::Display for BatchError {
             } => write!(f, "timed out after {timeout:?}; last error: {error}"),
             BatchError::Timeout { timeout, .. } => write!(f, "timed out after {timeout:?}"),
             BatchError::Fatal(error) => error.fmt(f),
+            BatchError::Unavailable(reason) => write!(f, "database unavailable: {reason}"),
         }
     }
 }

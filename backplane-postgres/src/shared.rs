@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use backplane_core::{BackplaneError, NodeId};
+use backplane_core::{BackplaneError, CircuitBreaker, EnvelopeCodec, NodeId};
 
 use crate::install::Installed;
 use crate::names::TableNames;
@@ -12,7 +12,7 @@ use crate::options::PostgresOptions;
 
 /// The longest hub name accepted: a reference notification names the hub and must fit
 /// PostgreSQL's 7,999-byte payload limit next to its header and sequence range.
-pub(crate) const MAX_HUB_NAME: usize = MAX_NOTIFICATION - 100;
+pub(crate) const MAX_HUB_NAME: usize = MAX_NOTIFICATION - 150;
 
 /// Identity, settings and caches of one node.
 #[derive(Debug)]
@@ -25,12 +25,19 @@ pub(crate) struct Shared {
     pub(crate) installed: Installed,
     /// Table names per hub, so the slug generator runs once per hub.
     tables: Mutex<HashMap<String, Arc<TableNames>>>,
+    /// Signs what this node writes and verifies what it reads (with a cluster secret);
+    /// counts what it drops.
+    pub(crate) codec: EnvelopeCodec,
+    /// Open while the database does not answer: publishes fail at once.
+    pub(crate) circuit: CircuitBreaker,
 }
 
 impl Shared {
     pub(crate) fn new(node: NodeId, options: PostgresOptions) -> Self {
         Self {
             node,
+            codec: EnvelopeCodec::new(options.cluster_secret.clone()),
+            circuit: CircuitBreaker::new(options.circuit_cooldown),
             options,
             installed: Installed::default(),
             tables: Mutex::new(HashMap::new()),

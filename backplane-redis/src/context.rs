@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use backplane_core::{BackplaneError, NodeId};
+use backplane_core::{BackplaneError, EnvelopeCodec, NodeId};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, RetryMethod};
 
@@ -16,6 +16,8 @@ pub(crate) struct NodeContext {
     pub(crate) options: RedisOptions,
     /// Opens connections (holds the parsed URL; never printed, it may hold a password).
     client: redis::Client,
+    /// Signs what this node writes and verifies what it reads (with a cluster secret).
+    pub(crate) codec: EnvelopeCodec,
 }
 
 /// What a connection is for: part of its `CLIENT SETNAME`.
@@ -32,6 +34,7 @@ impl NodeContext {
         let client = options.client()?;
         Ok(Self {
             node,
+            codec: EnvelopeCodec::new(options.cluster_secret.clone()),
             options,
             client,
         })

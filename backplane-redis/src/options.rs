@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use backplane_core::BackplaneError;
 use backplane_core::node::{NodeOptions, redact_url};
+use backplane_core::{BackplaneError, ClusterSecret};
 
 /// Default [`RedisOptions::key_prefix`].
 pub const DEFAULT_KEY_PREFIX: &str = "signalr";
@@ -60,6 +60,12 @@ pub struct RedisOptions {
     /// Entries asked for per `XREAD` (`COUNT`). Default: 1,000. Larger reads fewer
     /// times during a burst; each reply is held in memory at once.
     pub read_count: usize,
+    /// The secret the nodes of one cluster share: with it, every envelope carries an
+    /// HMAC-SHA256 tag and what fails verification is dropped and counted
+    /// ([`Backplane::envelopes_rejected`](backplane_core::Backplane::envelopes_rejected)),
+    /// never delivered. Skipped runs (markers of failed batches) are not signed yet.
+    /// Every node of a cluster needs the same secret. Default: `None`.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl RedisOptions {
@@ -78,6 +84,7 @@ impl RedisOptions {
             block_timeout: Duration::from_secs(5),
             node: NodeOptions::default(),
             read_count: 1000,
+            cluster_secret: None,
         };
         options.client()?;
         Ok(options)
@@ -189,6 +196,7 @@ impl fmt::Debug for RedisOptions {
             .field("block_timeout", &self.block_timeout)
             .field("node", &self.node)
             .field("read_count", &self.read_count)
+            .field("cluster_secret", &self.cluster_secret.is_some())
             .finish()
     }
 }

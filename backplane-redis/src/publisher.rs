@@ -91,7 +91,7 @@ impl StreamWriter {
                 .arg(entry::SEQ)
                 .arg(pending.envelope.seq)
                 .arg(entry::ENVELOPE)
-                .arg(pending.envelope.encode())
+                .arg(self.context.codec.encode(&pending.envelope))
                 .ignore();
         }
         if let Some(age) = options.max_age {

@@ -18,3 +18,21 @@ async fn cut_readers(node: NodeId) {
 }
 
 backplane_core::backplane_conformance_tests!(cluster, cut = cut_readers);
+
+/// The whole suite again with a cluster secret (signed envelopes).
+mod with_cluster_secret {
+    use super::*;
+
+    async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
+        let mut options = support::options(&support::redis_url(), "conformance");
+        options.cluster_secret =
+            Some(backplane_core::ClusterSecret::new("conformance cluster secret, 32 b").unwrap());
+        support::scoped_cluster(&options, nodes).await
+    }
+
+    async fn cut_readers(node: NodeId) {
+        super::cut_readers(node).await;
+    }
+
+    backplane_core::backplane_conformance_tests!(cluster, cut = cut_readers);
+}

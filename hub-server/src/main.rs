@@ -57,6 +57,14 @@ struct Cli {
     /// --schema is for PostgreSQL.
     #[arg(long, default_value = "signalr", global = true)]
     prefix: String,
+    /// A file holding the cluster secret (at least 16 bytes; 32 random bytes
+    /// recommended, e.g. `openssl rand -base64 32 > secret`): every instance of the
+    /// cluster needs the same one. Backplane envelopes and notifications are then signed
+    /// (HMAC-SHA256) and what fails verification is dropped and counted (the hub's
+    /// backplane health, `envelopes_rejected`). The secret is never logged. PostgreSQL
+    /// backplane only.
+    #[arg(long, env = "CLUSTER_SECRET_FILE", global = true)]
+    cluster_secret_file: Option<std::path::PathBuf>,
     /// The PostgreSQL schema holding the backplane's tables (created if missing).
     #[arg(long, default_value = DEFAULT_SCHEMA, global = true)]
     schema: String,
@@ -163,10 +171,17 @@ fn main() -> ExitCode {
 
 /// The PostgreSQL options the flags describe.
 fn postgres_options(cli: &Cli, url: &str) -> Result<PostgresOptions, String> {
+    let secret = cli
+        .cluster_secret_file
+        .as_ref()
+        .map(backplane_core::ClusterSecret::from_file)
+        .transpose()
+        .map_err(|error| format!("invalid --cluster-secret-file: {error}"))?;
     Ok(PostgresOptions::new(url)
         .map_err(|error| format!("invalid --database-url: {error}"))?
         .schema_name(cli.schema.as_str())
-        .synchronous_commit(cli.synchronous_commit.into()))
+        .synchronous_commit(cli.synchronous_commit.into())
+        .cluster_secret(secret))
 }
 
 /// The backplane the flags choose (clap refuses more than one URL).
@@ -290,12 +305,16 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     {
         tracing::warn!("--synchronous-commit has no effect without --database-url");
     }
+    if cli.cluster_secret_file.is_some() && !matches!(chosen, Backend::Postgres(_)) {
+        return Err("--cluster-secret-file is supported with --database-url only (the Redis and NATS backplanes do not sign their traffic yet)".into());
+    }
     let (backplane, kind): (Arc<dyn Backplane>, String) = match chosen {
         Backend::Memory => (Arc::new(MemoryBackplane::new()), "memory".into()),
         Backend::Postgres(url) => {
             let options = postgres_options(&cli, url)?;
             tracing::info!(
                 synchronous_commit = ?options.synchronous_commit,
+                signed = options.cluster_secret.is_some(),
                 "connecting the PostgreSQL backplane"
             );
             let backplane = PostgresBackplane::connect(options)

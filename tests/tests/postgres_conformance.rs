@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
+use backplane_core::{
+    Backplane, BackplaneError, ClusterSecret, EnvelopeKind, NodeId, Subscription,
+};
 use backplane_postgres::{PostgresBackplane, SynchronousCommit};
 use tests::TestSchema;
 
@@ -14,10 +16,17 @@ use tests::TestSchema;
 /// one after another, each of which would otherwise wait for a WAL flush on a busy disk.
 /// The fault tests run with the default (`NotifyBeforeFlush`).
 async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
+    cluster_with(nodes, None).await
+}
+
+/// A fresh cluster as [`cluster`] builds it, its nodes sharing `secret` if given.
+async fn cluster_with(nodes: usize, secret: Option<ClusterSecret>) -> Vec<Arc<dyn Backplane>> {
     let schema = TestSchema::create("conformance").await;
     let started = schema
         .nodes_with(nodes, |options| {
-            options.synchronous_commit(SynchronousCommit::Off)
+            options
+                .synchronous_commit(SynchronousCommit::Off)
+                .cluster_secret(secret.clone())
         })
         .await;
     let shared = Arc::new(ClusterSchema {
@@ -37,6 +46,23 @@ async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
 }
 
 backplane_core::backplane_conformance_tests!(cluster, cut = cut_listener);
+
+/// The whole suite again with a cluster secret: signed envelopes, tombstones and
+/// notifications behave exactly as plain ones.
+mod with_cluster_secret {
+    use super::*;
+
+    async fn cluster(nodes: usize) -> Vec<Arc<dyn Backplane>> {
+        let secret = ClusterSecret::new("conformance cluster secret, 32 b").unwrap();
+        cluster_with(nodes, Some(secret)).await
+    }
+
+    async fn cut_listener(node: NodeId) {
+        super::cut_listener(node).await;
+    }
+
+    backplane_core::backplane_conformance_tests!(cluster, cut = cut_listener);
+}
 
 /// The repair cases' fault hook: terminate the node's LISTEN connection on the server.
 async fn cut_listener(node: NodeId) {
@@ -81,6 +107,10 @@ impl Backplane for SchemaScopedNode {
 
     async fn subscribe(&self, hub: &str) -> Result<Subscription, BackplaneError> {
         self.node.subscribe(hub).await
+    }
+
+    fn envelopes_rejected(&self) -> u64 {
+        self.node.envelopes_rejected()
     }
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::EnvelopeCodec;
 use crate::backoff::{Jitter, ReconnectBackoff};
 use crate::backplane::{BackplaneEvent, GapRepair};
 use crate::id::NodeId;
@@ -121,6 +122,13 @@ impl HubReading {
             storage,
             reset_cause,
         }
+    }
+
+    /// This reading decoding (and, with a cluster secret, verifying) with `codec`: what
+    /// fails verification is dropped and counted before it can move a sequence.
+    pub fn with_codec(mut self, codec: EnvelopeCodec) -> Self {
+        self.inbox = self.inbox.with_codec(codec);
+        self
     }
 
     /// The hub.

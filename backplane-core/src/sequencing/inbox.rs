@@ -17,8 +17,9 @@ use tokio::time::Instant;
 
 use super::{RepairTally, Tracker};
 use crate::backplane::{BackplaneEvent, GapRepair};
-use crate::envelope::Envelope;
+use crate::envelope::{CodecError, Envelope};
 use crate::id::NodeId;
+use crate::trust::EnvelopeCodec;
 
 /// How often [`HubInbox::forget_idle`] lets the tracker drop origins silent for longer
 /// than retention.
@@ -114,6 +115,8 @@ pub struct HubInbox {
     tracker: Tracker,
     /// When the tracker last forgot idle origins.
     forgotten_at: Instant,
+    /// Verifies envelopes (with a cluster secret) before they move the tracker.
+    codec: EnvelopeCodec,
 }
 
 impl HubInbox {
@@ -125,7 +128,15 @@ impl HubInbox {
             storage,
             tracker: Tracker::default(),
             forgotten_at: Instant::now(),
+            codec: EnvelopeCodec::default(),
         }
+    }
+
+    /// This inbox decoding (and, with a cluster secret, verifying) with `codec`.
+    #[must_use]
+    pub fn with_codec(mut self, codec: EnvelopeCodec) -> Self {
+        self.codec = codec;
+        self
     }
 
     /// The hub.
@@ -152,6 +163,21 @@ impl HubInbox {
         if origin == node {
             return Accepted::default(); // our own echo
         }
+        if self
+            .tracker
+            .last(origin, hub)
+            .is_some_and(|seen| seen >= last)
+        {
+            return Accepted::default(); // already delivered or skipped
+        }
+        // Verified before it may move the tracker: a forged item naming a real node and a
+        // far-ahead number would otherwise make every later envelope of that node look
+        // like a duplicate.
+        let decoded = bytes.map(|bytes| self.codec.decode(&bytes));
+        if let Some(Err(CodecError::Unauthenticated)) = decoded {
+            tracing::warn!(%node, %origin, hub, seq = last, "[Processor] dropping an envelope that failed verification against the cluster secret");
+            return Accepted::default();
+        }
         let Some(missing) = self.tracker.accept(origin, hub, first, last) else {
             return Accepted::default(); // already delivered or skipped
         };
@@ -159,7 +185,7 @@ impl HubInbox {
             missing,
             ..RepairTally::default()
         };
-        let envelope = bytes.and_then(|bytes| match Envelope::decode(&bytes) {
+        let envelope = decoded.and_then(|decoded| match decoded {
             Ok(envelope) if envelope.origin == origin && envelope.seq == last && envelope.hub == hub => {
                 Some(envelope)
             }
@@ -349,6 +375,35 @@ mod tests {
         };
         assert_eq!(inbox.accept(corrupt, Some(&mut outage)).events().count(), 0);
         assert_eq!((outage.tally.missing, outage.tally.corrupt), (1, 1));
+    }
+
+    #[test]
+    fn with_a_secret_forgeries_never_move_the_tracker() {
+        use crate::trust::ClusterSecret;
+        let (me, other) = (NodeId::from_u128(1), NodeId::from_u128(2));
+        let codec = EnvelopeCodec::new(Some(ClusterSecret::new("0123456789abcdef").unwrap()));
+        let mut inbox = HubInbox::new(me, "h", "the log").with_codec(codec.clone());
+        let signed = |seq| {
+            let envelope = Envelope {
+                origin: other,
+                seq,
+                hub: "h".into(),
+                destination: None,
+                kind: EnvelopeKind::Ack(Ack { ack_id: seq }),
+            };
+            Stored::Envelope {
+                origin: other,
+                seq,
+                bytes: codec.encode(&envelope).into(),
+            }
+        };
+        assert!(inbox.accept(signed(1), None).envelope.is_some());
+        // Unsigned, far ahead: dropped, counted, and the tracker stays at 1.
+        let forged = inbox.accept(item(other, u64::MAX - 1, None), None);
+        assert!(forged.envelope.is_none() && forged.gap.is_none());
+        assert_eq!(codec.rejected(), 1);
+        let next = inbox.accept(signed(2), None);
+        assert!(next.envelope.is_some() && next.gap.is_none());
     }
 
     #[test]

@@ -59,9 +59,10 @@ impl<R> Pending<R> {
 /// Numbering and queueing happen together under one lock, in the first poll of
 /// [`PublishQueue::publish`], so queue order is sequence order and equals the order in
 /// which publishes were first polled (the [`Backplane`](crate::Backplane) ordering
-/// contract). The queue holds exactly the publishes in flight: callers bound it by how
-/// many they start (a bound here would let a later publish overtake one waiting for
-/// room).
+/// contract). The queue holds the publishes in flight; with a limit
+/// ([`PublishQueue::with_max_queued`]) a publish finding it full fails at once with
+/// [`BackplaneError::QueueFull`] instead of waiting for room (waiting would let a later
+/// publish overtake it), unnumbered, so it leaves no hole.
 #[derive(Debug)]
 pub struct PublishQueue<R> {
     /// Counters and queued envelopes.
@@ -71,6 +72,9 @@ pub struct PublishQueue<R> {
     /// Larger envelopes ([`Envelope::size_hint_of`]) fail with `TooLarge` before they
     /// are numbered, so they leave no hole.
     max_envelope_bytes: usize,
+    /// Most envelopes waiting for the writer task; beyond, publishes fail at once with
+    /// `QueueFull` (a backend that cannot keep up must not grow memory without bound).
+    max_queued: usize,
 }
 
 #[derive(Debug)]
@@ -94,6 +98,33 @@ impl<R> PublishQueue<R> {
             }),
             wake: Notify::new(),
             max_envelope_bytes,
+            max_queued: usize::MAX,
+        }
+    }
+
+    /// This queue holding at most `limit` envelopes waiting for the writer task (at
+    /// least 1); more publishes fail with [`BackplaneError::QueueFull`].
+    #[must_use]
+    pub fn with_max_queued(mut self, limit: usize) -> Self {
+        self.max_queued = limit.max(1);
+        self
+    }
+
+    /// How many envelopes wait for the writer task.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether no envelope waits for the writer task.
+    pub fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
+    /// Complete every queued publish with the error `error()` returns (for example when
+    /// the backend became unreachable: nothing queued would get through in time).
+    pub fn fail_all(&self, error: impl Fn() -> BackplaneError) {
+        for pending in self.take_all() {
+            pending.finish(Err(error()));
         }
     }
 
@@ -131,6 +162,11 @@ impl<R> PublishQueue<R> {
             let mut state = self.lock();
             if state.shut_down {
                 return Err(BackplaneError::Shutdown);
+            }
+            if state.items.len() >= self.max_queued {
+                return Err(BackplaneError::QueueFull {
+                    limit: self.max_queued,
+                });
             }
             let seq = state.sequences.next(hub);
             state.items.push_back(Pending {
@@ -346,6 +382,44 @@ mod tests {
             .map(|r| r.unwrap().is_ok())
             .collect();
         assert_eq!(results, [true, true, false]);
+        let bounded = std::sync::Arc::new(PublishQueue::<()>::new(1024).with_max_queued(1));
+        let first = tokio::spawn({
+            let bounded = bounded.clone();
+            async move {
+                bounded
+                    .publish(node, "h", None, EnvelopeKind::Ack(Ack { ack_id: 1 }), ())
+                    .await
+            }
+        });
+        while bounded.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            bounded
+                .publish(node, "h", None, EnvelopeKind::Ack(Ack { ack_id: 2 }), ())
+                .await,
+            Err(BackplaneError::QueueFull { limit: 1 })
+        ));
+        bounded.fail_all(|| BackplaneError::Unavailable {
+            reason: "down".into(),
+        });
+        assert!(matches!(
+            first.await.unwrap(),
+            Err(BackplaneError::Unavailable { .. })
+        ));
+        let next = bounded.publish(node, "h", None, EnvelopeKind::Ack(Ack { ack_id: 3 }), ());
+        tokio::pin!(next);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), &mut next)
+                .await
+                .is_err(),
+            "numbered and queued, waiting for the writer"
+        );
+        let batch = bounded
+            .next_batch(8, usize::MAX, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(batch[0].envelope.seq, 2, "the refused publish left no hole");
         let big = EnvelopeKind::Ack(Ack { ack_id: 0 });
         assert!(matches!(
             PublishQueue::<()>::new(4)

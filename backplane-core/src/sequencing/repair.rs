@@ -27,7 +27,7 @@ impl RepairTally {
         } else {
             GapRepair::Unrepairable {
                 recovered: self.recovered,
-                missing: self.missing + self.corrupt,
+                missing: self.missing.saturating_add(self.corrupt),
                 detail: format!(
                     "{cause}: {} envelopes no longer in {storage} (deleted by retention, lost by the server, or never stored) and {} corrupt",
                     self.missing, self.corrupt
@@ -38,15 +38,37 @@ impl RepairTally {
 
     /// Add `other`'s counts to this one.
     pub fn add(&mut self, other: RepairTally) {
-        self.recovered += other.recovered;
-        self.missing += other.missing;
-        self.corrupt += other.corrupt;
+        // Saturating: a forged sequence number can claim a gap of nearly 2^64.
+        self.recovered = self.recovered.saturating_add(other.recovered);
+        self.missing = self.missing.saturating_add(other.missing);
+        self.corrupt = self.corrupt.saturating_add(other.corrupt);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_saturate() {
+        let mut tally = RepairTally {
+            missing: u64::MAX - 1,
+            corrupt: 5,
+            ..RepairTally::default()
+        };
+        tally.add(RepairTally {
+            missing: 10,
+            ..RepairTally::default()
+        });
+        assert_eq!(tally.missing, u64::MAX);
+        assert!(matches!(
+            tally.outcome("x", "y"),
+            GapRepair::Unrepairable {
+                missing: u64::MAX,
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn clean_repairs_and_losses() {

@@ -66,8 +66,18 @@ pub async fn delete_stream(url: &str, prefix: &str) {
 /// (so [`cut`] drops one node's connection); the stream is deleted when the last one
 /// shuts down.
 pub async fn proxied_cluster(label: &str, nodes: usize) -> Vec<Arc<dyn Backplane>> {
+    proxied_cluster_with(label, nodes, None).await
+}
+
+/// [`proxied_cluster`], its nodes sharing `secret` if given.
+pub async fn proxied_cluster_with(
+    label: &str,
+    nodes: usize,
+    secret: Option<backplane_core::ClusterSecret>,
+) -> Vec<Arc<dyn Backplane>> {
     let url = nats_url();
-    let base = options(&url, label);
+    let mut base = options(&url, label);
+    base.cluster_secret = secret;
     let mut cluster = Vec::new();
     for _ in 0..nodes {
         let proxy = Arc::new(CuttingProxy::start(address_of(&url)).await);
@@ -95,5 +105,6 @@ pub fn rebase(options: &NatsOptions, url: &str) -> NatsOptions {
     rebased.node = options.node.clone();
     rebased.ack_timeout = options.ack_timeout;
     rebased.heartbeat = options.heartbeat;
+    rebased.cluster_secret.clone_from(&options.cluster_secret);
     rebased
 }
