@@ -68,9 +68,9 @@ pub enum Storage {
 ///
 /// let options = NatsOptions::new("nats://nats.internal:4222")?
 ///     .prefix("chat")
-///     .credentials(NatsCredentials::UserPassword { user: "app".into(), password: "secret".into() })
+///     .credentials(NatsCredentials::UserPassword { user: "app".into(), password: "hunter2".into() })
 ///     .max_age(Some(Duration::from_secs(600)));
-/// assert!(!format!("{options:?}").contains("secret"));
+/// assert!(!format!("{options:?}").contains("hunter2"));
 /// # Ok::<(), backplane_core::BackplaneError>(())
 /// ```
 #[derive(Clone)]

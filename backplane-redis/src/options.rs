@@ -18,11 +18,11 @@ pub const DEFAULT_KEY_PREFIX: &str = "signalr";
 /// use std::time::Duration;
 /// use backplane_redis::RedisOptions;
 ///
-/// let options = RedisOptions::new("redis://app:secret@cache.internal:6379/0")?
+/// let options = RedisOptions::new("redis://app:hunter2@cache.internal:6379/0")?
 ///     .key_prefix("chat")
 ///     .max_age(Some(Duration::from_secs(600)));
 /// // The password never shows in Debug output or logs.
-/// assert!(!format!("{options:?}").contains("secret"));
+/// assert!(!format!("{options:?}").contains("hunter2"));
 /// # Ok::<(), backplane_core::BackplaneError>(())
 /// ```
 #[derive(Clone)]
