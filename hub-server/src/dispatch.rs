@@ -27,6 +27,13 @@ pub(crate) async fn invoke(
         tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, "unknown hub method");
         return method_does_not_exist(&target);
     };
+    if !crate::auth::may_invoke(&hub.auth, &target, info.principal.as_deref()) {
+        tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, "method refused: the caller is not authorized");
+        // ASP.NET Core's words for a method its `[Authorize]` refuses.
+        return CompletionResult::Error(format!(
+            "Failed to invoke '{target}' because user is unauthorized"
+        ));
+    }
     if !invocation.stream_ids.is_empty() {
         // Upload streams are not supported: no method can take a stream parameter.
         return CompletionResult::Error(format!(

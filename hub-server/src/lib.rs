@@ -117,6 +117,7 @@
 //!   [`SendError`].
 //! - `chat`: the chat server of the `hub-server` binary, reusable in tests.
 
+mod auth;
 mod clients;
 mod connection;
 mod dispatch;
@@ -127,6 +128,7 @@ mod handler;
 mod hub;
 mod identity;
 mod options;
+mod origins;
 mod outbox;
 mod replay;
 mod serve;
@@ -148,6 +150,10 @@ pub mod __bench {
     pub use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
 }
 
+pub use auth::{
+    AuthError, AuthFuture, Authenticator, Claims, JwtAlgorithm, JwtAuthenticator, JwtError, JwtKey,
+    JwtOptions, Policy, Principal,
+};
 pub use backplane_core::{BackplaneHealth, BackplaneStatus, ConnectionId, Target};
 pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext};
 pub use error::{MethodError, SendError};
@@ -157,4 +163,5 @@ pub use hub::{Hub, HubBuilder};
 pub use hub_protocol::Protocol;
 pub use identity::{UserIdProvider, access_token};
 pub use options::HubOptions;
+pub use origins::AllowedOrigins;
 pub use serve::{ServeOptions, serve};
