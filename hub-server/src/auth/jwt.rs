@@ -290,10 +290,10 @@ mod tests {
 
     const SECRET: &[u8] = b"a secret of the test, long enough";
 
-    fn token(claims: Value) -> String {
+    fn token(claims: &Value) -> String {
         encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap()
@@ -314,10 +314,10 @@ mod tests {
         let jwt = authenticator();
         let now = now_secs();
         let good = json_claims("ann", "iss", "aud", now + 60);
-        let principal = jwt.validate(&token(good)).unwrap();
+        let principal = jwt.validate(&token(&good)).unwrap();
         assert_eq!(principal.user_id(), Some("ann"));
         assert!(principal.expires_at().is_some());
-        let fail = |claims: Value| jwt.validate(&token(claims)).unwrap_err().to_string();
+        let fail = |claims: Value| jwt.validate(&token(&claims)).unwrap_err().to_string();
         assert!(fail(json_claims("ann", "iss", "aud", now - 60)).contains("expired"));
         assert!(fail(json_claims("ann", "other", "aud", now + 60)).contains("issuer"));
         assert!(fail(json_claims("ann", "iss", "other", now + 60)).contains("audience"));
