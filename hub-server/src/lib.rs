@@ -30,7 +30,7 @@
 //!         .method("SendMessage", send_message)
 //!         .method("JoinGroup", join)
 //!         .method("Add", |a: i64, b: i64| async move { a + b })
-//!         .user_id(|request| hub_server::access_token(request))
+//!         // .authenticator(hub_server::JwtAuthenticator::new(...)?) to know who connects
 //!         .build()
 //!         .await?;
 //!     let app = axum::Router::new()
