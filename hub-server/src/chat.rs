@@ -14,10 +14,14 @@
 //! | (on disconnect) | `UserDisconnected(connectionId)` to all |
 //!
 //! `user` in `UserJoinedGroup` / `UserLeftGroup` is the connection's user id, or null for
-//! an anonymous connection. The chat server has no authentication: the user id is the
-//! access token the client sends (`accessTokenFactory`), taken at its word, which is what a
-//! demo chat needs and nothing more. A real deployment replaces [`hub_builder`]'s user id
-//! hook with one that validates the token.
+//! an anonymous connection. Without an authenticator the chat hub is anonymous with a
+//! name: the user id is the *name* the client sends as its access token
+//! (`accessTokenFactory`), which proves nothing and is documented as such; it is a display
+//! name, not an identity. A token that looks like a JWT is never taken as a name (the
+//! connection is anonymous and a warning is logged, without the token), so a deployment
+//! that forgot to configure validation does not silently trust its users' tokens. With
+//! [`HubBuilder::authenticator`] (the binary's `--jwt-*` flags) the user id is the
+//! validated token's claim instead, and unauthenticated clients are refused.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,7 +44,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use backplane_core::{BackplaneStatus, HubError, ManagerOptions};
 use tower::ServiceExt;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, SendError, access_token};
 
@@ -79,7 +82,35 @@ pub fn hub_builder() -> HubBuilder {
         .method("SendMessageToGroup", send_message_to_group)
         .on_connected(user_connected)
         .on_disconnected(user_disconnected)
-        .user_id(access_token)
+        .user_id(unverified_name)
+}
+
+/// The chat hub's user id without an authenticator: the access token the client sent,
+/// taken as a display name (see the module documentation), unless it looks like a JWT
+/// (three dot-separated base64url parts), which is refused as a name: the connection is
+/// anonymous.
+pub fn unverified_name(request: &axum::http::request::Parts) -> Option<String> {
+    let token = access_token(request)?;
+    if looks_like_jwt(&token) {
+        tracing::warn!(
+            "a client sent a JWT, but this server validates no tokens (start it with --jwt-key-file or --jwt-key-env): the connection is anonymous"
+        );
+        return None;
+    }
+    Some(token)
+}
+
+/// Whether `token` has the shape of a JWS compact serialization.
+fn looks_like_jwt(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && parts[..2].iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && parts[0].starts_with("eyJ")
 }
 
 async fn send_message(clients: Clients, user: String, message: String) -> Result<(), MethodError> {
@@ -124,7 +155,7 @@ async fn join_group(
             }
             other => MethodError::from(other),
         })?;
-    tracing::info!(connection_id = %caller.connection_id(), user = ?caller.user(), %group, "joined group");
+    tracing::debug!(connection_id = %caller.connection_id(), %group, "joined group");
     clients
         .group(group.clone())
         .send("UserJoinedGroup", (caller.user(), &group))
@@ -140,7 +171,7 @@ async fn leave_group(
 ) -> Result<(), MethodError> {
     check_group_name(&group)?;
     groups.remove(caller.connection_id(), &group).await?;
-    tracing::info!(connection_id = %caller.connection_id(), user = ?caller.user(), %group, "left group");
+    tracing::debug!(connection_id = %caller.connection_id(), %group, "left group");
     clients
         .group(group.clone())
         .send("UserLeftGroup", (caller.user(), &group))
@@ -213,17 +244,12 @@ impl ServerInfo {
 
 /// The whole chat application: `GET /` (the chat page for browsers, a short text for
 /// everyone else) and the page's files under `/assets/`, `GET /health` (JSON), the hub at
-/// [`HUB_PATH`], and CORS open to every origin, credentials included.
-///
-/// Browsers refuse `Access-Control-Allow-Origin: *` together with credentials (which the
-/// official JavaScript client sends by default), so the request's own origin is mirrored,
-/// as ASP.NET Core's `SetIsOriginAllowed(_ => true).AllowCredentials()` does.
+/// [`HUB_PATH`], and CORS for the hub's
+/// [`HubOptions::allowed_origins`](crate::HubOptions::allowed_origins): by default none
+/// (same-origin only; the chat page is served by this same server), or the listed
+/// origins with credentials (the binary's `--cors-origins`).
 pub fn router(hub: &Hub, info: ServerInfo) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods(AllowMethods::mirror_request())
-        .allow_headers(AllowHeaders::mirror_request())
-        .allow_credentials(true);
+    let cors = hub.options().allowed_origins.cors_layer();
     let routes = Router::new()
         .route("/health", get(health))
         .with_state((hub.clone(), info))
@@ -383,6 +409,23 @@ mod tests {
         assert_eq!(rfc3339(leap_day), "2000-02-29T00:00:00.123Z");
         let late = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
         assert_eq!(rfc3339(late), "2099-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn jwts_are_never_taken_as_names() {
+        let request = |token: &str| {
+            axum::http::Request::get(format!("/chathub?access_token={token}"))
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert_eq!(unverified_name(&request("ann")).as_deref(), Some("ann"));
+        assert_eq!(unverified_name(&request("a.b.c")).as_deref(), Some("a.b.c"));
+        assert_eq!(
+            unverified_name(&request("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.c2ln")),
+            None
+        );
     }
 
     #[test]

@@ -69,6 +69,13 @@ async fn bind_and_call(
         tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, "unknown hub method");
         return Err(method_does_not_exist(target));
     };
+    if !crate::auth::may_invoke(&hub.auth, target, info.principal.as_deref()) {
+        tracing::debug!(hub = %hub.name, connection_id = %info.id, %target, "method refused: the caller is not authorized");
+        // ASP.NET Core's words for a method its `[Authorize]` refuses.
+        return Err(format!(
+            "Failed to invoke '{target}' because user is unauthorized"
+        ));
+    }
     if handler.is_streaming() != streaming {
         let (kind, invocation) = if streaming {
             ("non-streaming", "a streaming")

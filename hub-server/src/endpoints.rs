@@ -7,13 +7,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, UPGRADE};
+use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER, UPGRADE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use serde::{Deserialize, Serialize};
 
+use crate::AllowedOrigins;
+use crate::auth::{self, Identity};
 use crate::connection::Accepted;
 use crate::hub::{Hub, HubShared};
 use crate::options::Transports;
@@ -156,14 +158,24 @@ fn not_offered(transport: &str) -> Response {
 }
 
 /// `POST {hub}/negotiate`.
-async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
+async fn negotiate(State(hub): State<Arc<HubShared>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
     if hub.is_shutting_down() {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is shutting down.",
         );
     }
-    let pairs = match Query::<Vec<(String, String)>>::try_from_uri(&uri) {
+    if !hub.options.allowed_origins.allows(&parts) {
+        return AllowedOrigins::refusal();
+    }
+    if let Err(refusal) = auth::identify(&hub, &parts).await {
+        return refusal;
+    }
+    if hub.is_full() {
+        return too_many_connections(&hub);
+    }
+    let pairs = match Query::<Vec<(String, String)>>::try_from_uri(&parts.uri) {
         Ok(Query(pairs)) => pairs,
         Err(rejection) => {
             return plain(
@@ -190,7 +202,13 @@ async fn negotiate(State(hub): State<Arc<HubShared>>, uri: Uri) -> Response {
         && pairs.iter().any(|(name, value)| {
             name.eq_ignore_ascii_case("useStatefulReconnect") && value.eq_ignore_ascii_case("true")
         });
-    let (connection_id, token) = hub.tokens.issue(kind, stateful);
+    let Ok((connection_id, token)) = hub.tokens.issue(kind, stateful) else {
+        tracing::debug!(hub = %hub.name, limit = hub.options.max_pending_negotiations, "negotiate refused: too many pending connection tokens");
+        return retry_later(
+            &hub,
+            "Too many negotiations are waiting for their connections: try again shortly.",
+        );
+    };
     tracing::debug!(hub = %hub.name, %connection_id, negotiate_version = version, "negotiated");
     json(&NegotiateResponse {
         negotiate_version: version,
@@ -212,13 +230,21 @@ struct ConnectQuery {
 /// request.
 async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
+    if !hub.options.allowed_origins.allows(&parts) {
+        return AllowedOrigins::refusal();
+    }
+    // Before anything is upgraded, claimed or opened: refused requests change nothing.
+    let identity = match auth::identify(&hub, &parts).await {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
+    };
     let wants_websocket = parts
         .headers
         .get(UPGRADE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     if !wants_websocket {
-        return http_transport(hub, parts, body).await;
+        return http_transport(hub, parts, body, identity).await;
     }
     if !hub.options.transports.websockets {
         return not_offered("WebSockets");
@@ -257,11 +283,15 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
             }
         }
     };
-    let user = hub.user_id.as_ref().and_then(|provider| provider(&parts));
+    let Some(count) = hub.admit() else {
+        return too_many_connections(&hub);
+    };
     let accepted = Accepted {
         connection_id,
-        user,
+        user: identity.user,
         token,
+        principal: identity.principal,
+        count,
     };
     // Each hub message is limited by the decoder (`max_message_size`); a WebSocket
     // message of any size streams through.
@@ -283,7 +313,12 @@ fn connect_query(parts: &Parts) -> Result<ConnectQuery, Box<Response>> {
 /// A request of the Server-Sent Events or long-polling transport (`GET` opens a
 /// connection or polls, `POST` sends, `DELETE` ends a long-polling connection), answered
 /// as ASP.NET Core's `HttpConnectionDispatcher` answers.
-async fn http_transport(hub: Arc<HubShared>, parts: Parts, body: Body) -> Response {
+async fn http_transport(
+    hub: Arc<HubShared>,
+    parts: Parts,
+    body: Body,
+    identity: Identity,
+) -> Response {
     if ![Method::GET, Method::POST, Method::DELETE].contains(&parts.method) {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -303,9 +338,10 @@ async fn http_transport(hub: Arc<HubShared>, parts: Parts, body: Body) -> Respon
         );
     };
     if parts.method == Method::GET {
-        return open_or_poll(hub, &parts, &token).await;
+        return open_or_poll(hub, &parts, &token, identity).await;
     }
     let connection = match hub.http_connections.find(&hub.tokens, &token) {
+        Found::Http(connection) if connection.user != identity.user => return other_user(),
         Found::Http(connection) => connection,
         Found::WebSocket if parts.method == Method::POST => {
             return plain(
@@ -330,7 +366,12 @@ async fn http_transport(hub: Arc<HubShared>, parts: Parts, body: Body) -> Respon
 
 /// `GET {hub}?id=` without an upgrade: opens a Server-Sent Events connection
 /// (`Accept: text/event-stream`) or a long-polling one, or polls a long-polling one.
-async fn open_or_poll(hub: Arc<HubShared>, parts: &Parts, token: &str) -> Response {
+async fn open_or_poll(
+    hub: Arc<HubShared>,
+    parts: &Parts,
+    token: &str,
+    identity: Identity,
+) -> Response {
     let event_stream = parts
         .headers
         .get_all(ACCEPT)
@@ -347,14 +388,28 @@ async fn open_or_poll(hub: Arc<HubShared>, parts: &Parts, token: &str) -> Respon
     if hub.is_shutting_down() {
         return shutting_down();
     }
-    let opened = hub.http_connections.open(&hub.tokens, token, || {
+    let transport = || {
         if event_stream {
             Transport::ServerSentEvents
         } else {
             long_polling::transport()
         }
-    });
+    };
+    // A place under max_connections is taken before the token is claimed; a later
+    // request of a live connection gives it back at once.
+    let (opened, count) = match hub.admit() {
+        Some(count) => (
+            hub.http_connections
+                .open(&hub.tokens, token, transport, identity.user.clone()),
+            Some(count),
+        ),
+        None => match hub.http_connections.find(&hub.tokens, token) {
+            Found::Http(connection) => (Ok(Opened::Existing(connection)), None),
+            _ => return too_many_connections(&hub),
+        },
+    };
     match opened {
+        Ok(Opened::Existing(connection)) if connection.user != identity.user => other_user(),
         Ok(Opened::Existing(connection)) => match (&connection.transport, event_stream) {
             (Transport::LongPolling(polls), false) => long_polling::poll(&hub, polls).await,
             (Transport::ServerSentEvents, true) => plain(
@@ -369,11 +424,15 @@ async fn open_or_poll(hub: Arc<HubShared>, parts: &Parts, token: &str) -> Respon
             lease,
             registration,
         }) => {
-            let user = hub.user_id.as_ref().and_then(|provider| provider(parts));
+            let Some(count) = count else {
+                return too_many_connections(&hub);
+            };
             let accepted = Accepted {
                 connection_id: lease.connection_id().clone(),
-                user,
+                user: identity.user,
                 token: Some(lease),
+                principal: identity.principal,
+                count,
             };
             if event_stream {
                 sse::start(hub, connection, chunks, accepted, registration)
@@ -384,6 +443,31 @@ async fn open_or_poll(hub: Arc<HubShared>, parts: &Parts, token: &str) -> Respon
         Err(ClaimError::InUse) => cannot_change_transports(),
         Err(ClaimError::Unknown) => unknown_id(),
     }
+}
+
+/// 503 with `Retry-After`: a limit of this node is reached, and waiting helps.
+fn retry_later(hub: &HubShared, text: &str) -> Response {
+    let seconds = hub.options.negotiate_timeout.as_secs().max(1);
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, text);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+fn too_many_connections(hub: &HubShared) -> Response {
+    tracing::debug!(hub = %hub.name, limit = hub.options.max_connections, "connection refused: the connection limit is reached");
+    retry_later(
+        hub,
+        "This server is at its connection limit: try again shortly (or another server).",
+    )
+}
+
+fn other_user() -> Response {
+    plain(
+        StatusCode::FORBIDDEN,
+        "This connection belongs to another user: requests of a connection must carry the credentials it was opened with.",
+    )
 }
 
 fn unknown_id() -> Response {

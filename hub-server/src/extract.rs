@@ -23,6 +23,9 @@ pub(crate) struct ConnectionInfo {
     pub(crate) id: ConnectionId,
     /// The user the identity hook derived from the connection's request, if any.
     pub(crate) user: Option<String>,
+    /// What the authenticator vouched for, if the connection authenticated (the
+    /// [`Claims`](crate::Claims) parameter).
+    pub(crate) principal: Option<Arc<crate::auth::Principal>>,
     /// The hub protocol agreed in the handshake.
     pub(crate) protocol: Protocol,
     /// Stateful reconnect's books, when the client asked for it: the reader counts and

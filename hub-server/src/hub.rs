@@ -10,6 +10,7 @@ use backplane_core::{Backplane, BackplaneHealth, HubError, ManagerOptions};
 use backplane_memory::MemoryBackplane;
 use tokio::sync::watch;
 
+use crate::auth::{AuthSettings, Authenticator, Principal};
 use crate::clients::{HubContext, Manager};
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::identity::UserIdProvider;
@@ -68,6 +69,8 @@ pub struct HubBuilder {
     user_id: Option<UserIdProvider>,
     /// Application state for [`Extension`](crate::Extension) parameters.
     extensions: Extensions,
+    /// Who may connect and call what.
+    auth: AuthSettings,
 }
 
 impl HubBuilder {
@@ -182,6 +185,53 @@ impl HubBuilder {
         self
     }
 
+    /// Authenticate every request (negotiate, and each transport request) with
+    /// `authenticator`; see [`Authenticator`]. An authenticated connection's user id is its
+    /// principal's; an anonymous one's comes from the [`HubBuilder::user_id`] hook, if any.
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.auth.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Refuse anonymous connections: negotiate and connect without a principal get 401
+    /// (ASP.NET Core's `[Authorize]` on the hub).
+    #[must_use]
+    pub fn require_authentication(mut self) -> Self {
+        self.auth.require_authentication = true;
+        self
+    }
+
+    /// Let only principals for which `policy` holds connect: others get 403 (and anonymous
+    /// requests 401) on negotiate and connect (`[Authorize(Policy = ...)]` on the hub).
+    /// Several rules must all hold.
+    #[must_use]
+    pub fn authorize<F>(mut self, policy: F) -> Self
+    where
+        F: Fn(&Principal) -> bool + Send + Sync + 'static,
+    {
+        self.auth.hub_policies.push(Arc::new(policy));
+        self
+    }
+
+    /// Let only principals for which `policy` holds call the method `name` (matched
+    /// ignoring ASCII case, as method names are); anonymous callers never may
+    /// (`[Authorize]` on a hub method; pass `|_| true` to require authentication only).
+    /// Anyone else gets the completion error ASP.NET Core sends: "Failed to invoke
+    /// '{name}' because user is unauthorized".
+    #[must_use]
+    pub fn authorize_method<F>(mut self, name: &str, policy: F) -> Self
+    where
+        F: Fn(&Principal) -> bool + Send + Sync + 'static,
+    {
+        self.auth
+            .method_policies
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(Arc::new(policy));
+        self
+    }
+
     /// Make `value` available to hub methods as an [`Extension<T>`](crate::Extension)
     /// parameter. A second value of the same type replaces the first.
     #[must_use]
@@ -203,19 +253,26 @@ impl HubBuilder {
             Manager::with_options(self.name.clone(), backplane, self.manager_options).await?;
         let (shutdown, _) = watch::channel(false);
         let (connections, _) = watch::channel(0);
+        let options = self.options.normalized();
+        let tokens = Arc::new(TokenStore::new(
+            options.negotiate_timeout,
+            options.max_pending_negotiations,
+        ));
+        TokenStore::spawn_sweeper(&tokens);
         let shared = HubShared {
-            tokens: Arc::new(TokenStore::new(self.options.negotiate_timeout)),
+            tokens,
             reattachments: Default::default(),
             http_connections: Arc::new(HttpConnections::default()),
             name: self.name,
             methods: self.methods,
             on_connected: self.on_connected,
             on_disconnected: self.on_disconnected,
-            options: self.options.normalized(),
+            options,
             stream_options: self.stream_options,
             manager: Arc::new(manager),
             user_id: self.user_id,
             extensions: self.extensions,
+            auth: self.auth,
             shutdown,
             connections,
         };
@@ -267,6 +324,8 @@ pub(crate) struct HubShared {
     pub(crate) user_id: Option<UserIdProvider>,
     /// See [`HubBuilder::extension`].
     pub(crate) extensions: Extensions,
+    /// See [`HubBuilder::authenticator`] and the rules after it.
+    pub(crate) auth: AuthSettings,
     /// Connection tokens issued by negotiate.
     pub(crate) tokens: Arc<TokenStore>,
     /// Live connections with stateful reconnect, for a client that comes back on a new
@@ -277,7 +336,7 @@ pub(crate) struct HubShared {
     pub(crate) http_connections: Arc<HttpConnections>,
     /// Flipped to `true` once to close every connection (graceful shutdown).
     pub(crate) shutdown: watch::Sender<bool>,
-    /// How many WebSocket connections are running (handshaking or connected).
+    /// How many connections are running (handshaking or connected), every transport.
     pub(crate) connections: watch::Sender<usize>,
 }
 
@@ -297,16 +356,36 @@ impl HubShared {
         *self.shutdown.borrow()
     }
 
-    /// Count a running connection until the returned guard is dropped.
-    pub(crate) fn track_connection(self: &Arc<Self>) -> ConnectionCount {
-        self.connections.send_modify(|count| *count += 1);
-        ConnectionCount { hub: self.clone() }
+    /// Count a new connection until the returned guard is dropped, unless
+    /// [`HubOptions::max_connections`] are running already.
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<ConnectionCount> {
+        let max = self.options.max_connections;
+        let admitted = self.connections.send_if_modified(|count| {
+            let room = *count < max;
+            if room {
+                *count += 1;
+            }
+            room
+        });
+        admitted.then(|| ConnectionCount { hub: self.clone() })
+    }
+
+    /// Whether [`HubOptions::max_connections`] connections are running.
+    pub(crate) fn is_full(&self) -> bool {
+        *self.connections.borrow() >= self.options.max_connections
     }
 }
 
-/// Counts one running connection; see [`HubShared::track_connection`].
+/// Counts one running connection; see [`HubShared::admit`].
 pub(crate) struct ConnectionCount {
+    /// The hub whose count this is.
     hub: Arc<HubShared>,
+}
+
+impl fmt::Debug for ConnectionCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionCount").finish_non_exhaustive()
+    }
 }
 
 impl Drop for ConnectionCount {
@@ -330,6 +409,7 @@ impl Hub {
             backplane: None,
             user_id: None,
             extensions: Extensions::new(),
+            auth: AuthSettings::default(),
         }
     }
 

@@ -30,7 +30,7 @@
 //!         .method("SendMessage", send_message)
 //!         .method("JoinGroup", join)
 //!         .method("Add", |a: i64, b: i64| async move { a + b })
-//!         .user_id(|request| hub_server::access_token(request))
+//!         // .authenticator(hub_server::JwtAuthenticator::new(...)?) to know who connects
 //!         .build()
 //!         .await?;
 //!     let app = axum::Router::new()
@@ -123,6 +123,7 @@
 //!   `examples`: example hubs beside it; `streaming`: [`HubStream`], [`UploadStream`],
 //!   [`StreamOptions`].
 
+mod auth;
 mod clients;
 mod connection;
 mod dispatch;
@@ -133,6 +134,7 @@ mod handler;
 mod hub;
 mod identity;
 mod options;
+mod origins;
 mod outbox;
 mod serve;
 mod streaming;
@@ -155,6 +157,10 @@ pub mod __bench {
     pub use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
 }
 
+pub use auth::{
+    AuthError, AuthFuture, Authenticator, Claims, JwtAlgorithm, JwtAuthenticator, JwtError, JwtKey,
+    JwtOptions, Policy, Principal,
+};
 pub use backplane_core::{BackplaneHealth, BackplaneStatus, ConnectionId, Target};
 pub use backplane_core::{ClientResultError, ManagerOptions};
 pub use clients::{CallerClients, ClientProxy, Clients, Groups, HubContext, InvokeError};
@@ -165,5 +171,6 @@ pub use hub::{Hub, HubBuilder};
 pub use hub_protocol::Protocol;
 pub use identity::{UserIdProvider, access_token};
 pub use options::{HubOptions, Transports};
+pub use origins::AllowedOrigins;
 pub use serve::{ServeOptions, serve};
 pub use streaming::{HubStream, StreamOptions, UploadStream};

@@ -17,6 +17,9 @@ use hub_server::chat;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+#[path = "cli/access.rs"]
+mod access;
+
 /// mimalloc rather than the system allocator: after the burst of queued frames that
 /// opening thousands of chat connections causes, glibc's malloc kept 15.9-34.4 KiB per
 /// idle connection resident (median 18.8 over nine runs) and mimalloc 9.7-15.6 KiB
@@ -100,6 +103,8 @@ struct Cli {
     /// more pile up (it stopped reading) is disconnected.
     #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
     send_queue_bytes: u64,
+    #[command(flatten)]
+    access: access::AccessFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -328,10 +333,14 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         backend => connect_log_backend(backend, &cli.prefix).await?,
     };
     tracing::info!(backplane = %kind, node = %backplane.node_id(), "backplane started");
-    let options = hub_server::HubOptions::default()
-        .max_parallel_invocations(usize::from(cli.max_parallel_invocations))
-        .send_queue_bytes(usize::try_from(cli.send_queue_bytes).unwrap_or(usize::MAX));
-    let hub = chat::hub_builder()
+    let options = cli.access.options(
+        hub_server::HubOptions::default()
+            .max_parallel_invocations(usize::from(cli.max_parallel_invocations))
+            .send_queue_bytes(usize::try_from(cli.send_queue_bytes).unwrap_or(usize::MAX)),
+    );
+    let hub = cli
+        .access
+        .authenticate(chat::hub_builder())?
         .manager_options(manager_options(&cli))
         .options(options)
         .backplane(backplane.clone())

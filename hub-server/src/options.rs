@@ -146,6 +146,34 @@ pub struct HubOptions {
     /// gets 404, as ASP.NET Core answers it. Restrict it where a proxy in front breaks one
     /// (or to test a client's fallback). Default: all three.
     pub transports: Transports,
+    /// How many connection tokens negotiate may have issued that no transport has claimed
+    /// yet. Past it, negotiate answers 503 with `Retry-After` (the negotiate timeout), so a
+    /// client that negotiates without ever connecting cannot make the server hold more
+    /// than about this many tokens (each ~150 bytes); a background sweep removes expired
+    /// ones every half [`HubOptions::negotiate_timeout`] and gives their memory back.
+    /// ASP.NET Core has no such cap. Default: 100,000.
+    pub max_pending_negotiations: usize,
+    /// How many connections this hub serves at once on this node (handshaking or
+    /// connected, every transport). Past it, negotiate answers 503 with `Retry-After` and
+    /// a connect request (a WebSocket upgrade, an event stream, a first poll) is refused
+    /// with 503 before anything is upgraded. An idle connection costs roughly 10-15 KiB
+    /// (BENCHMARKS.md, S4). ASP.NET Core leaves this to Kestrel's
+    /// `MaxConcurrentConnections` (unlimited by default). Default: 100,000.
+    pub max_connections: usize,
+    /// The longest user id a connection may have, in bytes (UTF-8). A longer one (from
+    /// the authenticator or the user id hook) gets 401: a user id is kept by every
+    /// node's user index, so a client must not choose its size. Default: 256.
+    pub max_user_id_bytes: usize,
+    /// Whether a connection is closed when its credentials expire (a JWT's `exp`), as
+    /// ASP.NET Core's `CloseOnAuthenticationExpiration`. The client receives a Close
+    /// message saying why, with reconnecting allowed (it then presents a fresh token).
+    /// Default: false (as in ASP.NET Core).
+    pub close_on_authentication_expiration: bool,
+    /// Which browser pages may use the hub: checked on every request that carries an
+    /// `Origin` header, the WebSocket upgrade included (403 otherwise), and what
+    /// [`AllowedOrigins::cors_layer`](crate::AllowedOrigins::cors_layer) answers
+    /// preflights with. Default: [`AllowedOrigins::SameOrigin`](crate::AllowedOrigins::SameOrigin).
+    pub allowed_origins: crate::AllowedOrigins,
 }
 
 /// Which transports a hub offers. Clients try them in the official order: WebSockets,
@@ -207,6 +235,11 @@ impl Default for HubOptions {
             long_polling_timeout: Duration::from_secs(90),
             long_polling_disconnect_timeout: Duration::from_secs(15),
             transports: Transports::ALL,
+            max_pending_negotiations: 100_000,
+            max_connections: 100_000,
+            max_user_id_bytes: 256,
+            close_on_authentication_expiration: false,
+            allowed_origins: crate::AllowedOrigins::SameOrigin,
         }
     }
 }
@@ -220,6 +253,8 @@ impl HubOptions {
         self.send_queue_bytes = self.send_queue_bytes.max(1);
         self.max_parallel_invocations = self.max_parallel_invocations.max(1);
         self.keep_alive_interval = self.keep_alive_interval.max(Duration::from_millis(10));
+        self.max_pending_negotiations = self.max_pending_negotiations.max(1);
+        self.max_connections = self.max_connections.max(1);
         self
     }
 
@@ -345,6 +380,42 @@ impl HubOptions {
     #[must_use]
     pub fn websocket_read_buffer_size(mut self, bytes: usize) -> Self {
         self.websocket_read_buffer_size = bytes;
+        self
+    }
+
+    /// These options with `count` as [`HubOptions::max_pending_negotiations`] (at least 1).
+    #[must_use]
+    pub fn max_pending_negotiations(mut self, count: usize) -> Self {
+        self.max_pending_negotiations = count.max(1);
+        self
+    }
+
+    /// These options with `count` as [`HubOptions::max_connections`] (at least 1).
+    #[must_use]
+    pub fn max_connections(mut self, count: usize) -> Self {
+        self.max_connections = count.max(1);
+        self
+    }
+
+    /// These options with `bytes` as [`HubOptions::max_user_id_bytes`].
+    #[must_use]
+    pub fn max_user_id_bytes(mut self, bytes: usize) -> Self {
+        self.max_user_id_bytes = bytes;
+        self
+    }
+
+    /// These options with [`HubOptions::close_on_authentication_expiration`] set to
+    /// `enabled`.
+    #[must_use]
+    pub fn close_on_authentication_expiration(mut self, enabled: bool) -> Self {
+        self.close_on_authentication_expiration = enabled;
+        self
+    }
+
+    /// These options with `origins` as [`HubOptions::allowed_origins`].
+    #[must_use]
+    pub fn allowed_origins(mut self, origins: crate::AllowedOrigins) -> Self {
+        self.allowed_origins = origins;
         self
     }
 }

@@ -55,7 +55,13 @@ pub(crate) struct TokenStore {
     inner: Mutex<Tokens>,
     /// How long an issued token waits for its WebSocket.
     lifetime: Duration,
+    /// How many issued tokens may wait for their transport at once.
+    max_pending: usize,
 }
+
+/// Negotiate refused: [`TokenStore::issue`] found the store at its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManyPending;
 
 #[derive(Debug)]
 struct Tokens {
@@ -64,20 +70,52 @@ struct Tokens {
     pending: HashMap<Box<str>, (ConnectionId, Instant, bool)>,
     /// Claimed by a live WebSocket.
     active: HashSet<Box<str>>,
-    /// When expired pending tokens were last swept out.
-    last_sweep: Instant,
 }
 
 impl TokenStore {
-    pub(crate) fn new(lifetime: Duration) -> Self {
+    /// A store whose tokens wait `lifetime` for their transport, at most `max_pending`
+    /// of them at once.
+    pub(crate) fn new(lifetime: Duration, max_pending: usize) -> Self {
         Self {
             inner: Mutex::new(Tokens {
                 pending: HashMap::new(),
                 active: HashSet::new(),
-                last_sweep: Instant::now(),
             }),
             lifetime,
+            max_pending,
         }
+    }
+
+    /// Remove the expired pending tokens, and give the maps' spare room back when they
+    /// hold less than a quarter of it (a burst of negotiates must not keep its table
+    /// for ever). Run by the hub's background sweep twice per lifetime.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let mut tokens = self.lock();
+        tokens.pending.retain(|_, (_, expiry, _)| *expiry > now);
+        if tokens.pending.capacity() > 64 && tokens.pending.len() < tokens.pending.capacity() / 4 {
+            tokens.pending.shrink_to_fit();
+        }
+        if tokens.active.capacity() > 64 && tokens.active.len() < tokens.active.capacity() / 4 {
+            tokens.active.shrink_to_fit();
+        }
+    }
+
+    /// Sweep `store` every half lifetime until it is dropped.
+    pub(crate) fn spawn_sweeper(store: &Arc<Self>) {
+        let weak = Arc::downgrade(store);
+        let period = (store.lifetime / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(store) = weak.upgrade() else {
+                    return;
+                };
+                store.sweep();
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tokens> {
@@ -89,7 +127,18 @@ impl TokenStore {
     /// Issue a new connection id and the token that claims it (`kind` says whether that
     /// is a separate secret or the id itself; `stateful`, whether the connection will use
     /// stateful reconnect).
-    pub(crate) fn issue(&self, kind: TokenKind, stateful: bool) -> (ConnectionId, String) {
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyPending`] when [`HubOptions::max_pending_negotiations`] tokens are
+    /// waiting, even after the expired ones were removed.
+    ///
+    /// [`HubOptions::max_pending_negotiations`]: crate::HubOptions::max_pending_negotiations
+    pub(crate) fn issue(
+        &self,
+        kind: TokenKind,
+        stateful: bool,
+    ) -> Result<(ConnectionId, String), TooManyPending> {
         let id = random_id();
         let token = match kind {
             TokenKind::Secret => random_id(),
@@ -98,17 +147,18 @@ impl TokenStore {
         let connection_id = ConnectionId::from(id);
         let now = Instant::now();
         let mut tokens = self.lock();
-        // Sweep at most once per lifetime, so a burst of negotiates costs one pass, and the
-        // map never holds much more than one lifetime's worth of abandoned tokens.
-        if now.duration_since(tokens.last_sweep) >= self.lifetime {
+        if tokens.pending.len() >= self.max_pending {
+            // Full: expired tokens may still be waiting for the background sweep.
             tokens.pending.retain(|_, (_, expiry, _)| *expiry > now);
-            tokens.last_sweep = now;
+            if tokens.pending.len() >= self.max_pending {
+                return Err(TooManyPending);
+            }
         }
         tokens.pending.insert(
             token.clone().into_boxed_str(),
             (connection_id.clone(), now + self.lifetime, stateful),
         );
-        (connection_id, token)
+        Ok((connection_id, token))
     }
 
     /// Claim a token for a WebSocket; the returned lease releases it when dropped.
@@ -200,8 +250,8 @@ mod tests {
 
     #[tokio::test]
     async fn token_lifecycle() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (connection_id, token) = store.issue(TokenKind::Secret, false);
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let (connection_id, token) = store.issue(TokenKind::Secret, false).unwrap();
         assert_ne!(connection_id.as_str(), token);
         assert_eq!(store.claim("nope").unwrap_err(), ClaimError::Unknown);
         let lease = store.claim(&token).unwrap();
@@ -215,8 +265,8 @@ mod tests {
 
     #[tokio::test]
     async fn version_0_tokens_are_the_connection_id_and_claimable_once() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (connection_id, token) = store.issue(TokenKind::ConnectionId, false);
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let (connection_id, token) = store.issue(TokenKind::ConnectionId, false).unwrap();
         assert_eq!(connection_id.as_str(), token);
         let lease = store.claim(connection_id.as_str()).unwrap();
         assert_eq!(lease.connection_id(), &connection_id);
@@ -228,23 +278,58 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn version_0_tokens_expire_like_secrets() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (_, token) = store.issue(TokenKind::ConnectionId, false);
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let (_, token) = store.issue(TokenKind::ConnectionId, false).unwrap();
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
     }
 
     #[tokio::test(start_paused = true)]
     async fn unclaimed_tokens_expire_and_are_swept() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15)));
-        let (_, token) = store.issue(TokenKind::Secret, false);
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let (_, token) = store.issue(TokenKind::Secret, false).unwrap();
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
-        let (_, stale) = store.issue(TokenKind::Secret, false);
+        let (_, stale) = store.issue(TokenKind::Secret, false).unwrap();
         tokio::time::advance(Duration::from_secs(16)).await;
-        let _fresh = store.issue(TokenKind::Secret, false);
-        // The sweep during the last issue removed the stale token.
+        let _fresh = store.issue(TokenKind::Secret, false).unwrap();
+        store.sweep();
         assert_eq!(store.len(), 1);
         assert_eq!(store.claim(&stale).unwrap_err(), ClaimError::Unknown);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_tokens_are_capped_until_they_expire_or_are_claimed() {
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 3));
+        let tokens: Vec<String> = (0..3)
+            .map(|_| store.issue(TokenKind::Secret, false).unwrap().1)
+            .collect();
+        assert_eq!(
+            store.issue(TokenKind::Secret, false).unwrap_err(),
+            TooManyPending
+        );
+        // A claimed token no longer counts against the cap.
+        let _lease = store.claim(&tokens[0]).unwrap();
+        store.issue(TokenKind::Secret, false).unwrap();
+        assert_eq!(
+            store.issue(TokenKind::Secret, false).unwrap_err(),
+            TooManyPending
+        );
+        // Expired ones do not either, swept or not.
+        tokio::time::advance(Duration::from_secs(16)).await;
+        store.issue(TokenKind::Secret, false).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_background_sweep_empties_and_shrinks_the_map() {
+        let store = Arc::new(TokenStore::new(Duration::from_secs(2), 100_000));
+        TokenStore::spawn_sweeper(&store);
+        for _ in 0..10_000 {
+            store.issue(TokenKind::Secret, false).unwrap();
+        }
+        assert!(store.lock().pending.capacity() >= 10_000);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(store.len(), 0);
+        assert!(store.lock().pending.capacity() < 1_000);
     }
 }

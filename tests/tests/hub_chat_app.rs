@@ -9,7 +9,16 @@ use hub_support::{RawClient, TestServer, http, wait_for_connections};
 use serde_json::{Value, json};
 
 async fn chat_server() -> TestServer {
-    let hub = chat::hub_builder().build().await.expect("chat hub");
+    // The origins the CORS tests use are listed (`--cors-origins`); by default only the
+    // server's own origin is allowed (hub-server/tests/security.rs tests refusals).
+    let options = hub_server::HubOptions::default().allowed_origins(
+        hub_server::AllowedOrigins::parse("http://app.example:8080, http://example.com"),
+    );
+    let hub = chat::hub_builder()
+        .options(options)
+        .build()
+        .await
+        .expect("chat hub");
     let router = chat::router(&hub, chat::ServerInfo::new("node-7", "memory"));
     TestServer::serve(hub, router).await
 }
@@ -148,7 +157,7 @@ async fn health_reports_server_time_connections_and_backplane() {
 }
 
 #[tokio::test]
-async fn cors_mirrors_the_origin_and_allows_credentials() {
+async fn cors_allows_the_listed_origins_with_credentials() {
     let server = chat_server().await;
     // The preflight a browser sends before the official client's negotiate POST.
     let preflight = http(
@@ -182,13 +191,20 @@ async fn cors_mirrors_the_origin_and_allows_credentials() {
     let negotiate = http(
         server.addr,
         "POST /chathub/negotiate?negotiateVersion=1 HTTP/1.1",
-        &["Origin: http://other.example"],
+        &["Origin: http://app.example:8080"],
     )
     .await;
     assert_eq!(negotiate.status, 200);
+    let refused = http(
+        server.addr,
+        "POST /chathub/negotiate?negotiateVersion=1 HTTP/1.1",
+        &["Origin: http://other.example"],
+    )
+    .await;
+    assert_eq!(refused.status, 403, "an origin not listed");
     assert_eq!(
         negotiate.header("access-control-allow-origin"),
-        Some("http://other.example")
+        Some("http://app.example:8080")
     );
     assert_eq!(
         negotiate.header("access-control-allow-credentials"),

@@ -37,9 +37,10 @@ use hub_protocol::{Protocol, encode_close};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
+use crate::auth::{self, Principal};
 use crate::dispatch;
 use crate::extract::ConnectionInfo;
-use crate::hub::HubShared;
+use crate::hub::{ConnectionCount, HubShared};
 use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
 use crate::tokens::TokenLease;
 use crate::transport::{FrameSink, Incoming};
@@ -57,6 +58,11 @@ pub(crate) struct Accepted {
     /// The claimed connection token (negotiated connections only); releasing it when the
     /// connection ends makes the token unusable.
     pub(crate) token: Option<TokenLease>,
+    /// What the authenticator vouched for, if the request authenticated.
+    pub(crate) principal: Option<Arc<Principal>>,
+    /// The connection's place under `max_connections`, taken by the endpoint before it
+    /// accepted the request; held until the connection ends.
+    pub(crate) count: ConnectionCount,
 }
 
 /// Why a connection ended; decides what the client is told.
@@ -81,6 +87,8 @@ enum End {
     Transport(String),
     /// The server is shutting down.
     Shutdown,
+    /// The client's credentials expired (`close_on_authentication_expiration`).
+    AuthenticationExpired,
 }
 
 /// Serve one connection until it ends: `incoming` brings the client's bytes, `sink`
@@ -95,7 +103,6 @@ pub(crate) async fn serve<I: Incoming, S: FrameSink>(
     mut sink: S,
     accepted: Accepted,
 ) {
-    let _count = hub.track_connection();
     let Some((started, queue, buf)) = start(&hub, incoming, &mut sink, accepted, false).await
     else {
         return;
@@ -119,7 +126,6 @@ pub(crate) async fn serve_resumable<I, S, R>(
     S: FrameSink,
     R: Reattach<I, S>,
 {
-    let _count = hub.track_connection();
     let Some((started, queue, buf)) = start(&hub, &mut incoming, &mut sink, accepted, true).await
     else {
         return;
@@ -149,6 +155,8 @@ struct Started {
     outbox: Arc<Outbox>,
     /// The claimed connection token, released when the connection ends.
     _token: Option<TokenLease>,
+    /// Counts the connection until it has ended (hooks run, unregistered).
+    _count: ConnectionCount,
 }
 
 /// Run the handshake and register the connection; `None` when it ended before that.
@@ -165,6 +173,8 @@ async fn start<I: Incoming, S: FrameSink>(
         connection_id,
         user,
         token,
+        principal,
+        count,
     } = accepted;
     let mut shutdown = hub.shutdown.subscribe();
     let mut buf = BytesMut::new();
@@ -190,6 +200,7 @@ async fn start<I: Incoming, S: FrameSink>(
     let info = Arc::new(ConnectionInfo {
         id: connection_id,
         user,
+        principal,
         protocol,
         resume,
         streams: Default::default(),
@@ -207,11 +218,12 @@ async fn start<I: Incoming, S: FrameSink>(
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, sink.close()).await;
         return None;
     }
-    tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, %protocol, stateful_reconnect = info.resume.is_some(), "client connected");
+    tracing::info!(hub = %hub.name, connection_id = %info.id, authenticated = info.principal.is_some(), %protocol, stateful_reconnect = info.resume.is_some(), "client connected");
     let started = Started {
         info,
         outbox,
         _token: token,
+        _count: count,
     };
     Some((started, queue, buf))
 }
@@ -243,6 +255,7 @@ async fn attached<I: Incoming, S: FrameSink>(
         },
         () = outbox.overflowed() => End::SlowClient,
         () = shutdown_requested(&mut shutdown) => End::Shutdown,
+        () = auth::expired(info.principal.as_deref(), hub.options.close_on_authentication_expiration) => End::AuthenticationExpired,
     };
 
     match &end {
@@ -277,7 +290,7 @@ async fn finish(hub: &Arc<HubShared>, started: Started, end: End) {
     if let Err(error) = hub.manager.on_disconnected(&info.id).await {
         tracing::warn!(hub = %hub.name, connection_id = %info.id, %error, "cannot unregister connection");
     }
-    tracing::info!(hub = %hub.name, connection_id = %info.id, user = ?info.user, reason = %describe(&end), "client disconnected");
+    tracing::info!(hub = %hub.name, connection_id = %info.id, reason = %describe(&end), "client disconnected");
 }
 
 /// Completes once graceful shutdown has begun.
@@ -291,6 +304,8 @@ fn close_frame(protocol: Protocol, end: &End) -> Option<Bytes> {
     let (error, allow_reconnect) = match end {
         End::ClientClosed => return None,
         End::Shutdown => (None, true),
+        // The client may come back at once with fresh credentials.
+        End::AuthenticationExpired => (Some(describe(end)), true),
         End::ClientTimeout(_) => (Some(describe(end)), true),
         End::TooLarge(_) | End::InvalidMessage(_) | End::HookFailed(_) => {
             (Some(describe(end)), false)
@@ -325,5 +340,8 @@ fn describe(end: &End) -> String {
         End::TransportViolation(reason) => format!("transport protocol violation: {reason}"),
         End::Transport(error) => format!("transport error: {error}"),
         End::Shutdown => "the server is shutting down".into(),
+        End::AuthenticationExpired => {
+            "Connection closed with an error. The authentication token expired.".into()
+        }
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct HttpConnection {
     /// The transport that opened the connection: requests of another for the same token
     /// are refused ("Cannot change transports mid-connection").
     pub(crate) transport: Transport,
+    /// The user the connection was opened for: later requests must come from the same
+    /// one (with credentials that still verify).
+    pub(crate) user: Option<String>,
     /// Where POST handlers put the client's bytes; the connection's reader holds the
     /// receiving end. Bounded, so a POST handler stops reading its body while the hub is
     /// behind.
@@ -53,10 +56,11 @@ pub(crate) struct HttpConnection {
 
 impl HttpConnection {
     /// A new connection and the receiving end of its POST channel.
-    pub(crate) fn new(transport: Transport) -> (Self, mpsc::Receiver<Bytes>) {
+    pub(crate) fn new(transport: Transport, user: Option<String>) -> (Self, mpsc::Receiver<Bytes>) {
         let (posts, chunks) = mpsc::channel(POSTED_CHUNKS);
         let connection = Self {
             transport,
+            user,
             posts,
             sending: AtomicBool::new(false),
             ended: AtomicBool::new(false),
@@ -175,13 +179,14 @@ impl HttpConnections {
         tokens: &Arc<TokenStore>,
         token: &str,
         transport: impl FnOnce() -> Transport,
+        user: Option<String>,
     ) -> Result<Opened, ClaimError> {
         let mut map = self.lock();
         if let Some(connection) = map.get(token) {
             return Ok(Opened::Existing(connection.clone()));
         }
         let lease = tokens.claim(token)?;
-        let (connection, chunks) = HttpConnection::new(transport());
+        let (connection, chunks) = HttpConnection::new(transport(), user);
         let connection = Arc::new(connection);
         map.insert(token.into(), connection.clone());
         Ok(Opened::New {

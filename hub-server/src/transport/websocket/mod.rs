@@ -209,6 +209,8 @@ mod tests {
             connection_id: "size".into(),
             user: None,
             token: None,
+            principal: None,
+            count: hub.shared().admit().expect("room for a connection"),
         };
         let future = run(hub.shared().clone(), io, accepted);
         let size = std::mem::size_of_val(&future);
