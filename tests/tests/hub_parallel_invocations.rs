@@ -53,7 +53,7 @@ async fn invocations_run_one_at_a_time_when_limited_to_one() {
 async fn by_default_invocations_do_not_wait_for_each_other() {
     assert_eq!(
         HubOptions::default().max_parallel_invocations,
-        1024,
+        64,
         "the documented default"
     );
     assert_eq!(
