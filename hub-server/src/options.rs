@@ -99,15 +99,7 @@ pub struct HubOptions {
     /// overtaken by the client's next invocation, and a method that relies on the previous
     /// invocation of the same client having finished must not assume it. Hubs that need
     /// ASP.NET Core's strict one-at-a-time behaviour set 1: each invocation then finishes
-    /// before the next message of that client is read.
-    ///
-    /// What bounds a client's running invocations besides this count: each reserves its
-    /// message's size plus 64 bytes in the client's send queue
-    /// ([`HubOptions::send_queue_bytes`]) until it finishes. Why 1024 rather than 64
-    /// (until 2026-12-04): a completion on the PostgreSQL backplane waits for the WAL flush,
-    /// so a fast sender's throughput is about this many messages per flush; at 64 one
-    /// sender got a third to a half of what 1024 gives (BENCHMARKS.md, 2026-12-04
-    /// evening). Default: 1024.
+    /// before the next message of that client is read. Default: 64.
     pub max_parallel_invocations: usize,
     /// Whether clients may use stateful reconnect (they ask for it in negotiate with
     /// `useStatefulReconnect=true`; the official JavaScript and .NET clients do with
@@ -164,7 +156,7 @@ impl Default for HubOptions {
             send_queue_bytes: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
-            max_parallel_invocations: 1024,
+            max_parallel_invocations: 64,
             stateful_reconnect: true,
             stateful_reconnect_buffer_size: 100_000,
             stateful_reconnect_window: Duration::from_secs(15),

@@ -26,7 +26,7 @@ use crate::transport::{Incoming, Received, TransportError};
 /// Invocations are started in the order they arrive. With
 /// [`HubOptions::max_parallel_invocations`](crate::HubOptions::max_parallel_invocations)
 /// at 1 each one finishes before the next message is read, as in ASP.NET Core. Above 1
-/// (the default is 1024), an invocation is polled once as soon as it arrives (so it has reached
+/// (the default is 64), an invocation is polled once as soon as it arrives (so it has reached
 /// its first await, typically a send that has taken its place in the backplane's ordered
 /// queue) before the next one starts; up to that many then run at once, and reading stops
 /// while the limit is reached, which pushes back on the client through TCP.
