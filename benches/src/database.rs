@@ -42,7 +42,8 @@ pub async fn facts(url: &str) -> Result<serde_json::Value, String> {
         .query_one(
             "SELECT current_setting('server_version'), current_setting('synchronous_commit'), \
              current_setting('fsync'), current_setting('wal_sync_method'), \
-             current_setting('shared_buffers'), current_setting('max_connections')",
+             current_setting('shared_buffers'), current_setting('max_connections'), \
+             current_setting('ssl')",
             &[],
         )
         .await
@@ -54,7 +55,28 @@ pub async fn facts(url: &str) -> Result<serde_json::Value, String> {
         "wal_sync_method": row.get::<_, String>(3),
         "shared_buffers": row.get::<_, String>(4),
         "max_connections": row.get::<_, String>(5),
+        // TLS costs every scenario on this backplane: whether the server offers it, and
+        // what the instances ask for (`hub-server` speaks TLS when the server offers it
+        // unless the URL says `sslmode=disable`).
+        "server_ssl": row.get::<_, String>(6),
+        "instances_sslmode": sslmode(url),
     }))
+}
+
+/// The `sslmode` a connection string asks for (URL or key=value form), `prefer` (libpq's
+/// and `hub-server`'s default) when it names none.
+///
+/// ```
+/// use benches::database::sslmode;
+/// assert_eq!(sslmode("postgres://u@h/db?sslmode=disable"), "disable");
+/// assert_eq!(sslmode("host=h sslmode=require user=u"), "require");
+/// assert_eq!(sslmode("postgres://u@h/db"), "prefer");
+/// ```
+pub fn sslmode(url: &str) -> String {
+    url.split(['?', '&', ' '])
+        .find_map(|part| part.strip_prefix("sslmode="))
+        .unwrap_or("prefer")
+        .to_owned()
 }
 
 /// Succeeds only if no schema called `schema` exists: the run may then create it and

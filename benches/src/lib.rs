@@ -24,7 +24,8 @@
 //!   anything else).
 //! - [`database`]: the database settings a report records, and the schemas a run
 //!   creates (never one that already exists) and drops.
-//! - [`report`]: the JSON lines.
+//! - [`purge`]: removing the Redis keys or the NATS stream of a run on those backplanes.
+//! - [`report`]: the JSON lines; [`medians`]: with `--runs N`, the medians over the runs.
 //!
 //! # Example
 //!
@@ -47,7 +48,9 @@ pub mod database;
 pub mod idle;
 pub mod js_driver;
 pub mod latency;
+pub mod medians;
 pub mod probe;
+pub mod purge;
 pub mod report;
 pub mod scenario;
 pub mod server_flags;

@@ -56,10 +56,8 @@ pub fn locate_hub_server(explicit: Option<&Path>) -> Result<PathBuf, String> {
 pub struct ServerConfig {
     /// The `hub-server` executable.
     pub binary: PathBuf,
-    /// PostgreSQL connection string shared by the instances.
-    pub database_url: String,
-    /// The backplane schema shared by the instances.
-    pub schema: String,
+    /// The backplane the instances share, and where.
+    pub backplane: BackplaneTarget,
     /// Tuning flags, passed as given after the ones every instance needs to run
     /// ([`RUN_FLAGS`]); none unless asked for, so the binary's defaults are measured.
     pub flags: ServerFlags,
@@ -68,7 +66,67 @@ pub struct ServerConfig {
 /// The flags every instance started here gets, because it needs them to run here (a
 /// free port, the shared database and schema, a name in the logs): they are not tuning,
 /// and the binary's defaults for them are not what runs.
-pub const RUN_FLAGS: [&str; 4] = ["urls", "database-url", "schema", "server-name"];
+pub const RUN_FLAGS: [&str; 7] = [
+    "urls",
+    "database-url",
+    "redis-url",
+    "nats-url",
+    "schema",
+    "prefix",
+    "server-name",
+];
+
+/// The backplane of the instances started here, with what names its storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackplaneTarget {
+    /// `--database-url URL --schema SCHEMA`.
+    Postgres {
+        /// Connection string.
+        url: String,
+        /// Backplane schema.
+        schema: String,
+    },
+    /// `--redis-url URL --prefix PREFIX`.
+    Redis {
+        /// Redis URL.
+        url: String,
+        /// Key prefix.
+        prefix: String,
+    },
+    /// `--nats-url URL --prefix PREFIX` (the stream's name).
+    Nats {
+        /// NATS URL.
+        url: String,
+        /// Stream name and subject root.
+        prefix: String,
+    },
+    /// No URL: the in-memory backplane, so one instance alone (A and B are the same).
+    Memory,
+}
+
+impl BackplaneTarget {
+    /// `postgres`, `redis`, `nats` or `memory`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackplaneTarget::Postgres { .. } => "postgres",
+            BackplaneTarget::Redis { .. } => "redis",
+            BackplaneTarget::Nats { .. } => "nats",
+            BackplaneTarget::Memory => "memory",
+        }
+    }
+
+    /// The `hub-server` flags that choose it.
+    fn args(&self) -> Vec<&str> {
+        match self {
+            BackplaneTarget::Postgres { url, schema } => {
+                vec!["--database-url", url, "--schema", schema]
+            }
+            BackplaneTarget::Redis { url, prefix } => vec!["--redis-url", url, "--prefix", prefix],
+            BackplaneTarget::Nats { url, prefix } => vec!["--nats-url", url, "--prefix", prefix],
+            BackplaneTarget::Memory => Vec::new(),
+        }
+    }
+}
 
 /// A running `hub-server` started by this program; killed if dropped.
 #[derive(Debug)]
@@ -94,13 +152,17 @@ impl ServerProcess {
     pub async fn start(config: &ServerConfig, name: &str) -> Result<ServerProcess, String> {
         let mut child = Command::new(&config.binary)
             .args(["--urls", "http://127.0.0.1:0"])
-            .args(["--database-url", &config.database_url])
-            .args(["--schema", &config.schema])
+            .args(config.backplane.args())
             .args(["--server-name", name])
             .args(config.flags.args())
             // The listening line, which says the instance is ready, is logged at info.
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // The backplane is chosen by the flags above alone (the binary also reads
+            // these, and refuses two of them).
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("NATS_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

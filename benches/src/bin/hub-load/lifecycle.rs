@@ -1,8 +1,8 @@
-//! What a run owns (servers, schemas) and undoes at the end, and the signals that end
-//! a run early.
+//! What a run owns (servers, schemas, Redis keys or a NATS stream) and undoes at the
+//! end, and the signals that end a run early.
 
-use benches::database;
-use benches::servers::ServerProcess;
+use benches::servers::{BackplaneTarget, ServerProcess};
+use benches::{database, purge};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// What this run started or created, undone at the end whatever happened.
@@ -12,6 +12,9 @@ pub(super) struct Owned {
     pub(super) servers: Vec<ServerProcess>,
     /// Schemas this run created (each checked absent first): dropped at the end.
     pub(super) schemas: Vec<String>,
+    /// Redis or NATS backplanes of the servers started here: their keys or stream are
+    /// removed at the end.
+    pub(super) purges: Vec<BackplaneTarget>,
 }
 
 impl Owned {
@@ -26,13 +29,27 @@ impl Owned {
         Ok(())
     }
 
-    /// Stop every server, then drop every schema.
+    /// Stop every server, then drop every schema and remove every Redis prefix's keys
+    /// and NATS stream.
     pub(super) async fn release(&mut self, database_url: &str) {
         for server in self.servers.drain(..) {
             server.stop().await;
         }
         for schema in self.schemas.drain(..) {
             database::drop_schema(database_url, &schema).await;
+        }
+        for target in self.purges.drain(..) {
+            let outcome = match &target {
+                BackplaneTarget::Redis { url, prefix } => purge::redis(url, prefix).await.map(drop),
+                BackplaneTarget::Nats { url, prefix } => purge::nats(url, prefix).await,
+                _ => Ok(()),
+            };
+            if let Err(error) = outcome {
+                eprintln!(
+                    "hub-load: could not remove the {} backplane's data of this run: {error}",
+                    target.name()
+                );
+            }
         }
     }
 }

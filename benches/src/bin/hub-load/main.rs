@@ -1,8 +1,10 @@
 //! `hub-load`: the end-to-end load tool. Starts two `hub-server` instances sharing one
-//! PostgreSQL database (or uses running ones) with the binary's defaults unless tuning
-//! flags are asked for, drives real SignalR WebSocket clients against their chat hub
-//! (this program's own, the official JavaScript client in Node, or both), and prints one
-//! JSON line per scenario and driver, labelled with both. See BENCHMARKS.md.
+//! backplane (PostgreSQL by default; Redis, NATS JetStream, or one instance on the
+//! in-memory backplane with `--backplane`), or uses running ones, with the binary's
+//! defaults unless tuning flags are asked for, drives real SignalR WebSocket clients
+//! against their chat hub (this program's own, the official JavaScript client in Node,
+//! or both), and prints one JSON line per scenario and driver, labelled with both; with
+//! `--runs N`, N runs and then the medians. See BENCHMARKS.md.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -15,9 +17,10 @@ use benches::cpu::CpuSnapshot;
 use benches::database;
 use benches::idle::{self, IdleScenario};
 use benches::js_driver::{self, JsDriver, JsProtocol};
+use benches::medians::Runs;
 use benches::report::{IdleReport, Labelled, emit, round3};
 use benches::scenario;
-use benches::servers::{self, ServerConfig, ServerProcess};
+use benches::servers::{self, BackplaneTarget, ServerConfig, ServerProcess};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 
@@ -37,8 +40,9 @@ const CLEANUP_ALLOWANCE: Duration = Duration::from_secs(60);
 /// The local database tried when neither --database-url nor the environment names one.
 const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// End-to-end load tool for hub-server on the PostgreSQL backplane: two instances, real
-/// SignalR WebSocket clients, one JSON line per scenario.
+/// End-to-end load tool for hub-server: two instances on one backplane (PostgreSQL,
+/// Redis, NATS; or one instance on the in-memory backplane), real SignalR WebSocket
+/// clients, one JSON line per scenario.
 #[derive(Debug, Parser)]
 #[command(name = "hub-load", version)]
 struct Cli {
@@ -49,10 +53,30 @@ struct Cli {
         default_value = "baseline,s1,s2,s3,burst,s4"
     )]
     scenarios: Vec<Scenario>,
+    /// The backplane of the instances started here: `postgres` (two instances on
+    /// --database-url), `redis` (two on --redis-url), `nats` (two on --nats-url, with
+    /// JetStream), or `memory` (one instance alone, which is then both A and B: no
+    /// backplane hop, the reference for what the others cost).
+    #[arg(long, value_enum, default_value = "postgres")]
+    backplane: BackplaneKind,
     /// PostgreSQL the instances share (default: BACKPLANE_TEST_DATABASE_URL, else the
-    /// local server).
+    /// local server); also the baseline's database, whatever the backplane.
     #[arg(long, env = "BACKPLANE_TEST_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// With `--backplane redis`: the Redis the instances share (a fresh key prefix
+    /// `hub_load_<pid>`, its keys deleted at the end).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// With `--backplane nats`: the NATS server (JetStream enabled) the instances share
+    /// (a fresh stream `hub_load_<pid>`, deleted at the end).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Run the selected scenarios this many times on the same instances (S4 on a fresh
+    /// one each time), then print one `median` line per scenario and driver: the median
+    /// of each figure and every run's value. Ratios to the baseline are taken within each
+    /// run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    runs: u32,
     /// The hub-server executable (default: the one next to this program).
     #[arg(long)]
     hub_server: Option<PathBuf>,
@@ -173,6 +197,15 @@ impl Driver {
     }
 }
 
+/// `--backplane`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackplaneKind {
+    Postgres,
+    Redis,
+    Nats,
+    Memory,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 enum Scenario {
     Baseline,
@@ -255,7 +288,14 @@ async fn run(cli: &Cli) -> Result<bool, String> {
     let limit = Duration::from_secs_f64(cli.time_limit);
     let work = async {
         let setup = async {
-            let database = database::facts(&database_url).await?;
+            // The database is only needed for its backplane or the baseline.
+            let database = if cli.backplane == BackplaneKind::Postgres
+                || cli.scenarios.contains(&Scenario::Baseline)
+            {
+                database::facts(&database_url).await?
+            } else {
+                json!("not used")
+            };
             let instances = start_instances(cli, &database_url, &mut owned).await?;
             Ok::<_, String>((database, instances))
         };
@@ -293,30 +333,59 @@ async fn start_instances(
         });
     }
     let binary = servers::locate_hub_server(cli.hub_server.as_deref())?;
-    let schema = cli
+    let name = cli
         .schema
         .clone()
         .unwrap_or_else(|| format!("hub_load_{}", std::process::id()));
-    owned.claim_schema(database_url, &schema).await?;
+    let backplane = match cli.backplane {
+        BackplaneKind::Postgres => {
+            owned.claim_schema(database_url, &name).await?;
+            BackplaneTarget::Postgres {
+                url: database_url.to_owned(),
+                schema: name.clone(),
+            }
+        }
+        BackplaneKind::Redis => BackplaneTarget::Redis {
+            url: cli.redis_url.clone(),
+            prefix: name.clone(),
+        },
+        BackplaneKind::Nats => BackplaneTarget::Nats {
+            url: cli.nats_url.clone(),
+            prefix: name.clone(),
+        },
+        BackplaneKind::Memory => BackplaneTarget::Memory,
+    };
+    if matches!(
+        backplane,
+        BackplaneTarget::Redis { .. } | BackplaneTarget::Nats { .. }
+    ) {
+        owned.purges.push(backplane.clone());
+    }
     let config = ServerConfig {
         binary,
-        database_url: database_url.to_owned(),
-        schema: schema.clone(),
+        backplane,
         flags: server_flags(cli),
     };
     let a = ServerProcess::start(&config, "load-a").await?;
     let (a_url, a_pid) = (a.url.clone(), a.pid);
     owned.servers.push(a);
-    let b = ServerProcess::start(&config, "load-b").await?;
-    let (b_url, b_pid) = (b.url.clone(), b.pid);
-    owned.servers.push(b);
+    let (b_url, b_pid) = if config.backplane == BackplaneTarget::Memory {
+        // One instance: senders and receivers meet on it (B's CPU is A's).
+        (a_url.clone(), None)
+    } else {
+        let b = ServerProcess::start(&config, "load-b").await?;
+        let started = (b.url.clone(), Some(b.pid));
+        owned.servers.push(b);
+        started
+    };
+    let schema = matches!(config.backplane, BackplaneTarget::Postgres { .. }).then_some(name);
     Ok(Instances {
         a: a_url,
         b: b_url,
         a_pid: Some(a_pid),
-        b_pid: Some(b_pid),
+        b_pid,
         config: Some(config),
-        schema: Some(schema),
+        schema,
     })
 }
 
@@ -327,8 +396,6 @@ async fn run_scenarios(
     instances: &mut Instances,
     owned: &mut Owned,
 ) -> Result<bool, String> {
-    let drain = Duration::from_secs_f64(cli.drain_timeout);
-    let client = ClientOptions::default();
     let mut latency_log = match &cli.latency_log {
         Some(path) => {
             let create = || -> std::io::Result<_> {
@@ -375,17 +442,91 @@ async fn run_scenarios(
         &server_settings,
     ));
     let mut clean = true;
+    let mut runs = Runs::default();
+    let total_runs = cli.runs as usize;
+    let mut baseline_schema = instances.schema.clone();
+    for run in 1..=total_runs {
+        let mut output = |line: &dyn erased::Line| {
+            let mut value = line.value();
+            if total_runs > 1 {
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("run".into(), json!(run));
+                }
+                runs.keep(run, &value);
+            }
+            emit(&value);
+        };
+        if total_runs > 1 {
+            eprintln!("hub-load: run {run} of {total_runs}");
+        }
+        clean &= run_once(
+            cli,
+            database_url,
+            instances,
+            owned,
+            &flags,
+            &js,
+            &mut latency_log,
+            &mut baseline_schema,
+            &mut output,
+        )
+        .await?;
+    }
+    if total_runs > 1 {
+        for line in runs.medians() {
+            emit(&line);
+        }
+    }
+    Ok(clean)
+}
+
+/// Report lines of any type, as JSON values (so a run number can be added).
+mod erased {
+    /// A report line.
+    pub(super) trait Line {
+        fn value(&self) -> serde_json::Value;
+    }
+
+    impl<T: serde::Serialize> Line for T {
+        fn value(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or_else(
+                |error| serde_json::json!({"error": format!("cannot print a report: {error}")}),
+            )
+        }
+    }
+}
+
+/// The log of every delivery, if asked for.
+type LatencyLog<'a> = Option<(&'a PathBuf, std::io::BufWriter<std::fs::File>)>;
+
+/// One run of the selected scenarios; `Ok(false)` if any was not clean.
+#[allow(clippy::too_many_arguments)]
+async fn run_once(
+    cli: &Cli,
+    database_url: &str,
+    instances: &Instances,
+    owned: &mut Owned,
+    flags: &serde_json::Value,
+    js: &Option<(JsDriver, String)>,
+    latency_log: &mut LatencyLog<'_>,
+    baseline_schema: &mut Option<String>,
+    output: &mut dyn FnMut(&dyn erased::Line),
+) -> Result<bool, String> {
+    let drain = Duration::from_secs_f64(cli.drain_timeout);
+    let client = ClientOptions::default();
+    let mut clean = true;
     let mut baseline_rate = None;
     for selected in &cli.scenarios {
         let cpu_snapshot = || CpuSnapshot::take(instances.a_pid, instances.b_pid);
         match selected {
             Scenario::Baseline => {
                 let cpu_before = cpu_snapshot();
-                let schema = match &instances.schema {
+                let schema = match baseline_schema {
                     Some(schema) => schema.clone(),
                     None => {
                         let schema = format!("hub_load_baseline_{}", std::process::id());
                         owned.claim_schema(database_url, &schema).await?;
+                        *baseline_schema = Some(schema.clone());
                         schema
                     }
                 };
@@ -399,13 +540,13 @@ async fn run_scenarios(
                 baseline_rate = Some(report.deliveries_per_s);
                 report.cpu = Some(cpu_before.until(&cpu_snapshot()));
                 clean &= report.clean();
-                emit(&report);
+                output(&report);
             }
             Scenario::S1 | Scenario::S2 | Scenario::S3 | Scenario::Burst => {
                 for driver in &cli.driver {
                     let cpu_before = cpu_snapshot();
                     let scenario = message_scenario(cli, *selected, *driver, client, drain);
-                    let (run, node_cpu_s) = match (driver, &js) {
+                    let (run, node_cpu_s) = match (driver, js) {
                         (Driver::Js, Some((js, _))) => {
                             let run = js.run(&scenario, &instances.a, &instances.b).await?;
                             (run.run, Some(run.node_cpu_s))
@@ -415,7 +556,7 @@ async fn run_scenarios(
                             None,
                         ),
                     };
-                    if let Some((path, log)) = &mut latency_log {
+                    if let Some((path, log)) = latency_log {
                         let name = match driver {
                             Driver::Rust => run.report.scenario.clone(),
                             Driver::Js => format!("{}-js", run.report.scenario),
@@ -436,20 +577,20 @@ async fn run_scenarios(
                         None => cpu,
                     });
                     clean &= report.clean();
-                    emit(&Labelled {
+                    output(&Labelled {
                         report: &report,
                         driver: Some(driver.name()),
-                        server_flags: Some(&flags),
+                        server_flags: Some(flags),
                     });
                 }
             }
             Scenario::S4 => {
                 let report = run_s4(cli, client, instances, owned).await?;
                 clean &= report.clean();
-                emit(&Labelled {
+                output(&Labelled {
                     report: &report,
                     driver: Some(Driver::Rust.name()),
-                    server_flags: Some(&flags),
+                    server_flags: Some(flags),
                 });
             }
         }

@@ -7,7 +7,7 @@ use benches::client::ClientOptions;
 use benches::report::round3;
 use benches::scenario::{MessageScenario, Pacing};
 use benches::server_flags::{self, ServerFlags};
-use benches::servers::{RUN_FLAGS, ServerConfig};
+use benches::servers::{BackplaneTarget, RUN_FLAGS, ServerConfig};
 use serde_json::{Value, json};
 
 use super::{Cli, Driver, Instances, Scenario};
@@ -63,7 +63,12 @@ pub(super) fn settings_line(
             "started_by_hub_load": instances.config.is_some(),
             "server_flags": flags,
             "hub_server": server_settings,
-            "backplane": "postgres",
+            "backplane": match &instances.config {
+                Some(config) if config.backplane == BackplaneTarget::Memory =>
+                    json!("memory: one instance, which is both A and B (no backplane hop)"),
+                Some(config) => json!(config.backplane.name()),
+                None => json!("unknown: instances started by someone else"),
+            },
             "schema": instances.schema,
             "log_level": "RUST_LOG=info, set by hub-load: it waits for the listening line",
         },

@@ -1,0 +1,199 @@
+//! Every backplane on the same work: 10,000 envelopes published by one node (up to 256
+//! publishes in flight) and received by another, each backplane with its defaults
+//! (PostgreSQL: `notify-before-flush`, TLS as `sslmode` in the URL says, `prefer` when
+//! it says nothing). A delivery is one envelope arriving at the other node.
+//!
+//! Servers: `BACKPLANE_TEST_DATABASE_URL` (else `postgres://postgres@127.0.0.1:5432/postgres`),
+//! `BACKPLANE_TEST_REDIS_URL` (else `redis://127.0.0.1:6379`), `BACKPLANE_TEST_NATS_URL`
+//! (else `nats://127.0.0.1:4222`, with JetStream). A backplane whose server does not
+//! answer is skipped with a line saying why (this is a benchmark, not a test). Each works
+//! in a fresh schema, key prefix or stream of its own, removed afterwards.
+//!
+//! `cargo bench -p benches --bench node_to_node` (all), or a filter after `--`, e.g.
+//! `cargo bench -p benches --bench node_to_node -- redis`.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backplane_core::{
+    Backplane, BackplaneError, BackplaneEvent, EnvelopeKind, Protocol, SerializedMessage,
+    Subscription, Target,
+};
+use backplane_memory::MemoryBus;
+use backplane_nats::{NatsBackplane, NatsOptions};
+use backplane_postgres::{PostgresBackplane, PostgresOptions};
+use backplane_redis::{RedisBackplane, RedisOptions};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::StreamExt as _;
+
+const BATCH: u64 = 10_000;
+const IN_FLIGHT: usize = 256;
+const HUB: &str = "bench";
+/// How long a backplane may take to connect before it is skipped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Two nodes of one backplane, and how to remove what they stored.
+struct Pair {
+    sender: Arc<dyn Backplane>,
+    receiver: Arc<dyn Backplane>,
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let pg_url = env(
+        "BACKPLANE_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let redis_url = env("BACKPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379");
+    let nats_url = env("BACKPLANE_TEST_NATS_URL", "nats://127.0.0.1:4222");
+    let name = format!("bench_n2n_{}", std::process::id());
+    let message = chat_message();
+    let mut group = c.benchmark_group("node_to_node");
+    group.throughput(Throughput::Elements(BATCH));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for backend in ["memory", "postgres", "redis", "nats"] {
+        let pair = runtime.block_on(async {
+            let connect = async {
+                match backend {
+                    "memory" => {
+                        let bus = MemoryBus::new();
+                        Ok(Pair {
+                            sender: Arc::new(bus.node()),
+                            receiver: Arc::new(bus.node()),
+                        })
+                    }
+                    "postgres" => {
+                        let options = PostgresOptions::new(&pg_url)?.schema_name(name.clone());
+                        Ok(Pair {
+                            sender: Arc::new(PostgresBackplane::connect(options.clone()).await?),
+                            receiver: Arc::new(PostgresBackplane::connect(options).await?),
+                        })
+                    }
+                    "redis" => {
+                        let options = RedisOptions::new(&redis_url)?.key_prefix(name.clone());
+                        Ok(Pair {
+                            sender: Arc::new(RedisBackplane::connect(options.clone()).await?),
+                            receiver: Arc::new(RedisBackplane::connect(options).await?),
+                        })
+                    }
+                    _ => {
+                        let options = NatsOptions::new(&nats_url)?.prefix(name.clone());
+                        Ok::<_, BackplaneError>(Pair {
+                            sender: Arc::new(NatsBackplane::connect(options.clone()).await?),
+                            receiver: Arc::new(NatsBackplane::connect(options).await?),
+                        })
+                    }
+                }
+            };
+            let pair = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| "no answer".to_owned())?
+                .map_err(|error| error.to_string())?;
+            let subscription = pair
+                .receiver
+                .subscribe(HUB)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok::<_, String>((pair, subscription))
+        });
+        let (pair, mut subscription) = match pair {
+            Ok(pair) => pair,
+            Err(reason) => {
+                eprintln!("node_to_node/{backend}: skipped, cannot start two nodes: {reason}");
+                continue;
+            }
+        };
+        group.bench_function(format!("{backend}/publish_to_delivery/2_nodes"), |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iterations {
+                        elapsed += run_batch(&pair.sender, &mut subscription, &message).await;
+                    }
+                    elapsed
+                })
+            })
+        });
+        runtime.block_on(async {
+            drop(subscription);
+            let _ = pair.sender.shutdown().await;
+            let _ = pair.receiver.shutdown().await;
+            let removed = match backend {
+                "postgres" => drop_schema(&pg_url, &name).await,
+                "redis" => benches::purge::redis(&redis_url, &name).await.map(drop),
+                "nats" => benches::purge::nats(&nats_url, &name).await,
+                _ => Ok(()),
+            };
+            if let Err(error) = removed {
+                eprintln!("node_to_node/{backend}: could not remove {name}: {error}");
+            }
+        });
+    }
+    group.finish();
+}
+
+/// Publish `BATCH` envelopes from `sender` (up to `IN_FLIGHT` at once) and wait until the
+/// other node received all of them.
+async fn run_batch(
+    sender: &Arc<dyn Backplane>,
+    subscription: &mut Subscription,
+    message: &SerializedMessage,
+) -> Duration {
+    let started = Instant::now();
+    let publishing = futures_util::stream::iter(0..BATCH)
+        .map(|_| {
+            let kind = EnvelopeKind::Invocation {
+                target: Target::All,
+                message: message.clone(),
+            };
+            async move { sender.publish(HUB, kind).await }
+        })
+        .buffered(IN_FLIGHT)
+        .for_each(|result| async move { result.expect("publish failed") });
+    let receiving = async {
+        let mut received = 0;
+        while received < BATCH {
+            match subscription.recv().await {
+                Some(BackplaneEvent::Envelope(_)) => received += 1,
+                Some(_) => {}
+                None => panic!("the subscription ended"),
+            }
+        }
+    };
+    tokio::join!(publishing, receiving);
+    started.elapsed()
+}
+
+/// A chat message as the server sends it, encoded for both protocols.
+fn chat_message() -> SerializedMessage {
+    let arguments = ("alice", "hello everyone, this is a chat message");
+    let mut message = SerializedMessage::new();
+    for protocol in Protocol::ALL {
+        let mut frame = hub_protocol::BytesMut::new();
+        hub_protocol::encode_invocation(protocol, &mut frame, None, "ReceiveMessage", &arguments)
+            .expect("encodable");
+        message.set(protocol, frame.freeze());
+    }
+    message
+}
+
+async fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|error| error.to_string())?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .map_err(|error| error.to_string())
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
