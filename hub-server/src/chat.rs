@@ -134,6 +134,13 @@ fn unsent(what: &str, error: SendError) -> MethodError {
                  connected to it received it. Try again later."
             ))
         }
+        SendError::Hub(HubError::LocalOnly(cause)) => {
+            tracing::warn!(%cause, "{what}: the other servers are out of reach; delivered here only");
+            MethodError::new(format!(
+                "{what}: this server cannot reach the other servers right now; only the people \
+                 connected to it received it. Sending it again would repeat it for them."
+            ))
+        }
         other => MethodError::from(other),
     }
 }
@@ -195,12 +202,23 @@ async fn send_message_to_group(
 
 async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodError> {
     // A connection that cannot be announced is refused (the client sees this reason in
-    // the Close message) rather than kept on a server cut off from the others.
-    clients
+    // the Close message) rather than kept on a server cut off from the others. Once the
+    // backplane's circuit is open, the announcement reaches this server's connections
+    // (`LocalOnly`): the connection is kept, as one more user of this server while it is
+    // cut off (refusing it now would leave the others with a `UserConnected` that no
+    // `UserDisconnected` ever follows).
+    match clients
         .all()
         .send("UserConnected", (caller.connection_id(),))
         .await
-        .map_err(|error| unsent("Connection refused", error))
+    {
+        Ok(()) => Ok(()),
+        Err(SendError::Hub(HubError::LocalOnly(cause))) => {
+            tracing::warn!(%cause, "a connection was announced on this server only: the others are out of reach");
+            Ok(())
+        }
+        Err(error) => Err(unsent("Connection refused", error)),
+    }
 }
 
 async fn user_disconnected(caller: Caller, clients: Clients) -> Result<(), MethodError> {
@@ -309,6 +327,7 @@ async fn health(State((hub, info)): State<(Hub, ServerInfo)>) -> Response {
         "envelopesReceived": health.envelopes_received,
         "reconnects": health.reconnects,
         "envelopesLost": health.envelopes_lost,
+        "envelopesRejected": health.envelopes_rejected,
     });
     if let BackplaneStatus::Disconnected { reason } = &health.status {
         backplane["reason"] = reason.clone().into();

@@ -150,7 +150,8 @@ async fn health_reports_server_time_connections_and_backplane() {
                 "status": "connected",
                 "envelopesReceived": 0,
                 "reconnects": 0,
-                "envelopesLost": 0
+                "envelopesLost": 0,
+                "envelopesRejected": 0
             }
         })
     );
