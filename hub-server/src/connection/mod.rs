@@ -108,7 +108,9 @@ pub(crate) async fn serve<I: Incoming, S: FrameSink>(
         return;
     };
     let end = attached(&hub, &started, incoming, sink, queue, buf).await;
-    finish(&hub, started, end).await;
+    // Boxed, as the end runs once: the hooks' futures would otherwise enlarge the one
+    // every idle connection holds.
+    Box::pin(finish(&hub, started, end)).await;
 }
 
 /// Serve one connection whose client asked for stateful reconnect: when its transport is
@@ -244,6 +246,10 @@ async fn attached<I: Incoming, S: FrameSink>(
     // before the disconnect hooks run. They may be waiting for something only the hooks'
     // own sends would wait behind (a place in the backplane's ordered queue), and nothing
     // polls them once the connection has ended.
+    let expiry = auth::expiry_timer(
+        info.principal.as_deref(),
+        hub.options.close_on_authentication_expiration,
+    );
     let reader = reading::read_loop(hub, info, outbox, incoming, buf);
     let writer = writing::write_loop(sink, queue, protocol, hub.options.keep_alive_interval);
     tokio::pin!(reader, writer);
@@ -255,7 +261,7 @@ async fn attached<I: Incoming, S: FrameSink>(
         },
         () = outbox.overflowed() => End::SlowClient,
         () = shutdown_requested(&mut shutdown) => End::Shutdown,
-        () = auth::expired(info.principal.as_deref(), hub.options.close_on_authentication_expiration) => End::AuthenticationExpired,
+        () = auth::expired(expiry) => End::AuthenticationExpired,
     };
 
     match &end {
@@ -269,7 +275,9 @@ async fn attached<I: Incoming, S: FrameSink>(
             let close = close_frame(protocol, end);
             // A full queue means the client is not reading: do not wait for it.
             if outbox.push(Outgoing::Close(close)).is_ok() {
-                let _ = timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await;
+                // Boxed: the timer is needed once, at the end; inline it would enlarge
+                // the future every idle connection holds.
+                let _ = Box::pin(timeout(CLOSE_FLUSH_TIMEOUT, &mut writer)).await;
             }
         }
     }

@@ -214,6 +214,13 @@ mod tests {
         };
         let future = run(hub.shared().clone(), io, accepted);
         let size = std::mem::size_of_val(&future);
-        assert!(size <= 3 * 1024, "the connection future is {size} bytes");
+        // 3 KiB until authentication (the principal, the connection-count guard, the
+        // expiry branch) and streams met in one future: 3,136 bytes at that merge. The
+        // bound moved to 3.25 KiB rather than let it grow unnoticed; winning the bytes
+        // back is open work (issue #15, item 4).
+        assert!(
+            size <= 3 * 1024 + 256,
+            "the connection future is {size} bytes"
+        );
     }
 }
