@@ -184,10 +184,9 @@ async fn immediate_stop_during_10000_publishes(mode: SynchronousCommit) {
     let at_crash = completed.load(Ordering::Relaxed);
     let (cluster, _) = restart(cluster, StopMode::Immediate, Duration::from_secs(4)).await;
     let at_return = completed.load(Ordering::Relaxed);
-    assert!(
-        at_return < COUNT,
-        "the publishes finished before the server returned"
-    );
+    // With the circuit breaker, publishes made while the server is down fail at once
+    // (`Unavailable`) instead of waiting for it: they may all have ended by now. What
+    // matters is checked below: every publish that returned Ok is delivered exactly once.
     let results = tokio::time::timeout(Duration::from_secs(90), publishing)
         .await
         .expect("publishing did not finish within 90 s")
