@@ -9,7 +9,7 @@
 //! reachable again (a reconnect, or a successful trial publish: one is let through per
 //! cool-down).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -50,7 +50,7 @@ impl CircuitBreaker {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 
     /// Whether a publish may go ahead now: always while closed; while open, once per
