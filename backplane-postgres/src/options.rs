@@ -122,12 +122,12 @@ impl SynchronousCommit {
 /// use std::time::Duration;
 /// use backplane_postgres::{PostgresOptions, SynchronousCommit};
 ///
-/// let options = PostgresOptions::new("postgres://app:secret@db.internal/app")?
+/// let options = PostgresOptions::new("postgres://app:hunter2@db.internal/app")?
 ///     .schema_name("chat_backplane")
 ///     .retention(Duration::from_secs(600))
 ///     .synchronous_commit(SynchronousCommit::Off);
 /// // The password never shows in Debug output or logs.
-/// assert!(!format!("{options:?}").contains("secret"));
+/// assert!(!format!("{options:?}").contains("hunter2"));
 /// # Ok::<(), backplane_core::BackplaneError>(())
 /// ```
 #[derive(Clone)]
