@@ -41,7 +41,8 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use crate::connect::{self, PostgresError, Role};
-use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone, seq_i64};
+use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone};
+use crate::row::seq_i64;
 use crate::shared::{Shared, lock};
 
 /// What the confirmation commits: WAL, under a transaction id, so its synchronous commit

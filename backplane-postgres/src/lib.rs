@@ -200,6 +200,7 @@ mod notification;
 mod options;
 mod publisher;
 mod retention;
+mod row;
 mod shared;
 mod tls;
 mod tombstone;

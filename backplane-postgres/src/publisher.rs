@@ -40,6 +40,7 @@ use crate::connect::{self, PostgresError, Role, describe, is_transient};
 use crate::flush::Committed;
 use crate::names::TableNames;
 use crate::notification::{self, Packer};
+use crate::row::seq_i64;
 use crate::shared::{Shared, lock};
 use crate::tombstone;
 
@@ -675,12 +676,6 @@ fn insert_sql(table: &TableNames, idempotent: bool) -> String {
             ""
         },
     )
-}
-
-/// Sequence numbers start at 1 and grow by one per publish, so they fit a bigint for
-/// any realistic lifetime of a node; saturate rather than wrap just in case.
-pub(crate) fn seq_i64(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 /// Why a batch (or a flush confirmation) failed for good.
