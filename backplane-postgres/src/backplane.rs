@@ -10,11 +10,11 @@ use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscripti
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::flush::{self, Flusher};
 use crate::install::install_schema;
 use crate::listener::{self, Command, Listener};
 use crate::options::PostgresOptions;
-use crate::publisher::{self, FlusherLink, PublishQueue, Publisher};
+use crate::publisher::flush::{self, Flusher, FlusherLink};
+use crate::publisher::{self, PublishQueue, Publisher};
 use crate::retention;
 use crate::shared::{Shared, lock};
 

@@ -188,7 +188,6 @@ mod backplane;
 mod connect;
 mod conninfo;
 mod diagnose;
-mod flush;
 /// Entry points for the fuzz targets in `fuzz/`; not a public API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -200,6 +199,7 @@ mod notification;
 mod options;
 mod publisher;
 mod retention;
+mod row;
 mod shared;
 mod tls;
 mod tombstone;

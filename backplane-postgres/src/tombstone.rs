@@ -14,7 +14,16 @@
 //! first and last numbers, and a tombstone whose tag fails is not believed (it could
 //! otherwise make receivers skip a real node's envelopes).
 
+use std::sync::Arc;
+
+use backplane_core::sequencing::SkippedRun;
 use backplane_core::{EnvelopeCodec, NodeId, TAG_LEN};
+
+use crate::names::TableNames;
+
+/// A run of sequence numbers of one hub whose batch failed, to be written as a
+/// tombstone row in its table.
+pub(crate) type Tombstone = SkippedRun<Arc<TableNames>>;
 
 /// Domain of tombstone tags.
 const DOMAIN: &str = "postgres tombstone";

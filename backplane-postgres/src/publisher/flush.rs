@@ -40,9 +40,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
+use super::queue::Pending;
+use super::retry::{AttemptError, BatchError, Retries};
 use crate::connect::{self, PostgresError, Role};
-use crate::publisher::{AttemptError, BatchError, Pending, Retries, Tombstone, seq_i64};
+use crate::row::seq_i64;
 use crate::shared::{Shared, lock};
+use crate::tombstone::Tombstone;
 
 /// What the confirmation commits: WAL, under a transaction id, so its synchronous commit
 /// flushes. A transaction that only takes an id writes no WAL and would not wait.
@@ -55,6 +58,12 @@ pub(crate) struct Committed {
     pub(crate) started: Instant,
     /// Its publishes, completed by the flusher.
     pub(crate) batch: Vec<Pending>,
+}
+
+/// The publisher's side of the [`Flusher`].
+pub(crate) struct FlusherLink {
+    pub(crate) committed: mpsc::UnboundedSender<Committed>,
+    pub(crate) lost: Arc<Mutex<Vec<Tombstone>>>,
 }
 
 /// The task confirming flushes.
