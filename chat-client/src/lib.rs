@@ -107,6 +107,7 @@
 //! The `chat-client` binary (cargo feature `cli`, on by default) lives in
 //! `src/bin/chat-client`; library users can leave it out with `default-features = false`.
 
+mod client_stream;
 mod config;
 mod connection;
 mod driver;
@@ -114,17 +115,22 @@ mod error;
 mod events;
 mod handlers;
 mod http;
+mod in_flight;
 mod negotiate;
 mod reconnect;
+mod server_stream;
 mod stateful;
+mod streaming;
 mod token;
 mod transport;
 mod url;
 
+pub use client_stream::ClientStream;
 pub use config::HubConnectionBuilder;
 pub use connection::{HubConnection, HubConnectionState};
 pub use error::{BoxError, ConnectError, DisconnectReason, InvokeError};
 pub use handlers::FromArguments;
 pub use hub_protocol::{ArgumentError, Arguments, Protocol};
 pub use reconnect::{ReconnectDelays, ReconnectPolicy, RetryContext};
+pub use server_stream::ServerStream;
 pub use transport::{TransportType, Transports};
