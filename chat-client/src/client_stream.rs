@@ -7,9 +7,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt};
 use futures_util::{Stream, stream};
-use hub_protocol::{
-    Protocol, encode_completion_error, encode_completion_void, encode_stream_item,
-};
+use hub_protocol::{Protocol, encode_completion_error, encode_completion_void, encode_stream_item};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -499,18 +499,27 @@ impl<'a> Session<'a> {
             }
         }
         let answer = match &handlers.respond {
-            Some(respond) => match catch_unwind(AssertUnwindSafe(|| respond(&invocation.arguments)))
-            {
-                Ok(Ok(answer)) => Some(answer),
-                Ok(Err(error)) => {
-                    tracing::warn!(method = %invocation.target, %error, "the arguments do not fit the handler");
-                    Some(futures_util::future::ready(CompletionResult::Error(error.to_string())).boxed())
+            Some(respond) => {
+                match catch_unwind(AssertUnwindSafe(|| respond(&invocation.arguments))) {
+                    Ok(Ok(answer)) => Some(answer),
+                    Ok(Err(error)) => {
+                        tracing::warn!(method = %invocation.target, %error, "the arguments do not fit the handler");
+                        Some(
+                            futures_util::future::ready(CompletionResult::Error(error.to_string()))
+                                .boxed(),
+                        )
+                    }
+                    Err(_) => {
+                        tracing::error!(method = %invocation.target, "a handler panicked");
+                        Some(
+                            futures_util::future::ready(CompletionResult::Error(
+                                HANDLER_PANICKED.to_owned(),
+                            ))
+                            .boxed(),
+                        )
+                    }
                 }
-                Err(_) => {
-                    tracing::error!(method = %invocation.target, "a handler panicked");
-                    Some(futures_util::future::ready(CompletionResult::Error(HANDLER_PANICKED.to_owned())).boxed())
-                }
-            },
+            }
             None => None,
         };
         let Some(id) = invocation.invocation_id else {

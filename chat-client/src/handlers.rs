@@ -188,10 +188,7 @@ impl fmt::Debug for Handlers {
         let map = self.lock();
         f.debug_map()
             .entries(map.iter().map(|(method, handlers)| {
-                (
-                    method,
-                    (handlers.notify.len(), handlers.respond.is_some()),
-                )
+                (method, (handlers.notify.len(), handlers.respond.is_some()))
             }))
             .finish()
     }

@@ -87,9 +87,10 @@
 //!
 //! The client uses what ASP.NET Core SignalR servers offer: negotiate version 1 (and 0
 //! answers), the three transports, handshake version 2, messages 1 to 7, and Ack and
-//! Sequence (8, 9) with stateful reconnect. Not supported (yet): TLS (`https`/`wss`; put
-//! the server behind a local TLS terminator or use plain `http`), streaming, and client
-//! results (the server gets an error completion).
+//! Sequence (8, 9) with stateful reconnect, streams both ways
+//! ([`HubConnection::stream`], [`ClientStream`]) and client results
+//! ([`HubConnection::on_invoke`]). Not supported (yet): TLS (`https`/`wss`; put the server
+//! behind a local TLS terminator or use plain `http`).
 //!
 //! # Layout
 //!

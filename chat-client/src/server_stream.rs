@@ -80,7 +80,9 @@ impl<T: DeserializeOwned> Stream for ServerStream<T> {
         // Every field is Unpin.
         let this = self.get_mut();
         if let Some(value) = ready!(this.items.poll_recv(cx)) {
-            return Poll::Ready(Some(value.deserialize().map_err(InvokeError::InvalidResult)));
+            return Poll::Ready(Some(
+                value.deserialize().map_err(InvokeError::InvalidResult),
+            ));
         }
         let Some(end) = &mut this.end else {
             return Poll::Ready(None);

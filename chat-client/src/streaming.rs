@@ -74,7 +74,10 @@ impl HubConnection {
         let streams = self.number(streams);
         let frame = self.encode_call(Kind::Stream(&id), method, &arguments, &streams)?;
         let outgoing = self.inner.sender()?;
-        let cancels = self.inner.cancels().ok_or(InvokeError::NotConnected(self.state()))?;
+        let cancels = self
+            .inner
+            .cancels()
+            .ok_or(InvokeError::NotConnected(self.state()))?;
         let (items_tx, items) = mpsc::channel(self.inner.config.stream_buffer_capacity);
         let (end_tx, end) = oneshot::channel();
         let sink = StreamSink {
@@ -173,9 +176,8 @@ impl HubConnection {
             )
             .await?;
         Uploads::start(self.protocol(), streams, &outgoing).detach();
-        sent.await.map_err(|_| {
-            InvokeError::ConnectionLost(crate::DisconnectReason::TransportClosed)
-        })?
+        sent.await
+            .map_err(|_| InvokeError::ConnectionLost(crate::DisconnectReason::TransportClosed))?
     }
 
     /// Gives each upload stream its id (from the invocation ids, as the official clients
