@@ -40,6 +40,9 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     /// The largest message accepted from the server.
     pub(crate) max_message_size: usize,
+    /// How many items of one stream from the server may wait for its consumer before the
+    /// connection stops reading.
+    pub(crate) stream_buffer_capacity: usize,
     /// Automatic reconnect, when enabled.
     pub(crate) reconnect: Option<BoxedPolicy>,
 }
@@ -87,6 +90,7 @@ impl HubConnectionBuilder {
             handshake_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(15),
             max_message_size: 16 * 1024 * 1024,
+            stream_buffer_capacity: 100,
             reconnect: None,
         });
         HubConnectionBuilder { config }
@@ -191,6 +195,14 @@ impl HubConnectionBuilder {
     /// the connection.
     pub fn max_message_size(self, bytes: usize) -> Self {
         self.set(|config| config.max_message_size = bytes)
+    }
+
+    /// How many items of one stream from the server ([`HubConnection::stream`]) may wait
+    /// for the consumer (default 100). When a stream's buffer is full, the connection
+    /// stops reading from the server until the consumer takes an item, so the server's
+    /// producer slows down to the consumer's pace; see [`ServerStream`](crate::ServerStream).
+    pub fn stream_buffer_capacity(self, items: usize) -> Self {
+        self.set(|config| config.stream_buffer_capacity = items.max(1))
     }
 
     /// Reconnects automatically after losing the connection, waiting 0, 2, 10 and 30 seconds

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::driver::{self, Outgoing, Reply, stopped};
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
 use crate::events::Events;
-use crate::handlers::{FromArguments, Handlers, erase};
+use crate::handlers::{FromArguments, Handlers, erase, erase_responder};
 use crate::transport::{self, TransportType};
 
 /// How many outgoing messages may wait for the connection task before callers wait too.
@@ -56,7 +56,7 @@ impl fmt::Display for HubConnectionState {
 #[derive(Clone, Debug)]
 pub struct HubConnection {
     /// What the connection task shares with the handles.
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// Stops the connection when the last handle goes away (the task holds `inner`, so
     /// `inner` alone would keep it running forever).
     _owner: Arc<Owner>,
@@ -93,6 +93,9 @@ struct Shared {
     transport: Option<TransportType>,
     /// Where calls go while connected.
     outgoing: Option<mpsc::Sender<Outgoing>>,
+    /// Where dropped streams ask for their cancel, for the whole run (streams of an
+    /// earlier session are simply no longer open).
+    cancels: Option<mpsc::UnboundedSender<String>>,
     /// Tells the current run to stop.
     stop: Option<watch::Sender<bool>>,
     /// The current run's connection task, for `stop` to wait on.
@@ -123,6 +126,7 @@ impl HubConnection {
                 connection_id: None,
                 transport: None,
                 outgoing: None,
+                cancels: None,
                 stop: None,
                 task: None,
             }),
@@ -183,7 +187,9 @@ impl HubConnection {
             }
         };
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (cancels_tx, cancels_rx) = mpsc::unbounded_channel();
         shared.outgoing = Some(outgoing_tx);
+        shared.cancels = Some(cancels_tx);
         shared.connection_id.clone_from(&link.connection_id);
         shared.transport = Some(link.transport.transport_type());
         self.inner
@@ -193,6 +199,7 @@ impl HubConnection {
             run,
             link,
             outgoing_rx,
+            cancels_rx,
             stop,
         )));
         Ok(())
@@ -251,11 +258,7 @@ impl HubConnection {
         T: DeserializeOwned,
         A: Serialize,
     {
-        let id = self
-            .inner
-            .next_invocation_id
-            .fetch_add(1, Ordering::Relaxed)
-            .to_string();
+        let id = self.inner.next_id();
         let frame = self.encode(Some(&id), method, &arguments)?;
         let (reply, completion) = oneshot::channel();
         self.inner
@@ -264,6 +267,14 @@ impl HubConnection {
                 reply: Reply::Completion { id, reply },
             })
             .await?;
+        self.result(completion).await
+    }
+
+    /// Waits for the completion of an invocation and deserializes its result.
+    pub(crate) async fn result<T: DeserializeOwned>(
+        &self,
+        completion: oneshot::Receiver<Result<CompletionResult, InvokeError>>,
+    ) -> Result<T, InvokeError> {
         let result = completion
             .await
             .map_err(|_| InvokeError::ConnectionLost(DisconnectReason::TransportClosed))??;
@@ -326,6 +337,43 @@ impl HubConnection {
         self.inner.handlers.remove(method);
     }
 
+    /// Registers the handler that answers the client method `method` when the server
+    /// waits for a result (client results: `Clients.Client(id).InvokeAsync<T>` on ASP.NET
+    /// Core, `clients.client(id).invoke::<T>` on `hub-server`).
+    ///
+    /// The handler takes its arguments as [`on`](Self::on) handlers do and returns a
+    /// future of `Result<R, E>`: `Ok(value)` goes back as the result, `Err(error)` as an
+    /// error with `error`'s text (the server's call fails with it). It runs on a task of
+    /// its own, so it may take its time and call the hub. One per method: registering
+    /// another replaces it. [`on`](Self::on) handlers of the same method run too (first,
+    /// and without a say in the result). When the server wants a result and no
+    /// `on_invoke` handler is registered, it gets the error "Client didn't provide a
+    /// result." as from the JavaScript client. A call that wants no result still runs the
+    /// handler, and its value is dropped.
+    ///
+    /// ```
+    /// # fn register(connection: &chat_client::HubConnection) {
+    /// connection.on_invoke("GetAnswer", |(question,): (String,)| async move {
+    ///     if question.is_empty() {
+    ///         return Err("no question");
+    ///     }
+    ///     Ok(42)
+    /// });
+    /// # }
+    /// ```
+    pub fn on_invoke<A, R, E, F, Fut>(&self, method: &str, handler: F)
+    where
+        A: FromArguments,
+        R: Serialize,
+        E: fmt::Display,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        self.inner
+            .handlers
+            .set_responder(method, erase_responder(handler));
+    }
+
     /// Registers a callback run when the connection is lost and automatic reconnect starts,
     /// with the reason it was lost.
     pub fn on_reconnecting(&self, callback: impl Fn(&DisconnectReason) + Send + Sync + 'static) {
@@ -368,7 +416,7 @@ impl HubConnection {
     }
 
     /// Encodes one invocation frame.
-    fn encode<A: Serialize>(
+    pub(crate) fn encode<A: Serialize>(
         &self,
         invocation_id: Option<&str>,
         method: &str,
@@ -417,6 +465,7 @@ impl Inner {
             return;
         }
         shared.outgoing = None;
+        shared.cancels = None;
         shared.connection_id = None;
         shared.transport = None;
         shared.stop = None;
@@ -426,18 +475,52 @@ impl Inner {
 
     /// Hands a message to the connection task.
     async fn enqueue(&self, message: Outgoing) -> Result<(), InvokeError> {
-        let sender = {
-            let shared = self.lock();
-            match (&shared.outgoing, shared.state) {
-                (Some(sender), HubConnectionState::Connected) => sender.clone(),
-                (_, state) => return Err(InvokeError::NotConnected(state)),
-            }
-        };
+        let sender = self.sender()?;
+        self.enqueue_on(&sender, message).await
+    }
+
+    /// The queue of the current connection, while connected.
+    ///
+    /// # Errors
+    ///
+    /// [`InvokeError::NotConnected`] otherwise.
+    pub(crate) fn sender(&self) -> Result<mpsc::Sender<Outgoing>, InvokeError> {
+        let shared = self.lock();
+        match (&shared.outgoing, shared.state) {
+            (Some(sender), HubConnectionState::Connected) => Ok(sender.clone()),
+            (_, state) => Err(InvokeError::NotConnected(state)),
+        }
+    }
+
+    /// The queue of the current connection, if connected.
+    pub(crate) fn outgoing(&self) -> Option<mpsc::Sender<Outgoing>> {
+        self.sender().ok()
+    }
+
+    /// Where dropped streams of this run ask for their cancel.
+    pub(crate) fn cancels(&self) -> Option<mpsc::UnboundedSender<String>> {
+        self.lock().cancels.clone()
+    }
+
+    /// Hands a message to the connection task through `sender`, a queue taken from
+    /// [`sender`](Self::sender).
+    pub(crate) async fn enqueue_on(
+        &self,
+        sender: &mpsc::Sender<Outgoing>,
+        message: Outgoing,
+    ) -> Result<(), InvokeError> {
         // The task closes the queue when the connection drops; then the state says why.
         sender
             .send(message)
             .await
             .map_err(|_| InvokeError::NotConnected(self.lock().state))
+    }
+
+    /// A new invocation id, unique for the connection's lifetime.
+    pub(crate) fn next_id(&self) -> String {
+        self.next_invocation_id
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string()
     }
 
     /// Run `run` lost its connection and will try to reconnect: no calls meanwhile.

@@ -5,24 +5,32 @@
 //! handlers see messages in arrival order. With stateful reconnect, a lost WebSocket is
 //! replaced here, inside the session, without the app seeing a reconnect.
 
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use hub_protocol::{
-    CompletionResult, DecodeError, Decoder, HubMessage, Invocation, encode_completion_error,
-    encode_ping,
+    CompletionResult, DecodeError, Decoder, HubMessage, Invocation, encode_cancel_invocation,
+    encode_completion, encode_completion_error, encode_ping,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::connection::Inner;
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
+use crate::in_flight::{CompletionReply, Held, InFlight, StreamSink};
 use crate::reconnect::RetryContext;
 use crate::stateful::StatefulReconnect;
 use crate::transport::{self, Link, Transport};
+
+/// What a call that wants a result gets when no `on_invoke` handler answers it: the
+/// JavaScript client's words.
+const NO_RESULT: &str = "Client didn't provide a result.";
+
+/// What a call that wants a result gets when its handler panicked.
+const HANDLER_PANICKED: &str = "the client's handler panicked";
 
 /// A message for the connection task to write, and who to tell how it went.
 #[derive(Debug)]
@@ -43,8 +51,17 @@ pub(crate) enum Reply {
         /// The invocation id in the frame.
         id: String,
         /// Receives the completion.
-        reply: oneshot::Sender<Result<CompletionResult, InvokeError>>,
+        reply: CompletionReply,
     },
+    /// `stream`: gets the items and the completion with this id.
+    Stream {
+        /// The invocation id in the frame.
+        id: String,
+        /// Where the items and the end go.
+        sink: StreamSink,
+    },
+    /// Nobody waits: an upload stream's items, a handler's answer.
+    Nothing,
 }
 
 impl Reply {
@@ -54,6 +71,8 @@ impl Reply {
         match self {
             Reply::Sent(reply) => drop(reply.send(Err(error()))),
             Reply::Completion { reply, .. } => drop(reply.send(Err(error()))),
+            Reply::Stream { sink, .. } => drop(sink.end.send(Err(error()))),
+            Reply::Nothing => {}
         }
     }
 }
@@ -97,11 +116,12 @@ pub(crate) async fn run(
     run: u64,
     mut link: Link,
     mut outgoing: mpsc::Receiver<Outgoing>,
+    mut cancels: mpsc::UnboundedReceiver<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let mut session = Session::new(&inner, link);
-        let reason = match session.drive(&mut outgoing, &mut stop).await {
+        let reason = match session.drive(&mut outgoing, &mut cancels, &mut stop).await {
             End::Stopped => {
                 session.shut_down(&mut outgoing).await;
                 inner.finished(run);
@@ -226,8 +246,11 @@ struct Session<'a> {
     received: BytesMut,
     /// Splits `received` into hub messages.
     decoder: Decoder,
-    /// Invocations written and waiting for their completion, by invocation id.
-    pending: HashMap<String, oneshot::Sender<Result<CompletionResult, InvokeError>>>,
+    /// Invocations and streams written and waiting for the server.
+    in_flight: InFlight,
+    /// A stream item waiting for room in its stream's buffer: while there is one, the
+    /// transport is not read (backpressure).
+    held: Option<Held>,
     /// When the last frame was written: the keep-alive Ping is due `keep_alive_interval` later.
     last_sent: Instant,
     /// When the last frame arrived: the connection is lost `server_timeout` later.
@@ -245,7 +268,8 @@ impl<'a> Session<'a> {
             transport: link.transport,
             received: link.received,
             decoder: Decoder::new(config.protocol, config.max_message_size),
-            pending: HashMap::new(),
+            in_flight: InFlight::default(),
+            held: None,
             last_sent: now,
             last_received: now,
             stateful: link.resume.map(|ticket| {
@@ -263,6 +287,7 @@ impl<'a> Session<'a> {
     async fn drive(
         &mut self,
         outgoing: &mut mpsc::Receiver<Outgoing>,
+        cancels: &mut mpsc::UnboundedReceiver<String>,
         stop: &mut watch::Receiver<bool>,
     ) -> End {
         // The handshake may have left messages behind.
@@ -280,10 +305,18 @@ impl<'a> Session<'a> {
                 .stateful
                 .as_ref()
                 .is_some_and(StatefulReconnect::is_full);
+            // While a stream item waits for its consumer, nothing more is read, and the
+            // server's silence is ours.
+            let reading = self.held.is_none();
             let step = tokio::select! {
                 biased;
                 () = stopped(stop) => return End::Stopped,
-                chunk = self.transport.receive() => self.receive(chunk).await,
+                chunk = self.transport.receive(), if reading => self.receive(chunk).await,
+                () = Held::make_room(&mut self.held), if !reading => {
+                    self.last_received = Instant::now();
+                    self.dispatch_received().await
+                }
+                Some(id) = cancels.recv() => self.cancel(&id).await,
                 message = outgoing.recv(), if may_send => match message {
                     Some(message) => self.write(message).await,
                     // Every sender is gone: only possible once the connection is shutting down.
@@ -291,7 +324,7 @@ impl<'a> Session<'a> {
                 },
                 () = ack_due(&mut self.stateful) => self.ack().await,
                 () = tokio::time::sleep_until(ping_at) => self.ping().await,
-                () = tokio::time::sleep_until(timeout_at) => {
+                () = tokio::time::sleep_until(timeout_at), if reading => {
                     Err(DisconnectReason::ServerTimeout(server_timeout))
                 }
             };
@@ -390,6 +423,10 @@ impl<'a> Session<'a> {
     /// Decodes and handles every complete message received so far.
     async fn dispatch_received(&mut self) -> Result<(), DisconnectReason> {
         loop {
+            if self.held.is_some() {
+                // The rest waits until the consumer makes room.
+                return Ok(());
+            }
             match self.decoder.decode(&mut self.received) {
                 Ok(Some(message)) => self.handle(message).await?,
                 Ok(None) => return Ok(()),
@@ -417,14 +454,11 @@ impl<'a> Session<'a> {
         match message {
             HubMessage::Invocation(invocation) => self.invoke_handlers(invocation).await,
             HubMessage::Completion(completion) => {
-                match self.pending.remove(&completion.invocation_id) {
-                    // The caller may have stopped waiting; nothing to do then.
-                    Some(reply) => drop(reply.send(Ok(completion.result))),
-                    None => tracing::debug!(
-                        invocation_id = %completion.invocation_id,
-                        "completion for an unknown invocation"
-                    ),
-                }
+                self.in_flight.complete(completion);
+                Ok(())
+            }
+            HubMessage::StreamItem(item) => {
+                self.held = self.in_flight.item(item);
                 Ok(())
             }
             HubMessage::Ping => Ok(()),
@@ -432,9 +466,9 @@ impl<'a> Session<'a> {
                 error: close.error,
                 allow_reconnect: close.allow_reconnect,
             }),
-            // No streaming is ever requested by this client, and Ack and Sequence without
-            // stateful reconnect are not expected; ignoring strays is what the official
-            // clients do.
+            // Servers do not stream to clients or cancel their calls, and Ack and Sequence
+            // without stateful reconnect are not expected; ignoring strays is what the
+            // official clients do.
             other => {
                 tracing::debug!(
                     message_type = other.message_type(),
@@ -445,13 +479,15 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Runs the handlers of an invocation from the server.
+    /// Runs the handlers of an invocation from the server, and answers it when the
+    /// server wants a result (it sent an invocation id), as the JavaScript client does:
+    /// with the `on_invoke` handler's value or error, or with an error when there is none.
     async fn invoke_handlers(&mut self, invocation: Invocation) -> Result<(), DisconnectReason> {
         let handlers = self.inner.handlers.get(&invocation.target);
-        if handlers.is_empty() {
+        if handlers.notify.is_empty() && handlers.respond.is_none() {
             tracing::warn!(method = %invocation.target, "no handler registered for a client method the server called");
         }
-        for handler in &handlers {
+        for handler in &handlers.notify {
             match catch_unwind(AssertUnwindSafe(|| handler(&invocation.arguments))) {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::warn!(
@@ -462,24 +498,82 @@ impl<'a> Session<'a> {
                 Err(_) => tracing::error!(method = %invocation.target, "a handler panicked"),
             }
         }
-        // The server waits for a result when it sends an invocation id (client results);
-        // handlers here return nothing, so tell it rather than leave it waiting.
-        if let Some(id) = invocation.invocation_id {
-            let error = if handlers.is_empty() {
-                format!("client has no method named '{}'", invocation.target)
-            } else {
-                format!(
-                    "client method '{}' does not return results",
-                    invocation.target
-                )
-            };
+        let answer = match &handlers.respond {
+            Some(respond) => {
+                match catch_unwind(AssertUnwindSafe(|| respond(&invocation.arguments))) {
+                    Ok(Ok(answer)) => Some(answer),
+                    Ok(Err(error)) => {
+                        tracing::warn!(method = %invocation.target, %error, "the arguments do not fit the handler");
+                        Some(
+                            futures_util::future::ready(CompletionResult::Error(error.to_string()))
+                                .boxed(),
+                        )
+                    }
+                    Err(_) => {
+                        tracing::error!(method = %invocation.target, "a handler panicked");
+                        Some(
+                            futures_util::future::ready(CompletionResult::Error(
+                                HANDLER_PANICKED.to_owned(),
+                            ))
+                            .boxed(),
+                        )
+                    }
+                }
+            }
+            None => None,
+        };
+        let Some(id) = invocation.invocation_id else {
+            if let Some(answer) = answer {
+                // Nobody waits for the value, but the handler's work is still done.
+                tokio::spawn(AssertUnwindSafe(answer).catch_unwind());
+            }
+            return Ok(());
+        };
+        let Some(answer) = answer else {
             let mut frame = BytesMut::new();
-            if encode_completion_error(self.inner.config.protocol, &mut frame, &id, &error).is_ok()
+            if encode_completion_error(self.inner.config.protocol, &mut frame, &id, NO_RESULT)
+                .is_ok()
             {
                 self.write_numbered(frame.freeze()).await?;
             }
-        }
+            return Ok(());
+        };
+        // The answer may take a while (or call the hub itself): it runs on its own task, and
+        // goes out through this connection's queue, behind what is already there.
+        let Some(outgoing) = self.inner.outgoing() else {
+            return Ok(());
+        };
+        let protocol = self.inner.config.protocol;
+        tokio::spawn(async move {
+            let result = AssertUnwindSafe(answer)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| CompletionResult::Error(HANDLER_PANICKED.to_owned()));
+            let mut frame = BytesMut::new();
+            if let Err(error) = encode_completion(protocol, &mut frame, &id, &result) {
+                tracing::warn!(%error, "cannot encode a client result");
+                return;
+            }
+            let message = Outgoing {
+                frame: frame.freeze(),
+                reply: Reply::Nothing,
+            };
+            // A connection lost meanwhile took the call with it.
+            let _ = outgoing.send(message).await;
+        });
         Ok(())
+    }
+
+    /// The consumer dropped stream `id`: tells the server to stop it, if it is still open.
+    async fn cancel(&mut self, id: &str) -> Result<(), DisconnectReason> {
+        if !self.in_flight.cancel(id) {
+            return Ok(());
+        }
+        let mut frame = BytesMut::new();
+        match encode_cancel_invocation(self.inner.config.protocol, &mut frame, id) {
+            Ok(()) => self.write_numbered(frame.freeze()).await,
+            Err(_) => Ok(()),
+        }
     }
 
     /// Writes a call and records who waits for it.
@@ -490,9 +584,9 @@ impl<'a> Session<'a> {
         if result.is_ok() || self.stateful.is_some() {
             match message.reply {
                 Reply::Sent(reply) => drop(reply.send(Ok(()))),
-                Reply::Completion { id, reply } => {
-                    self.pending.insert(id, reply);
-                }
+                Reply::Completion { id, reply } => self.in_flight.add_invocation(id, reply),
+                Reply::Stream { id, sink } => self.in_flight.add_stream(id, sink),
+                Reply::Nothing => {}
             }
         } else if let Err(reason) = &result {
             message
@@ -534,16 +628,15 @@ impl<'a> Session<'a> {
     }
 
     /// The connection was lost: every call queued or waiting fails with `reason`.
-    fn abandon(self, outgoing: &mut mpsc::Receiver<Outgoing>, reason: &DisconnectReason) {
+    fn abandon(mut self, outgoing: &mut mpsc::Receiver<Outgoing>, reason: &DisconnectReason) {
         outgoing.close();
         while let Ok(message) = outgoing.try_recv() {
             message
                 .reply
                 .fail(|| InvokeError::ConnectionLost(reason.clone()));
         }
-        for (_, reply) in self.pending {
-            drop(reply.send(Err(InvokeError::ConnectionLost(reason.clone()))));
-        }
+        self.in_flight
+            .fail_all(|| InvokeError::ConnectionLost(reason.clone()));
     }
 
     /// `stop`: writes what callers already queued, closes the transport politely, and
@@ -558,9 +651,7 @@ impl<'a> Session<'a> {
                 broken = true;
             }
         }
-        for (_, reply) in self.pending.drain() {
-            drop(reply.send(Err(InvokeError::Stopped)));
-        }
+        self.in_flight.fail_all(|| InvokeError::Stopped);
         if !broken {
             self.transport.close().await;
         }

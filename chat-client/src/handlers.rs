@@ -1,11 +1,14 @@
 //! Client methods the server can call: typed handlers registered with
-//! [`HubConnection::on`](crate::HubConnection::on).
+//! [`HubConnection::on`](crate::HubConnection::on), and handlers that answer with a value
+//! (client results) registered with [`HubConnection::on_invoke`](crate::HubConnection::on_invoke).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hub_protocol::{ArgumentError, Arguments};
+use futures_util::future::BoxFuture;
+use hub_protocol::{ArgumentError, Arguments, CompletionResult, EncodedValue};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Builds a handler's parameter from the arguments of an invocation.
@@ -69,6 +72,14 @@ tuple_from_arguments!(8: A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 /// A handler with its argument type erased, so handlers of any signature share one map.
 pub(crate) type ErasedHandler = Arc<dyn Fn(&Arguments) -> Result<(), ArgumentError> + Send + Sync>;
 
+/// The answer of a handler that returns a value, ready to become a Completion.
+pub(crate) type Answer = BoxFuture<'static, CompletionResult>;
+
+/// A handler that returns a value (a client result), with its types erased: builds the
+/// future that computes the answer, encoded in the connection's protocol.
+pub(crate) type ErasedResponder =
+    Arc<dyn Fn(&Arguments) -> Result<Answer, ArgumentError> + Send + Sync>;
+
 /// Erases a typed handler.
 pub(crate) fn erase<A, F>(handler: F) -> ErasedHandler
 where
@@ -81,12 +92,48 @@ where
     })
 }
 
+/// Erases a typed handler that returns a value: `Ok(value)` is answered as the result
+/// (serialized in the protocol of the arguments), `Err(error)` as an error with its text.
+pub(crate) fn erase_responder<A, R, E, F, Fut>(handler: F) -> ErasedResponder
+where
+    A: FromArguments,
+    R: Serialize,
+    E: fmt::Display,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+{
+    Arc::new(move |arguments| {
+        let protocol = arguments.protocol();
+        let answer = handler(A::from_arguments(arguments)?);
+        Ok(Box::pin(async move {
+            match answer.await {
+                Ok(value) => match EncodedValue::encode(protocol, &value) {
+                    Ok(value) => CompletionResult::Value(value),
+                    Err(error) => {
+                        CompletionResult::Error(format!("cannot serialize the result: {error}"))
+                    }
+                },
+                Err(error) => CompletionResult::Error(error.to_string()),
+            }
+        }) as Answer)
+    })
+}
+
+/// The handlers of one client method.
+#[derive(Clone, Default)]
+pub(crate) struct MethodHandlers {
+    /// Handlers registered with `on`, in registration order.
+    pub(crate) notify: Vec<ErasedHandler>,
+    /// The handler registered with `on_invoke`, which answers calls that want a result.
+    pub(crate) respond: Option<ErasedResponder>,
+}
+
 /// Every registered handler, by method name. Names match ignoring ASCII case, as in the
 /// JavaScript client (hub method names are case-insensitive on ASP.NET Core too).
 #[derive(Default)]
 pub(crate) struct Handlers {
-    /// Lower-cased method name to its handlers, in registration order.
-    by_method: Mutex<HashMap<String, Vec<ErasedHandler>>>,
+    /// Lower-cased method name to its handlers.
+    by_method: Mutex<HashMap<String, MethodHandlers>>,
 }
 
 impl Handlers {
@@ -95,7 +142,22 @@ impl Handlers {
         self.lock()
             .entry(method.to_ascii_lowercase())
             .or_default()
+            .notify
             .push(handler);
+    }
+
+    /// Sets the handler that answers `method`, replacing an earlier one (a call has one
+    /// result).
+    pub(crate) fn set_responder(&self, method: &str, responder: ErasedResponder) {
+        let previous = self
+            .lock()
+            .entry(method.to_ascii_lowercase())
+            .or_default()
+            .respond
+            .replace(responder);
+        if previous.is_some() {
+            tracing::warn!(method, "a second on_invoke handler replaces the first");
+        }
     }
 
     /// Removes every handler of `method`.
@@ -105,14 +167,14 @@ impl Handlers {
 
     /// The handlers of `method`, copied out so they run without the lock held (a handler
     /// may register or remove handlers).
-    pub(crate) fn get(&self, method: &str) -> Vec<ErasedHandler> {
+    pub(crate) fn get(&self, method: &str) -> MethodHandlers {
         self.lock()
             .get(&method.to_ascii_lowercase())
             .cloned()
             .unwrap_or_default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<ErasedHandler>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MethodHandlers>> {
         // A handler cannot panic while the lock is held (they run outside it), so a poisoned
         // map is still consistent.
         self.by_method
@@ -125,10 +187,9 @@ impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let map = self.lock();
         f.debug_map()
-            .entries(
-                map.iter()
-                    .map(|(method, handlers)| (method, handlers.len())),
-            )
+            .entries(map.iter().map(|(method, handlers)| {
+                (method, (handlers.notify.len(), handlers.respond.is_some()))
+            }))
             .finish()
     }
 }

@@ -87,9 +87,10 @@
 //!
 //! The client uses what ASP.NET Core SignalR servers offer: negotiate version 1 (and 0
 //! answers), the three transports, handshake version 2, messages 1 to 7, and Ack and
-//! Sequence (8, 9) with stateful reconnect. Not supported (yet): TLS (`https`/`wss`; put
-//! the server behind a local TLS terminator or use plain `http`), streaming, and client
-//! results (the server gets an error completion).
+//! Sequence (8, 9) with stateful reconnect, streams both ways
+//! ([`HubConnection::stream`], [`ClientStream`]) and client results
+//! ([`HubConnection::on_invoke`]). Not supported (yet): TLS (`https`/`wss`; put the server
+//! behind a local TLS terminator or use plain `http`).
 //!
 //! # Layout
 //!
@@ -107,6 +108,7 @@
 //! The `chat-client` binary (cargo feature `cli`, on by default) lives in
 //! `src/bin/chat-client`; library users can leave it out with `default-features = false`.
 
+mod client_stream;
 mod config;
 mod connection;
 mod driver;
@@ -114,17 +116,22 @@ mod error;
 mod events;
 mod handlers;
 mod http;
+mod in_flight;
 mod negotiate;
 mod reconnect;
+mod server_stream;
 mod stateful;
+mod streaming;
 mod token;
 mod transport;
 mod url;
 
+pub use client_stream::ClientStream;
 pub use config::HubConnectionBuilder;
 pub use connection::{HubConnection, HubConnectionState};
 pub use error::{BoxError, ConnectError, DisconnectReason, InvokeError};
 pub use handlers::FromArguments;
 pub use hub_protocol::{ArgumentError, Arguments, Protocol};
 pub use reconnect::{ReconnectDelays, ReconnectPolicy, RetryContext};
+pub use server_stream::ServerStream;
 pub use transport::{TransportType, Transports};
