@@ -4,11 +4,11 @@
 
 mod support;
 
+use std::time::Duration;
 use support::{
     JWT_FLAGS, PATIENCE, SECRET, Server, hammer, jwt, negotiate, now, request, websocket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use std::time::Duration;
 
 #[tokio::test]
 async fn only_valid_tokens_negotiate_or_connect_and_none_reaches_the_log() {

@@ -7,7 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{JWT_FLAGS, PATIENCE, SECRET, Server, hammer, jwt, negotiate, now, request, websocket};
+use support::{
+    JWT_FLAGS, PATIENCE, SECRET, Server, hammer, jwt, negotiate, now, request, websocket,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -69,7 +71,11 @@ async fn a_negotiate_flood_meets_the_cap_and_its_memory_returns_after_the_sweep(
     );
     // The first negotiate's token is pending too.
     assert_eq!(accepted, CAP - 1, "negotiates accepted during the flood");
-    assert_eq!(retry_after.as_deref(), Some(timeout.as_str()), "503's Retry-After");
+    assert_eq!(
+        retry_after.as_deref(),
+        Some(timeout.as_str()),
+        "503's Retry-After"
+    );
 
     // Every token of the flood expires NEGOTIATE_TIMEOUT after it was issued; the sweep
     // runs every half timeout. Wait (bounded) for the memory to come back, making one

@@ -117,7 +117,9 @@ async fn an_expiring_token_closes_its_connection_as_asp_net_core_does() {
 
     // The raw frames, on a direct WebSocket.
     let url = format!("ws://{}/chathub?access_token={token}", server.address);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
     ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
         .await
         .unwrap();
@@ -131,7 +133,9 @@ async fn an_expiring_token_closes_its_connection_as_asp_net_core_does() {
                 break text.as_str().to_owned();
             }
             Some(Ok(message)) => frames.push(message),
-            other => panic!("the connection ended without a Close message: {other:?} after {frames:?}"),
+            other => {
+                panic!("the connection ended without a Close message: {other:?} after {frames:?}")
+            }
         }
     };
     let closed_at = now_ms();
@@ -144,7 +148,10 @@ async fn an_expiring_token_closes_its_connection_as_asp_net_core_does() {
     );
     // Then the WebSocket itself ends.
     loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await.expect("the socket ends") {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("the socket ends")
+        {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(other)) => panic!("after the Close message: {other:?}"),
         }
@@ -163,8 +170,7 @@ async fn an_expiring_token_closes_its_connection_as_asp_net_core_does() {
         let server = &server;
         async move { (exp, run_client(server, "expiry", &parameters).await) }
     };
-    let (websocket, long_polling) =
-        tokio::join!(client("WebSockets"), client("LongPolling"));
+    let (websocket, long_polling) = tokio::join!(client("WebSockets"), client("LongPolling"));
     for ((exp, result), class) in [
         (websocket, "WebSocketTransport"),
         (long_polling, "LongPollingTransport"),
@@ -172,7 +178,10 @@ async fn an_expiring_token_closes_its_connection_as_asp_net_core_does() {
         assert_eq!(result["transport"], class, "{result}");
         assert_eq!(result["error"], Value::Null, "{result}");
         let closed_at = result["closedAtMs"].as_u64().unwrap();
-        assert!(closed_at + 50 >= exp * 1000, "closed before expiry: {result}");
+        assert!(
+            closed_at + 50 >= exp * 1000,
+            "closed before expiry: {result}"
+        );
     }
 }
 

@@ -26,7 +26,9 @@ fn by_name(request: &Parts) -> Result<Option<Principal>, AuthError> {
 
 /// A JSON client of `server` connected as `name` (anonymous for `None`).
 async fn client(server: &TestServer, name: Option<&str>) -> RawClient {
-    let query = name.map(|name| format!("access_token={name}")).unwrap_or_default();
+    let query = name
+        .map(|name| format!("access_token={name}"))
+        .unwrap_or_default();
     let mut client = RawClient::connect(&server.ws_url(&query)).await;
     client.handshake_json().await;
     client
@@ -65,9 +67,7 @@ async fn a_method_refused_by_its_rule_fails_for_the_caller_only() {
     wait_for_connections(&server.hub, 3).await;
 
     // A member and an anonymous caller are refused, whatever the case of the name.
-    let reply = ann
-        .invoke_json("1", "Broadcast", "[\"from ann\"]")
-        .await;
+    let reply = ann.invoke_json("1", "Broadcast", "[\"from ann\"]").await;
     assert_eq!(parse(&reply), refused("1", "Broadcast"));
     let reply = ann
         .invoke_json("2", "broadcast", "[\"from ann again\"]")
@@ -79,16 +79,20 @@ async fn a_method_refused_by_its_rule_fails_for_the_caller_only() {
     assert_eq!(parse(&reply), refused("1", "Broadcast"));
     // A refused non-blocking send (no invocation id) gets no answer at all, as in ASP.NET
     // Core: the next message ann receives answers her next invocation.
-    ann.send_text(
-        "{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"sneaked\"]}\u{1e}",
-    )
-    .await;
+    ann.send_text("{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"sneaked\"]}\u{1e}")
+        .await;
 
     // Ann's connection stays, and her other methods work.
     let reply = ann.invoke_json("3", "Add", "[40,2]").await;
-    assert_eq!(parse(&reply), json!({"type": 3, "invocationId": "3", "result": 42}));
+    assert_eq!(
+        parse(&reply),
+        json!({"type": 3, "invocationId": "3", "result": 42})
+    );
     let reply = ann.invoke_json("4", "WhoAmI", "[]").await;
-    assert_eq!(parse(&reply), json!({"type": 3, "invocationId": "4", "result": "ann"}));
+    assert_eq!(
+        parse(&reply),
+        json!({"type": 3, "invocationId": "4", "result": "ann"})
+    );
 
     // The admin may: everyone receives the broadcast, and it is the first thing anyone
     // other than a refused caller receives (nothing of the refused calls went out).
@@ -98,7 +102,10 @@ async fn a_method_refused_by_its_rule_fails_for_the_caller_only() {
         )
         .await;
     let broadcast = json!({"type": 1, "target": "Broadcast", "arguments": ["from the admin"]});
-    let mut admin_got = vec![next_message(&mut admin).await, next_message(&mut admin).await];
+    let mut admin_got = vec![
+        next_message(&mut admin).await,
+        next_message(&mut admin).await,
+    ];
     admin_got.sort_by_key(|message| message["type"].as_u64());
     assert_eq!(
         admin_got,
@@ -106,6 +113,9 @@ async fn a_method_refused_by_its_rule_fails_for_the_caller_only() {
     );
     assert_eq!(next_message(&mut ann).await, broadcast);
     assert_eq!(next_message(&mut anonymous).await, broadcast);
-    assert_eq!(server.hub.connection_count(), 3, "no connection was dropped");
+    assert_eq!(
+        server.hub.connection_count(),
+        3,
+        "no connection was dropped"
+    );
 }
-
