@@ -166,7 +166,8 @@ pub struct HubOptions {
     pub max_user_id_bytes: usize,
     /// Whether a connection is closed when its credentials expire (a JWT's `exp`), as
     /// ASP.NET Core's `CloseOnAuthenticationExpiration`. The client receives a Close
-    /// message saying why, with reconnecting allowed (it then presents a fresh token).
+    /// message without an error and with reconnecting allowed, as ASP.NET Core sends (it
+    /// then presents a fresh token); the reason is logged on the server.
     /// Default: false (as in ASP.NET Core).
     pub close_on_authentication_expiration: bool,
     /// Which browser pages may use the hub: checked on every request that carries an

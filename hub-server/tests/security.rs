@@ -2,157 +2,13 @@
 //! negotiate and on a direct WebSocket connect, the negotiate-token cap (503 with
 //! Retry-After, and the process's RSS bounded), origins, and no token in the log.
 
-use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use tests::lines_of;
+use std::time::Duration;
+use support::{
+    JWT_FLAGS, PATIENCE, SECRET, Server, hammer, jwt, negotiate, now, request, websocket,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_hub-server");
-const SECRET: &str = "the test secret, long enough for HS256";
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Server {
-    child: Child,
-    log: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    address: String,
-}
-
-impl Server {
-    async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BINARY)
-            .args(["--urls", "http://127.0.0.1:0"])
-            .args(args)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "debug")
-            .env("TEST_JWT_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting hub-server");
-        let (tx, log) = mpsc::unbounded_channel();
-        for mut lines in [
-            lines_of(child.stdout.take().unwrap()),
-            lines_of(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(line) = lines.recv().await {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut server = Self {
-            child,
-            log,
-            seen: Vec::new(),
-            address: String::new(),
-        };
-        let line = server.expect_log("listening on http://").await;
-        server.address = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .trim_end_matches("/chathub")
-            .to_owned();
-        server
-    }
-
-    async fn expect_log(&mut self, needle: &str) -> String {
-        loop {
-            let line = tokio::time::timeout(PATIENCE, self.log.recv())
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| panic!("never logged {needle:?}:\n{}", self.seen.join("\n")));
-            self.seen.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// Everything logged so far (waits a moment for stragglers).
-    async fn drain_log(&mut self) -> String {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        while let Ok(line) = self.log.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
-    }
-
-    /// Resident set size of the server process, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-/// One HTTP/1.1 request on its own connection: status, head, body.
-async fn request(address: &str, head: &str) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let request =
-        format!("{head}Host: {address}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_owned())
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn jwt(sub: &str, audience: &str, exp: u64, secret: &str) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &serde_json::json!({ "sub": sub, "aud": audience, "iss": "test-issuer", "exp": exp }),
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn negotiate(token: Option<&str>) -> String {
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    format!("POST /chathub/negotiate?negotiateVersion=1 HTTP/1.1\r\n{auth}")
-}
-
-fn websocket(token: &str) -> String {
-    format!(
-        "GET /chathub?access_token={token} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    )
-}
-
-const JWT_FLAGS: [&str; 6] = [
-    "--jwt-key-env",
-    "TEST_JWT_SECRET",
-    "--jwt-issuer",
-    "test-issuer",
-    "--jwt-audience",
-    "chat",
-];
 
 #[tokio::test]
 async fn only_valid_tokens_negotiate_or_connect_and_none_reaches_the_log() {
@@ -251,7 +107,7 @@ async fn negotiate_tokens_are_capped_and_the_memory_stays_bounded() {
     for worker in workers {
         let (count, seen_retry_after) = worker.await.unwrap();
         refused += count;
-        retry_after |= seen_retry_after;
+        retry_after |= seen_retry_after.as_deref() == Some("600");
     }
     let after = server.rss_kib();
     let grown = after.saturating_sub(before);
@@ -264,45 +120,6 @@ async fn negotiate_tokens_are_capped_and_the_memory_stays_bounded() {
         "only {refused} negotiations were refused"
     );
     assert!(retry_after, "503 without Retry-After");
-}
-
-/// `count` negotiates on one keep-alive connection; how many got 503, and whether they
-/// said when to retry.
-async fn hammer(address: &str, count: usize) -> (usize, bool) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut refused = 0;
-    let mut retry_after = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    let request = format!(
-        "POST /chathub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n\r\n"
-    );
-    let mut pending = Vec::new();
-    for _ in 0..count {
-        stream.write_all(request.as_bytes()).await.unwrap();
-        // Read one response: head, then the body by Content-Length.
-        loop {
-            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|line| line.strip_prefix("content-length:"))
-                    .map(|value| value.trim().parse().unwrap())
-                    .unwrap_or(0);
-                if pending.len() >= end + 4 + length {
-                    if head.starts_with("http/1.1 503") {
-                        refused += 1;
-                        retry_after |= head.contains("retry-after: 600");
-                    }
-                    pending.drain(..end + 4 + length);
-                    break;
-                }
-            }
-            let read = stream.read(&mut buf).await.unwrap();
-            assert!(read > 0, "the server closed the connection");
-            pending.extend_from_slice(&buf[..read]);
-        }
-    }
-    (refused, retry_after)
 }
 
 #[tokio::test]

@@ -312,8 +312,10 @@ fn close_frame(protocol: Protocol, end: &End) -> Option<Bytes> {
     let (error, allow_reconnect) = match end {
         End::ClientClosed => return None,
         End::Shutdown => (None, true),
-        // The client may come back at once with fresh credentials.
-        End::AuthenticationExpired => (Some(describe(end)), true),
+        // As ASP.NET Core: a Close without an error ("a non-errored closed message"),
+        // reconnecting allowed, so the client comes back at once with fresh credentials.
+        // Why it closed goes to the log only.
+        End::AuthenticationExpired => (None, true),
         End::ClientTimeout(_) => (Some(describe(end)), true),
         End::TooLarge(_) | End::InvalidMessage(_) | End::HookFailed(_) => {
             (Some(describe(end)), false)
