@@ -397,9 +397,10 @@ async fn handlers_skip_bad_arguments_and_answer_client_result_requests() {
         panic!("expected a completion");
     };
     assert_eq!(completion.invocation_id, "s2");
+    // The same answer the official clients give when no handler returns a result.
     assert_eq!(
         completion.result,
-        CompletionResult::Error("client has no method named 'Missing'".into())
+        CompletionResult::Error("Client didn't provide a result.".into())
     );
     // Unknown message types are ignored; the connection stays up.
     socket.send_text("{\"type\":42}\u{1e}").await;
