@@ -99,6 +99,11 @@ struct Cli {
     /// pile up.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     request_headers_timeout: u32,
+    /// HTTP connections open at once (Server-Sent Events, long polls, idle kept-alive
+    /// connections; WebSockets count toward the hub's cap once upgraded). One over the
+    /// cap is answered 503 and closed.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_http_connections: u32,
     /// Bytes of outgoing messages that may wait for one connection; a client that lets
     /// more pile up (it stopped reading) is disconnected.
     #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
@@ -351,7 +356,8 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     let app = chat::router(&hub, chat::ServerInfo::new(&name, &kind));
 
     let serve_options = hub_server::ServeOptions::default()
-        .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)));
+        .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)))
+        .max_http_connections(usize::try_from(cli.max_http_connections).unwrap_or(usize::MAX));
     let mut servers = tokio::task::JoinSet::new();
     for address in &addresses {
         let listener = match TcpListener::bind(&address.address).await {

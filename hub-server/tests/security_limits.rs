@@ -1,7 +1,8 @@
 //! Attack scripts against the `hub-server` binary, with its resident memory read from
 //! `/proc/<pid>/status` before and after: a negotiate flood until the cap and then until
 //! the tokens expire and the sweep frees them, and user ids (from a JWT's `sub`, or the
-//! unverified name of an anonymous chat) longer than `--max-user-id-bytes`.
+//! unverified name of an anonymous chat) longer than `--max-user-id-bytes`; idle HTTP
+//! connections beyond `--max-http-connections`, and request heads over 64 KiB.
 
 mod support;
 
@@ -186,4 +187,90 @@ async fn long_anonymous_names_are_refused_before_the_upgrade() {
     let grown = after.saturating_sub(baseline);
     eprintln!("100 x 48 KiB names: RSS {baseline} -> {after} KiB (+{grown} KiB)");
     drop(sockets);
+}
+
+/// Idle kept-alive HTTP connections are what an attacker can open without limit
+/// otherwise: at `--max-http-connections` the next connection is answered 503 (or reset)
+/// and closed at once, a WebSocket does not count once upgraded, and a freed place is
+/// taken again. The server logs the refusals.
+#[tokio::test]
+async fn idle_http_connections_are_capped_and_websockets_do_not_count() {
+    let mut server = Server::start(&["--max-http-connections", "3"]).await;
+    let address = server.address.clone();
+
+    // Two WebSockets first: each was an HTTP connection until its upgrade.
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let url = format!("ws://{address}/chathub");
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.expect("ws");
+        sockets.push(ws);
+    }
+
+    // Three kept-alive HTTP connections, each served once and left idle.
+    let mut idle = Vec::new();
+    for n in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!("GET /health HTTP/1.1\r\nHost: {address}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut status = [0u8; 12];
+        stream.read_exact(&mut status).await.unwrap();
+        assert_eq!(&status, b"HTTP/1.1 200", "idle connection {n}");
+        idle.push(stream);
+    }
+
+    // The fourth is refused at once: a 503 or a reset, never served.
+    let (status, head, body) = refused_or_served(&address).await;
+    assert!(status == Some(503) || status.is_none(), "{status:?} {head}");
+    if status.is_some() {
+        assert!(head.contains("retry-after: 1"), "{head}");
+        assert_eq!(body, "The server has too many connections.\n");
+    }
+    server
+        .expect_log("the server is at its connection cap")
+        .await;
+
+    // A freed place is taken again (the server notices the close at its next read).
+    drop(idle.pop());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match refused_or_served(&address).await {
+            (Some(200), _, _) => break,
+            other => assert!(Instant::now() < deadline, "still refused: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(sockets);
+}
+
+/// A request head over the 64 KiB default gets 431 and is not served.
+#[tokio::test]
+async fn a_request_head_over_the_limit_gets_431() {
+    let server = Server::start(&[]).await;
+    let big = "x".repeat(40 * 1024);
+    let head = format!("GET /health HTTP/1.1\r\nX-One: {big}\r\nX-Two: {big}\r\n");
+    let (status, _, _) = request(&server.address, &head).await;
+    assert_eq!(status, 431);
+    // Under the limit, the same headers are fine.
+    let head = format!("GET /health HTTP/1.1\r\nX-One: {big}\r\n");
+    let (status, _, _) = request(&server.address, &head).await;
+    assert_eq!(status, 200);
+}
+
+/// A GET /health on a new connection: the status (`None` if the connection was reset or
+/// closed without an answer), the head (lower case) and the body.
+async fn refused_or_served(address: &str) -> (Option<u16>, String, String) {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+        return (None, String::new(), String::new());
+    };
+    let head = format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    // The server may have closed the socket already: a failed write is a refusal too.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return (None, response, String::new());
+    };
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
