@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::driver::{Outgoing, Reply};
+use crate::outgoing::{Outgoing, Reply};
 
 /// Turns the protocol and the stream id into the frames to send.
 type Frames = Box<dyn FnOnce(Protocol, String) -> BoxStream<'static, Bytes> + Send>;

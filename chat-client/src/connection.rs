@@ -12,10 +12,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::driver::{self, Outgoing, Reply, stopped};
+use crate::driver::{self, stopped};
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
 use crate::events::Events;
 use crate::handlers::{FromArguments, Handlers, erase, erase_responder};
+use crate::outgoing::{Outgoing, Reply};
 use crate::transport::{self, TransportType};
 
 /// How many outgoing messages may wait for the connection task before callers wait too.

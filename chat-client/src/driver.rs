@@ -5,77 +5,25 @@
 //! handlers see messages in arrival order. With stateful reconnect, a lost WebSocket is
 //! replaced here, inside the session, without the app seeing a reconnect.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use hub_protocol::{
-    CompletionResult, DecodeError, Decoder, HubMessage, Invocation, encode_cancel_invocation,
-    encode_completion, encode_completion_error, encode_ping,
+    DecodeError, Decoder, HubMessage, Invocation, encode_cancel_invocation, encode_completion,
+    encode_completion_error, encode_ping,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::connection::Inner;
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
-use crate::in_flight::{CompletionReply, Held, InFlight, StreamSink};
+use crate::handlers::NO_RESULT;
+use crate::in_flight::{Held, InFlight};
+use crate::outgoing::{Outgoing, Reply};
 use crate::reconnect::RetryContext;
 use crate::stateful::StatefulReconnect;
 use crate::transport::{self, Link, Transport};
-
-/// What a call that wants a result gets when no `on_invoke` handler answers it: the
-/// JavaScript client's words.
-const NO_RESULT: &str = "Client didn't provide a result.";
-
-/// What a call that wants a result gets when its handler panicked.
-const HANDLER_PANICKED: &str = "the client's handler panicked";
-
-/// A message for the connection task to write, and who to tell how it went.
-#[derive(Debug)]
-pub(crate) struct Outgoing {
-    /// One complete encoded frame.
-    pub(crate) frame: Bytes,
-    /// Who waits for this message.
-    pub(crate) reply: Reply,
-}
-
-/// Who waits for an outgoing message, and for what.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    /// `send`: told once the frame is written.
-    Sent(oneshot::Sender<Result<(), InvokeError>>),
-    /// `invoke`: told when the completion with this id arrives.
-    Completion {
-        /// The invocation id in the frame.
-        id: String,
-        /// Receives the completion.
-        reply: CompletionReply,
-    },
-    /// `stream`: gets the items and the completion with this id.
-    Stream {
-        /// The invocation id in the frame.
-        id: String,
-        /// Where the items and the end go.
-        sink: StreamSink,
-    },
-    /// Nobody waits: an upload stream's items, a handler's answer.
-    Nothing,
-}
-
-impl Reply {
-    /// Tells the waiter the message will never complete.
-    fn fail(self, error: impl FnOnce() -> InvokeError) {
-        // A waiter that gave up (dropped its future) no longer cares.
-        match self {
-            Reply::Sent(reply) => drop(reply.send(Err(error()))),
-            Reply::Completion { reply, .. } => drop(reply.send(Err(error()))),
-            Reply::Stream { sink, .. } => drop(sink.end.send(Err(error()))),
-            Reply::Nothing => {}
-        }
-    }
-}
 
 /// How a session ended.
 enum End {
@@ -483,60 +431,29 @@ impl<'a> Session<'a> {
     /// server wants a result (it sent an invocation id), as the JavaScript client does:
     /// with the `on_invoke` handler's value or error, or with an error when there is none.
     async fn invoke_handlers(&mut self, invocation: Invocation) -> Result<(), DisconnectReason> {
-        let handlers = self.inner.handlers.get(&invocation.target);
-        if handlers.notify.is_empty() && handlers.respond.is_none() {
-            tracing::warn!(method = %invocation.target, "no handler registered for a client method the server called");
-        }
-        for handler in &handlers.notify {
-            match catch_unwind(AssertUnwindSafe(|| handler(&invocation.arguments))) {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(
-                    method = %invocation.target,
-                    %error,
-                    "the arguments do not fit the handler; skipped"
-                ),
-                Err(_) => tracing::error!(method = %invocation.target, "a handler panicked"),
-            }
-        }
-        let answer = match &handlers.respond {
-            Some(respond) => {
-                match catch_unwind(AssertUnwindSafe(|| respond(&invocation.arguments))) {
-                    Ok(Ok(answer)) => Some(answer),
-                    Ok(Err(error)) => {
-                        tracing::warn!(method = %invocation.target, %error, "the arguments do not fit the handler");
-                        Some(
-                            futures_util::future::ready(CompletionResult::Error(error.to_string()))
-                                .boxed(),
-                        )
-                    }
-                    Err(_) => {
-                        tracing::error!(method = %invocation.target, "a handler panicked");
-                        Some(
-                            futures_util::future::ready(CompletionResult::Error(
-                                HANDLER_PANICKED.to_owned(),
-                            ))
-                            .boxed(),
-                        )
-                    }
+        let answer = self
+            .inner
+            .handlers
+            .get(&invocation.target)
+            .call(&invocation);
+        let (id, answer) = match (invocation.invocation_id, answer) {
+            (Some(id), Some(answer)) => (id, answer),
+            (Some(id), None) => {
+                let mut frame = BytesMut::new();
+                if encode_completion_error(self.inner.config.protocol, &mut frame, &id, NO_RESULT)
+                    .is_ok()
+                {
+                    self.write_numbered(frame.freeze()).await?;
                 }
+                return Ok(());
             }
-            None => None,
-        };
-        let Some(id) = invocation.invocation_id else {
-            if let Some(answer) = answer {
+            (None, answer) => {
                 // Nobody waits for the value, but the handler's work is still done.
-                tokio::spawn(AssertUnwindSafe(answer).catch_unwind());
+                if let Some(answer) = answer {
+                    tokio::spawn(answer);
+                }
+                return Ok(());
             }
-            return Ok(());
-        };
-        let Some(answer) = answer else {
-            let mut frame = BytesMut::new();
-            if encode_completion_error(self.inner.config.protocol, &mut frame, &id, NO_RESULT)
-                .is_ok()
-            {
-                self.write_numbered(frame.freeze()).await?;
-            }
-            return Ok(());
         };
         // The answer may take a while (or call the hub itself): it runs on its own task, and
         // goes out through this connection's queue, behind what is already there.
@@ -545,10 +462,7 @@ impl<'a> Session<'a> {
         };
         let protocol = self.inner.config.protocol;
         tokio::spawn(async move {
-            let result = AssertUnwindSafe(answer)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| CompletionResult::Error(HANDLER_PANICKED.to_owned()));
+            let result = answer.await;
             let mut frame = BytesMut::new();
             if let Err(error) = encode_completion(protocol, &mut frame, &id, &result) {
                 tracing::warn!(%error, "cannot encode a client result");

@@ -6,10 +6,20 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures_util::future::BoxFuture;
-use hub_protocol::{ArgumentError, Arguments, CompletionResult, EncodedValue};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, ready};
+use hub_protocol::{ArgumentError, Arguments, CompletionResult, EncodedValue, Invocation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// What a call that wants a result gets when no `on_invoke` handler answers it: the
+/// JavaScript client's words.
+pub(crate) const NO_RESULT: &str = "Client didn't provide a result.";
+
+/// What a call that wants a result gets when its handler panicked.
+const HANDLER_PANICKED: &str = "the client's handler panicked";
 
 /// Builds a handler's parameter from the arguments of an invocation.
 ///
@@ -126,6 +136,50 @@ pub(crate) struct MethodHandlers {
     pub(crate) notify: Vec<ErasedHandler>,
     /// The handler registered with `on_invoke`, which answers calls that want a result.
     pub(crate) respond: Option<ErasedResponder>,
+}
+
+impl MethodHandlers {
+    /// Runs the `on` handlers with `invocation`'s arguments (one whose arguments do not fit
+    /// is skipped, one that panics is logged; neither stops the others), then starts the
+    /// `on_invoke` handler. Its answer comes back as a future that never panics (a panic
+    /// becomes an error result), or `None` when there is no such handler: the caller
+    /// answers a call that wants a result with [`NO_RESULT`] then, as the JavaScript
+    /// client does.
+    pub(crate) fn call(&self, invocation: &Invocation) -> Option<Answer> {
+        let method = &invocation.target;
+        if self.notify.is_empty() && self.respond.is_none() {
+            tracing::warn!(%method, "no handler registered for a client method the server called");
+        }
+        for handler in &self.notify {
+            match catch_unwind(AssertUnwindSafe(|| handler(&invocation.arguments))) {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%method, %error, "the arguments do not fit the handler; skipped");
+                }
+                Err(_) => tracing::error!(%method, "a handler panicked"),
+            }
+        }
+        let respond = self.respond.as_ref()?;
+        let answer = match catch_unwind(AssertUnwindSafe(|| respond(&invocation.arguments))) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                tracing::warn!(%method, %error, "the arguments do not fit the handler");
+                return Some(ready(CompletionResult::Error(error.to_string())).boxed());
+            }
+            Err(_) => {
+                tracing::error!(%method, "a handler panicked");
+                return Some(ready(CompletionResult::Error(HANDLER_PANICKED.to_owned())).boxed());
+            }
+        };
+        Some(
+            AssertUnwindSafe(answer)
+                .catch_unwind()
+                .map(|result| {
+                    result.unwrap_or_else(|_| CompletionResult::Error(HANDLER_PANICKED.to_owned()))
+                })
+                .boxed(),
+        )
+    }
 }
 
 /// Every registered handler, by method name. Names match ignoring ASCII case, as in the

@@ -97,12 +97,16 @@
 //! - `config`: [`HubConnectionBuilder`] and the settings it fixes.
 //! - `connection`: [`HubConnection`], the shared state, start, stop, invoke, send.
 //! - `driver`: the task that owns the transport: dispatch, keep-alive, timeouts, stateful
-//!   and automatic reconnect; `stateful`: stateful reconnect's books and rules.
+//!   and automatic reconnect; `stateful`: stateful reconnect's books and rules;
+//!   `outgoing`: what the app hands the task to write and who waits for it; `in_flight`:
+//!   the calls and streams waiting for the server.
 //! - `transport`: one physical connection (negotiate fallback, handshake) over
 //!   `transport::websocket`, `transport::sse` or `transport::long_polling`;
 //!   `negotiate` and `http` (a minimal HTTP/1.1 client over hyper) do the HTTP requests,
 //!   `url` derives the URLs, `token` wraps the access token provider.
-//! - `handlers`: [`FromArguments`] and the handler registry; `events`: lifecycle callbacks;
+//! - `handlers`: [`FromArguments`], the handler registry and running a server's call
+//!   (client results answered); `streaming`, `server_stream`, `client_stream`: streams
+//!   both ways; `events`: lifecycle callbacks;
 //!   `reconnect`: [`ReconnectPolicy`] and [`ReconnectDelays`]; `error`: the error types.
 //!
 //! The `chat-client` binary (cargo feature `cli`, on by default) lives in
@@ -118,6 +122,7 @@ mod handlers;
 mod http;
 mod in_flight;
 mod negotiate;
+mod outgoing;
 mod reconnect;
 mod server_stream;
 mod stateful;

@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client_stream::{ClientStream, Uploads};
 use crate::connection::HubConnection;
-use crate::driver::{Outgoing, Reply};
 use crate::error::InvokeError;
 use crate::in_flight::StreamSink;
+use crate::outgoing::{Outgoing, Reply};
 use crate::server_stream::ServerStream;
 
 impl HubConnection {
