@@ -99,7 +99,13 @@ pub struct HubOptions {
     /// overtaken by the client's next invocation, and a method that relies on the previous
     /// invocation of the same client having finished must not assume it. Hubs that need
     /// ASP.NET Core's strict one-at-a-time behaviour set 1: each invocation then finishes
-    /// before the next message of that client is read. Default: 64.
+    /// before the next message of that client is read.
+    ///
+    /// What the running invocations of one client will send it is reserved in its send
+    /// queue ([`HubOptions::send_queue_bytes`]) before each starts, so their number is
+    /// bounded by that queue too, and their memory with it. Default: 1024 (it was 64 until
+    /// the order of deliveries on the sender's own node no longer depended on how many
+    /// run at once: BENCHMARKS.md has the figures of both).
     pub max_parallel_invocations: usize,
     /// Whether clients may use stateful reconnect (they ask for it in negotiate with
     /// `useStatefulReconnect=true`; the official JavaScript and .NET clients do with
@@ -228,7 +234,7 @@ impl Default for HubOptions {
             send_queue_bytes: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
-            max_parallel_invocations: 64,
+            max_parallel_invocations: 1024,
             stateful_reconnect: true,
             stateful_reconnect_buffer_size: 100_000,
             stateful_reconnect_window: Duration::from_secs(15),

@@ -53,7 +53,7 @@ async fn invocations_run_one_at_a_time_when_limited_to_one() {
 async fn by_default_invocations_do_not_wait_for_each_other() {
     assert_eq!(
         HubOptions::default().max_parallel_invocations,
-        64,
+        1024,
         "the documented default"
     );
     assert_eq!(
@@ -118,10 +118,22 @@ async fn completions_never_overflow_the_callers_own_queue() {
 /// follows each commit, so it must keep the order too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_invocations_keep_a_clients_order_across_postgres() {
+    keeps_order_across_postgres(HubOptions::default()).await;
+}
+
+/// The same with all 500 invocations running at once: more than tokio's cooperative
+/// budget (128 operations per poll), which once made a commit that had arrived look
+/// pending to some invocations, and the last broadcast reached the sender's own instance
+/// right after the 127th.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_holds_with_every_invocation_running_at_once() {
+    keeps_order_across_postgres(HubOptions::default().max_parallel_invocations(100_000)).await;
+}
+
+async fn keeps_order_across_postgres(options: HubOptions) {
     const COUNT: usize = 500;
     let schema = TestSchema::create("hub_parallel").await;
     let nodes: Vec<Arc<dyn Backplane>> = schema.cluster(2).await;
-    let options = HubOptions::default();
     let server_a = TestServer::start_hub(
         test_hub()
             .options(options.clone())
