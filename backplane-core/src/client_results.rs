@@ -30,6 +30,7 @@
 //! node has given up by then), so a client that never answers cannot make it hold
 //! requests for ever.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -256,12 +257,6 @@ pub(crate) async fn await_remote(
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -87,5 +87,5 @@ pub use id::{ConnectionId, NodeId, ParseNodeIdError};
 pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus, ManagerOptions};
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};
 pub use message::{Protocol, SerializedMessage};
-pub use sync::lock;
+pub use sync::{lock, read, write};
 pub use trust::{ClusterSecret, EnvelopeCodec, MIN_SECRET_LEN, TAG_LEN};

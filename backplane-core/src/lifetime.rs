@@ -23,6 +23,7 @@ use crate::id::{ConnectionId, NodeId};
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
 use crate::message::SerializedMessage;
 use crate::registry::Registry;
+use crate::sync::{lock, read, write};
 
 /// Settings of a [`BackplaneHubLifetimeManager`].
 #[derive(Debug, Clone)]
@@ -824,24 +825,6 @@ fn remote_part(registry: &Registry, target: &Target) -> Option<Target> {
         }
         other => Some(other.clone()),
     }
-}
-
-// A poisoned lock means a panic while the registry was being changed; the registry's
-// operations leave it consistent at every step, so carrying on is sound.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

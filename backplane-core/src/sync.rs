@@ -1,7 +1,7 @@
-//! The poison-tolerant lock: one helper for every crate that guards plain state with a
-//! [`Mutex`].
+//! The poison-tolerant locks: one helper each for every crate that guards plain state
+//! with a [`Mutex`] or an [`RwLock`].
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Lock `mutex`, taking it over even if a thread panicked while holding it.
 ///
@@ -10,6 +10,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// carries no information and a panicked task must not take the rest of the node down.
 pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Read-lock `lock`, taking it over even if a thread panicked while holding it (see
+/// [`lock`] for why that is sound).
+pub fn read<T: ?Sized>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Write-lock `lock`, taking it over even if a thread panicked while holding it (see
+/// [`lock`] for why that is sound).
+pub fn write<T: ?Sized>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -47,13 +47,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use backplane_core::sequencing::Sequencer;
 use backplane_core::{
-    Backplane, BackplaneError, BackplaneEvent, Envelope, EnvelopeKind, NodeId, Subscription,
+    Backplane, BackplaneError, BackplaneEvent, Envelope, EnvelopeKind, NodeId, Subscription, read,
+    write,
 };
+
 use tokio::sync::{mpsc, watch};
 
 /// Default capacity of each subscription's queue, in events.
@@ -289,19 +291,14 @@ impl Default for MemoryBackplane {
 
 impl BusShared {
     fn subscribers(&self, hub: &str) -> Arc<Vec<Subscriber>> {
-        self.subscribers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        read(&self.subscribers)
             .get(hub)
             .cloned()
             .unwrap_or_default()
     }
 
     fn update(&self, hub: &str, change: impl FnOnce(&mut Vec<Subscriber>)) {
-        let mut all = self
-            .subscribers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut all = write(&self.subscribers);
         let mut list: Vec<Subscriber> =
             all.get(hub).map(|l| l.as_ref().clone()).unwrap_or_default();
         change(&mut list);
@@ -359,14 +356,7 @@ impl Backplane for MemoryBackplane {
         // completes after shutdown.
         let mut state = self.state.lock().await;
         state.recycle.clear();
-        let hubs: Vec<String> = self
-            .bus
-            .subscribers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
+        let hubs: Vec<String> = read(&self.bus.subscribers).keys().cloned().collect();
         // Dropping this node's senders ends its subscriptions.
         for hub in hubs {
             self.bus

@@ -14,9 +14,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use backplane_core::lock;
 use backplane_core::{ConnectionSink, DeliveryError, SerializedMessage};
 use bytes::Bytes;
 use hub_protocol::Protocol;
@@ -103,7 +104,7 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue inconsistent (every
         // operation on it is a single call), so carry on.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 }
 

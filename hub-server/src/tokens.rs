@@ -12,10 +12,11 @@
 //! (the chat hub announces it in `UserConnected`) gives nobody a way in.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backplane_core::ConnectionId;
+use backplane_core::lock;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::time::Instant;
@@ -121,7 +122,7 @@ impl TokenStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Tokens> {
         // Every operation leaves the maps consistent, so a panic elsewhere cannot have
         // left them half-changed.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// Issue a new connection id and the token that claims it (`kind` says whether that

@@ -8,7 +8,7 @@
 //! catch-up after a reconnect is running counts into its [`Outage`] instead of
 //! reporting each gap at once.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use super::{RepairTally, Tracker};
 use crate::backplane::{BackplaneEvent, GapRepair};
 use crate::envelope::{CodecError, Envelope};
 use crate::id::NodeId;
+use crate::sync::lock;
 use crate::trust::EnvelopeCodec;
 
 /// How often [`HubInbox::forget_idle`] lets the tracker drop origins silent for longer
@@ -248,7 +249,7 @@ struct SubscriberList {
 
 impl HubSubscribers {
     fn lock(&self) -> MutexGuard<'_, SubscriberList> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Add `sender` unless the hub's task has stopped; `false` then.

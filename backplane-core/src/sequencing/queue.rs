@@ -2,7 +2,7 @@
 //! takes ordered batches from.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
@@ -10,6 +10,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::backplane::BackplaneError;
 use crate::envelope::{Envelope, EnvelopeKind};
 use crate::id::NodeId;
+use crate::sync::lock;
 
 /// The next sequence number per hub, for one origin: 1, 2, 3, ... with no holes.
 #[derive(Debug, Default, Clone)]
@@ -129,7 +130,7 @@ impl<R> PublishQueue<R> {
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState<R>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Number and queue one envelope from `origin`, then wait until the writer task

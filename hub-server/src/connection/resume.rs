@@ -16,7 +16,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use crate::transport::{FrameSink, Incoming, Received, TransportError};
+use backplane_core::lock;
 use hub_protocol::replay::{ReceiveTracker, ReplayBuffer, SequenceError};
 
 /// How often the server acknowledges what it received, at most (the JavaScript client
@@ -70,7 +71,7 @@ impl ResumeState {
 
     fn books(&self) -> MutexGuard<'_, Books> {
         // Every operation on the books is a single call that leaves them consistent.
-        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.books)
     }
 
     /// Count a numbered message from the client; whether to process it (`false`: a
@@ -110,14 +111,11 @@ struct SinkSlot<S> {
 
 impl<S> SinkSlot<S> {
     fn take(&self) -> Option<S> {
-        self.sink
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        lock(&self.sink).take()
     }
 
     fn put(&self, sink: S) {
-        *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(sink);
+        *lock(&self.sink) = Some(sink);
         self.filled.notify_one();
     }
 }
@@ -274,13 +272,7 @@ impl<S: FrameSink> ResumableSink<S> {
             let filled = self.slot.filled.notified();
             tokio::pin!(filled);
             filled.as_mut().enable();
-            if self
-                .slot
-                .sink
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some()
-            {
+            if lock(&self.slot.sink).is_some() {
                 continue;
             }
             filled.await;
@@ -410,10 +402,7 @@ mod tests {
 
     impl FrameSink for RecordingSink {
         async fn feed(&mut self, frame: Bytes, _format: TransferFormat) -> io::Result<()> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(frame);
+            lock(&self.0).push(frame);
             Ok(())
         }
 
@@ -459,7 +448,7 @@ mod tests {
         slot.put(new);
         sink.feed_message(invocation(2), format).await.unwrap();
 
-        let fed = fed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let fed = lock(&fed).clone();
         let mut decoder = Decoder::new(Protocol::Json, 1024);
         let messages: Vec<HubMessage> = fed
             .iter()

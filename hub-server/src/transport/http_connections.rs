@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 
 use super::long_polling::Polls;
 use crate::tokens::{ClaimError, TokenLease, TokenStore};
+use backplane_core::lock;
 
 /// How many POST body chunks may wait for the connection's reader: with chunks of at most
 /// [`super::posted::MAX_CHUNK`], what a sending client can make the server hold.
@@ -151,7 +152,7 @@ pub(crate) struct HttpConnections {
 impl HttpConnections {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<HttpConnection>>> {
         // Every operation is a single map call: a panic cannot leave it half-changed.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// What `token` refers to now.

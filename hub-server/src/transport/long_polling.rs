@@ -14,7 +14,7 @@
 //! [`HubOptions::long_polling_disconnect_timeout`]: crate::HubOptions::long_polling_disconnect_timeout
 
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, EXPIRES, PRAGMA};
@@ -31,6 +31,7 @@ use super::posted::PostedBytes;
 use crate::connection::{self, Accepted};
 use crate::endpoints::plain;
 use crate::hub::HubShared;
+use backplane_core::lock;
 
 /// The poll side of a long-polling connection.
 #[derive(Debug)]
@@ -93,7 +94,7 @@ impl Polls {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PollState> {
         // Each critical section leaves the state consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Whether the client still polls, as of `now`.

@@ -1,7 +1,8 @@
 //! What the reading half of a WebSocket asks its writing half to send.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
+use backplane_core::lock;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
@@ -76,6 +77,6 @@ impl Control {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
         // Each operation is one assignment: a panic cannot leave the state inconsistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 }

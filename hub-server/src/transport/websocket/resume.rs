@@ -8,7 +8,7 @@
 //! connection ends, after which the token gets 404 like any spent token.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -20,6 +20,7 @@ use super::reader::FrameReader;
 use super::writer::FrameWriter;
 use crate::connection::{self, Accepted, Reattach};
 use crate::hub::HubShared;
+use backplane_core::lock;
 
 /// An upgraded WebSocket connection, before it is split into its reader and writer.
 type Socket = TokioIo<Upgraded>;
@@ -38,7 +39,7 @@ pub(crate) struct Reattachments {
 impl Reattachments {
     fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, Reattachment>> {
         // Every operation leaves the map consistent.
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.live)
     }
 
     /// The live connection `token` belongs to, if it has stateful reconnect.
