@@ -2,7 +2,7 @@
 //! connections, including serializing the message once per hub protocol, into the send
 //! queues `hub-server` ships.
 //!
-//! Each connection is a real `hub-server` outbox (through its `__bench` module, which
+//! Each connection is a real `hub-server` outbox (through its `bench_internals` module, which
 //! exists for this) registered as the connection's `ConnectionSink`, with the server's
 //! default capacity (1024 frames). Half the connections speak JSON, half MessagePack.
 //! The message is encoded by the server's own `serialize_invocation`.
@@ -39,7 +39,7 @@ use backplane_core::{
 };
 use backplane_memory::MemoryBackplane;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hub_server::__bench::{Outbox, OutboxReceiver, Outgoing, serialize_invocation};
+use hub_server::bench_internals::{Outbox, OutboxReceiver, Outgoing, serialize_invocation};
 use serde::{Serialize, Serializer};
 
 /// `HubOptions::send_queue_bytes`'s default (1 MiB).

@@ -145,14 +145,16 @@ pub mod chat;
 pub mod examples;
 
 /// A connection's send queue and the hub's message encoding, for the workspace's
-/// benchmarks (`benches/`) only.
+/// benchmarks (`benches/`) only: compiled with the `bench-internals` feature, which
+/// nothing else turns on.
 ///
-/// **Not a stable API**: hidden from the documentation, and free to change or disappear
-/// in any release. The fan-out benchmark encodes with `serialize_invocation`, registers
-/// real `Outbox`es with a lifetime manager and drains them as a connection's writer does,
-/// so it measures the code the server ships rather than a copy of it.
+/// **Not a stable API**: free to change or disappear in any release. The fan-out
+/// benchmark encodes with `serialize_invocation`, registers real `Outbox`es with a
+/// lifetime manager and drains them as a connection's writer does, so it measures the
+/// code the server ships rather than a copy of it.
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
-pub mod __bench {
+pub mod bench_internals {
     pub use crate::clients::serialize_invocation;
     pub use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
 }
