@@ -54,7 +54,12 @@ pub struct ManagerOptions {
     /// How long a client-result call for a connection this node does not have waits for
     /// the owning node to accept it; no acceptance in time means no node has the
     /// connection ([`ClientResultError::UnknownConnection`](crate::ClientResultError::UnknownConnection)).
-    /// Default: 2 seconds.
+    /// The acceptance is two backplane hops (the request to every node, the owner's
+    /// acceptance back), each a commit on PostgreSQL; on a busy 2-core machine running the
+    /// test suite they once took more than 2 seconds, and the call failed although the
+    /// connection existed. ASP.NET Core's Redis backplane has no such wait (Redis says at
+    /// once that nobody subscribes to the connection's channel); LISTEN/NOTIFY cannot say
+    /// that. Default: 5 seconds.
     pub client_result_owner_timeout: Duration,
 }
 
@@ -64,7 +69,7 @@ impl Default for ManagerOptions {
             group_ack_timeout: Duration::from_secs(5),
             max_groups_per_connection: None,
             client_result_timeout: Duration::from_secs(30),
-            client_result_owner_timeout: Duration::from_secs(2),
+            client_result_owner_timeout: Duration::from_secs(5),
         }
     }
 }

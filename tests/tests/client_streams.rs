@@ -28,7 +28,7 @@ async fn cluster(name: &str) -> (TestSchema, Vec<TestServer>) {
     for node in &nodes {
         let hub = streaming::hub_builder()
             .backplane(node.clone())
-            // The owner's acceptance may wait 15 s, not the default 2 s: these tests run
+            // The owner's acceptance may wait 15 s, not the default 5 s: these tests run
             // beside each other's 10,000-item streams on a 2-core machine, where the
             // default fails as "does not exist" when an acceptance arrives late.
             .manager_options(
