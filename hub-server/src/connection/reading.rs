@@ -344,14 +344,7 @@ impl Running {
     /// `None` at once when none is running.
     async fn next(&mut self) -> Option<End> {
         let set = self.set.as_mut()?;
-        // Without tokio's cooperative budget: past 128 operations in one poll of this task,
-        // a commit that has arrived would look pending to the invocation awaiting it, which
-        // then goes to the back of the set's queue, behind later invocations whose commits
-        // arrived after its own, and delivers to this node's connections after them. Polled
-        // unconstrained, the set resumes invocations in the order their commits woke them,
-        // which is the order they were published in. The set itself still yields after
-        // polling each of its invocations once.
-        let (end, reservation, _stream) = tokio::task::unconstrained(set.next()).await?;
+        let (end, reservation, _stream) = set.next().await?;
         self.reserved -= reservation;
         end
     }
@@ -393,13 +386,6 @@ async fn wait_for_room(
 }
 
 /// Poll `future` once with the current task's waker.
-///
-/// Unconstrained by tokio's cooperative budget, as [`Running::next`] is: an invocation's
-/// first poll is what queues its first send, and an exhausted budget would make that look
-/// pending and let a later invocation queue first.
 async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
-    tokio::task::unconstrained(std::future::poll_fn(|cx| {
-        Poll::Ready(future.as_mut().poll(cx))
-    }))
-    .await
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
