@@ -66,6 +66,7 @@ mod id;
 mod lifetime;
 mod manager;
 mod message;
+pub mod metrics;
 pub mod node;
 mod registry;
 pub mod sequencing;
