@@ -2,7 +2,6 @@
 //! `hub-server doctor`, which checks the backplane (a PostgreSQL database, a Redis, or a
 //! NATS with JetStream).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +14,11 @@ use backplane_redis::{RedisBackplane, RedisOptions};
 use clap::{Parser, Subcommand};
 use hub_server::chat;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[path = "cli/access.rs"]
 mod access;
+#[path = "cli/observe.rs"]
+mod observe;
 
 /// mimalloc rather than the system allocator: after the burst of queued frames that
 /// opening thousands of chat connections causes, glibc's malloc kept 15.9-34.4 KiB per
@@ -105,6 +105,8 @@ struct Cli {
     send_queue_bytes: u64,
     #[command(flatten)]
     access: access::AccessFlags,
+    #[command(flatten)]
+    observe: observe::ObserveFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -146,14 +148,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // async-nats logs each (re)connect at info; the backplane reports its state itself.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
-        )
-        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    cli.observe.init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -313,6 +308,8 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     if cli.cluster_secret_file.is_some() && !matches!(chosen, Backend::Postgres(_)) {
         return Err("--cluster-secret-file is supported with --database-url only (the Redis and NATS backplanes do not sign their traffic yet)".into());
     }
+    // Before the backplane and the hub: they register their metrics as they start.
+    let metrics = cli.observe.install_metrics()?;
     let (backplane, kind): (Arc<dyn Backplane>, String) = match chosen {
         Backend::Memory => (Arc::new(MemoryBackplane::new()), "memory".into()),
         Backend::Postgres(url) => {
@@ -348,11 +345,32 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         .await
         .map_err(|error| format!("cannot start the chat hub: {error}"))?;
     let name = cli.server_name.unwrap_or_else(default_server_name);
-    let app = chat::router(&hub, chat::ServerInfo::new(&name, &kind));
+    let mut app = chat::router(&hub, chat::ServerInfo::new(&name, &kind));
 
     let serve_options = hub_server::ServeOptions::default()
         .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)));
     let mut servers = tokio::task::JoinSet::new();
+    match metrics {
+        observe::MetricsPlace::Off => {}
+        observe::MetricsPlace::MainPort(handle) => {
+            app = app.merge(hub_server::metrics::router(handle));
+        }
+        observe::MetricsPlace::Separate(handle, address) => {
+            let listener = TcpListener::bind(&address)
+                .await
+                .map_err(|error| format!("cannot listen on {address} for metrics: {error}"))?;
+            let local = listener
+                .local_addr()
+                .map_err(|error| format!("cannot read the address of {address}: {error}"))?;
+            tracing::info!("metrics on http://{local}/metrics");
+            servers.spawn(hub_server::serve(
+                listener,
+                hub_server::metrics::router(handle),
+                serve_options.clone(),
+                shutdown_signal(),
+            ));
+        }
+    }
     for address in &addresses {
         let listener = match TcpListener::bind(&address.address).await {
             Ok(listener) => listener,

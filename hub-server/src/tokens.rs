@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use backplane_core::ConnectionId;
 use base64::Engine;
+use metrics::Gauge;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::time::Instant;
 
@@ -57,6 +58,8 @@ pub(crate) struct TokenStore {
     lifetime: Duration,
     /// How many issued tokens may wait for their transport at once.
     max_pending: usize,
+    /// The metrics gauge of the pending tokens, set whenever their number changes.
+    outstanding: Gauge,
 }
 
 /// Negotiate refused: [`TokenStore::issue`] found the store at its cap.
@@ -75,7 +78,7 @@ struct Tokens {
 impl TokenStore {
     /// A store whose tokens wait `lifetime` for their transport, at most `max_pending`
     /// of them at once.
-    pub(crate) fn new(lifetime: Duration, max_pending: usize) -> Self {
+    pub(crate) fn new(lifetime: Duration, max_pending: usize, outstanding: Gauge) -> Self {
         Self {
             inner: Mutex::new(Tokens {
                 pending: HashMap::new(),
@@ -83,6 +86,7 @@ impl TokenStore {
             }),
             lifetime,
             max_pending,
+            outstanding,
         }
     }
 
@@ -93,6 +97,7 @@ impl TokenStore {
         let now = Instant::now();
         let mut tokens = self.lock();
         tokens.pending.retain(|_, (_, expiry, _)| *expiry > now);
+        self.outstanding.set(tokens.pending.len() as f64);
         if tokens.pending.capacity() > 64 && tokens.pending.len() < tokens.pending.capacity() / 4 {
             tokens.pending.shrink_to_fit();
         }
@@ -151,6 +156,7 @@ impl TokenStore {
             // Full: expired tokens may still be waiting for the background sweep.
             tokens.pending.retain(|_, (_, expiry, _)| *expiry > now);
             if tokens.pending.len() >= self.max_pending {
+                self.outstanding.set(tokens.pending.len() as f64);
                 return Err(TooManyPending);
             }
         }
@@ -158,6 +164,7 @@ impl TokenStore {
             token.clone().into_boxed_str(),
             (connection_id.clone(), now + self.lifetime, stateful),
         );
+        self.outstanding.set(tokens.pending.len() as f64);
         Ok((connection_id, token))
     }
 
@@ -171,6 +178,7 @@ impl TokenStore {
             .pending
             .remove_entry(token)
             .ok_or(ClaimError::Unknown)?;
+        self.outstanding.set(tokens.pending.len() as f64);
         if expiry <= Instant::now() {
             return Err(ClaimError::Unknown);
         }
@@ -250,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn token_lifecycle() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (connection_id, token) = store.issue(TokenKind::Secret, false).unwrap();
         assert_ne!(connection_id.as_str(), token);
         assert_eq!(store.claim("nope").unwrap_err(), ClaimError::Unknown);
@@ -265,7 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn version_0_tokens_are_the_connection_id_and_claimable_once() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (connection_id, token) = store.issue(TokenKind::ConnectionId, false).unwrap();
         assert_eq!(connection_id.as_str(), token);
         let lease = store.claim(connection_id.as_str()).unwrap();
@@ -278,7 +286,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn version_0_tokens_expire_like_secrets() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (_, token) = store.issue(TokenKind::ConnectionId, false).unwrap();
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
@@ -286,7 +294,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unclaimed_tokens_expire_and_are_swept() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (_, token) = store.issue(TokenKind::Secret, false).unwrap();
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
