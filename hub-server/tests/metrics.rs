@@ -1,0 +1,334 @@
+//! The binary's Prometheus metrics and backplane health, read as operators read them: two
+//! `hub-server` processes on one PostgreSQL schema, Rust clients on three transports and
+//! both protocols, `/metrics` scraped with plain HTTP GETs between the steps, and the
+//! counters' moves checked against what the clients did. Also: `--metrics-listen`,
+//! `--metrics false` and `--log-format json`.
+
+mod support;
+
+use std::time::Duration;
+
+use chat_client::{HubConnection, HubConnectionBuilder, Protocol, TransportType};
+use support::{PATIENCE, Server, request};
+use tests::TestSchema;
+use tokio::sync::mpsc;
+
+/// One scrape: `(name, labels, value)` per sample line.
+struct Scrape(Vec<(String, Vec<(String, String)>, f64)>);
+
+impl Scrape {
+    /// `GET /metrics` on `address`, checking the exposition format's content type.
+    async fn take(address: &str) -> Self {
+        let (status, head, body) = request(address, "GET /metrics HTTP/1.1\r\n").await;
+        assert_eq!(status, 200, "{head}{body}");
+        assert!(
+            head.contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        Self::parse(&body)
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (key, value) = line.rsplit_once(' ').expect("a sample line");
+            let value: f64 = value.parse().expect("a number");
+            let (name, labels) = match key.split_once('{') {
+                Some((name, rest)) => {
+                    let labels = rest
+                        .trim_end_matches('}')
+                        .split(',')
+                        .filter(|pair| !pair.is_empty())
+                        .map(|pair| {
+                            let (k, v) = pair.split_once('=').expect("label=value");
+                            (k.to_owned(), v.trim_matches('"').to_owned())
+                        })
+                        .collect();
+                    (name.to_owned(), labels)
+                }
+                None => (key.to_owned(), Vec::new()),
+            };
+            samples.push((name, labels, value));
+        }
+        Self(samples)
+    }
+
+    /// The sample `name` carrying every label of `labels` (0 when absent: a counter
+    /// nobody touched yet).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).unwrap_or(0.0)
+    }
+
+    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|(n, have, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+            })
+            .map(|(_, _, value)| *value)
+    }
+}
+
+const WS_JSON: [(&str, &str); 2] = [("transport", "websockets"), ("protocol", "json")];
+const SSE_JSON: [(&str, &str); 2] = [("transport", "server_sent_events"), ("protocol", "json")];
+const LP_MSGPACK: [(&str, &str); 2] = [("transport", "long_polling"), ("protocol", "messagepack")];
+const POSTGRES: [(&str, &str); 1] = [("backplane", "postgres")];
+const CHAT: [(&str, &str); 1] = [("hub", "ChatHub")];
+
+/// A started client on `transport` with `protocol`, and the chat messages it receives.
+async fn client(
+    server: &Server,
+    transport: TransportType,
+    protocol: Protocol,
+) -> (HubConnection, mpsc::UnboundedReceiver<String>) {
+    let connection = HubConnectionBuilder::new(format!("{}/chathub", server.base_url()))
+        .transports([transport])
+        .protocol(protocol)
+        // No client Ping during the test, so every message the server counts is one the
+        // test sent (the server's client timeout is 30 s).
+        .keep_alive_interval(Duration::from_secs(25))
+        .build()
+        .expect("client");
+    let (tx, rx) = mpsc::unbounded_channel();
+    connection.on("ReceiveMessage", move |(_user, text): (String, String)| {
+        let _ = tx.send(text);
+    });
+    tokio::time::timeout(PATIENCE, connection.start())
+        .await
+        .expect("connects in time")
+        .expect("connects");
+    (connection, rx)
+}
+
+/// Wait until `messages` brings `text`, skipping others.
+async fn receive(messages: &mut mpsc::UnboundedReceiver<String>, text: &str) {
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(received) = messages.recv().await {
+            if received == text {
+                return;
+            }
+        }
+        panic!("the client stopped before {text:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{text:?} never arrived"));
+}
+
+/// Scrape `address` until `check` holds (gauges settle asynchronously).
+async fn scrape_until(address: &str, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let scrape = Scrape::take(address).await;
+        if check(&scrape) {
+            return scrape;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances() {
+    let schema = TestSchema::create("metrics").await;
+    let flags = ["--database-url", schema.url(), "--schema", schema.name()];
+    let mut a = Server::start(&flags).await;
+    let mut b = Server::start(&flags).await;
+    a.expect_log("backplane connected").await;
+    b.expect_log("backplane connected").await;
+
+    let (sender, mut on_a) = client(&a, TransportType::WebSockets, Protocol::Json).await;
+    let (watcher, mut on_a_sse) =
+        client(&a, TransportType::ServerSentEvents, Protocol::Json).await;
+    let (poller, mut on_b) = client(&b, TransportType::LongPolling, Protocol::MessagePack).await;
+
+    // Gauges: each connection under its transport and protocol, on its own instance.
+    let scrape = scrape_until(&a.address, "counted A's connections", |s| {
+        s.get("signalr_connections", &WS_JSON) == 1.0 && s.get("signalr_connections", &SSE_JSON) == 1.0
+    })
+    .await;
+    assert_eq!(scrape.get("signalr_connections", &LP_MSGPACK), 0.0);
+    scrape_until(&b.address, "counted B's connection", |s| {
+        s.get("signalr_connections", &LP_MSGPACK) == 1.0
+            && s.get("signalr_connections", &WS_JSON) == 0.0
+    })
+    .await;
+
+    // Settle the announcements of the connections (UserConnected) before counting: a
+    // message from A that every client got comes after them in A's order.
+    sender
+        .invoke::<(), _>("SendMessage", ("ann", "sync"))
+        .await
+        .expect("sync sent");
+    for messages in [&mut on_a, &mut on_a_sse, &mut on_b] {
+        receive(messages, "sync").await;
+    }
+    let before_a = Scrape::take(&a.address).await;
+    let before_b = Scrape::take(&b.address).await;
+
+    const SENT: usize = 5;
+    for n in 0..SENT {
+        sender
+            .invoke::<(), _>("SendMessage", ("ann", format!("hello {n}")))
+            .await
+            .expect("sent");
+    }
+    for messages in [&mut on_a, &mut on_a_sse, &mut on_b] {
+        receive(messages, &format!("hello {}", SENT - 1)).await;
+    }
+    let n = SENT as f64;
+    let after_a = scrape_until(&a.address, "counted A's deliveries", |s| {
+        s.get("signalr_messages_sent_total", &SSE_JSON)
+            - before_a.get("signalr_messages_sent_total", &SSE_JSON)
+            == n
+    })
+    .await;
+    let after_b = scrape_until(&b.address, "counted B's deliveries", |s| {
+        s.get("signalr_messages_sent_total", &LP_MSGPACK)
+            - before_b.get("signalr_messages_sent_total", &LP_MSGPACK)
+            == n
+    })
+    .await;
+    let moved = |after: &Scrape, before: &Scrape, name: &str, labels: &[(&str, &str)]| {
+        after.get(name, labels) - before.get(name, labels)
+    };
+
+    // The sender's five invocations in, five completions and five broadcasts out.
+    assert_eq!(
+        moved(&after_a, &before_a, "signalr_messages_received_total", &WS_JSON),
+        n
+    );
+    assert_eq!(
+        moved(&after_a, &before_a, "signalr_messages_sent_total", &WS_JSON),
+        2.0 * n
+    );
+    // The watchers sent nothing.
+    assert_eq!(
+        moved(&after_a, &before_a, "signalr_messages_received_total", &SSE_JSON),
+        0.0
+    );
+    assert_eq!(
+        moved(&after_b, &before_b, "signalr_messages_received_total", &LP_MSGPACK),
+        0.0
+    );
+    // Five method runs timed on A, none on B.
+    assert_eq!(
+        moved(&after_a, &before_a, "signalr_invocation_duration_seconds_count", &CHAT),
+        n
+    );
+    assert_eq!(
+        moved(&after_b, &before_b, "signalr_invocation_duration_seconds_count", &CHAT),
+        0.0
+    );
+    assert!(after_a.find("signalr_invocation_duration_seconds_bucket", &[("le", "+Inf")]).is_some());
+
+    // The backplane: five envelopes out of A in batches whose sizes add up to five, and
+    // five into B; nothing lost.
+    assert_eq!(
+        moved(&after_a, &before_a, "backplane_envelopes_published_total", &POSTGRES),
+        n
+    );
+    assert_eq!(
+        moved(&after_a, &before_a, "backplane_publish_batch_size_sum", &POSTGRES),
+        n
+    );
+    let batches = moved(&after_a, &before_a, "backplane_publish_batch_size_count", &POSTGRES);
+    assert!((1.0..=n).contains(&batches), "{batches} batches");
+    assert_eq!(
+        moved(&after_a, &before_a, "backplane_commit_duration_seconds_count", &POSTGRES),
+        batches
+    );
+    assert_eq!(
+        moved(&after_b, &before_b, "backplane_envelopes_received_total", &POSTGRES),
+        n
+    );
+    assert_eq!(
+        moved(&after_b, &before_b, "backplane_envelopes_published_total", &POSTGRES),
+        0.0
+    );
+    for scrape in [&after_a, &after_b] {
+        assert_eq!(scrape.get("backplane_envelopes_lost_total", &POSTGRES), 0.0);
+        assert_eq!(scrape.get("backplane_reconnects_total", &POSTGRES), 0.0);
+        let silence = scrape
+            .find("backplane_seconds_since_last_heard", &POSTGRES)
+            .expect("the silence gauge");
+        assert!((0.0..30.0).contains(&silence), "{silence} s since last heard");
+    }
+
+    // A negotiate nobody follows up is outstanding until claimed or expired.
+    let before = Scrape::take(&a.address).await;
+    assert_eq!(before.get("signalr_negotiate_tokens_outstanding", &CHAT), 0.0);
+    let (status, _, _) = request(&a.address, &support::negotiate(None)).await;
+    assert_eq!(status, 200);
+    let scrape = Scrape::take(&a.address).await;
+    assert_eq!(scrape.get("signalr_negotiate_tokens_outstanding", &CHAT), 1.0);
+
+    // /health: the link's state with the new details, the old fields kept.
+    let (status, _, body) = request(&b.address, "GET /health HTTP/1.1\r\n").await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let backplane = &health["backplane"];
+    assert_eq!(backplane["status"], "connected", "{body}");
+    assert!(backplane["envelopesReceived"].as_u64().unwrap() >= SENT as u64 + 1, "{body}");
+    let silence = backplane["secondsSinceLastHeard"].as_f64().expect("secondsSinceLastHeard");
+    assert!((0.0..30.0).contains(&silence), "{body}");
+    assert!(backplane.get("disconnectedSince").is_none(), "{body}");
+
+    // Disconnecting takes the gauges back down.
+    for connection in [&sender, &watcher, &poller] {
+        connection.stop().await;
+    }
+    scrape_until(&a.address, "uncounted A's connections", |s| {
+        s.get("signalr_connections", &WS_JSON) == 0.0 && s.get("signalr_connections", &SSE_JSON) == 0.0
+    })
+    .await;
+    scrape_until(&b.address, "uncounted B's connection", |s| {
+        s.get("signalr_connections", &LP_MSGPACK) == 0.0
+    })
+    .await;
+    drop((a, b));
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_their_own_port_or_be_turned_off() {
+    let mut server = Server::start(&["--metrics-listen", "127.0.0.1:0"]).await;
+    // Logged before the main port's "listening on".
+    let log = server.drain_log().await;
+    let metrics_address = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let scrape = Scrape::take(&metrics_address).await;
+    assert!(
+        scrape.find("signalr_negotiate_tokens_outstanding", &CHAT).is_some(),
+        "the hub's metrics are on the metrics port"
+    );
+    let (status, _, _) = request(&server.address, "GET /metrics HTTP/1.1\r\n").await;
+    assert_eq!(status, 404, "not on the main port any more");
+
+    let off = Server::start(&["--metrics", "false"]).await;
+    let (status, _, _) = request(&off.address, "GET /metrics HTTP/1.1\r\n").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn log_format_json_prints_one_json_object_per_line() {
+    let mut server = Server::start(&["--log-format", "json"]).await;
+    let (status, _, _) = request(&server.address, "GET /health HTTP/1.1\r\n").await;
+    assert_eq!(status, 200);
+    let log = server.drain_log().await;
+    let mut listening = false;
+    for line in log.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(event["level"].is_string() && event["timestamp"].is_string(), "{line}");
+        let message = event["fields"]["message"].as_str().unwrap_or_default();
+        listening |= message.starts_with("listening on http://127.0.0.1:");
+    }
+    assert!(listening, "the listening line is among them:\n{log}");
+}
