@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use backplane_core::ConnectionId;
 use base64::Engine;
-use metrics::Gauge;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use metrics::Gauge;
 use tokio::time::Instant;
 
 /// 128 random bits from the operating system, as 22 URL-safe characters.
@@ -308,7 +308,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pending_tokens_are_capped_until_they_expire_or_are_claimed() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 3));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 3, Gauge::noop()));
         let tokens: Vec<String> = (0..3)
             .map(|_| store.issue(TokenKind::Secret, false).unwrap().1)
             .collect();
@@ -330,7 +330,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_background_sweep_empties_and_shrinks_the_map() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(2), 100_000));
+        let store = Arc::new(TokenStore::new(
+            Duration::from_secs(2),
+            100_000,
+            Gauge::noop(),
+        ));
         TokenStore::spawn_sweeper(&store);
         for _ in 0..10_000 {
             store.issue(TokenKind::Secret, false).unwrap();

@@ -13,8 +13,11 @@ use support::{PATIENCE, Server, request};
 use tests::TestSchema;
 use tokio::sync::mpsc;
 
-/// One scrape: `(name, labels, value)` per sample line.
-struct Scrape(Vec<(String, Vec<(String, String)>, f64)>);
+/// One sample line: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// One scrape, line by line.
+struct Scrape(Vec<Sample>);
 
 impl Scrape {
     /// `GET /metrics` on `address`, checking the exposition format's content type.
@@ -30,7 +33,10 @@ impl Scrape {
 
     fn parse(text: &str) -> Self {
         let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (key, value) = line.rsplit_once(' ').expect("a sample line");
             let value: f64 = value.parse().expect("a number");
             let (name, labels) = match key.split_once('{') {
@@ -140,13 +146,13 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
     b.expect_log("backplane connected").await;
 
     let (sender, mut on_a) = client(&a, TransportType::WebSockets, Protocol::Json).await;
-    let (watcher, mut on_a_sse) =
-        client(&a, TransportType::ServerSentEvents, Protocol::Json).await;
+    let (watcher, mut on_a_sse) = client(&a, TransportType::ServerSentEvents, Protocol::Json).await;
     let (poller, mut on_b) = client(&b, TransportType::LongPolling, Protocol::MessagePack).await;
 
     // Gauges: each connection under its transport and protocol, on its own instance.
     let scrape = scrape_until(&a.address, "counted A's connections", |s| {
-        s.get("signalr_connections", &WS_JSON) == 1.0 && s.get("signalr_connections", &SSE_JSON) == 1.0
+        s.get("signalr_connections", &WS_JSON) == 1.0
+            && s.get("signalr_connections", &SSE_JSON) == 1.0
     })
     .await;
     assert_eq!(scrape.get("signalr_connections", &LP_MSGPACK), 0.0);
@@ -197,7 +203,12 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
 
     // The sender's five invocations in, five completions and five broadcasts out.
     assert_eq!(
-        moved(&after_a, &before_a, "signalr_messages_received_total", &WS_JSON),
+        moved(
+            &after_a,
+            &before_a,
+            "signalr_messages_received_total",
+            &WS_JSON
+        ),
         n
     );
     assert_eq!(
@@ -206,46 +217,103 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
     );
     // The watchers sent nothing.
     assert_eq!(
-        moved(&after_a, &before_a, "signalr_messages_received_total", &SSE_JSON),
+        moved(
+            &after_a,
+            &before_a,
+            "signalr_messages_received_total",
+            &SSE_JSON
+        ),
         0.0
     );
     assert_eq!(
-        moved(&after_b, &before_b, "signalr_messages_received_total", &LP_MSGPACK),
+        moved(
+            &after_b,
+            &before_b,
+            "signalr_messages_received_total",
+            &LP_MSGPACK
+        ),
         0.0
     );
     // Five method runs timed on A, none on B.
     assert_eq!(
-        moved(&after_a, &before_a, "signalr_invocation_duration_seconds_count", &CHAT),
+        moved(
+            &after_a,
+            &before_a,
+            "signalr_invocation_duration_seconds_count",
+            &CHAT
+        ),
         n
     );
     assert_eq!(
-        moved(&after_b, &before_b, "signalr_invocation_duration_seconds_count", &CHAT),
+        moved(
+            &after_b,
+            &before_b,
+            "signalr_invocation_duration_seconds_count",
+            &CHAT
+        ),
         0.0
     );
-    assert!(after_a.find("signalr_invocation_duration_seconds_bucket", &[("le", "+Inf")]).is_some());
+    assert!(
+        after_a
+            .find(
+                "signalr_invocation_duration_seconds_bucket",
+                &[("le", "+Inf")]
+            )
+            .is_some()
+    );
 
     // The backplane: five envelopes out of A in batches whose sizes add up to five, and
     // five into B; nothing lost.
     assert_eq!(
-        moved(&after_a, &before_a, "backplane_envelopes_published_total", &POSTGRES),
+        moved(
+            &after_a,
+            &before_a,
+            "backplane_envelopes_published_total",
+            &POSTGRES
+        ),
         n
     );
     assert_eq!(
-        moved(&after_a, &before_a, "backplane_publish_batch_size_sum", &POSTGRES),
+        moved(
+            &after_a,
+            &before_a,
+            "backplane_publish_batch_size_sum",
+            &POSTGRES
+        ),
         n
     );
-    let batches = moved(&after_a, &before_a, "backplane_publish_batch_size_count", &POSTGRES);
+    let batches = moved(
+        &after_a,
+        &before_a,
+        "backplane_publish_batch_size_count",
+        &POSTGRES,
+    );
     assert!((1.0..=n).contains(&batches), "{batches} batches");
     assert_eq!(
-        moved(&after_a, &before_a, "backplane_commit_duration_seconds_count", &POSTGRES),
+        moved(
+            &after_a,
+            &before_a,
+            "backplane_commit_duration_seconds_count",
+            &POSTGRES
+        ),
         batches
     );
     assert_eq!(
-        moved(&after_b, &before_b, "backplane_envelopes_received_total", &POSTGRES),
+        moved(
+            &after_b,
+            &before_b,
+            "backplane_envelopes_received_total",
+            &POSTGRES
+        ),
         n
     );
     assert_eq!(
-        moved(&after_b, &before_b, "backplane_envelopes_published_total", &POSTGRES),
+        moved(
+            &after_b,
+            &before_b,
+            "backplane_envelopes_published_total",
+            &POSTGRES
+        ),
         0.0
     );
     for scrape in [&after_a, &after_b] {
@@ -254,16 +322,25 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
         let silence = scrape
             .find("backplane_seconds_since_last_heard", &POSTGRES)
             .expect("the silence gauge");
-        assert!((0.0..30.0).contains(&silence), "{silence} s since last heard");
+        assert!(
+            (0.0..30.0).contains(&silence),
+            "{silence} s since last heard"
+        );
     }
 
     // A negotiate nobody follows up is outstanding until claimed or expired.
     let before = Scrape::take(&a.address).await;
-    assert_eq!(before.get("signalr_negotiate_tokens_outstanding", &CHAT), 0.0);
+    assert_eq!(
+        before.get("signalr_negotiate_tokens_outstanding", &CHAT),
+        0.0
+    );
     let (status, _, _) = request(&a.address, &support::negotiate(None)).await;
     assert_eq!(status, 200);
     let scrape = Scrape::take(&a.address).await;
-    assert_eq!(scrape.get("signalr_negotiate_tokens_outstanding", &CHAT), 1.0);
+    assert_eq!(
+        scrape.get("signalr_negotiate_tokens_outstanding", &CHAT),
+        1.0
+    );
 
     // /health: the link's state with the new details, the old fields kept.
     let (status, _, body) = request(&b.address, "GET /health HTTP/1.1\r\n").await;
@@ -271,8 +348,13 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     let backplane = &health["backplane"];
     assert_eq!(backplane["status"], "connected", "{body}");
-    assert!(backplane["envelopesReceived"].as_u64().unwrap() >= SENT as u64 + 1, "{body}");
-    let silence = backplane["secondsSinceLastHeard"].as_f64().expect("secondsSinceLastHeard");
+    assert!(
+        backplane["envelopesReceived"].as_u64().unwrap() > SENT as u64,
+        "{body}"
+    );
+    let silence = backplane["secondsSinceLastHeard"]
+        .as_f64()
+        .expect("secondsSinceLastHeard");
     assert!((0.0..30.0).contains(&silence), "{body}");
     assert!(backplane.get("disconnectedSince").is_none(), "{body}");
 
@@ -281,7 +363,8 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
         connection.stop().await;
     }
     scrape_until(&a.address, "uncounted A's connections", |s| {
-        s.get("signalr_connections", &WS_JSON) == 0.0 && s.get("signalr_connections", &SSE_JSON) == 0.0
+        s.get("signalr_connections", &WS_JSON) == 0.0
+            && s.get("signalr_connections", &SSE_JSON) == 0.0
     })
     .await;
     scrape_until(&b.address, "uncounted B's connection", |s| {
@@ -305,7 +388,9 @@ async fn metrics_can_move_to_their_own_port_or_be_turned_off() {
         .to_owned();
     let scrape = Scrape::take(&metrics_address).await;
     assert!(
-        scrape.find("signalr_negotiate_tokens_outstanding", &CHAT).is_some(),
+        scrape
+            .find("signalr_negotiate_tokens_outstanding", &CHAT)
+            .is_some(),
         "the hub's metrics are on the metrics port"
     );
     let (status, _, _) = request(&server.address, "GET /metrics HTTP/1.1\r\n").await;
@@ -326,9 +411,95 @@ async fn log_format_json_prints_one_json_object_per_line() {
     for line in log.lines() {
         let event: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(event["level"].is_string() && event["timestamp"].is_string(), "{line}");
+        assert!(
+            event["level"].is_string() && event["timestamp"].is_string(),
+            "{line}"
+        );
         let message = event["fields"]["message"].as_str().unwrap_or_default();
         listening |= message.starts_with("listening on http://127.0.0.1:");
     }
     assert!(listening, "the listening line is among them:\n{log}");
+}
+
+#[tokio::test]
+async fn health_and_metrics_show_an_outage_and_the_reconnect() {
+    let schema = TestSchema::create("metrics_outage").await;
+    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
+    let config = schema.options().config;
+    let url = format!(
+        "postgres://{}@{}/{}",
+        config.get_user().expect("a user"),
+        proxy.address(),
+        config.get_dbname().expect("a database")
+    );
+    let mut server = Server::start(&["--database-url", &url, "--schema", schema.name()]).await;
+    server.expect_log("backplane connected").await;
+
+    // The database's connections drop and no new one gets through.
+    proxy.partition(true);
+    proxy.cut_connections();
+    let outage = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (status, _, body) = request(&server.address, "GET /health HTTP/1.1\r\n").await;
+            if status == 503 {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("/health reports the outage");
+    let health: serde_json::Value = serde_json::from_str(&outage).unwrap();
+    let backplane = &health["backplane"];
+    assert_eq!(backplane["status"], "disconnected", "{outage}");
+    let since = backplane["disconnectedSince"]
+        .as_str()
+        .expect("disconnectedSince");
+    assert!(since.len() == 24 && since.ends_with('Z'), "{outage}");
+    assert!(
+        backplane["secondsDisconnected"].as_f64().is_some(),
+        "{outage}"
+    );
+    assert!(backplane["reason"].is_string(), "{outage}");
+
+    // Silence grows while nothing is heard.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let scrape = Scrape::take(&server.address).await;
+    let silence = scrape.get("backplane_seconds_since_last_heard", &POSTGRES);
+    assert!(
+        silence >= 2.0,
+        "{silence} s since last heard during the outage"
+    );
+    assert_eq!(scrape.get("backplane_reconnects_total", &POSTGRES), 0.0);
+
+    // The database is back: one reconnect, and /health is healthy without the outage's
+    // fields.
+    proxy.partition(false);
+    proxy.cut_connections();
+    scrape_until(&server.address, "counted the reconnect", |s| {
+        s.get("backplane_reconnects_total", &POSTGRES) == 1.0
+    })
+    .await;
+    let healthy = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (status, _, body) = request(&server.address, "GET /health HTTP/1.1\r\n").await;
+            if status == 200 {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("healthy again");
+    let health: serde_json::Value = serde_json::from_str(&healthy).unwrap();
+    assert!(
+        health["backplane"].get("disconnectedSince").is_none(),
+        "{healthy}"
+    );
+    let silence = health["backplane"]["secondsSinceLastHeard"]
+        .as_f64()
+        .unwrap();
+    assert!(silence < 2.0, "{healthy}");
+    drop(server);
+    schema.drop().await;
 }

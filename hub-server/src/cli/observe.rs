@@ -54,7 +54,9 @@ impl ObserveFlags {
         let builder = tracing_subscriber::fmt().with_env_filter(filter);
         match self.log_format {
             LogFormat::Text => builder
-                .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+                .with_ansi(
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                )
                 .init(),
             LogFormat::Json => builder
                 .json()

@@ -10,8 +10,8 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::future::abortable;
 use futures_util::stream::FuturesUnordered;
-use metrics::Counter;
 use hub_protocol::{CompletionResult, DecodeError, Decoder, HubMessage, StreamInvocation};
+use metrics::Counter;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
