@@ -1,5 +1,5 @@
 //! The binary's Prometheus metrics and backplane health, read as operators read them: two
-//! `hub-server` processes on one PostgreSQL schema, Rust clients on three transports and
+//! `hub-server` processes on one PostgreSQL schema (and on Redis, and on NATS), Rust clients on three transports and
 //! both protocols, `/metrics` scraped with plain HTTP GETs between the steps, and the
 //! counters' moves checked against what the clients did. Also: `--metrics-listen`,
 //! `--metrics false` and `--log-format json`.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chat_client::{HubConnection, HubConnectionBuilder, Protocol, TransportType};
 use support::{PATIENCE, Server, request};
-use tests::TestSchema;
+use tests::{TestBackend, TestSchema};
 use tokio::sync::mpsc;
 
 /// One sample line: name, labels, value.
@@ -137,9 +137,26 @@ async fn scrape_until(address: &str, what: &str, check: impl Fn(&Scrape) -> bool
 }
 
 #[tokio::test]
-async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances() {
-    let schema = TestSchema::create("metrics").await;
-    let flags = ["--database-url", schema.url(), "--schema", schema.name()];
+async fn metrics_follow_connections_messages_and_the_backplane_over_postgres() {
+    counts_on(TestBackend::Postgres, "postgres").await;
+}
+
+#[tokio::test]
+async fn metrics_follow_connections_messages_and_the_backplane_over_redis() {
+    counts_on(TestBackend::Redis, "redis").await;
+}
+
+#[tokio::test]
+async fn metrics_follow_connections_messages_and_the_backplane_over_nats() {
+    counts_on(TestBackend::Nats, "nats").await;
+}
+
+/// Two instances on `backend` (whose `backplane` label is `kind`), clients on three
+/// transports and both protocols, and what their traffic does to the metrics.
+async fn counts_on(backend: TestBackend, kind: &str) {
+    let namespace = backend.process_namespace("metrics").await;
+    let flags: Vec<&str> = namespace.flags.iter().map(String::as_str).collect();
+    let on_kind = [("backplane", kind)];
     let mut a = Server::start(&flags).await;
     let mut b = Server::start(&flags).await;
     a.expect_log("backplane connected").await;
@@ -269,7 +286,7 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
             &after_a,
             &before_a,
             "backplane_envelopes_published_total",
-            &POSTGRES
+            &on_kind
         ),
         n
     );
@@ -278,7 +295,7 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
             &after_a,
             &before_a,
             "backplane_publish_batch_size_sum",
-            &POSTGRES
+            &on_kind
         ),
         n
     );
@@ -286,7 +303,7 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
         &after_a,
         &before_a,
         "backplane_publish_batch_size_count",
-        &POSTGRES,
+        &on_kind,
     );
     assert!((1.0..=n).contains(&batches), "{batches} batches");
     assert_eq!(
@@ -294,7 +311,7 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
             &after_a,
             &before_a,
             "backplane_commit_duration_seconds_count",
-            &POSTGRES
+            &on_kind
         ),
         batches
     );
@@ -303,7 +320,7 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
             &after_b,
             &before_b,
             "backplane_envelopes_received_total",
-            &POSTGRES
+            &on_kind
         ),
         n
     );
@@ -312,15 +329,15 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
             &after_b,
             &before_b,
             "backplane_envelopes_published_total",
-            &POSTGRES
+            &on_kind
         ),
         0.0
     );
     for scrape in [&after_a, &after_b] {
-        assert_eq!(scrape.get("backplane_envelopes_lost_total", &POSTGRES), 0.0);
-        assert_eq!(scrape.get("backplane_reconnects_total", &POSTGRES), 0.0);
+        assert_eq!(scrape.get("backplane_envelopes_lost_total", &on_kind), 0.0);
+        assert_eq!(scrape.get("backplane_reconnects_total", &on_kind), 0.0);
         let silence = scrape
-            .find("backplane_seconds_since_last_heard", &POSTGRES)
+            .find("backplane_seconds_since_last_heard", &on_kind)
             .expect("the silence gauge");
         assert!(
             (0.0..30.0).contains(&silence),
@@ -372,7 +389,7 @@ async fn metrics_follow_connections_messages_and_the_backplane_on_two_instances(
     })
     .await;
     drop((a, b));
-    schema.drop().await;
+    namespace.remove().await;
 }
 
 #[tokio::test]
