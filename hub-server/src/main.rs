@@ -345,32 +345,14 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         .await
         .map_err(|error| format!("cannot start the chat hub: {error}"))?;
     let name = cli.server_name.unwrap_or_else(default_server_name);
-    let mut app = chat::router(&hub, chat::ServerInfo::new(&name, &kind));
+    let app = chat::router(&hub, chat::ServerInfo::new(&name, &kind));
 
     let serve_options = hub_server::ServeOptions::default()
         .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)));
     let mut servers = tokio::task::JoinSet::new();
-    match metrics {
-        observe::MetricsPlace::Off => {}
-        observe::MetricsPlace::MainPort(handle) => {
-            app = app.merge(hub_server::metrics::router(handle));
-        }
-        observe::MetricsPlace::Separate(handle, address) => {
-            let listener = TcpListener::bind(&address)
-                .await
-                .map_err(|error| format!("cannot listen on {address} for metrics: {error}"))?;
-            let local = listener
-                .local_addr()
-                .map_err(|error| format!("cannot read the address of {address}: {error}"))?;
-            tracing::info!("metrics on http://{local}/metrics");
-            servers.spawn(hub_server::serve(
-                listener,
-                hub_server::metrics::router(handle),
-                serve_options.clone(),
-                shutdown_signal(),
-            ));
-        }
-    }
+    let app = metrics
+        .serve(app, &mut servers, &serve_options, shutdown_signal())
+        .await?;
     for address in &addresses {
         let listener = match TcpListener::bind(&address.address).await {
             Ok(listener) => listener,

@@ -1,9 +1,14 @@
 //! The binary's flags for watching it run: the log's format, and where Prometheus
 //! metrics are served.
 
+use std::future::Future;
 use std::io::IsTerminal;
 
+use axum::Router;
+use hub_server::ServeOptions;
 use hub_server::metrics::{self, MetricsHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
 
 /// `--log-format` values.
@@ -84,5 +89,42 @@ impl ObserveFlags {
             Some(address) => MetricsPlace::Separate(handle, address.clone()),
             None => MetricsPlace::MainPort(handle),
         })
+    }
+}
+
+impl MetricsPlace {
+    /// Serve the metrics where the flags say: merged into `app` (returned), or on their
+    /// own listener, a server in `servers` that stops on `shutdown`.
+    ///
+    /// # Errors
+    ///
+    /// When the metrics address cannot be listened on.
+    pub(crate) async fn serve(
+        self,
+        app: Router,
+        servers: &mut JoinSet<()>,
+        options: &ServeOptions,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Router, String> {
+        match self {
+            MetricsPlace::Off => Ok(app),
+            MetricsPlace::MainPort(handle) => Ok(app.merge(metrics::router(handle))),
+            MetricsPlace::Separate(handle, address) => {
+                let listener = TcpListener::bind(&address)
+                    .await
+                    .map_err(|error| format!("cannot listen on {address} for metrics: {error}"))?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|error| format!("cannot read the address of {address}: {error}"))?;
+                tracing::info!("metrics on http://{local}/metrics");
+                servers.spawn(hub_server::serve(
+                    listener,
+                    metrics::router(handle),
+                    options.clone(),
+                    shutdown,
+                ));
+                Ok(app)
+            }
+        }
     }
 }
