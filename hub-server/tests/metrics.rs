@@ -109,18 +109,17 @@ async fn client(
     (connection, rx)
 }
 
-/// Wait until `messages` brings `text`, skipping others.
-async fn receive(messages: &mut mpsc::UnboundedReceiver<String>, text: &str) {
+/// Wait until `messages` has brought every one of `texts`, in any order, among others.
+async fn receive(messages: &mut mpsc::UnboundedReceiver<String>, texts: &[&str]) {
+    let mut missing: Vec<&str> = texts.to_vec();
     tokio::time::timeout(PATIENCE, async {
-        while let Some(received) = messages.recv().await {
-            if received == text {
-                return;
-            }
+        while !missing.is_empty() {
+            let received = messages.recv().await.expect("the client is running");
+            missing.retain(|text| *text != received);
         }
-        panic!("the client stopped before {text:?}");
     })
     .await
-    .unwrap_or_else(|_| panic!("{text:?} never arrived"));
+    .unwrap_or_else(|_| panic!("{texts:?} never all arrived"));
 }
 
 /// Scrape `address` until `check` holds (gauges settle asynchronously).
@@ -131,7 +130,13 @@ async fn scrape_until(address: &str, what: &str, check: impl Fn(&Scrape) -> bool
         if check(&scrape) {
             return scrape;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never {what}");
+        if tokio::time::Instant::now() >= deadline {
+            let lines: Vec<String> = (scrape.0.iter())
+                .filter(|(name, _, _)| !name.ends_with("_bucket"))
+                .map(|(name, labels, value)| format!("{name} {labels:?} {value}"))
+                .collect();
+            panic!("never {what}; last scrape:\n{}", lines.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -180,13 +185,18 @@ async fn counts_on(backend: TestBackend, kind: &str) {
     .await;
 
     // Settle the announcements of the connections (UserConnected) before counting: a
-    // message from A that every client got comes after them in A's order.
+    // message from each instance that every client got comes after that instance's
+    // announcements in its order.
     sender
-        .invoke::<(), _>("SendMessage", ("ann", "sync"))
+        .invoke::<(), _>("SendMessage", ("ann", "sync a"))
+        .await
+        .expect("sync sent");
+    poller
+        .invoke::<(), _>("SendMessage", ("bob", "sync b"))
         .await
         .expect("sync sent");
     for messages in [&mut on_a, &mut on_a_sse, &mut on_b] {
-        receive(messages, "sync").await;
+        receive(messages, &["sync a", "sync b"]).await;
     }
     let before_a = Scrape::take(&a.address).await;
     let before_b = Scrape::take(&b.address).await;
@@ -199,7 +209,7 @@ async fn counts_on(backend: TestBackend, kind: &str) {
             .expect("sent");
     }
     for messages in [&mut on_a, &mut on_a_sse, &mut on_b] {
-        receive(messages, &format!("hello {}", SENT - 1)).await;
+        receive(messages, &[&format!("hello {}", SENT - 1)]).await;
     }
     let n = SENT as f64;
     let after_a = scrape_until(&a.address, "counted A's deliveries", |s| {
@@ -519,4 +529,58 @@ async fn health_and_metrics_show_an_outage_and_the_reconnect() {
     assert!(silence < 2.0, "{healthy}");
     drop(server);
     schema.drop().await;
+}
+
+/// Run the official JavaScript client's `chat` scenario (`tests/js/official-client.js`)
+/// against `server` with `protocol` on `transport` (`negotiate` picks WebSockets).
+async fn official_chat(server: &Server, protocol: &str, transport: &str) {
+    tests::ensure_js_packages().await;
+    let output = tokio::process::Command::new("node")
+        .args([
+            "official-client.js",
+            &server.base_url(),
+            "chat",
+            protocol,
+            transport,
+        ])
+        .current_dir(tests::js_dir())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("the scenario ends in time")
+        .expect("node runs (Node.js 18+ is needed)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_official_client_is_counted_under_its_transport_and_protocol() {
+    let server = Server::start(&[]).await;
+    let before = Scrape::take(&server.address).await;
+    official_chat(&server, "messagepack", "negotiate").await;
+    official_chat(&server, "json", "sse").await;
+    // Both clients are gone; each scenario's two connections ran eight invocations.
+    let ws_msgpack = [("transport", "websockets"), ("protocol", "messagepack")];
+    let after = scrape_until(&server.address, "uncounted the clients", |s| {
+        s.get("signalr_connections", &ws_msgpack) == 0.0
+            && s.get("signalr_connections", &SSE_JSON) == 0.0
+    })
+    .await;
+    let moved =
+        |name: &str, labels: &[(&str, &str)]| after.get(name, labels) - before.get(name, labels);
+    assert_eq!(
+        moved("signalr_invocation_duration_seconds_count", &CHAT),
+        16.0
+    );
+    for labels in [&ws_msgpack, &SSE_JSON] {
+        assert!(moved("signalr_messages_received_total", labels) >= 8.0);
+        // Each invocation's completion at least.
+        assert!(moved("signalr_messages_sent_total", labels) >= 8.0);
+    }
+    assert_eq!(moved("signalr_messages_received_total", &WS_JSON), 0.0);
 }

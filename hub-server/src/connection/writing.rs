@@ -42,8 +42,10 @@ pub(super) async fn write_loop<S: FrameSink>(
                     match item {
                         Outgoing::Frame(frame) | Outgoing::Reply(frame) => {
                             if let Some(frame) = checked(format, frame) {
-                                sink.feed_message(frame, format).await.map_err(|e| e.to_string())?;
+                                // Counted before it is handed over: a transport may
+                                // deliver it before `feed` returns.
                                 sent.increment(1);
+                                sink.feed_message(frame, format).await.map_err(|e| e.to_string())?;
                             }
                         }
                         Outgoing::Close(frame) => {
