@@ -51,7 +51,8 @@ pub const MESSAGES_SENT: &str = "signalr_messages_sent_total";
 /// Histogram: seconds a hub method ran, by `hub`.
 pub const INVOCATION_DURATION: &str = "signalr_invocation_duration_seconds";
 /// Counter: messages refused because a client's send queue was full (the client is then
-/// disconnected), by `hub`.
+/// disconnected). No labels: a queue does not know its hub, and this path is rare enough
+/// to look the counter up by name each time.
 pub const SEND_QUEUE_DROPS: &str = "signalr_send_queue_drops_total";
 /// Gauge: connection tokens issued by negotiate and not claimed by a transport yet, by
 /// `hub`.
