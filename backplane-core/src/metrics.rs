@@ -137,7 +137,11 @@ impl ReceiveMetrics {
             kind,
             at_millis: AtomicU64::new(millis_since_epoch()),
         });
-        lock(live_nodes()).push(Arc::downgrade(&last_heard));
+        let mut nodes = lock(live_nodes());
+        // Forget the nodes gone meanwhile, in case nothing ever renders.
+        nodes.retain(|node| node.strong_count() > 0);
+        nodes.push(Arc::downgrade(&last_heard));
+        drop(nodes);
         Self {
             reconnects: metrics::counter!(RECONNECTS, "backplane" => kind),
             last_heard,
@@ -172,8 +176,12 @@ impl LastHeard {
 /// What one hub's lifetime manager receives, recorded as it applies it.
 #[derive(Debug, Clone)]
 pub(crate) struct HubReceiveMetrics {
+    /// [`ENVELOPES_RECEIVED`]: counted where every backend's envelopes end up, so no
+    /// backend counts them itself.
     received: Counter,
+    /// [`GAPS_REPAIRED`], from the `Reconnected` reports.
     gaps_repaired: Counter,
+    /// [`ENVELOPES_LOST`], from the `Reconnected` and `Lagged` reports.
     lost: Counter,
 }
 
