@@ -461,6 +461,12 @@ async fn health_and_metrics_show_an_outage_and_the_reconnect() {
     );
     let mut server = Server::start(&["--database-url", &url, "--schema", schema.name()]).await;
     server.expect_log("backplane connected").await;
+    // Another instance on the database directly, whose message A misses and repairs.
+    let mut other =
+        Server::start(&["--database-url", schema.url(), "--schema", schema.name()]).await;
+    other.expect_log("backplane connected").await;
+    let (sender, _) = client(&other, TransportType::WebSockets, Protocol::Json).await;
+    let before = Scrape::take(&server.address).await;
 
     // The database's connections drop and no new one gets through.
     proxy.partition(true);
@@ -498,15 +504,24 @@ async fn health_and_metrics_show_an_outage_and_the_reconnect() {
         "{silence} s since last heard during the outage"
     );
     assert_eq!(scrape.get("backplane_reconnects_total", &POSTGRES), 0.0);
+    sender
+        .invoke::<(), _>("SendMessage", ("bob", "during the outage"))
+        .await
+        .expect("the other instance publishes");
 
     // The database is back: one reconnect, and /health is healthy without the outage's
     // fields.
     proxy.partition(false);
     proxy.cut_connections();
-    scrape_until(&server.address, "counted the reconnect", |s| {
+    let after = scrape_until(&server.address, "counted the reconnect", |s| {
         s.get("backplane_reconnects_total", &POSTGRES) == 1.0
     })
     .await;
+    // The catch-up read the missed message from the table: one gap repaired, nothing lost.
+    let moved = |name: &str| after.get(name, &POSTGRES) - before.get(name, &POSTGRES);
+    assert_eq!(moved("backplane_gaps_repaired_total"), 1.0);
+    assert!(moved("backplane_envelopes_received_total") >= 1.0);
+    assert_eq!(moved("backplane_envelopes_lost_total"), 0.0);
     let healthy = tokio::time::timeout(PATIENCE, async {
         loop {
             let (status, _, body) = request(&server.address, "GET /health HTTP/1.1\r\n").await;
@@ -527,7 +542,8 @@ async fn health_and_metrics_show_an_outage_and_the_reconnect() {
         .as_f64()
         .unwrap();
     assert!(silence < 2.0, "{healthy}");
-    drop(server);
+    sender.stop().await;
+    drop((server, other));
     schema.drop().await;
 }
 
