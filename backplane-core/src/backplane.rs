@@ -100,6 +100,20 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     fn envelopes_rejected(&self) -> u64 {
         0
     }
+
+    /// What kind of backplane this is (`postgres`, `redis`, `nats`, `memory`): the
+    /// `backplane` label of its metrics ([`crate::metrics`]). `custom` unless the
+    /// backplane says.
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
+
+    /// How long ago the receiving side last heard anything from the backend (a
+    /// notification, a probe's answer, a read): a silent link shows here before any
+    /// timeout declares it lost. `None` for backplanes with no backend to hear from.
+    fn since_last_heard(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The future an `async_trait` method returns.
@@ -150,6 +164,14 @@ impl<B: Backplane + ?Sized> Backplane for Arc<B> {
 
     fn envelopes_rejected(&self) -> u64 {
         (**self).envelopes_rejected()
+    }
+
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    fn since_last_heard(&self) -> Option<Duration> {
+        (**self).since_last_heard()
     }
 }
 

@@ -19,6 +19,7 @@
 //!   cluster secret (HMAC-SHA256), so forged backplane traffic is dropped and counted.
 //! - [`CircuitBreaker`]: publishes fail at once while a backend is unreachable.
 //! - [`doctor`]: an end-to-end round trip between two nodes, for health checks.
+//! - [`metrics`]: the backplane metrics' names and the handles backends record through.
 //! - `testkit` (feature `testkit`): the conformance suite every backplane runs.
 //!
 //! # Example
@@ -66,6 +67,7 @@ mod id;
 mod lifetime;
 mod manager;
 mod message;
+pub mod metrics;
 pub mod node;
 mod registry;
 pub mod sequencing;

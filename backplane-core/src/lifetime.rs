@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use hub_protocol::Completion;
@@ -22,6 +22,7 @@ use crate::envelope::{
 use crate::id::{ConnectionId, NodeId};
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
 use crate::message::SerializedMessage;
+use crate::metrics::HubReceiveMetrics;
 use crate::registry::Registry;
 use crate::sync::{lock, read, write};
 
@@ -151,6 +152,13 @@ pub struct BackplaneHealth {
     /// verification against the cluster secret or its store did not confirm them
     /// ([`Backplane::envelopes_rejected`]; shared by every hub of the backplane).
     pub envelopes_rejected: u64,
+    /// While [`BackplaneStatus::Disconnected`]: since when, so an operator can tell a
+    /// blip from an outage. `None` otherwise.
+    pub disconnected_since: Option<SystemTime>,
+    /// How long ago the backplane last heard anything from its backend
+    /// ([`Backplane::since_last_heard`]): the lag of a link that looks connected but has
+    /// gone quiet. `None` for backplanes without a backend.
+    pub since_last_heard: Option<Duration>,
 }
 
 /// A [`HubLifetimeManager`] for one hub over any [`Backplane`].
@@ -195,6 +203,8 @@ struct Shared<B: Backplane + ?Sized> {
     health: Mutex<BackplaneHealth>,
     /// Envelopes received; an atomic because it changes on every envelope.
     envelopes_received: AtomicU64,
+    /// The received, repaired and lost envelopes, as metrics (no-ops without a recorder).
+    metrics: HubReceiveMetrics,
     /// Client-result calls in flight, asked here or answered here.
     client_calls: ClientCalls,
     /// Source of client-result request and invocation ids.
@@ -228,6 +238,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
     ) -> Result<Self, HubError> {
         let hub = hub.into();
         let subscription = backplane.subscribe(&hub).await?;
+        let metrics = HubReceiveMetrics::new(backplane.kind());
         let shared = Arc::new(Shared {
             hub,
             backplane,
@@ -240,8 +251,11 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
                 reconnects: 0,
                 envelopes_lost: 0,
                 envelopes_rejected: 0,
+                disconnected_since: None,
+                since_last_heard: None,
             }),
             envelopes_received: AtomicU64::new(0),
+            metrics,
             client_calls: ClientCalls::default(),
             next_call_id: AtomicU64::new(1),
             options,
@@ -265,6 +279,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
         let mut health = lock(&self.shared.health).clone();
         health.envelopes_received = self.shared.envelopes_received.load(Ordering::Relaxed);
         health.envelopes_rejected = self.shared.backplane.envelopes_rejected();
+        health.since_last_heard = self.shared.backplane.since_last_heard();
         health
     }
 
@@ -764,14 +779,20 @@ impl<B: Backplane + ?Sized> Shared<B> {
             BackplaneEvent::Connected => {
                 tracing::debug!(hub = %self.hub, "backplane connected");
                 health.status = BackplaneStatus::Connected;
+                health.disconnected_since = None;
             }
             BackplaneEvent::Disconnected { reason } => {
                 tracing::warn!(hub = %self.hub, %reason, "backplane disconnected");
                 health.status = BackplaneStatus::Disconnected { reason };
+                health
+                    .disconnected_since
+                    .get_or_insert_with(SystemTime::now);
             }
             BackplaneEvent::Reconnected { gap } => {
                 health.status = BackplaneStatus::Connected;
+                health.disconnected_since = None;
                 health.reconnects = health.reconnects.saturating_add(1);
+                self.metrics.gap(&gap);
                 match gap {
                     GapRepair::Repaired { recovered } => {
                         tracing::info!(hub = %self.hub, recovered, "backplane reconnected or gap repaired; nothing lost");
@@ -788,6 +809,7 @@ impl<B: Backplane + ?Sized> Shared<B> {
             }
             BackplaneEvent::Lagged { missed } => {
                 health.envelopes_lost = health.envelopes_lost.saturating_add(missed);
+                self.metrics.lost(missed);
                 tracing::error!(hub = %self.hub, missed, "backplane subscriber lagged; envelopes dropped");
             }
             BackplaneEvent::Envelope(_) => {}
@@ -803,6 +825,7 @@ async fn receive_loop<B: Backplane + ?Sized>(
         match event {
             BackplaneEvent::Envelope(envelope) => {
                 shared.envelopes_received.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.received();
                 shared.handle_envelope(&envelope);
             }
             other => shared.handle_lifecycle(other),

@@ -321,6 +321,10 @@ impl Backplane for MemoryBackplane {
         self.id
     }
 
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn publish(&self, hub: &str, kind: EnvelopeKind) -> Result<(), BackplaneError> {
         self.deliver(hub, None, kind).await
     }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use backplane_core::node::{HubReading, NodeRuntime, PublisherTask, backend_error, run_reader};
 use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
 
-use crate::context::NodeContext;
+use crate::context::{KIND, NodeContext};
 use crate::options::NatsOptions;
 use crate::publisher::{Route, SubjectWriter};
 use crate::reader::{RESET_CAUSE, STORAGE, SubjectReader};
@@ -47,7 +47,8 @@ impl NatsBackplane {
         );
         let writer = SubjectWriter::new(context.clone());
         let publisher =
-            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits());
+            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits())
+                .with_metrics(backplane_core::metrics::PublishMetrics::new(KIND));
         runtime.spawn(publisher.run());
         tracing::debug!(node = %context.node, url = %context.options.redacted_url(), prefix = %context.options.prefix, "[Init] node started");
         Ok(Self { context, runtime })
@@ -107,7 +108,8 @@ impl Backplane for NatsBackplane {
                     STORAGE,
                     RESET_CAUSE,
                 )
-                .with_codec(self.context.codec.clone());
+                .with_codec(self.context.codec.clone())
+                .with_metrics(self.context.receive_metrics.clone());
                 Ok(run_reader(reader, reading, feed))
             })
             .await
@@ -115,6 +117,14 @@ impl Backplane for NatsBackplane {
 
     fn envelopes_rejected(&self) -> u64 {
         self.context.codec.rejected()
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn since_last_heard(&self) -> Option<std::time::Duration> {
+        Some(self.context.receive_metrics.since_last_heard())
     }
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {

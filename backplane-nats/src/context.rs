@@ -16,6 +16,9 @@ use crate::options::{NatsCredentials, NatsOptions, Storage};
 /// Room kept under the server's `max_payload` for a chunk's headers.
 const HEADER_ROOM: usize = 1024;
 
+/// This backplane's `backplane` label in metrics.
+pub(crate) const KIND: &str = "nats";
+
 /// A node's identity, settings and connection, shared by its tasks.
 pub(crate) struct NodeContext {
     /// This node's id, stamped on what it publishes and used to drop its own echoes.
@@ -31,6 +34,8 @@ pub(crate) struct NodeContext {
     pub(crate) disconnects: watch::Receiver<u64>,
     /// Signs what this node writes and verifies what it reads (with a cluster secret).
     pub(crate) codec: backplane_core::EnvelopeCodec,
+    /// The node's reconnects and when its readers last heard from the server.
+    pub(crate) receive_metrics: backplane_core::metrics::ReceiveMetrics,
 }
 
 impl NodeContext {
@@ -110,6 +115,7 @@ impl NodeContext {
         let context = Self {
             node,
             codec: backplane_core::EnvelopeCodec::new(options.cluster_secret.clone()),
+            receive_metrics: backplane_core::metrics::ReceiveMetrics::new(KIND),
             options,
             client,
             jetstream,

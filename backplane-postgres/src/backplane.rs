@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
@@ -180,6 +181,14 @@ impl Backplane for PostgresBackplane {
 
     fn envelopes_rejected(&self) -> u64 {
         self.shared.codec.rejected()
+    }
+
+    fn kind(&self) -> &'static str {
+        crate::shared::KIND
+    }
+
+    fn since_last_heard(&self) -> Option<Duration> {
+        Some(self.shared.receive_metrics.since_last_heard())
     }
 }
 

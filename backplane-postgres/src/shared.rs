@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use backplane_core::metrics::{PublishMetrics, ReceiveMetrics};
 use backplane_core::{BackplaneError, CircuitBreaker, EnvelopeCodec, NodeId};
 
 use crate::install::Installed;
@@ -13,6 +14,9 @@ use crate::options::PostgresOptions;
 /// The longest hub name accepted: a reference notification names the hub and must fit
 /// PostgreSQL's 7,999-byte payload limit next to its header and sequence range.
 pub(crate) const MAX_HUB_NAME: usize = MAX_NOTIFICATION - 150;
+
+/// This backplane's `backplane` label in metrics.
+pub(crate) const KIND: &str = "postgres";
 
 /// Identity, settings and caches of one node.
 #[derive(Debug)]
@@ -30,6 +34,10 @@ pub(crate) struct Shared {
     pub(crate) codec: EnvelopeCodec,
     /// Open while the database does not answer: publishes fail at once.
     pub(crate) circuit: CircuitBreaker,
+    /// Batches committed, their sizes and commit times (no-ops without a recorder).
+    pub(crate) publish_metrics: PublishMetrics,
+    /// The listener's reconnects, and when it last heard from the database.
+    pub(crate) receive_metrics: ReceiveMetrics,
 }
 
 impl Shared {
@@ -41,6 +49,8 @@ impl Shared {
             options,
             installed: Installed::default(),
             tables: Mutex::new(HashMap::new()),
+            publish_metrics: PublishMetrics::new(KIND),
+            receive_metrics: ReceiveMetrics::new(KIND),
         }
     }
 

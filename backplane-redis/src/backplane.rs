@@ -8,7 +8,7 @@ use backplane_core::node::{HubReading, NodeRuntime, PublisherTask, backend_error
 use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
 use redis::aio::MultiplexedConnection;
 
-use crate::context::{NodeContext, Role};
+use crate::context::{KIND, NodeContext, Role};
 use crate::entry;
 use crate::options::RedisOptions;
 use crate::publisher::{StreamKey, StreamWriter};
@@ -52,7 +52,8 @@ impl RedisBackplane {
         );
         let writer = StreamWriter::new(context.clone(), connection);
         let publisher =
-            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits());
+            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits())
+                .with_metrics(backplane_core::metrics::PublishMetrics::new(KIND));
         runtime.spawn(publisher.run());
         tracing::debug!(node = %context.node, url = %context.options.redacted_url(), prefix = %context.options.key_prefix, "[Init] node started");
         Ok(Self { context, runtime })
@@ -135,7 +136,8 @@ impl Backplane for RedisBackplane {
                     STORAGE,
                     RESET_CAUSE,
                 )
-                .with_codec(self.context.codec.clone());
+                .with_codec(self.context.codec.clone())
+                .with_metrics(self.context.receive_metrics.clone());
                 Ok(run_reader(reader, reading, connection))
             })
             .await
@@ -143,6 +145,14 @@ impl Backplane for RedisBackplane {
 
     fn envelopes_rejected(&self) -> u64 {
         self.context.codec.rejected()
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn since_last_heard(&self) -> Option<std::time::Duration> {
+        Some(self.context.receive_metrics.since_last_heard())
     }
 
     async fn shutdown(&self) -> Result<(), BackplaneError> {

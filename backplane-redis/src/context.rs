@@ -8,6 +8,9 @@ use redis::{AsyncConnectionConfig, RedisError, RetryMethod};
 
 use crate::options::RedisOptions;
 
+/// This backplane's `backplane` label in metrics.
+pub(crate) const KIND: &str = "redis";
+
 /// A node's identity, settings and client, shared by its tasks.
 pub(crate) struct NodeContext {
     /// This node's id, stamped on what it publishes and used to drop its own echoes.
@@ -18,6 +21,8 @@ pub(crate) struct NodeContext {
     client: redis::Client,
     /// Signs what this node writes and verifies what it reads (with a cluster secret).
     pub(crate) codec: EnvelopeCodec,
+    /// The node's reconnects and when its readers last heard from the server.
+    pub(crate) receive_metrics: backplane_core::metrics::ReceiveMetrics,
 }
 
 /// What a connection is for: part of its `CLIENT SETNAME`.
@@ -35,6 +40,7 @@ impl NodeContext {
         Ok(Self {
             node,
             codec: EnvelopeCodec::new(options.cluster_secret.clone()),
+            receive_metrics: backplane_core::metrics::ReceiveMetrics::new(KIND),
             options,
             client,
         })

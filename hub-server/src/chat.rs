@@ -332,6 +332,16 @@ async fn health(State((hub, info)): State<(Hub, ServerInfo)>) -> Response {
     if let BackplaneStatus::Disconnected { reason } = &health.status {
         backplane["reason"] = reason.clone().into();
     }
+    // How long the link has been down tells a blip from an outage; how long the backend
+    // has been silent shows a link that looks up but hears nothing (the lag).
+    if let Some(since) = health.disconnected_since {
+        backplane["disconnectedSince"] = rfc3339(since).into();
+        let down = SystemTime::now().duration_since(since).unwrap_or_default();
+        backplane["secondsDisconnected"] = seconds(down).into();
+    }
+    if let Some(silence) = health.since_last_heard {
+        backplane["secondsSinceLastHeard"] = seconds(silence).into();
+    }
     let body = serde_json::json!({
         "status": if healthy { "healthy" } else { "degraded" },
         "server": info.name,
@@ -393,6 +403,11 @@ pub async fn log_backplane_state(hub: Hub) {
             lost = health.envelopes_lost;
         }
     }
+}
+
+/// `duration` in seconds, to the millisecond.
+fn seconds(duration: Duration) -> f64 {
+    (duration.as_millis() as f64) / 1000.0
 }
 
 /// `time` as an RFC 3339 UTC timestamp with milliseconds, e.g. `2025-01-31T12:00:00.000Z`.

@@ -125,7 +125,9 @@ async fn bind_and_call(
         next_argument: 0,
         stream_ids: stream_ids.into_iter(),
     };
+    let started = std::time::Instant::now();
     let Outcome(outcome) = call(handler, context).await;
+    hub.invocation_duration.record(started.elapsed());
     match outcome {
         Ok(reply) => Ok(reply),
         Err(Failure::Bind(error)) if error.is_caller_fault() => {

@@ -254,10 +254,14 @@ impl HubBuilder {
         let (shutdown, _) = watch::channel(false);
         let (connections, _) = watch::channel(0);
         let options = self.options.normalized();
+        let hub_label = [("hub", self.name.clone())];
         let tokens = Arc::new(TokenStore::new(
             options.negotiate_timeout,
             options.max_pending_negotiations,
+            ::metrics::gauge!(crate::metrics::NEGOTIATE_TOKENS_OUTSTANDING, &hub_label),
         ));
+        let invocation_duration =
+            ::metrics::histogram!(crate::metrics::INVOCATION_DURATION, &hub_label);
         TokenStore::spawn_sweeper(&tokens);
         let shared = HubShared {
             tokens,
@@ -275,6 +279,7 @@ impl HubBuilder {
             auth: self.auth,
             shutdown,
             connections,
+            invocation_duration,
         };
         Ok(Hub {
             shared: Arc::new(shared),
@@ -338,6 +343,8 @@ pub(crate) struct HubShared {
     pub(crate) shutdown: watch::Sender<bool>,
     /// How many connections are running (handshaking or connected), every transport.
     pub(crate) connections: watch::Sender<usize>,
+    /// How long its methods run, registered once so that recording is cheap.
+    pub(crate) invocation_duration: ::metrics::Histogram,
 }
 
 impl HubShared {

@@ -119,6 +119,7 @@
 //!   connections by token); `tokens`: connection ids and tokens.
 //! - `identity`: the user id hook; `options`: [`HubOptions`]; `error`: [`MethodError`],
 //!   [`SendError`].
+//! - `metrics`: the Prometheus recorder and its `GET /metrics` route.
 //! - `chat`: the chat server of the `hub-server` binary, reusable in tests;
 //!   `examples`: example hubs beside it; `streaming`: [`HubStream`], [`UploadStream`],
 //!   [`StreamOptions`].
@@ -143,6 +144,7 @@ mod transport;
 
 pub mod chat;
 pub mod examples;
+pub mod metrics;
 
 /// A connection's send queue and the hub's message encoding, for the workspace's
 /// benchmarks (`benches/`) only: compiled with the `bench-internals` feature, which

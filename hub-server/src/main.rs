@@ -2,7 +2,6 @@
 //! `hub-server doctor`, which checks the backplane (a PostgreSQL database, a Redis, or a
 //! NATS with JetStream).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +14,11 @@ use backplane_redis::{RedisBackplane, RedisOptions};
 use clap::{Parser, Subcommand};
 use hub_server::chat;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[path = "cli/access.rs"]
 mod access;
+#[path = "cli/observe.rs"]
+mod observe;
 
 /// mimalloc rather than the system allocator: after the burst of queued frames that
 /// opening thousands of chat connections causes, glibc's malloc kept 15.9-34.4 KiB per
@@ -110,6 +110,8 @@ struct Cli {
     send_queue_bytes: u64,
     #[command(flatten)]
     access: access::AccessFlags,
+    #[command(flatten)]
+    observe: observe::ObserveFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -151,14 +153,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // async-nats logs each (re)connect at info; the backplane reports its state itself.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
-        )
-        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    cli.observe.init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -318,6 +313,8 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     if cli.cluster_secret_file.is_some() && !matches!(chosen, Backend::Postgres(_)) {
         return Err("--cluster-secret-file is supported with --database-url only (the Redis and NATS backplanes do not sign their traffic yet)".into());
     }
+    // Before the backplane and the hub: they register their metrics as they start.
+    let metrics = cli.observe.install_metrics()?;
     let (backplane, kind): (Arc<dyn Backplane>, String) = match chosen {
         Backend::Memory => (Arc::new(MemoryBackplane::new()), "memory".into()),
         Backend::Postgres(url) => {
@@ -359,6 +356,9 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)))
         .max_http_connections(usize::try_from(cli.max_http_connections).unwrap_or(usize::MAX));
     let mut servers = tokio::task::JoinSet::new();
+    let app = metrics
+        .serve(app, &mut servers, &serve_options, shutdown_signal())
+        .await?;
     for address in &addresses {
         let listener = match TcpListener::bind(&address.address).await {
             Ok(listener) => listener,

@@ -151,6 +151,7 @@ impl Outbox {
                 && state.bytes + cost > self.shared.capacity
             {
                 drop(state);
+                ::metrics::counter!(crate::metrics::SEND_QUEUE_DROPS).increment(1);
                 // `notify_one` stores a permit, so the alarm is not lost if the connection
                 // task is busy elsewhere at this instant.
                 self.overflow.notify_one();

@@ -19,6 +19,7 @@ use backplane_core::ConnectionId;
 use backplane_core::lock;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use metrics::Gauge;
 use tokio::time::Instant;
 
 /// 128 random bits from the operating system, as 22 URL-safe characters.
@@ -58,6 +59,8 @@ pub(crate) struct TokenStore {
     lifetime: Duration,
     /// How many issued tokens may wait for their transport at once.
     max_pending: usize,
+    /// The metrics gauge of the pending tokens, set whenever their number changes.
+    outstanding: Gauge,
 }
 
 /// Negotiate refused: [`TokenStore::issue`] found the store at its cap.
@@ -76,7 +79,7 @@ struct Tokens {
 impl TokenStore {
     /// A store whose tokens wait `lifetime` for their transport, at most `max_pending`
     /// of them at once.
-    pub(crate) fn new(lifetime: Duration, max_pending: usize) -> Self {
+    pub(crate) fn new(lifetime: Duration, max_pending: usize, outstanding: Gauge) -> Self {
         Self {
             inner: Mutex::new(Tokens {
                 pending: HashMap::new(),
@@ -84,6 +87,7 @@ impl TokenStore {
             }),
             lifetime,
             max_pending,
+            outstanding,
         }
     }
 
@@ -94,6 +98,7 @@ impl TokenStore {
         let now = Instant::now();
         let mut tokens = self.lock();
         tokens.pending.retain(|_, (_, expiry, _)| *expiry > now);
+        self.outstanding.set(tokens.pending.len() as f64);
         if tokens.pending.capacity() > 64 && tokens.pending.len() < tokens.pending.capacity() / 4 {
             tokens.pending.shrink_to_fit();
         }
@@ -152,6 +157,7 @@ impl TokenStore {
             // Full: expired tokens may still be waiting for the background sweep.
             tokens.pending.retain(|_, (_, expiry, _)| *expiry > now);
             if tokens.pending.len() >= self.max_pending {
+                self.outstanding.set(tokens.pending.len() as f64);
                 return Err(TooManyPending);
             }
         }
@@ -159,6 +165,7 @@ impl TokenStore {
             token.clone().into_boxed_str(),
             (connection_id.clone(), now + self.lifetime, stateful),
         );
+        self.outstanding.set(tokens.pending.len() as f64);
         Ok((connection_id, token))
     }
 
@@ -172,6 +179,7 @@ impl TokenStore {
             .pending
             .remove_entry(token)
             .ok_or(ClaimError::Unknown)?;
+        self.outstanding.set(tokens.pending.len() as f64);
         if expiry <= Instant::now() {
             return Err(ClaimError::Unknown);
         }
@@ -251,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn token_lifecycle() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (connection_id, token) = store.issue(TokenKind::Secret, false).unwrap();
         assert_ne!(connection_id.as_str(), token);
         assert_eq!(store.claim("nope").unwrap_err(), ClaimError::Unknown);
@@ -266,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn version_0_tokens_are_the_connection_id_and_claimable_once() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (connection_id, token) = store.issue(TokenKind::ConnectionId, false).unwrap();
         assert_eq!(connection_id.as_str(), token);
         let lease = store.claim(connection_id.as_str()).unwrap();
@@ -279,7 +287,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn version_0_tokens_expire_like_secrets() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (_, token) = store.issue(TokenKind::ConnectionId, false).unwrap();
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
@@ -287,7 +295,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unclaimed_tokens_expire_and_are_swept() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()));
         let (_, token) = store.issue(TokenKind::Secret, false).unwrap();
         tokio::time::advance(Duration::from_secs(16)).await;
         assert_eq!(store.claim(&token).unwrap_err(), ClaimError::Unknown);
@@ -301,7 +309,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pending_tokens_are_capped_until_they_expire_or_are_claimed() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 3));
+        let store = Arc::new(TokenStore::new(Duration::from_secs(15), 3, Gauge::noop()));
         let tokens: Vec<String> = (0..3)
             .map(|_| store.issue(TokenKind::Secret, false).unwrap().1)
             .collect();
@@ -323,7 +331,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_background_sweep_empties_and_shrinks_the_map() {
-        let store = Arc::new(TokenStore::new(Duration::from_secs(2), 100_000));
+        let store = Arc::new(TokenStore::new(
+            Duration::from_secs(2),
+            100_000,
+            Gauge::noop(),
+        ));
         TokenStore::spawn_sweeper(&store);
         for _ in 0..10_000 {
             store.issue(TokenKind::Secret, false).unwrap();

@@ -20,6 +20,8 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving()
     // The default bound (1 MiB): the broadcasts add up to 12.5 MiB. The reader only
     // reads, so it would trip the client timeout on a slow machine.
     let options = HubOptions::default().client_timeout(Duration::from_secs(600));
+    // The only test of this binary that installs the (process-wide) metrics recorder.
+    let metrics = hub_server::metrics::install().expect("the metrics recorder");
     let server = TestServer::start(options).await;
     let mut slow = RawClient::connect_with_small_buffer(server.addr, &server.ws_url("")).await;
     slow.handshake_json().await;
@@ -83,6 +85,14 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_receiving()
         slow_received < MESSAGES,
         "the slow client got {slow_received} of {MESSAGES} messages"
     );
+    // Operators see it: the refused message is counted.
+    let scrape = metrics.render();
+    let drops = scrape
+        .lines()
+        .find_map(|line| line.strip_prefix("signalr_send_queue_drops_total "))
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no drops counter in:\n{scrape}"));
+    assert!(drops >= 1.0, "{drops} drops");
     assert_eq!(
         sender.invoke_json("1", "Add", "[1,2]").await,
         "{\"type\":3,\"invocationId\":\"1\",\"result\":3}\u{1e}"

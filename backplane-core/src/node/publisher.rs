@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::backoff::{Jitter, ReconnectBackoff};
 use crate::backplane::BackplaneError;
 use crate::id::NodeId;
+use crate::metrics::PublishMetrics;
 use crate::sequencing::{Pending, PublishQueue, SkippedRun, runs_of};
 
 /// Why one attempt to store a hub's part failed.
@@ -102,6 +103,9 @@ pub struct PublisherTask<S: BatchStore> {
     skipped: Vec<SkippedRun<S::Route>>,
     /// Spreads retries.
     jitter: Jitter,
+    /// Batches stored, their sizes and store times, once the backend names itself
+    /// ([`PublisherTask::with_metrics`]).
+    metrics: Option<PublishMetrics>,
 }
 
 impl<S: BatchStore> fmt::Debug for PublisherTask<S> {
@@ -129,7 +133,14 @@ impl<S: BatchStore> PublisherTask<S> {
             limits,
             skipped: Vec::new(),
             jitter: Jitter::new(node),
+            metrics: None,
         }
+    }
+
+    /// This task recording its batches through `metrics` (see [`crate::metrics`]).
+    pub fn with_metrics(mut self, metrics: PublishMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Write batches until the queue is shut down and drained.
@@ -160,7 +171,8 @@ impl<S: BatchStore> PublisherTask<S> {
         self.skipped = others;
         let mut part = self.store.prepare(route, &runs, &envelopes);
         let timeout = self.limits.command_timeout;
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         let mut stored = 0;
         let mut attempt = 0;
         let outcome = loop {
@@ -194,6 +206,9 @@ impl<S: BatchStore> PublisherTask<S> {
         let error = match outcome {
             Ok(()) => {
                 tracing::debug!(%node, ?route, envelopes = envelopes.len(), "[Publish] batch written");
+                if let Some(metrics) = &self.metrics {
+                    metrics.batch_stored(envelopes.len(), started.elapsed());
+                }
                 for pending in envelopes {
                     pending.finish(Ok(()));
                 }

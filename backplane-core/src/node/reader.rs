@@ -20,6 +20,7 @@ use crate::EnvelopeCodec;
 use crate::backoff::{Jitter, ReconnectBackoff};
 use crate::backplane::{BackplaneEvent, GapRepair};
 use crate::id::NodeId;
+use crate::metrics::ReceiveMetrics;
 use crate::sequencing::{HubInbox, HubSubscribers, Outage, Stored};
 
 /// Why a backend's [`LogReader::serve`] returned.
@@ -84,6 +85,9 @@ pub struct HubReading {
     storage: &'static str,
     /// Why the log may no longer reach back to the last item read, for reports.
     reset_cause: &'static str,
+    /// The node's reconnects and when it last heard from the backend, once the backend
+    /// names itself ([`HubReading::with_metrics`]).
+    metrics: Option<ReceiveMetrics>,
 }
 
 impl fmt::Debug for HubReading {
@@ -121,7 +125,14 @@ impl HubReading {
             jitter: Jitter::new(node),
             storage,
             reset_cause,
+            metrics: None,
         }
+    }
+
+    /// This reading recording through the node's `metrics` (see [`crate::metrics`]).
+    pub fn with_metrics(mut self, metrics: ReceiveMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// This reading decoding (and, with a cluster secret, verifying) with `codec`: what
@@ -153,6 +164,9 @@ impl HubReading {
     /// A read succeeded: the next reconnect starts its backoff afresh.
     pub fn read_succeeded(&mut self) {
         self.attempt = 0;
+        if let Some(metrics) = &self.metrics {
+            metrics.heard();
+        }
     }
 
     /// A copy of the stop signal, to select on while reading.
@@ -185,6 +199,9 @@ impl HubReading {
             return Ok(());
         };
         let gap = outage.report(self.storage, self.reset_cause);
+        if let Some(metrics) = &self.metrics {
+            metrics.reconnected();
+        }
         if let GapRepair::Unrepairable { .. } = gap {
             tracing::warn!(node = %self.node, hub = self.inbox.hub(), ?gap, "[Listener] reconnected with envelopes lost");
         } else {

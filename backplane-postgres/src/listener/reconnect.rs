@@ -64,6 +64,7 @@ impl Listener {
                 match self.catch_up().await {
                     Ok(repairs) => {
                         tracing::info!(%node, %reason, "[Listener] reconnected and caught up");
+                        self.shared.receive_metrics.reconnected();
                         self.report_reconnected(repairs).await;
                     }
                     Err(Interrupt::Shutdown) => break,
@@ -75,6 +76,7 @@ impl Listener {
                 }
             }
             self.alive_at = listening_since;
+            self.shared.receive_metrics.heard();
             attempt = 0;
             if self.shared.circuit.reset() {
                 tracing::info!(%node, "[Listener] the database answers again; circuit closed");
@@ -117,8 +119,17 @@ impl Listener {
                 command = self.commands.recv() => Event::Command(command),
                 message = poll_fn(|cx| connection.poll_message(cx)) => Event::Message(message),
             };
+            if matches!(event, Event::Message(Some(Ok(_)))) {
+                self.shared.receive_metrics.heard();
+            }
             let outcome = match event {
-                Event::Probe => self.probe(client, connection).await,
+                Event::Probe => {
+                    let probed = self.probe(client, connection).await;
+                    if probed.is_ok() {
+                        self.shared.receive_metrics.heard();
+                    }
+                    probed
+                }
                 Event::Command(Some(command)) => self.command(command, client, connection).await,
                 Event::Command(None) => Err(Interrupt::Shutdown),
                 Event::Message(Some(Ok(AsyncMessage::Notification(notification)))) => {

@@ -161,6 +161,10 @@ impl Publisher {
                     elapsed = ?started.elapsed(),
                     "[Publish] batch committed"
                 );
+                if !batch.is_empty() {
+                    let metrics = &self.shared.publish_metrics;
+                    metrics.batch_stored(batch.len(), started.elapsed());
+                }
                 self.tombstones.clear();
                 if self.shared.circuit.reset() {
                     tracing::info!(node = %self.shared.node, "[Publish] the database answers again; circuit closed");

@@ -41,6 +41,7 @@ use crate::auth::{self, Principal};
 use crate::dispatch;
 use crate::extract::ConnectionInfo;
 use crate::hub::{ConnectionCount, HubShared};
+use crate::metrics::ConnectionMetrics;
 use crate::outbox::{Outbox, OutboxReceiver, Outgoing};
 use crate::tokens::TokenLease;
 use crate::transport::{FrameSink, Incoming};
@@ -159,6 +160,8 @@ struct Started {
     _token: Option<TokenLease>,
     /// Counts the connection until it has ended (hooks run, unregistered).
     _count: ConnectionCount,
+    /// Counts it in the connections gauge, likewise, and its messages.
+    metrics: ConnectionMetrics,
 }
 
 /// Run the handshake and register the connection; `None` when it ended before that.
@@ -222,6 +225,7 @@ async fn start<I: Incoming, S: FrameSink>(
     }
     tracing::info!(hub = %hub.name, connection_id = %info.id, authenticated = info.principal.is_some(), %protocol, stateful_reconnect = info.resume.is_some(), "client connected");
     let started = Started {
+        metrics: ConnectionMetrics::open(S::TRANSPORT, protocol),
         info,
         outbox,
         _token: token,
@@ -239,7 +243,12 @@ async fn attached<I: Incoming, S: FrameSink>(
     queue: OutboxReceiver,
     buf: BytesMut,
 ) -> End {
-    let Started { info, outbox, .. } = started;
+    let Started {
+        info,
+        outbox,
+        metrics,
+        ..
+    } = started;
     let mut shutdown = hub.shutdown.subscribe();
     let protocol = info.protocol;
     // Leaving this function drops the reader, and with it the invocations still running,
@@ -250,8 +259,14 @@ async fn attached<I: Incoming, S: FrameSink>(
         info.principal.as_deref(),
         hub.options.close_on_authentication_expiration,
     );
-    let reader = reading::read_loop(hub, info, outbox, incoming, buf);
-    let writer = writing::write_loop(sink, queue, protocol, hub.options.keep_alive_interval);
+    let reader = reading::read_loop(hub, info, outbox, incoming, buf, &metrics.received);
+    let writer = writing::write_loop(
+        sink,
+        queue,
+        protocol,
+        hub.options.keep_alive_interval,
+        metrics.sent.clone(),
+    );
     tokio::pin!(reader, writer);
     let end = tokio::select! {
         end = &mut reader => end,

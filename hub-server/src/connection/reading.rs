@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use futures_util::future::abortable;
 use futures_util::stream::FuturesUnordered;
 use hub_protocol::{CompletionResult, DecodeError, Decoder, HubMessage, StreamInvocation};
+use metrics::Counter;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
@@ -49,6 +50,7 @@ pub(super) async fn read_loop<I: Incoming>(
     outbox: &Arc<Outbox>,
     incoming: &mut I,
     mut buf: BytesMut,
+    received: &Counter,
 ) -> End {
     if let Some(hook) = &hub.on_connected
         && let Err(error) = dispatch::run_hook(hub, info, hook).await
@@ -76,7 +78,10 @@ pub(super) async fn read_loop<I: Incoming>(
             }
             let before = buf.len();
             let message = match decoder.decode(&mut buf) {
-                Ok(Some(message)) => message,
+                Ok(Some(message)) => {
+                    received.increment(1);
+                    message
+                }
                 Ok(None) => break,
                 Err(DecodeError::MessageTooLarge { limit }) => return End::TooLarge(limit),
                 Err(DecodeError::UnknownMessageType { message_type }) => {

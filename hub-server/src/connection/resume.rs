@@ -290,6 +290,8 @@ impl<S: FrameSink> ResumableSink<S> {
 }
 
 impl<S: FrameSink> FrameSink for ResumableSink<S> {
+    const TRANSPORT: &'static str = S::TRANSPORT;
+
     async fn feed(&mut self, frame: Bytes, format: TransferFormat) -> io::Result<()> {
         // Pings and the final Close are not numbered: one lost with a transport is not
         // resent.
@@ -401,6 +403,8 @@ mod tests {
     struct RecordingSink(Arc<Mutex<Vec<Bytes>>>);
 
     impl FrameSink for RecordingSink {
+        const TRANSPORT: &'static str = "test";
+
         async fn feed(&mut self, frame: Bytes, _format: TransferFormat) -> io::Result<()> {
             lock(&self.0).push(frame);
             Ok(())

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hub_protocol::{Protocol, TransferFormat, encode_ping};
+use metrics::Counter;
 use tokio::time::{Instant, sleep_until};
 
 use crate::outbox::{OutboxReceiver, Outgoing};
@@ -20,6 +21,7 @@ pub(super) async fn write_loop<S: FrameSink>(
     mut queue: OutboxReceiver,
     protocol: Protocol,
     keep_alive: Duration,
+    sent: Counter,
 ) -> Result<(), String> {
     let format = protocol.transfer_format();
     let mut ping = BytesMut::new();
@@ -40,6 +42,9 @@ pub(super) async fn write_loop<S: FrameSink>(
                     match item {
                         Outgoing::Frame(frame) | Outgoing::Reply(frame) => {
                             if let Some(frame) = checked(format, frame) {
+                                // Counted before it is handed over: a transport may
+                                // deliver it before `feed` returns.
+                                sent.increment(1);
                                 sink.feed_message(frame, format).await.map_err(|e| e.to_string())?;
                             }
                         }

@@ -255,6 +255,8 @@ fn polls_of(connection: &HttpConnection) -> &Polls {
 }
 
 impl FrameSink for PollSink {
+    const TRANSPORT: &'static str = "long_polling";
+
     const INHERENT_KEEP_ALIVE: bool = true;
 
     async fn feed(&mut self, frame: Bytes, _format: TransferFormat) -> io::Result<()> {

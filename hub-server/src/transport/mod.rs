@@ -101,6 +101,10 @@ pub(crate) trait Incoming: Send {
 
 /// Where a connection's frames go.
 pub(crate) trait FrameSink: Send {
+    /// The transport's name as the `transport` label of the connection metrics
+    /// (`websockets`, `server_sent_events`, `long_polling`).
+    const TRANSPORT: &'static str;
+
     /// Whether the transport carries binary frames (MessagePack). Server-Sent Events
     /// carry text only; the handshake refuses a binary protocol on them, as ASP.NET Core
     /// does.

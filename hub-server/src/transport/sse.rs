@@ -108,6 +108,8 @@ fn closed() -> io::Error {
 }
 
 impl FrameSink for EventSink {
+    const TRANSPORT: &'static str = "server_sent_events";
+
     const SUPPORTS_BINARY: bool = false;
 
     async fn feed(&mut self, frame: Bytes, format: TransferFormat) -> io::Result<()> {

@@ -81,12 +81,12 @@ impl Server {
             address: String::new(),
         };
         let line = server.expect_log("listening on http://").await;
+        // Up to the path: the line may be text or JSON (`--log-format json`).
         server.address = line
             .split("listening on http://")
             .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|rest| rest.split('/').next())
             .unwrap()
-            .trim_end_matches("/chathub")
             .to_owned();
         server
     }

@@ -69,6 +69,8 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send> FrameSink for FrameWriter<W> {
+    const TRANSPORT: &'static str = "websockets";
+
     async fn feed(&mut self, frame: Bytes, format: TransferFormat) -> io::Result<()> {
         let opcode = match format {
             TransferFormat::Text => OP_TEXT,
