@@ -33,6 +33,7 @@ const INITIAL_FRAME_CAPACITY: usize = 512;
 /// # Errors
 ///
 /// [`SendError::Encode`] when `arguments` cannot be serialized.
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 pub fn serialize_invocation<A: Serialize + ?Sized>(
     method: &str,
     arguments: &A,

@@ -136,6 +136,8 @@ mod hub;
 mod identity;
 mod options;
 mod origins;
+// Public for the benchmarks' `bench_internals` only; crate-private otherwise.
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 mod outbox;
 mod serve;
 mod streaming;
