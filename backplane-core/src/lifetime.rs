@@ -178,7 +178,7 @@ pub struct BackplaneHealth {
 /// (several hubs can share one backplane).
 pub struct BackplaneHubLifetimeManager<B: Backplane + ?Sized = dyn Backplane> {
     /// State shared with the receive task.
-    shared: Arc<Shared<B>>,
+    shared: Arc<ManagerState<B>>,
     /// The task applying what other nodes publish; aborted on drop.
     receiver: JoinHandle<()>,
 }
@@ -187,7 +187,7 @@ pub struct BackplaneHubLifetimeManager<B: Backplane + ?Sized = dyn Backplane> {
 type AckSender = oneshot::Sender<Result<(), String>>;
 
 /// Everything the manager and its receive task share.
-struct Shared<B: Backplane + ?Sized> {
+struct ManagerState<B: Backplane + ?Sized> {
     /// The hub this manager serves; envelopes name it.
     hub: String,
     /// Where envelopes go to and come from.
@@ -239,7 +239,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
         let hub = hub.into();
         let subscription = backplane.subscribe(&hub).await?;
         let metrics = HubReceiveMetrics::new(backplane.kind());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ManagerState {
             hub,
             backplane,
             registry: RwLock::new(Registry::default()),
@@ -507,7 +507,7 @@ impl Drop for PendingAck<'_> {
     }
 }
 
-impl<B: Backplane + ?Sized> Shared<B> {
+impl<B: Backplane + ?Sized> ManagerState<B> {
     /// Apply a group change if the connection is local: `None` if it is not, else
     /// whether it was applied or refused, and why.
     fn apply_locally(
@@ -818,7 +818,7 @@ impl<B: Backplane + ?Sized> Shared<B> {
 }
 
 async fn receive_loop<B: Backplane + ?Sized>(
-    shared: Arc<Shared<B>>,
+    shared: Arc<ManagerState<B>>,
     mut subscription: Subscription,
 ) {
     while let Some(event) = subscription.recv().await {

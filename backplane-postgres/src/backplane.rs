@@ -11,13 +11,13 @@ use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscripti
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::context::{NodeContext, lock};
 use crate::install::install_schema;
 use crate::listener::{self, Command, Listener};
 use crate::options::PostgresOptions;
 use crate::publisher::flush::{self, Flusher, FlusherLink};
 use crate::publisher::{self, PublishQueue, Publisher};
 use crate::retention;
-use crate::shared::{Shared, lock};
 
 /// One node of a PostgreSQL backplane.
 ///
@@ -28,7 +28,7 @@ use crate::shared::{Shared, lock};
 /// [crate docs](crate) for the design and the guarantees.
 pub struct PostgresBackplane {
     /// Identity, settings and caches shared with the tasks.
-    shared: Arc<Shared>,
+    shared: Arc<NodeContext>,
     /// Where publishes are numbered and queued.
     queue: Arc<PublishQueue>,
     /// Requests to the listener task.
@@ -53,7 +53,7 @@ impl PostgresBackplane {
     /// gives up after this point: it reconnects as long as it lives.
     pub async fn connect(options: PostgresOptions) -> Result<Self, BackplaneError> {
         options.validate()?;
-        let shared = Arc::new(Shared::new(NodeId::random(), options));
+        let shared = Arc::new(NodeContext::new(NodeId::random(), options));
         let node = shared.node;
         let publisher_client = publisher::open(&shared).await?;
         install_schema(&publisher_client, &shared.options.schema_name).await?;
@@ -184,7 +184,7 @@ impl Backplane for PostgresBackplane {
     }
 
     fn kind(&self) -> &'static str {
-        crate::shared::KIND
+        crate::context::KIND
     }
 
     fn since_last_heard(&self) -> Option<Duration> {

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use tokio_postgres::Client;
 
 use crate::connect::PostgresError;
+use crate::context::lock;
 use crate::names::{TableNames, lock_key, quote_ident};
-use crate::shared::lock;
 
 /// The comment that marks a table as a backplane messages table; retention only deletes
 /// from tables that carry it.

@@ -187,6 +187,7 @@
 mod backplane;
 mod connect;
 mod conninfo;
+mod context;
 mod diagnose;
 /// Entry points for the fuzz targets in `fuzz/`; not a public API.
 #[cfg(feature = "fuzzing")]
@@ -200,7 +201,6 @@ mod options;
 mod publisher;
 mod retention;
 mod row;
-mod shared;
 mod tls;
 mod tombstone;
 

@@ -13,12 +13,12 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::connect::{self, PostgresError, Role};
+use crate::context::NodeContext;
 use crate::install::TABLE_MARKER;
 use crate::names::{lock_key, quote_ident};
-use crate::shared::Shared;
 
 /// Run retention passes until shut down.
-pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(shared: Arc<NodeContext>, mut shutdown: watch::Receiver<bool>) {
     let node = shared.node;
     let mut client: Option<Client> = None;
     loop {
@@ -59,7 +59,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
 ///
 /// A [`PostgresError`] if a statement failed.
 pub(crate) async fn run_pass(
-    shared: &Shared,
+    shared: &NodeContext,
     client: &Client,
 ) -> Result<Option<u64>, PostgresError> {
     const CONTEXT: &str = "deleting old rows";
@@ -82,7 +82,7 @@ pub(crate) async fn run_pass(
     result.map(Some).map_err(err)
 }
 
-async fn delete_old(shared: &Shared, client: &Client) -> Result<u64, tokio_postgres::Error> {
+async fn delete_old(shared: &NodeContext, client: &Client) -> Result<u64, tokio_postgres::Error> {
     let options = &shared.options;
     let tables = client
         .query(

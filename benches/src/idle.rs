@@ -40,13 +40,13 @@ pub struct IdleScenario {
 
 /// Counters the connection tasks share.
 #[derive(Debug, Default)]
-struct Shared {
+struct Counters {
     frames: AtomicU64,
     dropped: AtomicUsize,
 }
 
 /// Hold one connection open: read everything, ping, until told to stop.
-async fn hold(mut client: HubClient, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn hold(mut client: HubClient, shared: Arc<Counters>, mut stop: watch::Receiver<bool>) {
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
     loop {
@@ -78,7 +78,7 @@ async fn hold(mut client: HubClient, shared: Arc<Shared>, mut stop: watch::Recei
 
 /// Wait until the server's memory stops growing (no change above 64 KiB over a second,
 /// and the clients receive nothing new), or `timeout`; the last reading.
-async fn settled_rss(pid: u32, shared: &Shared, timeout: Duration) -> u64 {
+async fn settled_rss(pid: u32, shared: &Counters, timeout: Duration) -> u64 {
     let deadline = Instant::now() + timeout;
     let mut last = (
         rss_bytes(pid).unwrap_or(0),
@@ -105,7 +105,7 @@ async fn settled_rss(pid: u32, shared: &Shared, timeout: Duration) -> u64 {
 /// A message when the server's memory cannot be read.
 pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<IdleReport, String> {
     rss_bytes(pid).ok_or_else(|| format!("cannot read the memory of process {pid}"))?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Counters::default());
     // A server that just started may still be settling (its backplane connections).
     let rss_before = settled_rss(pid, &shared, scenario.settle_timeout).await;
     let (stop_tx, stop) = watch::channel(false);

@@ -57,7 +57,7 @@ impl fmt::Display for HubConnectionState {
 #[derive(Clone, Debug)]
 pub struct HubConnection {
     /// What the connection task shares with the handles.
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<ConnectionCore>,
     /// Stops the connection when the last handle goes away (the task holds `inner`, so
     /// `inner` alone would keep it running forever).
     _owner: Arc<Owner>,
@@ -65,7 +65,7 @@ pub struct HubConnection {
 
 /// State shared by the handles and the connection task.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct ConnectionCore {
     /// The settings given to the builder.
     pub(crate) config: Config,
     /// Client methods the server may call.
@@ -73,7 +73,7 @@ pub(crate) struct Inner {
     /// Lifecycle callbacks.
     pub(crate) events: Events,
     /// Mutable connection state; never held across an await.
-    shared: Mutex<Shared>,
+    shared: Mutex<RunState>,
     /// Publishes every state change, so `stop` can wait for `Disconnected`.
     state_changes: watch::Sender<HubConnectionState>,
     /// Source of invocation ids, unique for the connection's lifetime.
@@ -82,7 +82,7 @@ pub(crate) struct Inner {
 
 /// The parts of the connection that change as it starts, reconnects and stops.
 #[derive(Debug)]
-struct Shared {
+struct RunState {
     /// The current state.
     state: HubConnectionState,
     /// Counts `start` calls; the connection task of run `n` only touches the state while it
@@ -105,7 +105,7 @@ struct Shared {
 
 /// Dropped with the last [`HubConnection`]: stops the connection.
 #[derive(Debug)]
-struct Owner(Arc<Inner>);
+struct Owner(Arc<ConnectionCore>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
@@ -117,11 +117,11 @@ impl Drop for Owner {
 
 impl HubConnection {
     pub(crate) fn new(config: Config) -> Self {
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(ConnectionCore {
             config,
             handlers: Handlers::default(),
             events: Events::default(),
-            shared: Mutex::new(Shared {
+            shared: Mutex::new(RunState {
                 state: HubConnectionState::Disconnected,
                 run: 0,
                 connection_id: None,
@@ -432,7 +432,7 @@ impl HubConnection {
 /// Puts the state back to disconnected when a `start` future is dropped before it finished.
 struct StartGuard<'a> {
     /// The connection being started.
-    inner: &'a Inner,
+    inner: &'a ConnectionCore,
     /// The run `start` opened.
     run: u64,
     /// Cleared once `start` settles the state itself.
@@ -448,20 +448,20 @@ impl Drop for StartGuard<'_> {
     }
 }
 
-impl Inner {
+impl ConnectionCore {
     /// Locks the shared state. Nothing panics while holding it, so poisoning cannot leave it
     /// inconsistent.
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    fn lock(&self) -> MutexGuard<'_, RunState> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set_state(&self, shared: &mut Shared, state: HubConnectionState) {
+    fn set_state(&self, shared: &mut RunState, state: HubConnectionState) {
         shared.state = state;
         self.state_changes.send_replace(state);
     }
 
     /// Ends run `run`, if it is still the current one: disconnected, nothing to send to.
-    fn release(&self, shared: &mut Shared, run: u64) {
+    fn release(&self, shared: &mut RunState, run: u64) {
         if shared.run != run || shared.state == HubConnectionState::Disconnected {
             return;
         }

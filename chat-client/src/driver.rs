@@ -16,7 +16,7 @@ use hub_protocol::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connection::Inner;
+use crate::connection::ConnectionCore;
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
 use crate::handlers::NO_RESULT;
 use crate::in_flight::{Held, InFlight};
@@ -60,7 +60,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Runs the connection of run `run` until it is stopped or lost for good.
 pub(crate) async fn run(
-    inner: Arc<Inner>,
+    inner: Arc<ConnectionCore>,
     run: u64,
     mut link: Link,
     mut outgoing: mpsc::Receiver<Outgoing>,
@@ -140,7 +140,7 @@ pub(crate) async fn run(
 
 /// Retries connecting as the policy says, until it succeeds, gives up, or `stop` is called.
 async fn reconnect(
-    inner: &Inner,
+    inner: &ConnectionCore,
     lost: &DisconnectReason,
     first_delay: Duration,
     stop: &mut watch::Receiver<bool>,
@@ -186,7 +186,7 @@ async fn reconnect(
 /// One physical connection's worth of state.
 struct Session<'a> {
     /// Handlers, events and configuration.
-    inner: &'a Inner,
+    inner: &'a ConnectionCore,
     /// The transport.
     transport: Transport,
     /// Received bytes not yet decoded (a transport chunk may end mid-message, and the
@@ -208,7 +208,7 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(inner: &'a Inner, link: Link) -> Self {
+    fn new(inner: &'a ConnectionCore, link: Link) -> Self {
         let now = Instant::now();
         let config = &inner.config;
         Session {

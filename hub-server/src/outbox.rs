@@ -59,7 +59,7 @@ pub struct Outbox {
     /// The protocol whose encoding this connection takes from each message.
     protocol: Protocol,
     /// The queue, shared with the connection's writer.
-    shared: Arc<Shared>,
+    shared: Arc<QueueState>,
     /// Wakes the connection task to drop a client whose queue overflowed.
     overflow: Notify,
 }
@@ -67,14 +67,14 @@ pub struct Outbox {
 /// The receiving side of one connection's queue, drained by its writer.
 pub struct OutboxReceiver {
     /// The queue, shared with the [`Outbox`].
-    shared: Arc<Shared>,
+    shared: Arc<QueueState>,
     /// Frames taken out of the queue (in order, ahead of everything still in it) and not
     /// yet handed to the writer.
     taken: VecDeque<Outgoing>,
 }
 
 /// What the two ends share.
-struct Shared {
+struct QueueState {
     /// Most bytes the queue holds, frames plus [`FRAME_OVERHEAD`] each (the writer's
     /// current batch, up to [`TAKE_LIMIT`] frames taken out but not yet written, is not
     /// counted).
@@ -100,7 +100,7 @@ struct State {
     sender_gone: bool,
 }
 
-impl Shared {
+impl QueueState {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue inconsistent (every
         // operation on it is a single call), so carry on.
@@ -112,7 +112,7 @@ impl Outbox {
     /// An outbox for a connection speaking `protocol`, with room for `capacity` bytes of
     /// frames, and the receiving end its writer drains.
     pub fn new(protocol: Protocol, capacity: usize) -> (Self, OutboxReceiver) {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(QueueState {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
             room: Notify::new(),

@@ -10,11 +10,13 @@ use tokio_postgres::{AsyncMessage, Client};
 
 use super::state::{Interrupt, ListenConnection, Listener};
 use crate::connect::{self, PostgresError, Role, describe};
+use crate::context::NodeContext;
 use crate::names::quote_ident;
-use crate::shared::Shared;
 
 /// Open the listening connection (used at start, so a bad configuration fails fast).
-pub(crate) async fn open(shared: &Shared) -> Result<(Client, ListenConnection), PostgresError> {
+pub(crate) async fn open(
+    shared: &NodeContext,
+) -> Result<(Client, ListenConnection), PostgresError> {
     connect::connect_raw(&shared.options, Role::Listener, shared.node).await
 }
 

@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 
 use crate::connect;
+use crate::context::NodeContext;
 use crate::names::TableNames;
-use crate::shared::Shared;
 
 /// The listening connection's socket half, driven by this task.
 pub(crate) type ListenConnection = connect::PgConnection;
@@ -58,7 +58,7 @@ pub(super) const STORAGE: &str = "the table";
 
 /// The listener task's state.
 pub(crate) struct Listener {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<NodeContext>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) channels: HashMap<String, Channel>,
@@ -77,7 +77,7 @@ pub(crate) struct Listener {
 
 impl Listener {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<NodeContext>,
         commands: mpsc::Receiver<Command>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::queue::Pending;
+use crate::context::NodeContext;
 use crate::names::TableNames;
 use crate::notification::{self, Packer};
 use crate::row::seq_i64;
-use crate::shared::Shared;
 use crate::tombstone::{self, Tombstone};
 
 /// The rows and notifications of one batch for one table.
@@ -26,7 +26,7 @@ pub(super) struct TableWrite {
 
 /// Encode the batch (and any tombstones) into per-table rows and notifications.
 pub(super) fn prepare(
-    shared: &Shared,
+    shared: &NodeContext,
     tombstones: &[Tombstone],
     batch: &[Pending],
 ) -> Vec<TableWrite> {

@@ -9,8 +9,8 @@ use tokio_postgres::{Client, Statement};
 use super::batch::TableWrite;
 use super::retry::AttemptError;
 use crate::connect::{self, PostgresError, Role, describe};
+use crate::context::NodeContext;
 use crate::names::TableNames;
-use crate::shared::Shared;
 
 /// The publishing connection and its prepared statements.
 pub(super) struct PublisherConnection {
@@ -49,7 +49,7 @@ impl TableStatements {
 }
 
 /// A connection for publishing, with `synchronous_commit` applied.
-pub(crate) async fn open(shared: &Shared) -> Result<Client, PostgresError> {
+pub(crate) async fn open(shared: &NodeContext) -> Result<Client, PostgresError> {
     let client = connect::connect(&shared.options, Role::Publisher, shared.node).await?;
     if let Some(mode) = shared.options.synchronous_commit.as_sql() {
         client
@@ -63,7 +63,7 @@ pub(crate) async fn open(shared: &Shared) -> Result<Client, PostgresError> {
 /// One attempt to write a batch; `retry` when an earlier attempt failed (it may have
 /// committed: rows are then inserted with `ON CONFLICT DO NOTHING`).
 pub(super) async fn attempt(
-    shared: &Shared,
+    shared: &NodeContext,
     connection: &mut Option<PublisherConnection>,
     writes: &[TableWrite],
     retry: bool,

@@ -43,8 +43,8 @@ use tokio_postgres::Client;
 use super::queue::Pending;
 use super::retry::{AttemptError, BatchError, Retries};
 use crate::connect::{self, PostgresError, Role};
+use crate::context::{NodeContext, lock};
 use crate::row::seq_i64;
-use crate::shared::{Shared, lock};
 use crate::tombstone::Tombstone;
 
 /// What the confirmation commits: WAL, under a transaction id, so its synchronous commit
@@ -68,7 +68,7 @@ pub(crate) struct FlusherLink {
 
 /// The task confirming flushes.
 pub(crate) struct Flusher {
-    shared: Arc<Shared>,
+    shared: Arc<NodeContext>,
     committed: mpsc::UnboundedReceiver<Committed>,
     /// Sequence numbers of lost envelopes, for the publisher to write as tombstones.
     lost: Arc<Mutex<Vec<Tombstone>>>,
@@ -78,7 +78,7 @@ pub(crate) struct Flusher {
 
 impl Flusher {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<NodeContext>,
         committed: mpsc::UnboundedReceiver<Committed>,
         lost: Arc<Mutex<Vec<Tombstone>>>,
         client: Client,
@@ -280,7 +280,7 @@ struct Suspects<'a> {
 }
 
 /// The confirming connection: `synchronous_commit = on` whatever the server's default.
-async fn open(shared: &Shared) -> Result<Client, PostgresError> {
+async fn open(shared: &NodeContext) -> Result<Client, PostgresError> {
     let client = connect::connect(&shared.options, Role::Flusher, shared.node).await?;
     client
         .batch_execute("SET synchronous_commit = on")
@@ -293,7 +293,7 @@ async fn open(shared: &Shared) -> Result<Client, PostgresError> {
 /// that refuses the confirmation (a revoked `pg_logical_emit_message`) is reported by
 /// `connect`, not by every publish. Reconnects skip the check: each attempt confirms
 /// anyway.
-pub(crate) async fn open_checked(shared: &Shared) -> Result<Client, PostgresError> {
+pub(crate) async fn open_checked(shared: &NodeContext) -> Result<Client, PostgresError> {
     let client = open(shared).await?;
     client.batch_execute(FLUSH_SQL).await.map_err(|e| {
         PostgresError::new(

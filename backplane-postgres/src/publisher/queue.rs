@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use backplane_core::{BackplaneError, EnvelopeKind, NodeId};
 
+use crate::context::NodeContext;
 use crate::names::TableNames;
-use crate::shared::Shared;
 
 /// Publishes waiting for the publisher task, numbered by the core's queue; each routed
 /// to its hub's table.
@@ -19,7 +19,7 @@ pub(crate) type Pending = backplane_core::sequencing::Pending<Arc<TableNames>>;
 /// [`backplane_core::sequencing::PublishQueue::publish`]).
 pub(crate) async fn publish(
     queue: &PublishQueue,
-    shared: &Shared,
+    shared: &NodeContext,
     hub: &str,
     destination: Option<NodeId>,
     kind: EnvelopeKind,

@@ -15,13 +15,13 @@ use super::connection::{self, PublisherConnection};
 use super::flush::{Committed, FlusherLink};
 use super::queue::{Pending, PublishQueue};
 use super::retry::{AttemptError, BatchError, Retries};
+use crate::context::{NodeContext, lock};
 use crate::names::TableNames;
-use crate::shared::{Shared, lock};
 use crate::tombstone::Tombstone;
 
 /// The task that writes batches.
 pub(crate) struct Publisher {
-    shared: Arc<Shared>,
+    shared: Arc<NodeContext>,
     queue: Arc<PublishQueue>,
     connection: Option<PublisherConnection>,
     /// Sequence numbers of failed batches, written before the next batch.
@@ -34,7 +34,7 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<NodeContext>,
         queue: Arc<PublishQueue>,
         client: Option<Client>,
         flusher: Option<FlusherLink>,

@@ -20,7 +20,7 @@ pub(crate) const KIND: &str = "postgres";
 
 /// Identity, settings and caches of one node.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct NodeContext {
     /// This node's id.
     pub(crate) node: NodeId,
     /// Settings, validated.
@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     pub(crate) receive_metrics: ReceiveMetrics,
 }
 
-impl Shared {
+impl NodeContext {
     pub(crate) fn new(node: NodeId, options: PostgresOptions) -> Self {
         Self {
             node,
