@@ -19,9 +19,6 @@ use serde::de::DeserializeOwned;
 use crate::error::SendError;
 use crate::extract::{BindError, FromInvocation, InvocationContext};
 
-/// The lifetime manager every hub uses: the generic one over a backplane chosen at run time.
-pub(crate) type Manager = BackplaneHubLifetimeManager;
-
 /// Initial size of the buffer both encodings of a message are written into.
 const INITIAL_FRAME_CAPACITY: usize = 512;
 
@@ -122,7 +119,7 @@ pub enum InvokeError {
 #[derive(Clone)]
 pub struct ClientProxy {
     /// Delivers locally and through the backplane.
-    manager: Arc<Manager>,
+    manager: Arc<BackplaneHubLifetimeManager>,
     /// Which connections.
     target: Target,
     /// The connection whose hub method made this proxy, when it runs its invocations one
@@ -230,14 +227,14 @@ impl fmt::Debug for ClientProxy {
 #[derive(Clone)]
 pub struct Clients {
     /// Delivers locally and through the backplane.
-    manager: Arc<Manager>,
+    manager: Arc<BackplaneHubLifetimeManager>,
     /// The calling connection, when these clients were given to a hub method of a
     /// connection that runs one invocation at a time (see [`ClientProxy::invoke`]).
     serial_caller: Option<ConnectionId>,
 }
 
 impl Clients {
-    pub(crate) fn new(manager: Arc<Manager>) -> Self {
+    pub(crate) fn new(manager: Arc<BackplaneHubLifetimeManager>) -> Self {
         Self {
             manager,
             serial_caller: None,
@@ -424,11 +421,11 @@ impl FromInvocation for CallerClients {
 #[derive(Clone)]
 pub struct Groups {
     /// Applies local changes directly and sends the others to the owning node.
-    manager: Arc<Manager>,
+    manager: Arc<BackplaneHubLifetimeManager>,
 }
 
 impl Groups {
-    pub(crate) fn new(manager: Arc<Manager>) -> Self {
+    pub(crate) fn new(manager: Arc<BackplaneHubLifetimeManager>) -> Self {
         Self { manager }
     }
 
@@ -484,7 +481,7 @@ pub struct HubContext {
 }
 
 impl HubContext {
-    pub(crate) fn new(manager: Arc<Manager>) -> Self {
+    pub(crate) fn new(manager: Arc<BackplaneHubLifetimeManager>) -> Self {
         Self {
             clients: Clients::new(manager.clone()),
             groups: Groups::new(manager),

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use axum::http::Extensions;
 use axum::http::request::Parts;
-use backplane_core::{Backplane, BackplaneHealth, HubError, ManagerOptions};
+use backplane_core::{
+    Backplane, BackplaneHealth, BackplaneHubLifetimeManager, HubError, ManagerOptions,
+};
 use backplane_memory::MemoryBackplane;
 use tokio::sync::watch;
 
 use crate::auth::{AuthSettings, Authenticator, Principal};
-use crate::clients::{HubContext, Manager};
+use crate::clients::HubContext;
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::identity::UserIdProvider;
 use crate::options::HubOptions;
@@ -249,8 +251,12 @@ impl HubBuilder {
         let backplane = self
             .backplane
             .unwrap_or_else(|| Arc::new(MemoryBackplane::new()));
-        let manager =
-            Manager::with_options(self.name.clone(), backplane, self.manager_options).await?;
+        let manager = BackplaneHubLifetimeManager::with_options(
+            self.name.clone(),
+            backplane,
+            self.manager_options,
+        )
+        .await?;
         let (shutdown, _) = watch::channel(false);
         let (connections, _) = watch::channel(0);
         let options = self.options.normalized();
@@ -324,7 +330,7 @@ pub(crate) struct HubShared {
     /// Limits of the streams a connection may run.
     pub(crate) stream_options: StreamOptions,
     /// Connections, groups, users and the backplane.
-    pub(crate) manager: Arc<Manager>,
+    pub(crate) manager: Arc<BackplaneHubLifetimeManager>,
     /// See [`HubBuilder::user_id`].
     pub(crate) user_id: Option<UserIdProvider>,
     /// See [`HubBuilder::extension`].
