@@ -122,6 +122,48 @@ async fn negotiate_tokens_are_capped_and_the_memory_stays_bounded() {
     assert!(retry_after, "503 without Retry-After");
 }
 
+/// Tokens nobody uses are swept on the server's own timer, not only when someone
+/// negotiates again: after a flood to the cap and the negotiate timeout, with no request
+/// meanwhile, `/metrics` shows none outstanding, and the cap has room for a new flood.
+#[tokio::test]
+async fn expired_negotiate_tokens_are_swept_without_further_requests() {
+    let server = Server::start(&[
+        "--max-pending-negotiations",
+        "500",
+        "--negotiate-timeout",
+        "2",
+    ])
+    .await;
+    let address = server.address.clone();
+    let (refused, _) = hammer(&address, 600).await;
+    assert_eq!(refused, 100, "the cap holds 500");
+    assert_eq!(outstanding_tokens(&address).await, 500);
+    // Nothing negotiates now; the sweep runs twice per token lifetime.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while outstanding_tokens(&address).await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expired tokens were never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (refused, _) = hammer(&address, 500).await;
+    assert_eq!(refused, 0, "the swept tokens left room for as many again");
+}
+
+/// `signalr_negotiate_tokens_outstanding` of the chat hub, from `GET /metrics`.
+async fn outstanding_tokens(address: &str) -> u64 {
+    let (status, _, body) = request(address, "GET /metrics HTTP/1.1\r\n").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find(|line| line.starts_with("signalr_negotiate_tokens_outstanding{"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .unwrap_or_else(|| panic!("no token gauge in:\n{body}"))
+}
+
 #[tokio::test]
 async fn connections_past_the_limit_are_refused() {
     let server = Server::start(&["--max-connections", "2"]).await;
