@@ -7,8 +7,19 @@ use tokio::sync::OnceCell;
 /// The environment variable that names the test database.
 pub const DATABASE_URL_VAR: &str = "BACKPLANE_TEST_DATABASE_URL";
 
+/// The environment variable that, set to `1`, skips the local server and goes straight to
+/// the container: the only way to exercise the container path on a machine whose local
+/// server answers (tests/containers/run.sh sets it).
+pub const CONTAINER_VAR: &str = "BACKPLANE_TEST_CONTAINER";
+
 /// The local server tried when the variable is not set.
 pub const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The tag of the official `postgres` image the container fallback starts: the major
+/// version CI runs (15), on Alpine for a small download. testcontainers-modules' own
+/// default, `11-alpine`, is a major version past its end of life.
+/// tests/containers/postgres-image.sh reads this line to tag the image it builds.
+pub const POSTGRES_TAG: &str = "15-alpine";
 
 /// The resolved URL, shared by every test of the binary.
 static URL: OnceCell<String> = OnceCell::const_new();
@@ -17,18 +28,30 @@ static URL: OnceCell<String> = OnceCell::const_new();
 ///
 /// # Panics
 ///
-/// Panics, naming all three ways to provide a database, when none is available; or when
-/// `BACKPLANE_TEST_DATABASE_URL` is set but cannot be connected to.
+/// Panics, naming all three ways to provide a database, when none is available; when
+/// `BACKPLANE_TEST_DATABASE_URL` is set but cannot be connected to; or when
+/// `BACKPLANE_TEST_CONTAINER=1` asks for a container that cannot be started.
 pub async fn database_url() -> &'static str {
     URL.get_or_init(resolve).await
 }
 
 async fn resolve() -> String {
+    let want_container = std::env::var_os(CONTAINER_VAR).is_some_and(|value| value == "1");
     if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
+        assert!(
+            !want_container,
+            "both {DATABASE_URL_VAR} and {CONTAINER_VAR}=1 are set: unset one of them"
+        );
         if let Err(error) = answers(&url).await {
             panic!("{DATABASE_URL_VAR} is set but the database does not answer: {error}");
         }
         return url;
+    }
+    if want_container {
+        return match container::start().await {
+            Ok(url) => url,
+            Err(why) => panic!("{CONTAINER_VAR}=1 but no container: {why}"),
+        };
     }
     let local = match answers(LOCAL_URL).await {
         Ok(()) => return LOCAL_URL.to_owned(),
@@ -66,12 +89,15 @@ async fn answers(url: &str) -> Result<(), String> {
 #[cfg(feature = "containers")]
 mod container {
     use testcontainers_modules::postgres::Postgres;
-    use testcontainers_modules::testcontainers::ContainerAsync;
     use testcontainers_modules::testcontainers::runners::AsyncRunner;
+    use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
     use tokio::sync::OnceCell;
 
-    /// Kept for the life of the test binary (statics are never dropped); testcontainers'
-    /// reaper removes it afterwards.
+    use super::POSTGRES_TAG;
+    use crate::reaper;
+
+    /// Kept for the life of the test binary: statics are never dropped, so testcontainers
+    /// never removes it; [`reaper::remove_at_exit`] does, once the binary has exited.
     static CONTAINER: OnceCell<ContainerAsync<Postgres>> = OnceCell::const_new();
 
     /// Start a container if Docker is reachable; its URL.
@@ -81,9 +107,21 @@ mod container {
             return Err("Docker is not reachable (no DOCKER_HOST, no /var/run/docker.sock)".into());
         }
         let container = CONTAINER
-            .get_or_try_init(|| async { Postgres::default().start().await })
-            .await
-            .map_err(|error| format!("starting the container failed: {error}"))?;
+            .get_or_try_init(|| async {
+                let container = Postgres::default()
+                    .with_tag(POSTGRES_TAG)
+                    .start()
+                    .await
+                    .map_err(|error| {
+                        format!("starting the container postgres:{POSTGRES_TAG} failed: {error}")
+                    })?;
+                // On error the container is dropped here, and testcontainers removes it.
+                reaper::remove_at_exit(container.id()).map_err(|error| {
+                    format!("arranging the container's removal at exit failed: {error}")
+                })?;
+                Ok::<_, String>(container)
+            })
+            .await?;
         let host = container
             .get_host()
             .await

@@ -34,11 +34,13 @@ mod hub_server;
 mod js;
 mod process;
 mod proxy;
+#[cfg(feature = "containers")]
+mod reaper;
 mod schema;
 
 pub use backends::{ProcessNamespace, TestBackend, nats_url, redis_url};
 pub use binaries::workspace_binaries;
-pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
+pub use database::{CONTAINER_VAR, DATABASE_URL_VAR, LOCAL_URL, POSTGRES_TAG, database_url};
 pub use hub_server::HubServerProcess;
 pub use js::{ensure_js_packages, js_dir};
 pub use process::lines_of;
