@@ -4,10 +4,10 @@
 # testcontainers-modules' `Postgres` relies on it: POSTGRES_USER, POSTGRES_PASSWORD and
 # POSTGRES_DB are honoured, the server listens on 0.0.0.0:5432 with password
 # (scram-sha-256) authentication over TCP, arguments such as `-c fsync=off` go to
-# `postgres`, and "database system is ready to accept connections" is logged (on stderr)
-# only once the server accepts TCP connections. Unlike the official image it initialises
-# the cluster offline (`initdb`, then `postgres --single`) instead of through a temporary
-# server, so that line appears exactly once. Plain POSIX sh and its builtins: the image
+# `postgres`, and "database system is ready to accept connections" is logged on stdout by
+# a temporary server during initialisation and on stderr by the final server once it
+# accepts TCP connections (testcontainers waits for both). The database is created with
+# `postgres --single` before the temporary server. Plain POSIX sh and its builtins: the image
 # has no other shell and no utilities (initdb's "locale: not found" warning is harmless:
 # the cluster uses the C locale).
 set -eu
@@ -36,7 +36,13 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         printf 'CREATE DATABASE "%s";\n' "$database" \
             | postgres --single -D "$PGDATA" postgres > /dev/null
     fi
-    echo "PostgreSQL init process complete; ready for start up." >&2
+    # As the official image does for its init scripts: a temporary server on the Unix
+    # socket only. pg_ctl sends its log to stdout, so its "ready to accept connections"
+    # lands there; testcontainers-modules' Postgres waits for that line on stdout as well
+    # as the final server's on stderr.
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start
+    pg_ctl -D "$PGDATA" -m fast -w stop
+    echo "PostgreSQL init process complete; ready for start up."
 fi
 
 exec postgres -D "$PGDATA" -c listen_addresses='*' "$@"

@@ -23,6 +23,15 @@ share=$("$bin/pg_config" --sharedir)
 actual=$("$bin/postgres" --version | sed 's/^[^0-9]*\([0-9]*\).*/\1/')
 [ "$actual" = "$major" ] || { echo "$bin/postgres is PostgreSQL $actual, the pinned tag is $tag" >&2; exit 1; }
 
+# Never replace a real (pulled) image of that tag: it is what the tests want anyway. A
+# rebuild of ours leaves the previous one untagged; remove it then, and nothing else.
+marker="built by tests/containers/postgres-image.sh"
+previous=$(docker image inspect --format '{{.Id}}' "postgres:$tag" 2>/dev/null || true)
+if [ -n "$previous" ] && [ "$(docker image inspect --format '{{.Comment}}' "postgres:$tag")" != "$marker" ]; then
+    echo "postgres:$tag is already present (not built here): the tests use it as is"
+    exit 0
+fi
+
 rootfs=$(mktemp -d "${TMPDIR:-/tmp}/postgres-rootfs-XXXXXX")
 trap 'rm -rf "$rootfs"' EXIT
 cd "$rootfs"
@@ -61,9 +70,7 @@ printf 'root:x:0:\npostgres:x:999:\n' > etc/group
 chown 999:999 var/run/postgresql var/lib/postgresql
 install -m 0755 "$here/entrypoint.sh" usr/local/bin/docker-entrypoint.sh
 
-# A rebuild leaves the previous image untagged; remove it then, and nothing else.
-previous=$(docker image inspect --format '{{.Id}}' "postgres:$tag" 2>/dev/null || true)
-tar --numeric-owner -C "$rootfs" -c . | docker import \
+tar --numeric-owner -C "$rootfs" -c . | docker import --message "$marker" \
     --change "ENV PATH=$pg/bin:/usr/local/bin:/usr/bin" \
     --change 'ENV PGDATA=/var/lib/postgresql/data' \
     --change 'ENV TZ=UTC' \

@@ -93,12 +93,40 @@ mod container {
     use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
     use tokio::sync::OnceCell;
 
+    use std::sync::OnceLock;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use super::POSTGRES_TAG;
     use crate::reaper;
 
     /// Kept for the life of the test binary: statics are never dropped, so testcontainers
-    /// never removes it; [`reaper::remove_at_exit`] does, once the binary has exited.
+    /// never removes it; the watcher [`owner_label`] registers does, once the binary has
+    /// exited.
     static CONTAINER: OnceCell<ContainerAsync<Postgres>> = OnceCell::const_new();
+
+    /// The label key marking the containers of one test process.
+    const OWNER_KEY: &str = "signalr-rs.tests.owner";
+
+    /// The value of [`OWNER_KEY`] for this process (its pid and start time: pids are
+    /// reused), with the watcher that removes its containers at exit registered; once per
+    /// process, before the first container is asked for.
+    fn owner_label() -> Result<&'static str, String> {
+        static OWNER: OnceLock<Result<String, String>> = OnceLock::new();
+        OWNER
+            .get_or_init(|| {
+                let since_epoch = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let owner = format!("{}-{}", std::process::id(), since_epoch.as_nanos());
+                reaper::remove_labelled_at_exit(&format!("{OWNER_KEY}={owner}"))
+                    .map(|()| owner)
+                    .map_err(|error| {
+                        format!("arranging the container's removal at exit failed: {error}")
+                    })
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
 
     /// Start a container if Docker is reachable; its URL.
     pub(super) async fn start() -> Result<String, String> {
@@ -106,20 +134,17 @@ mod container {
         if std::env::var_os("DOCKER_HOST").is_none() && !socket.exists() {
             return Err("Docker is not reachable (no DOCKER_HOST, no /var/run/docker.sock)".into());
         }
+        let owner = owner_label()?;
         let container = CONTAINER
             .get_or_try_init(|| async {
-                let container = Postgres::default()
+                Postgres::default()
                     .with_tag(POSTGRES_TAG)
+                    .with_label(OWNER_KEY, owner)
                     .start()
                     .await
                     .map_err(|error| {
                         format!("starting the container postgres:{POSTGRES_TAG} failed: {error}")
-                    })?;
-                // On error the container is dropped here, and testcontainers removes it.
-                reaper::remove_at_exit(container.id()).map_err(|error| {
-                    format!("arranging the container's removal at exit failed: {error}")
-                })?;
-                Ok::<_, String>(container)
+                    })
             })
             .await?;
         let host = container

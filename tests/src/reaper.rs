@@ -9,7 +9,8 @@
 //! So a watcher process does it: a `sh` whose standard input is a pipe whose only writer
 //! this process holds until it ends. However this process ends (tests passed, failed,
 //! panicked with `panic = "abort"`, or killed), the kernel closes that pipe; the watcher
-//! reads end-of-file and runs the command (`docker rm -f -v <id>`). The watcher is in a
+//! reads end-of-file and runs the command (`docker rm -f -v` on the containers labelled
+//! as this process's). The watcher is in a
 //! process group of its own, so a Ctrl-C sent to the test run's group does not stop it
 //! before it has cleaned up. Removal therefore happens just *after* the binary exits
 //! (typically within a second), not before: scripts that check for leftovers must wait
@@ -24,14 +25,18 @@ use std::sync::Mutex;
 /// runs. Holding them is what keeps the watchers waiting.
 static WATCHED: Mutex<Vec<ChildStdin>> = Mutex::new(Vec::new());
 
-/// Remove container `id` (and its anonymous volumes, such as the official image's data
-/// volume) when this process exits.
+/// Remove every container labelled `label` (`key=value`), and their anonymous volumes
+/// (such as the official image's data volume), when this process exits. Registered
+/// before the container is asked for, so that a container still starting when this
+/// process dies is removed too; the label names this process alone.
 ///
 /// # Errors
 ///
 /// When the watcher process cannot be started (no `sh`).
-pub(crate) fn remove_at_exit(id: &str) -> io::Result<()> {
-    run_at_exit("docker", &["rm", "-f", "-v", id])
+pub(crate) fn remove_labelled_at_exit(label: &str) -> io::Result<()> {
+    const REMOVE: &str =
+        r#"ids=$(docker ps -aq --filter "label=$1"); [ -z "$ids" ] || docker rm -f -v $ids"#;
+    run_at_exit("sh", &["-c", REMOVE, "sh", label])
 }
 
 /// Run `program` with `args` once this process has exited, however it exits. Output is
