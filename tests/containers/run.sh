@@ -67,7 +67,10 @@ run_tests() {
 
 cd "$repo"
 log "building the test binary"
-run_tests --no-run 2>&1 | tail -n 2
+binary=$(run_tests --no-run --message-format=json 2> /dev/null \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$binary" ] || { echo "FAILED: could not build the $test_name test binary" >&2; exit 1; }
+echo "$binary"
 
 log "running $test_name against a container"
 started=$(date +%s)
@@ -80,17 +83,19 @@ expect_no_container "a normal exit"
 [ "$status" -eq 0 ] || { echo "FAILED: $test_name failed against the container" >&2; exit 1; }
 
 log "killing the test binary (SIGKILL) while its container runs"
-run_tests > /dev/null 2>&1 &
-cargo_pid=$!
+# The binary itself (not through cargo, whose death would leave it running), with the
+# same environment as run_tests.
+env -u BACKPLANE_TEST_DATABASE_URL -u DATABASE_URL BACKPLANE_TEST_CONTAINER=1 \
+    "$binary" > /dev/null 2>&1 &
+test_pid=$!
 for _ in $(seq 1 120); do
     [ -n "$(containers)" ] && break
     sleep 0.5
 done
-[ -n "$(containers)" ] || { echo "FAILED: no container appeared" >&2; exit 1; }
+[ -n "$(containers)" ] || { kill -KILL "$test_pid"; echo "FAILED: no container appeared" >&2; exit 1; }
 echo "container $(containers) is up"
-# The test binary is the child of the cargo this script started.
-for pid in $(pgrep -P "$cargo_pid"); do kill -KILL "$pid"; done
-wait "$cargo_pid" 2> /dev/null || true
+kill -KILL "$test_pid"
+wait "$test_pid" 2> /dev/null || true
 expect_no_container "SIGKILL"
 
 log "docker ps -a"
