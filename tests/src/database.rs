@@ -101,8 +101,9 @@ mod container {
 
     /// Kept for the life of the test binary: statics are never dropped, so testcontainers
     /// never removes it; the watcher [`owner_label`] registers does, once the binary has
-    /// exited.
-    static CONTAINER: OnceCell<ContainerAsync<Postgres>> = OnceCell::const_new();
+    /// exited. A failure is kept too: every test of the binary asks, and each retry would wait
+    /// for the startup timeout (a minute) again.
+    static CONTAINER: OnceCell<Result<ContainerAsync<Postgres>, String>> = OnceCell::const_new();
 
     /// The label key marking the containers of one test process.
     const OWNER_KEY: &str = "signalr-rs.tests.owner";
@@ -136,17 +137,23 @@ mod container {
         }
         let owner = owner_label()?;
         let container = CONTAINER
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 Postgres::default()
                     .with_tag(POSTGRES_TAG)
                     .with_label(OWNER_KEY, owner)
                     .start()
                     .await
                     .map_err(|error| {
-                        format!("starting the container postgres:{POSTGRES_TAG} failed: {error}")
+                        format!(
+                            "starting the container postgres:{POSTGRES_TAG} failed: {error} \
+                             (no registry access? tests/containers/postgres-image.sh builds \
+                             the image from a local PostgreSQL)"
+                        )
                     })
             })
-            .await?;
+            .await
+            .as_ref()
+            .map_err(Clone::clone)?;
         let host = container
             .get_host()
             .await
