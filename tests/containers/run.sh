@@ -9,6 +9,11 @@
 # postgres_conformance). It stops the Docker daemon at the end only if it started it, and
 # keeps the image (rebuilding it takes seconds; `docker image rm postgres:<tag>` removes
 # it). It never touches a PostgreSQL server outside the containers it starts.
+#
+# Not part of .ci/run, though it takes about a minute with the test binary built: it needs
+# root, may install a package, runs a Docker daemon (privileges a CI sandbox may not
+# grant), and tags an image `postgres:<tag>` on the machine; the same suite already runs
+# there against the local server, so only the container plumbing would be new coverage.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
