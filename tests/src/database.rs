@@ -88,13 +88,13 @@ async fn answers(url: &str) -> Result<(), String> {
 
 #[cfg(feature = "containers")]
 mod container {
+    use std::sync::OnceLock;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use testcontainers_modules::postgres::Postgres;
     use testcontainers_modules::testcontainers::runners::AsyncRunner;
     use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
     use tokio::sync::OnceCell;
-
-    use std::sync::OnceLock;
-    use std::time::{SystemTime, UNIX_EPOCH};
 
     use super::POSTGRES_TAG;
     use crate::reaper;
