@@ -7,7 +7,10 @@
 //!    error, never a silent fallback);
 //! 2. the local server at [`LOCAL_URL`], when it answers;
 //! 3. a PostgreSQL container started with testcontainers, when Docker is reachable
-//!    (cargo feature `containers`, on by default).
+//!    (cargo feature `containers`, on by default): the image `postgres:`[`POSTGRES_TAG`],
+//!    one container per test binary, removed just after the binary exits, however it
+//!    exits (`reaper.rs`). `BACKPLANE_TEST_CONTAINER=1` skips step 2; tests/containers/
+//!    run.sh uses it to exercise this path where a local server runs.
 //!
 //! When none is available the tests fail with a message naming all three.
 //!
@@ -34,11 +37,13 @@ mod hub_server;
 mod js;
 mod process;
 mod proxy;
+#[cfg(feature = "containers")]
+mod reaper;
 mod schema;
 
 pub use backends::{ProcessNamespace, TestBackend, nats_url, redis_url};
 pub use binaries::workspace_binaries;
-pub use database::{DATABASE_URL_VAR, LOCAL_URL, database_url};
+pub use database::{CONTAINER_VAR, DATABASE_URL_VAR, LOCAL_URL, POSTGRES_TAG, database_url};
 pub use hub_server::HubServerProcess;
 pub use js::{ensure_js_packages, js_dir};
 pub use process::lines_of;
