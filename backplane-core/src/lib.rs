@@ -65,6 +65,7 @@ pub mod doctor;
 mod envelope;
 mod id;
 mod lifetime;
+mod local_order;
 mod manager;
 mod message;
 pub mod metrics;

@@ -20,6 +20,7 @@ use crate::envelope::{
     Ack, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
 };
 use crate::id::{ConnectionId, NodeId};
+use crate::local_order::LocalOrder;
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
 use crate::message::SerializedMessage;
 use crate::metrics::HubReceiveMetrics;
@@ -209,6 +210,9 @@ struct ManagerState<B: Backplane + ?Sized> {
     client_calls: ClientCalls,
     /// Source of client-result request and invocation ids.
     next_call_id: AtomicU64,
+    /// The order of local deliveries of published sends: publish order, whatever order
+    /// the senders' futures are resumed in.
+    local_order: Arc<LocalOrder>,
     /// Settings.
     options: ManagerOptions,
 }
@@ -258,6 +262,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
             metrics,
             client_calls: ClientCalls::default(),
             next_call_id: AtomicU64::new(1),
+            local_order: Arc::default(),
             options,
         });
         let receiver = tokio::spawn(receive_loop(shared.clone(), subscription));
@@ -338,31 +343,35 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
         // The other nodes first: a send that fails reaches no connection of this node, so
         // the caller may retry it without this node's connections getting it twice.
         let remote_target = remote_part(&read(&shared.registry), &target);
+        let Some(remote) = remote_target else {
+            deliver_local(&shared.hub, &shared.registry, &target, &message);
+            return Ok(());
+        };
+        // Taken before publishing, in the order sends are queued: this node's
+        // connections get published sends in that order too (see `local_order`).
+        let ticket = shared.local_order.ticket();
         let mut unavailable = None;
-        if let Some(remote) = remote_target {
-            tracing::debug!(hub = %shared.hub, target = ?remote, bytes = message.encoded_len(), "publishing invocation");
-            let published = shared
-                .backplane
-                .publish(
-                    &shared.hub,
-                    EnvelopeKind::Invocation {
-                        target: remote,
-                        message: message.clone(),
-                    },
-                )
-                .await;
-            match published {
-                Ok(()) => {}
-                // The other nodes are out of reach (circuit open): this node's
-                // connections still get the message, and the caller learns that only
-                // they did.
-                Err(error @ BackplaneError::Unavailable { .. }) => unavailable = Some(error),
-                Err(error) => return Err(error.into()),
-            }
+        tracing::debug!(hub = %shared.hub, target = ?remote, bytes = message.encoded_len(), "publishing invocation");
+        let published = shared
+            .backplane
+            .publish(
+                &shared.hub,
+                EnvelopeKind::Invocation {
+                    target: remote,
+                    message: message.clone(),
+                },
+            )
+            .await;
+        match published {
+            Ok(()) => {}
+            // The other nodes are out of reach (circuit open): this node's
+            // connections still get the message, and the caller learns that only
+            // they did.
+            Err(error @ BackplaneError::Unavailable { .. }) => unavailable = Some(error),
+            Err(error) => return Err(error.into()),
         }
-        let registry = read(&shared.registry);
-        let fanout = registry.deliver(&target, &message);
-        tracing::trace!(hub = %shared.hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
+        let shared = Arc::clone(shared);
+        ticket.deliver(move || deliver_local(&shared.hub, &shared.registry, &target, &message));
         match unavailable {
             Some(cause) => Err(HubError::LocalOnly(cause)),
             None => Ok(()),
@@ -840,6 +849,17 @@ async fn receive_loop<B: Backplane + ?Sized>(
 
 /// The part of `target` other nodes still have to deliver, or `None` if nothing is left
 /// (every addressed connection was local).
+/// Queue `message` for this node's connections that `target` names.
+fn deliver_local(
+    hub: &str,
+    registry: &RwLock<Registry>,
+    target: &Target,
+    message: &SerializedMessage,
+) {
+    let fanout = read(registry).deliver(target, message);
+    tracing::trace!(%hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
+}
+
 fn remote_part(registry: &Registry, target: &Target) -> Option<Target> {
     match target {
         Target::Connection(id) if registry.contains(id) => None,

@@ -76,9 +76,9 @@ struct Cli {
     server_name: Option<String>,
     /// How many invocations of one client may run at once. They start in arrival order,
     /// so what a method sends before it awaits anything else keeps the client's order;
-    /// with 64 (the default) a fast sender's messages share PostgreSQL commits. 1 is
+    /// with 1024 (the default) a fast sender's messages share PostgreSQL commits. 1 is
     /// ASP.NET Core's behaviour: each invocation finishes before the next is read.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel_invocations: u16,
     /// When the PostgreSQL backplane's messages reach other instances and when a sender's
     /// invocation completes, relative to the WAL flush: `notify-before-flush` (the

@@ -105,10 +105,10 @@ pub struct HubOptions {
     /// queue ([`HubOptions::send_queue_bytes`]) before each starts, so their number is
     /// bounded by that queue too, and their memory with it.
     ///
-    /// Past about 128 the order of what one client's invocations deliver to connections
-    /// of its *own* node is not kept (other nodes still get it in order): tokio's
-    /// cooperative budget can make a finished publish look pending to an invocation,
-    /// which then delivers after later ones. Default: 64.
+    /// However many run at once, what they publish reaches this node's connections in
+    /// publish order too: the lifetime manager releases local deliveries in that order,
+    /// whatever order the invocations are resumed in. Default: 1024 (it was 64 while the
+    /// order of local deliveries depended on how many ran at once).
     pub max_parallel_invocations: usize,
     /// Whether clients may use stateful reconnect (they ask for it in negotiate with
     /// `useStatefulReconnect=true`; the official JavaScript and .NET clients do with
@@ -237,7 +237,7 @@ impl Default for HubOptions {
             send_queue_bytes: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             detailed_errors: false,
-            max_parallel_invocations: 64,
+            max_parallel_invocations: 1024,
             stateful_reconnect: true,
             stateful_reconnect_buffer_size: 100_000,
             stateful_reconnect_window: Duration::from_secs(15),

@@ -53,7 +53,7 @@ async fn invocations_run_one_at_a_time_when_limited_to_one() {
 async fn by_default_invocations_do_not_wait_for_each_other() {
     assert_eq!(
         HubOptions::default().max_parallel_invocations,
-        64,
+        1024,
         "the documented default"
     );
     assert_eq!(
@@ -122,16 +122,10 @@ async fn parallel_invocations_keep_a_clients_order_across_postgres() {
 }
 
 /// The same with all 500 invocations running at once: more than tokio's cooperative
-/// budget (128 operations per poll of the connection task), which makes a commit that
-/// has arrived look pending to some invocations: the last broadcast reaches the sender's
-/// own instance right after the 127th (3 of 3 runs). Resuming the invocations outside the
-/// budget (`tokio::task::unconstrained`) fixed the order but let one connection's task
-/// keep its worker thread through a multi-megabyte burst, and the receiver it was
-/// delivering to (woken into that worker's LIFO slot, which other workers do not steal)
-/// was dropped as a slow reader (`hub_official_client`'s coalesced burst). The fix
-/// belongs in the lifetime manager: local deliveries released in publish order as the
-/// commits confirm them, whatever order the invocations are polled in.
-#[ignore = "known: local order breaks past ~128 parallel invocations; see the doc comment"]
+/// budget (128 operations per poll of the connection task), which can make a commit that
+/// has arrived look pending to some invocations, so they are resumed after later ones.
+/// Before the lifetime manager released local deliveries in publish order, the last
+/// broadcast reached the sender's own instance right after the 127th (3 of 3 runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_holds_with_every_invocation_running_at_once() {
     keeps_order_across_postgres(HubOptions::default().max_parallel_invocations(100_000)).await;

@@ -6,7 +6,7 @@
 //! side by side:
 //!
 //! - the reader (`reading`) parses hub messages out of the bytes as they arrive, starts
-//!   invocations in arrival order (up to `max_parallel_invocations` at once, 64 by
+//!   invocations in arrival order (up to `max_parallel_invocations` at once, 1024 by
 //!   default; 1 gives ASP.NET Core's one at a time) and enforces the client timeout. It
 //!   stops reading while the hub is behind or the client's queue has no room for what its
 //!   invocations will send it, which pushes back on the client;
