@@ -26,6 +26,7 @@ use serde_json::json;
 
 mod lifecycle;
 mod settings;
+mod soak;
 
 use lifecycle::{Interrupts, Owned};
 use settings::{message_scenario, server_flags, server_settings};
@@ -165,6 +166,26 @@ struct Cli {
     /// Baseline: messages.
     #[arg(long, default_value_t = 5_000)]
     baseline_messages: u64,
+    /// Soak: seconds of churn (the run's --time-limit is extended by as much).
+    #[arg(long, default_value_t = 600.0)]
+    soak_seconds: f64,
+    /// Soak: clients, alternately on A and B.
+    #[arg(long, default_value_t = 1_000)]
+    soak_clients: usize,
+    /// Soak: seconds between kills of one instance's LISTEN connection (PostgreSQL
+    /// only, A and B in turn); 0: no kills.
+    #[arg(long, default_value_t = 60.0)]
+    soak_kill_every: f64,
+    /// Soak: mean seconds between two messages of one client.
+    #[arg(long, default_value_t = 3.0)]
+    soak_send_interval: f64,
+    /// Soak: a client reconnects after one group stay (two messages) in this many, on
+    /// average.
+    #[arg(long, default_value_t = 60)]
+    soak_reconnect_one_in: u64,
+    /// Soak: memory growth after the warm-up (the first 20%) that fails it, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    soak_rss_limit: f64,
     /// Seconds to wait for the last deliveries after the last send.
     #[arg(long, default_value_t = 20.0)]
     drain_timeout: f64,
@@ -214,6 +235,8 @@ enum Scenario {
     S3,
     Burst,
     S4,
+    /// Not in the default list: minutes of churn (see `benches::soak`).
+    Soak,
 }
 
 fn main() -> ExitCode {
@@ -234,7 +257,9 @@ fn main() -> ExitCode {
     };
     // Setup and scenarios are bounded inside `run`, which then still stops the servers
     // and drops the schema; this outer bound only covers a clean-up that hangs.
-    let last_resort = Duration::from_secs_f64(cli.time_limit) + SETUP_ALLOWANCE + CLEANUP_ALLOWANCE;
+    let last_resort = Duration::from_secs_f64(cli.time_limit + soak_allowance(&cli))
+        + SETUP_ALLOWANCE
+        + CLEANUP_ALLOWANCE;
     let result = runtime.block_on(async {
         match tokio::time::timeout(last_resort, run(&cli)).await {
             Ok(result) => result,
@@ -257,6 +282,15 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Seconds added to --time-limit when the soak runs: its own length.
+fn soak_allowance(cli: &Cli) -> f64 {
+    if cli.scenarios.contains(&Scenario::Soak) {
+        cli.soak_seconds * f64::from(cli.runs)
+    } else {
+        0.0
     }
 }
 
@@ -285,7 +319,7 @@ async fn run(cli: &Cli) -> Result<bool, String> {
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .unwrap_or_else(|| LOCAL_URL.to_owned());
     let mut owned = Owned::default();
-    let limit = Duration::from_secs_f64(cli.time_limit);
+    let limit = Duration::from_secs_f64(cli.time_limit + soak_allowance(cli));
     let work = async {
         let setup = async {
             // The database is only needed for its backplane or the baseline.
@@ -583,6 +617,15 @@ async fn run_once(
                         server_flags: Some(flags),
                     });
                 }
+            }
+            Scenario::Soak => {
+                let report = soak::run(cli, database_url, instances, owned, client).await?;
+                clean &= report.clean();
+                output(&Labelled {
+                    report: &report,
+                    driver: Some(Driver::Rust.name()),
+                    server_flags: Some(flags),
+                });
             }
             Scenario::S4 => {
                 let report = run_s4(cli, client, instances, owned).await?;
