@@ -40,6 +40,9 @@ pub struct RssSummary {
     pub max_mib: f64,
     /// Readings taken.
     pub samples: usize,
+    /// Every reading in MiB (one decimal), in order: a steady climb is a leak, a level
+    /// with bumps is the allocator.
+    pub readings_mib: Vec<f64>,
 }
 
 impl RssSamples {
@@ -67,6 +70,11 @@ impl RssSamples {
             growth_pct: crate::report::round3((end as f64 / warm.max(1) as f64 - 1.0) * 100.0),
             max_mib: mib(max),
             samples: self.samples.len(),
+            readings_mib: self
+                .samples
+                .iter()
+                .map(|&(_, bytes)| (bytes as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0)
+                .collect(),
         })
     }
 }
