@@ -166,26 +166,9 @@ struct Cli {
     /// Baseline: messages.
     #[arg(long, default_value_t = 5_000)]
     baseline_messages: u64,
-    /// Soak: seconds of churn (the run's --time-limit is extended by as much).
-    #[arg(long, default_value_t = 600.0)]
-    soak_seconds: f64,
-    /// Soak: clients, alternately on A and B.
-    #[arg(long, default_value_t = 1_000)]
-    soak_clients: usize,
-    /// Soak: seconds between kills of one instance's LISTEN connection (PostgreSQL
-    /// only, A and B in turn); 0: no kills.
-    #[arg(long, default_value_t = 60.0)]
-    soak_kill_every: f64,
-    /// Soak: mean seconds between two messages of one client.
-    #[arg(long, default_value_t = 3.0)]
-    soak_send_interval: f64,
-    /// Soak: a client reconnects after one group stay (two messages) in this many, on
-    /// average.
-    #[arg(long, default_value_t = 60)]
-    soak_reconnect_one_in: u64,
-    /// Soak: memory growth after the warm-up (the first 20%) that fails it, in percent.
-    #[arg(long, default_value_t = 5.0)]
-    soak_rss_limit: f64,
+    /// The soak's flags (`--soak-*`).
+    #[command(flatten)]
+    soak: soak::SoakArgs,
     /// Seconds to wait for the last deliveries after the last send.
     #[arg(long, default_value_t = 20.0)]
     drain_timeout: f64,
@@ -288,7 +271,7 @@ fn main() -> ExitCode {
 /// Seconds added to --time-limit when the soak runs: its own length.
 fn soak_allowance(cli: &Cli) -> f64 {
     if cli.scenarios.contains(&Scenario::Soak) {
-        cli.soak_seconds * f64::from(cli.runs)
+        cli.soak.soak_seconds * f64::from(cli.runs)
     } else {
         0.0
     }
