@@ -16,7 +16,8 @@
 //! - [`scenario`]: the message scenarios (S1 to S3, the burst) driven by the Rust client;
 //!   [`js_driver`]: the same scenarios driven by the official `@microsoft/signalr`
 //!   client in Node; both turn what they observed into a report the same way (`tally`).
-//!   [`idle`]: S4, idle connections and server memory; [`baseline`]: the original .NET
+//!   [`idle`]: S4, idle connections and server memory; [`soak`]: a long churn of many
+//!   clients with listener kills, checked for loss and memory growth; [`baseline`]: the original .NET
 //!   backplane design.
 //! - [`server_flags`]: which `hub-server` flags a run passed (none by default: the
 //!   binary's defaults are measured) and what the binary's defaults are.
@@ -55,4 +56,5 @@ pub mod report;
 pub mod scenario;
 pub mod server_flags;
 pub mod servers;
+pub mod soak;
 mod tally;

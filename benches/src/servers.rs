@@ -137,6 +137,9 @@ pub struct ServerProcess {
     pub url: String,
     /// Its process id, for memory readings.
     pub pid: u32,
+    /// Its backplane node id, from its "backplane started" log line (none if it logged
+    /// none): the soak finds its PostgreSQL connections by it.
+    pub node: Option<String>,
     /// The process.
     child: Child,
     /// Its last lines of output, for error messages.
@@ -174,6 +177,7 @@ impl ServerProcess {
         forward_lines(child.stdout.take().expect("piped"), tx.clone());
         forward_lines(child.stderr.take().expect("piped"), tx);
         let output = Arc::new(Mutex::new(VecDeque::new()));
+        let mut node = None;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let url = loop {
             let line = tokio::time::timeout_at(deadline, lines.recv())
@@ -190,6 +194,7 @@ impl ServerProcess {
             if let Some(url) = listening_url(&line) {
                 break url;
             }
+            node = node.or_else(|| node_id(&line));
             keep(&output, line);
         };
         // Keep draining its output so it never blocks on a full pipe.
@@ -203,6 +208,7 @@ impl ServerProcess {
             name: name.to_owned(),
             url,
             pid,
+            node,
             child,
             output,
         })
@@ -270,6 +276,16 @@ fn listening_url(line: &str) -> Option<String> {
     let start = line.find("listening on http://")? + "listening on ".len();
     let url = line[start..].split_whitespace().next()?;
     Some(url.trim_end_matches(crate::client::HUB_PATH).to_owned())
+}
+
+/// The node id of a "backplane started ... node=ID" log line.
+fn node_id(line: &str) -> Option<String> {
+    if !line.contains("backplane started") {
+        return None;
+    }
+    let start = line.find("node=")? + "node=".len();
+    let id = line[start..].split_whitespace().next()?.trim_matches('"');
+    (!id.is_empty()).then(|| id.to_owned())
 }
 
 /// Resident memory of a process in bytes (`VmRSS` of `/proc/{pid}/status`).

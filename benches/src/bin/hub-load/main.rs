@@ -26,6 +26,7 @@ use serde_json::json;
 
 mod lifecycle;
 mod settings;
+mod soak;
 
 use lifecycle::{Interrupts, Owned};
 use settings::{message_scenario, server_flags, server_settings};
@@ -165,6 +166,9 @@ struct Cli {
     /// Baseline: messages.
     #[arg(long, default_value_t = 5_000)]
     baseline_messages: u64,
+    /// The soak's flags (`--soak-*`).
+    #[command(flatten)]
+    soak: soak::SoakArgs,
     /// Seconds to wait for the last deliveries after the last send.
     #[arg(long, default_value_t = 20.0)]
     drain_timeout: f64,
@@ -214,6 +218,8 @@ enum Scenario {
     S3,
     Burst,
     S4,
+    /// Not in the default list: minutes of churn (see `benches::soak`).
+    Soak,
 }
 
 fn main() -> ExitCode {
@@ -234,7 +240,9 @@ fn main() -> ExitCode {
     };
     // Setup and scenarios are bounded inside `run`, which then still stops the servers
     // and drops the schema; this outer bound only covers a clean-up that hangs.
-    let last_resort = Duration::from_secs_f64(cli.time_limit) + SETUP_ALLOWANCE + CLEANUP_ALLOWANCE;
+    let last_resort = Duration::from_secs_f64(cli.time_limit + soak_allowance(&cli))
+        + SETUP_ALLOWANCE
+        + CLEANUP_ALLOWANCE;
     let result = runtime.block_on(async {
         match tokio::time::timeout(last_resort, run(&cli)).await {
             Ok(result) => result,
@@ -257,6 +265,15 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Seconds added to --time-limit when the soak runs: its own length.
+fn soak_allowance(cli: &Cli) -> f64 {
+    if cli.scenarios.contains(&Scenario::Soak) {
+        cli.soak.soak_seconds * f64::from(cli.runs)
+    } else {
+        0.0
     }
 }
 
@@ -285,7 +302,7 @@ async fn run(cli: &Cli) -> Result<bool, String> {
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .unwrap_or_else(|| LOCAL_URL.to_owned());
     let mut owned = Owned::default();
-    let limit = Duration::from_secs_f64(cli.time_limit);
+    let limit = Duration::from_secs_f64(cli.time_limit + soak_allowance(cli));
     let work = async {
         let setup = async {
             // The database is only needed for its backplane or the baseline.
@@ -583,6 +600,15 @@ async fn run_once(
                         server_flags: Some(flags),
                     });
                 }
+            }
+            Scenario::Soak => {
+                let report = soak::run(cli, database_url, instances, owned, client).await?;
+                clean &= report.clean();
+                output(&Labelled {
+                    report: &report,
+                    driver: Some(Driver::Rust.name()),
+                    server_flags: Some(flags),
+                });
             }
             Scenario::S4 => {
                 let report = run_s4(cli, client, instances, owned).await?;
