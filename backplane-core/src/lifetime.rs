@@ -847,8 +847,6 @@ async fn receive_loop<B: Backplane + ?Sized>(
     lock(&shared.client_calls.asked).clear();
 }
 
-/// The part of `target` other nodes still have to deliver, or `None` if nothing is left
-/// (every addressed connection was local).
 /// Queue `message` for this node's connections that `target` names.
 fn deliver_local(
     hub: &str,
@@ -860,6 +858,8 @@ fn deliver_local(
     tracing::trace!(%hub, ?target, delivered = fanout.delivered, failed = fanout.failed, "local delivery");
 }
 
+/// The part of `target` other nodes still have to deliver, or `None` if nothing is left
+/// (every addressed connection was local).
 fn remote_part(registry: &Registry, target: &Target) -> Option<Target> {
     match target {
         Target::Connection(id) if registry.contains(id) => None,
