@@ -183,13 +183,6 @@ async fn negotiate(address: &str) -> Result<(String, String), ClientError> {
         reason,
     };
     let stream = dial(address).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| failed(error.to_string()))?;
-    // Drives the HTTP connection; it ends when the answer is read and `sender` dropped.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
     let request = Request::builder()
         .method(Method::POST)
         .uri(format!("{HUB_PATH}/negotiate?negotiateVersion=1"))
@@ -197,16 +190,9 @@ async fn negotiate(address: &str) -> Result<(String, String), ClientError> {
         .header(CONTENT_LENGTH, "0")
         .body(Empty::<Bytes>::new())
         .map_err(|error| failed(error.to_string()))?;
-    let response = sender
-        .send_request(request)
+    let (status, body) = exchange(stream, request, MAX_NEGOTIATE_BODY)
         .await
-        .map_err(|error| failed(error.to_string()))?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_NEGOTIATE_BODY)
-        .collect()
-        .await
-        .map_err(|error| failed(error.to_string()))?
-        .to_bytes();
+        .map_err(failed)?;
     if !status.is_success() {
         return Err(failed(format!(
             "status {status}: {}",
@@ -224,6 +210,33 @@ async fn negotiate(address: &str) -> Result<(String, String), ClientError> {
             "no connectionId/connectionToken in the answer".into(),
         )),
     }
+}
+
+/// One HTTP/1.1 request on `stream`: the answer's status and body (an error past
+/// `max_body` bytes).
+pub(crate) async fn exchange(
+    stream: TcpStream,
+    request: Request<Empty<Bytes>>,
+    max_body: usize,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| error.to_string())?;
+    // Drives the HTTP connection; it ends when the answer is read and `sender` dropped.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| error.to_string())?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|error| error.to_string())?
+        .to_bytes();
+    Ok((status, body))
 }
 
 impl HubClient {

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::Request;
 use hyper::header::HOST;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::client::exchange;
 use crate::database;
 use crate::servers::rss_bytes;
 
@@ -108,27 +108,12 @@ pub(crate) async fn get(server: &str, path: &str) -> Result<(u16, String), Strin
         let stream = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|error| error.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| error.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let request = Request::get(path)
             .header(HOST, address)
             .body(Empty::<Bytes>::new())
             .map_err(|error| error.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|error| error.to_string())?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|error| error.to_string())?
-            .to_bytes();
-        Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+        let (status, body) = exchange(stream, request, MAX_BODY).await?;
+        Ok::<_, String>((status.as_u16(), String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(Duration::from_secs(10), fetch)
         .await
