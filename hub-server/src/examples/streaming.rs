@@ -7,7 +7,7 @@
 //! | `stream("Fail", count)` | streams `0..count`, then ends with an error |
 //! | `invoke("Sum", subject)` | sums the numbers of the upload stream |
 //! | `invoke("AskClient", connectionId, method, argument)` | calls `method(argument)` on that connection (on any server) and returns its answer |
-//! | `invoke("Stats")` | `{ running, produced, cancelled }`: the streams producing right now, items produced since start, streams dropped before their end |
+//! | `invoke("Stats")` | `{ started, running, produced, cancelled }`: `Counter` streams started, producing right now, items produced since start, streams dropped before their end |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +21,11 @@ use crate::{Clients, Extension, HubBuilder, HubStream, MethodError, UploadStream
 pub const PATH: &str = "/streaming";
 
 /// What the producers of the example hub did: lets tests check on the server that a
-/// cancelled stream stopped producing.
+/// cancelled stream stopped producing, or that a stream ran once across reconnects.
 #[derive(Debug, Default)]
 pub struct StreamStats {
+    /// Streams whose producer was started.
+    started: AtomicU64,
     /// Streams whose producer is alive.
     running: AtomicU64,
     /// Items produced by every stream since start.
@@ -35,6 +37,7 @@ pub struct StreamStats {
 /// The counters as the `Stats` method returns them.
 #[derive(Debug, Serialize)]
 struct Snapshot {
+    started: u64,
     running: u64,
     produced: u64,
     cancelled: u64,
@@ -68,6 +71,7 @@ async fn counter(
     count: u64,
     delay_ms: u64,
 ) -> HubStream<u64> {
+    stats.started.fetch_add(1, Ordering::SeqCst);
     stats.running.fetch_add(1, Ordering::SeqCst);
     let producer = Producer {
         stats,
@@ -125,6 +129,7 @@ async fn ask_client(
 /// `Stats()`: the producers' counters.
 async fn stats(Extension(stats): Extension<Arc<StreamStats>>) -> Result<Snapshot, MethodError> {
     Ok(Snapshot {
+        started: stats.started.load(Ordering::SeqCst),
         running: stats.running.load(Ordering::SeqCst),
         produced: stats.produced.load(Ordering::SeqCst),
         cancelled: stats.cancelled.load(Ordering::SeqCst),
