@@ -108,7 +108,10 @@ async fn across_cuts(protocol: &str) {
     // Every cut the script asked for happened, and the client resumed after each one.
     assert_eq!(result["cutsAsked"], cuts, "{protocol}: {result}");
     assert_eq!(result["resumes"], cuts, "{protocol}: one resume per cut: {result}");
-    assert_eq!(cuts, 6, "{protocol}: three cuts in the stream, two in the upload, one for the call");
+    assert_eq!(
+        cuts, 7,
+        "{protocol}: three cuts in the stream, two in the upload, two for the calls"
+    );
 
     let stream = &result["stream"];
     assert_eq!(stream["error"], Value::Null, "{protocol}: the stream failed: {stream}");

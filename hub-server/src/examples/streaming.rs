@@ -7,10 +7,10 @@
 //! | `stream("Fail", count)` | streams `0..count`, then ends with an error |
 //! | `invoke("Sum", subject)` | sums the numbers of the upload stream |
 //! | `invoke("AskClient", connectionId, method, argument)` | calls `method(argument)` on that connection (on any server) and returns its answer |
-//! | `invoke("Stats")` | `{ started, running, produced, cancelled }`: `Counter` streams started, producing right now, items produced since start, streams dropped before their end |
+//! | `invoke("Stats")` | `{ started, running, produced, cancelled, lastSum }`: `Counter` streams started, producing right now, items produced since start, streams dropped before their end; the last total `Sum` computed |
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -32,6 +32,9 @@ pub struct StreamStats {
     produced: AtomicU64,
     /// Streams dropped before they produced every item (cancelled or disconnected).
     cancelled: AtomicU64,
+    /// The total the last `Sum` computed: an upload whose caller wants no result (a
+    /// fire-and-forget invocation) can still be checked.
+    last_sum: AtomicI64,
 }
 
 /// The counters as the `Stats` method returns them.
@@ -41,6 +44,8 @@ struct Snapshot {
     running: u64,
     produced: u64,
     cancelled: u64,
+    #[serde(rename = "lastSum")]
+    last_sum: i64,
 }
 
 /// Counts one running producer; counts a cancellation if dropped before the end.
@@ -104,11 +109,15 @@ async fn fail(count: u64) -> HubStream<u64> {
 }
 
 /// `Sum(stream)`: the sum of the uploaded numbers.
-async fn sum(mut numbers: UploadStream<i64>) -> Result<i64, MethodError> {
+async fn sum(
+    Extension(stats): Extension<Arc<StreamStats>>,
+    mut numbers: UploadStream<i64>,
+) -> Result<i64, MethodError> {
     let mut total: i64 = 0;
     while let Some(number) = numbers.next().await {
         total = total.wrapping_add(number?);
     }
+    stats.last_sum.store(total, Ordering::SeqCst);
     Ok(total)
 }
 
@@ -133,6 +142,7 @@ async fn stats(Extension(stats): Extension<Arc<StreamStats>>) -> Result<Snapshot
         running: stats.running.load(Ordering::SeqCst),
         produced: stats.produced.load(Ordering::SeqCst),
         cancelled: stats.cancelled.load(Ordering::SeqCst),
+        last_sum: stats.last_sum.load(Ordering::SeqCst),
     })
 }
 
