@@ -113,6 +113,16 @@ def plain_upload(connection, errors, count):
     for n in range(1, count + 1):
         subject.next(n)
     subject.complete()
+    # The upload's messages and these invocations go out in order on one connection, but
+    # the fire-and-forget Sum may still be summing: wait for its total to show.
+    expected = count * (count + 1) // 2
+    stats = invoke(connection, errors, "Stats", [])
+    for _ in range(100):
+        if stats["lastSum"] == expected:
+            break
+        threading.Event().wait(0.05)
+        stats = invoke(connection, errors, "Stats", [])
+    return stats["lastSum"]
 
 
 class CompletionWithResultKind(CompletionClientStreamMessage):
@@ -166,16 +176,12 @@ def main():
         key: after[key] - before[key] for key in ("started", "produced", "cancelled")
     }
 
-    plain_upload(b, b_errors, count)
-    # The upload's messages and this invocation go out in order on one connection, but
-    # the fire-and-forget Sum may still be summing: wait for its total to show.
-    stats = invoke(b, b_errors, "Stats", [])
-    waited = 0
-    while stats["lastSum"] != count * (count + 1) // 2 and waited < 100:
-        threading.Event().wait(0.05)
-        waited += 1
-        stats = invoke(b, b_errors, "Stats", [])
-    out["plainUploadLastSum"] = stats["lastSum"]
+    if protocol == "messagepack":
+        # The plain upload cannot work over MessagePack (see above): the server closes
+        # the connection on its malformed invocation.
+        out["plainUploadLastSum"] = None
+    else:
+        out["plainUploadLastSum"] = plain_upload(b, b_errors, count)
     out["sum"] = upload_with_result(b, b_errors, protocol, count)
     out["errors"] = a_errors + b_errors
 

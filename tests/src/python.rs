@@ -99,4 +99,3 @@ pub async fn ensure_python_clients() {
         })
         .await;
 }
-

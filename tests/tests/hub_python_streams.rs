@@ -14,7 +14,8 @@
 //!
 //! signalrcore 1.0.2 over MessagePack encodes its upload invocation without the
 //! invocationId slot and the upload's Completion without its ResultKind, which ASP.NET
-//! Core refuses as this server does; its script sends well-formed messages instead.
+//! Core refuses as this server does (it closes the connection): its script skips that
+//! client's own upload over MessagePack and sends well-formed messages for the other.
 
 mod hub_support;
 
@@ -108,13 +109,29 @@ async fn streams(client: Client, protocol: &str) -> Value {
     });
 
     let stream = &result["stream"];
-    let expected: Vec<u64> = (0..ITEMS).collect();
-    assert_eq!(stream["error"], Value::Null, "{client:?} {protocol}: {stream}");
-    assert_eq!(stream["completed"], true, "{client:?} {protocol}");
     assert_eq!(
-        stream["items"],
-        json!(expected),
-        "{client:?} {protocol}: every item once, in order"
+        stream["error"],
+        Value::Null,
+        "{client:?} {protocol}: {stream}"
+    );
+    assert_eq!(stream["completed"], true, "{client:?} {protocol}");
+    let items: Vec<u64> = stream["items"]
+        .as_array()
+        .expect("the items")
+        .iter()
+        .map(|item| item.as_u64().expect("a number"))
+        .collect();
+    if let Some(at) = (0..ITEMS as usize).find(|&index| items.get(index) != Some(&(index as u64))) {
+        panic!(
+            "{client:?} {protocol}: {} items for {ITEMS}, item {at} is not {at}: {:?}",
+            items.len(),
+            &items[at.saturating_sub(3)..(at + 3).min(items.len())]
+        );
+    }
+    assert_eq!(
+        items.len() as u64,
+        ITEMS,
+        "{client:?} {protocol}: extra items"
     );
     assert_eq!(
         result["streamStats"],
@@ -122,11 +139,20 @@ async fn streams(client: Client, protocol: &str) -> Value {
         "{client:?} {protocol}: what the server's producer did"
     );
     let total = ITEMS * (ITEMS + 1) / 2;
+    // signalrcore's own upload is malformed over MessagePack (see above): not run.
+    let plain = if matches!(client, Client::Signalrcore) && protocol == "messagepack" {
+        Value::Null
+    } else {
+        json!(total)
+    };
     assert_eq!(
-        result["plainUploadLastSum"], total,
+        result["plainUploadLastSum"], plain,
         "{client:?} {protocol}: the client's own (fire-and-forget) upload, summed on B"
     );
-    assert_eq!(result["sum"], total, "{client:?} {protocol}: the upload's result");
+    assert_eq!(
+        result["sum"], total,
+        "{client:?} {protocol}: the upload's result"
+    );
     assert_eq!(result["errors"], json!([]), "{client:?} {protocol}");
 
     for server in &servers {
@@ -153,7 +179,10 @@ async fn signalrcore_streams_over_messagepack() {
 /// on B.
 async fn pysignalr(protocol: &str) {
     let result = streams(Client::Pysignalr, protocol).await;
-    assert_eq!(result["answer"], 42, "pysignalr {protocol}: the client result");
+    assert_eq!(
+        result["answer"], 42,
+        "pysignalr {protocol}: the client result"
+    );
     assert_eq!(
         result["asked"],
         json!([[21]]),

@@ -97,7 +97,10 @@ async fn across_cuts(protocol: &str) {
     let status = status
         .expect("node exits after its result")
         .expect("node's status");
-    assert!(status.success(), "{protocol}: the script failed ({status}):\n{errors}");
+    assert!(
+        status.success(),
+        "{protocol}: the script failed ({status}):\n{errors}"
+    );
     let result: Value = serde_json::from_str(&result)
         .unwrap_or_else(|error| panic!("{protocol}: not JSON ({error}): {result}\n{errors}"));
     eprintln!(
@@ -107,15 +110,25 @@ async fn across_cuts(protocol: &str) {
 
     // Every cut the script asked for happened, and the client resumed after each one.
     assert_eq!(result["cutsAsked"], cuts, "{protocol}: {result}");
-    assert_eq!(result["resumes"], cuts, "{protocol}: one resume per cut: {result}");
+    assert_eq!(
+        result["resumes"], cuts,
+        "{protocol}: one resume per cut: {result}"
+    );
     assert_eq!(
         cuts, 7,
         "{protocol}: three cuts in the stream, two in the upload, two for the calls"
     );
 
     let stream = &result["stream"];
-    assert_eq!(stream["error"], Value::Null, "{protocol}: the stream failed: {stream}");
-    assert_eq!(stream["count"], ITEMS, "{protocol}: items received: {stream}");
+    assert_eq!(
+        stream["error"],
+        Value::Null,
+        "{protocol}: the stream failed: {stream}"
+    );
+    assert_eq!(
+        stream["count"], ITEMS,
+        "{protocol}: items received: {stream}"
+    );
     assert_eq!(
         stream["firstMismatch"], -1,
         "{protocol}: an item out of place (lost, repeated or reordered): {stream}"
@@ -129,7 +142,11 @@ async fn across_cuts(protocol: &str) {
         "{protocol}: what the server's producer did"
     );
 
-    assert_eq!(result["sum"], ITEMS * (ITEMS + 1) / 2, "{protocol}: the upload's sum");
+    assert_eq!(
+        result["sum"],
+        ITEMS * (ITEMS + 1) / 2,
+        "{protocol}: the upload's sum"
+    );
     assert_eq!(result["uploadResumes"], 2, "{protocol}: {result}");
 
     assert_eq!(
