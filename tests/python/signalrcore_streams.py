@@ -56,7 +56,8 @@ def connect(url, protocol):
         builder.with_hub_protocol(HubProtocolEncoding.binary)
     elif protocol != "json":
         fail(f"unknown protocol {protocol!r}")
-    builder.configure_logging(logging.CRITICAL)
+    # Errors only: signalrcore logs (and otherwise swallows) messages it cannot parse.
+    builder.configure_logging(logging.ERROR)
     connection = builder.build()
     opened = threading.Event()
     errors = []

@@ -123,9 +123,9 @@ async fn streams(client: Client, protocol: &str) -> Value {
         .collect();
     if let Some(at) = (0..ITEMS as usize).find(|&index| items.get(index) != Some(&(index as u64))) {
         panic!(
-            "{client:?} {protocol}: {} items for {ITEMS}, item {at} is not {at}: {:?}",
+            "{client:?} {protocol}: {} items for {ITEMS}, item {at} is not {at}: {:?}\nstderr:\n{stderr}",
             items.len(),
-            &items[at.saturating_sub(3)..(at + 3).min(items.len())]
+            &items[at.saturating_sub(3).min(items.len())..(at + 3).min(items.len())]
         );
     }
     assert_eq!(
