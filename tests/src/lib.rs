@@ -37,6 +37,7 @@ mod hub_server;
 mod js;
 mod process;
 mod proxy;
+mod python;
 #[cfg(feature = "containers")]
 mod reaper;
 mod schema;
@@ -48,6 +49,7 @@ pub use hub_server::HubServerProcess;
 pub use js::{ensure_js_packages, js_dir};
 pub use process::lines_of;
 pub use proxy::PartitionProxy;
+pub use python::{ensure_python_clients, python_dir, venv_python};
 
 /// Send `tracing` output to the test harness (shown for failing tests), filtered by
 /// `RUST_LOG`; nothing is logged when it is unset. Safe to call repeatedly.

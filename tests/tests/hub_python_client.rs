@@ -10,13 +10,11 @@
 //! clients, ann and carol on instance A and bob on B, and asserts everything each one
 //! received, in order.
 //!
-//! The first test to run creates the virtual environment `tests/python/.venv` (`python3 -m
-//! venv`, then `pip install -r requirements.txt`) when it is missing, so `cargo test` works
-//! on a clean clone with Python 3 and access to PyPI (and fails, saying so, without them).
+//! The first test to run creates the virtual environment `tests/python/.venv` when it is
+//! missing (`tests::ensure_python_clients`).
 
 mod hub_support;
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +25,6 @@ use hub_support::TestServer;
 use serde_json::{Value, json};
 use tests::TestSchema;
 use tokio::process::Command;
-use tokio::sync::OnceCell;
 
 /// How long one scenario may run, installing nothing.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
@@ -37,91 +34,6 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
 /// read returns, and the socket is really closed (the server sees the disconnect), only when
 /// the next frame arrives from the server, at worst a keep-alive Ping later.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
-
-/// How long creating the virtual environment and installing into it may take.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-/// The virtual environment's interpreter.
-fn venv_python() -> PathBuf {
-    python_dir().join(".venv/bin/python")
-}
-
-/// Run `program args` in the Python directory, failing the test with its output (and
-/// `what_is_needed`) if it cannot run or fails.
-async fn run_setup_step(program: &Path, args: &[&str], what_is_needed: &str) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(python_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(INSTALL_TIMEOUT, output)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} {args:?} did not finish in {INSTALL_TIMEOUT:?}",
-                program.display()
-            )
-        })
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run {} ({what_is_needed}): {error}",
-                program.display()
-            )
-        });
-    assert!(
-        output.status.success(),
-        "{} {args:?} in {} failed ({}; {what_is_needed}):\n{}{}",
-        program.display(),
-        python_dir().display(),
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Create the virtual environment with the pinned packages once per test binary, if it
-/// is missing.
-async fn ensure_venv() {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| async {
-            // Written last by the install below, so a half-made environment is redone.
-            let marker = python_dir().join(".venv/installed-requirements.txt");
-            let requirements = std::fs::read_to_string(python_dir().join("requirements.txt"))
-                .expect("tests/python/requirements.txt is readable");
-            if std::fs::read_to_string(&marker).is_ok_and(|installed| installed == requirements) {
-                return;
-            }
-            run_setup_step(
-                Path::new("python3"),
-                &["-m", "venv", "--clear", ".venv"],
-                "Python 3.8+ with the venv module is needed for these tests",
-            )
-            .await;
-            run_setup_step(
-                &venv_python(),
-                &[
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "-r",
-                    "requirements.txt",
-                ],
-                "PyPI must be reachable, or a pip index configured",
-            )
-            .await;
-            std::fs::write(&marker, requirements).expect("writing the install marker");
-        })
-        .await;
-}
 
 /// Which Python client runs the scenario.
 #[derive(Clone, Copy, Debug)]
@@ -144,11 +56,11 @@ impl Client {
 /// Run `client`'s scenario against two chat hub URLs with the clients' `protocols` (ann,
 /// bob, carol) and return what the script printed.
 async fn run_scenario(client: Client, url_a: &str, url_b: &str, protocols: &str) -> Value {
-    ensure_venv().await;
-    let output = Command::new(venv_python())
+    tests::ensure_python_clients().await;
+    let output = Command::new(tests::venv_python())
         .arg(client.script())
         .args([url_a, url_b, protocols])
-        .current_dir(python_dir())
+        .current_dir(tests::python_dir())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -7,10 +7,10 @@
 //! | `stream("Fail", count)` | streams `0..count`, then ends with an error |
 //! | `invoke("Sum", subject)` | sums the numbers of the upload stream |
 //! | `invoke("AskClient", connectionId, method, argument)` | calls `method(argument)` on that connection (on any server) and returns its answer |
-//! | `invoke("Stats")` | `{ running, produced, cancelled }`: the streams producing right now, items produced since start, streams dropped before their end |
+//! | `invoke("Stats")` | `{ started, running, produced, cancelled, lastSum }`: `Counter` streams started, producing right now, items produced since start, streams dropped before their end; the last total `Sum` computed |
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -21,23 +21,31 @@ use crate::{Clients, Extension, HubBuilder, HubStream, MethodError, UploadStream
 pub const PATH: &str = "/streaming";
 
 /// What the producers of the example hub did: lets tests check on the server that a
-/// cancelled stream stopped producing.
+/// cancelled stream stopped producing, or that a stream ran once across reconnects.
 #[derive(Debug, Default)]
 pub struct StreamStats {
+    /// Streams whose producer was started.
+    started: AtomicU64,
     /// Streams whose producer is alive.
     running: AtomicU64,
     /// Items produced by every stream since start.
     produced: AtomicU64,
     /// Streams dropped before they produced every item (cancelled or disconnected).
     cancelled: AtomicU64,
+    /// The total the last `Sum` computed: an upload whose caller wants no result (a
+    /// fire-and-forget invocation) can still be checked.
+    last_sum: AtomicI64,
 }
 
 /// The counters as the `Stats` method returns them.
 #[derive(Debug, Serialize)]
 struct Snapshot {
+    started: u64,
     running: u64,
     produced: u64,
     cancelled: u64,
+    #[serde(rename = "lastSum")]
+    last_sum: i64,
 }
 
 /// Counts one running producer; counts a cancellation if dropped before the end.
@@ -68,6 +76,7 @@ async fn counter(
     count: u64,
     delay_ms: u64,
 ) -> HubStream<u64> {
+    stats.started.fetch_add(1, Ordering::SeqCst);
     stats.running.fetch_add(1, Ordering::SeqCst);
     let producer = Producer {
         stats,
@@ -100,11 +109,15 @@ async fn fail(count: u64) -> HubStream<u64> {
 }
 
 /// `Sum(stream)`: the sum of the uploaded numbers.
-async fn sum(mut numbers: UploadStream<i64>) -> Result<i64, MethodError> {
+async fn sum(
+    Extension(stats): Extension<Arc<StreamStats>>,
+    mut numbers: UploadStream<i64>,
+) -> Result<i64, MethodError> {
     let mut total: i64 = 0;
     while let Some(number) = numbers.next().await {
         total = total.wrapping_add(number?);
     }
+    stats.last_sum.store(total, Ordering::SeqCst);
     Ok(total)
 }
 
@@ -125,9 +138,11 @@ async fn ask_client(
 /// `Stats()`: the producers' counters.
 async fn stats(Extension(stats): Extension<Arc<StreamStats>>) -> Result<Snapshot, MethodError> {
     Ok(Snapshot {
+        started: stats.started.load(Ordering::SeqCst),
         running: stats.running.load(Ordering::SeqCst),
         produced: stats.produced.load(Ordering::SeqCst),
         cancelled: stats.cancelled.load(Ordering::SeqCst),
+        last_sum: stats.last_sum.load(Ordering::SeqCst),
     })
 }
 
