@@ -38,9 +38,6 @@ const SETUP_ALLOWANCE: Duration = Duration::from_secs(90);
 /// program gives up on them.
 const CLEANUP_ALLOWANCE: Duration = Duration::from_secs(60);
 
-/// The local database tried when neither --database-url nor the environment names one.
-const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 /// End-to-end load tool for hub-server: two instances on one backplane (PostgreSQL,
 /// Redis, NATS; or one instance on the in-memory backplane), real SignalR WebSocket
 /// clients, one JSON line per scenario.
@@ -62,15 +59,15 @@ struct Cli {
     backplane: BackplaneKind,
     /// PostgreSQL the instances share (default: BACKPLANE_TEST_DATABASE_URL, else the
     /// local server); also the baseline's database, whatever the backplane.
-    #[arg(long, env = "BACKPLANE_TEST_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = test_services::DATABASE_URL_VAR, hide_env_values = true)]
     database_url: Option<String>,
     /// With `--backplane redis`: the Redis the instances share (a fresh key prefix
     /// `hub_load_<pid>`, its keys deleted at the end).
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, default_value = test_services::LOCAL_REDIS_URL)]
     redis_url: String,
     /// With `--backplane nats`: the NATS server (JetStream enabled) the instances share
     /// (a fresh stream `hub_load_<pid>`, deleted at the end).
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, default_value = test_services::LOCAL_NATS_URL)]
     nats_url: String,
     /// Run the selected scenarios this many times on the same instances (S4 on a fresh
     /// one each time), then print one `median` line per scenario and driver: the median
@@ -300,7 +297,7 @@ async fn run(cli: &Cli) -> Result<bool, String> {
         .database_url
         .clone()
         .or_else(|| std::env::var("DATABASE_URL").ok())
-        .unwrap_or_else(|| LOCAL_URL.to_owned());
+        .unwrap_or_else(|| test_services::LOCAL_DATABASE_URL.to_owned());
     let mut owned = Owned::default();
     let limit = Duration::from_secs_f64(cli.time_limit + soak_allowance(cli));
     let work = async {
