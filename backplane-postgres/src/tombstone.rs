@@ -13,6 +13,8 @@
 //! With a cluster secret, the payload continues with a 32-byte tag over the origin, hub,
 //! first and last numbers, and a tombstone whose tag fails is not believed (it could
 //! otherwise make receivers skip a real node's envelopes).
+//!
+//! Until a tombstone is written, its node keeps it in [`PendingTombstones`].
 
 use std::sync::Arc;
 
@@ -24,6 +26,58 @@ use crate::names::TableNames;
 /// A run of sequence numbers of one hub whose batch failed, to be written as a
 /// tombstone row in its table.
 pub(crate) type Tombstone = SkippedRun<Arc<TableNames>>;
+
+/// The tombstones a node has yet to write, in the order their batches failed: the next
+/// batch that commits writes them ahead of its own rows (its table's share, when a
+/// batch is written table by table), and a batch the database refuses with them is
+/// tried once more without them, which gives them up.
+#[derive(Debug, Default)]
+pub(crate) struct PendingTombstones {
+    /// The runs, oldest first.
+    runs: Vec<Tombstone>,
+}
+
+impl PendingTombstones {
+    /// The runs to write with the next batch.
+    pub(crate) fn as_slice(&self) -> &[Tombstone] {
+        &self.runs
+    }
+
+    /// How many runs wait.
+    pub(crate) fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether none waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Remember `runs` (of a failed batch, of envelopes lost before their flush, or of
+    /// queued envelopes failed at once), after those already waiting.
+    pub(crate) fn extend(&mut self, runs: impl IntoIterator<Item = Tombstone>) {
+        self.runs.extend(runs);
+    }
+
+    /// Move every run of `other` after these.
+    pub(crate) fn append(&mut self, other: &mut PendingTombstones) {
+        self.runs.append(&mut other.runs);
+    }
+
+    /// Written: nothing waits any more.
+    pub(crate) fn clear(&mut self) {
+        self.runs.clear();
+    }
+
+    /// Take out the runs stored in `table` (in their order), leaving the others.
+    pub(crate) fn take_table(&mut self, table: &TableNames) -> PendingTombstones {
+        let (mine, rest) = std::mem::take(&mut self.runs)
+            .into_iter()
+            .partition(|run| run.route.qualified == table.qualified);
+        self.runs = rest;
+        PendingTombstones { runs: mine }
+    }
+}
 
 /// Domain of tombstone tags.
 const DOMAIN: &str = "postgres tombstone";
@@ -118,6 +172,40 @@ fn encode(first: u64) -> Vec<u8> {
 mod tests {
     use super::*;
     use backplane_core::Envelope;
+
+    fn run(table: &str, hub: &str, first: u64) -> Tombstone {
+        let route = Arc::new(TableNames {
+            slug: table.into(),
+            qualified: format!("\"s\".\"{table}\""),
+            table: table.into(),
+            time_index: String::new(),
+            channel: String::new(),
+        });
+        Tombstone {
+            route,
+            hub: hub.into(),
+            first,
+            last: first + 1,
+        }
+    }
+
+    #[test]
+    fn pending_tombstones_split_by_table_in_order() {
+        let mut pending = PendingTombstones::default();
+        pending.extend([run("a", "h1", 1), run("b", "h2", 5), run("a", "h3", 9)]);
+        let table_a = pending.as_slice()[0].route.clone();
+        let mut of_a = pending.take_table(&table_a);
+        let firsts =
+            |p: &PendingTombstones| p.as_slice().iter().map(|r| r.first).collect::<Vec<_>>();
+        assert_eq!(firsts(&of_a), [1, 9]);
+        assert_eq!(firsts(&pending), [5]);
+        pending.append(&mut of_a);
+        assert_eq!(firsts(&pending), [5, 1, 9]);
+        assert!(of_a.is_empty());
+        assert_eq!(pending.len(), 3);
+        pending.clear();
+        assert!(pending.is_empty());
+    }
 
     #[test]
     fn round_trip_and_distinct_from_envelopes() {

@@ -45,13 +45,9 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let pg_url = env(
-        "BACKPLANE_TEST_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
-    let redis_url = env("BACKPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379");
-    let nats_url = env("BACKPLANE_TEST_NATS_URL", "nats://127.0.0.1:4222");
+    let pg_url = test_services::database_url_from_env();
+    let redis_url = test_services::redis_url_from_env();
+    let nats_url = test_services::nats_url_from_env();
     let name = format!("bench_n2n_{}", std::process::id());
     let message = chat_message();
     let mut group = c.benchmark_group("node_to_node");
@@ -126,7 +122,7 @@ fn bench(c: &mut Criterion) {
             let _ = pair.sender.shutdown().await;
             let _ = pair.receiver.shutdown().await;
             let removed = match backend {
-                "postgres" => drop_schema(&pg_url, &name).await,
+                "postgres" => test_services::drop_schema(&pg_url, &name).await,
                 "redis" => benches::purge::redis(&redis_url, &name).await.map(drop),
                 "nats" => benches::purge::nats(&nats_url, &name).await,
                 _ => Ok(()),
@@ -182,17 +178,6 @@ fn chat_message() -> SerializedMessage {
         message.set(protocol, frame.freeze());
     }
     message
-}
-
-async fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|error| error.to_string())?;
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .map_err(|error| error.to_string())
 }
 
 criterion_group!(benches, bench);

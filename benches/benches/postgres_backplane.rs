@@ -18,7 +18,6 @@ use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt as _;
 
-const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const BATCH: u64 = 10_000;
 const IN_FLIGHT: usize = 256;
 const HUB: &str = "bench";
@@ -29,8 +28,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let url = std::env::var("BACKPLANE_TEST_DATABASE_URL").unwrap_or_else(|_| LOCAL_URL.into());
-    if let Err(reason) = runtime.block_on(answers(&url)) {
+    let url = test_services::database_url_from_env();
+    if let Err(reason) = runtime.block_on(test_services::answers(&url)) {
         eprintln!(
             "postgres_backplane: skipped, no database at {} ({reason}); set \
              BACKPLANE_TEST_DATABASE_URL to measure it",
@@ -89,7 +88,9 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
-    runtime.block_on(drop_schema(&url, &schema));
+    if let Err(error) = runtime.block_on(test_services::drop_schema(&url, &schema)) {
+        eprintln!("postgres_backplane: could not drop schema {schema}: {error}");
+    }
 }
 
 /// Publish `BATCH` envelopes from `sender` (up to `IN_FLIGHT` at once) and wait until the
@@ -135,38 +136,6 @@ fn chat_message() -> SerializedMessage {
         message.set(protocol, frame.freeze());
     }
     message
-}
-
-/// Whether the database accepts a connection within a few seconds.
-async fn answers(url: &str) -> Result<(), String> {
-    let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok((client, connection))) => {
-            drop(client);
-            let _ = connection.await;
-            Ok(())
-        }
-        Ok(Err(error)) => Err(match std::error::Error::source(&error) {
-            Some(source) => format!("{error}: {source}"),
-            None => error.to_string(),
-        }),
-        Err(_) => Err("no answer within 5 s".into()),
-    }
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            if let Err(error) = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .await
-            {
-                eprintln!("postgres_backplane: could not drop schema {schema}: {error}");
-            }
-        }
-        Err(error) => eprintln!("postgres_backplane: could not drop schema {schema}: {error}"),
-    }
 }
 
 /// The URL without its password, for messages.

@@ -16,11 +16,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::BytesMut;
 use hub_protocol::{Decoder, HubMessage, Protocol, encode_invocation};
+use test_services::quote_identifier;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::check::DeliveryCheck;
-use crate::database::quote_identifier;
 use crate::latency::Latencies;
 use crate::probe::{Probe, now_micros};
 use crate::report::{MessageReport, round3};

@@ -1,35 +1,12 @@
-//! The load tool's own use of PostgreSQL: the settings a report records, and the schemas
-//! a run creates and drops.
+//! The load tool's own use of PostgreSQL: the settings a report records, and the check
+//! before a run claims a schema (dropping it is `test_services::drop_schema`).
 //!
 //! A run drops its schema (`CASCADE`) when it ends, so it only ever runs in a schema it
 //! created: [`ensure_new_schema`] refuses a name that already exists, so `--schema signalr`
 //! cannot wipe a real backplane.
 
 use serde_json::json;
-use tokio_postgres::{Client, NoTls};
-
-/// `name` as a quoted SQL identifier: inside double quotes, with every double quote
-/// doubled, so any name (mixed case, spaces, quotes) means exactly itself.
-///
-/// ```
-/// assert_eq!(benches::database::quote_identifier("a\"b"), "\"a\"\"b\"");
-/// ```
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A client for `url`, its connection driven in the background.
-///
-/// # Errors
-///
-/// A message naming the database error.
-pub async fn connect(url: &str) -> Result<Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|error| format!("cannot connect to the database: {error}"))?;
-    tokio::spawn(connection);
-    Ok(client)
-}
+use test_services::connect;
 
 /// PostgreSQL's version and the settings that bound commit throughput, for the report.
 ///
@@ -103,20 +80,4 @@ pub async fn ensure_new_schema(url: &str, schema: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Drop `schema` and everything in it; a failure is printed, not returned (this runs
-/// while cleaning up).
-pub async fn drop_schema(url: &str, schema: &str) {
-    let client = match connect(url).await {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("warning: could not drop schema {schema:?}: {error}");
-            return;
-        }
-    };
-    let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_identifier(schema));
-    if let Err(error) = client.batch_execute(&sql).await {
-        eprintln!("warning: could not drop schema {schema:?}: {error}");
-    }
 }

@@ -23,8 +23,9 @@
 //!   binary's defaults are measured) and what the binary's defaults are.
 //! - [`cpu`]: where the CPU went during a scenario (instances, this program, PostgreSQL,
 //!   anything else).
-//! - [`database`]: the database settings a report records, and the schemas a run
-//!   creates (never one that already exists) and drops.
+//! - [`database`]: the database settings a report records, and the check that a run
+//!   only claims a schema that does not exist yet (connecting, dropping schemas and
+//!   where the servers are: the `test-services` crate, shared with the tests).
 //! - [`purge`]: removing the Redis keys or the NATS stream of a run on those backplanes.
 //! - [`report`]: the JSON lines; [`medians`]: with `--runs N`, the medians over the runs.
 //!

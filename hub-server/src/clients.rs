@@ -243,9 +243,9 @@ impl Clients {
 
     /// The clients a hub method of the calling connection in `context` gets.
     fn for_caller(context: &InvocationContext) -> Self {
-        let serial = context.hub.options.max_parallel_invocations <= 1;
+        let serial = context.services.serial_invocations;
         Self {
-            manager: context.hub.manager.clone(),
+            manager: context.services.manager.clone(),
             serial_caller: serial.then(|| context.connection.id.clone()),
         }
     }
@@ -465,7 +465,7 @@ impl FromInvocation for Groups {
     const ARGUMENTS: usize = 0;
 
     fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
-        Ok(Groups::new(context.hub.manager.clone()))
+        Ok(Groups::new(context.services.manager.clone()))
     }
 }
 
@@ -503,7 +503,7 @@ impl FromInvocation for HubContext {
     const ARGUMENTS: usize = 0;
 
     fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
-        Ok(HubContext::new(context.hub.manager.clone()))
+        Ok(HubContext::new(context.services.manager.clone()))
     }
 }
 

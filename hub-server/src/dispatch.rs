@@ -120,7 +120,7 @@ async fn bind_and_call(
     }
     let context = InvocationContext {
         connection: info.clone(),
-        hub: hub.clone(),
+        services: hub.services.clone(),
         arguments,
         next_argument: 0,
         stream_ids: stream_ids.into_iter(),
@@ -177,7 +177,7 @@ pub(crate) async fn run_hook(
 ) -> Result<(), HookError> {
     let context = InvocationContext {
         connection: info.clone(),
-        hub: hub.clone(),
+        services: hub.services.clone(),
         arguments: Arguments::empty(info.protocol),
         next_argument: 0,
         stream_ids: Vec::new().into_iter(),

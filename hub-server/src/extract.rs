@@ -14,7 +14,7 @@ use backplane_core::ConnectionId;
 use hub_protocol::{Arguments, Protocol};
 use serde::de::DeserializeOwned;
 
-use crate::hub::HubShared;
+use crate::services::HubServices;
 
 /// What one connection is, as hub code sees it.
 #[derive(Debug)]
@@ -42,8 +42,8 @@ pub(crate) struct ConnectionInfo {
 pub struct InvocationContext {
     /// The calling connection.
     pub(crate) connection: Arc<ConnectionInfo>,
-    /// The hub the method belongs to.
-    pub(crate) hub: Arc<HubShared>,
+    /// What the hub of the method lends its parameters (sending, extensions, limits).
+    pub(crate) services: Arc<HubServices>,
     /// The arguments the caller sent, still encoded.
     pub(crate) arguments: Arguments,
     /// Index of the next argument a deserialized parameter takes.
@@ -240,7 +240,7 @@ impl<T: Clone + Send + Sync + 'static> FromInvocation for Extension<T> {
 
     fn from_invocation(context: &mut InvocationContext) -> Result<Self, BindError> {
         context
-            .hub
+            .services
             .extensions
             .get::<T>()
             .cloned()

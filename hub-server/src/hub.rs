@@ -17,6 +17,7 @@ use crate::clients::HubContext;
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::identity::UserIdProvider;
 use crate::options::HubOptions;
+use crate::services::HubServices;
 use crate::streaming::StreamOptions;
 use crate::tokens::TokenStore;
 use crate::transport::http_connections::HttpConnections;
@@ -269,6 +270,12 @@ impl HubBuilder {
         let invocation_duration =
             ::metrics::histogram!(crate::metrics::INVOCATION_DURATION, &hub_label);
         TokenStore::spawn_sweeper(&tokens);
+        let services = Arc::new(HubServices {
+            manager: Arc::new(manager),
+            extensions: self.extensions,
+            serial_invocations: options.max_parallel_invocations <= 1,
+            upload_buffer: self.stream_options.upload_buffer,
+        });
         let shared = HubShared {
             tokens,
             reattachments: Default::default(),
@@ -279,9 +286,8 @@ impl HubBuilder {
             on_disconnected: self.on_disconnected,
             options,
             stream_options: self.stream_options,
-            manager: Arc::new(manager),
+            services,
             user_id: self.user_id,
-            extensions: self.extensions,
             auth: self.auth,
             shutdown,
             connections,
@@ -329,12 +335,11 @@ pub(crate) struct HubShared {
     pub(crate) options: HubOptions,
     /// Limits of the streams a connection may run.
     pub(crate) stream_options: StreamOptions,
-    /// Connections, groups, users and the backplane.
-    pub(crate) manager: Arc<BackplaneHubLifetimeManager>,
+    /// The lifetime manager (connections, groups, users and the backplane) and what else
+    /// hub method parameters reach.
+    pub(crate) services: Arc<HubServices>,
     /// See [`HubBuilder::user_id`].
     pub(crate) user_id: Option<UserIdProvider>,
-    /// See [`HubBuilder::extension`].
-    pub(crate) extensions: Extensions,
     /// See [`HubBuilder::authenticator`] and the rules after it.
     pub(crate) auth: AuthSettings,
     /// Connection tokens issued by negotiate.
@@ -442,22 +447,22 @@ impl Hub {
 
     /// Send to clients and manage groups from outside hub methods.
     pub fn context(&self) -> HubContext {
-        HubContext::new(self.shared.manager.clone())
+        HubContext::new(self.shared.services.manager.clone())
     }
 
     /// The state of this node's link to the backplane, for health endpoints.
     pub fn health(&self) -> BackplaneHealth {
-        self.shared.manager.health()
+        self.shared.services.manager.health()
     }
 
     /// The backplane the hub publishes through.
     pub fn backplane(&self) -> &Arc<dyn Backplane> {
-        self.shared.manager.backplane()
+        self.shared.services.manager.backplane()
     }
 
     /// How many connections have completed their handshake on this node.
     pub fn connection_count(&self) -> usize {
-        self.shared.manager.local_connection_count()
+        self.shared.services.manager.local_connection_count()
     }
 
     /// Close every connection gracefully: stop accepting new ones (negotiate and WebSocket
@@ -489,7 +494,7 @@ impl fmt::Debug for Hub {
         f.debug_struct("Hub")
             .field("name", &self.shared.name)
             .field("connections", &self.connection_count())
-            .field("manager", &self.shared.manager)
+            .field("manager", &self.shared.services.manager)
             .finish_non_exhaustive()
     }
 }

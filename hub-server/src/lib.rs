@@ -140,6 +140,7 @@ mod origins;
 #[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 mod outbox;
 mod serve;
+mod services;
 mod streaming;
 mod tokens;
 mod transport;

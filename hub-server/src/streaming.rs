@@ -281,7 +281,7 @@ impl<T: DeserializeOwned + Send + 'static> FromInvocation for UploadStream<T> {
             BindError::arguments("the method takes more upload streams than the client sent")
         })?;
         let streams = &context.connection.streams;
-        let (sender, receiver) = mpsc::channel(context.hub.stream_options.upload_buffer.max(1));
+        let (sender, receiver) = mpsc::channel(context.services.upload_buffer.max(1));
         lock(&streams.uploads).insert(stream_id.clone(), sender);
         Ok(UploadStream {
             receiver,

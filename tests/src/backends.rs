@@ -13,14 +13,10 @@ use backplane_redis::{RedisBackplane, RedisOptions};
 use crate::TestSchema;
 
 /// The Redis the tests use; `BACKPLANE_TEST_REDIS_URL` overrides it.
-pub fn redis_url() -> String {
-    std::env::var("BACKPLANE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+pub use test_services::redis_url_from_env as redis_url;
 
 /// The NATS (with JetStream) the tests use; `BACKPLANE_TEST_NATS_URL` overrides it.
-pub fn nats_url() -> String {
-    std::env::var("BACKPLANE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
+pub use test_services::nats_url_from_env as nats_url;
 
 /// A backplane to scale out over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

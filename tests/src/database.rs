@@ -1,19 +1,13 @@
 //! Finding the PostgreSQL server the tests run against.
 
-use std::time::Duration;
-
+use test_services::answers;
+pub use test_services::{DATABASE_URL_VAR, LOCAL_DATABASE_URL as LOCAL_URL};
 use tokio::sync::OnceCell;
-
-/// The environment variable that names the test database.
-pub const DATABASE_URL_VAR: &str = "BACKPLANE_TEST_DATABASE_URL";
 
 /// The environment variable that, set to `1`, skips the local server and goes straight to
 /// the container: the only way to exercise the container path on a machine whose local
 /// server answers (tests/containers/run.sh sets it).
 pub const CONTAINER_VAR: &str = "BACKPLANE_TEST_CONTAINER";
-
-/// The local server tried when the variable is not set.
-pub const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The tag of the official `postgres` image the container fallback starts: the major
 /// version CI runs (15), on Alpine for a small download. testcontainers-modules' own
@@ -66,23 +60,6 @@ async fn resolve() -> String {
              2. a local server at {LOCAL_URL} (tried: {local})\n\
              3. a Docker engine, for a testcontainers PostgreSQL container (tried: {why})"
         ),
-    }
-}
-
-/// Whether `url` accepts a connection within a few seconds.
-async fn answers(url: &str) -> Result<(), String> {
-    let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok((client, connection))) => {
-            drop(client);
-            let _ = connection.await;
-            Ok(())
-        }
-        Ok(Err(error)) => Err(match std::error::Error::source(&error) {
-            Some(source) => format!("{error}: {source}"),
-            None => error.to_string(),
-        }),
-        Err(_) => Err("no answer within 5 s".to_owned()),
     }
 }
 

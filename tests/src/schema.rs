@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backplane_core::{Backplane, NodeId};
 use backplane_postgres::{PostgresBackplane, PostgresOptions, ReconnectBackoff};
+use test_services::{backplane_application_name, quote_identifier, terminate_backplane_connection};
 use tokio::sync::OnceCell;
 
 use crate::database::database_url;
@@ -173,11 +174,9 @@ impl TestSchema {
     ///
     /// Panics if the database does not answer.
     pub async fn admin(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(self.url, tokio_postgres::NoTls)
+        test_services::connect(self.url)
             .await
-            .expect("connecting the admin client");
-        tokio::spawn(connection);
-        client
+            .unwrap_or_else(|error| panic!("connecting the admin client: {error}"))
     }
 
     /// Terminate (`pg_terminate_backend`) the backend of `node`'s `role` connection
@@ -198,10 +197,7 @@ impl TestSchema {
     ///
     /// Panics if the database refuses.
     pub async fn drop(self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
-        self.admin()
-            .await
-            .batch_execute(&sql)
+        test_services::drop_schema(self.url, &self.name)
             .await
             .unwrap_or_else(|error| panic!("dropping schema {}: {error}", self.name));
     }
@@ -216,10 +212,9 @@ fn unix_now() -> u64 {
 /// Drop test schemas left behind by runs that crashed long ago (their names carry the
 /// creation time; recent ones may belong to a run in progress and are kept).
 async fn sweep_leftovers(url: &str) {
-    let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+    let Ok(client) = test_services::connect(url).await else {
         return;
     };
-    tokio::spawn(connection);
     let Ok(rows) = client
         .query(
             "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
@@ -235,7 +230,10 @@ async fn sweep_leftovers(url: &str) {
         // bpt_<label>_<unix>_<pid>_<n>: the time is third from the end.
         if is_stale(&name, 2, now) {
             let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    quote_identifier(&name)
+                ))
                 .await;
         }
     }
@@ -282,28 +280,22 @@ fn is_stale(name: &str, from_end: usize, now: u64) -> bool {
 ///
 /// Panics if no such backend shows up within 10 s.
 pub async fn terminate(role: &str, node: NodeId) -> u64 {
-    let (admin, connection) = tokio_postgres::connect(database_url().await, tokio_postgres::NoTls)
+    let admin = test_services::connect(database_url().await)
         .await
-        .expect("connecting the admin client");
-    tokio::spawn(connection);
-    let application_name = format!("signalr-backplane {role} {node}");
+        .unwrap_or_else(|error| panic!("connecting the admin client: {error}"));
+    let node = node.to_string();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let killed: i64 = admin
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                &[&application_name],
-            )
+        let killed = terminate_backplane_connection(&admin, role, &node)
             .await
-            .expect("querying pg_stat_activity")
-            .get(0);
+            .expect("querying pg_stat_activity");
         if killed > 0 {
-            return killed.unsigned_abs();
+            return killed;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no backend with application_name {application_name:?} to terminate"
+            "no backend with application_name {:?} to terminate",
+            backplane_application_name(role, &node)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

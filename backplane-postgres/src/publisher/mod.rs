@@ -23,10 +23,12 @@
 //! failed batch (see the `tombstone` module; again `ON CONFLICT DO NOTHING`), with a
 //! reference notification. Receivers skip the numbers a tombstone covers, so they
 //! neither wait for nor report as lost what was never stored; and if the failed batch
+//! did commit after all, its real rows win the conflict and are delivered.
 //!
 //! The files, one concern each:
 //! - `queue.rs`: numbering and queueing a publish;
-//! - `task.rs`: the publisher task (batches, retries, tombstones of failed batches);
+//! - `task.rs`: the publisher task (batches, retries, when tombstones are written or
+//!   given up; the list of those waiting is `tombstone::PendingTombstones`);
 //! - `batch.rs`: a batch's rows and notifications per table;
 //! - `connection.rs`: the publishing connection, its statements, one attempt;
 //! - `retry.rs`: the retry policy and why an attempt or a batch failed;

@@ -17,7 +17,7 @@ use super::queue::{Pending, PublishQueue};
 use super::retry::{AttemptError, BatchError, Retries};
 use crate::context::{NodeContext, lock};
 use crate::names::TableNames;
-use crate::tombstone::Tombstone;
+use crate::tombstone::PendingTombstones;
 
 /// The task that writes batches.
 pub(crate) struct Publisher {
@@ -25,7 +25,7 @@ pub(crate) struct Publisher {
     queue: Arc<PublishQueue>,
     connection: Option<PublisherConnection>,
     /// Sequence numbers of failed batches, written before the next batch.
-    tombstones: Vec<Tombstone>,
+    tombstones: PendingTombstones,
     /// With [`SynchronousCommit::NotifyBeforeFlush`](crate::SynchronousCommit): where
     /// committed batches wait for their flush, and the sequence numbers of those lost
     /// before it.
@@ -43,7 +43,7 @@ impl Publisher {
             shared,
             queue,
             connection: client.map(PublisherConnection::new),
-            tombstones: Vec::new(),
+            tombstones: PendingTombstones::default(),
             flusher,
         }
     }
@@ -69,9 +69,9 @@ impl Publisher {
                     continue;
                 }
                 // Envelopes lost before their flush; they precede this batch.
-                self.tombstones.append(&mut lock(&flusher.lost));
+                self.tombstones.extend(lock(&flusher.lost).drain(..));
             }
-            let writes = batch::prepare(&self.shared, &self.tombstones, &batch);
+            let writes = batch::prepare(&self.shared, self.tombstones.as_slice(), &batch);
             let outcome = self.write(&writes).await;
             if writes.len() > 1 && matches!(outcome, Err(BatchError::Fatal(_))) {
                 // A permanent error of one table (a revoked permission, a constraint)
@@ -100,7 +100,7 @@ impl Publisher {
         }
         // Tables with tombstones but no publishes in this batch get a part too, so
         // tombstones the database refuses are given up rather than retried forever.
-        for tombstone in &self.tombstones {
+        for tombstone in self.tombstones.as_slice() {
             if !parts
                 .iter()
                 .any(|(table, _)| table.qualified == tombstone.route.qualified)
@@ -109,14 +109,10 @@ impl Publisher {
             }
         }
         let mut tombstones = std::mem::take(&mut self.tombstones);
-        let mut still_pending = Vec::new();
+        let mut still_pending = PendingTombstones::default();
         for (table, part) in parts {
-            let (mine, rest) = tombstones
-                .into_iter()
-                .partition(|tombstone| tombstone.route.qualified == table.qualified);
-            tombstones = rest;
-            self.tombstones = mine;
-            let writes = batch::prepare(&self.shared, &self.tombstones, &part);
+            self.tombstones = tombstones.take_table(&table);
+            let writes = batch::prepare(&self.shared, self.tombstones.as_slice(), &part);
             let outcome = self.write(&writes).await;
             self.settle(part, writes, outcome, started).await;
             still_pending.append(&mut self.tombstones);
@@ -138,7 +134,7 @@ impl Publisher {
             // for good): if the batch goes through without them, they are given up
             // and receivers report those numbers as lost instead.
             let tombstones = std::mem::take(&mut self.tombstones);
-            writes = batch::prepare(&self.shared, &self.tombstones, &batch);
+            writes = batch::prepare(&self.shared, self.tombstones.as_slice(), &batch);
             outcome = self.write(&writes).await;
             if outcome.is_ok() {
                 tracing::warn!(

@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::exchange;
-use crate::database;
 use crate::servers::rss_bytes;
 
 /// Largest `/health` or `/metrics` answer read.
@@ -87,18 +86,10 @@ impl RssSamples {
 ///
 /// The database's error.
 pub(crate) async fn kill_listener(database_url: &str, node: &str) -> Result<u64, String> {
-    let client = database::connect(database_url).await?;
-    let name = format!("signalr-backplane listener {node}");
-    let row = client
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = $1 AND pid <> pg_backend_pid()",
-            &[&name],
-        )
+    let client = test_services::connect(database_url).await?;
+    test_services::terminate_backplane_connection(&client, "listener", node)
         .await
-        .map_err(|error| format!("terminating the listener of {node}: {error}"))?;
-    let killed: i64 = row.get(0);
-    Ok(u64::try_from(killed).unwrap_or(0))
+        .map_err(|error| format!("terminating the listener of {node}: {error}"))
 }
 
 /// GET `path` of `server` (`http://host:port`): the status and the body.

@@ -211,6 +211,7 @@ async fn start<I: Incoming, S: FrameSink>(
         streams: Default::default(),
     });
     let registered = hub
+        .services
         .manager
         .on_connected(LocalConnection::new(
             info.id.clone(),
@@ -310,7 +311,7 @@ async fn finish(hub: &Arc<HubShared>, started: Started, end: End) {
     {
         tracing::warn!(hub = %hub.name, connection_id = %info.id, error = %error.log, "on_disconnected hook failed");
     }
-    if let Err(error) = hub.manager.on_disconnected(&info.id).await {
+    if let Err(error) = hub.services.manager.on_disconnected(&info.id).await {
         tracing::warn!(hub = %hub.name, connection_id = %info.id, %error, "cannot unregister connection");
     }
     tracing::info!(hub = %hub.name, connection_id = %info.id, reason = %describe(&end), "client disconnected");

@@ -146,7 +146,11 @@ pub(super) fn route_completion(
         };
     }
     let invocation_id = completion.invocation_id.clone();
-    if !hub.manager.set_connection_result(&info.id, completion) {
+    if !hub
+        .services
+        .manager
+        .set_connection_result(&info.id, completion)
+    {
         tracing::debug!(hub = %hub.name, connection_id = %info.id, %invocation_id, "completion for nothing waiting (unknown id, or its call timed out)");
     }
     None

@@ -3,6 +3,7 @@
 
 use benches::servers::{BackplaneTarget, ServerProcess};
 use benches::{database, purge};
+use test_services::drop_schema;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// What this run started or created, undone at the end whatever happened.
@@ -36,7 +37,9 @@ impl Owned {
             server.stop().await;
         }
         for schema in self.schemas.drain(..) {
-            database::drop_schema(database_url, &schema).await;
+            if let Err(error) = drop_schema(database_url, &schema).await {
+                eprintln!("warning: could not drop schema {schema:?}: {error}");
+            }
         }
         for target in self.purges.drain(..) {
             let outcome = match &target {

@@ -10,7 +10,8 @@ use benches::server_flags::{self, ServerFlags};
 use benches::servers::{BackplaneTarget, RUN_FLAGS, ServerConfig};
 use serde_json::{Value, json};
 
-use super::{Cli, Driver, Instances, Scenario};
+use crate::cli::{Cli, Driver, Scenario};
+use crate::instances::Instances;
 
 /// The tuning flags the instances get: `--server-arg`s, then the shorthands given.
 pub(super) fn server_flags(cli: &Cli) -> ServerFlags {

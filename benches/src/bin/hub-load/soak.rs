@@ -9,8 +9,9 @@ use benches::cpu::CpuSnapshot;
 use benches::servers::BackplaneTarget;
 use benches::soak::{self, SoakInstance, SoakReport, SoakScenario};
 
-use super::lifecycle::Owned;
-use super::{Cli, Instances};
+use crate::cli::Cli;
+use crate::instances::Instances;
+use crate::lifecycle::Owned;
 
 /// The soak's flags.
 #[derive(Debug, clap::Args)]
