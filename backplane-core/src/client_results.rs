@@ -17,11 +17,23 @@
 //!
 //! # Unknown connections, dead owners, partitions
 //!
-//! A connection is *unknown* when this node does not have it and no node accepts the
-//! request within [`ManagerOptions::client_result_owner_timeout`](crate::ManagerOptions)
-//! (2 s by default): the call then fails with [`ClientResultError::UnknownConnection`],
-//! long before the result timeout. Without a cluster-wide directory of connections, an
-//! owner that is alive but cut off from the backplane looks the same as no owner at all.
+//! A connection is *unknown* when no node has it. Connection ids a server issues carry
+//! the tag of their node ([`ConnectionId::tagged`](crate::ConnectionId::tagged),
+//! [`HubLifetimeManager::node_tag`](crate::HubLifetimeManager::node_tag)), so most unknown
+//! connections are found out without waiting:
+//!
+//! - the id names this node, which does not have it: the call fails at once with
+//!   [`ClientResultError::UnknownConnection`], and nothing is published;
+//! - the id names another node: that node answers [`ClientOutcome::Disconnected`] without
+//!   accepting, and the call fails with `UnknownConnection` after one round trip (ASP.NET
+//!   Core's Redis backplane fails at once too, from the number of subscribers a Redis
+//!   `PUBLISH` reports, which PostgreSQL's `NOTIFY` cannot tell);
+//! - the id has no tag, or names a node that is gone or cut off: no node accepts within
+//!   [`ManagerOptions::client_result_owner_timeout`](crate::ManagerOptions) (5 s by
+//!   default), and the call fails with `UnknownConnection` then, long before the result
+//!   timeout. Without a cluster-wide directory of connections, an owner that is alive but
+//!   cut off from the backplane looks the same as no owner at all.
+//!
 //! An owner that accepted and then died, or was cut off, fails the call when
 //! [`ManagerOptions::client_result_timeout`](crate::ManagerOptions) (30 s by default) has
 //! passed since the call began: [`ClientResultError::Timeout`].
@@ -113,7 +125,7 @@ impl ClientOutcome {
     }
 
     /// The final answer this outcome gives the caller (`None` for `Accepted`).
-    fn into_answer(self, connection_id: &ConnectionId) -> Option<ClientAnswer> {
+    pub(crate) fn into_answer(self, connection_id: &ConnectionId) -> Option<ClientAnswer> {
         Some(match self {
             ClientOutcome::Accepted => return None,
             ClientOutcome::Void => Ok(None),
@@ -180,6 +192,8 @@ pub(crate) enum Waiter {
         origin: NodeId,
         /// Its request id.
         request_id: u64,
+        /// Resolves (or drops) once the acceptance was sent: the outcome goes after it.
+        accepted: oneshot::Receiver<()>,
     },
 }
 
@@ -239,6 +253,10 @@ pub(crate) async fn await_remote(
         };
         match tokio::time::timeout_at(until, answers.recv()).await {
             Ok(Some(ClientOutcome::Accepted)) => accepted = true,
+            // The node named by the connection id's tag does not have it.
+            Ok(Some(ClientOutcome::Disconnected)) if !accepted => {
+                return Err(ClientResultError::UnknownConnection(connection_id.clone()));
+            }
             Ok(Some(outcome)) => {
                 return outcome
                     .into_answer(connection_id)
@@ -302,5 +320,25 @@ mod tests {
         assert!(matches!(answer, Err(ClientResultError::Timeout { .. })));
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn disconnected_before_acceptance_means_unknown_at_once() {
+        let id = ConnectionId::from("c");
+        let (tx, rx) = mpsc::channel(2);
+        tx.try_send(ClientOutcome::Disconnected).unwrap();
+        let start = tokio::time::Instant::now();
+        let answer = await_remote(rx, &id, Duration::from_secs(5), Duration::from_secs(30)).await;
+        assert!(matches!(
+            answer,
+            Err(ClientResultError::UnknownConnection(_))
+        ));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        let (tx, rx) = mpsc::channel(2);
+        tx.try_send(ClientOutcome::Accepted).unwrap();
+        tx.try_send(ClientOutcome::Disconnected).unwrap();
+        let answer = await_remote(rx, &id, Duration::from_secs(5), Duration::from_secs(30)).await;
+        assert!(matches!(answer, Err(ClientResultError::Disconnected(_))));
     }
 }

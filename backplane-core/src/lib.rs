@@ -86,7 +86,7 @@ pub use client_results::{
 pub use envelope::{
     Ack, CodecError, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
 };
-pub use id::{ConnectionId, NodeId, ParseNodeIdError};
+pub use id::{ConnectionId, NodeId, NodeTag, ParseNodeIdError};
 pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus, ManagerOptions};
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};
 pub use message::{Protocol, SerializedMessage};

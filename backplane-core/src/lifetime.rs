@@ -19,7 +19,7 @@ use crate::client_results::{
 use crate::envelope::{
     Ack, Envelope, EnvelopeKind, GroupAction, GroupCommand, GroupRefusal, Target,
 };
-use crate::id::{ConnectionId, NodeId};
+use crate::id::{ConnectionId, NodeId, NodeTag};
 use crate::local_order::LocalOrder;
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
 use crate::message::SerializedMessage;
@@ -409,6 +409,10 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
         format!("{}-{n}", self.shared.backplane.node_id())
     }
 
+    fn node_tag(&self) -> Option<NodeTag> {
+        Some(NodeTag::of(self.shared.backplane.node_id()))
+    }
+
     async fn add_to_group(
         &self,
         connection_id: &ConnectionId,
@@ -580,6 +584,10 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
             None => {}
         }
         drop(_forget);
+        if connection_id.node_tag() == Some(NodeTag::of(self.backplane.node_id())) {
+            // Issued by this node and not in its registry: it does not exist (any more).
+            return Err(ClientResultError::UnknownConnection(connection_id.clone()));
+        }
         // Not ours: ask every node; the owner accepts and answers through the return route.
         let request_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (answers_tx, answers_rx) = mpsc::channel(2);
@@ -630,20 +638,43 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
     /// A client-result request from another node: act on it if the connection is ours.
     fn accept_client_invocation(self: &Arc<Self>, origin: NodeId, call: &ClientInvocation) {
         let key = (call.connection_id.clone(), call.invocation_id.clone());
+        // The outcome must reach the asking node after the acceptance (a `Disconnected`
+        // first would read as "no such connection"): it waits for this to drop.
+        let (accepted_sent, accepted) = oneshot::channel();
         let waiter = Waiter::Remote {
             origin,
             request_id: call.request_id,
+            accepted,
         };
         {
             // Checked and registered under the registry lock, so a disconnect cannot slip
             // in between and leave the request waiting for a connection that is gone.
             let registry = read(&self.registry);
             if !registry.contains(&call.connection_id) {
+                drop(registry);
+                if call.connection_id.node_tag() == Some(NodeTag::of(self.backplane.node_id())) {
+                    // The id names this node, which does not have the connection: say so
+                    // now (a `Disconnected` before any `Accepted` means "no such
+                    // connection"), so the asking node need not wait for the owner timeout.
+                    self.send_client_outcome(
+                        origin,
+                        call.request_id,
+                        ClientOutcome::Disconnected,
+                        None,
+                        None,
+                    );
+                }
                 return;
             }
             lock(&self.client_calls.waiting).insert(key.clone(), waiter);
         }
-        self.send_client_outcome(origin, call.request_id, ClientOutcome::Accepted);
+        self.send_client_outcome(
+            origin,
+            call.request_id,
+            ClientOutcome::Accepted,
+            None,
+            Some(accepted_sent),
+        );
         let Some(Ok(())) = self.deliver_to_local(&call.connection_id, &call.message) else {
             if let Some(waiter) = lock(&self.client_calls.waiting).remove(&key) {
                 self.resolve(waiter, ClientOutcome::Disconnected, &call.connection_id);
@@ -671,40 +702,38 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
     ) {
         match waiter {
             Waiter::Local(sender) => {
-                let answer = match outcome {
-                    ClientOutcome::Void => Ok(None),
-                    ClientOutcome::Value { messagepack, bytes } => {
-                        let protocol = if messagepack {
-                            crate::message::Protocol::MessagePack
-                        } else {
-                            crate::message::Protocol::Json
-                        };
-                        hub_protocol::EncodedValue::from_wire(protocol, bytes)
-                            .map(Some)
-                            .map_err(|error| ClientResultError::InvalidResult(error.to_string()))
-                    }
-                    ClientOutcome::Error(error) => Err(ClientResultError::Client(error)),
-                    ClientOutcome::Accepted | ClientOutcome::Disconnected => {
-                        Err(ClientResultError::Disconnected(connection_id.clone()))
-                    }
-                };
+                let answer = outcome
+                    .into_answer(connection_id)
+                    .unwrap_or_else(|| Err(ClientResultError::Disconnected(connection_id.clone())));
                 let _ = sender.send(answer);
             }
-            Waiter::Remote { origin, request_id } => {
-                self.send_client_outcome(origin, request_id, outcome);
+            Waiter::Remote {
+                origin,
+                request_id,
+                accepted,
+            } => {
+                self.send_client_outcome(origin, request_id, outcome, Some(accepted), None);
             }
         }
     }
 
-    /// Send a client-result answer to the node that asked, without blocking the caller.
+    /// Send a client-result answer to the node that asked, without blocking the caller:
+    /// once `after` has resolved or dropped (the answer sent before this one), and
+    /// dropping `done` when this one was sent or failed.
     fn send_client_outcome(
         self: &Arc<Self>,
         origin: NodeId,
         request_id: u64,
         outcome: ClientOutcome,
+        after: Option<oneshot::Receiver<()>>,
+        done: Option<oneshot::Sender<()>>,
     ) {
         let shared = self.clone();
         tokio::spawn(async move {
+            let _done = done;
+            if let Some(after) = after {
+                let _ = after.await;
+            }
             let kind = EnvelopeKind::ClientResult(ClientResult {
                 request_id,
                 outcome,

@@ -11,7 +11,7 @@ use hub_protocol::Completion;
 use crate::backplane::BackplaneError;
 use crate::client_results::ClientAnswer;
 use crate::envelope::Target;
-use crate::id::ConnectionId;
+use crate::id::{ConnectionId, NodeTag};
 use crate::message::{Protocol, SerializedMessage};
 
 /// Where a hub's messages go: the connections of this node, and (through a backplane)
@@ -103,6 +103,14 @@ pub trait HubLifetimeManager: Send + Sync + fmt::Debug {
     /// A fresh invocation id for [`HubLifetimeManager::invoke_connection`], unique across
     /// the nodes of the cluster.
     fn next_invocation_id(&self) -> String;
+
+    /// The tag this node's connection ids carry ([`ConnectionId::tagged`]), or `None`
+    /// when the implementation does not use tags (the default). A server that issues
+    /// connection ids tags them with it, so that a client result asked of a connection
+    /// that does not exist fails at once instead of after a timeout.
+    fn node_tag(&self) -> Option<NodeTag> {
+        None
+    }
 
     /// Send to every connection.
     ///

@@ -19,7 +19,7 @@ use crate::auth::{self, Identity};
 use crate::connection::Accepted;
 use crate::hub::{Hub, HubShared};
 use crate::options::Transports;
-use crate::tokens::{ClaimError, TokenKind, random_id};
+use crate::tokens::{ClaimError, TokenKind};
 use crate::transport::http_connections::{Found, Opened, Transport};
 use crate::transport::websocket::Upgrade;
 use crate::transport::{long_polling, posted, sse};
@@ -261,7 +261,7 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
         Err(response) => return *response,
     };
     let (connection_id, token) = match query.id.as_deref() {
-        None | Some("") => (random_id().into(), None),
+        None | Some("") => (hub.tokens.new_connection_id(), None),
         Some(token) => {
             if let Found::Http(_) = hub.http_connections.find(&hub.tokens, token) {
                 return cannot_change_transports();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::http::Extensions;
 use axum::http::request::Parts;
 use backplane_core::{
-    Backplane, BackplaneHealth, BackplaneHubLifetimeManager, HubError, ManagerOptions,
+    Backplane, BackplaneHealth, BackplaneHubLifetimeManager, HubError, HubLifetimeManager,
+    ManagerOptions,
 };
 use backplane_memory::MemoryBackplane;
 use tokio::sync::watch;
@@ -262,11 +263,14 @@ impl HubBuilder {
         let (connections, _) = watch::channel(0);
         let options = self.options.normalized();
         let hub_label = [("hub", self.name.clone())];
-        let tokens = Arc::new(TokenStore::new(
-            options.negotiate_timeout,
-            options.max_pending_negotiations,
-            ::metrics::gauge!(crate::metrics::NEGOTIATE_TOKENS_OUTSTANDING, &hub_label),
-        ));
+        let tokens = Arc::new(
+            TokenStore::new(
+                options.negotiate_timeout,
+                options.max_pending_negotiations,
+                ::metrics::gauge!(crate::metrics::NEGOTIATE_TOKENS_OUTSTANDING, &hub_label),
+            )
+            .with_node_tag(manager.node_tag()),
+        );
         let invocation_duration =
             ::metrics::histogram!(crate::metrics::INVOCATION_DURATION, &hub_label);
         TokenStore::spawn_sweeper(&tokens);

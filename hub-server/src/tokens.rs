@@ -15,8 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backplane_core::ConnectionId;
 use backplane_core::lock;
+use backplane_core::{ConnectionId, NodeTag};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use metrics::Gauge;
@@ -61,6 +61,9 @@ pub(crate) struct TokenStore {
     max_pending: usize,
     /// The metrics gauge of the pending tokens, set whenever their number changes.
     outstanding: Gauge,
+    /// The tag of this node that the connection ids it issues carry, if the hub's
+    /// lifetime manager has one.
+    node_tag: Option<NodeTag>,
 }
 
 /// Negotiate refused: [`TokenStore::issue`] found the store at its cap.
@@ -88,6 +91,24 @@ impl TokenStore {
             lifetime,
             max_pending,
             outstanding,
+            node_tag: None,
+        }
+    }
+
+    /// The same store, issuing connection ids that carry `tag` (see
+    /// [`ConnectionId::node_tag`]).
+    pub(crate) fn with_node_tag(mut self, tag: Option<NodeTag>) -> Self {
+        self.node_tag = tag;
+        self
+    }
+
+    /// A new connection id: 128 random bits, and this node's tag when it has one
+    /// (`<22 characters>.<12 hexadecimal digits>`).
+    pub(crate) fn new_connection_id(&self) -> ConnectionId {
+        let unique = random_id();
+        match self.node_tag {
+            Some(tag) => ConnectionId::tagged(&unique, tag),
+            None => ConnectionId::from(unique),
         }
     }
 
@@ -145,12 +166,11 @@ impl TokenStore {
         kind: TokenKind,
         stateful: bool,
     ) -> Result<(ConnectionId, String), TooManyPending> {
-        let id = random_id();
+        let connection_id = self.new_connection_id();
         let token = match kind {
             TokenKind::Secret => random_id(),
-            TokenKind::ConnectionId => id.clone(),
+            TokenKind::ConnectionId => connection_id.as_str().to_owned(),
         };
-        let connection_id = ConnectionId::from(id);
         let now = Instant::now();
         let mut tokens = self.lock();
         if tokens.pending.len() >= self.max_pending {
@@ -255,6 +275,22 @@ mod tests {
             a.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
+    }
+
+    #[test]
+    fn connection_ids_carry_the_node_tag_when_there_is_one() {
+        let tag = NodeTag::of(backplane_core::NodeId::random());
+        let store =
+            TokenStore::new(Duration::from_secs(15), 100, Gauge::noop()).with_node_tag(Some(tag));
+        let (connection_id, token) = store.issue(TokenKind::ConnectionId, false).unwrap();
+        assert_eq!(connection_id.node_tag(), Some(tag));
+        assert_eq!(connection_id.as_str().len(), 22 + 1 + 12);
+        assert_eq!(token, connection_id.as_str());
+        let (other, _) = store.issue(TokenKind::Secret, false).unwrap();
+        assert_ne!(other, connection_id);
+        let untagged = TokenStore::new(Duration::from_secs(15), 100, Gauge::noop());
+        assert_eq!(untagged.new_connection_id().as_str().len(), 22);
+        assert_eq!(untagged.new_connection_id().node_tag(), None);
     }
 
     #[tokio::test]

@@ -128,6 +128,7 @@ async function main() {
     // The client on B disconnects while the call waits for it.
     const c = connect(baseB);
     await within(c.start(), "start C on B");
+    const departedOnB = c.connectionId; // the client forgets it when stopped
     let reached;
     const reachedC = new Promise((resolve) => { reached = resolve; });
     c.on("Hang", () => { reached(); return new Promise(() => {}); });
@@ -136,7 +137,15 @@ async function main() {
     await c.stop();
     out.disconnected = await within(hanging, "the call on a departed client");
 
-    // A connection no server has.
+    // Connections no server has. C's id names B, which answers at once that it has no
+    // such connection; D's names A itself; "no-such-connection" names no server, so only
+    // the owner timeout can tell.
+    out.departedOnB = await within(errorOf(a.invoke("AskClient", departedOnB, "GetAnswer", 1)), "departed C");
+    const d = connect(baseA);
+    await within(d.start(), "start D on A");
+    const departedId = d.connectionId;
+    await d.stop();
+    out.departedOnA = await within(errorOf(a.invoke("AskClient", departedId, "GetAnswer", 1)), "departed D");
     out.unknown = await within(errorOf(a.invoke("AskClient", "no-such-connection", "GetAnswer", 1)), "unknown connection");
 
     await a.stop();

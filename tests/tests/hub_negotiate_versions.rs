@@ -36,7 +36,7 @@ async fn version_0_answers_the_connection_id_which_works_as_the_id_exactly_once(
             .as_str()
             .expect("connectionId")
             .to_owned();
-        assert_eq!(id.len(), 22, "128 random bits");
+        assert_eq!(id.len(), 22 + 1 + 12, "128 random bits and the node tag");
         // No connectionToken: a version 0 client would not read it.
         assert_eq!(
             body,

@@ -73,7 +73,8 @@ async fn hub_scenario(protocol: &str, negotiation: &str) {
     assert_eq!(result["protocol"], protocol);
     if negotiation != "skip" {
         // The client learns its public id from negotiate, and the server agrees.
-        assert_eq!(result["connectionIdFromNegotiate"], 22);
+        // 22 characters of 128 random bits, a dot and the 12-hex-digit tag of the node.
+        assert_eq!(result["connectionIdFromNegotiate"], 35);
         assert_eq!(result["connectionIdMatches"], true);
     } else {
         assert_eq!(result["connectionIdFromNegotiate"], Value::Null);

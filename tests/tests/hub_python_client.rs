@@ -172,7 +172,7 @@ async fn chat_across_instances(client: Client, protocols: [&str; 3], handshakes:
         let id = result[name]["connectionId"]
             .as_str()
             .unwrap_or_else(|| panic!("{name} has a connection id: {result}"));
-        assert_eq!(id.len(), 22, "{name}: an id negotiate issued");
+        assert_eq!(id.len(), 22 + 1 + 12, "{name}: an id negotiate issued");
         id.to_owned()
     };
     let (ann, bob, carol) = (id("ann"), id("bob"), id("carol"));

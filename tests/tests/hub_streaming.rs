@@ -4,7 +4,9 @@
 //! arrives complete and in order, a cancelled stream's producer stops (checked on the
 //! server through the hub's counters), an upload of 10,000 numbers is summed, and a client
 //! result asked on instance A of a client on instance B comes back; the same call fails
-//! when that client disconnects in mid-call, and at once for an unknown connection.
+//! when that client disconnects in mid-call, and for a connection no instance has: at once
+//! when its id names an instance (as every id the servers issue does), at the owner timeout
+//! when it names none.
 
 mod hub_support;
 
@@ -25,6 +27,10 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
 /// failure was detected, not waited out.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a call for an untagged id waits for an owner to accept: long enough that a
+/// tagged id failing sooner cannot be the timeout.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn scenario(protocol: &str) {
     tests::ensure_js_packages().await;
     let schema = TestSchema::create("hub_streaming").await;
@@ -33,7 +39,11 @@ async fn scenario(protocol: &str) {
     for node in &nodes {
         let hub = streaming::hub_builder()
             .backplane(node.clone())
-            .manager_options(ManagerOptions::default().client_result_timeout(RESULT_TIMEOUT))
+            .manager_options(
+                ManagerOptions::default()
+                    .client_result_timeout(RESULT_TIMEOUT)
+                    .client_result_owner_timeout(OWNER_TIMEOUT),
+            )
             .build()
             .await
             .expect("streaming hub");
@@ -111,6 +121,20 @@ async fn scenario(protocol: &str) {
         disconnected["ms"].as_u64().unwrap() < limit,
         "the departure must be reported before the result timeout: {disconnected}"
     );
+    // Ids the servers issued, of connections that left: no waiting for the owner timeout.
+    let fast = OWNER_TIMEOUT.as_millis() as u64 / 2;
+    for (case, instance) in [("departedOnB", "B"), ("departedOnA", "A")] {
+        let gone = &result[case];
+        let error = gone["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("does not exist"),
+            "a departed connection of {instance} asked on A: {gone}"
+        );
+        assert!(
+            gone["ms"].as_u64().unwrap() < fast,
+            "a departed connection of {instance} must fail at once, not at the owner timeout: {gone}"
+        );
+    }
     let unknown = &result["unknown"];
     let error = unknown["error"].as_str().unwrap_or_default();
     assert!(

@@ -26,8 +26,10 @@ async fn negotiate_offers_websockets_with_a_secret_token() {
     let id = body["connectionId"].as_str().unwrap();
     let token = body["connectionToken"].as_str().unwrap();
     assert_ne!(id, token, "the token must not be the public id");
-    // 128 random bits each.
-    assert_eq!((id.len(), token.len()), (22, 22));
+    // 128 random bits each, and the id names its node (`<22 characters>.<12 hex digits>`).
+    assert_eq!((id.len(), token.len()), (35, 22));
+    let tag = backplane_core::ConnectionId::from(id).node_tag();
+    assert!(tag.is_some(), "{id} carries a node tag");
     assert_eq!(
         body,
         serde_json::json!({
@@ -89,7 +91,12 @@ async fn a_negotiated_connection_gets_the_negotiated_id() {
     let reply = skipped.invoke_json("1", "ConnectionId", "[]").await;
     let value: serde_json::Value = serde_json::from_str(reply.trim_end_matches('\u{1e}')).unwrap();
     let skipped_id = value["result"].as_str().unwrap();
-    assert_eq!(skipped_id.len(), 22);
+    assert_eq!(skipped_id.len(), 35);
+    assert_eq!(
+        backplane_core::ConnectionId::from(skipped_id).node_tag(),
+        backplane_core::ConnectionId::from(id.as_str()).node_tag(),
+        "ids of one server carry its tag"
+    );
     assert_ne!(skipped_id, id);
 }
 

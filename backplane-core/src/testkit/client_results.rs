@@ -1,4 +1,5 @@
-//! The conformance case for client results across nodes: the return route.
+//! The conformance cases for client results across nodes: the return route, and a
+//! connection that does not exist failing without waiting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use hub_protocol::{Completion, CompletionResult, EncodedValue};
 
 use super::{ClusterFactory, RecordingSink, WAIT};
 use crate::client_results::ClientResultError;
-use crate::id::ConnectionId;
+use crate::id::{ConnectionId, NodeTag};
 use crate::lifetime::{BackplaneHubLifetimeManager, ManagerOptions};
 use crate::manager::{ConnectionSink, HubLifetimeManager, LocalConnection};
 use crate::message::Protocol;
@@ -133,6 +134,118 @@ pub async fn client_result_return_route(factory: impl ClusterFactory) {
         started.elapsed() < Duration::from_secs(60),
         "an unknown connection must fail before the result timeout"
     );
+    drop(managers);
+    for node in &nodes {
+        node.shutdown().await.expect("shutdown failed");
+    }
+}
+
+/// A client-result call for a connection whose id names a node (as the ids a server
+/// issues do) but which that node does not have fails with `UnknownConnection` without
+/// waiting for the owner timeout: at once when the id names the asking node, after one
+/// round trip when it names another. A tagged connection that does exist still answers.
+pub async fn client_result_for_a_missing_tagged_connection_fails_fast(
+    factory: impl ClusterFactory,
+) {
+    let nodes = factory.cluster(2).await;
+    // Timeouts far above what the case allows, so only the tags can make it pass.
+    let owner_timeout = Duration::from_secs(60);
+    let options = ManagerOptions::default()
+        .client_result_timeout(Duration::from_secs(120))
+        .client_result_owner_timeout(owner_timeout);
+    let mut managers = Vec::new();
+    for node in &nodes {
+        let manager = BackplaneHubLifetimeManager::with_options(HUB, node.clone(), options.clone())
+            .await
+            .expect("creating the lifetime manager failed");
+        managers.push(Arc::new(manager));
+    }
+    let tags: Vec<NodeTag> = managers
+        .iter()
+        .map(|manager| {
+            manager
+                .node_tag()
+                .expect("the generic manager tags its ids")
+        })
+        .collect();
+    assert_ne!(tags[0], tags[1], "two nodes must not share a tag");
+    let ask = |from: usize, id: ConnectionId| {
+        let manager = managers[from].clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            let invocation_id = manager.next_invocation_id();
+            let result = tokio::time::timeout(
+                owner_timeout / 2,
+                manager.invoke_connection(&id, invocation_id, RecordingSink::message("ask")),
+            )
+            .await
+            .expect("a missing tagged connection must fail long before the owner timeout");
+            (result, started.elapsed())
+        }
+    };
+    let is_unknown = |result: &Result<_, ClientResultError>, id: &ConnectionId| matches!(result, Err(ClientResultError::UnknownConnection(missing)) if missing == id);
+
+    // The asking node's own tag: nothing to ask anybody.
+    let own = ConnectionId::tagged("never-connected-here", tags[0]);
+    let (result, took) = ask(0, own.clone()).await;
+    assert!(is_unknown(&result, &own), "got {result:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    // Another node's tag: that node says it has no such connection.
+    let theirs = ConnectionId::tagged("never-connected-there", tags[1]);
+    let (result, took) = ask(0, theirs.clone()).await;
+    assert!(
+        is_unknown(&result, &theirs),
+        "got {result:?} after {took:?}"
+    );
+
+    // A tagged connection that exists answers as usual, and once it left, it is unknown
+    // again without waiting.
+    let sink = Arc::new(RecordingSink::new());
+    let present = ConnectionId::tagged("connected-there", tags[1]);
+    managers[1]
+        .on_connected(LocalConnection::new(
+            present.clone(),
+            None,
+            sink.clone() as Arc<dyn ConnectionSink>,
+        ))
+        .await
+        .expect("on_connected failed");
+    let invocation_id = managers[0].next_invocation_id();
+    let call = tokio::spawn({
+        let manager = managers[0].clone();
+        let id = present.clone();
+        let invocation_id = invocation_id.clone();
+        async move {
+            manager
+                .invoke_connection(&id, invocation_id, RecordingSink::message("ask present"))
+                .await
+        }
+    });
+    sink.take_until("ask present", WAIT).await;
+    let completion = Completion {
+        headers: Default::default(),
+        invocation_id,
+        result: CompletionResult::Value(EncodedValue::encode(Protocol::Json, &7).unwrap()),
+    };
+    assert!(managers[1].set_connection_result(&present, completion));
+    let value = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("the result came back")
+        .unwrap()
+        .expect("a value")
+        .expect("not void");
+    assert_eq!(value.deserialize::<i64>().unwrap(), 7);
+    managers[1].on_disconnected(&present).await.unwrap();
+    let (result, took) = ask(0, present.clone()).await;
+    assert!(
+        is_unknown(&result, &present),
+        "got {result:?} after {took:?}"
+    );
+    let (result, took) = ask(1, present.clone()).await;
+    assert!(is_unknown(&result, &present), "got {result:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
     drop(managers);
     for node in &nodes {
         node.shutdown().await.expect("shutdown failed");

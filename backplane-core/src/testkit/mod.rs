@@ -46,7 +46,9 @@ mod server;
 mod sink;
 
 pub use cases::*;
-pub use client_results::client_result_return_route;
+pub use client_results::{
+    client_result_for_a_missing_tagged_connection_fails_fast, client_result_return_route,
+};
 pub use proxy::CuttingProxy;
 pub use repair::{
     ConnectionCutter, repair_across_repeated_cuts, repair_after_dropped_subscription,
@@ -114,6 +116,7 @@ macro_rules! backplane_conformance_tests {
             group_change_for_unknown_connection_times_out,
             user_on_two_nodes,
             client_result_return_route,
+            client_result_for_a_missing_tagged_connection_fails_fast,
         );
     };
     ($factory:path, cut = $cutter:path) => {
