@@ -15,7 +15,7 @@ use axum::routing::{any, post};
 use serde::{Deserialize, Serialize};
 
 use crate::AllowedOrigins;
-use crate::auth::{self, Identity};
+use crate::auth::Identity;
 use crate::connection::Accepted;
 use crate::hub::{Hub, HubShared};
 use crate::options::Transports;
@@ -169,7 +169,7 @@ async fn negotiate(State(hub): State<Arc<HubShared>>, request: Request) -> Respo
     if !hub.options.allowed_origins.allows(&parts) {
         return AllowedOrigins::refusal();
     }
-    if let Err(refusal) = auth::identify(&hub, &parts).await {
+    if let Err(refusal) = hub.identify(&parts).await {
         return refusal;
     }
     if hub.is_full() {
@@ -234,7 +234,7 @@ async fn connect(State(hub): State<Arc<HubShared>>, request: Request) -> Respons
         return AllowedOrigins::refusal();
     }
     // Before anything is upgraded, claimed or opened: refused requests change nothing.
-    let identity = match auth::identify(&hub, &parts).await {
+    let identity = match hub.identify(&parts).await {
         Ok(identity) => identity,
         Err(refusal) => return refusal,
     };

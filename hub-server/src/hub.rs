@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::http::Extensions;
 use axum::http::request::Parts;
+use axum::response::Response;
 use backplane_core::{
     Backplane, BackplaneHealth, BackplaneHubLifetimeManager, HubError, HubLifetimeManager,
     ManagerOptions,
@@ -13,7 +14,7 @@ use backplane_core::{
 use backplane_memory::MemoryBackplane;
 use tokio::sync::watch;
 
-use crate::auth::{AuthSettings, Authenticator, Principal};
+use crate::auth::{AuthSettings, Authenticator, Identity, Principal};
 use crate::clients::HubContext;
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::identity::UserIdProvider;
@@ -363,6 +364,19 @@ pub(crate) struct HubShared {
 }
 
 impl HubShared {
+    /// Authenticate a negotiate or connect request and apply the hub's rules; the answer
+    /// to send instead when it is refused.
+    pub(crate) async fn identify(&self, request: &Parts) -> Result<Identity, Response> {
+        crate::auth::identify(
+            &self.name,
+            &self.auth,
+            self.user_id.as_ref(),
+            self.options.max_user_id_bytes,
+            request,
+        )
+        .await
+    }
+
     /// Look a method up by exact name, then ignoring ASCII case (as ASP.NET Core does).
     pub(crate) fn method(&self, name: &str) -> Option<&Arc<dyn ErasedHandler>> {
         self.methods.get(name).or_else(|| {

@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use crate::extract::{BindError, FromInvocation, InvocationContext};
-use crate::hub::HubShared;
 use crate::identity::UserIdProvider;
 
 /// Who a connection authenticated as: its user id and the claims that proved it.
@@ -230,20 +229,21 @@ pub(crate) struct Identity {
     pub(crate) principal: Option<Arc<Principal>>,
 }
 
-/// Authenticate `request` and apply the hub's rules and the user id limit; the answer to
-/// send instead when it is refused.
-pub(crate) async fn identify(hub: &HubShared, request: &Parts) -> Result<Identity, Response> {
-    identify_with(
-        &hub.auth,
-        hub.user_id.as_ref(),
-        hub.options.max_user_id_bytes,
-        request,
-    )
-    .await
-    .map_err(|error| {
-        tracing::debug!(hub = %hub.name, status = %error.status, reason = %error.reason, "request refused");
-        error.into_response()
-    })
+/// Authenticate `request` to hub `hub` and apply its rules and the user id limit; the
+/// answer to send instead when it is refused (see `HubShared::identify`).
+pub(crate) async fn identify(
+    hub: &str,
+    auth: &AuthSettings,
+    user_id: Option<&UserIdProvider>,
+    max_user_id_bytes: usize,
+    request: &Parts,
+) -> Result<Identity, Response> {
+    identify_with(auth, user_id, max_user_id_bytes, request)
+        .await
+        .map_err(|error| {
+            tracing::debug!(%hub, status = %error.status, reason = %error.reason, "request refused");
+            error.into_response()
+        })
 }
 
 async fn identify_with(
