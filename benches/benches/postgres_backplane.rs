@@ -9,14 +9,12 @@
 #![allow(missing_docs)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use backplane_core::{
-    Backplane, BackplaneEvent, EnvelopeKind, Protocol, SerializedMessage, Subscription, Target,
-};
+use backplane_core::Backplane;
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
+use benches::envelope_run::{chat_message, publish_and_receive};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use futures_util::StreamExt as _;
 
 const BATCH: u64 = 10_000;
 const IN_FLIGHT: usize = 256;
@@ -75,7 +73,15 @@ fn bench(c: &mut Criterion) {
                 runtime.block_on(async {
                     let mut elapsed = Duration::ZERO;
                     for _ in 0..iterations {
-                        elapsed += run_batch(&sender, &mut subscription, &message).await;
+                        elapsed += publish_and_receive(
+                            &*sender,
+                            &mut subscription,
+                            HUB,
+                            &message,
+                            BATCH,
+                            IN_FLIGHT,
+                        )
+                        .await;
                     }
                     elapsed
                 })
@@ -91,51 +97,6 @@ fn bench(c: &mut Criterion) {
     if let Err(error) = runtime.block_on(test_services::drop_schema(&url, &schema)) {
         eprintln!("postgres_backplane: could not drop schema {schema}: {error}");
     }
-}
-
-/// Publish `BATCH` envelopes from `sender` (up to `IN_FLIGHT` at once) and wait until the
-/// other node received all of them.
-async fn run_batch(
-    sender: &Arc<PostgresBackplane>,
-    subscription: &mut Subscription,
-    message: &SerializedMessage,
-) -> Duration {
-    let started = Instant::now();
-    let publishing = futures_util::stream::iter(0..BATCH)
-        .map(|_| {
-            let kind = EnvelopeKind::Invocation {
-                target: Target::All,
-                message: message.clone(),
-            };
-            async move { sender.publish(HUB, kind).await }
-        })
-        .buffered(IN_FLIGHT)
-        .for_each(|result| async move { result.expect("publish failed") });
-    let receiving = async {
-        let mut received = 0;
-        while received < BATCH {
-            match subscription.recv().await {
-                Some(BackplaneEvent::Envelope(_)) => received += 1,
-                Some(_) => {}
-                None => panic!("the subscription ended"),
-            }
-        }
-    };
-    tokio::join!(publishing, receiving);
-    started.elapsed()
-}
-
-/// A chat message as the server sends it, encoded for both protocols.
-fn chat_message() -> SerializedMessage {
-    let arguments = ("alice", "hello everyone, this is a chat message");
-    let mut message = SerializedMessage::new();
-    for protocol in Protocol::ALL {
-        let mut frame = hub_protocol::BytesMut::new();
-        hub_protocol::encode_invocation(protocol, &mut frame, None, "ReceiveMessage", &arguments)
-            .expect("encodable");
-        message.set(protocol, frame.freeze());
-    }
-    message
 }
 
 /// The URL without its password, for messages.

@@ -47,6 +47,7 @@ pub mod check;
 pub mod client;
 pub mod cpu;
 pub mod database;
+pub mod envelope_run;
 pub mod idle;
 pub mod js_driver;
 pub mod latency;
