@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hub_protocol::{Completion, CompletionResult, EncodedValue};
+use tokio::task::JoinHandle;
 
 use super::{ClusterFactory, RecordingSink, WAIT};
-use crate::client_results::ClientResultError;
+use crate::backplane::Backplane;
+use crate::client_results::{ClientAnswer, ClientResultError};
 use crate::id::{ConnectionId, NodeTag};
 use crate::lifetime::{BackplaneHubLifetimeManager, ManagerOptions};
 use crate::manager::{ConnectionSink, HubLifetimeManager, LocalConnection};
@@ -25,23 +27,9 @@ pub async fn client_result_return_route(factory: impl ClusterFactory) {
     let options = ManagerOptions::default()
         .client_result_timeout(Duration::from_secs(60))
         .client_result_owner_timeout(Duration::from_secs(2));
-    let mut managers = Vec::new();
-    for node in &nodes {
-        let manager = BackplaneHubLifetimeManager::with_options(HUB, node.clone(), options.clone())
-            .await
-            .expect("creating the lifetime manager failed");
-        managers.push(Arc::new(manager));
-    }
-    let sink = Arc::new(RecordingSink::new());
+    let managers = managers(&nodes, &options).await;
     let id = ConnectionId::from("answering");
-    managers[1]
-        .on_connected(LocalConnection::new(
-            id.clone(),
-            None,
-            sink.clone() as Arc<dyn ConnectionSink>,
-        ))
-        .await
-        .expect("on_connected failed");
+    let sink = connect(&managers[1], &id).await;
 
     let answers = [
         CompletionResult::Value(EncodedValue::encode(Protocol::Json, &42).unwrap()),
@@ -50,16 +38,7 @@ pub async fn client_result_return_route(factory: impl ClusterFactory) {
     for (round, answer) in answers.into_iter().enumerate() {
         let invocation_id = managers[0].next_invocation_id();
         let label = format!("ask {round}");
-        let call = tokio::spawn({
-            let manager = managers[0].clone();
-            let id = id.clone();
-            let invocation_id = invocation_id.clone();
-            async move {
-                manager
-                    .invoke_connection(&id, invocation_id, RecordingSink::message(&label))
-                    .await
-            }
-        });
+        let call = spawn_ask(&managers[0], &id, invocation_id.clone(), &label);
         sink.take_until(&format!("ask {round}"), WAIT).await;
         // Only the owner takes the client's answer.
         let completion = Completion {
@@ -96,16 +75,8 @@ pub async fn client_result_return_route(factory: impl ClusterFactory) {
     }
 
     // The connection leaves in mid-call: the asking node learns it at once.
-    let call = tokio::spawn({
-        let manager = managers[2].clone();
-        let id = id.clone();
-        let invocation_id = manager.next_invocation_id();
-        async move {
-            manager
-                .invoke_connection(&id, invocation_id, RecordingSink::message("ask leaving"))
-                .await
-        }
-    });
+    let invocation_id = managers[2].next_invocation_id();
+    let call = spawn_ask(&managers[2], &id, invocation_id, "ask leaving");
     sink.take_until("ask leaving", WAIT).await;
     managers[1].on_disconnected(&id).await.unwrap();
     let result = tokio::time::timeout(WAIT, call)
@@ -153,13 +124,7 @@ pub async fn client_result_for_a_missing_tagged_connection_fails_fast(
     let options = ManagerOptions::default()
         .client_result_timeout(Duration::from_secs(120))
         .client_result_owner_timeout(owner_timeout);
-    let mut managers = Vec::new();
-    for node in &nodes {
-        let manager = BackplaneHubLifetimeManager::with_options(HUB, node.clone(), options.clone())
-            .await
-            .expect("creating the lifetime manager failed");
-        managers.push(Arc::new(manager));
-    }
+    let managers = managers(&nodes, &options).await;
     let tags: Vec<NodeTag> = managers
         .iter()
         .map(|manager| {
@@ -201,27 +166,10 @@ pub async fn client_result_for_a_missing_tagged_connection_fails_fast(
 
     // A tagged connection that exists answers as usual, and once it left, it is unknown
     // again without waiting.
-    let sink = Arc::new(RecordingSink::new());
     let present = ConnectionId::tagged("connected-there", tags[1]);
-    managers[1]
-        .on_connected(LocalConnection::new(
-            present.clone(),
-            None,
-            sink.clone() as Arc<dyn ConnectionSink>,
-        ))
-        .await
-        .expect("on_connected failed");
+    let sink = connect(&managers[1], &present).await;
     let invocation_id = managers[0].next_invocation_id();
-    let call = tokio::spawn({
-        let manager = managers[0].clone();
-        let id = present.clone();
-        let invocation_id = invocation_id.clone();
-        async move {
-            manager
-                .invoke_connection(&id, invocation_id, RecordingSink::message("ask present"))
-                .await
-        }
-    });
+    let call = spawn_ask(&managers[0], &present, invocation_id.clone(), "ask present");
     sink.take_until("ask present", WAIT).await;
     let completion = Completion {
         headers: Default::default(),
@@ -250,4 +198,47 @@ pub async fn client_result_for_a_missing_tagged_connection_fails_fast(
     for node in &nodes {
         node.shutdown().await.expect("shutdown failed");
     }
+}
+
+/// One lifetime manager of hub [`HUB`] per node.
+async fn managers(
+    nodes: &[Arc<dyn Backplane>],
+    options: &ManagerOptions,
+) -> Vec<Arc<BackplaneHubLifetimeManager>> {
+    let mut managers = Vec::new();
+    for node in nodes {
+        let manager = BackplaneHubLifetimeManager::with_options(HUB, node.clone(), options.clone())
+            .await
+            .expect("creating the lifetime manager failed");
+        managers.push(Arc::new(manager));
+    }
+    managers
+}
+
+/// Register connection `id` on `manager`'s node; what it is sent is recorded.
+async fn connect(manager: &BackplaneHubLifetimeManager, id: &ConnectionId) -> Arc<RecordingSink> {
+    let sink = Arc::new(RecordingSink::new());
+    manager
+        .on_connected(LocalConnection::new(
+            id.clone(),
+            None,
+            sink.clone() as Arc<dyn ConnectionSink>,
+        ))
+        .await
+        .expect("on_connected failed");
+    sink
+}
+
+/// Ask connection `id` through `manager` in a task of its own; the recorded message
+/// is `label`.
+fn spawn_ask(
+    manager: &Arc<BackplaneHubLifetimeManager>,
+    id: &ConnectionId,
+    invocation_id: String,
+    label: &str,
+) -> JoinHandle<ClientAnswer> {
+    let manager = manager.clone();
+    let id = id.clone();
+    let message = RecordingSink::message(label);
+    tokio::spawn(async move { manager.invoke_connection(&id, invocation_id, message).await })
 }
