@@ -145,6 +145,9 @@ async function main() {
     await within(d.start(), "start D on A");
     const departedId = d.connectionId;
     await d.stop();
+    // stop() resolves when the client closed; give A a moment to see the close, or the
+    // call races the disconnect and fails as "disconnected" instead.
+    await sleep(500);
     out.departedOnA = await within(errorOf(a.invoke("AskClient", departedId, "GetAnswer", 1)), "departed D");
     out.unknown = await within(errorOf(a.invoke("AskClient", "no-such-connection", "GetAnswer", 1)), "unknown connection");
 

@@ -10,9 +10,8 @@ mod hub_support;
 use std::time::{Duration, Instant};
 
 use backplane_core::ManagerOptions;
-use hub_server::examples::streaming;
 use hub_server::{Caller, ClientResultError, InvokeError};
-use hub_support::TestServer;
+use hub_support::streaming_pair::streaming_servers;
 use serde_json::Value;
 use tests::TestSchema;
 
@@ -31,24 +30,17 @@ async fn next_json(client: &mut hub_support::RawClient) -> Value {
 async fn the_owner_leaving_mid_call_fails_the_call_after_the_result_timeout() {
     let schema = TestSchema::create("client_result_owner").await;
     let nodes = schema.cluster(2).await;
-    let mut servers = Vec::new();
-    for node in &nodes {
-        let hub = streaming::hub_builder()
-            .method("MyId", |caller: Caller| async move {
-                caller.connection_id().to_string()
-            })
-            .backplane(node.clone())
-            .manager_options(
-                ManagerOptions::default()
-                    .client_result_timeout(RESULT_TIMEOUT)
-                    .client_result_owner_timeout(OWNER_TIMEOUT),
-            )
-            .build()
-            .await
-            .expect("streaming hub");
-        let router = hub.router(hub_support::HUB_PATH);
-        servers.push(TestServer::serve(hub, router).await);
-    }
+    let mut servers = streaming_servers(&nodes, hub_support::HUB_PATH, |hub| {
+        hub.method("MyId", |caller: Caller| async move {
+            caller.connection_id().to_string()
+        })
+        .manager_options(
+            ManagerOptions::default()
+                .client_result_timeout(RESULT_TIMEOUT)
+                .client_result_owner_timeout(OWNER_TIMEOUT),
+        )
+    })
+    .await;
 
     // The client lives on B.
     let mut client = servers[1].json_client().await;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use backplane_core::{Backplane, ManagerOptions};
 use hub_server::examples::streaming;
 use hub_support::TestServer;
+use hub_support::streaming_pair::streaming_servers;
 use serde_json::{Value, json};
 use tests::TestSchema;
 use tokio::process::Command;
@@ -64,18 +65,11 @@ impl Client {
 async fn cluster() -> (TestSchema, Vec<Arc<dyn Backplane>>, Vec<TestServer>) {
     let schema = TestSchema::create("python_streams").await;
     let nodes = schema.cluster(2).await;
-    let mut servers = Vec::new();
-    for node in &nodes {
-        let hub = streaming::hub_builder()
-            .options(hub_server::HubOptions::default().keep_alive_interval(KEEP_ALIVE_INTERVAL))
-            .backplane(node.clone())
+    let servers = streaming_servers(&nodes, streaming::PATH, |hub| {
+        hub.options(hub_server::HubOptions::default().keep_alive_interval(KEEP_ALIVE_INTERVAL))
             .manager_options(ManagerOptions::default().client_result_timeout(RESULT_TIMEOUT))
-            .build()
-            .await
-            .expect("streaming hub");
-        let router = hub.router(streaming::PATH);
-        servers.push(TestServer::serve(hub, router).await);
-    }
+    })
+    .await;
     (schema, nodes, servers)
 }
 

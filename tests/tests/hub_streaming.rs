@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use backplane_core::ManagerOptions;
 use hub_server::examples::streaming;
-use hub_support::TestServer;
+use hub_support::streaming_pair::streaming_servers;
 use serde_json::Value;
 use tests::TestSchema;
 use tokio::process::Command;
@@ -35,21 +35,14 @@ async fn scenario(protocol: &str) {
     tests::ensure_js_packages().await;
     let schema = TestSchema::create("hub_streaming").await;
     let nodes = schema.cluster(2).await;
-    let mut servers = Vec::new();
-    for node in &nodes {
-        let hub = streaming::hub_builder()
-            .backplane(node.clone())
-            .manager_options(
-                ManagerOptions::default()
-                    .client_result_timeout(RESULT_TIMEOUT)
-                    .client_result_owner_timeout(OWNER_TIMEOUT),
-            )
-            .build()
-            .await
-            .expect("streaming hub");
-        let router = hub.router(streaming::PATH);
-        servers.push(TestServer::serve(hub, router).await);
-    }
+    let servers = streaming_servers(&nodes, streaming::PATH, |hub| {
+        hub.manager_options(
+            ManagerOptions::default()
+                .client_result_timeout(RESULT_TIMEOUT)
+                .client_result_owner_timeout(OWNER_TIMEOUT),
+        )
+    })
+    .await;
     let output = Command::new("node")
         .arg("streaming.js")
         .arg(format!("http://{}", servers[0].addr))

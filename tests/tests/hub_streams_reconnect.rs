@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use backplane_core::ManagerOptions;
 use hub_server::examples::streaming;
-use hub_support::TestServer;
+use hub_support::streaming_pair::streaming_servers;
 use serde_json::{Value, json};
 use tests::{PartitionProxy, TestSchema};
 use tokio::process::Command;
@@ -41,17 +41,10 @@ async fn across_cuts(protocol: &str) {
     tests::ensure_js_packages().await;
     let schema = TestSchema::create("hub_streams_reconnect").await;
     let nodes = schema.cluster(2).await;
-    let mut servers = Vec::new();
-    for node in &nodes {
-        let hub = streaming::hub_builder()
-            .backplane(node.clone())
-            .manager_options(ManagerOptions::default().client_result_timeout(RESULT_TIMEOUT))
-            .build()
-            .await
-            .expect("streaming hub");
-        let router = hub.router(streaming::PATH);
-        servers.push(TestServer::serve(hub, router).await);
-    }
+    let servers = streaming_servers(&nodes, streaming::PATH, |hub| {
+        hub.manager_options(ManagerOptions::default().client_result_timeout(RESULT_TIMEOUT))
+    })
+    .await;
     let proxy = PartitionProxy::start(servers[0].addr).await;
     let started = Instant::now();
     let mut node = Command::new("node")

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of it.
 
 pub mod raw_socket;
+pub mod streaming_pair;
 
 use std::net::SocketAddr;
 use std::time::Duration;
