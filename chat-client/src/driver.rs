@@ -25,6 +25,10 @@ use crate::reconnect::RetryContext;
 use crate::stateful::StatefulReconnect;
 use crate::transport::{self, Link, Transport};
 
+/// Most queued messages written with one flush: enough to batch a caller that streams
+/// invocations, few enough that the other work of the task (reading) is not held up long.
+const WRITE_BATCH: usize = 256;
+
 /// How a session ended.
 enum End {
     /// `stop` was called (or every handle dropped).
@@ -205,6 +209,10 @@ struct Session<'a> {
     last_received: Instant,
     /// Present when the server granted stateful reconnect.
     stateful: Option<StatefulReconnect>,
+    /// The messages being written together; kept to reuse its allocation.
+    batch: Vec<Outgoing>,
+    /// Their frames, as the transport takes them; kept to reuse its allocation.
+    frames: Vec<Bytes>,
 }
 
 impl<'a> Session<'a> {
@@ -227,6 +235,8 @@ impl<'a> Session<'a> {
                     config.protocol,
                 )
             }),
+            batch: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -244,9 +254,13 @@ impl<'a> Session<'a> {
         }
         let keep_alive = self.inner.config.keep_alive_interval;
         let server_timeout = self.inner.config.server_timeout;
+        // Two timers for the whole session rather than new ones on every message: when one
+        // fires, it checks whether the Ping or the timeout is really due (something may
+        // have been sent or received since it was set) and is set again if not.
+        let ping_timer = tokio::time::sleep_until(self.last_sent + keep_alive);
+        let silence_timer = tokio::time::sleep_until(self.last_received + server_timeout);
+        tokio::pin!(ping_timer, silence_timer);
         loop {
-            let ping_at = self.last_sent + keep_alive;
-            let timeout_at = self.last_received + server_timeout;
             // With stateful reconnect, a full replay buffer holds sends back until the
             // server acknowledges (they wait in the queue, and then in `send`).
             let may_send = !self
@@ -266,14 +280,28 @@ impl<'a> Session<'a> {
                 }
                 Some(id) = cancels.recv() => self.cancel(&id).await,
                 message = outgoing.recv(), if may_send => match message {
-                    Some(message) => self.write(message).await,
+                    Some(message) => self.write_queued(message, outgoing).await,
                     // Every sender is gone: only possible once the connection is shutting down.
                     None => return End::Stopped,
                 },
                 () = ack_due(&mut self.stateful) => self.ack().await,
-                () = tokio::time::sleep_until(ping_at) => self.ping().await,
-                () = tokio::time::sleep_until(timeout_at), if reading => {
-                    Err(DisconnectReason::ServerTimeout(server_timeout))
+                () = &mut ping_timer => {
+                    let result = if Instant::now() >= self.last_sent + keep_alive {
+                        self.ping().await
+                    } else {
+                        Ok(())
+                    };
+                    ping_timer.as_mut().reset(self.last_sent + keep_alive);
+                    result
+                }
+                () = &mut silence_timer, if reading => {
+                    let due = self.last_received + server_timeout;
+                    if Instant::now() >= due {
+                        Err(DisconnectReason::ServerTimeout(server_timeout))
+                    } else {
+                        silence_timer.as_mut().reset(due);
+                        Ok(())
+                    }
                 }
             };
             let Err(reason) = step else {
@@ -399,6 +427,9 @@ impl<'a> Session<'a> {
         {
             return Ok(());
         }
+        if let Some(observer) = &self.inner.config.message_observer {
+            (observer.0)(&message);
+        }
         match message {
             HubMessage::Invocation(invocation) => self.invoke_handlers(invocation).await,
             HubMessage::Completion(completion) => {
@@ -490,22 +521,78 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Writes a call and records who waits for it.
-    async fn write(&mut self, message: Outgoing) -> Result<(), DisconnectReason> {
-        let result = self.write_numbered(message.frame).await;
-        // With stateful reconnect a frame the transport lost is kept and resent: the call
-        // stands.
-        if result.is_ok() || self.stateful.is_some() {
-            match message.reply {
-                Reply::Sent(reply) => drop(reply.send(Ok(()))),
-                Reply::Completion { id, reply } => self.in_flight.add_invocation(id, reply),
-                Reply::Stream { id, sink } => self.in_flight.add_stream(id, sink),
-                Reply::Nothing => {}
+    /// Writes `first` and what else is queued already (up to [`WRITE_BATCH`] messages)
+    /// with one flush, so a caller streaming invocations costs a write to the socket per
+    /// batch rather than per message.
+    async fn write_queued(
+        &mut self,
+        first: Outgoing,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+    ) -> Result<(), DisconnectReason> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.add_to(&mut batch, first);
+        while batch.len() < WRITE_BATCH {
+            // A replay buffer that fills up holds the rest back, as between batches.
+            if self
+                .stateful
+                .as_ref()
+                .is_some_and(StatefulReconnect::is_full)
+            {
+                break;
             }
-        } else if let Err(reason) = &result {
-            message
-                .reply
-                .fail(|| InvokeError::ConnectionLost(reason.clone()));
+            match outgoing.try_recv() {
+                Ok(message) => self.add_to(&mut batch, message),
+                Err(_) => break,
+            }
+        }
+        let result = self.write_all(&mut batch).await;
+        self.batch = batch;
+        result
+    }
+
+    /// Writes one call and records who waits for it.
+    async fn write(&mut self, message: Outgoing) -> Result<(), DisconnectReason> {
+        let mut batch = Vec::with_capacity(1);
+        self.add_to(&mut batch, message);
+        self.write_all(&mut batch).await
+    }
+
+    /// Adds a message to a batch being written; with stateful reconnect its frame is kept
+    /// for a resend from now on.
+    fn add_to(&mut self, batch: &mut Vec<Outgoing>, message: Outgoing) {
+        if let Some(stateful) = &mut self.stateful {
+            stateful.record(message.frame.clone());
+        }
+        batch.push(message);
+    }
+
+    /// Writes the calls of `batch` (leaving it empty; their frames are recorded already)
+    /// and records who waits for each.
+    async fn write_all(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), DisconnectReason> {
+        let format = self.inner.config.protocol.transfer_format();
+        self.frames.clear();
+        self.frames
+            .extend(batch.iter().map(|message| message.frame.clone()));
+        let result = self.transport.send_each(&self.frames, format).await;
+        self.frames.clear();
+        if result.is_ok() {
+            self.last_sent = Instant::now();
+        }
+        for message in batch.drain(..) {
+            // With stateful reconnect a frame the transport lost is kept and resent: the
+            // call stands.
+            if result.is_ok() || self.stateful.is_some() {
+                match message.reply {
+                    Reply::Sent(reply) => drop(reply.send(Ok(()))),
+                    Reply::Completion { id, reply } => self.in_flight.add_invocation(id, reply),
+                    Reply::Stream { id, sink } => self.in_flight.add_stream(id, sink),
+                    Reply::Nothing => {}
+                }
+            } else if let Err(reason) = &result {
+                message
+                    .reply
+                    .fail(|| InvokeError::ConnectionLost(reason.clone()));
+            }
         }
         result
     }
