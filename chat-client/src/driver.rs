@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use hub_protocol::{
     DecodeError, Decoder, HubMessage, Invocation, encode_cancel_invocation, encode_completion,
     encode_completion_error, encode_ping,
@@ -28,6 +29,12 @@ use crate::transport::{self, Link, Transport};
 /// Most queued messages written with one flush: enough to batch a caller that streams
 /// invocations, few enough that the other work of the task (reading) is not held up long.
 const WRITE_BATCH: usize = 256;
+
+/// Most transport chunks handled in one turn of the task's loop when they are ready
+/// already: under load, reading what has arrived costs one turn (polling stop, the
+/// queues and the timers) per batch, not per message; writes and `stop` wait at most
+/// one batch.
+const READ_BATCH: usize = 64;
 
 /// How a session ended.
 enum End {
@@ -259,7 +266,10 @@ impl<'a> Session<'a> {
         // have been sent or received since it was set) and is set again if not.
         let ping_timer = tokio::time::sleep_until(self.last_sent + keep_alive);
         let silence_timer = tokio::time::sleep_until(self.last_received + server_timeout);
-        tokio::pin!(ping_timer, silence_timer);
+        // Likewise one wait for `stop` (on a copy of the receiver: resuming needs its own).
+        let mut stop_watch = stop.clone();
+        let stop_requested = stopped(&mut stop_watch);
+        tokio::pin!(ping_timer, silence_timer, stop_requested);
         loop {
             // With stateful reconnect, a full replay buffer holds sends back until the
             // server acknowledges (they wait in the queue, and then in `send`).
@@ -272,7 +282,7 @@ impl<'a> Session<'a> {
             let reading = self.held.is_none();
             let step = tokio::select! {
                 biased;
-                () = stopped(stop) => return End::Stopped,
+                () = &mut stop_requested => return End::Stopped,
                 chunk = self.transport.receive(), if reading => self.receive(chunk).await,
                 () = Held::make_room(&mut self.held), if !reading => {
                     self.last_received = Instant::now();
@@ -382,18 +392,32 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Handles one chunk from the transport.
+    /// Handles one chunk from the transport, and the chunks that are ready right after it
+    /// (up to [`READ_BATCH`] in all) without going back through the task's loop for each.
     async fn receive(
         &mut self,
         chunk: Result<Bytes, DisconnectReason>,
     ) -> Result<(), DisconnectReason> {
-        self.last_received = Instant::now();
-        let bytes = chunk?;
-        if bytes.is_empty() {
-            return Ok(());
+        let mut chunk = chunk;
+        let mut handled = 0;
+        loop {
+            self.last_received = Instant::now();
+            let bytes = chunk?;
+            if !bytes.is_empty() {
+                self.received.extend_from_slice(&bytes);
+                self.dispatch_received().await?;
+            }
+            handled += 1;
+            // A held stream item stops reading (backpressure).
+            if handled == READ_BATCH || self.held.is_some() {
+                return Ok(());
+            }
+            // `receive` is cancel-safe: a chunk not ready yet stays for the loop's turn.
+            match self.transport.receive().now_or_never() {
+                Some(next) => chunk = next,
+                None => return Ok(()),
+            }
         }
-        self.received.extend_from_slice(&bytes);
-        self.dispatch_received().await
     }
 
     /// Decodes and handles every complete message received so far.

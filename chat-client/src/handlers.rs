@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -191,6 +192,9 @@ pub(crate) struct Handlers {
     by_method: Mutex<HashMap<String, Arc<MethodHandlers>>>,
     /// What a method without handlers has.
     none: Arc<MethodHandlers>,
+    /// Whether any method has handlers: a connection without any (one that only
+    /// counts what arrives) skips the lookup for each message.
+    any: AtomicBool,
 }
 
 /// Longest method name looked up without allocating its lower-case form.
@@ -202,6 +206,7 @@ impl Handlers {
         let mut map = self.lock();
         let entry = map.entry(method.to_ascii_lowercase()).or_default();
         Arc::make_mut(entry).notify.push(handler);
+        self.any.store(true, Ordering::Release);
     }
 
     /// Sets the handler that answers `method`, replacing an earlier one (a call has one
@@ -210,7 +215,9 @@ impl Handlers {
         let previous = {
             let mut map = self.lock();
             let entry = map.entry(method.to_ascii_lowercase()).or_default();
-            Arc::make_mut(entry).respond.replace(responder)
+            let previous = Arc::make_mut(entry).respond.replace(responder);
+            self.any.store(true, Ordering::Release);
+            previous
         };
         if previous.is_some() {
             tracing::warn!(method, "a second on_invoke handler replaces the first");
@@ -219,13 +226,18 @@ impl Handlers {
 
     /// Removes every handler of `method`.
     pub(crate) fn remove(&self, method: &str) {
-        self.lock().remove(&method.to_ascii_lowercase());
+        let mut map = self.lock();
+        map.remove(&method.to_ascii_lowercase());
+        self.any.store(!map.is_empty(), Ordering::Release);
     }
 
     /// The handlers of `method`, shared out so they run without the lock held (a handler
     /// may register or remove handlers). Called for every invocation from the server, so
     /// a short name is lower-cased on the stack.
     pub(crate) fn get(&self, method: &str) -> Arc<MethodHandlers> {
+        if !self.any.load(Ordering::Acquire) {
+            return self.none.clone();
+        }
         let mut short = [0u8; SHORT_NAME];
         let lowered;
         let key = match short.get_mut(..method.len()) {
