@@ -158,33 +158,6 @@ fn counter_sum(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_are_summed_over_labels_and_others_ignored() {
-        let text = "# TYPE backplane_gaps_repaired_total counter\n\
-                    backplane_gaps_repaired_total{origin=\"a\"} 2\n\
-                    backplane_gaps_repaired_total{origin=\"b\"} 3\n\
-                    backplane_gaps_repaired_total_extra 9\n";
-        assert_eq!(counter_sum(text, "backplane_gaps_repaired_total"), 5.0);
-    }
-
-    #[test]
-    fn growth_is_measured_from_the_first_reading_after_the_warmup() {
-        let mib = 1024 * 1024;
-        let rss = RssSamples {
-            samples: vec![(0.0, 50 * mib), (10.0, 100 * mib), (20.0, 104 * mib)],
-        };
-        let summary = rss.summary(5.0).unwrap();
-        assert_eq!(summary.after_warmup_mib, 100.0);
-        assert_eq!(summary.end_mib, 104.0);
-        assert_eq!(summary.growth_pct, 4.0);
-        assert_eq!(summary.max_mib, 104.0);
-    }
-}
-
 /// One HTTP/1.1 request on `stream`: the answer's status and body (an error past
 /// `max_body` bytes).
 async fn exchange(
@@ -210,4 +183,31 @@ async fn exchange(
         .map_err(|error| error.to_string())?
         .to_bytes();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_summed_over_labels_and_others_ignored() {
+        let text = "# TYPE backplane_gaps_repaired_total counter\n\
+                    backplane_gaps_repaired_total{origin=\"a\"} 2\n\
+                    backplane_gaps_repaired_total{origin=\"b\"} 3\n\
+                    backplane_gaps_repaired_total_extra 9\n";
+        assert_eq!(counter_sum(text, "backplane_gaps_repaired_total"), 5.0);
+    }
+
+    #[test]
+    fn growth_is_measured_from_the_first_reading_after_the_warmup() {
+        let mib = 1024 * 1024;
+        let rss = RssSamples {
+            samples: vec![(0.0, 50 * mib), (10.0, 100 * mib), (20.0, 104 * mib)],
+        };
+        let summary = rss.summary(5.0).unwrap();
+        assert_eq!(summary.after_warmup_mib, 100.0);
+        assert_eq!(summary.end_mib, 104.0);
+        assert_eq!(summary.growth_pct, 4.0);
+        assert_eq!(summary.max_mib, 104.0);
+    }
 }
