@@ -3,7 +3,7 @@
 //! Each connection negotiates, completes the handshake, then only reads (the chat hub
 //! announces every new connection to everyone, and a client that stopped reading would be
 //! disconnected once its send queue overflowed) and pings well inside the client
-//! timeout. The server's resident memory is read from `/proc/{pid}/status` before the
+//! timeout (`chat-client`'s keep-alive); every message it reads is counted. The server's resident memory is read from `/proc/{pid}/status` before the
 //! first connection (once it has stopped changing) and once all are open and the server
 //! has gone quiet.
 //!
@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use chat_client::HubConnection;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::client::{ClientOptions, HubClient};
+use crate::client::{ClientOptions, hub_connection};
 use crate::report::{IdleReport, round3};
-use crate::scenario::PING_INTERVAL;
 use crate::servers::rss_bytes;
 
 /// The S4 settings.
@@ -45,35 +45,31 @@ struct Counters {
     dropped: AtomicUsize,
 }
 
-/// Hold one connection open: read everything, ping, until told to stop.
-async fn hold(mut client: HubClient, shared: Arc<Counters>, mut stop: watch::Receiver<bool>) {
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.reset();
-    loop {
-        tokio::select! {
-            next = client.reader.next() => match next {
-                Ok(Some(_)) => {
-                    shared.frames.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(None) | Err(_) => {
-                    if !*stop.borrow() {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return;
-                }
-            },
-            _ = ping.tick() => {
-                if client.writer.ping().await.is_err() {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-            _ = stop.changed() => {
-                let _ = client.writer.close().await;
-                return;
-            }
+/// Open one connection that counts every message it reads, and counts itself as
+/// dropped if it is lost before `stop`.
+async fn open(
+    server: &str,
+    options: ClientOptions,
+    shared: Arc<Counters>,
+    stop: watch::Receiver<bool>,
+) -> Result<HubConnection, String> {
+    let counted = shared.clone();
+    let connection = hub_connection(server, options)
+        .observe_messages(move |_message| {
+            counted.frames.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .map_err(|error| error.to_string())?;
+    connection.on_closed(move |reason| {
+        if reason.is_some() && !*stop.borrow() {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
+    });
+    connection
+        .start()
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(connection)
 }
 
 /// Wait until the server's memory stops growing (no change above 64 KiB over a second,
@@ -109,7 +105,7 @@ pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<Idle
     // A server that just started may still be settling (its backplane connections).
     let rss_before = settled_rss(pid, &shared, scenario.settle_timeout).await;
     let (stop_tx, stop) = watch::channel(false);
-    let mut holders = JoinSet::new();
+    let mut held = Vec::with_capacity(scenario.connections);
     let mut opening = JoinSet::new();
     let mut errors = Vec::new();
     let mut failures = 0usize;
@@ -119,18 +115,19 @@ pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<Idle
     while launched < scenario.connections || !opening.is_empty() {
         while launched < scenario.connections && opening.len() < scenario.concurrency.max(1) {
             let (server, options) = (server.to_owned(), scenario.client);
-            opening.spawn(async move { HubClient::connect(&server, options).await });
+            let (shared, stop) = (shared.clone(), stop.clone());
+            opening.spawn(async move { open(&server, options, shared, stop).await });
             launched += 1;
         }
         match opening.join_next().await {
-            Some(Ok(Ok(client))) => {
+            Some(Ok(Ok(connection))) => {
                 connected += 1;
-                holders.spawn(hold(client, shared.clone(), stop.clone()));
+                held.push(connection);
             }
             Some(Ok(Err(error))) => {
                 failures += 1;
                 if errors.len() < 5 {
-                    errors.push(error.to_string());
+                    errors.push(error);
                 }
             }
             Some(Err(error)) => {
@@ -146,7 +143,11 @@ pub async fn run(scenario: &IdleScenario, server: &str, pid: u32) -> Result<Idle
     let rss_after = settled_rss(pid, &shared, scenario.settle_timeout).await;
     let dropped = shared.dropped.load(Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    while holders.join_next().await.is_some() {}
+    let mut closing = JoinSet::new();
+    for connection in held {
+        closing.spawn(async move { connection.stop().await });
+    }
+    while closing.join_next().await.is_some() {}
     if failures > 0 {
         errors.insert(0, format!("{failures} connections failed"));
     }

@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: a lean SignalR client (negotiate, WebSocket, JSON handshake, frames),
-//!   on tokio-tungstenite and `hub-protocol`, so the tool's own cost stays low.
+//! - [`client`]: how the tool's clients connect: `chat-client` connections (negotiate,
+//!   WebSocket, JSON), with pipelined invocations, arrival times read as messages are
+//!   decoded, and small read buffers for thousands of idle connections.
 //! - [`probe`]: what every benchmark message carries (sender, sequence number, send
 //!   time) and [`check`]: what receivers verify (loss, duplicates, per-sender order).
 //! - [`latency`]: latency samples and percentiles.

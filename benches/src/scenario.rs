@@ -7,15 +7,17 @@
 //! instance (committed to PostgreSQL) — or with an error, which the sender counts as a
 //! refusal. The text carries a [`Probe`].
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hub_protocol::{CompletionResult, HubMessage};
-use tokio::sync::{Notify, Semaphore, watch};
+use chat_client::{Arguments, DisconnectReason, HubConnection, InvokeError, PendingInvoke};
+use serde::de::IgnoredAny;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::client::{ClientOptions, FrameReader, FrameWriter, HubClient};
+use crate::client::{ClientOptions, hub_connection};
 use crate::latency::Latencies;
 use crate::probe::{Probe, now_micros};
 use crate::report::MessageReport;
@@ -23,10 +25,6 @@ use crate::tally::{Observed, ReceiverOutcome, Sent, tally};
 
 /// The client method the chat hub calls for group messages.
 const RECEIVE_GROUP_MESSAGE: &str = "ReceiveGroupMessage";
-
-/// How often idle halves of a connection send a Ping, well inside the server's 30 s
-/// client timeout.
-pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Connections opened at once while setting up receivers.
 const CONNECT_CONCURRENCY: usize = 16;
@@ -94,9 +92,66 @@ pub struct MessageRun {
 /// What the sender's completions said.
 #[derive(Debug, Default)]
 struct Completions {
-    ok: AtomicU64,
-    refused: AtomicU64,
-    first_refusal: std::sync::Mutex<Option<String>>,
+    refused: u64,
+    first_refusal: Option<String>,
+}
+
+/// The completion of one `SendMessageToGroup` (it returns nothing; any value is ignored).
+type Pending = PendingInvoke<IgnoredAny>;
+
+impl Completions {
+    /// Count one completion; `Err` when it says the connection is gone.
+    fn count(&mut self, completion: Result<IgnoredAny, InvokeError>) -> Result<(), String> {
+        match completion {
+            Ok(_) => {}
+            Err(InvokeError::Hub(error)) => {
+                self.refused += 1;
+                self.first_refusal.get_or_insert(error);
+            }
+            Err(error) => return Err(format!("sender: {error}")),
+        }
+        Ok(())
+    }
+}
+
+/// What a receiver's handler shares with the task that waits for it.
+#[derive(Debug)]
+struct Inbox {
+    /// The group it listens to.
+    group: String,
+    /// What arrived so far; taken when the receiver stops.
+    outcome: Mutex<ReceiverOutcome>,
+    /// Signalled for every message of the group once all have arrived (the quiet period
+    /// starts again), and when the connection is lost.
+    arrived: Notify,
+    /// Why the connection was lost, if it was.
+    lost: Mutex<Option<String>>,
+}
+
+impl Inbox {
+    fn outcome(&self) -> std::sync::MutexGuard<'_, ReceiverOutcome> {
+        self.outcome.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A `ReceiveGroupMessage(group, user, text)` arrived: record it (on the connection's
+    /// task, as it is decoded, so the clock read here is its arrival).
+    fn receive(&self, arguments: &Arguments) {
+        let (Ok(to), Ok(_user), Ok(text)) = (
+            arguments.deserialize::<&str>(0),
+            arguments.deserialize::<&str>(1),
+            arguments.deserialize::<&str>(2),
+        ) else {
+            return;
+        };
+        if to != self.group {
+            return;
+        }
+        let mut outcome = self.outcome();
+        outcome.record(Probe::parse(text), now_micros());
+        if outcome.check.complete() {
+            self.arrived.notify_one();
+        }
+    }
 }
 
 /// The first line of a latency log (`hub-load --latency-log`).
@@ -138,62 +193,69 @@ pub(crate) fn group_name(scenario: &str) -> String {
     )
 }
 
-/// Connect to `server` and join `group`, waiting for the server's completion.
-async fn join(server: &str, group: &str, options: ClientOptions) -> Result<HubClient, String> {
-    let mut client = HubClient::connect(server, options)
-        .await
-        .map_err(|error| error.to_string())?;
-    client
-        .writer
-        .feed_invocation(Some("join"), "JoinGroup", &(group,))
-        .await
-        .map_err(|error| error.to_string())?;
-    client
-        .writer
-        .flush()
-        .await
-        .map_err(|error| error.to_string())?;
-    let wait = async {
-        loop {
-            match client.reader.next().await {
-                Ok(Some(HubMessage::Completion(completion)))
-                    if completion.invocation_id == "join" =>
-                {
-                    return match completion.result {
-                        CompletionResult::Error(error) => Err(format!("JoinGroup failed: {error}")),
-                        _ => Ok(()),
-                    };
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Err("closed while joining the group".to_owned()),
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-    };
-    tokio::time::timeout(options.step_timeout, wait)
-        .await
-        .map_err(|_| "JoinGroup timed out".to_owned())??;
-    Ok(client)
+/// A receiver: connected to `server`, in `group`, recording what arrives.
+struct Receiver {
+    connection: HubConnection,
+    inbox: Arc<Inbox>,
 }
 
-/// Read until every message arrived and then [`QUIET_PERIOD`] passed without another
-/// message of the group (so late duplicates are counted), or until `stop` fires; ping
-/// while idle.
-async fn receive(
-    mut client: HubClient,
-    group: String,
-    senders: u32,
-    messages: u64,
-    keep_arrivals: bool,
-    mut stop: watch::Receiver<bool>,
-) -> ReceiverOutcome {
-    let mut outcome = ReceiverOutcome::new(senders, messages, keep_arrivals);
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.reset();
+/// Connect to `server` and join `group`, waiting for the server's completion.
+async fn join(
+    server: &str,
+    group: &str,
+    options: ClientOptions,
+    outcome: ReceiverOutcome,
+) -> Result<Receiver, String> {
+    let connection = hub_connection(server, options)
+        .build()
+        .map_err(|error| error.to_string())?;
+    let inbox = Arc::new(Inbox {
+        group: group.to_owned(),
+        outcome: Mutex::new(outcome),
+        arrived: Notify::new(),
+        lost: Mutex::new(None),
+    });
+    let receiving = inbox.clone();
+    connection.on(RECEIVE_GROUP_MESSAGE, move |arguments: Arguments| {
+        receiving.receive(&arguments);
+    });
+    let losing = inbox.clone();
+    connection.on_closed(move |reason| {
+        let Some(reason) = reason else { return };
+        let error = match reason {
+            DisconnectReason::TransportClosed | DisconnectReason::ServerClosed { .. } => {
+                "the server closed a receiver's connection".to_owned()
+            }
+            other => format!("receiver: {other}"),
+        };
+        *losing.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        losing.arrived.notify_one();
+    });
+    connection
+        .start()
+        .await
+        .map_err(|error| error.to_string())?;
+    let joined = tokio::time::timeout(
+        options.step_timeout,
+        connection.invoke::<IgnoredAny, _>("JoinGroup", (group,)),
+    )
+    .await
+    .map_err(|_| "JoinGroup timed out".to_owned())?;
+    match joined {
+        Ok(_) => Ok(Receiver { connection, inbox }),
+        Err(InvokeError::Hub(error)) => Err(format!("JoinGroup failed: {error}")),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Wait until every message arrived and then [`QUIET_PERIOD`] passed without another
+/// message of the group (so late duplicates are counted), or until `stop` fires.
+async fn receive(receiver: Receiver, mut stop: watch::Receiver<bool>) -> ReceiverOutcome {
+    let Receiver { connection, inbox } = receiver;
     // Set once every message has arrived, and pushed back by every later one.
     let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
-        if quiet_until.is_none() && outcome.check.complete() {
+        if quiet_until.is_none() && inbox.outcome().check.complete() {
             quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
         }
         let quiet = async {
@@ -202,102 +264,31 @@ async fn receive(
                 None => std::future::pending().await,
             }
         };
-        let next = tokio::select! {
-            next = client.reader.next() => next,
-            _ = ping.tick() => {
-                if let Err(error) = client.writer.ping().await {
-                    outcome.error = Some(format!("receiver ping failed: {error}"));
+        tokio::select! {
+            () = inbox.arrived.notified() => {
+                if inbox.lost.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
                     break;
                 }
-                continue;
+                if quiet_until.is_some() {
+                    quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
+                }
             }
             _ = stop.changed() => break,
             () = quiet => break,
-        };
-        let message = match next {
-            Ok(Some(message)) => message,
-            Ok(None) => {
-                outcome.error = Some("the server closed a receiver's connection".into());
-                break;
-            }
-            Err(error) => {
-                outcome.error = Some(format!("receiver: {error}"));
-                break;
-            }
-        };
-        let HubMessage::Invocation(invocation) = message else {
-            continue;
-        };
-        if invocation.target != RECEIVE_GROUP_MESSAGE {
-            continue;
         }
-        let Ok((to, _user, text)) = invocation.arguments.deserialize::<&str>(0).and_then(|to| {
-            Ok((
-                to,
-                invocation.arguments.deserialize::<&str>(1)?,
-                invocation.arguments.deserialize::<&str>(2)?,
-            ))
-        }) else {
-            continue;
-        };
-        if to != group {
-            continue;
-        }
-        if quiet_until.is_some() {
-            quiet_until = Some(tokio::time::Instant::now() + QUIET_PERIOD);
-        }
-        outcome.record(Probe::parse(text), now_micros());
     }
-    let _ = client.writer.close().await;
+    connection.stop().await;
+    let lost = inbox
+        .lost
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let mut outcome = inbox.outcome();
+    let mut outcome = std::mem::replace(&mut *outcome, ReceiverOutcome::new(1, 0, false));
+    if outcome.error.is_none() {
+        outcome.error = lost;
+    }
     outcome
-}
-
-/// Read the sender's completions, releasing window slots as they arrive.
-async fn read_completions(
-    mut reader: FrameReader,
-    window: Arc<Semaphore>,
-    completions: Arc<Completions>,
-    messages: u64,
-    mut stop: watch::Receiver<bool>,
-) -> Option<String> {
-    let mut answered = 0;
-    while answered < messages {
-        let next = tokio::select! {
-            next = reader.next() => next,
-            _ = stop.changed() => return None,
-        };
-        match next {
-            Ok(Some(HubMessage::Completion(completion))) => {
-                answered += 1;
-                match completion.result {
-                    CompletionResult::Error(error) => {
-                        completions.refused.fetch_add(1, Ordering::Relaxed);
-                        let mut first = completions
-                            .first_refusal
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner());
-                        first.get_or_insert(error);
-                    }
-                    _ => {
-                        completions.ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                window.add_permits(1);
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                // No completion will ever come: a sender waiting for window room must
-                // stop rather than wait forever.
-                window.close();
-                return Some("the server closed the sender's connection".into());
-            }
-            Err(error) => {
-                window.close();
-                return Some(format!("sender: {error}"));
-            }
-        }
-    }
-    None
 }
 
 /// When message `seq` of an open-loop sender is due, in [`now_micros`] time.
@@ -360,11 +351,6 @@ impl Pacer {
             self.ready.notified().await;
         }
     }
-
-    /// Whether message `seq` is due.
-    fn released(&self, seq: u64) -> bool {
-        self.released.load(Ordering::Acquire) > seq
-    }
 }
 
 impl Drop for Pacer {
@@ -373,19 +359,21 @@ impl Drop for Pacer {
     }
 }
 
-/// Send the scenario's messages; returns when the last one is written.
+/// Send the scenario's messages; returns when the last one is handed to the connection,
+/// with the completions not awaited yet (`in_flight`, oldest first).
 ///
-/// A closed-loop sender stamps each message with the time it sends it. An open-loop
-/// sender stamps the time the schedule says it is due, so when the sender falls behind
-/// (the server pushes back, or the machine is busy) the wait counts as latency instead of
-/// vanishing; how far behind it fell is reported.
+/// A closed-loop sender stamps each message with the time it sends it, and keeps at most
+/// its window of invocations without a completion. An open-loop sender stamps the time
+/// the schedule says it is due, so when the sender falls behind (the server pushes back,
+/// or the machine is busy) the wait counts as latency instead of vanishing; how far
+/// behind it fell is reported.
 async fn send_all(
-    writer: &mut FrameWriter,
+    connection: &HubConnection,
     scenario: &MessageScenario,
     group: &str,
-    window: &Semaphore,
+    completions: &mut Completions,
+    in_flight: &mut VecDeque<Pending>,
 ) -> Result<Sent, String> {
-    let fail = |error: crate::client::ClientError| format!("sending: {error}");
     let started = now_micros();
     let pacer = match scenario.pacing {
         Pacing::Rate(per_second) => Some((
@@ -398,34 +386,25 @@ async fn send_all(
         Some(_) => usize::try_from(scenario.messages).unwrap_or(0),
         None => 0,
     });
-    let mut id = String::new();
     for seq in 0..scenario.messages {
-        let (sent_micros, written_micros) = match &pacer {
-            None => {
-                if let Ok(permit) = window.try_acquire() {
-                    permit.forget();
-                } else {
-                    writer.flush().await.map_err(fail)?;
-                    window
-                        .acquire()
-                        .await
-                        .map_err(|_| "stopped sending: the sender's connection ended".to_owned())?
-                        .forget();
-                }
-                let now = now_micros();
-                (now, now)
-            }
-            Some((pacer, per_second)) => {
-                if !pacer.released(seq) {
-                    // Write what is due before waiting for the next one.
-                    writer.flush().await.map_err(fail)?;
-                    pacer.wait_for(seq).await;
-                }
+        let (sent_micros, written_micros) = match (&pacer, scenario.pacing) {
+            (Some((pacer, per_second)), _) => {
+                pacer.wait_for(seq).await;
                 let due = scheduled_micros(started, seq, *per_second);
                 let now = now_micros();
                 lags.record(now.saturating_sub(due));
                 (due, now)
             }
+            (None, Pacing::Window(window)) => {
+                // The connection writes what is queued while the oldest completes.
+                while in_flight.len() >= window.max(1) {
+                    let oldest = in_flight.pop_front().expect("a full window");
+                    completions.count(oldest.await)?;
+                }
+                let now = now_micros();
+                (now, now)
+            }
+            (None, Pacing::Rate(_)) => unreachable!("a rate has a pacer"),
         };
         let probe = Probe {
             sender: 0,
@@ -433,18 +412,15 @@ async fn send_all(
             sent_micros,
             written_micros,
         };
-        id.clear();
-        id.push_str(&seq.to_string());
-        writer
-            .feed_invocation(
-                Some(&id),
+        let pending = connection
+            .begin_invoke(
                 "SendMessageToGroup",
-                &(group, "load", probe.to_text(scenario.payload_len)),
+                (group, "load", probe.to_text(scenario.payload_len)),
             )
             .await
-            .map_err(fail)?;
+            .map_err(|error| format!("sending: {error}"))?;
+        in_flight.push_back(pending);
     }
-    writer.flush().await.map_err(fail)?;
     Ok(Sent {
         started,
         finished: now_micros(),
@@ -473,50 +449,35 @@ pub async fn run(
     while receivers.len() < scenario.receivers {
         while opened < scenario.receivers && pending.len() < CONNECT_CONCURRENCY {
             let (server, group, options) = (server_b.to_owned(), group.clone(), scenario.client);
-            pending.spawn(async move { join(&server, &group, options).await });
+            let outcome = ReceiverOutcome::new(1, scenario.messages, scenario.keep_deliveries);
+            pending.spawn(async move { join(&server, &group, options, outcome).await });
             opened += 1;
         }
         let joined = pending.join_next().await.expect("connections pending");
-        let client = joined.map_err(|error| error.to_string())??;
-        receivers.push(client);
+        let receiver = joined.map_err(|error| error.to_string())??;
+        receivers.push(receiver);
     }
     let mut receiving = JoinSet::new();
-    for client in receivers {
-        receiving.spawn(receive(
-            client,
-            group.clone(),
-            1,
-            scenario.messages,
-            scenario.keep_deliveries,
-            stop.clone(),
-        ));
+    for receiver in receivers {
+        receiving.spawn(receive(receiver, stop.clone()));
     }
 
-    let sender = HubClient::connect(server_a, scenario.client)
+    let sender = hub_connection(server_a, scenario.client)
+        .build()
+        .map_err(|error| format!("sender: {error}"))?;
+    sender
+        .start()
         .await
         .map_err(|error| format!("sender: {error}"))?;
-    let HubClient {
-        mut writer, reader, ..
-    } = sender;
-    let permits = match scenario.pacing {
-        Pacing::Window(window) => window.max(1),
-        Pacing::Rate(_) => 0,
-    };
-    let window = Arc::new(Semaphore::new(permits));
-    let completions = Arc::new(Completions::default());
-    let completion_reader = tokio::spawn(read_completions(
-        reader,
-        window.clone(),
-        completions.clone(),
-        scenario.messages,
-        stop.clone(),
-    ));
+    let mut completions = Completions::default();
+    let mut in_flight = VecDeque::new();
 
     let mut connection_errors = Vec::new();
-    let sent = match send_all(&mut writer, scenario, &group, &window).await {
+    let sent = match send_all(&sender, scenario, &group, &mut completions, &mut in_flight).await {
         Ok(sent) => sent,
         Err(error) => {
             connection_errors.push(error);
+            in_flight.clear();
             let now = now_micros();
             Sent {
                 started: now,
@@ -550,30 +511,28 @@ pub async fn run(
         }
     }
     // Completions may trail the last delivery slightly.
-    let completion_error = match tokio::time::timeout_at(deadline, completion_reader).await {
-        Ok(Ok(error)) => error,
-        Ok(Err(error)) => Some(format!("completion task: {error}")),
-        Err(_) => {
-            let _ = stop_tx.send(true);
-            Some("some completions never arrived".into())
+    let completed = tokio::time::timeout_at(deadline, async {
+        while let Some(pending) = in_flight.pop_front() {
+            completions.count(pending.await)?;
         }
-    };
+        Ok::<(), String>(())
+    })
+    .await;
+    match completed {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => connection_errors.push(error),
+        Err(_) => connection_errors.push("some completions never arrived".into()),
+    }
     let _ = stop_tx.send(true);
-    let _ = writer.close().await;
-    connection_errors.extend(completion_error);
+    sender.stop().await;
 
-    let first_refusal = completions
-        .first_refusal
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     Ok(tally(
         scenario,
         Observed {
             sent,
             outcomes,
-            refused: completions.refused.load(Ordering::Relaxed),
-            first_refusal,
+            refused: completions.refused,
+            first_refusal: completions.first_refusal,
             connection_errors,
         },
     ))

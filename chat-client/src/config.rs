@@ -1,9 +1,11 @@
 //! Building a connection: the hub URL and every option, with the official clients' defaults.
 
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hub_protocol::Protocol;
+use hub_protocol::{HubMessage, Protocol};
 
 use crate::connection::HubConnection;
 use crate::error::{BoxError, ConnectError};
@@ -45,6 +47,24 @@ pub(crate) struct Config {
     pub(crate) stream_buffer_capacity: usize,
     /// Automatic reconnect, when enabled.
     pub(crate) reconnect: Option<BoxedPolicy>,
+    /// The WebSocket's read buffer, allocated up front for each connection: a program
+    /// holding thousands of connections wants it small.
+    pub(crate) websocket_read_buffer_size: usize,
+    /// Sees every message from the server before it is dispatched.
+    pub(crate) message_observer: Option<MessageObserver>,
+}
+
+/// tungstenite's default read buffer: 128 KiB per WebSocket.
+const DEFAULT_WEBSOCKET_READ_BUFFER: usize = 128 * 1024;
+
+/// Called with every message the server sends, on the connection's task.
+#[derive(Clone)]
+pub(crate) struct MessageObserver(pub(crate) Arc<dyn Fn(&HubMessage) + Send + Sync>);
+
+impl fmt::Debug for MessageObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MessageObserver")
+    }
 }
 
 /// Configures and builds a [`HubConnection`].
@@ -92,6 +112,8 @@ impl HubConnectionBuilder {
             max_message_size: 16 * 1024 * 1024,
             stream_buffer_capacity: 100,
             reconnect: None,
+            websocket_read_buffer_size: DEFAULT_WEBSOCKET_READ_BUFFER,
+            message_observer: None,
         });
         HubConnectionBuilder { config }
     }
@@ -203,6 +225,40 @@ impl HubConnectionBuilder {
     /// producer slows down to the consumer's pace; see [`ServerStream`](crate::ServerStream).
     pub fn stream_buffer_capacity(self, items: usize) -> Self {
         self.set(|config| config.stream_buffer_capacity = items.max(1))
+    }
+
+    /// The WebSocket's read buffer, in bytes (default 128 KiB, tungstenite's). It is
+    /// allocated when the WebSocket opens, so a program holding thousands of mostly idle
+    /// connections (a load generator) wants a few KiB instead; a busy connection reads
+    /// in more, smaller chunks then.
+    pub fn websocket_read_buffer_size(self, bytes: usize) -> Self {
+        self.set(|config| config.websocket_read_buffer_size = bytes.max(1))
+    }
+
+    /// Registers a callback that sees every message the server sends (invocations,
+    /// completions, stream items, pings, close), before it is dispatched. It runs on the
+    /// connection's task as each message is decoded, so the clock read in it is the
+    /// message's arrival time: for counting, tracing and timing what arrives (a load
+    /// generator's latency), not for work (keep it short; handlers are for work).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use chat_client::HubConnectionBuilder;
+    ///
+    /// let received = Arc::new(AtomicU64::new(0));
+    /// let counter = received.clone();
+    /// let connection = HubConnectionBuilder::new("http://localhost:5000/chathub")
+    ///     .observe_messages(move |_message| {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build()?;
+    /// # let _ = connection;
+    /// # Ok::<(), chat_client::ConnectError>(())
+    /// ```
+    pub fn observe_messages(self, observer: impl Fn(&HubMessage) + Send + Sync + 'static) -> Self {
+        let observer = MessageObserver(Arc::new(observer));
+        self.set(|config| config.message_observer = Some(observer))
     }
 
     /// Reconnects automatically after losing the connection, waiting 0, 2, 10 and 30 seconds

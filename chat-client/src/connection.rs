@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
-use hub_protocol::{CompletionResult, EncodedValue, Protocol, encode_invocation};
+use hub_protocol::{Protocol, encode_invocation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,6 +17,7 @@ use crate::error::{ConnectError, DisconnectReason, InvokeError};
 use crate::events::Events;
 use crate::handlers::{FromArguments, Handlers, erase, erase_responder};
 use crate::outgoing::{Outgoing, Reply};
+use crate::pending::PendingInvoke;
 use crate::transport::{self, TransportType};
 
 /// How many outgoing messages may wait for the connection task before callers wait too.
@@ -259,6 +260,49 @@ impl HubConnection {
         T: DeserializeOwned,
         A: Serialize,
     {
+        self.begin_invoke(method, arguments).await?.await
+    }
+
+    /// Starts an invocation of `method` and returns once it is queued for writing, with
+    /// its completion still to come: a [`PendingInvoke`] to await when the result is
+    /// wanted. [`invoke`](Self::invoke) is this, awaited at once.
+    ///
+    /// Invocations begun one after another (from one task) are written in that order, and
+    /// the connection writes whatever is queued at once with a single flush. So a caller can
+    /// keep many invocations in flight, a window of them, and await their completions
+    /// later, in order, without waiting a round trip for each:
+    ///
+    /// ```
+    /// # async fn pipeline(connection: chat_client::HubConnection) -> Result<(), chat_client::InvokeError> {
+    /// let mut window = std::collections::VecDeque::new();
+    /// for n in 0..1_000 {
+    ///     if window.len() == 64 {
+    ///         let oldest: chat_client::PendingInvoke<()> = window.pop_front().unwrap();
+    ///         oldest.await?;
+    ///     }
+    ///     window.push_back(connection.begin_invoke("SendMessage", ("load", n.to_string())).await?);
+    /// }
+    /// for pending in window {
+    ///     pending.await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvokeError::NotConnected`] when the connection cannot take calls now, and
+    /// [`InvokeError::Encode`] when the arguments do not serialize; the [`PendingInvoke`]
+    /// resolves to [`invoke`](Self::invoke)'s other errors.
+    pub async fn begin_invoke<T, A>(
+        &self,
+        method: &str,
+        arguments: A,
+    ) -> Result<PendingInvoke<T>, InvokeError>
+    where
+        T: DeserializeOwned,
+        A: Serialize,
+    {
         let id = self.inner.next_id();
         let frame = self.encode(Some(&id), method, &arguments)?;
         let (reply, completion) = oneshot::channel();
@@ -268,28 +312,7 @@ impl HubConnection {
                 reply: Reply::Completion { id, reply },
             })
             .await?;
-        self.result(completion).await
-    }
-
-    /// Waits for the completion of an invocation and deserializes its result.
-    pub(crate) async fn result<T: DeserializeOwned>(
-        &self,
-        completion: oneshot::Receiver<Result<CompletionResult, InvokeError>>,
-    ) -> Result<T, InvokeError> {
-        let result = completion
-            .await
-            .map_err(|_| InvokeError::ConnectionLost(DisconnectReason::TransportClosed))??;
-        match result {
-            CompletionResult::Error(message) => Err(InvokeError::Hub(message)),
-            CompletionResult::Value(value) => {
-                value.deserialize().map_err(InvokeError::InvalidResult)
-            }
-            // A void completion is the absence of a value: deserialize from null, so `()`
-            // and `Option<T>` accept it and other types say what they expected.
-            CompletionResult::Void => EncodedValue::encode(self.protocol(), &())?
-                .deserialize()
-                .map_err(InvokeError::InvalidResult),
-        }
+        Ok(PendingInvoke::new(self.protocol(), completion))
     }
 
     /// Calls the hub method `method` without waiting for it to run (fire and forget: no
@@ -423,7 +446,8 @@ impl HubConnection {
         method: &str,
         arguments: &A,
     ) -> Result<bytes::Bytes, InvokeError> {
-        let mut buf = BytesMut::new();
+        // Most calls fit, which saves growing the buffer step by step while encoding.
+        let mut buf = BytesMut::with_capacity(256);
         encode_invocation(self.protocol(), &mut buf, invocation_id, method, arguments)?;
         Ok(buf.freeze())
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use hub_protocol::{
     DecodeError, Decoder, HubMessage, Invocation, encode_cancel_invocation, encode_completion,
     encode_completion_error, encode_ping,
@@ -24,6 +25,16 @@ use crate::outgoing::{Outgoing, Reply};
 use crate::reconnect::RetryContext;
 use crate::stateful::StatefulReconnect;
 use crate::transport::{self, Link, Transport};
+
+/// Most queued messages written with one flush: enough to batch a caller that streams
+/// invocations, few enough that the other work of the task (reading) is not held up long.
+const WRITE_BATCH: usize = 256;
+
+/// Most transport chunks handled in one turn of the task's loop when they are ready
+/// already: under load, reading what has arrived costs one turn (polling stop, the
+/// queues and the timers) per batch, not per message; writes and `stop` wait at most
+/// one batch.
+const READ_BATCH: usize = 64;
 
 /// How a session ended.
 enum End {
@@ -205,6 +216,10 @@ struct Session<'a> {
     last_received: Instant,
     /// Present when the server granted stateful reconnect.
     stateful: Option<StatefulReconnect>,
+    /// The messages being written together; kept to reuse its allocation.
+    batch: Vec<Outgoing>,
+    /// Their frames, as the transport takes them; kept to reuse its allocation.
+    frames: Vec<Bytes>,
 }
 
 impl<'a> Session<'a> {
@@ -227,6 +242,8 @@ impl<'a> Session<'a> {
                     config.protocol,
                 )
             }),
+            batch: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -244,9 +261,16 @@ impl<'a> Session<'a> {
         }
         let keep_alive = self.inner.config.keep_alive_interval;
         let server_timeout = self.inner.config.server_timeout;
+        // Two timers for the whole session rather than new ones on every message: when one
+        // fires, it checks whether the Ping or the timeout is really due (something may
+        // have been sent or received since it was set) and is set again if not.
+        let ping_timer = tokio::time::sleep_until(self.last_sent + keep_alive);
+        let silence_timer = tokio::time::sleep_until(self.last_received + server_timeout);
+        // Likewise one wait for `stop` (on a copy of the receiver: resuming needs its own).
+        let mut stop_watch = stop.clone();
+        let stop_requested = stopped(&mut stop_watch);
+        tokio::pin!(ping_timer, silence_timer, stop_requested);
         loop {
-            let ping_at = self.last_sent + keep_alive;
-            let timeout_at = self.last_received + server_timeout;
             // With stateful reconnect, a full replay buffer holds sends back until the
             // server acknowledges (they wait in the queue, and then in `send`).
             let may_send = !self
@@ -258,7 +282,7 @@ impl<'a> Session<'a> {
             let reading = self.held.is_none();
             let step = tokio::select! {
                 biased;
-                () = stopped(stop) => return End::Stopped,
+                () = &mut stop_requested => return End::Stopped,
                 chunk = self.transport.receive(), if reading => self.receive(chunk).await,
                 () = Held::make_room(&mut self.held), if !reading => {
                     self.last_received = Instant::now();
@@ -266,14 +290,28 @@ impl<'a> Session<'a> {
                 }
                 Some(id) = cancels.recv() => self.cancel(&id).await,
                 message = outgoing.recv(), if may_send => match message {
-                    Some(message) => self.write(message).await,
+                    Some(message) => self.write_queued(message, outgoing).await,
                     // Every sender is gone: only possible once the connection is shutting down.
                     None => return End::Stopped,
                 },
                 () = ack_due(&mut self.stateful) => self.ack().await,
-                () = tokio::time::sleep_until(ping_at) => self.ping().await,
-                () = tokio::time::sleep_until(timeout_at), if reading => {
-                    Err(DisconnectReason::ServerTimeout(server_timeout))
+                () = &mut ping_timer => {
+                    let result = if Instant::now() >= self.last_sent + keep_alive {
+                        self.ping().await
+                    } else {
+                        Ok(())
+                    };
+                    ping_timer.as_mut().reset(self.last_sent + keep_alive);
+                    result
+                }
+                () = &mut silence_timer, if reading => {
+                    let due = self.last_received + server_timeout;
+                    if Instant::now() >= due {
+                        Err(DisconnectReason::ServerTimeout(server_timeout))
+                    } else {
+                        silence_timer.as_mut().reset(due);
+                        Ok(())
+                    }
                 }
             };
             let Err(reason) = step else {
@@ -354,18 +392,32 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Handles one chunk from the transport.
+    /// Handles one chunk from the transport, and the chunks that are ready right after it
+    /// (up to [`READ_BATCH`] in all) without going back through the task's loop for each.
     async fn receive(
         &mut self,
         chunk: Result<Bytes, DisconnectReason>,
     ) -> Result<(), DisconnectReason> {
-        self.last_received = Instant::now();
-        let bytes = chunk?;
-        if bytes.is_empty() {
-            return Ok(());
+        let mut chunk = chunk;
+        let mut handled = 0;
+        loop {
+            self.last_received = Instant::now();
+            let bytes = chunk?;
+            if !bytes.is_empty() {
+                self.received.extend_from_slice(&bytes);
+                self.dispatch_received().await?;
+            }
+            handled += 1;
+            // A held stream item stops reading (backpressure).
+            if handled == READ_BATCH || self.held.is_some() {
+                return Ok(());
+            }
+            // `receive` is cancel-safe: a chunk not ready yet stays for the loop's turn.
+            match self.transport.receive().now_or_never() {
+                Some(next) => chunk = next,
+                None => return Ok(()),
+            }
         }
-        self.received.extend_from_slice(&bytes);
-        self.dispatch_received().await
     }
 
     /// Decodes and handles every complete message received so far.
@@ -398,6 +450,9 @@ impl<'a> Session<'a> {
                 .map_err(DisconnectReason::Sequence)?
         {
             return Ok(());
+        }
+        if let Some(observer) = &self.inner.config.message_observer {
+            (observer.0)(&message);
         }
         match message {
             HubMessage::Invocation(invocation) => self.invoke_handlers(invocation).await,
@@ -490,22 +545,78 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Writes a call and records who waits for it.
-    async fn write(&mut self, message: Outgoing) -> Result<(), DisconnectReason> {
-        let result = self.write_numbered(message.frame).await;
-        // With stateful reconnect a frame the transport lost is kept and resent: the call
-        // stands.
-        if result.is_ok() || self.stateful.is_some() {
-            match message.reply {
-                Reply::Sent(reply) => drop(reply.send(Ok(()))),
-                Reply::Completion { id, reply } => self.in_flight.add_invocation(id, reply),
-                Reply::Stream { id, sink } => self.in_flight.add_stream(id, sink),
-                Reply::Nothing => {}
+    /// Writes `first` and what else is queued already (up to [`WRITE_BATCH`] messages)
+    /// with one flush, so a caller streaming invocations costs a write to the socket per
+    /// batch rather than per message.
+    async fn write_queued(
+        &mut self,
+        first: Outgoing,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+    ) -> Result<(), DisconnectReason> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.add_to(&mut batch, first);
+        while batch.len() < WRITE_BATCH {
+            // A replay buffer that fills up holds the rest back, as between batches.
+            if self
+                .stateful
+                .as_ref()
+                .is_some_and(StatefulReconnect::is_full)
+            {
+                break;
             }
-        } else if let Err(reason) = &result {
-            message
-                .reply
-                .fail(|| InvokeError::ConnectionLost(reason.clone()));
+            match outgoing.try_recv() {
+                Ok(message) => self.add_to(&mut batch, message),
+                Err(_) => break,
+            }
+        }
+        let result = self.write_all(&mut batch).await;
+        self.batch = batch;
+        result
+    }
+
+    /// Writes one call and records who waits for it.
+    async fn write(&mut self, message: Outgoing) -> Result<(), DisconnectReason> {
+        let mut batch = Vec::with_capacity(1);
+        self.add_to(&mut batch, message);
+        self.write_all(&mut batch).await
+    }
+
+    /// Adds a message to a batch being written; with stateful reconnect its frame is kept
+    /// for a resend from now on.
+    fn add_to(&mut self, batch: &mut Vec<Outgoing>, message: Outgoing) {
+        if let Some(stateful) = &mut self.stateful {
+            stateful.record(message.frame.clone());
+        }
+        batch.push(message);
+    }
+
+    /// Writes the calls of `batch` (leaving it empty; their frames are recorded already)
+    /// and records who waits for each.
+    async fn write_all(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), DisconnectReason> {
+        let format = self.inner.config.protocol.transfer_format();
+        self.frames.clear();
+        self.frames
+            .extend(batch.iter().map(|message| message.frame.clone()));
+        let result = self.transport.send_each(&self.frames, format).await;
+        self.frames.clear();
+        if result.is_ok() {
+            self.last_sent = Instant::now();
+        }
+        for message in batch.drain(..) {
+            // With stateful reconnect a frame the transport lost is kept and resent: the
+            // call stands.
+            if result.is_ok() || self.stateful.is_some() {
+                match message.reply {
+                    Reply::Sent(reply) => drop(reply.send(Ok(()))),
+                    Reply::Completion { id, reply } => self.in_flight.add_invocation(id, reply),
+                    Reply::Stream { id, sink } => self.in_flight.add_stream(id, sink),
+                    Reply::Nothing => {}
+                }
+            } else if let Err(reason) = &result {
+                message
+                    .reply
+                    .fail(|| InvokeError::ConnectionLost(reason.clone()));
+            }
         }
         result
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -186,29 +187,38 @@ impl MethodHandlers {
 /// JavaScript client (hub method names are case-insensitive on ASP.NET Core too).
 #[derive(Default)]
 pub(crate) struct Handlers {
-    /// Lower-cased method name to its handlers.
-    by_method: Mutex<HashMap<String, MethodHandlers>>,
+    /// Lower-cased method name to its handlers, shared so that looking them up for each
+    /// message copies a pointer, not the list (changes copy the list instead).
+    by_method: Mutex<HashMap<String, Arc<MethodHandlers>>>,
+    /// What a method without handlers has.
+    none: Arc<MethodHandlers>,
+    /// Whether any method has handlers: a connection without any (one that only
+    /// counts what arrives) skips the lookup for each message.
+    any: AtomicBool,
 }
+
+/// Longest method name looked up without allocating its lower-case form.
+const SHORT_NAME: usize = 64;
 
 impl Handlers {
     /// Adds a handler for `method`; earlier handlers stay.
     pub(crate) fn add(&self, method: &str, handler: ErasedHandler) {
-        self.lock()
-            .entry(method.to_ascii_lowercase())
-            .or_default()
-            .notify
-            .push(handler);
+        let mut map = self.lock();
+        let entry = map.entry(method.to_ascii_lowercase()).or_default();
+        Arc::make_mut(entry).notify.push(handler);
+        self.any.store(true, Ordering::Release);
     }
 
     /// Sets the handler that answers `method`, replacing an earlier one (a call has one
     /// result).
     pub(crate) fn set_responder(&self, method: &str, responder: ErasedResponder) {
-        let previous = self
-            .lock()
-            .entry(method.to_ascii_lowercase())
-            .or_default()
-            .respond
-            .replace(responder);
+        let previous = {
+            let mut map = self.lock();
+            let entry = map.entry(method.to_ascii_lowercase()).or_default();
+            let previous = Arc::make_mut(entry).respond.replace(responder);
+            self.any.store(true, Ordering::Release);
+            previous
+        };
         if previous.is_some() {
             tracing::warn!(method, "a second on_invoke handler replaces the first");
         }
@@ -216,19 +226,39 @@ impl Handlers {
 
     /// Removes every handler of `method`.
     pub(crate) fn remove(&self, method: &str) {
-        self.lock().remove(&method.to_ascii_lowercase());
+        let mut map = self.lock();
+        map.remove(&method.to_ascii_lowercase());
+        self.any.store(!map.is_empty(), Ordering::Release);
     }
 
-    /// The handlers of `method`, copied out so they run without the lock held (a handler
-    /// may register or remove handlers).
-    pub(crate) fn get(&self, method: &str) -> MethodHandlers {
+    /// The handlers of `method`, shared out so they run without the lock held (a handler
+    /// may register or remove handlers). Called for every invocation from the server, so
+    /// a short name is lower-cased on the stack.
+    pub(crate) fn get(&self, method: &str) -> Arc<MethodHandlers> {
+        if !self.any.load(Ordering::Acquire) {
+            return self.none.clone();
+        }
+        let mut short = [0u8; SHORT_NAME];
+        let lowered;
+        let key = match short.get_mut(..method.len()) {
+            Some(bytes) => {
+                bytes.copy_from_slice(method.as_bytes());
+                bytes.make_ascii_lowercase();
+                // Lower-casing ASCII letters keeps UTF-8 valid.
+                std::str::from_utf8(bytes).unwrap_or(method)
+            }
+            None => {
+                lowered = method.to_ascii_lowercase();
+                &lowered
+            }
+        };
         self.lock()
-            .get(&method.to_ascii_lowercase())
+            .get(key)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_else(|| self.none.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MethodHandlers>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<MethodHandlers>>> {
         // A handler cannot panic while the lock is held (they run outside it), so a poisoned
         // map is still consistent.
         self.by_method

@@ -14,9 +14,16 @@
 //! - the JSON and MessagePack hub protocols (wire format from the `hub-protocol` crate);
 //! - [`invoke`](HubConnection::invoke) awaits a typed result, and a failing hub method
 //!   comes back as [`InvokeError::Hub`]; [`send`](HubConnection::send) is fire and forget;
+//!   [`begin_invoke`](HubConnection::begin_invoke) pipelines: many calls in flight,
+//!   written in order with one flush per batch, their [`PendingInvoke`] results awaited
+//!   later;
 //! - [`on`](HubConnection::on) registers handlers for client methods, with typed arguments
 //!   (a closure taking a tuple);
 //! - keep-alive Pings (15 s) and a server timeout (30 s), both configurable;
+//! - for load generators: an observer of every arriving message, run as it is decoded
+//!   ([`observe_messages`](HubConnectionBuilder::observe_messages), to count or time
+//!   arrivals), and the WebSocket read buffer per connection
+//!   ([`websocket_read_buffer_size`](HubConnectionBuilder::websocket_read_buffer_size));
 //! - automatic reconnect with backoff (0, 2, 10, 30 s by default, or any
 //!   [`ReconnectPolicy`]), with reconnecting / reconnected / closed events;
 //! - an async access token provider, sent as `Authorization: Bearer` with negotiate and as
@@ -99,7 +106,8 @@
 //! - `driver`: the task that owns the transport: dispatch, keep-alive, timeouts, stateful
 //!   and automatic reconnect; `stateful`: stateful reconnect's books and rules;
 //!   `outgoing`: what the app hands the task to write and who waits for it; `in_flight`:
-//!   the calls and streams waiting for the server.
+//!   the calls and streams waiting for the server; `pending`: [`PendingInvoke`], a call's
+//!   completion still to come.
 //! - `transport`: one physical connection (negotiate fallback, handshake) over
 //!   `transport::websocket`, `transport::sse` or `transport::long_polling`;
 //!   `negotiate` and `http` (a minimal HTTP/1.1 client over hyper) do the HTTP requests,
@@ -123,6 +131,7 @@ mod http;
 mod in_flight;
 mod negotiate;
 mod outgoing;
+mod pending;
 mod reconnect;
 mod server_stream;
 mod stateful;
@@ -136,7 +145,8 @@ pub use config::HubConnectionBuilder;
 pub use connection::{HubConnection, HubConnectionState};
 pub use error::{BoxError, ConnectError, DisconnectReason, InvokeError};
 pub use handlers::FromArguments;
-pub use hub_protocol::{ArgumentError, Arguments, Protocol};
+pub use hub_protocol::{ArgumentError, Arguments, HubMessage, Protocol};
+pub use pending::PendingInvoke;
 pub use reconnect::{ReconnectDelays, ReconnectPolicy, RetryContext};
 pub use server_stream::ServerStream;
 pub use transport::{TransportType, Transports};

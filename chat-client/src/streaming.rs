@@ -14,6 +14,7 @@ use crate::connection::HubConnection;
 use crate::error::InvokeError;
 use crate::in_flight::StreamSink;
 use crate::outgoing::{Outgoing, Reply};
+use crate::pending::PendingInvoke;
 use crate::server_stream::ServerStream;
 
 impl HubConnection {
@@ -146,7 +147,7 @@ impl HubConnection {
             )
             .await?;
         let _uploads = Uploads::start(self.protocol(), streams, &outgoing);
-        self.result(completion).await
+        PendingInvoke::new(self.protocol(), completion).await
     }
 
     /// [`send`](Self::send) with upload streams (see

@@ -3,18 +3,17 @@
 //! [`ClientLog`]; when told to stop it stays where it is, so its last stays can be
 //! checked, and reads until told to finish.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hub_protocol::{CompletionResult, HubMessage};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use chat_client::{Arguments, HubConnection, InvokeError};
+use serde::de::IgnoredAny;
+use tokio::sync::watch;
 
 use super::ledger::{Arrival, ClientLog, ConnectionLog, Membership, SendRecord, Target};
-use crate::client::{ClientOptions, FrameReader, FrameWriter, HubClient};
+use crate::client::{ClientOptions, hub_connection};
 use crate::probe::{Probe, now_micros};
-use crate::scenario::PING_INTERVAL;
 
 /// Sends to all are one in this many: each reaches every connection, so a larger share
 /// would make the soak a broadcast benchmark.
@@ -82,13 +81,14 @@ impl Dice {
     }
 }
 
-/// A connection in use: its writer, the completions its reader forwards, its log.
+/// A connection in use: the connection, what its handlers record, its log.
 struct Live {
-    writer: FrameWriter,
-    completions: mpsc::UnboundedReceiver<(String, Result<(), String>)>,
-    reader: JoinHandle<Vec<Arrival>>,
+    connection: HubConnection,
+    /// The probes that arrived, in order.
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    /// Why the connection was lost, once it was.
+    lost: watch::Receiver<Option<String>>,
     log: ConnectionLog,
-    next_id: u64,
 }
 
 /// Why a stay ended early.
@@ -154,21 +154,16 @@ pub(crate) async fn run(
     let Some(mut connection) = live else {
         return log;
     };
-    // Stay put, keeping the connection alive, until the drain is over.
+    // Stay put (the connection keeps itself alive) until the drain is over.
     let mut finish = finish;
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.reset();
-    loop {
-        tokio::select! {
-            _ = ping.tick() => {
-                if let Err(error) = connection.writer.ping().await {
-                    log.errors.push(format!("ping while holding: {error}"));
-                    connection.log.closed = true;
-                    break;
-                }
+    tokio::select! {
+        lost = connection.lost.wait_for(Option::is_some) => {
+            if let Ok(reason) = lost {
+                log.errors.push(format!("lost while holding: {}", reason.as_deref().unwrap_or("")));
             }
-            () = raised(&mut finish) => break,
+            connection.log.closed = true;
         }
+        () = raised(&mut finish) => {}
     }
     close(connection, &mut log, false).await;
     log
@@ -189,130 +184,107 @@ async fn pause(duration: Duration, stop: &watch::Receiver<bool>) -> bool {
     }
 }
 
-/// Connect and start reading.
+/// Connect, recording the probes that arrive until `finish`.
 async fn open(
     plan: &ChurnPlan,
     server: &str,
     finish: watch::Receiver<bool>,
 ) -> Result<Live, String> {
-    let client = HubClient::connect(server, plan.client)
+    let connection = hub_connection(server, plan.client)
+        .build()
+        .map_err(|error| format!("connecting: {error}"))?;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    // ReceiveGroupMessage(group, user, text); ReceiveMessage(user, text).
+    for (method, to_all, text_at) in [
+        ("ReceiveGroupMessage", false, 2),
+        ("ReceiveMessage", true, 1),
+    ] {
+        let (arrivals, counter, finish) = (arrivals.clone(), plan.arrivals.clone(), finish.clone());
+        connection.on(method, move |arguments: Arguments| {
+            if *finish.borrow() {
+                return;
+            }
+            let Some(probe) = arguments
+                .deserialize::<&str>(text_at)
+                .ok()
+                .and_then(Probe::parse)
+            else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            arrivals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arrival {
+                    sender: probe.sender,
+                    seq: probe.seq,
+                    to_all,
+                });
+        });
+    }
+    let (lost_tx, lost) = watch::channel(None);
+    connection.on_closed(move |reason| {
+        if let Some(reason) = reason {
+            lost_tx.send_replace(Some(reason.to_string()));
+        }
+    });
+    connection
+        .start()
         .await
         .map_err(|error| format!("connecting: {error}"))?;
-    let opened = now_micros();
-    let (tx, completions) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(read(client.reader, tx, plan.arrivals.clone(), finish));
     Ok(Live {
-        writer: client.writer,
-        completions,
-        reader,
+        connection,
+        arrivals,
+        lost,
         log: ConnectionLog {
-            opened,
+            opened: now_micros(),
             ..ConnectionLog::default()
         },
-        next_id: 0,
     })
 }
 
-/// Close `connection` (if it still is) and file its log with what its reader saw;
+/// Close `connection` (if it still is) and file its log with what arrived;
 /// `early` when the soak is not over, so none of its stays expect deliveries.
 async fn close(mut connection: Live, log: &mut ClientLog, early: bool) {
     connection.log.closed |= early;
-    let _ = tokio::time::timeout(Duration::from_secs(5), connection.writer.close()).await;
-    connection.log.arrivals =
-        match tokio::time::timeout(Duration::from_secs(5), &mut connection.reader).await {
-            Ok(Ok(arrivals)) => arrivals,
-            _ => {
-                connection.reader.abort();
-                log.errors
-                    .push("a reader did not end after its connection closed".into());
-                Vec::new()
-            }
-        };
+    if tokio::time::timeout(Duration::from_secs(5), connection.connection.stop())
+        .await
+        .is_err()
+    {
+        log.errors
+            .push("a connection did not close within 5 s".into());
+    }
+    // Stopped: its handlers run no more.
+    connection.log.arrivals = std::mem::take(
+        &mut *connection
+            .arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
     log.connections.push(std::mem::take(&mut connection.log));
 }
 
-/// Read `reader` until the connection ends or `finish`: messages into the returned
-/// arrivals, completions to the client.
-async fn read(
-    mut reader: FrameReader,
-    completions: mpsc::UnboundedSender<(String, Result<(), String>)>,
-    counter: Arc<AtomicU64>,
-    mut finish: watch::Receiver<bool>,
-) -> Vec<Arrival> {
-    let mut arrivals = Vec::new();
-    loop {
-        let message = tokio::select! {
-            message = reader.next() => message,
-            () = raised(&mut finish) => break,
-        };
-        let invocation = match message {
-            Ok(Some(HubMessage::Invocation(invocation))) => invocation,
-            Ok(Some(HubMessage::Completion(completion))) => {
-                let result = match completion.result {
-                    CompletionResult::Error(error) => Err(error),
-                    _ => Ok(()),
-                };
-                let _ = completions.send((completion.invocation_id, result));
-                continue;
-            }
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => break,
-        };
-        // ReceiveGroupMessage(group, user, text); ReceiveMessage(user, text).
-        let (to_all, text_at) = match invocation.target.as_str() {
-            "ReceiveGroupMessage" => (false, 2),
-            "ReceiveMessage" => (true, 1),
-            _ => continue,
-        };
-        let Some(probe) = invocation
-            .arguments
-            .deserialize::<&str>(text_at)
-            .ok()
-            .and_then(Probe::parse)
-        else {
-            continue;
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        arrivals.push(Arrival {
-            sender: probe.sender,
-            seq: probe.seq,
-            to_all,
-        });
-    }
-    arrivals
-}
-
 /// Invoke `method` with `arguments` and wait for its completion.
-async fn invoke<A: serde::Serialize + ?Sized>(
-    connection: &mut Live,
+async fn invoke<A: serde::Serialize>(
+    connection: &Live,
     method: &str,
-    arguments: &A,
+    arguments: A,
     step_timeout: Duration,
 ) -> Result<Result<(), String>, Interrupted> {
-    connection.next_id += 1;
-    let id = connection.next_id.to_string();
     let broken = |error: String| Interrupted::Broken(format!("{method}: {error}"));
-    connection
-        .writer
-        .feed_invocation(Some(&id), method, arguments)
-        .await
-        .map_err(|error| broken(error.to_string()))?;
-    connection
-        .writer
-        .flush()
-        .await
-        .map_err(|error| broken(error.to_string()))?;
-    let answer = async {
-        while let Some((answered, result)) = connection.completions.recv().await {
-            if answered == id {
-                return Ok(result);
-            }
-        }
-        Err(broken("the connection closed before the completion".into()))
-    };
-    tokio::time::timeout(step_timeout, answer)
-        .await
-        .map_err(|_| broken(format!("no completion within {step_timeout:?}")))?
+    let answer = tokio::time::timeout(
+        step_timeout,
+        connection
+            .connection
+            .invoke::<IgnoredAny, _>(method, arguments),
+    )
+    .await
+    .map_err(|_| broken(format!("no completion within {step_timeout:?}")))?;
+    match answer {
+        Ok(_) => Ok(Ok(())),
+        Err(InvokeError::Hub(error)) => Ok(Err(error)),
+        Err(error) => Err(broken(error.to_string())),
+    }
 }
 
 /// One stay: join a group, send to it (or to all) a few times, leave; an anchor's stay
@@ -331,7 +303,7 @@ async fn stay(
     let anchored = anchor_group(index, plan.groups);
     let group = anchored.unwrap_or_else(|| dice.below(u64::from(plan.groups)) as u32);
     let name = group_name(group);
-    if let Err(error) = invoke(connection, "JoinGroup", &(&name,), step).await? {
+    if let Err(error) = invoke(connection, "JoinGroup", (&name,), step).await? {
         return Err(Interrupted::Broken(format!("JoinGroup refused: {error}")));
     }
     connection.log.memberships.push(Membership {
@@ -364,12 +336,12 @@ async fn stay(
         };
         let text = probe.to_text(plan.payload_len);
         let answer = match target {
-            Target::All => invoke(connection, "SendMessage", &(&user, &text), step).await,
+            Target::All => invoke(connection, "SendMessage", (&user, &text), step).await,
             Target::Group(_) => {
                 invoke(
                     connection,
                     "SendMessageToGroup",
-                    &(&name, &user, &text),
+                    (&name, &user, &text),
                     step,
                 )
                 .await
@@ -398,7 +370,7 @@ async fn stay(
     if let Some(membership) = connection.log.memberships.last_mut() {
         membership.left = true;
     }
-    if let Err(error) = invoke(connection, "LeaveGroup", &(&name,), step).await? {
+    if let Err(error) = invoke(connection, "LeaveGroup", (&name,), step).await? {
         return Err(Interrupted::Broken(format!("LeaveGroup refused: {error}")));
     }
     Ok(())
@@ -407,11 +379,4 @@ async fn stay(
 /// The name of group number `group`, unique to this process.
 fn group_name(group: u32) -> String {
     format!("soak-{}-{group}", std::process::id())
-}
-
-/// A connection dropped without [`close`] (the soak cut short) stops its reader too.
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
 }

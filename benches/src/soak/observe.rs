@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Request;
 use hyper::header::HOST;
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::net::TcpStream;
 
-use crate::client::exchange;
 use crate::servers::rss_bytes;
 
 /// Largest `/health` or `/metrics` answer read.
@@ -155,6 +156,33 @@ fn counter_sum(exposition: &str, name: &str) -> f64 {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// One HTTP/1.1 request on `stream`: the answer's status and body (an error past
+/// `max_body` bytes).
+async fn exchange(
+    stream: TcpStream,
+    request: Request<Empty<Bytes>>,
+    max_body: usize,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| error.to_string())?;
+    // Drives the HTTP connection; it ends when the answer is read and `sender` dropped.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| error.to_string())?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|error| error.to_string())?
+        .to_bytes();
+    Ok((status, body))
 }
 
 #[cfg(test)]

@@ -189,9 +189,28 @@ impl Transport {
         frames: Bytes,
         format: TransferFormat,
     ) -> Result<(), DisconnectReason> {
+        self.send_each(std::slice::from_ref(&frames), format).await
+    }
+
+    /// Sends several messages' frames, in order: over a WebSocket each as a message of its
+    /// own with one flush at the end, over HTTP one request each.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub(crate) async fn send_each(
+        &mut self,
+        frames: &[Bytes],
+        format: TransferFormat,
+    ) -> Result<(), DisconnectReason> {
         match self {
-            Transport::WebSocket(socket) => socket.send(frames, format).await,
-            Transport::Http(http) => http.send(frames, format).await,
+            Transport::WebSocket(socket) => socket.send_each(frames, format).await,
+            Transport::Http(http) => {
+                for frames in frames {
+                    http.send(frames.clone(), format).await?;
+                }
+                Ok(())
+            }
         }
     }
 

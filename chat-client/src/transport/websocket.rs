@@ -59,32 +59,35 @@ impl WebSocketTransport {
             request.headers_mut().insert(AUTHORIZATION, value);
         }
         let stream = crate::http::dial(url).await?;
-        let websocket_config = WebSocketConfig::default()
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
         let (socket, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(websocket_config))
+            tokio_tungstenite::client_async_with_config(request, stream, Some(settings(config)))
                 .await
                 .map_err(websocket_error)?;
         Ok(WebSocketTransport { socket })
     }
 
-    /// Sends frames as one message: text for JSON, binary for MessagePack, as the transfer
-    /// formats require.
-    pub(crate) async fn send(
+    /// Sends each of `frames` as a message of its own (text for JSON, binary for
+    /// MessagePack, as the transfer formats require), then flushes once: a batch of
+    /// frames costs one write to the socket, not one each.
+    pub(crate) async fn send_each(
         &mut self,
-        frames: Bytes,
+        frames: &[Bytes],
         format: TransferFormat,
     ) -> Result<(), DisconnectReason> {
-        let message = match format {
-            TransferFormat::Text => Message::Text(Utf8Bytes::try_from(frames).map_err(|_| {
-                lost(WsError::Utf8(
-                    "encoded JSON message is not UTF-8".to_owned(),
-                ))
-            })?),
-            TransferFormat::Binary => Message::Binary(frames),
-        };
-        self.socket.send(message).await.map_err(lost)
+        for frames in frames {
+            let message = match format {
+                TransferFormat::Text => {
+                    Message::Text(Utf8Bytes::try_from(frames.clone()).map_err(|_| {
+                        lost(WsError::Utf8(
+                            "encoded JSON message is not UTF-8".to_owned(),
+                        ))
+                    })?)
+                }
+                TransferFormat::Binary => Message::Binary(frames.clone()),
+            };
+            self.socket.feed(message).await.map_err(lost)?;
+        }
+        self.socket.flush().await.map_err(lost)
     }
 
     /// The next message's bytes; empty for a ping or pong (answered by tungstenite; they
@@ -112,10 +115,45 @@ impl WebSocketTransport {
     }
 }
 
+/// The WebSocket's settings from the connection's.
+fn settings(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.websocket_read_buffer_size)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size))
+}
+
 /// The reason for a failed WebSocket.
 fn lost(error: WsError) -> DisconnectReason {
     match error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => DisconnectReason::TransportClosed,
         other => DisconnectReason::Transport(Arc::new(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HubConnectionBuilder;
+
+    #[test]
+    fn the_websocket_gets_the_configured_buffer_and_limits() {
+        let connection = HubConnectionBuilder::new("http://localhost/hub")
+            .websocket_read_buffer_size(4096)
+            .max_message_size(32 * 1024)
+            .build()
+            .unwrap();
+        let websocket = settings(&connection.inner.config);
+        assert_eq!(websocket.read_buffer_size, 4096);
+        assert_eq!(websocket.max_message_size, Some(32 * 1024));
+        assert_eq!(websocket.max_frame_size, Some(32 * 1024));
+
+        let default = HubConnectionBuilder::new("http://localhost/hub")
+            .build()
+            .unwrap();
+        assert_eq!(
+            settings(&default.inner.config).read_buffer_size,
+            WebSocketConfig::default().read_buffer_size
+        );
     }
 }

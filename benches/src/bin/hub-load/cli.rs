@@ -75,8 +75,8 @@ pub(crate) struct Cli {
     /// lists the modes). Not passed unless given.
     #[arg(long)]
     pub(crate) synchronous_commit: Option<String>,
-    /// Which client drives S1, S2, S3 and the burst: `rust` (this program's lean client:
-    /// invocations with completions, at most `--window` unanswered), `js` (the official
+    /// Which client drives S1, S2, S3 and the burst: `rust` (the `chat-client` library:
+    /// pipelined invocations with completions, at most `--window` unanswered), `js` (the official
     /// `@microsoft/signalr` client in Node: `connection.send`, at most `--js-window`
     /// messages not yet delivered), or `rust,js` (each scenario once per driver).
     #[arg(long, value_delimiter = ',', default_value = "rust")]
@@ -153,7 +153,7 @@ pub(crate) struct Cli {
 /// The client that drives the message scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub(crate) enum Driver {
-    /// This program's own client (`benches::client`).
+    /// The `chat-client` library, as `benches::client` sets it up.
     Rust,
     /// The official `@microsoft/signalr` client in Node (`benches::js_driver`).
     Js,

@@ -77,7 +77,7 @@ pub(super) fn settings_line(
         "machine": machine_facts(),
         "drivers": {
             "rust": cli.driver.contains(&Driver::Rust).then(|| json!({
-                "client": "hub-load's own (benches::client)",
+                "client": "chat-client (benches::client)",
                 "protocol": "json",
                 "sends": "invocations with an id, each answered by a completion",
                 "window": cli.window,
