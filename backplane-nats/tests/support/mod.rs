@@ -17,7 +17,7 @@ pub mod server;
 
 /// The shared NATS of this machine; `BACKPLANE_TEST_NATS_URL` overrides it.
 pub fn nats_url() -> String {
-    std::env::var("BACKPLANE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    test_services::nats_url_from_env()
 }
 
 /// `host:port` of a `nats://host:port` URL.

@@ -12,7 +12,7 @@ use backplane_redis::{RedisBackplane, RedisOptions};
 
 /// The shared Redis of this machine; `BACKPLANE_TEST_REDIS_URL` overrides it.
 pub fn redis_url() -> String {
-    std::env::var("BACKPLANE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    test_services::redis_url_from_env()
 }
 
 /// Options on `url` with a fresh key prefix and test timings: quick reconnects, and a
