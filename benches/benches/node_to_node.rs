@@ -21,12 +21,9 @@ use backplane_memory::MemoryBus;
 use backplane_nats::{NatsBackplane, NatsOptions};
 use backplane_postgres::{PostgresBackplane, PostgresOptions};
 use backplane_redis::{RedisBackplane, RedisOptions};
-use benches::envelope_run::{chat_message, publish_and_receive};
+use benches::envelope_run::{BATCH, HUB, chat_message, publish_and_receive};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-const BATCH: u64 = 10_000;
-const IN_FLIGHT: usize = 256;
-const HUB: &str = "bench";
 /// How long a backplane may take to connect before it is skipped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -105,21 +102,12 @@ fn bench(c: &mut Criterion) {
         };
         group.bench_function(format!("{backend}/publish_to_delivery/2_nodes"), |b| {
             b.iter_custom(|iterations| {
-                runtime.block_on(async {
-                    let mut elapsed = Duration::ZERO;
-                    for _ in 0..iterations {
-                        elapsed += publish_and_receive(
-                            &*pair.sender,
-                            &mut subscription,
-                            HUB,
-                            &message,
-                            BATCH,
-                            IN_FLIGHT,
-                        )
-                        .await;
-                    }
-                    elapsed
-                })
+                runtime.block_on(publish_and_receive(
+                    &*pair.sender,
+                    &mut subscription,
+                    &message,
+                    iterations,
+                ))
             })
         });
         runtime.block_on(async {

@@ -13,12 +13,8 @@ use std::time::Duration;
 
 use backplane_core::Backplane;
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
-use benches::envelope_run::{chat_message, publish_and_receive};
+use benches::envelope_run::{BATCH, HUB, chat_message, publish_and_receive};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-
-const BATCH: u64 = 10_000;
-const IN_FLIGHT: usize = 256;
-const HUB: &str = "bench";
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -70,21 +66,12 @@ fn bench(c: &mut Criterion) {
         };
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
-                runtime.block_on(async {
-                    let mut elapsed = Duration::ZERO;
-                    for _ in 0..iterations {
-                        elapsed += publish_and_receive(
-                            &*sender,
-                            &mut subscription,
-                            HUB,
-                            &message,
-                            BATCH,
-                            IN_FLIGHT,
-                        )
-                        .await;
-                    }
-                    elapsed
-                })
+                runtime.block_on(publish_and_receive(
+                    &*sender,
+                    &mut subscription,
+                    &message,
+                    iterations,
+                ))
             })
         });
         runtime.block_on(async {

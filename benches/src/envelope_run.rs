@@ -8,9 +8,19 @@ use backplane_core::{
 };
 use futures_util::StreamExt as _;
 
-/// Publish `count` copies of `message` to every connection of `hub` from `sender`, with
-/// up to `in_flight` publishes at once, and wait until `subscription` (another node's)
-/// received all of them. Returns how long that took.
+/// Envelopes published per round.
+pub const BATCH: u64 = 10_000;
+
+/// Most publishes in flight at once.
+pub const IN_FLIGHT: usize = 256;
+
+/// The hub the envelopes are published to.
+pub const HUB: &str = "bench";
+
+/// Run `rounds` rounds, each publishing [`BATCH`] copies of `message` to every
+/// connection of [`HUB`] from `sender`, with up to [`IN_FLIGHT`] publishes at once, and
+/// waiting until `subscription` (another node's) received all of them. Returns the time
+/// the rounds took (criterion's `iter_custom`).
 ///
 /// # Panics
 ///
@@ -18,25 +28,35 @@ use futures_util::StreamExt as _;
 pub async fn publish_and_receive(
     sender: &dyn Backplane,
     subscription: &mut Subscription,
-    hub: &str,
     message: &SerializedMessage,
-    count: u64,
-    in_flight: usize,
+    rounds: u64,
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    for _ in 0..rounds {
+        elapsed += one_round(sender, subscription, message).await;
+    }
+    elapsed
+}
+
+async fn one_round(
+    sender: &dyn Backplane,
+    subscription: &mut Subscription,
+    message: &SerializedMessage,
 ) -> Duration {
     let started = Instant::now();
-    let publishing = futures_util::stream::iter(0..count)
+    let publishing = futures_util::stream::iter(0..BATCH)
         .map(|_| {
             let kind = EnvelopeKind::Invocation {
                 target: Target::All,
                 message: message.clone(),
             };
-            sender.publish(hub, kind)
+            sender.publish(HUB, kind)
         })
-        .buffered(in_flight)
+        .buffered(IN_FLIGHT)
         .for_each(|result| async move { result.expect("publish failed") });
     let receiving = async {
         let mut received = 0;
-        while received < count {
+        while received < BATCH {
             match subscription.recv().await {
                 Some(BackplaneEvent::Envelope(_)) => received += 1,
                 Some(_) => {}
