@@ -584,7 +584,7 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
             None => {}
         }
         drop(_forget);
-        if connection_id.node_tag() == Some(NodeTag::of(self.backplane.node_id())) {
+        if self.issued_here(connection_id) {
             // Issued by this node and not in its registry: it does not exist (any more).
             return Err(ClientResultError::UnknownConnection(connection_id.clone()));
         }
@@ -635,6 +635,11 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
         })
     }
 
+    /// Whether `connection_id` carries this node's tag (see [`ConnectionId::node_tag`]).
+    fn issued_here(&self, connection_id: &ConnectionId) -> bool {
+        connection_id.node_tag() == Some(NodeTag::of(self.backplane.node_id()))
+    }
+
     /// A client-result request from another node: act on it if the connection is ours.
     fn accept_client_invocation(self: &Arc<Self>, origin: NodeId, call: &ClientInvocation) {
         let key = (call.connection_id.clone(), call.invocation_id.clone());
@@ -652,7 +657,7 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
             let registry = read(&self.registry);
             if !registry.contains(&call.connection_id) {
                 drop(registry);
-                if call.connection_id.node_tag() == Some(NodeTag::of(self.backplane.node_id())) {
+                if self.issued_here(&call.connection_id) {
                     // The id names this node, which does not have the connection: say so
                     // now (a `Disconnected` before any `Accepted` means "no such
                     // connection"), so the asking node need not wait for the owner timeout.
