@@ -4,7 +4,7 @@
 #
 #   fuzz/run.sh TARGET SECONDS|RUNS [LIBFUZZER_FLAG...]
 #
-#   TARGET  hub_json | hub_msgpack | handshake | envelope | pg_notification
+#   TARGET  hub_json | hub_msgpack | handshake | envelope | pg_notification | pg_row
 #           (or "build" to only build every target, or "all" to run each target in turn)
 #   30s     run for 30 seconds        (libFuzzer -max_total_time=30)
 #   1000000 run one million inputs    (libFuzzer -runs=1000000)
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-targets=(hub_json hub_msgpack handshake envelope pg_notification)
+targets=(hub_json hub_msgpack handshake envelope pg_notification pg_row)
 usage() {
     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2

@@ -83,3 +83,37 @@ pub fn pack(origin: NodeId, envelopes: &[&[u8]]) -> Vec<String> {
 pub fn reference(origin: NodeId, from: u64, to: u64, hub: &str) -> Option<String> {
     notification::reference(origin, from, to, hub)
 }
+
+/// What the listener reads from one row of a messages table keyed by `seq` (the last
+/// number it holds): per envelope or tombstone, its number, its payload and whether it is
+/// a tombstone (unsigned: no cluster secret).
+pub fn read_row(seq: u64, payload: &[u8]) -> Vec<(u64, Vec<u8>, bool)> {
+    let codec = backplane_core::EnvelopeCodec::default();
+    crate::row::read_payload(
+        &codec,
+        NodeId::from_u128(1),
+        "h".into(),
+        seq,
+        payload.to_vec(),
+    )
+    .into_iter()
+    .map(|row| {
+        let tombstone = !matches!(row.tombstone, crate::tombstone::Reading::NotATombstone);
+        (row.seq, row.payload, tombstone)
+    })
+    .collect()
+}
+
+/// The rows the publisher writes for `envelopes` numbered from `first` in one hub:
+/// `(seq, payload)` per row.
+pub fn write_rows(first: u64, envelopes: &[&[u8]]) -> Vec<(u64, Vec<u8>)> {
+    let mut packer = crate::row::RowPacker::default();
+    for (seq, envelope) in (first..).zip(envelopes) {
+        packer.push("h", seq, envelope);
+    }
+    packer
+        .finish()
+        .into_iter()
+        .map(|row| (row.seq, row.payload))
+        .collect()
+}

@@ -61,8 +61,8 @@
 //! | `id` | `bigint` identity, primary key | insertion order, for operators and retention |
 //! | `origin` | `bytea` (16 bytes) | the publishing node's id |
 //! | `hub` | `text` | the hub (hubs whose slugs collide share a table) |
-//! | `seq` | `bigint` | the envelope's sequence number for (origin, hub), from 1 |
-//! | `payload` | `bytea` | the encoded envelope, or a *tombstone* (byte 0 + first sequence number covered) |
+//! | `seq` | `bigint` | the last sequence number for (origin, hub), from 1, that the row holds |
+//! | `payload` | `bytea` | one encoded envelope; a *pack* (byte 255 + the first sequence number as 8 big-endian bytes + the envelopes `first..=seq`, each preceded by its LEB128 length); or a *tombstone* (byte 0 + first sequence number covered) |
 //! | `inserted_on` | `timestamptz` default `now()` | age, for retention and catch-up |
 //!
 //! with `UNIQUE (origin, hub, seq)` (idempotent retries, catch-up by sequence) and an
@@ -71,6 +71,12 @@
 //! bytes or containing NUL are rejected, long slugs are shortened with a hash. The
 //! notification channel is `{schema}.{slug}` (shortened with a hash to 63 bytes), so
 //! different hubs and different schemas never see each other's notifications.
+//!
+//! A batch stores each hub's run of consecutive envelopes as one pack row (up to 1 MiB,
+//! a run of one as a plain envelope row), so the table pays a heap tuple and three index
+//! entries per run, not per envelope. Nodes of versions before packs read a pack row as
+//! one corrupt row (they count its numbers as lost when catching up from the table; live
+//! notifications are unchanged), so upgrade every node before relying on catch-up.
 //!
 //! # Publishing
 //!

@@ -12,7 +12,7 @@ use postgres_types::ToSql;
 use super::state::{Interrupt, Listener, Repair};
 use crate::connect::describe;
 use crate::names::TableNames;
-use crate::row::{seq_i64, stored_row};
+use crate::row::{seq_i64, stored_rows};
 
 impl Listener {
     /// Read and deliver everything missed while disconnected, per channel.
@@ -114,12 +114,14 @@ impl Listener {
                 let Some(row) = row else { break };
                 let row = row.map_err(|e| Interrupt::Lost(describe(&e)))?;
                 count += 1;
-                match stored_row(&self.shared.codec, &row) {
-                    Some(row) => {
-                        let key = (channel.to_owned(), row.hub.clone());
-                        let mut repair = repairs.get(&key).copied().unwrap_or_default();
-                        self.apply_row(channel, row, &mut repair).await?;
-                        repairs.insert(key, repair);
+                match stored_rows(&self.shared.codec, &row) {
+                    Some(rows) => {
+                        for row in rows {
+                            let key = (channel.to_owned(), row.hub.clone());
+                            let mut repair = repairs.get(&key).copied().unwrap_or_default();
+                            self.apply_row(channel, row, &mut repair).await?;
+                            repairs.insert(key, repair);
+                        }
                     }
                     None => {
                         tracing::warn!(node = %self.shared.node, "[Processor] skipping a row with a malformed origin");

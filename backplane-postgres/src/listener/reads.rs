@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use super::state::{Interrupt, Listener};
 use crate::connect::{self, Role, describe, is_transient};
 use crate::names::TableNames;
-use crate::row::{StoredRow, seq_i64, stored_row};
+use crate::row::{StoredRow, seq_i64, stored_rows};
 
 impl Listener {
     /// The reader connection, opened if needed.
@@ -22,7 +22,9 @@ impl Listener {
         Ok(self.reader.as_ref().expect("connected above"))
     }
 
-    /// Rows `from..=to` of `hub` from `origin`, in sequence order.
+    /// The envelopes and tombstones of `hub` from `origin` whose rows' numbers lie in
+    /// `from..=to`, in sequence order. A row is keyed by the last number it holds, so the
+    /// first row past `to` is read too: a pack there may begin inside the range.
     pub(super) async fn read_range(
         &mut self,
         table: &TableNames,
@@ -32,10 +34,14 @@ impl Listener {
         to: u64,
     ) -> Result<Vec<StoredRow>, Interrupt> {
         let sql = format!(
-            "SELECT origin, hub, seq, payload FROM {table}
-             WHERE origin = $1 AND hub = $2 AND seq BETWEEN $3 AND $4 ORDER BY seq",
+            "(SELECT origin, hub, seq, payload FROM {table}
+              WHERE origin = $1 AND hub = $2 AND seq BETWEEN $3 AND $4)
+             UNION ALL
+             (SELECT origin, hub, seq, payload FROM {table}
+              WHERE origin = $1 AND hub = $2 AND seq > $4 ORDER BY seq LIMIT 1)",
             table = table.qualified
         );
+        let range = from..=to;
         let origin_bytes = origin.to_bytes();
         let origin_bytes: &[u8] = &origin_bytes;
         let (from, to) = (seq_i64(from), seq_i64(to));
@@ -48,10 +54,14 @@ impl Listener {
             match tokio::time::timeout(timeout, query).await {
                 Ok(Ok(rows)) => {
                     let codec = &self.shared.codec;
-                    return Ok(rows
+                    let mut found: Vec<StoredRow> = rows
                         .iter()
-                        .filter_map(|row| stored_row(codec, row))
-                        .collect());
+                        .filter_map(|row| stored_rows(codec, row))
+                        .flatten()
+                        .filter(|row| range.contains(&row.seq))
+                        .collect();
+                    found.sort_by_key(|row| row.seq);
+                    return Ok(found);
                 }
                 Ok(Err(error)) if is_transient(&error) => {
                     last_error = describe(&error);

@@ -1,5 +1,6 @@
 //! One batch as it is written: per table, the rows (tombstones first, then the
-//! envelopes) and the notifications packed from them.
+//! envelopes, a row per hub's run: see the `row` module) and the notifications packed
+//! from them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use super::queue::Pending;
 use crate::context::NodeContext;
 use crate::names::TableNames;
 use crate::notification::{self, Packer};
-use crate::row::seq_i64;
+use crate::row::{RowPacker, seq_i64};
 use crate::tombstone::{self, Tombstone};
 
 /// The rows and notifications of one batch for one table.
@@ -33,31 +34,33 @@ pub(super) fn prepare(
     let node = shared.node;
     let codec = &shared.codec;
     let threshold = shared.options.inline_threshold;
-    let mut writes: Vec<(TableWrite, Packer)> = Vec::new();
+    let mut writes: Vec<(TableWrite, Packer, RowPacker)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut slot = |writes: &mut Vec<(TableWrite, Packer)>, table: &Arc<TableNames>| -> usize {
-        if let Some(&at) = index.get(&table.qualified) {
-            return at;
-        }
-        *index.entry(table.qualified.clone()).or_insert_with(|| {
-            writes.push((
-                TableWrite {
-                    table: table.clone(),
-                    has_tombstones: false,
-                    hubs: Vec::new(),
-                    seqs: Vec::new(),
-                    payloads: Vec::new(),
-                    notifications: Vec::new(),
-                },
-                Packer::new(node),
-            ));
-            writes.len() - 1
-        })
-    };
+    let mut slot =
+        |writes: &mut Vec<(TableWrite, Packer, RowPacker)>, table: &Arc<TableNames>| -> usize {
+            if let Some(&at) = index.get(&table.qualified) {
+                return at;
+            }
+            *index.entry(table.qualified.clone()).or_insert_with(|| {
+                writes.push((
+                    TableWrite {
+                        table: table.clone(),
+                        has_tombstones: false,
+                        hubs: Vec::new(),
+                        seqs: Vec::new(),
+                        payloads: Vec::new(),
+                        notifications: Vec::new(),
+                    },
+                    Packer::new(node),
+                    RowPacker::default(),
+                ));
+                writes.len() - 1
+            })
+        };
     // Tombstones first: they precede everything in this batch in sequence order.
     for tombstone in tombstones {
         let at = slot(&mut writes, &tombstone.route);
-        let (write, packer) = &mut writes[at];
+        let (write, packer, _) = &mut writes[at];
         write.has_tombstones = true;
         write.hubs.push(tombstone.hub.clone());
         write.seqs.push(seq_i64(tombstone.last));
@@ -78,7 +81,7 @@ pub(super) fn prepare(
     for pending in batch {
         let envelope = &pending.envelope;
         let at = slot(&mut writes, &pending.route);
-        let (write, packer) = &mut writes[at];
+        let (_, packer, rows) = &mut writes[at];
         let bytes = codec.encode(envelope);
         if bytes.len() <= threshold {
             packer.inline(&bytes);
@@ -87,13 +90,16 @@ pub(super) fn prepare(
         {
             packer.reference(text);
         }
-        write.hubs.push(envelope.hub.clone());
-        write.seqs.push(seq_i64(envelope.seq));
-        write.payloads.push(bytes);
+        rows.push(&envelope.hub, envelope.seq, &bytes);
     }
     writes
         .into_iter()
-        .map(|(mut write, packer)| {
+        .map(|(mut write, packer, rows)| {
+            for row in rows.finish() {
+                write.hubs.push(row.hub);
+                write.seqs.push(seq_i64(row.seq));
+                write.payloads.push(row.payload);
+            }
             write.notifications = packer
                 .finish()
                 .into_iter()

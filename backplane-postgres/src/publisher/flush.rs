@@ -231,11 +231,21 @@ impl Flusher {
             if committed.started > *opened {
                 continue;
             }
+            // A batch commits whole, and each hub's run in it ends in a row keyed by the
+            // run's last number: that row stands for every envelope of the run.
+            let runs = runs_of(&committed.batch);
             for (i, pending) in committed.batch.iter().enumerate() {
+                let envelope = &pending.envelope;
+                let key = runs
+                    .iter()
+                    .find(|run| {
+                        run.hub == envelope.hub && (run.first..=run.last).contains(&envelope.seq)
+                    })
+                    .map_or(envelope.seq, |run| run.last);
                 let suspects = suspects.entry(&pending.route.qualified).or_default();
                 suspects.at.push((b, i));
-                suspects.hubs.push(pending.envelope.hub.as_str());
-                suspects.seqs.push(seq_i64(pending.envelope.seq));
+                suspects.hubs.push(envelope.hub.as_str());
+                suspects.seqs.push(seq_i64(key));
                 stored[b][i] = false;
             }
         }

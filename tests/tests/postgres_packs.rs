@@ -1,0 +1,163 @@
+//! The PostgreSQL backplane stores each hub's run of a batch as one *pack* row (keyed by
+//! the run's last number). What users rely on: envelopes read back from the table — by
+//! reference notifications, and by catch-up after the listener lost its connection —
+//! arrive exactly once and in order, wherever they sit in a pack; and the table holds a
+//! row per run, not per envelope.
+
+use std::time::Duration;
+
+use backplane_core::{Backplane, BackplaneEvent, GapRepair};
+use backplane_postgres::DEFAULT_INLINE_THRESHOLD;
+use futures_util::StreamExt as _;
+use tests::TestSchema;
+use tests::events::{expect_connected, label_of, labelled, next_event};
+
+const HUB: &str = "packs";
+
+/// The byte that starts a pack row's payload.
+const PACK_MARKER: u8 = 255;
+
+/// `(rows, pack rows)` of `HUB`'s table in `schema`.
+async fn row_counts(schema: &TestSchema) -> (i64, i64) {
+    let admin = schema.admin().await;
+    let row = admin
+        .query_one(
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE get_byte(payload, 0) = {PACK_MARKER})
+                 FROM \"{}\".\"{HUB}_messages\"",
+                schema.name()
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Publish `count` envelopes from `sender` with up to `in_flight` at once (numbered in
+/// first-poll order, so they form batches of many); every third is larger than the
+/// inline threshold when `large` is set, so its notification is a reference and
+/// receivers read it from a pack.
+async fn publish_many(
+    sender: &std::sync::Arc<backplane_postgres::PostgresBackplane>,
+    count: u64,
+    in_flight: usize,
+    large: bool,
+) {
+    futures_util::stream::iter(0..count)
+        .map(|i| {
+            let sender = sender.clone();
+            async move {
+                let mut message = labelled(&i.to_string());
+                if large && i % 3 == 0 {
+                    message = labelled(&format!("{i}:{}", "x".repeat(DEFAULT_INLINE_THRESHOLD)));
+                }
+                sender.publish(HUB, message).await
+            }
+        })
+        .buffered(in_flight)
+        .for_each(|result| async move { result.expect("publish failed") })
+        .await;
+}
+
+fn number(label: &str) -> u64 {
+    label.split(':').next().unwrap().parse().unwrap()
+}
+
+/// Referenced envelopes (too large to go inline) are read from pack rows, wherever they
+/// sit in their run: each arrives once, in order among the inline ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referenced_envelopes_are_read_from_packs_in_order() {
+    const COUNT: u64 = 600;
+    let schema = TestSchema::create("packs_referenced").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+
+    let publishing = {
+        let sender = sender.clone();
+        tokio::spawn(async move { publish_many(&sender, COUNT, 200, true).await })
+    };
+    for expected in 0..COUNT {
+        match next_event(&mut subscription, &format!("envelope {expected}")).await {
+            BackplaneEvent::Envelope(envelope) => {
+                assert_eq!(envelope.seq, expected + 1, "once each, in order");
+                assert_eq!(number(&label_of(&envelope)), expected);
+            }
+            other => panic!("nothing but envelopes expected, got {other:?}"),
+        }
+    }
+    publishing.await.unwrap();
+    let (rows, packs) = row_counts(&schema).await;
+    assert!(packs >= 1, "no pack row among {rows} rows");
+    assert!(
+        u64::try_from(rows).unwrap() < COUNT / 2,
+        "{rows} rows for {COUNT} envelopes published 200 at a time"
+    );
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
+
+/// A listener that loses its connection while batches are stored catches up from the
+/// pack rows: every envelope once, in order, and the outage reported as repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_reads_packs_after_the_listener_was_killed() {
+    const COUNT: u64 = 3_000;
+    let schema = TestSchema::create("packs_catch_up").await;
+    let nodes = schema.nodes(2).await;
+    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+    let mut subscription = receiver.subscribe(HUB).await.unwrap();
+    expect_connected(&mut subscription).await;
+
+    let publishing = {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            publish_many(&sender, COUNT / 2, 256, false).await;
+            // Half-way, pause so the kill below lands between batches.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            publish_many(&sender, COUNT / 2, 256, false).await;
+        })
+    };
+    let mut received = 0u64;
+    let mut killed = false;
+    let mut reconnected = false;
+    let mut from_the_table = 0;
+    while received < COUNT || (killed && !reconnected) {
+        match next_event(&mut subscription, &format!("envelope {received}")).await {
+            BackplaneEvent::Envelope(envelope) => {
+                received += 1;
+                assert_eq!(envelope.seq, received, "once each, in order");
+                if received == COUNT / 4 && !killed {
+                    assert!(schema.terminate("listener", receiver.node_id()).await > 0);
+                    killed = true;
+                }
+            }
+            BackplaneEvent::Disconnected { .. } => assert!(killed),
+            BackplaneEvent::Reconnected { gap } => {
+                let GapRepair::Repaired { recovered } = gap else {
+                    panic!("nothing may be lost: {gap:?}");
+                };
+                from_the_table += recovered;
+                reconnected = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    publishing.await.unwrap();
+    assert!(reconnected, "the kill was not noticed");
+    // The listener waits at least 100 ms before reconnecting while the sender goes on.
+    assert!(from_the_table > 0, "nothing was caught up from the table");
+    let (rows, packs) = row_counts(&schema).await;
+    assert!(packs >= 1, "no pack row among {rows} rows");
+    assert!(
+        u64::try_from(rows).unwrap() < COUNT / 4,
+        "{rows} rows for {COUNT} envelopes"
+    );
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
