@@ -15,6 +15,15 @@ use crate::transport::FrameSink;
 /// none of it.
 const WRITE_COALESCE_BYTES: usize = 1024;
 
+/// How many bytes of hub messages fed together share one WebSocket message. The SignalR
+/// protocols delimit their messages themselves (JSON by the record separator 0x1E,
+/// MessagePack by a length prefix), so every client splits a WebSocket message into its
+/// hub messages, and ASP.NET Core sends whatever its output pipe holds as one message.
+/// One message per burst instead of one per hub message saves the client a frame, an
+/// event and a buffer each (what limits a Node client receiving a fast stream). Hub
+/// messages larger than this go in a message of their own.
+const MESSAGE_COALESCE_BYTES: usize = 16 * 1024;
+
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
@@ -26,6 +35,10 @@ pub(crate) struct FrameWriter<W> {
     io: W,
     /// Frames fed and not yet written (unallocated between flushes).
     out: Vec<u8>,
+    /// Hub messages fed and not yet framed: the payload of the next data message, whose
+    /// opcode is `message_opcode` (unallocated between flushes).
+    message: Vec<u8>,
+    message_opcode: u8,
     /// Pongs the reading half asked for, and the close code it chose.
     control: Arc<Control>,
     /// A Close frame was sent: nothing more may be.
@@ -38,6 +51,8 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
         Self {
             io,
             out: Vec::new(),
+            message: Vec::new(),
+            message_opcode: OP_TEXT,
             control,
             closed: false,
         }
@@ -59,7 +74,22 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
         self.io.write_all(payload).await
     }
 
+    /// Frame the hub messages fed so far as one data message.
+    async fn end_message(&mut self) -> io::Result<()> {
+        if self.message.is_empty() {
+            return Ok(());
+        }
+        let mut message = std::mem::take(&mut self.message);
+        self.write_frame(self.message_opcode, &message).await?;
+        // Reused until the flush gives it back.
+        message.clear();
+        self.message = message;
+        Ok(())
+    }
+
     async fn write_out(&mut self) -> io::Result<()> {
+        self.end_message().await?;
+        self.message = Vec::new();
         if !self.out.is_empty() {
             self.io.write_all(&self.out).await?;
         }
@@ -76,7 +106,17 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for FrameWriter<W> {
             TransferFormat::Text => OP_TEXT,
             TransferFormat::Binary => OP_BINARY,
         };
-        self.write_frame(opcode, &frame).await?;
+        if opcode != self.message_opcode
+            || self.message.len() + frame.len() > MESSAGE_COALESCE_BYTES
+        {
+            self.end_message().await?;
+        }
+        self.message_opcode = opcode;
+        if frame.len() > MESSAGE_COALESCE_BYTES {
+            self.write_frame(opcode, &frame).await?;
+        } else {
+            self.message.extend_from_slice(&frame);
+        }
         if self.out.len() >= WRITE_COALESCE_BYTES {
             self.io.write_all(&self.out).await?;
             self.out.clear();
@@ -92,6 +132,7 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for FrameWriter<W> {
         if self.closed {
             return Ok(());
         }
+        self.end_message().await?;
         let code = self.control.close_code().code();
         self.write_frame(OP_CLOSE, &code.to_be_bytes()).await?;
         self.closed = true;
