@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use backplane_core::node::{HubReading, NodeRuntime, PublisherTask, backend_error, run_reader};
+use backplane_core::node::{HubReading, NodeRuntime, backend_error, run_reader};
 use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
 
 use crate::context::{KIND, NodeContext};
@@ -39,17 +39,8 @@ impl NatsBackplane {
     pub async fn connect(options: NatsOptions) -> Result<Self, BackplaneError> {
         options.validate()?;
         let context = Arc::new(NodeContext::connect(NodeId::random(), options).await?);
-        let node = &context.options.node;
-        let runtime = NodeRuntime::new(
-            context.node,
-            node.max_envelope_bytes,
-            node.subscription_capacity,
-        );
         let writer = SubjectWriter::new(context.clone());
-        let publisher =
-            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits())
-                .with_metrics(backplane_core::metrics::PublishMetrics::new(KIND));
-        runtime.spawn(publisher.run());
+        let runtime = NodeRuntime::start(context.node, &context.options.node, writer, KIND);
         tracing::debug!(node = %context.node, url = %context.options.redacted_url(), prefix = %context.options.prefix, "[Init] node started");
         Ok(Self { context, runtime })
     }

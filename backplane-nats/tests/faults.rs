@@ -11,13 +11,10 @@ use std::time::Duration;
 
 use backplane_core::testkit::CuttingProxy;
 use backplane_core::testkit::events::{expect_connected, label_of, labelled, next_envelope};
-use backplane_core::testkit::faults::{
-    self, HUB, Published, Tally, assert_acknowledged_delivered, cut_five_times,
-    publish_through_fault,
-};
+use backplane_core::testkit::faults::{self, HUB, kill_and_restart};
 use backplane_core::{Backplane, BackplaneError, GapRepair};
 use backplane_nats::{NatsBackplane, NatsOptions, Storage};
-use support::server::{self, TestServer};
+use support::server;
 
 async fn node(options: &NatsOptions) -> Arc<dyn Backplane> {
     Arc::new(
@@ -37,34 +34,6 @@ async fn stream_messages(url: &str, options: &NatsOptions) -> u64 {
     stream.info().await.expect("stream info").state.messages
 }
 
-/// 10,000 envelopes from `publisher` to `receiver`, the server killed (SIGKILL) after
-/// 3,000 arrived and restarted 300 ms later.
-async fn kill_and_restart(
-    server: &mut TestServer,
-    publisher: &Arc<dyn Backplane>,
-    receiver: &Arc<dyn Backplane>,
-) -> (Tally, Published) {
-    publish_through_fault(publisher, receiver, 3_000, async move || {
-        server.kill().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        server.restart().await;
-    })
-    .await
-}
-
-fn assert_clean(published: &Published, tally: &Tally) {
-    assert_eq!(tally.missing, 0, "{tally:?}");
-    assert_acknowledged_delivered(published, tally);
-    assert!(tally.disconnects >= 1, "{tally:?}");
-    assert!(
-        tally
-            .reconnects
-            .iter()
-            .all(|gap| matches!(gap, GapRepair::Repaired { .. })),
-        "{tally:?}"
-    );
-}
-
 /// The server is killed (SIGKILL) after 3,000 of 10,000 envelopes and restarted on its
 /// file store: the receiver resumes from its last stream sequence and loses nothing;
 /// the publisher's retries are stored once.
@@ -73,14 +42,9 @@ async fn server_killed_and_restarted_during_10000_loses_nothing() {
     let mut server = server::start().await;
     let options = support::options(&server.url(), "restart");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let (tally, published) = kill_and_restart(&mut server, &publisher, &receiver).await;
-    println!(
-        "killed and restarted: {} numbered, {} ok; receiver: {tally:?}",
-        published.numbered, published.ok
-    );
-    assert_clean(&published, &tally);
-    publisher.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
+    let (tally, published) =
+        kill_and_restart("killed and restarted", &mut server, publisher, receiver).await;
+    faults::assert_nothing_lost(&published, &tally);
 }
 
 /// With memory storage the stream dies with the server: the receiver neither hangs nor
@@ -91,12 +55,8 @@ async fn restart_with_memory_storage_reports_what_was_lost() {
     let mut server = server::start().await;
     let options = support::options(&server.url(), "memory").storage(Storage::Memory);
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let (tally, published) = kill_and_restart(&mut server, &publisher, &receiver).await;
-    println!(
-        "memory storage: {} numbered, {} ok; receiver: {tally:?}",
-        published.numbered, published.ok
-    );
-    assert!(tally.disconnects >= 1, "{tally:?}");
+    let (tally, published) =
+        kill_and_restart("memory storage", &mut server, publisher, receiver).await;
     assert!(
         tally
             .reconnects
@@ -104,14 +64,7 @@ async fn restart_with_memory_storage_reports_what_was_lost() {
             .any(|gap| matches!(gap, GapRepair::Unrepairable { .. })),
         "the stream was lost with the server: a reconnect must say so: {tally:?}"
     );
-    assert!(
-        tally.delivered + tally.missing <= published.numbered
-            && tally.delivered + tally.missing + (published.numbered - published.ok)
-                >= published.numbered,
-        "numbers unaccounted for: {published:?} {tally:?}"
-    );
-    publisher.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
+    faults::assert_every_number_accounted_for(&published, &tally);
 }
 
 /// Every connection of both nodes is cut five times during 10,000 envelopes: 0 lost,
@@ -122,18 +75,7 @@ async fn connections_cut_through_a_proxy_lose_nothing() {
     let proxy = CuttingProxy::start(support::address_of(&server.url())).await;
     let options = support::options(&format!("nats://{}", proxy.address), "proxy");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let (tally, published) = publish_through_fault(&publisher, &receiver, 2_000, async || {
-        cut_five_times(&proxy).await
-    })
-    .await;
-    assert_eq!(
-        published.ok, published.numbered,
-        "every publish must succeed across cuts: {published:?}"
-    );
-    assert_eq!(tally.delivered, published.numbered, "{tally:?}");
-    assert_clean(&published, &tally);
-    publisher.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
+    faults::connections_cut_through_a_proxy_lose_nothing(&proxy, publisher, receiver).await;
 }
 
 /// `max_messages` keeps the stream at its bound; `max_age` empties it.
@@ -142,12 +84,7 @@ async fn retention_trims_by_count_and_age() {
     let server = server::start().await;
     let options = support::options(&server.url(), "retention").max_messages(Some(100));
     let publisher = node(&options).await;
-    for i in 0..1_000 {
-        publisher
-            .publish(HUB, labelled(&i.to_string()))
-            .await
-            .unwrap();
-    }
+    faults::publish_numbered(&publisher, 1_000).await;
     let held = stream_messages(&server.url(), &options).await;
     assert_eq!(held, 100, "max_messages 100 left {held} messages");
     publisher.shutdown().await.unwrap();
@@ -155,12 +92,7 @@ async fn retention_trims_by_count_and_age() {
     let options =
         support::options(&server.url(), "retention").max_age(Some(Duration::from_secs(1)));
     let publisher = node(&options).await;
-    for i in 0..500 {
-        publisher
-            .publish(HUB, labelled(&i.to_string()))
-            .await
-            .unwrap();
-    }
+    faults::publish_numbered(&publisher, 500).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let held = stream_messages(&server.url(), &options).await;
@@ -229,19 +161,14 @@ async fn hostile_hub_names_stay_apart() {
 /// with `TooLarge`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_clear_and_keep_the_password_out() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }; // closed again: nothing listens there
-    let options = NatsOptions::new(&format!("nats://app:s3cr3t@127.0.0.1:{port}"))
+    let options = NatsOptions::new(&faults::unreachable_url("nats"))
         .unwrap()
         .command_timeout(Duration::from_secs(2));
     let error = NatsBackplane::connect(options)
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("connecting to NATS"), "{error}");
-    assert!(!error.contains("s3cr3t"), "{error}");
+    faults::assert_connect_error_is_clear(&error, "connecting to NATS");
 
     let server = server::start().await;
     let mut options = support::options(&server.url(), "too-large");

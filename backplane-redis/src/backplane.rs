@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use backplane_core::node::{HubReading, NodeRuntime, PublisherTask, backend_error, run_reader};
+use backplane_core::node::{HubReading, NodeRuntime, backend_error, run_reader};
 use backplane_core::{Backplane, BackplaneError, EnvelopeKind, NodeId, Subscription};
 use redis::aio::MultiplexedConnection;
 
@@ -44,17 +44,8 @@ impl RedisBackplane {
             .connect(Role::Publisher)
             .await
             .map_err(|error| backend_error("connecting to Redis", &error))?;
-        let node = &context.options.node;
-        let runtime = NodeRuntime::new(
-            context.node,
-            node.max_envelope_bytes,
-            node.subscription_capacity,
-        );
         let writer = StreamWriter::new(context.clone(), connection);
-        let publisher =
-            PublisherTask::new(context.node, runtime.queue(), writer, node.publish_limits())
-                .with_metrics(backplane_core::metrics::PublishMetrics::new(KIND));
-        runtime.spawn(publisher.run());
+        let runtime = NodeRuntime::start(context.node, &context.options.node, writer, KIND);
         tracing::debug!(node = %context.node, url = %context.options.redacted_url(), prefix = %context.options.key_prefix, "[Init] node started");
         Ok(Self { context, runtime })
     }

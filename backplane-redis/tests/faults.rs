@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use backplane_core::testkit::CuttingProxy;
 use backplane_core::testkit::events::labelled;
-use backplane_core::testkit::faults::{
-    self, HUB, Published, Tally, assert_acknowledged_delivered, cut_five_times,
-    publish_through_fault,
-};
+use backplane_core::testkit::faults::{self, HUB, Published, Tally, kill_and_restart};
 use backplane_core::{Backplane, GapRepair};
 use backplane_redis::{RedisBackplane, RedisOptions};
 use support::server;
@@ -26,7 +23,7 @@ async fn node(options: &RedisOptions) -> Arc<dyn Backplane> {
     )
 }
 
-async fn restart_during_10000(persistent: bool) -> (Tally, Published) {
+async fn restart_during_10000(what: &str, persistent: bool) -> (Tally, Published) {
     let mut server = if persistent {
         server::start_persistent().await
     } else {
@@ -34,16 +31,7 @@ async fn restart_during_10000(persistent: bool) -> (Tally, Published) {
     };
     let options = support::options(&server.url(), "restart");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let server_ref = &mut server;
-    let (tally, published) = publish_through_fault(&publisher, &receiver, 3_000, async move || {
-        server_ref.kill().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        server_ref.restart().await;
-    })
-    .await;
-    publisher.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
-    (tally, published)
+    kill_and_restart(what, &mut server, publisher, receiver).await
 }
 
 /// A Redis without persistence restarts mid-stream: entries not read yet are gone with
@@ -51,12 +39,7 @@ async fn restart_during_10000(persistent: bool) -> (Tally, Published) {
 /// recover, and receives everything published after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_without_persistence_reports_what_was_lost() {
-    let (tally, published) = restart_during_10000(false).await;
-    println!(
-        "without persistence: {} numbered, {} ok; receiver: {tally:?}",
-        published.numbered, published.ok
-    );
-    assert!(tally.disconnects >= 1, "{tally:?}");
+    let (tally, published) = restart_during_10000("without persistence", false).await;
     assert!(
         matches!(
             tally.reconnects.first(),
@@ -64,36 +47,15 @@ async fn restart_without_persistence_reports_what_was_lost() {
         ),
         "the stream was lost with the server: the reconnect must not claim a full repair: {tally:?}"
     );
-    // Each number is delivered, reported missing, or its publish failed (a failed
-    // publish may have been stored and delivered too); the receiver never counts one
-    // number twice.
-    assert!(
-        tally.delivered + tally.missing <= published.numbered
-            && tally.delivered + tally.missing + (published.numbered - published.ok)
-                >= published.numbered,
-        "numbers unaccounted for: {published:?} {tally:?}"
-    );
+    faults::assert_every_number_accounted_for(&published, &tally);
 }
 
 /// With `appendfsync always`, a killed Redis keeps every acknowledged entry: the
 /// receiver resumes from its last id and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_appendfsync_always_loses_nothing() {
-    let (tally, published) = restart_during_10000(true).await;
-    println!(
-        "with appendfsync always: {} numbered, {} ok; receiver: {tally:?}",
-        published.numbered, published.ok
-    );
-    assert!(tally.disconnects >= 1, "{tally:?}");
-    assert_eq!(tally.missing, 0, "{tally:?}");
-    assert_acknowledged_delivered(&published, &tally);
-    assert!(
-        tally
-            .reconnects
-            .iter()
-            .all(|gap| matches!(gap, GapRepair::Repaired { .. })),
-        "{tally:?}"
-    );
+    let (tally, published) = restart_during_10000("with appendfsync always", true).await;
+    faults::assert_nothing_lost(&published, &tally);
 }
 
 /// Every connection of both nodes is cut five times during 10,000 envelopes: 0 lost,
@@ -105,27 +67,7 @@ async fn connections_cut_through_a_proxy_lose_nothing() {
     let proxy = CuttingProxy::start(target).await;
     let options = support::options(&format!("redis://{}", proxy.address), "proxy");
     let (publisher, receiver) = (node(&options).await, node(&options).await);
-    let (tally, published) = publish_through_fault(&publisher, &receiver, 2_000, async || {
-        cut_five_times(&proxy).await
-    })
-    .await;
-    assert_eq!(
-        published.ok, published.numbered,
-        "every publish must succeed across cuts: {published:?}"
-    );
-    assert_eq!(tally.delivered, published.numbered, "{tally:?}");
-    assert_acknowledged_delivered(&published, &tally);
-    assert_eq!(tally.missing, 0, "{tally:?}");
-    assert!(tally.disconnects >= 1, "{tally:?}");
-    assert!(
-        tally
-            .reconnects
-            .iter()
-            .all(|gap| matches!(gap, GapRepair::Repaired { .. })),
-        "{tally:?}"
-    );
-    publisher.shutdown().await.unwrap();
-    receiver.shutdown().await.unwrap();
+    faults::connections_cut_through_a_proxy_lose_nothing(&proxy, publisher, receiver).await;
 }
 
 /// `max_len` keeps a stream near its bound; `max_age` trims old entries and expires
@@ -137,12 +79,7 @@ async fn retention_trims_by_length_and_age() {
     let options = support::options(&server.url(), "retention").max_len(Some(100));
     let key = options.stream_key(HUB);
     let publisher = node(&options).await;
-    for i in 0..1_000 {
-        publisher
-            .publish(HUB, labelled(&i.to_string()))
-            .await
-            .unwrap();
-    }
+    faults::publish_numbered(&publisher, 1_000).await;
     let length: u64 = redis::cmd("XLEN")
         .arg(&key)
         .query_async(&mut admin)
@@ -159,12 +96,7 @@ async fn retention_trims_by_length_and_age() {
         .max_age(Some(Duration::from_millis(1_000)));
     let key = options.stream_key(HUB);
     let publisher = node(&options).await;
-    for i in 0..500 {
-        publisher
-            .publish(HUB, labelled(&i.to_string()))
-            .await
-            .unwrap();
-    }
+    faults::publish_numbered(&publisher, 500).await;
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     publisher.publish(HUB, labelled("late")).await.unwrap();
     let length: u64 = redis::cmd("XLEN")
@@ -199,25 +131,20 @@ async fn node_restarted_with_a_new_id() {
 /// which feature to enable.
 #[tokio::test]
 async fn connect_errors_are_clear_and_keep_the_password_out() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }; // closed again: nothing listens there
-    let options = RedisOptions::new(&format!("redis://app:s3cr3t@127.0.0.1:{port}"))
+    let options = RedisOptions::new(&faults::unreachable_url("redis"))
         .unwrap()
         .command_timeout(Duration::from_secs(2));
     let error = RedisBackplane::connect(options)
         .await
         .unwrap_err()
         .to_string();
-    assert!(error.contains("connecting to Redis"), "{error}");
-    assert!(!error.contains("s3cr3t"), "{error}");
+    faults::assert_connect_error_is_clear(&error, "connecting to Redis");
     if !cfg!(feature = "tls") {
-        let error = RedisOptions::new("rediss://app:s3cr3t@127.0.0.1:6380")
+        let error = RedisOptions::new(&format!("rediss://app:{}@127.0.0.1:6380", faults::PASSWORD))
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("feature `tls`") && !error.contains("s3cr3t"),
+            error.contains("feature `tls`") && !error.contains(faults::PASSWORD),
             "{error}"
         );
     }

@@ -9,16 +9,13 @@ use backplane_core::{
     Backplane, BackplaneEvent, EnvelopeKind, Protocol, SerializedMessage, Target,
 };
 use backplane_memory::MemoryBus;
+use benches::envelope_run::bench_runtime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const BATCH: u64 = 10_000;
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = bench_runtime();
     let message = SerializedMessage::new()
         .with(
             Protocol::Json,

@@ -21,7 +21,7 @@ use backplane_memory::MemoryBus;
 use backplane_nats::{NatsBackplane, NatsOptions};
 use backplane_postgres::{PostgresBackplane, PostgresOptions};
 use backplane_redis::{RedisBackplane, RedisOptions};
-use benches::envelope_run::{BATCH, HUB, chat_message, publish_and_receive};
+use benches::envelope_run::{BATCH, HUB, bench_runtime, chat_message, publish_and_receive};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// How long a backplane may take to connect before it is skipped.
@@ -34,11 +34,7 @@ struct Pair {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = bench_runtime();
     let pg_url = test_services::database_url_from_env();
     let redis_url = test_services::redis_url_from_env();
     let nats_url = test_services::nats_url_from_env();

@@ -13,15 +13,11 @@ use std::time::Duration;
 
 use backplane_core::Backplane;
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
-use benches::envelope_run::{BATCH, HUB, chat_message, publish_and_receive};
+use benches::envelope_run::{BATCH, HUB, bench_runtime, chat_message, publish_and_receive};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = bench_runtime();
     let url = test_services::database_url_from_env();
     if let Err(reason) = runtime.block_on(test_services::answers(&url)) {
         eprintln!(

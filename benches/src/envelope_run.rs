@@ -8,6 +8,20 @@ use backplane_core::{
 };
 use futures_util::StreamExt as _;
 
+/// The runtime the backplane benches run on: multi-threaded with two workers, the same
+/// for every bench so that their numbers compare.
+///
+/// # Panics
+///
+/// When the runtime cannot be built.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the bench runtime")
+}
+
 /// Envelopes published per round.
 pub const BATCH: u64 = 10_000;
 

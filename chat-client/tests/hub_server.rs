@@ -192,6 +192,16 @@ async fn invoke_returns_typed_results_and_errors_in_both_protocols() {
     }
 }
 
+/// Send every `ReceiveMessage` that `connection` gets to `tx`, as `[ALL] user: message`.
+fn forward_messages(connection: &HubConnection, tx: mpsc::UnboundedSender<String>) {
+    connection.on(
+        "ReceiveMessage",
+        move |(user, message): (String, String)| {
+            let _ = tx.send(format!("[ALL] {user}: {message}"));
+        },
+    );
+}
+
 #[tokio::test]
 async fn handlers_receive_typed_arguments_across_protocols() {
     let server = Server::start().await;
@@ -208,13 +218,7 @@ async fn handlers_receive_typed_arguments_across_protocols() {
         .unwrap();
 
     let (tx, mut at_alice) = mpsc::unbounded_channel();
-    let sender = tx.clone();
-    alice.on(
-        "ReceiveMessage",
-        move |(user, message): (String, String)| {
-            let _ = sender.send(format!("[ALL] {user}: {message}"));
-        },
-    );
+    forward_messages(&alice, tx.clone());
     let sender = tx.clone();
     alice.on(
         "ReceiveGroupMessage",
@@ -235,12 +239,7 @@ async fn handlers_receive_typed_arguments_across_protocols() {
     });
 
     let (tx, mut at_bob) = mpsc::unbounded_channel();
-    bob.on(
-        "ReceiveMessage",
-        move |(user, message): (String, String)| {
-            let _ = tx.send(format!("[ALL] {user}: {message}"));
-        },
-    );
+    forward_messages(&bob, tx);
 
     alice.start().await.unwrap();
     bob.start().await.unwrap();
@@ -306,13 +305,7 @@ async fn reconnects_after_the_server_restarts_on_the_same_port() {
         .build()
         .unwrap();
     let (tx, mut events) = mpsc::unbounded_channel();
-    let sender = tx.clone();
-    connection.on(
-        "ReceiveMessage",
-        move |(user, message): (String, String)| {
-            let _ = sender.send(format!("[ALL] {user}: {message}"));
-        },
-    );
+    forward_messages(&connection, tx.clone());
     let sender = tx.clone();
     connection.on_reconnecting(move |reason| {
         let _ = sender.send(format!("reconnecting: {reason}"));

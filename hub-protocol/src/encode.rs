@@ -125,14 +125,11 @@ pub fn encode_completion_value<T: Serialize + ?Sized>(
     invocation_id: &str,
     value: &T,
 ) -> Result<(), EncodeError> {
-    encode_outgoing(
+    write_completion(
         protocol,
         buf,
-        &Outgoing::Completion {
-            headers: &NO_HEADERS,
-            invocation_id,
-            result: OutgoingResult::Value(&TypedValue(value)),
-        },
+        invocation_id,
+        OutgoingResult::Value(&TypedValue(value)),
     )
 }
 
@@ -149,15 +146,7 @@ pub fn encode_completion(
     invocation_id: &str,
     result: &CompletionResult,
 ) -> Result<(), EncodeError> {
-    encode_outgoing(
-        protocol,
-        buf,
-        &Outgoing::Completion {
-            headers: &NO_HEADERS,
-            invocation_id,
-            result: OutgoingResult::from(result),
-        },
-    )
+    write_completion(protocol, buf, invocation_id, OutgoingResult::from(result))
 }
 
 /// Appends a [`Completion`](crate::Completion) with no result: a void method returned, or a
@@ -171,15 +160,7 @@ pub fn encode_completion_void(
     buf: &mut BytesMut,
     invocation_id: &str,
 ) -> Result<(), EncodeError> {
-    encode_outgoing(
-        protocol,
-        buf,
-        &Outgoing::Completion {
-            headers: &NO_HEADERS,
-            invocation_id,
-            result: OutgoingResult::Void,
-        },
-    )
+    write_completion(protocol, buf, invocation_id, OutgoingResult::Void)
 }
 
 /// Appends a [`Completion`](crate::Completion) reporting that the invocation failed with
@@ -194,15 +175,7 @@ pub fn encode_completion_error(
     invocation_id: &str,
     error: &str,
 ) -> Result<(), EncodeError> {
-    encode_outgoing(
-        protocol,
-        buf,
-        &Outgoing::Completion {
-            headers: &NO_HEADERS,
-            invocation_id,
-            result: OutgoingResult::Error(error),
-        },
-    )
+    write_completion(protocol, buf, invocation_id, OutgoingResult::Error(error))
 }
 
 /// Appends a [`CancelInvocation`](crate::CancelInvocation).
@@ -347,6 +320,24 @@ fn encode_outgoing(
         Protocol::Json => json::write_message(buf, message),
         Protocol::MessagePack => msgpack::write_message(buf, message),
     }
+}
+
+/// A completion of `invocation_id` without headers, carrying `result`.
+fn write_completion(
+    protocol: Protocol,
+    buf: &mut BytesMut,
+    invocation_id: &str,
+    result: OutgoingResult<'_>,
+) -> Result<(), EncodeError> {
+    encode_outgoing(
+        protocol,
+        buf,
+        &Outgoing::Completion {
+            headers: &NO_HEADERS,
+            invocation_id,
+            result,
+        },
+    )
 }
 
 fn write_sequence_message(protocol: Protocol, buf: &mut BytesMut, message_type: u8, id: u64) {

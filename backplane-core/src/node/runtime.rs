@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use crate::backplane::{BackplaneError, BackplaneEvent, Subscription};
 use crate::envelope::EnvelopeKind;
 use crate::id::NodeId;
+use crate::metrics::PublishMetrics;
+use crate::node::{BatchStore, NodeOptions, PublisherTask};
 use crate::sequencing::{HubSubscribers, PublishQueue};
 use crate::sync::lock;
 
@@ -56,6 +58,29 @@ impl<R: Clone + Send + 'static> NodeRuntime<R> {
             shut_down: AtomicBool::new(false),
             subscription_capacity,
         }
+    }
+
+    /// A node `node` running with `options`, its publisher task started and writing
+    /// through `store` (its metrics labelled `kind`): what a backend's `connect` does
+    /// once its connection is up.
+    pub fn start<S: BatchStore<Route = R>>(
+        node: NodeId,
+        options: &NodeOptions,
+        store: S,
+        kind: &'static str,
+    ) -> Self
+    where
+        R: Sync,
+    {
+        let runtime = Self::new(
+            node,
+            options.max_envelope_bytes,
+            options.subscription_capacity,
+        );
+        let publisher = PublisherTask::new(node, runtime.queue(), store, options.publish_limits())
+            .with_metrics(PublishMetrics::new(kind));
+        runtime.spawn(publisher.run());
+        runtime
     }
 
     /// This node's id.

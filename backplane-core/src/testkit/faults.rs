@@ -1,14 +1,17 @@
-//! The fault tests' shared vocabulary: a publisher of 10,000 labelled envelopes from
-//! concurrent tasks, and a receiver that checks order and uniqueness while a fault
-//! (a killed server, cut connections) runs. Networked backplanes' `tests/faults.rs` use
-//! it with a server of their own.
+//! The fault tests' shared vocabulary and scenarios: a publisher of 10,000 labelled
+//! envelopes from concurrent tasks, a receiver that checks order and uniqueness while a
+//! fault (a killed server, cut connections) runs, and the scenarios every log backend
+//! runs (its server killed and restarted, its connections cut through a proxy, a node
+//! restarted with a new id, a clear connect error). Networked backplanes'
+//! `tests/faults.rs` run them with a [`DisposableServer`] of their own and say what
+//! their backend promises of each.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::CuttingProxy;
 use super::events::{expect_connected, label_of, labelled};
+use super::{CuttingProxy, DisposableServer, ServerProgram, spare_port};
 use crate::backplane::{Backplane, BackplaneEvent, GapRepair, Subscription};
 use crate::id::NodeId;
 
@@ -274,4 +277,124 @@ pub async fn node_restarted_with_a_new_id(start: impl AsyncFn() -> Arc<dyn Backp
         }
     }
     receiver.shutdown().await.unwrap();
+}
+
+/// `server` is killed (SIGKILL) once 3,000 of `publisher`'s 10,000 envelopes reached
+/// `receiver`, and restarted 300 ms later; returns what the receiver saw and what the
+/// publisher numbered (printed under `what`), both nodes shut down.
+///
+/// # Panics
+///
+/// As [`receive`], or if subscribing or shutting down fails.
+pub async fn kill_and_restart<P: ServerProgram>(
+    what: &str,
+    server: &mut DisposableServer<P>,
+    publisher: Arc<dyn Backplane>,
+    receiver: Arc<dyn Backplane>,
+) -> (Tally, Published) {
+    let (tally, published) = publish_through_fault(&publisher, &receiver, 3_000, async move || {
+        server.kill().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.restart().await;
+    })
+    .await;
+    println!(
+        "{what}: {} numbered, {} ok; receiver: {tally:?}",
+        published.numbered, published.ok
+    );
+    publisher.shutdown().await.unwrap();
+    receiver.shutdown().await.unwrap();
+    (tally, published)
+}
+
+/// After a fault that lost nothing: the receiver was disconnected, every reconnect was
+/// repaired, nothing was reported missing and every acknowledged publish was delivered.
+///
+/// # Panics
+///
+/// If any of that does not hold.
+pub fn assert_nothing_lost(published: &Published, tally: &Tally) {
+    assert_eq!(tally.missing, 0, "{tally:?}");
+    assert_acknowledged_delivered(published, tally);
+    assert!(tally.disconnects >= 1, "{tally:?}");
+    assert!(
+        tally
+            .reconnects
+            .iter()
+            .all(|gap| matches!(gap, GapRepair::Repaired { .. })),
+        "{tally:?}"
+    );
+}
+
+/// After a fault that lost what the server held: the receiver was disconnected, and
+/// each number is delivered, reported missing, or its publish failed (a failed publish
+/// may have been stored and delivered too); the receiver never counts one number twice.
+///
+/// # Panics
+///
+/// If any of that does not hold.
+pub fn assert_every_number_accounted_for(published: &Published, tally: &Tally) {
+    assert!(tally.disconnects >= 1, "{tally:?}");
+    assert!(
+        tally.delivered + tally.missing <= published.numbered
+            && tally.delivered + tally.missing + (published.numbered - published.ok)
+                >= published.numbered,
+        "numbers unaccounted for: {published:?} {tally:?}"
+    );
+}
+
+/// Every connection of `publisher` and `receiver` (both connected through `proxy`) is
+/// cut five times during 10,000 envelopes: every publish succeeds, and nothing is lost,
+/// duplicated or reordered, every reconnect repaired. Both nodes are shut down after.
+///
+/// # Panics
+///
+/// If any of that does not hold.
+pub async fn connections_cut_through_a_proxy_lose_nothing(
+    proxy: &CuttingProxy,
+    publisher: Arc<dyn Backplane>,
+    receiver: Arc<dyn Backplane>,
+) {
+    let (tally, published) = publish_through_fault(&publisher, &receiver, 2_000, async || {
+        cut_five_times(proxy).await
+    })
+    .await;
+    assert_eq!(
+        published.ok, published.numbered,
+        "every publish must succeed across cuts: {published:?}"
+    );
+    assert_eq!(tally.delivered, published.numbered, "{tally:?}");
+    assert_nothing_lost(&published, &tally);
+    publisher.shutdown().await.unwrap();
+    receiver.shutdown().await.unwrap();
+}
+
+/// Publish `count` envelopes on [`HUB`], labelled `0`, `1`, …, one after another.
+///
+/// # Panics
+///
+/// If a publish fails.
+pub async fn publish_numbered(node: &Arc<dyn Backplane>, count: usize) {
+    for i in 0..count {
+        node.publish(HUB, labelled(&i.to_string())).await.unwrap();
+    }
+}
+
+/// The password [`unreachable_url`] carries, which no error may repeat.
+pub const PASSWORD: &str = "s3cr3t";
+
+/// `scheme://app:PASSWORD@127.0.0.1:port`, on a port nothing listens on.
+pub fn unreachable_url(scheme: &str) -> String {
+    format!("{scheme}://app:{PASSWORD}@127.0.0.1:{}", spare_port())
+}
+
+/// The error of a node that could not connect to [`unreachable_url`] says what was
+/// being done (`doing`, such as `"connecting to Redis"`) and never repeats the password.
+///
+/// # Panics
+///
+/// If it does not.
+pub fn assert_connect_error_is_clear(error: &str, doing: &str) {
+    assert!(error.contains(doing), "{error}");
+    assert!(!error.contains(PASSWORD), "{error}");
 }

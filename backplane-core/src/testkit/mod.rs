@@ -54,7 +54,7 @@ pub use repair::{
     ConnectionCutter, repair_across_repeated_cuts, repair_after_dropped_subscription,
 };
 pub use scope::scoped;
-pub use server::{DisposableServer, ServerProgram};
+pub use server::{DisposableServer, ServerProgram, spare_port};
 pub use sink::RecordingSink;
 
 use std::future::Future;

@@ -28,6 +28,16 @@ pub trait ServerProgram {
     fn answers(&self, url: &str) -> impl Future<Output = bool>;
 }
 
+/// A port on 127.0.0.1 that nothing listens on: bound, then closed again.
+///
+/// # Panics
+///
+/// If no port is free.
+pub fn spare_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a spare port");
+    listener.local_addr().expect("bound").port()
+}
+
 /// A disposable server; killed when dropped, its data directory removed.
 #[derive(Debug)]
 pub struct DisposableServer<P: ServerProgram> {
@@ -50,10 +60,7 @@ impl<P: ServerProgram> DisposableServer<P> {
     /// If no port is free, the directory cannot be made, or the server does not start
     /// or answer within 20 s.
     pub async fn start(program: P, with_dir: bool) -> Self {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a spare port");
-            listener.local_addr().expect("bound").port()
-        };
+        let port = spare_port();
         let dir = with_dir.then(|| {
             let name = format!("{}-{:x}", P::NAME, NodeId::random().as_u128() as u64);
             let dir = std::env::temp_dir().join(name);

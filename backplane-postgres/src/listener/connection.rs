@@ -33,19 +33,8 @@ impl Listener {
             .map(|channel| format!("LISTEN {};", quote_ident(channel)))
             .collect();
         if !sql.is_empty() {
-            let timeout = self.shared.options.command_timeout;
-            tokio::time::timeout(
-                timeout,
-                drive(
-                    connection,
-                    &mut self.pending,
-                    self.shared.options.max_pending_notifications,
-                    client.batch_execute(&sql),
-                ),
-            )
-            .await
-            .map_err(|_| format!("LISTEN not answered within {timeout:?}"))??
-            .map_err(|e| describe(&e))?;
+            self.within_command_timeout(connection, "LISTEN", client.batch_execute(&sql))
+                .await?;
         }
         let now = self.database_time(client, connection).await?;
         tracing::debug!(node = %self.shared.node, channels = self.channels.len(), "[Listener] connected and listening");
@@ -59,21 +48,28 @@ impl Listener {
         client: &Client,
         connection: &mut ListenConnection,
     ) -> Result<SystemTime, String> {
-        let timeout = self.shared.options.command_timeout;
         let query = client.query_one("SELECT clock_timestamp()", &[]);
-        let row = tokio::time::timeout(
-            timeout,
-            drive(
-                connection,
-                &mut self.pending,
-                self.shared.options.max_pending_notifications,
-                query,
-            ),
-        )
-        .await
-        .map_err(|_| format!("query not answered within {timeout:?}"))??
-        .map_err(|e| describe(&e))?;
+        let row = self
+            .within_command_timeout(connection, "query", query)
+            .await?;
         Ok(row.get(0))
+    }
+
+    /// Run `query` (a statement on the listening connection's client, `what` in
+    /// messages) within `command_timeout`, notifications that arrive meanwhile kept for
+    /// later ([`drive`]); the error says why it failed.
+    pub(super) async fn within_command_timeout<T>(
+        &mut self,
+        connection: &mut ListenConnection,
+        what: &str,
+        query: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, String> {
+        let timeout = self.shared.options.command_timeout;
+        let limit = self.shared.options.max_pending_notifications;
+        tokio::time::timeout(timeout, drive(connection, &mut self.pending, limit, query))
+            .await
+            .map_err(|_| format!("{what} not answered within {timeout:?}"))??
+            .map_err(|e| describe(&e))
     }
 
     /// A tiny query with a deadline: proves the connection is alive, and refreshes the

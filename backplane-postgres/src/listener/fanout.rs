@@ -71,13 +71,18 @@ impl Listener {
         Ok(())
     }
 
-    /// Send an event to every subscription of every hub.
-    pub(super) async fn broadcast(&mut self, event: impl Fn() -> BackplaneEvent) {
-        let targets: Vec<(String, String)> = self
-            .channels
+    /// Every (channel, hub) with subscriptions, copied out: sending to them needs the
+    /// listener mutably (it prunes subscriptions that ended).
+    fn subscribed_hubs(&self) -> Vec<(String, String)> {
+        self.channels
             .iter()
             .flat_map(|(name, c)| c.hubs.keys().map(move |hub| (name.clone(), hub.clone())))
-            .collect();
+            .collect()
+    }
+
+    /// Send an event to every subscription of every hub.
+    pub(super) async fn broadcast(&mut self, event: impl Fn() -> BackplaneEvent) {
+        let targets = self.subscribed_hubs();
         for (channel, hub) in targets {
             if self.send_to_hub(&channel, &hub, event()).await.is_err() {
                 return;
@@ -97,11 +102,7 @@ impl Listener {
     }
 
     pub(super) async fn report_reconnected(&mut self, repairs: HashMap<(String, String), Repair>) {
-        let targets: Vec<(String, String)> = self
-            .channels
-            .iter()
-            .flat_map(|(name, c)| c.hubs.keys().map(move |hub| (name.clone(), hub.clone())))
-            .collect();
+        let targets = self.subscribed_hubs();
         for (channel, hub) in targets {
             let repair = repairs
                 .get(&(channel.clone(), hub.clone()))

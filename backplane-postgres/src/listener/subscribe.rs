@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use backplane_core::{BackplaneError, BackplaneEvent};
 use tokio_postgres::Client;
 
-use super::connection::drive;
 use super::state::{Channel, Command, Interrupt, ListenConnection, Listener};
-use crate::connect::{PostgresError, describe};
+use crate::connect::PostgresError;
 use crate::names::quote_ident;
 
 impl Listener {
@@ -51,22 +50,12 @@ impl Listener {
         }
         if !self.channels.contains_key(&table.channel) {
             let sql = format!("LISTEN {}", quote_ident(&table.channel));
-            let timeout = shared.options.command_timeout;
-            let listened = tokio::time::timeout(
-                timeout,
-                drive(
-                    connection,
-                    &mut self.pending,
-                    self.shared.options.max_pending_notifications,
-                    client.batch_execute(&sql),
-                ),
-            )
-            .await;
-            let listened = match listened {
-                Ok(Ok(Ok(()))) => self.database_time(client, connection).await,
-                Ok(Ok(Err(error))) => Err(describe(&error)),
-                Ok(Err(reason)) => Err(reason),
-                Err(_) => Err(format!("LISTEN not answered within {timeout:?}")),
+            let listened = match self
+                .within_command_timeout(connection, "LISTEN", client.batch_execute(&sql))
+                .await
+            {
+                Ok(()) => self.database_time(client, connection).await,
+                Err(reason) => Err(reason),
             };
             let listening_since = match listened {
                 Ok(time) => time,
