@@ -12,41 +12,145 @@ use backplane_core::{
 };
 use backplane_postgres::{DEFAULT_INLINE_THRESHOLD, PostgresBackplane};
 use futures_util::StreamExt as _;
-use tests::TestSchema;
 use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
+use tests::{PartitionProxy, TestSchema};
 use tokio_postgres::AsyncMessage;
 
 const HUB: &str = "faults";
 
-/// Two nodes on one schema, the second listening to a hub.
-struct Listening {
-    /// Both nodes, to shut down at the end.
-    nodes: Vec<Arc<PostgresBackplane>>,
-    /// The first node.
+/// Two nodes on a schema of their own: the scene of most tests here.
+struct TwoNodes {
+    /// The test's schema, dropped by [`TwoNodes::finish`].
+    schema: TestSchema,
+    /// The first node, which publishes.
     sender: Arc<PostgresBackplane>,
-    /// The second node.
+    /// The second node, which subscribes.
     receiver: Arc<PostgresBackplane>,
-    /// The second node's subscription to the hub, past its `Connected` event.
+}
+
+impl TwoNodes {
+    /// Two nodes on a new schema labelled `label`.
+    async fn start(label: &str) -> Self {
+        let schema = TestSchema::create(label).await;
+        let nodes = schema.nodes(2).await;
+        let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
+        TwoNodes {
+            schema,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Shut both nodes down, then drop the schema.
+    async fn finish(self) {
+        for node in [&self.sender, &self.receiver] {
+            node.shutdown().await.unwrap();
+        }
+        self.schema.drop().await;
+    }
+}
+
+/// `node`'s subscription to `hub`, past its `Connected` event.
+async fn subscribed(node: &PostgresBackplane, hub: &str) -> Subscription {
+    let mut subscription = node.subscribe(hub).await.unwrap();
+    expect_connected(&mut subscription).await;
+    subscription
+}
+
+/// A node that reaches the database through a proxy the test can partition.
+struct BehindProxy {
+    /// The proxy between the node and the database.
+    proxy: PartitionProxy,
+    /// The node.
+    node: PostgresBackplane,
+    /// The node's subscription to the hub, past its `Connected` event.
     subscription: Subscription,
 }
 
-/// Two nodes on `schema`, the second subscribed to `hub`.
-async fn listening(schema: &TestSchema, hub: &str) -> Listening {
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(hub).await.unwrap();
-    expect_connected(&mut subscription).await;
-    Listening {
-        nodes,
-        sender,
-        receiver,
+/// A node on `schema` behind a new proxy, subscribed to `hub`.
+async fn behind_proxy(schema: &TestSchema, hub: &str) -> BehindProxy {
+    let proxy = PartitionProxy::start(schema.database_address().await).await;
+    let node = PostgresBackplane::connect(schema.options_through(&proxy))
+        .await
+        .unwrap();
+    let subscription = subscribed(&node, hub).await;
+    BehindProxy {
+        proxy,
+        node,
         subscription,
+    }
+}
+
+/// Publish `label` to `hub` from `sender` and see it arrive on `subscription`.
+async fn crosses(
+    sender: &PostgresBackplane,
+    hub: &str,
+    label: &str,
+    subscription: &mut Subscription,
+) {
+    sender.publish(hub, labelled(label)).await.unwrap();
+    let envelope = next_envelope(subscription, label).await;
+    assert_eq!(label_of(&envelope), label);
+}
+
+/// The next event on `subscription`, which must be `Disconnected`; returns its reason.
+async fn expect_disconnected(subscription: &mut Subscription) -> String {
+    match next_event(subscription, "Disconnected").await {
+        BackplaneEvent::Disconnected { reason } => reason,
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+}
+
+/// The events on `subscription` up to the envelope labelled `last`: an envelope as its
+/// label, an unrepairable gap as `unrepairable:<missing>`, anything else as its `Debug`.
+async fn events_until(subscription: &mut Subscription, last: &str) -> Vec<String> {
+    let mut events = Vec::new();
+    loop {
+        let event = next_event(subscription, &format!("events up to {last:?}")).await;
+        let done = matches!(&event, BackplaneEvent::Envelope(e) if label_of(e) == last);
+        events.push(match event {
+            BackplaneEvent::Envelope(e) => label_of(&e),
+            BackplaneEvent::Reconnected {
+                gap: GapRepair::Unrepairable { missing, .. },
+            } => format!("unrepairable:{missing}"),
+            other => format!("{other:?}"),
+        });
+        if done {
+            return events;
+        }
     }
 }
 
 /// The quoted name of the messages table of `slug` in `schema`.
 fn messages_table(schema: &TestSchema, slug: &str) -> String {
     format!("\"{}\".\"{slug}_messages\"", schema.name())
+}
+
+/// Make `table` refuse every new row that fails `check` (rows already there stay).
+async fn refuse_rows(admin: &tokio_postgres::Client, table: &str, check: &str) {
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK ({check}) NOT VALID"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Undo [`refuse_rows`].
+async fn accept_rows(admin: &tokio_postgres::Client, table: &str) {
+    admin
+        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
+        .await
+        .unwrap();
+}
+
+/// How many rows `table` holds.
+async fn count_rows(admin: &tokio_postgres::Client, table: &str) -> i64 {
+    admin
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Write a row into a messages table behind the backplane's back, as a node would have.
@@ -83,13 +187,9 @@ async fn pace(i: u64, every: u64, pause: Duration) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_killed_three_times_during_10000_envelopes() {
     const COUNT: u64 = 10_000;
-    let schema = TestSchema::create("listener_killed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("listener_killed").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
 
     let publisher = sender.clone();
     let publishing = tokio::spawn(async move {
@@ -141,10 +241,7 @@ async fn listener_killed_three_times_during_10000_envelopes() {
     let fence = next_envelope(&mut subscription, "fence").await;
     assert_eq!(label_of(&fence), "fence");
     eprintln!("{recovered} envelopes were recovered from the table during the 3 outages");
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// The publishing connection is killed mid-stream: every publish either succeeded, and
@@ -152,13 +249,9 @@ async fn listener_killed_three_times_during_10000_envelopes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_killed_mid_stream() {
     const COUNT: u64 = 5_000;
-    let schema = TestSchema::create("publisher_killed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("publisher_killed").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
 
     let publisher = sender.clone();
     let publishing = tokio::spawn(async move {
@@ -218,10 +311,7 @@ async fn publisher_killed_mid_stream() {
         "publishes that returned Ok never arrived: {lost:?}"
     );
     eprintln!("{kills} kills, {} ok, {failed} failed", succeeded.len());
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// A message whose envelope encodes to exactly `size` bytes when `origin` publishes it
@@ -265,13 +355,9 @@ fn sized(size: usize, origin: NodeId, seq: u64, hub: &str) -> EnvelopeKind {
 /// ones by reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_of_every_size_cross_intact() {
-    let schema = TestSchema::create("sizes").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, "sizes").await;
+    let nodes = TwoNodes::start("sizes").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, "sizes").await;
 
     // Watch the channel as a plain client too, to see how each envelope travelled.
     let (watcher, mut connection) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
@@ -320,10 +406,7 @@ async fn envelopes_of_every_size_cross_intact() {
             "a {size}-byte envelope travelled the wrong way"
         );
     }
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// Garbage notifications, rows that do not decode and rows that are missing are logged
@@ -331,15 +414,11 @@ async fn envelopes_of_every_size_cross_intact() {
 /// delivering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_missing_data_is_skipped_and_reported() {
-    let schema = TestSchema::create("corrupt").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("corrupt").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
     let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
+    let table = messages_table(schema, HUB);
     let channel = format!("{}.{HUB}", schema.name());
     // A node that exists only as rows written here.
     let ghost = NodeId::random();
@@ -390,23 +469,8 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
     notify(reference(7)).await;
     sender.publish(HUB, labelled("after")).await.unwrap();
 
-    let mut events = Vec::new();
-    loop {
-        let event = next_event(&mut subscription, "events up to \"after\"").await;
-        let done = matches!(&event, BackplaneEvent::Envelope(e) if label_of(e) == "after");
-        events.push(match event {
-            BackplaneEvent::Envelope(e) => label_of(&e),
-            BackplaneEvent::Reconnected {
-                gap: GapRepair::Unrepairable { missing, .. },
-            } => format!("unrepairable:{missing}"),
-            other => format!("{other:?}"),
-        });
-        if done {
-            break;
-        }
-    }
     assert_eq!(
-        events,
+        events_until(&mut subscription, "after").await,
         [
             "ghost-1",
             "unrepairable:1", // 2: corrupt, found while repairing the gap before 3
@@ -418,10 +482,7 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
             "after"
         ]
     );
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// A batch that fails for good (here: a constraint rejects every row) fails its
@@ -429,35 +490,23 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
 /// report them as lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_batches_leave_tombstones_not_gaps() {
-    let schema = TestSchema::create("tombstones").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("tombstones").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
     let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
+    let table = messages_table(schema, HUB);
 
     // A second receiver, cut off by a partition while the batches fail: it must skip
     // the tombstones when it catches up from the table, too.
-    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
-    let cut_off = backplane_postgres::PostgresBackplane::connect(schema.options_through(&proxy))
-        .await
-        .unwrap();
-    let mut cut_off_subscription = cut_off.subscribe(HUB).await.unwrap();
-    expect_connected(&mut cut_off_subscription).await;
+    let BehindProxy {
+        proxy,
+        node: cut_off,
+        subscription: mut cut_off_subscription,
+    } = behind_proxy(schema, HUB).await;
 
-    sender.publish(HUB, labelled("before")).await.unwrap();
-    let before = next_envelope(&mut cut_off_subscription, "before").await;
-    assert_eq!(label_of(&before), "before");
+    crosses(sender, HUB, "before", &mut cut_off_subscription).await;
     proxy.partition(true);
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
-        ))
-        .await
-        .unwrap();
+    refuse_rows(&admin, &table, "seq < 0").await;
     // Failed batches: three publishes at once (one or more batches), then one more.
     let refused = futures_util::future::join_all(
         ["refused-a", "refused-b", "refused-c"].map(|label| sender.publish(HUB, labelled(label))),
@@ -474,10 +523,7 @@ async fn failed_batches_leave_tombstones_not_gaps() {
         .publish(HUB, labelled("refused-d"))
         .await
         .expect_err("still refused");
-    admin
-        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
-        .await
-        .unwrap();
+    accept_rows(&admin, &table).await;
     sender.publish(HUB, labelled("after")).await.unwrap();
 
     let mut seen = Vec::new();
@@ -517,10 +563,7 @@ async fn failed_batches_leave_tombstones_not_gaps() {
     }
     assert_eq!(next, 6, "tombstones must cover 2..=5");
 
-    match next_event(&mut cut_off_subscription, "Disconnected").await {
-        BackplaneEvent::Disconnected { .. } => {}
-        other => panic!("expected Disconnected, got {other:?}"),
-    }
+    expect_disconnected(&mut cut_off_subscription).await;
     proxy.partition(false);
     let after = next_envelope(&mut cut_off_subscription, "after, from the table").await;
     assert_eq!((label_of(&after).as_str(), after.seq), ("after", 6));
@@ -531,10 +574,7 @@ async fn failed_batches_leave_tombstones_not_gaps() {
         other => panic!("tombstones must not count as lost: {other:?}"),
     }
     cut_off.shutdown().await.unwrap();
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// A batch's first attempt inserts without `ON CONFLICT` (its sequence numbers are
@@ -542,15 +582,11 @@ async fn failed_batches_leave_tombstones_not_gaps() {
 /// with `ON CONFLICT DO NOTHING`), be delivered once, and later publishes go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_attempt_meeting_an_existing_row_is_retried_not_failed() {
-    let schema = TestSchema::create("conflict").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("conflict").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
     let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
+    let table = messages_table(schema, HUB);
 
     sender.publish(HUB, labelled("one")).await.unwrap();
     // The row sequence number 2 of this node will take, already there.
@@ -582,16 +618,12 @@ async fn a_first_attempt_meeting_an_existing_row_is_retried_not_failed() {
             ("three".to_owned(), 3)
         ]
     );
-    let stored: i64 = admin
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, 3, "one row per sequence number");
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    assert_eq!(
+        count_rows(&admin, &table).await,
+        3,
+        "one row per sequence number"
+    );
+    nodes.finish().await;
 }
 
 /// Rows older than the retention are deleted, newer ones are kept, and tables in the
@@ -636,13 +668,9 @@ async fn retention_deletes_only_old_rows() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(remaining, (5..=10).collect::<Vec<i64>>());
-    let untouched: i64 = admin
-        .query_one(&format!("SELECT count(*) FROM {other}"), &[])
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        untouched, 1,
+        count_rows(&admin, &other).await,
+        1,
         "retention touched a table that is not its own"
     );
     node.shutdown().await.unwrap();
@@ -653,13 +681,9 @@ async fn retention_deletes_only_old_rows() {
 /// mixed into one batch with small ones (inline, by reference, inline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_batch_keeps_order() {
-    let schema = TestSchema::create("mixed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("mixed").await;
+    let (sender, receiver) = (&nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
     let big = SerializedMessage::new()
         .with(Protocol::Json, b"big".to_vec())
         .with(Protocol::MessagePack, vec![7u8; 1024 * 1024]);
@@ -696,10 +720,7 @@ async fn mixed_batch_keeps_order() {
     for result in publishing.await.unwrap() {
         result.unwrap();
     }
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// A partition that leaves the listener's TCP connection established but silent is
@@ -710,28 +731,20 @@ async fn mixed_batch_keeps_order() {
 async fn silent_partition_is_noticed_and_repaired() {
     let schema = TestSchema::create("partition").await;
     let sender = schema.nodes(1).await.remove(0);
-    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
-    let through_proxy = schema.options_through(&proxy);
-    let receiver = backplane_postgres::PostgresBackplane::connect(through_proxy)
-        .await
-        .unwrap();
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    sender.publish(HUB, labelled("before")).await.unwrap();
-    let before = next_envelope(&mut subscription, "before").await;
-    assert_eq!(label_of(&before), "before");
+    let BehindProxy {
+        proxy,
+        node: receiver,
+        mut subscription,
+    } = behind_proxy(&schema, HUB).await;
+    crosses(&sender, HUB, "before", &mut subscription).await;
 
     proxy.partition(true);
     let cut = tokio::time::Instant::now();
     for i in 0..100 {
         sender.publish(HUB, labelled(&i.to_string())).await.unwrap();
     }
-    match next_event(&mut subscription, "Disconnected").await {
-        BackplaneEvent::Disconnected { reason } => {
-            assert!(reason.contains("probe"), "{reason}");
-        }
-        other => panic!("expected Disconnected, got {other:?}"),
-    }
+    let reason = expect_disconnected(&mut subscription).await;
+    assert!(reason.contains("probe"), "{reason}");
     let noticed = cut.elapsed();
     assert!(
         noticed < Duration::from_secs(10),
@@ -757,57 +770,38 @@ async fn silent_partition_is_noticed_and_repaired() {
 /// published in between is replayed (it was published before the new subscription).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_subscription_does_not_replay_the_past() {
-    let schema = TestSchema::create("resubscribe").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut first = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut first).await;
-    sender.publish(HUB, labelled("a")).await.unwrap();
-    let a = next_envelope(&mut first, "a").await;
-    assert_eq!(label_of(&a), "a");
+    let nodes = TwoNodes::start("resubscribe").await;
+    let (sender, receiver) = (&nodes.sender, &nodes.receiver);
+    let mut first = subscribed(receiver, HUB).await;
+    crosses(sender, HUB, "a", &mut first).await;
     // A second hub on the same node serves as a fence: notifications reach the listener
     // in commit order and are handled one at a time, so once the fence arrives, b, c and
     // d have been handled (while nobody subscribed to the hub).
-    let mut fence = receiver.subscribe("fence").await.unwrap();
-    expect_connected(&mut fence).await;
+    let mut fence = subscribed(receiver, "fence").await;
     drop(first);
     for label in ["b", "c", "d"] {
         sender.publish(HUB, labelled(label)).await.unwrap();
     }
-    sender.publish("fence", labelled("fence")).await.unwrap();
-    let fenced = next_envelope(&mut fence, "fence").await;
-    assert_eq!(label_of(&fenced), "fence");
-    let mut second = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut second).await;
+    crosses(sender, "fence", "fence", &mut fence).await;
+    let mut second = subscribed(receiver, HUB).await;
     sender.publish(HUB, labelled("e")).await.unwrap();
     let envelope = next_envelope(&mut second, "e").await;
     assert_eq!(label_of(&envelope), "e", "an old envelope was replayed");
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// Tombstones the database keeps refusing never block other hubs: the batch is retried
 /// without them, and their numbers are reported lost on their hub instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_tombstones_do_not_block_other_hubs() {
-    let schema = TestSchema::create("poison").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut blocked = receiver.subscribe("blocked").await.unwrap();
-    expect_connected(&mut blocked).await;
-    let mut open = receiver.subscribe("open").await.unwrap();
-    expect_connected(&mut open).await;
+    let nodes = TwoNodes::start("poison").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut blocked = subscribed(receiver, "blocked").await;
+    let mut open = subscribed(receiver, "open").await;
     sender.publish("blocked", labelled("b1")).await.unwrap();
     let admin = schema.admin().await;
-    let table = messages_table(&schema, "blocked");
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 2) NOT VALID"
-        ))
-        .await
-        .unwrap();
+    let table = messages_table(schema, "blocked");
+    refuse_rows(&admin, &table, "seq < 2").await;
     sender
         .publish("blocked", labelled("b2"))
         .await
@@ -830,31 +824,13 @@ async fn refused_tombstones_do_not_block_other_hubs() {
         .expect("another hub must not be blocked by a refused tombstone");
     let o2 = next_envelope(&mut open, "o2").await;
     assert_eq!(label_of(&o2), "o2");
-    admin
-        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
-        .await
-        .unwrap();
+    accept_rows(&admin, &table).await;
     sender.publish("blocked", labelled("b3")).await.unwrap();
-    let mut events = Vec::new();
-    loop {
-        match next_event(&mut blocked, "b3").await {
-            BackplaneEvent::Envelope(e) => {
-                events.push(label_of(&e));
-                if label_of(&e) == "b3" {
-                    break;
-                }
-            }
-            BackplaneEvent::Reconnected {
-                gap: GapRepair::Unrepairable { missing, .. },
-            } => events.push(format!("unrepairable:{missing}")),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(events, ["b1", "unrepairable:1", "b3"]);
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    assert_eq!(
+        events_until(&mut blocked, "b3").await,
+        ["b1", "unrepairable:1", "b3"]
+    );
+    nodes.finish().await;
 }
 
 /// One hub's table refusing rows for good must not fail the publishes of another hub
@@ -863,27 +839,15 @@ async fn refused_tombstones_do_not_block_other_hubs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_table_does_not_fail_other_hubs_in_the_same_batch() {
     const EACH: usize = 100;
-    let schema = TestSchema::create("poison_batch").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut healthy = receiver.subscribe("healthy").await.unwrap();
-    expect_connected(&mut healthy).await;
+    let nodes = TwoNodes::start("poison_batch").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut healthy = subscribed(receiver, "healthy").await;
     // Create both tables, then make one refuse every new row.
     sender.publish("refused", labelled("r0")).await.unwrap();
-    sender
-        .publish("healthy", labelled("h-first"))
-        .await
-        .unwrap();
-    let first = next_envelope(&mut healthy, "h-first").await;
-    assert_eq!(label_of(&first), "h-first");
+    crosses(sender, "healthy", "h-first", &mut healthy).await;
     let admin = schema.admin().await;
-    let table = messages_table(&schema, "refused");
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
-        ))
-        .await
-        .unwrap();
+    let table = messages_table(schema, "refused");
+    refuse_rows(&admin, &table, "seq < 0").await;
     // Interleaved and all started at once, so batches mix the two tables.
     let publishes = (0..EACH).flat_map(|i| {
         let sender = sender.clone();
@@ -914,23 +878,16 @@ async fn a_refused_table_does_not_fail_other_hubs_in_the_same_batch() {
         let envelope = next_envelope(&mut healthy, "healthy envelopes").await;
         assert_eq!(label_of(&envelope), format!("h{i}"));
     }
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// The connection that reads rows (large envelopes, gaps, catch-up) is killed: the next
 /// read reopens it, and nothing is lost or reported lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_killed_is_reopened() {
-    let schema = TestSchema::create("reader_killed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("reader_killed").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
     let big = |label: &str| EnvelopeKind::Invocation {
         target: Target::All,
         message: RecordingSink::message(&format!("{label}{}", "x".repeat(10_000))),
@@ -950,8 +907,5 @@ async fn reader_killed_is_reopened() {
         second.is_ok(),
         "subscribing after a reader kill: {second:?}"
     );
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
