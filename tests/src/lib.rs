@@ -45,9 +45,9 @@ mod schema;
 pub use backends::{ProcessNamespace, TestBackend, nats_url, redis_url};
 pub use binaries::workspace_binaries;
 pub use database::{CONTAINER_VAR, DATABASE_URL_VAR, LOCAL_URL, POSTGRES_TAG, database_url};
-pub use hub_server::HubServerProcess;
+pub use hub_server::{HubServerProcess, hub_server_command};
 pub use js::{ensure_js_packages, js_dir};
-pub use process::lines_of;
+pub use process::{lines_of, output_lines};
 pub use proxy::PartitionProxy;
 pub use python::{ensure_python_clients, python_dir, venv_python};
 
