@@ -16,9 +16,7 @@ received as [target, *arguments]. Any error or timeout ends the script with a no
 exit status and a message on stderr.
 """
 
-import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -27,25 +25,10 @@ from signalrcore.hub_connection_builder import HubConnectionBuilder
 from signalrcore.protocol.messagepack_protocol import MessagePackHubProtocol
 from signalrcore.types import HubProtocolEncoding
 
+from scenario_common import CHAT_EVENTS, fail, succeed
+
 # How long one step may wait for what it expects (the whole scenario is a few seconds).
 STEP_TIMEOUT = 20.0
-
-# Every server-to-client method of the chat hub contract.
-CHAT_EVENTS = [
-    "ReceiveMessage",
-    "ReceiveGroupMessage",
-    "UserJoinedGroup",
-    "UserLeftGroup",
-    "UserConnected",
-    "UserDisconnected",
-]
-
-
-def fail(message):
-    sys.stderr.write(f"chat_scenario.py: {message}\n")
-    sys.stderr.flush()
-    # signalrcore's socket threads are not daemons; do not wait for them.
-    os._exit(1)
 
 
 class Client:
@@ -212,9 +195,7 @@ def main():
     result = {"ann": ann.report(), "bob": bob.report(), "carol": carol.report()}
     ann.connection.stop()
     carol.connection.stop()
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    os._exit(0)
+    succeed(result)
 
 
 if __name__ == "__main__":

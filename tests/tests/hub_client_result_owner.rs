@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backplane_core::ManagerOptions;
 use hub_server::{Caller, ClientResultError, InvokeError};
-use hub_support::streaming_pair::streaming_servers;
+use hub_support::cluster::streaming_servers;
 use serde_json::Value;
 use tests::TestSchema;
 

@@ -4,8 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of it.
 
+pub mod cluster;
 pub mod raw_socket;
-pub mod streaming_pair;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -518,5 +518,25 @@ pub async fn wait_for_connections(hub: &Hub, count: usize) {
             hub.connection_count()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts that `received` holds the texts `"0"` to `"{sent - 1}"`, each once and in
+/// order; otherwise fails, prefixed with `what`, saying how many are missing and where
+/// the first differences are.
+pub fn assert_all_in_order(what: &str, received: &[String], sent: usize) {
+    let expected: Vec<String> = (0..sent).map(|n| n.to_string()).collect();
+    if received != expected {
+        let missing = expected.iter().filter(|n| !received.contains(n)).count();
+        panic!(
+            "{what}: got {} messages for {sent} sent ({missing} missing), first differences: {:?}",
+            received.len(),
+            received
+                .iter()
+                .zip(&expected)
+                .filter(|(got, want)| got != want)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
     }
 }
