@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use hub_server::examples::streaming;
 use hub_support::TestServer;
 use hub_support::cluster::ServedCluster;
+use hub_support::rust_client::EVERY_TRANSPORT_AND_PROTOCOL;
 use serde_json::Value;
 
 /// How long each step may take before the test fails.
@@ -67,13 +68,7 @@ async fn stats(connection: &HubConnection) -> Value {
 async fn a_stream_of_10000_items_arrives_complete_and_in_order_on_every_transport() {
     let cluster = cluster("client_streams_order").await;
     let servers = &cluster.servers;
-    for (transport, protocol) in [
-        (TransportType::WebSockets, Protocol::Json),
-        (TransportType::WebSockets, Protocol::MessagePack),
-        (TransportType::ServerSentEvents, Protocol::Json),
-        (TransportType::LongPolling, Protocol::Json),
-        (TransportType::LongPolling, Protocol::MessagePack),
-    ] {
+    for (transport, protocol) in EVERY_TRANSPORT_AND_PROTOCOL {
         let what = format!("{transport:?}/{protocol:?}");
         let connection = connect(&servers[0], transport, protocol).await;
         let mut numbers = connection

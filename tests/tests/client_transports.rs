@@ -15,6 +15,7 @@ use chat_client::{HubConnection, HubConnectionBuilder, Protocol, TransportType};
 use hub_server::chat;
 use hub_server::{HubOptions, Transports};
 use hub_support::cluster::ServedCluster;
+use hub_support::rust_client::EVERY_TRANSPORT_AND_PROTOCOL;
 use hub_support::{TestServer, assert_all_in_order};
 use tests::PartitionProxy;
 use tokio::sync::mpsc;
@@ -170,13 +171,7 @@ async fn every_transport_round_trips_every_chat_method_across_two_servers() {
     )
     .await;
     let servers = &cluster.servers;
-    for (transport, protocol) in [
-        (TransportType::WebSockets, Protocol::Json),
-        (TransportType::WebSockets, Protocol::MessagePack),
-        (TransportType::ServerSentEvents, Protocol::Json),
-        (TransportType::LongPolling, Protocol::Json),
-        (TransportType::LongPolling, Protocol::MessagePack),
-    ] {
+    for (transport, protocol) in EVERY_TRANSPORT_AND_PROTOCOL {
         round_trip(servers, transport, protocol).await;
     }
     cluster.shut_down().await;

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod raw_socket;
+pub mod rust_client;
 
 use std::net::SocketAddr;
 use std::time::Duration;
