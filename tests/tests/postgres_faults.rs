@@ -12,7 +12,10 @@ use backplane_core::{
 };
 use backplane_postgres::{DEFAULT_INLINE_THRESHOLD, PostgresBackplane};
 use futures_util::StreamExt as _;
-use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
+use tests::events::{
+    crosses, events_until, expect_disconnected, label_of, labelled, next_envelope, next_event,
+    subscribed,
+};
 use tests::{PartitionProxy, TestSchema};
 use tokio_postgres::AsyncMessage;
 
@@ -50,13 +53,6 @@ impl TwoNodes {
     }
 }
 
-/// `node`'s subscription to `hub`, past its `Connected` event.
-async fn subscribed(node: &PostgresBackplane, hub: &str) -> Subscription {
-    let mut subscription = node.subscribe(hub).await.unwrap();
-    expect_connected(&mut subscription).await;
-    subscription
-}
-
 /// A node that reaches the database through a proxy the test can partition.
 struct BehindProxy {
     /// The proxy between the node and the database.
@@ -79,51 +75,6 @@ async fn behind_proxy(schema: &TestSchema, hub: &str) -> BehindProxy {
         node,
         subscription,
     }
-}
-
-/// Publish `label` to `hub` from `sender` and see it arrive on `subscription`.
-async fn crosses(
-    sender: &PostgresBackplane,
-    hub: &str,
-    label: &str,
-    subscription: &mut Subscription,
-) {
-    sender.publish(hub, labelled(label)).await.unwrap();
-    let envelope = next_envelope(subscription, label).await;
-    assert_eq!(label_of(&envelope), label);
-}
-
-/// The next event on `subscription`, which must be `Disconnected`; returns its reason.
-async fn expect_disconnected(subscription: &mut Subscription) -> String {
-    match next_event(subscription, "Disconnected").await {
-        BackplaneEvent::Disconnected { reason } => reason,
-        other => panic!("expected Disconnected, got {other:?}"),
-    }
-}
-
-/// The events on `subscription` up to the envelope labelled `last`: an envelope as its
-/// label, an unrepairable gap as `unrepairable:<missing>`, anything else as its `Debug`.
-async fn events_until(subscription: &mut Subscription, last: &str) -> Vec<String> {
-    let mut events = Vec::new();
-    loop {
-        let event = next_event(subscription, &format!("events up to {last:?}")).await;
-        let done = matches!(&event, BackplaneEvent::Envelope(e) if label_of(e) == last);
-        events.push(match event {
-            BackplaneEvent::Envelope(e) => label_of(&e),
-            BackplaneEvent::Reconnected {
-                gap: GapRepair::Unrepairable { missing, .. },
-            } => format!("unrepairable:{missing}"),
-            other => format!("{other:?}"),
-        });
-        if done {
-            return events;
-        }
-    }
-}
-
-/// The quoted name of the messages table of `slug` in `schema`.
-fn messages_table(schema: &TestSchema, slug: &str) -> String {
-    format!("\"{}\".\"{slug}_messages\"", schema.name())
 }
 
 /// Make `table` refuse every new row that fails `check` (rows already there stay).
@@ -418,7 +369,7 @@ async fn corrupt_and_missing_data_is_skipped_and_reported() {
     let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
     let mut subscription = subscribed(receiver, HUB).await;
     let admin = schema.admin().await;
-    let table = messages_table(schema, HUB);
+    let table = schema.messages_table(HUB);
     let channel = format!("{}.{HUB}", schema.name());
     // A node that exists only as rows written here.
     let ghost = NodeId::random();
@@ -494,7 +445,7 @@ async fn failed_batches_leave_tombstones_not_gaps() {
     let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
     let mut subscription = subscribed(receiver, HUB).await;
     let admin = schema.admin().await;
-    let table = messages_table(schema, HUB);
+    let table = schema.messages_table(HUB);
 
     // A second receiver, cut off by a partition while the batches fail: it must skip
     // the tombstones when it catches up from the table, too.
@@ -586,7 +537,7 @@ async fn a_first_attempt_meeting_an_existing_row_is_retried_not_failed() {
     let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
     let mut subscription = subscribed(receiver, HUB).await;
     let admin = schema.admin().await;
-    let table = messages_table(schema, HUB);
+    let table = schema.messages_table(HUB);
 
     sender.publish(HUB, labelled("one")).await.unwrap();
     // The row sequence number 2 of this node will take, already there.
@@ -643,8 +594,8 @@ async fn retention_deletes_only_old_rows() {
         node.publish(HUB, labelled(&i.to_string())).await.unwrap();
     }
     let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
-    let other = messages_table(&schema, "audit");
+    let table = schema.messages_table(HUB);
+    let other = schema.messages_table("audit");
     admin
         .batch_execute(&format!(
             "UPDATE {table} SET inserted_on = now() - interval '11 minutes' WHERE seq <= 4;
@@ -800,7 +751,7 @@ async fn refused_tombstones_do_not_block_other_hubs() {
     let mut open = subscribed(receiver, "open").await;
     sender.publish("blocked", labelled("b1")).await.unwrap();
     let admin = schema.admin().await;
-    let table = messages_table(schema, "blocked");
+    let table = schema.messages_table("blocked");
     refuse_rows(&admin, &table, "seq < 2").await;
     sender
         .publish("blocked", labelled("b2"))
@@ -846,7 +797,7 @@ async fn a_refused_table_does_not_fail_other_hubs_in_the_same_batch() {
     sender.publish("refused", labelled("r0")).await.unwrap();
     crosses(sender, "healthy", "h-first", &mut healthy).await;
     let admin = schema.admin().await;
-    let table = messages_table(schema, "refused");
+    let table = schema.messages_table("refused");
     refuse_rows(&admin, &table, "seq < 0").await;
     // Interleaved and all started at once, so batches mix the two tables.
     let publishes = (0..EACH).flat_map(|i| {
