@@ -40,6 +40,7 @@ mod proxy;
 mod python;
 #[cfg(feature = "containers")]
 mod reaper;
+pub mod scene;
 mod schema;
 mod script;
 
