@@ -1,105 +1,14 @@
 //! The `hub-server` binary as an operator runs it: flags, the default in-memory backplane,
 //! graceful shutdown on SIGTERM, and `hub-server doctor` against the real test database.
 
-use std::process::Stdio;
+mod support;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tests::{TestSchema, lines_of};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use support::{BINARY, PATIENCE, Server, request};
+use tests::{TestSchema, hub_server_command};
 use tokio_tungstenite::tungstenite::Message;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_hub-server");
-
-/// How long anything that should happen promptly may take.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A running `hub-server` with its log lines.
-struct Server {
-    child: Child,
-    log: mpsc::UnboundedReceiver<String>,
-    /// Everything logged so far, for failure messages.
-    seen: Vec<String>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BINARY)
-            .args(args)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting hub-server");
-        let (tx, log) = mpsc::unbounded_channel();
-        for mut lines in [
-            lines_of(child.stdout.take().unwrap()),
-            lines_of(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(line) = lines.recv().await {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Self {
-            child,
-            log,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for a log line containing `needle`; returns it.
-    async fn expect_log(&mut self, needle: &str) -> String {
-        loop {
-            let line = tokio::time::timeout(PATIENCE, self.log.recv())
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| {
-                    panic!(
-                        "hub-server never logged {needle:?}; its output:\n{}",
-                        self.seen.join("\n")
-                    )
-                });
-            self.seen.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// The `host:port` from the "listening on http://host:port/chathub" line.
-    async fn address(&mut self) -> String {
-        let line = self.expect_log("listening on http://").await;
-        let url = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("an address");
-        url.trim_end_matches("/chathub").to_owned()
-    }
-}
-
-/// One HTTP/1.1 GET; the status and body.
-async fn get(address: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
 
 /// A WebSocket to the chat hub at `address` that has sent the JSON handshake of protocol
 /// version `version` (the answer is left to read).
@@ -120,12 +29,7 @@ async fn chat_websocket(
 
 /// Run `hub-server` with `args` to completion; exit code and stdout, stderr.
 async fn run(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(BINARY)
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let output = hub_server_command(BINARY).args(args).output();
     let output = tokio::time::timeout(PATIENCE, output)
         .await
         .expect("hub-server finishes")
@@ -139,12 +43,12 @@ async fn run(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn serves_chat_on_the_memory_backplane_and_shuts_down_gracefully_on_sigterm() {
-    let mut server = Server::start(&["--urls", "http://127.0.0.1:0", "--server-name", "solo"]);
+    let mut server = Server::spawn(&["--server-name", "solo"], "info");
     let started = server.expect_log("backplane started").await;
     assert!(started.contains("backplane=memory"), "{started}");
-    let address = server.address().await;
+    let address = server.wait_listening().await;
 
-    let (status, body) = get(&address, "/health").await;
+    let (status, _, body) = request(&address, "GET /health HTTP/1.1\r\n").await;
     assert_eq!(status, 200, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["server"], "solo");
@@ -167,7 +71,7 @@ async fn serves_chat_on_the_memory_backplane_and_shuts_down_gracefully_on_sigter
     assert!(connected.starts_with("{\"type\":1,\"target\":\"UserConnected\",\"arguments\":[\""));
     server.expect_log("client connected").await;
 
-    let pid = server.child.id().expect("a pid").to_string();
+    let pid = server.pid().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -194,10 +98,7 @@ async fn serves_chat_on_the_memory_backplane_and_shuts_down_gracefully_on_sigter
         Some(1000),
         "close status"
     );
-    let status = tokio::time::timeout(PATIENCE, server.child.wait())
-        .await
-        .expect("hub-server exits after SIGTERM")
-        .unwrap();
+    let status = server.exit_status().await;
     assert!(status.success(), "{status}");
 }
 
@@ -259,14 +160,7 @@ async fn doctor_checks_a_database_a_server_installed() {
     );
 
     // A server on that schema installs it; then every check passes.
-    let mut server = Server::start(&[
-        "--urls",
-        "http://127.0.0.1:0",
-        "--database-url",
-        url,
-        "--schema",
-        schema.name(),
-    ]);
+    let mut server = Server::spawn(&["--database-url", url, "--schema", schema.name()], "info");
     server.expect_log("backplane connected").await;
     let (code, stdout, stderr) =
         run(&["--database-url", url, "--schema", schema.name(), "doctor"]).await;
@@ -310,13 +204,8 @@ async fn doctor_checks_a_database_a_server_installed() {
 #[tokio::test]
 async fn a_request_whose_headers_never_end_is_closed_and_the_rest_goes_on() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut server = Server::start(&[
-        "--urls",
-        "http://127.0.0.1:0",
-        "--request-headers-timeout",
-        "1",
-    ]);
-    let address = server.address().await;
+    let mut server = Server::spawn(&["--request-headers-timeout", "1"], "info");
+    let address = server.wait_listening().await;
 
     // A WebSocket opened before must outlive the timeout: it is no longer an HTTP request.
     let mut ws = chat_websocket(&address, 1).await;
@@ -345,7 +234,7 @@ async fn a_request_whose_headers_never_end_is_closed_and_the_rest_goes_on() {
     );
 
     // A complete request is served as usual.
-    let (status, body) = get(&address, "/health").await;
+    let (status, _, body) = request(&address, "GET /health HTTP/1.1\r\n").await;
     assert_eq!(status, 200, "{body}");
 
     // And the WebSocket still works.

@@ -5,13 +5,11 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{JWT_FLAGS, PATIENCE, SECRET, Server, jwt, now};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long one Node run may take.
@@ -23,29 +21,13 @@ const SHORT_LIFETIME: u64 = 3;
 
 /// Run `auth-client.js` `scenario` against `server` with `parameters`; what it printed.
 async fn run_client(server: &Server, scenario: &str, parameters: &Value) -> Value {
-    tests::ensure_js_packages().await;
-    let output = Command::new("node")
-        .arg("auth-client.js")
-        .arg(server.base_url())
+    let mut node = tests::node_script("auth-client.js").await;
+    node.arg(server.base_url())
         .arg(scenario)
-        .arg(parameters.to_string())
-        .current_dir(tests::js_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
+        .arg(parameters.to_string());
+    tests::json_result(&mut node, &format!("scenario {scenario}"), SCENARIO_TIMEOUT)
         .await
-        .unwrap_or_else(|_| panic!("scenario {scenario} did not finish in {SCENARIO_TIMEOUT:?}"))
-        .unwrap_or_else(|error| panic!("cannot run node (Node.js 18+ is needed): {error}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "scenario {scenario} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|error| panic!("not JSON ({error}):\n{stdout}\nstderr:\n{stderr}"))
+        .result
 }
 
 fn token_for(sub: &str, lifetime: u64) -> String {

@@ -13,8 +13,7 @@
 
 "use strict";
 
-const signalR = require("@microsoft/signalr");
-const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
+const { buildConnection, sleep, write } = require("./scenario-common");
 
 const [receiverBase, senderBase, protocol = "json", countText = "3000"] = process.argv.slice(2);
 const count = Number(countText);
@@ -27,26 +26,7 @@ if (!receiverBase || !senderBase || !Number.isInteger(count)) {
 const DRAIN_TIMEOUT_MS = 60000;
 
 function build(base, stateful) {
-    const builder = new signalR.HubConnectionBuilder()
-        .withUrl(base + "/chathub")
-        .configureLogging(signalR.LogLevel.Warning);
-    if (protocol === "messagepack") {
-        builder.withHubProtocol(new MessagePackHubProtocol());
-    }
-    if (stateful) {
-        // Automatic reconnect too, as apps configure it: had stateful reconnect failed,
-        // the client would fall back to it and the app would see `onreconnecting`.
-        builder.withStatefulReconnect().withAutomaticReconnect();
-    }
-    return builder.build();
-}
-
-function sleep(ms) {
-    return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function write(text) {
-    return new Promise((resolve) => process.stdout.write(text, resolve));
+    return buildConnection(base + "/chathub", protocol, { stateful });
 }
 
 async function main() {

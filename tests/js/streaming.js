@@ -9,7 +9,8 @@
 "use strict";
 
 const signalR = require("@microsoft/signalr");
-const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
+const common = require("./scenario-common");
+const { sleep } = common;
 
 const [baseA, baseB, protocol = "json"] = process.argv.slice(2);
 if (!baseA || !baseB) {
@@ -21,21 +22,11 @@ if (!baseA || !baseB) {
 const STEP_TIMEOUT_MS = 60000;
 
 function connect(base) {
-    const builder = new signalR.HubConnectionBuilder()
-        .withUrl(base + "/streaming")
-        .configureLogging(signalR.LogLevel.Warning);
-    if (protocol === "messagepack") {
-        builder.withHubProtocol(new MessagePackHubProtocol());
-    }
-    return builder.build();
+    return common.buildConnection(base + "/streaming", protocol);
 }
 
 function within(promise, what) {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), STEP_TIMEOUT_MS);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+    return common.within(promise, what, STEP_TIMEOUT_MS);
 }
 
 /// Every item of a stream, and how it ended.
@@ -59,8 +50,6 @@ async function errorOf(promise) {
         return { value: null, error: String(error.message || error), ms: Date.now() - started };
     }
 }
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main() {
     const out = { protocol };

@@ -24,7 +24,8 @@
 "use strict";
 
 const signalR = require("@microsoft/signalr");
-const { MessagePackHubProtocol } = require("@microsoft/signalr-protocol-msgpack");
+const common = require("./scenario-common");
+const { sleep, write } = common;
 
 const [resumableBase, otherBase, protocol = "json", itemsText = "5000", delayText = "1"] =
     process.argv.slice(2);
@@ -41,33 +42,16 @@ if (!resumableBase || !otherBase || !Number.isInteger(items) || !Number.isIntege
 const STEP_TIMEOUT_MS = 60000;
 
 function build(base, stateful) {
-    const builder = new signalR.HubConnectionBuilder()
-        .withUrl(base + "/streaming", { transport: signalR.HttpTransportType.WebSockets })
-        .configureLogging(signalR.LogLevel.Warning);
-    if (protocol === "messagepack") {
-        builder.withHubProtocol(new MessagePackHubProtocol());
-    }
-    if (stateful) {
-        // Automatic reconnect too, as apps configure it: had stateful reconnect failed,
-        // the client would fall back to it and the app would see `onreconnecting`.
-        builder.withStatefulReconnect().withAutomaticReconnect();
-    }
-    return builder.build();
+    return common.buildConnection(base + "/streaming", protocol, {
+        stateful,
+        options: { transport: signalR.HttpTransportType.WebSockets },
+    });
 }
 
 function within(promise, what) {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), STEP_TIMEOUT_MS);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+    return common.within(promise, what, STEP_TIMEOUT_MS);
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function write(text) {
-    return new Promise((resolve) => process.stdout.write(text, resolve));
-}
 
 /// Counts the resumable client's resumes on a new WebSocket (its internal
 /// `features.resend`, called once per reconnected transport) and asks the test for cuts.

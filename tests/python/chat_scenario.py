@@ -16,9 +16,7 @@ received as [target, *arguments]. Any error or timeout ends the script with a no
 exit status and a message on stderr.
 """
 
-import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -27,25 +25,10 @@ from signalrcore.hub_connection_builder import HubConnectionBuilder
 from signalrcore.protocol.messagepack_protocol import MessagePackHubProtocol
 from signalrcore.types import HubProtocolEncoding
 
+from scenario_common import CHAT_EVENTS, fail, succeed
+
 # How long one step may wait for what it expects (the whole scenario is a few seconds).
 STEP_TIMEOUT = 20.0
-
-# Every server-to-client method of the chat hub contract.
-CHAT_EVENTS = [
-    "ReceiveMessage",
-    "ReceiveGroupMessage",
-    "UserJoinedGroup",
-    "UserLeftGroup",
-    "UserConnected",
-    "UserDisconnected",
-]
-
-
-def fail(message):
-    sys.stderr.write(f"chat_scenario.py: {message}\n")
-    sys.stderr.flush()
-    # signalrcore's socket threads are not daemons; do not wait for them.
-    os._exit(1)
 
 
 class Client:
@@ -138,6 +121,21 @@ class Client:
             }
 
 
+def send_to_all(sender, user, text, receivers):
+    """`sender` sends `text` as `user` to everyone; wait until each of `receivers` has it."""
+    sender.invoke("SendMessage", [user, text])
+    for client in receivers:
+        client.wait_for(["ReceiveMessage", user, text])
+
+
+def send_to_room(sender, user, text, receivers):
+    """`sender` sends `text` as `user` to the group "room"; wait until each of `receivers`
+    has it."""
+    sender.invoke("SendMessageToGroup", ["room", user, text])
+    for client in receivers:
+        client.wait_for(["ReceiveGroupMessage", "room", user, text])
+
+
 def main():
     if len(sys.argv) != 4:
         fail("usage: chat_scenario.py URL_A URL_B PROTOCOLS")
@@ -162,12 +160,8 @@ def main():
 
     # SendMessage from each instance reaches everyone on both.
     everyone = (ann, bob, carol)
-    ann.invoke("SendMessage", ["ann", "hello from A"])
-    for client in everyone:
-        client.wait_for(["ReceiveMessage", "ann", "hello from A"])
-    bob.invoke("SendMessage", ["bob", "hello from B"])
-    for client in everyone:
-        client.wait_for(["ReceiveMessage", "bob", "hello from B"])
+    send_to_all(ann, "ann", "hello from A", everyone)
+    send_to_all(bob, "bob", "hello from B", everyone)
 
     # Groups: ann (A) and bob (B) join "room"; carol (A) does not.
     ann.invoke("JoinGroup", ["room"])
@@ -175,31 +169,20 @@ def main():
     bob.invoke("JoinGroup", ["room"])
     for client in (ann, bob):
         client.wait_for(["UserJoinedGroup", "bob", "room"])
-    bob.invoke("SendMessageToGroup", ["room", "bob", "group hi from B"])
-    for client in (ann, bob):
-        client.wait_for(["ReceiveGroupMessage", "room", "bob", "group hi from B"])
-    ann.invoke("SendMessageToGroup", ["room", "ann", "group hi from A"])
-    for client in (ann, bob):
-        client.wait_for(["ReceiveGroupMessage", "room", "ann", "group hi from A"])
+    send_to_room(bob, "bob", "group hi from B", (ann, bob))
+    send_to_room(ann, "ann", "group hi from A", (ann, bob))
     # A non-member may send to the group; it does not receive it.
-    carol.invoke("SendMessageToGroup", ["room", "carol", "from outside"])
-    for client in (ann, bob):
-        client.wait_for(["ReceiveGroupMessage", "room", "carol", "from outside"])
+    send_to_room(carol, "carol", "from outside", (ann, bob))
     ann.invoke("LeaveGroup", ["room"])
     bob.wait_for(["UserLeftGroup", "ann", "room"])
-    bob.invoke("SendMessageToGroup", ["room", "bob", "only bob is left"])
-    bob.wait_for(["ReceiveGroupMessage", "room", "bob", "only bob is left"])
+    send_to_room(bob, "bob", "only bob is left", (bob,))
 
     # A barrier from each instance: once a client has both, everything either instance
     # sent it before them has arrived (delivery is ordered per sending instance). Each
     # waits until everyone has the first: messages of two senders have no order between
     # them (ann's completion does not mean bob, on the other instance, already has it).
-    ann.invoke("SendMessage", ["ann", "end from A"])
-    for client in everyone:
-        client.wait_for(["ReceiveMessage", "ann", "end from A"])
-    bob.invoke("SendMessage", ["bob", "end from B"])
-    for client in everyone:
-        client.wait_for(["ReceiveMessage", "bob", "end from B"])
+    send_to_all(ann, "ann", "end from A", everyone)
+    send_to_all(bob, "bob", "end from B", everyone)
 
     # bob leaves: the others hear it from the other instance. signalrcore's stop() sends
     # no Close message and no WebSocket close frame; it closes its socket, which takes
@@ -212,9 +195,7 @@ def main():
     result = {"ann": ann.report(), "bob": bob.report(), "carol": carol.report()}
     ann.connection.stop()
     carol.connection.stop()
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    os._exit(0)
+    succeed(result)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ token as an `Authorization` header from its WebSocket request on.
 """
 
 import asyncio
-import json
 import logging
-import os
 import sys
 from urllib.parse import parse_qs, urlparse
 
@@ -26,23 +24,10 @@ from pysignalr.client import SignalRClient
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
 
+from scenario_common import CHAT_EVENTS, fail, succeed
+
 # How long one step may wait for what it expects (the whole scenario is a few seconds).
 STEP_TIMEOUT = 20.0
-
-CHAT_EVENTS = [
-    "ReceiveMessage",
-    "ReceiveGroupMessage",
-    "UserJoinedGroup",
-    "UserLeftGroup",
-    "UserConnected",
-    "UserDisconnected",
-]
-
-
-def fail(message):
-    sys.stderr.write(f"pysignalr_scenario.py: {message}\n")
-    sys.stderr.flush()
-    os._exit(1)
 
 
 class Client:
@@ -224,9 +209,7 @@ def main():
         fail("PROTOCOLS names three protocols: ann,bob,carol")
     logging.basicConfig(level=logging.CRITICAL)
     result = asyncio.run(scenario(sys.argv[1], sys.argv[2], protocols))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    os._exit(0)
+    succeed(result)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ and registers a completion handler (in this test only; the server needs no chang
 """
 
 import asyncio
-import json
 import logging
-import os
 import sys
 import uuid
 from urllib.parse import parse_qs, urlparse
@@ -31,14 +29,10 @@ from pysignalr.messages import InvocationClientStreamMessage
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
 
+from scenario_common import fail, succeed
+
 # How long one step may wait for what it expects.
 STEP_TIMEOUT = 30.0
-
-
-def fail(message):
-    sys.stderr.write(f"pysignalr_streams.py: {message}\n")
-    sys.stderr.flush()
-    os._exit(1)
 
 
 async def within(awaitable, what):
@@ -195,9 +189,7 @@ def main():
         fail("usage: pysignalr_streams.py URL_A URL_B PROTOCOL ITEMS")
     logging.basicConfig(level=logging.CRITICAL)
     result = asyncio.run(scenario(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    os._exit(0)
+    succeed(result)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ value dropped (signalrcore/hub/base_hub_connection.py, `handler(message.argument
 `__on_invocation_message`), so no client-result step runs here.
 """
 
-import json
 import logging
-import os
 import sys
 import threading
 import uuid
@@ -39,15 +37,10 @@ from signalrcore.messages.invocation_message import InvocationClientStreamMessag
 from signalrcore.subject import Subject
 from signalrcore.types import HubProtocolEncoding
 
+from scenario_common import fail, succeed
+
 # How long one step may wait for what it expects.
 STEP_TIMEOUT = 30.0
-
-
-def fail(message):
-    sys.stderr.write(f"signalrcore_streams.py: {message}\n")
-    sys.stderr.flush()
-    # signalrcore's socket threads are not daemons; do not wait for them.
-    os._exit(1)
 
 
 def connect(url, protocol):
@@ -188,9 +181,7 @@ def main():
 
     a.stop()
     b.stop()
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
-    os._exit(0)
+    succeed(out)
 
 
 if __name__ == "__main__":

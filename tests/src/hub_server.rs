@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::lines_of;
+use crate::output_lines;
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,29 +50,19 @@ impl HubServerProcess {
         flags: &[impl AsRef<std::ffi::OsStr>],
         urls: &str,
     ) -> Self {
-        let mut child = Command::new(binary)
+        let mut child = hub_server_command(binary)
             .args(["--urls", urls])
             .args(flags)
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .env_remove("NATS_URL")
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("starting hub-server");
-        let mut stdout = lines_of(child.stdout.take().expect("piped stdout"));
-        let mut stderr = lines_of(child.stderr.take().expect("piped stderr"));
+        let mut output = output_lines(&mut child);
         let mut log = Vec::new();
         let url = loop {
-            let line = tokio::select! {
-                line = stdout.recv() => line,
-                line = stderr.recv() => line,
-                () = tokio::time::sleep(START_TIMEOUT) => None,
-            };
+            let line = tokio::time::timeout(START_TIMEOUT, output.recv())
+                .await
+                .ok()
+                .flatten();
             let Some(line) = line else {
                 panic!(
                     "hub-server did not start listening; its output:\n{}",
@@ -85,8 +75,7 @@ impl HubServerProcess {
             log.push(line);
         };
         // Keep draining its output so the server never blocks on a full pipe.
-        tokio::spawn(async move { while stdout.recv().await.is_some() {} });
-        tokio::spawn(async move { while stderr.recv().await.is_some() {} });
+        tokio::spawn(async move { while output.recv().await.is_some() {} });
         Self { child, url }
     }
 
@@ -95,6 +84,24 @@ impl HubServerProcess {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// A command that runs the `hub-server` at `binary` as the tests want it: blind to the
+/// backplane variables of the environment (`DATABASE_URL`, `REDIS_URL`, `NATS_URL`, so
+/// only its flags choose), without colours, its input closed, its output piped, and
+/// killed when dropped.
+pub fn hub_server_command(binary: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("NATS_URL")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
 
 /// The `http://host:port` in a "listening on http://host:port/chathub" log line.

@@ -40,16 +40,20 @@ mod proxy;
 mod python;
 #[cfg(feature = "containers")]
 mod reaper;
+pub mod scene;
 mod schema;
+mod script;
 
 pub use backends::{ProcessNamespace, TestBackend, nats_url, redis_url};
 pub use binaries::workspace_binaries;
 pub use database::{CONTAINER_VAR, DATABASE_URL_VAR, LOCAL_URL, POSTGRES_TAG, database_url};
-pub use hub_server::HubServerProcess;
+pub use hub_server::{HubServerProcess, hub_server_command};
 pub use js::{ensure_js_packages, js_dir};
-pub use process::lines_of;
+pub use process::{lines_of, output_lines};
 pub use proxy::PartitionProxy;
-pub use python::{ensure_python_clients, python_dir, venv_python};
+pub use python::{
+    PYTHON_KEEP_ALIVE_INTERVAL, PythonClient, ensure_python_clients, python_dir, venv_python,
+};
 
 /// Send `tracing` output to the test harness (shown for failing tests), filtered by
 /// `RUST_LOG`; nothing is logged when it is unset. Safe to call repeatedly.
@@ -62,3 +66,4 @@ pub fn init_logging() {
     }
 }
 pub use schema::{TestSchema, terminate};
+pub use script::{ScriptOutput, json_result, node_script, python_script};

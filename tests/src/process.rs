@@ -1,6 +1,7 @@
 //! Reading the output of processes the tests start.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 /// Every line of `stream` (a child's stdout or stderr), forwarded to a channel as it
@@ -10,6 +11,29 @@ pub fn lines_of(
     stream: impl AsyncRead + Unpin + Send + 'static,
 ) -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
+    forward_lines(stream, tx);
+    rx
+}
+
+/// Every line of `child`'s piped stdout and stderr, in one channel in the order they
+/// arrive (for a log, whichever stream it goes to). The channel ends when both streams
+/// do.
+///
+/// # Panics
+///
+/// Panics if stdout or stderr is not piped, or was taken already.
+pub fn output_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    forward_lines(child.stdout.take().expect("piped stdout"), tx.clone());
+    forward_lines(child.stderr.take().expect("piped stderr"), tx);
+    rx
+}
+
+/// Send every line of `stream` to `tx` until either ends.
+fn forward_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    tx: mpsc::UnboundedSender<String>,
+) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -18,5 +42,4 @@ pub fn lines_of(
             }
         }
     });
-    rx
 }

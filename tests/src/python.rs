@@ -2,6 +2,7 @@
 //! with their dependencies by `requirements.txt`), installed into the virtual environment
 //! `tests/python/.venv` on first use, so `cargo test` works on a clean clone with Python 3
 //! and access to PyPI (and fails, saying so, without them).
+//! [`PythonClient`] names the clients and their scenario scripts.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -99,3 +100,37 @@ pub async fn ensure_python_clients() {
         })
         .await;
 }
+
+/// A Python SignalR client the tests drive, each with a scenario script per test file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PythonClient {
+    /// `signalrcore` (threads).
+    Signalrcore,
+    /// `pysignalr` (asyncio).
+    Pysignalr,
+}
+
+impl PythonClient {
+    /// Its chat hub scenario (`hub_python_client.rs`).
+    pub fn chat_script(self) -> &'static str {
+        match self {
+            PythonClient::Signalrcore => "chat_scenario.py",
+            PythonClient::Pysignalr => "pysignalr_scenario.py",
+        }
+    }
+
+    /// Its streams and client results scenario (`hub_python_streams.rs`).
+    pub fn streams_script(self) -> &'static str {
+        match self {
+            PythonClient::Signalrcore => "signalrcore_streams.py",
+            PythonClient::Pysignalr => "pysignalr_streams.py",
+        }
+    }
+}
+
+/// The keep-alive interval of servers that Python clients use, shorter than the default
+/// 15 s because signalrcore's `stop()` closes its socket while its receive thread is
+/// blocked reading it: on Linux that read returns, and the socket is really closed (the
+/// server sees the disconnect), only when the next frame arrives from the server, at
+/// worst a keep-alive Ping later. Pings every half second keep the tests short.
+pub const PYTHON_KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);

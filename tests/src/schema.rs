@@ -70,6 +70,11 @@ impl TestSchema {
         self.url
     }
 
+    /// The quoted, schema-qualified name of the messages table of `hub`.
+    pub fn messages_table(&self, hub: &str) -> String {
+        format!("\"{}\".\"{hub}_messages\"", self.name)
+    }
+
     /// Backplane options on this schema, with timings shortened for tests (faster
     /// reconnects, probes and gap waits; the defaults are for production).
     pub fn options(&self) -> PostgresOptions {

@@ -37,9 +37,58 @@ fn binary(name: &str) -> PathBuf {
         .clone()
 }
 
-/// Starts a `hub-server` on a free port of 127.0.0.1, on `schema`.
-async fn start_server(database_url: &str, schema: &str) -> HubServerProcess {
-    HubServerProcess::start(&binary("hub-server"), database_url, schema).await
+/// A new schema labelled `label`, and a `hub-server` on a free port of 127.0.0.1 on it.
+async fn start_server(label: &str) -> (tests::TestSchema, HubServerProcess) {
+    let schema = tests::TestSchema::create(label).await;
+    let database_url = tests::database_url().await;
+    let server = HubServerProcess::start(&binary("hub-server"), database_url, schema.name()).await;
+    (schema, server)
+}
+
+/// Two `hub-server` processes on free ports of 127.0.0.1, sharing a namespace of their
+/// own on one backplane.
+struct TwoServers {
+    /// Where both servers keep their state; removed by [`TwoServers::stop`].
+    namespace: tests::ProcessNamespace,
+    /// The first server (Alice's).
+    a: HubServerProcess,
+    /// The second server (Bob's).
+    b: HubServerProcess,
+}
+
+impl TwoServers {
+    /// Two servers on a new namespace labelled `label` on `backend`.
+    async fn start(backend: TestBackend, label: &str) -> TwoServers {
+        let namespace = backend.process_namespace(label).await;
+        let hub_server = binary("hub-server");
+        let urls = "http://127.0.0.1:0";
+        let a = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
+        let b = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
+        TwoServers { namespace, a, b }
+    }
+
+    /// Stop both servers, then remove the namespace.
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+        self.namespace.remove().await;
+    }
+}
+
+/// Runs `chat-client --url {url} --user {user}` with no input, asserts it fails, and
+/// returns what it wrote on standard output and standard error.
+async fn refused_run(url: &str, user: &str) -> (String, String) {
+    let output = Command::new(binary("chat-client"))
+        .args(["--url", url, "--user", user])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running chat-client");
+    assert!(!output.status.success());
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
 }
 
 /// A `chat-client` process driven through its standard input.
@@ -214,21 +263,15 @@ async fn health_backplane_kind(url: &str) -> String {
 /// one on long polling with MessagePack, chatting through two servers on PostgreSQL.
 #[tokio::test]
 async fn clients_forced_to_the_http_transports_chat_through_two_servers() {
-    let namespace = TestBackend::Postgres
-        .process_namespace("chat_client_http")
-        .await;
-    let hub_server = binary("hub-server");
-    let urls = "http://127.0.0.1:0";
-    let server_a = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
-    let server_b = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
+    let servers = TwoServers::start(TestBackend::Postgres, "chat_client_http").await;
     let mut alice = ChatProcess::start_with(
-        &server_a.url,
+        &servers.a.url,
         "alice",
         &["--transport", "server-sent-events", "--stateful-reconnect"],
     )
     .await;
     let mut bob = ChatProcess::start_with(
-        &server_b.url,
+        &servers.b.url,
         "bob",
         &["--transport", "long-polling", "--protocol", "messagepack"],
     )
@@ -242,22 +285,16 @@ async fn clients_forced_to_the_http_transports_chat_through_two_servers() {
     alice.expect("[ALL] bob: hi over polls").await;
     bob.finish_cleanly().await;
     alice.finish_cleanly().await;
-    server_a.stop().await;
-    server_b.stop().await;
-    namespace.remove().await;
+    servers.stop().await;
 }
 
 async fn two_clients_chat_through_two_servers(backend: TestBackend, kind: &str) {
-    let namespace = backend.process_namespace("chat_client").await;
-    let hub_server = binary("hub-server");
-    let urls = "http://127.0.0.1:0";
-    let server_a = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
-    let server_b = HubServerProcess::start_with(&hub_server, &namespace.flags, urls).await;
-    let reported = health_backplane_kind(&server_a.url).await;
+    let servers = TwoServers::start(backend, "chat_client").await;
+    let reported = health_backplane_kind(&servers.a.url).await;
     assert!(reported.starts_with(kind), "/health says {reported:?}");
 
-    let mut alice = ChatProcess::start(&server_a.url, "alice").await;
-    let mut bob = ChatProcess::start(&server_b.url, "bob").await;
+    let mut alice = ChatProcess::start(&servers.a.url, "alice").await;
+    let mut bob = ChatProcess::start(&servers.b.url, "bob").await;
     // Connects: Bob's arrival on server B is announced to Alice on server A.
     alice
         .expect(&format!("[SYSTEM] {} connected", bob.connection_id))
@@ -309,12 +346,7 @@ async fn two_clients_chat_through_two_servers(backend: TestBackend, kind: &str) 
     // The last line before the end of input is still delivered, and the client exits 0.
     bob.type_line("last words").await;
     let bob_id = bob.connection_id.clone();
-    let (status, _, stderr) = bob.finish().await;
-    assert!(
-        status.success(),
-        "bob exited with {status}; stderr: {stderr:?}"
-    );
-    assert!(stderr.is_empty(), "bob wrote to stderr: {stderr:?}");
+    bob.finish_cleanly().await;
     alice.expect("[ALL] bob: last words").await;
     // Disconnects: announced across servers too.
     alice
@@ -322,9 +354,7 @@ async fn two_clients_chat_through_two_servers(backend: TestBackend, kind: &str) 
         .await;
     alice.finish_cleanly().await;
 
-    server_a.stop().await;
-    server_b.stop().await;
-    namespace.remove().await;
+    servers.stop().await;
 }
 
 #[tokio::test]
@@ -335,14 +365,7 @@ async fn unreachable_server_gives_one_error_line_and_a_failure_exit() {
         .local_addr()
         .unwrap()
         .port();
-    let output = Command::new(binary("chat-client"))
-        .args(["--url", &format!("http://127.0.0.1:{port}"), "--user", "x"])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("running chat-client");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let (stdout, stderr) = refused_run(&format!("http://127.0.0.1:{port}"), "x").await;
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one error line, got {stderr:?}");
     assert!(
@@ -350,7 +373,6 @@ async fn unreachable_server_gives_one_error_line_and_a_failure_exit() {
         "{stderr:?}"
     );
     // Standard output has no stack of errors either: only the connecting notice.
-    let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(
         stdout,
         format!("Connecting to http://127.0.0.1:{port}/chathub as x...\n")
@@ -359,23 +381,14 @@ async fn unreachable_server_gives_one_error_line_and_a_failure_exit() {
 
 #[tokio::test]
 async fn invalid_url_is_one_error_line() {
-    let output = Command::new(binary("chat-client"))
-        .args(["--url", "https://localhost:5000", "--user", "x"])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("running chat-client");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let (_, stderr) = refused_run("https://localhost:5000", "x").await;
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.starts_with("error: invalid hub url"), "{stderr:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_joined_again_after_the_server_restarts() {
-    let schema = tests::TestSchema::create("chat_client_rejoin").await;
-    let database_url = tests::database_url().await;
-    let server = start_server(database_url, schema.name()).await;
+    let (schema, server) = start_server("chat_client_rejoin").await;
     let url = server.url.clone();
 
     let mut alice = ChatProcess::start(&url, "alice").await;
@@ -392,6 +405,7 @@ async fn groups_are_joined_again_after_the_server_restarts() {
     // every group, and the client puts its own back.
     server.stop().await;
     alice.expect("[SYSTEM] Connection lost").await;
+    let database_url = tests::database_url().await;
     let server =
         HubServerProcess::start_at(&binary("hub-server"), database_url, schema.name(), &url).await;
     alice.expect("[SYSTEM] Reconnected").await;
@@ -421,9 +435,7 @@ async fn groups_are_joined_again_after_the_server_restarts() {
 
 #[tokio::test]
 async fn a_line_over_the_message_limit_is_refused_and_the_chat_goes_on() {
-    let schema = tests::TestSchema::create("chat_client_long").await;
-    let database_url = tests::database_url().await;
-    let server = start_server(database_url, schema.name()).await;
+    let (schema, server) = start_server("chat_client_long").await;
     let mut alice = ChatProcess::start(&server.url, "alice").await;
     let mut bob = ChatProcess::start(&server.url, "bob").await;
 
@@ -450,19 +462,12 @@ async fn a_line_over_the_message_limit_is_refused_and_the_chat_goes_on() {
 #[tokio::test]
 async fn an_empty_user_name_is_refused() {
     for user in ["", "   "] {
-        let output = Command::new(binary("chat-client"))
-            .args(["--url", "http://127.0.0.1:9", "--user", user])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("running chat-client");
-        assert!(!output.status.success());
-        let stderr = String::from_utf8(output.stderr).unwrap();
+        let (stdout, stderr) = refused_run("http://127.0.0.1:9", user).await;
         assert_eq!(
             stderr,
             "error: the user name must not be empty (it is shown with every message you send)\n"
         );
         // Refused before connecting anywhere.
-        assert_eq!(String::from_utf8(output.stdout).unwrap(), "");
+        assert_eq!(stdout, "");
     }
 }

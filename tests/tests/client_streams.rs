@@ -15,34 +15,25 @@ use chat_client::{ClientStream, HubConnection, HubConnectionBuilder, Protocol, T
 use futures_util::StreamExt;
 use hub_server::examples::streaming;
 use hub_support::TestServer;
+use hub_support::cluster::ServedCluster;
+use hub_support::rust_client::EVERY_TRANSPORT_AND_PROTOCOL;
 use serde_json::Value;
-use tests::TestSchema;
 
 /// How long each step may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-async fn cluster(name: &str) -> (TestSchema, Vec<TestServer>) {
-    let schema = TestSchema::create(name).await;
-    let nodes = schema.cluster(2).await;
-    let mut servers = Vec::new();
-    for node in &nodes {
-        let hub = streaming::hub_builder()
-            .backplane(node.clone())
-            // The owner's acceptance may wait 15 s, not the default 5 s: these tests run
-            // beside each other's 10,000-item streams on a 2-core machine, where the
-            // default fails as "does not exist" when an acceptance arrives late.
-            .manager_options(
-                ManagerOptions::default()
-                    .client_result_timeout(Duration::from_secs(30))
-                    .client_result_owner_timeout(Duration::from_secs(15)),
-            )
-            .build()
-            .await
-            .expect("streaming hub");
-        let router = hub.router(streaming::PATH);
-        servers.push(TestServer::serve(hub, router).await);
-    }
-    (schema, servers)
+async fn cluster(name: &str) -> ServedCluster {
+    ServedCluster::streaming(name, streaming::PATH, |hub| {
+        // The owner's acceptance may wait 15 s, not the default 5 s: these tests run
+        // beside each other's 10,000-item streams on a 2-core machine, where the default
+        // fails as "does not exist" when an acceptance arrives late.
+        hub.manager_options(
+            ManagerOptions::default()
+                .client_result_timeout(Duration::from_secs(30))
+                .client_result_owner_timeout(Duration::from_secs(15)),
+        )
+    })
+    .await
 }
 
 fn url(server: &TestServer) -> String {
@@ -75,14 +66,9 @@ async fn stats(connection: &HubConnection) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_10000_items_arrives_complete_and_in_order_on_every_transport() {
-    let (_schema, servers) = cluster("client_streams_order").await;
-    for (transport, protocol) in [
-        (TransportType::WebSockets, Protocol::Json),
-        (TransportType::WebSockets, Protocol::MessagePack),
-        (TransportType::ServerSentEvents, Protocol::Json),
-        (TransportType::LongPolling, Protocol::Json),
-        (TransportType::LongPolling, Protocol::MessagePack),
-    ] {
+    let cluster = cluster("client_streams_order").await;
+    let servers = &cluster.servers;
+    for (transport, protocol) in EVERY_TRANSPORT_AND_PROTOCOL {
         let what = format!("{transport:?}/{protocol:?}");
         let connection = connect(&servers[0], transport, protocol).await;
         let mut numbers = connection
@@ -128,7 +114,8 @@ async fn a_stream_of_10000_items_arrives_complete_and_in_order_on_every_transpor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_stream_stops_its_producer_on_the_server() {
-    let (_schema, servers) = cluster("client_streams_cancel").await;
+    let cluster = cluster("client_streams_cancel").await;
+    let servers = &cluster.servers;
     for protocol in [Protocol::Json, Protocol::MessagePack] {
         let connection = connect(&servers[0], TransportType::WebSockets, protocol).await;
         let before = stats(&connection).await;
@@ -172,7 +159,8 @@ async fn dropping_a_stream_stops_its_producer_on_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_of_10000_numbers_is_summed() {
-    let (_schema, servers) = cluster("client_streams_upload").await;
+    let cluster = cluster("client_streams_upload").await;
+    let servers = &cluster.servers;
     for (transport, protocol) in [
         (TransportType::WebSockets, Protocol::Json),
         (TransportType::WebSockets, Protocol::MessagePack),
@@ -194,7 +182,8 @@ async fn an_upload_of_10000_numbers_is_summed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_result_asked_on_one_instance_comes_from_a_rust_client_on_the_other() {
-    let (_schema, servers) = cluster("client_streams_results").await;
+    let cluster = cluster("client_streams_results").await;
+    let servers = &cluster.servers;
     for protocol in [Protocol::Json, Protocol::MessagePack] {
         let asker = connect(&servers[0], TransportType::WebSockets, protocol).await;
         let answerer = connect(&servers[1], TransportType::WebSockets, protocol).await;

@@ -11,12 +11,13 @@ mod hub_support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backplane_core::Backplane;
 use chat_client::{HubConnection, HubConnectionBuilder, Protocol, TransportType};
 use hub_server::chat;
 use hub_server::{HubOptions, Transports};
-use hub_support::TestServer;
-use tests::{PartitionProxy, TestSchema};
+use hub_support::cluster::ServedCluster;
+use hub_support::rust_client::EVERY_TRANSPORT_AND_PROTOCOL;
+use hub_support::{TestServer, assert_all_in_order};
+use tests::PartitionProxy;
 use tokio::sync::mpsc;
 
 /// How long a test waits for something that should happen promptly (generous: the
@@ -25,40 +26,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Messages the sender sends in the stateful reconnect scenario.
 const MESSAGES: usize = 3000;
-
-/// Chat servers on one PostgreSQL schema, each with `options`.
-async fn cluster(
-    label: &str,
-    options: &[HubOptions],
-) -> (TestSchema, Vec<Arc<dyn Backplane>>, Vec<TestServer>) {
-    let schema = TestSchema::create(label).await;
-    let nodes = schema.cluster(options.len()).await;
-    let mut servers = Vec::new();
-    for (index, (node, options)) in nodes.iter().zip(options).enumerate() {
-        let hub = chat::hub_builder()
-            .options(options.clone())
-            .backplane(node.clone())
-            .build()
-            .await
-            .expect("chat hub");
-        let router = chat::router(
-            &hub,
-            chat::ServerInfo::new(format!("ct-{index}"), "postgres"),
-        );
-        servers.push(TestServer::serve(hub, router).await);
-    }
-    (schema, nodes, servers)
-}
-
-async fn shut_down(schema: TestSchema, nodes: Vec<Arc<dyn Backplane>>, servers: Vec<TestServer>) {
-    for server in &servers {
-        server.hub.shutdown().await;
-    }
-    for node in &nodes {
-        node.shutdown().await.expect("backplane shutdown");
-    }
-    schema.drop().await;
-}
 
 fn hub_url(server: &TestServer) -> String {
     format!("http://{}{}", server.addr, chat::HUB_PATH)
@@ -197,21 +164,17 @@ async fn round_trip(servers: &[TestServer], transport: TransportType, protocol: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transport_round_trips_every_chat_method_across_two_servers() {
-    let (schema, nodes, servers) = cluster(
+    let cluster = ServedCluster::chat(
         "client_transports",
+        "ct",
         &[HubOptions::default(), HubOptions::default()],
     )
     .await;
-    for (transport, protocol) in [
-        (TransportType::WebSockets, Protocol::Json),
-        (TransportType::WebSockets, Protocol::MessagePack),
-        (TransportType::ServerSentEvents, Protocol::Json),
-        (TransportType::LongPolling, Protocol::Json),
-        (TransportType::LongPolling, Protocol::MessagePack),
-    ] {
-        round_trip(&servers, transport, protocol).await;
+    let servers = &cluster.servers;
+    for (transport, protocol) in EVERY_TRANSPORT_AND_PROTOCOL {
+        round_trip(servers, transport, protocol).await;
     }
-    shut_down(schema, nodes, servers).await;
+    cluster.shut_down().await;
 }
 
 /// A server that does not offer WebSockets: the client falls back to Server-Sent Events
@@ -229,8 +192,9 @@ async fn negotiate_falls_back_when_websockets_are_not_offered() {
         server_sent_events: false,
         long_polling: true,
     });
-    let (schema, nodes, servers) =
-        cluster("client_fallback", &[no_websockets, long_polling_only]).await;
+    let cluster =
+        ServedCluster::chat("client_fallback", "ct", &[no_websockets, long_polling_only]).await;
+    let servers = &cluster.servers;
     for (server, protocol, expected) in [
         (&servers[0], Protocol::Json, TransportType::ServerSentEvents),
         (
@@ -276,17 +240,19 @@ async fn negotiate_falls_back_when_websockets_are_not_offered() {
         .expect("builder");
     let error = skipping.start().await.expect_err("WebSockets are refused");
     assert!(error.to_string().contains("404"), "{error}");
-    shut_down(schema, nodes, servers).await;
+    cluster.shut_down().await;
 }
 
 /// Stateful reconnect: the receiver's WebSocket goes through a proxy that cuts it three
 /// times while a sender on the other server sends 3,000 messages.
 async fn stateful_reconnect_across_three_cuts(protocol: Protocol) {
-    let (schema, nodes, servers) = cluster(
+    let cluster = ServedCluster::chat(
         "client_stateful",
+        "ct",
         &[HubOptions::default(), HubOptions::default()],
     )
     .await;
+    let servers = &cluster.servers;
     let proxy = PartitionProxy::start(servers[1].addr).await;
     let receiver =
         HubConnectionBuilder::new(format!("http://{}{}", proxy.address(), chat::HUB_PATH))
@@ -365,20 +331,7 @@ async fn stateful_reconnect_across_three_cuts(protocol: Protocol) {
         .expect("every message arrived in time");
 
     let received = received.lock().expect("lock").clone();
-    let expected: Vec<String> = (0..MESSAGES).map(|n| n.to_string()).collect();
-    if received != expected {
-        let missing = expected.iter().filter(|n| !received.contains(n)).count();
-        panic!(
-            "{protocol:?}: got {} messages for {MESSAGES} sent ({missing} missing), first differences: {:?}",
-            received.len(),
-            received
-                .iter()
-                .zip(&expected)
-                .filter(|(got, want)| got != want)
-                .take(5)
-                .collect::<Vec<_>>()
-        );
-    }
+    assert_all_in_order(&format!("{protocol:?}"), &received, MESSAGES);
     assert_eq!(
         *events.lock().expect("lock"),
         Vec::<String>::new(),
@@ -392,7 +345,7 @@ async fn stateful_reconnect_across_three_cuts(protocol: Protocol) {
     assert_eq!(receiver.state(), chat_client::HubConnectionState::Connected);
     receiver.stop().await;
     sender.stop().await;
-    shut_down(schema, nodes, servers).await;
+    cluster.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

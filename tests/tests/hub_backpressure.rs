@@ -6,7 +6,7 @@ mod hub_support;
 use std::time::Duration;
 
 use hub_server::HubOptions;
-use hub_support::{Frame, RawClient, TestServer, wait_for_connections};
+use hub_support::{Frame, RawClient, TestServer, broadcast, wait_for_connections};
 
 /// Bytes in each broadcast message: large, so the slow client's socket buffers (several
 /// MiB on loopback) fill after a few hundred messages.
@@ -134,15 +134,7 @@ async fn a_burst_of_tiny_frames_does_not_drop_a_client_that_reads_late() {
     wait_for_connections(&server.hub, 2).await;
 
     // Fire-and-forget broadcasts, many per WebSocket message, as a busy client sends.
-    for chunk in (0..BURST).collect::<Vec<_>>().chunks(500) {
-        let frame: String = chunk
-            .iter()
-            .map(|i| {
-                format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
-            })
-            .collect();
-        sender.send_text(&frame).await;
-    }
+    sender.send_broadcasts(BURST, 500).await;
     // The sender's own copies show the server has fanned out the whole burst while the
     // late client has not read a byte.
     for i in 0..BURST {
@@ -156,10 +148,7 @@ async fn a_burst_of_tiny_frames_does_not_drop_a_client_that_reads_late() {
         let text = tokio::time::timeout(Duration::from_secs(30), late.recv_text_skipping_pings())
             .await
             .unwrap_or_else(|_| panic!("the late reader got {i} of {BURST} and no more"));
-        assert_eq!(
-            text,
-            format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
-        );
+        assert_eq!(text, broadcast(i));
     }
     assert_eq!(
         server.hub.connection_count(),

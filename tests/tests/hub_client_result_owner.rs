@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use backplane_core::ManagerOptions;
 use hub_server::{Caller, ClientResultError, InvokeError};
-use hub_support::streaming_pair::streaming_servers;
-use serde_json::Value;
+use hub_support::ask_double;
+use hub_support::cluster::streaming_servers;
 use tests::TestSchema;
 
 /// The asking side's client-result timeout: short, so the test measures it.
@@ -20,11 +20,6 @@ const RESULT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Long enough that the owner's acceptance never races its own timeout under load.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(20);
-
-async fn next_json(client: &mut hub_support::RawClient) -> Value {
-    let text = client.recv_text_skipping_pings().await;
-    serde_json::from_str(text.trim_end_matches('\u{1e}')).expect("a JSON frame")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_leaving_mid_call_fails_the_call_after_the_result_timeout() {
@@ -44,24 +39,13 @@ async fn the_owner_leaving_mid_call_fails_the_call_after_the_result_timeout() {
 
     // The client lives on B.
     let mut client = servers[1].json_client().await;
-    let id = client.invoke_json("id", "MyId", "[]").await;
-    let id: Value = serde_json::from_str(id.trim_end_matches('\u{1e}')).expect("JSON");
+    let id = client.call_json("MyId").await;
     let id = id["result"].as_str().expect("a connection id").to_owned();
 
     // A asks it; B takes the call and hands the invocation to its client.
-    let context = servers[0].hub.context();
     let asked_at = Instant::now();
-    let asked = tokio::spawn({
-        let id = id.clone();
-        async move {
-            context
-                .clients()
-                .client(id)
-                .invoke::<i64>("Double", (21,))
-                .await
-        }
-    });
-    let invocation = tokio::time::timeout(Duration::from_secs(30), next_json(&mut client))
+    let asked = ask_double(&servers[0].hub, &id);
+    let invocation = tokio::time::timeout(Duration::from_secs(30), client.next_json())
         .await
         .expect("the owner hands the invocation to its client");
     assert_eq!(invocation["target"], "Double", "{invocation}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hub_server::examples::streaming;
 use hub_server::{Caller, CallerClients, ClientResultError, HubOptions, InvokeError, MethodError};
-use hub_support::{RawClient, TestServer};
+use hub_support::{RawClient, TestServer, ask_double};
 use serde_json::Value;
 
 /// The example hub, plus a method that tells the caller its connection id and one that
@@ -28,35 +28,19 @@ fn hub(options: HubOptions) -> hub_server::HubBuilder {
         })
 }
 
-/// The frame after the next Pings, as JSON.
-async fn next_json(client: &mut RawClient) -> Value {
-    let text = client.recv_text_skipping_pings().await;
-    serde_json::from_str(text.trim_end_matches('\u{1e}')).expect("a JSON frame")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_context_asks_a_client_outside_hub_methods() {
     let server = TestServer::start_hub(hub(HubOptions::default())).await;
     let mut client = server.json_client().await;
-    let id = next_json_of(&mut client, "MyId").await;
+    let id = client.call_json("MyId").await;
     let id = id["result"].as_str().expect("an id").to_owned();
 
     for (answer, expected) in [
         (r#""result":42"#, Ok(42)),
         (r#""error":"no handler""#, Err("no handler")),
     ] {
-        let context = server.hub.context();
-        let asked = tokio::spawn({
-            let id = id.clone();
-            async move {
-                context
-                    .clients()
-                    .client(id)
-                    .invoke::<i64>("Double", (21,))
-                    .await
-            }
-        });
-        let invocation = next_json(&mut client).await;
+        let asked = ask_double(&server.hub, &id);
+        let invocation = client.next_json().await;
         assert_eq!(invocation["type"], 1, "{invocation}");
         assert_eq!(invocation["target"], "Double");
         assert_eq!(invocation["arguments"], serde_json::json!([21]));
@@ -82,17 +66,12 @@ async fn the_hub_context_asks_a_client_outside_hub_methods() {
     }
 }
 
-async fn next_json_of(client: &mut RawClient, target: &str) -> Value {
-    let text = client.invoke_json("call", target, "[]").await;
-    serde_json::from_str(text.trim_end_matches('\u{1e}')).expect("a JSON completion")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_invocation_at_a_time_a_method_cannot_wait_for_its_own_caller() {
     let server =
         TestServer::start_hub(hub(HubOptions::default().max_parallel_invocations(1))).await;
     let mut client = server.json_client().await;
-    let completion = next_json_of(&mut client, "AskMe").await;
+    let completion = client.call_json("AskMe").await;
     let error = completion["error"].as_str().expect("a completion error");
     assert!(error.contains("runs one invocation at a time"), "{error}");
 
@@ -105,7 +84,7 @@ async fn with_one_invocation_at_a_time_a_method_cannot_wait_for_its_own_caller()
             "{\"type\":1,\"invocationId\":\"ask\",\"target\":\"AskMe\",\"arguments\":[]}\u{1e}",
         )
         .await;
-    let question = next_json(&mut client).await;
+    let question = client.next_json().await;
     assert_eq!(question["target"], "Question");
     let invocation_id = question["invocationId"].as_str().unwrap();
     client
@@ -113,14 +92,14 @@ async fn with_one_invocation_at_a_time_a_method_cannot_wait_for_its_own_caller()
             "{{\"type\":3,\"invocationId\":\"{invocation_id}\",\"result\":7}}\u{1e}"
         ))
         .await;
-    let completion = next_json(&mut client).await;
+    let completion = client.next_json().await;
     assert_eq!(completion["invocationId"], "ask");
     assert_eq!(completion["result"], 7);
 }
 
 /// The producers' counters, asked on another connection.
 async fn stats(observer: &mut RawClient) -> Value {
-    next_json_of(observer, "Stats").await["result"].clone()
+    observer.call_json("Stats").await["result"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

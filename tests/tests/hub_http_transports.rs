@@ -68,12 +68,7 @@ async fn long_polling_client(server: &TestServer) -> String {
 #[tokio::test]
 async fn negotiate_offers_the_three_transports_in_asp_net_core_order() {
     let server = TestServer::start(HubOptions::default()).await;
-    let response = http(
-        server.addr,
-        &format!("POST {HUB_PATH}/negotiate?negotiateVersion=1 HTTP/1.1"),
-        &[],
-    )
-    .await;
+    let response = server.negotiate_response().await;
     let body: Value = serde_json::from_str(&response.body).expect("JSON");
     assert_eq!(
         body["availableTransports"],

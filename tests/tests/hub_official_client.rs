@@ -10,13 +10,12 @@
 
 mod hub_support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use hub_server::chat;
+use hub_server::{HubOptions, chat};
+use hub_support::cluster::ServedCluster;
 use hub_support::{HUB_PATH, TestServer, test_hub};
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 /// How long one scenario may run, installing nothing.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
@@ -36,33 +35,14 @@ async fn start_server() -> TestServer {
 /// Run `scenario` with `args` and return what the script printed, failing with its
 /// stderr if it failed.
 async fn run_scenario(server: &TestServer, scenario: &str, args: &[&str]) -> Value {
-    tests::ensure_js_packages().await;
-    let base = format!("http://{}", server.addr);
-    let output = Command::new("node")
-        .arg("official-client.js")
-        .arg(&base)
+    let mut node = tests::node_script("official-client.js").await;
+    node.arg(format!("http://{}", server.addr))
         .arg(scenario)
-        .args(args)
-        .current_dir(tests::js_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
+        .args(args);
+    let what = format!("scenario {scenario} {args:?}");
+    tests::json_result(&mut node, &what, SCENARIO_TIMEOUT)
         .await
-        .unwrap_or_else(|_| {
-            panic!("scenario {scenario} {args:?} did not finish in {SCENARIO_TIMEOUT:?}")
-        })
-        .unwrap_or_else(|error| panic!("cannot run node (Node.js 18+ is needed): {error}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "scenario {scenario} {args:?} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
-        panic!("scenario output is not JSON ({error}):\n{stdout}\nstderr:\n{stderr}")
-    })
+        .result
 }
 
 /// Everything the hub scenario must observe, whatever the protocol and negotiation.
@@ -313,21 +293,13 @@ async fn messagepack_over_long_polling() {
 /// Sent Events on B (long polling on A with MessagePack), long polling on B. Everyone's
 /// messages, to all and to a group, reach everyone exactly once.
 async fn transports_across_instances(protocol: &str) {
-    let schema = tests::TestSchema::create(&format!("transports_{protocol}")).await;
-    let nodes = schema.cluster(2).await;
-    let mut servers = Vec::new();
-    for (index, node) in nodes.iter().enumerate() {
-        let hub = chat::hub_builder()
-            .backplane(node.clone())
-            .build()
-            .await
-            .expect("chat hub");
-        let router = chat::router(
-            &hub,
-            chat::ServerInfo::new(format!("transports-{index}"), "postgres"),
-        );
-        servers.push(TestServer::serve(hub, router).await);
-    }
+    let cluster = ServedCluster::chat(
+        &format!("transports_{protocol}"),
+        "transports",
+        &[HubOptions::default(), HubOptions::default()],
+    )
+    .await;
+    let servers = &cluster.servers;
     let other = format!("http://{}", servers[1].addr);
     let result = run_scenario(
         &servers[0],
@@ -368,11 +340,7 @@ async fn transports_across_instances(protocol: &str) {
         }
         assert_eq!(log.len(), expected.len(), "{name}: {log:?}");
     }
-    drop(servers);
-    for node in &nodes {
-        node.shutdown().await.expect("backplane shutdown");
-    }
-    schema.drop().await;
+    cluster.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

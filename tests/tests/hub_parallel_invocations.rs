@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backplane_core::Backplane;
 use hub_server::HubOptions;
-use hub_support::{RawClient, TestServer, test_hub, wait_for_connections};
+use hub_support::{RawClient, TestServer, broadcast, test_hub, wait_for_connections};
 use serde_json::Value;
 use tests::TestSchema;
 
@@ -153,15 +153,7 @@ async fn keeps_order_across_postgres(options: HubOptions) {
     wait_for_connections(&server_b.hub, 1).await;
 
     // Several invocations per WebSocket frame, as a busy client batches them.
-    for chunk in (0..COUNT).collect::<Vec<_>>().chunks(25) {
-        let frame: String = chunk
-            .iter()
-            .map(|i| {
-                format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
-            })
-            .collect();
-        sender.send_text(&frame).await;
-    }
+    sender.send_broadcasts(COUNT, 25).await;
     for (name, client) in [("remote", &mut receiver), ("local", &mut local)] {
         for i in 0..COUNT {
             let text =
@@ -170,7 +162,7 @@ async fn keeps_order_across_postgres(options: HubOptions) {
                     .unwrap_or_else(|_| panic!("{name}: broadcast {i} of {COUNT} did not arrive"));
             assert_eq!(
                 text,
-                format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}"),
+                broadcast(i),
                 "{name}: broadcasts arrived out of order or were lost"
             );
         }

@@ -15,118 +15,25 @@
 
 mod hub_support;
 
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use backplane_core::Backplane;
-use hub_server::{HubOptions, chat};
-use hub_support::TestServer;
+use hub_server::HubOptions;
+use hub_support::cluster::ServedCluster;
 use serde_json::{Value, json};
-use tests::TestSchema;
-use tokio::process::Command;
+use tests::{PYTHON_KEEP_ALIVE_INTERVAL, PythonClient as Client};
 
 /// How long one scenario may run, installing nothing.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The servers' keep-alive interval, shorter than the default 15 s because signalrcore's
-/// `stop()` closes its socket while its receive thread is blocked reading it: on Linux that
-/// read returns, and the socket is really closed (the server sees the disconnect), only when
-/// the next frame arrives from the server, at worst a keep-alive Ping later.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Which Python client runs the scenario.
-#[derive(Clone, Copy, Debug)]
-enum Client {
-    /// `signalrcore`, `chat_scenario.py`.
-    Signalrcore,
-    /// `pysignalr`, `pysignalr_scenario.py`.
-    Pysignalr,
-}
-
-impl Client {
-    fn script(self) -> &'static str {
-        match self {
-            Client::Signalrcore => "chat_scenario.py",
-            Client::Pysignalr => "pysignalr_scenario.py",
-        }
-    }
-}
-
 /// Run `client`'s scenario against two chat hub URLs with the clients' `protocols` (ann,
 /// bob, carol) and return what the script printed.
 async fn run_scenario(client: Client, url_a: &str, url_b: &str, protocols: &str) -> Value {
-    tests::ensure_python_clients().await;
-    let output = Command::new(tests::venv_python())
-        .arg(client.script())
-        .args([url_a, url_b, protocols])
-        .current_dir(tests::python_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
+    let mut python = tests::python_script(client.chat_script()).await;
+    python.args([url_a, url_b, protocols]);
+    let what = format!("{client:?} scenario {protocols}");
+    tests::json_result(&mut python, &what, SCENARIO_TIMEOUT)
         .await
-        .unwrap_or_else(|_| {
-            panic!("{client:?} scenario {protocols} did not finish in {SCENARIO_TIMEOUT:?}")
-        })
-        .expect("the virtual environment's python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{client:?} scenario {protocols} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
-        panic!("scenario output is not JSON ({error}):\n{stdout}\nstderr:\n{stderr}")
-    })
-}
-
-/// Two instances of the chat application, each with its own `PostgresBackplane` node on a
-/// fresh schema.
-struct Cluster {
-    schema: TestSchema,
-    nodes: Vec<Arc<dyn Backplane>>,
-    servers: [TestServer; 2],
-}
-
-impl Cluster {
-    async fn start(label: &str) -> Self {
-        let schema = TestSchema::create(label).await;
-        let nodes = schema.cluster(2).await;
-        let mut servers = Vec::new();
-        for (index, node) in nodes.iter().enumerate() {
-            let hub = chat::hub_builder()
-                .options(HubOptions::default().keep_alive_interval(KEEP_ALIVE_INTERVAL))
-                .backplane(node.clone())
-                .build()
-                .await
-                .expect("chat hub");
-            let router = chat::router(
-                &hub,
-                chat::ServerInfo::new(format!("python-{index}"), "postgres"),
-            );
-            servers.push(TestServer::serve(hub, router).await);
-        }
-        let servers: [TestServer; 2] = servers.try_into().ok().expect("two servers");
-        Self {
-            schema,
-            nodes,
-            servers,
-        }
-    }
-
-    fn url(&self, index: usize) -> String {
-        format!("http://{}{}", self.servers[index].addr, chat::HUB_PATH)
-    }
-
-    async fn stop(self) {
-        drop(self.servers);
-        for node in &self.nodes {
-            node.shutdown().await.expect("backplane shutdown");
-        }
-        self.schema.drop().await;
-    }
+        .result
 }
 
 /// `log` without the `UserConnected` of connections made before its own, which it may
@@ -150,15 +57,16 @@ fn without_earlier_connects(log: &Value, earlier: &[&str]) -> Value {
 
 /// Run `client`'s scenario with `protocols` and check every client's view of it.
 async fn chat_across_instances(client: Client, protocols: [&str; 3], handshakes: [(&str, u32); 3]) {
-    let cluster = Cluster::start("python_client").await;
+    let options = HubOptions::default().keep_alive_interval(PYTHON_KEEP_ALIVE_INTERVAL);
+    let cluster = ServedCluster::chat("python_client", "python", &[options.clone(), options]).await;
     let result = run_scenario(
         client,
-        &cluster.url(0),
-        &cluster.url(1),
+        &cluster.chat_url(0),
+        &cluster.chat_url(1),
         &protocols.join(","),
     )
     .await;
-    cluster.stop().await;
+    cluster.shut_down().await;
 
     let names = ["ann", "bob", "carol"];
     for (name, (protocol, version)) in names.into_iter().zip(handshakes) {

@@ -19,17 +19,14 @@
 
 mod hub_support;
 
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backplane_core::{Backplane, ManagerOptions};
+use backplane_core::ManagerOptions;
 use hub_server::examples::streaming;
 use hub_support::TestServer;
-use hub_support::streaming_pair::streaming_servers;
+use hub_support::cluster::ServedCluster;
 use serde_json::{Value, json};
-use tests::TestSchema;
-use tokio::process::Command;
+use tests::{PYTHON_KEEP_ALIVE_INTERVAL, PythonClient as Client};
 
 /// Items of the stream and numbers of each upload.
 const ITEMS: u64 = 2_000;
@@ -41,66 +38,30 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 /// step timeout rather than by a quick server error.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// signalrcore's `stop()` takes effect when the next frame from the server wakes its
-/// reader (see hub_python_client.rs): Pings every half second keep the test short.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Which Python client runs the scenario.
-#[derive(Clone, Copy, Debug)]
-enum Client {
-    Signalrcore,
-    Pysignalr,
-}
-
-impl Client {
-    fn script(self) -> &'static str {
-        match self {
-            Client::Signalrcore => "signalrcore_streams.py",
-            Client::Pysignalr => "pysignalr_streams.py",
-        }
-    }
-}
-
 /// Two streaming example hubs, each with its own `PostgresBackplane` node on a fresh schema.
-async fn cluster() -> (TestSchema, Vec<Arc<dyn Backplane>>, Vec<TestServer>) {
-    let schema = TestSchema::create("python_streams").await;
-    let nodes = schema.cluster(2).await;
-    let servers = streaming_servers(&nodes, streaming::PATH, |hub| {
-        hub.options(hub_server::HubOptions::default().keep_alive_interval(KEEP_ALIVE_INTERVAL))
-            .manager_options(ManagerOptions::default().client_result_timeout(RESULT_TIMEOUT))
+async fn cluster() -> ServedCluster {
+    ServedCluster::streaming("python_streams", streaming::PATH, |hub| {
+        hub.options(
+            hub_server::HubOptions::default().keep_alive_interval(PYTHON_KEEP_ALIVE_INTERVAL),
+        )
+        .manager_options(ManagerOptions::default().client_result_timeout(RESULT_TIMEOUT))
     })
-    .await;
-    (schema, nodes, servers)
+    .await
 }
 
 async fn streams(client: Client, protocol: &str) -> Value {
-    tests::ensure_python_clients().await;
-    let (schema, nodes, servers) = cluster().await;
+    let cluster = cluster().await;
+    let servers = &cluster.servers;
     let url = |server: &TestServer| format!("http://{}{}", server.addr, streaming::PATH);
     let started = Instant::now();
-    let output = Command::new(tests::venv_python())
-        .arg(client.script())
+    let mut python = tests::python_script(client.streams_script()).await;
+    python
         .args([&url(&servers[0]), &url(&servers[1]), protocol])
-        .arg(ITEMS.to_string())
-        .current_dir(tests::python_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
-        .await
-        .unwrap_or_else(|_| panic!("{client:?} {protocol} did not finish in {SCENARIO_TIMEOUT:?}"))
-        .expect("the virtual environment's python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{client:?} {protocol} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
-    );
+        .arg(ITEMS.to_string());
+    let what = format!("{client:?} {protocol}");
+    let tests::ScriptOutput { result, stderr } =
+        tests::json_result(&mut python, &what, SCENARIO_TIMEOUT).await;
     eprintln!("{client:?} {protocol}: {:?}", started.elapsed());
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
-        panic!("{client:?} {protocol}: not JSON ({error}):\n{stdout}\nstderr:\n{stderr}")
-    });
 
     let stream = &result["stream"];
     assert_eq!(
@@ -149,13 +110,7 @@ async fn streams(client: Client, protocol: &str) -> Value {
     );
     assert_eq!(result["errors"], json!([]), "{client:?} {protocol}");
 
-    for server in &servers {
-        server.hub.shutdown().await;
-    }
-    for node in &nodes {
-        node.shutdown().await.expect("backplane shutdown");
-    }
-    schema.drop().await;
+    cluster.shut_down().await;
     result
 }
 

@@ -6,16 +6,14 @@
 mod hub_support;
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use backplane_core::Backplane;
-use hub_server::chat;
-use hub_support::{TestServer, http};
+use hub_server::HubOptions;
+use hub_support::cluster::ServedCluster;
+use hub_support::{TestServer, assert_all_in_order, http};
 use serde_json::Value;
-use tests::{PartitionProxy, TestSchema};
+use tests::PartitionProxy;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::Command;
 
 /// Messages the client on the other server sends.
 const MESSAGES: usize = 3000;
@@ -23,40 +21,22 @@ const MESSAGES: usize = 3000;
 /// How long the whole scenario may take.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Two chat servers on one PostgreSQL schema.
-async fn cluster(label: &str) -> (TestSchema, Vec<Arc<dyn Backplane>>, Vec<TestServer>) {
-    let schema = TestSchema::create(label).await;
-    let nodes = schema.cluster(2).await;
-    let mut servers = Vec::new();
-    for (index, node) in nodes.iter().enumerate() {
-        let hub = chat::hub_builder()
-            .backplane(node.clone())
-            .build()
-            .await
-            .expect("chat hub");
-        let router = chat::router(
-            &hub,
-            chat::ServerInfo::new(format!("sr-{index}"), "postgres"),
-        );
-        servers.push(TestServer::serve(hub, router).await);
-    }
-    (schema, nodes, servers)
-}
-
 async fn cut_three_times_during_a_stream(protocol: &str) {
-    tests::ensure_js_packages().await;
-    let (schema, nodes, servers) = cluster("hub_stateful").await;
+    let cluster = ServedCluster::chat(
+        "hub_stateful",
+        "sr",
+        &[HubOptions::default(), HubOptions::default()],
+    )
+    .await;
+    let servers = &cluster.servers;
     let proxy = PartitionProxy::start(servers[1].addr).await;
-    let mut node = Command::new("node")
-        .arg("stateful-reconnect.js")
+    let mut node = tests::node_script("stateful-reconnect.js")
+        .await
         .arg(format!("http://{}", proxy.address()))
         .arg(format!("http://{}", servers[0].addr))
         .arg(protocol)
         .arg(MESSAGES.to_string())
-        .current_dir(tests::js_dir())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node (Node.js 18+ is needed)");
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
@@ -87,20 +67,7 @@ async fn cut_three_times_during_a_stream(protocol: &str) {
         .iter()
         .map(|text| text.as_str().expect("text").to_owned())
         .collect();
-    let expected: Vec<String> = (0..MESSAGES).map(|n| n.to_string()).collect();
-    if received != expected {
-        let missing = expected.iter().filter(|n| !received.contains(n)).count();
-        panic!(
-            "{protocol}: got {} messages for {MESSAGES} sent ({missing} missing), first differences: {:?}",
-            received.len(),
-            received
-                .iter()
-                .zip(&expected)
-                .filter(|(got, want)| got != want)
-                .take(5)
-                .collect::<Vec<_>>()
-        );
-    }
+    assert_all_in_order(protocol, &received, MESSAGES);
     assert_eq!(
         result["events"],
         serde_json::json!([]),
@@ -112,13 +79,7 @@ async fn cut_three_times_during_a_stream(protocol: &str) {
         "{protocol}: the client resumed on a new WebSocket once per cut"
     );
 
-    for server in &servers {
-        server.hub.shutdown().await;
-    }
-    for node in &nodes {
-        node.shutdown().await.expect("backplane shutdown");
-    }
-    schema.drop().await;
+    cluster.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

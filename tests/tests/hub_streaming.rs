@@ -10,15 +10,12 @@
 
 mod hub_support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use backplane_core::ManagerOptions;
 use hub_server::examples::streaming;
-use hub_support::streaming_pair::streaming_servers;
+use hub_support::cluster::ServedCluster;
 use serde_json::Value;
-use tests::TestSchema;
-use tokio::process::Command;
 
 /// How long the whole scenario may take.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
@@ -32,10 +29,7 @@ const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn scenario(protocol: &str) {
-    tests::ensure_js_packages().await;
-    let schema = TestSchema::create("hub_streaming").await;
-    let nodes = schema.cluster(2).await;
-    let servers = streaming_servers(&nodes, streaming::PATH, |hub| {
+    let cluster = ServedCluster::streaming("hub_streaming", streaming::PATH, |hub| {
         hub.manager_options(
             ManagerOptions::default()
                 .client_result_timeout(RESULT_TIMEOUT)
@@ -43,28 +37,15 @@ async fn scenario(protocol: &str) {
         )
     })
     .await;
-    let output = Command::new("node")
-        .arg("streaming.js")
-        .arg(format!("http://{}", servers[0].addr))
+    let servers = &cluster.servers;
+    let mut node = tests::node_script("streaming.js").await;
+    node.arg(format!("http://{}", servers[0].addr))
         .arg(format!("http://{}", servers[1].addr))
-        .arg(protocol)
-        .current_dir(tests::js_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, output)
+        .arg(protocol);
+    let what = format!("streaming.js {protocol}");
+    let result = tests::json_result(&mut node, &what, SCENARIO_TIMEOUT)
         .await
-        .expect("the scenario finishes in time")
-        .expect("cannot run node (Node.js 18+ is needed)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "streaming.js {protocol} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
-    );
-    let result: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|error| panic!("not JSON ({error}):\n{stdout}\nstderr:\n{stderr}"));
+        .result;
 
     assert_eq!(result["streamCount"], 10_000, "{result}");
     assert_eq!(result["streamInOrder"], true);
@@ -138,8 +119,7 @@ async fn scenario(protocol: &str) {
         unknown["ms"].as_u64().unwrap() < limit,
         "an unknown connection must fail long before the result timeout: {unknown}"
     );
-    drop(servers);
-    drop(schema);
+    cluster.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 
 use backplane_core::ManagerOptions;
 use hub_server::examples::streaming;
-use hub_support::streaming_pair::streaming_servers;
+use hub_support::cluster::ServedCluster;
 use serde_json::{Value, json};
-use tests::{PartitionProxy, TestSchema};
-use tokio::process::Command;
+use tests::PartitionProxy;
 
 /// Items of the stream and numbers of the upload.
 const ITEMS: u64 = 5_000;
@@ -38,27 +37,22 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
 const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn across_cuts(protocol: &str) {
-    tests::ensure_js_packages().await;
-    let schema = TestSchema::create("hub_streams_reconnect").await;
-    let nodes = schema.cluster(2).await;
-    let servers = streaming_servers(&nodes, streaming::PATH, |hub| {
+    let cluster = ServedCluster::streaming("hub_streams_reconnect", streaming::PATH, |hub| {
         hub.manager_options(ManagerOptions::default().client_result_timeout(RESULT_TIMEOUT))
     })
     .await;
+    let servers = &cluster.servers;
     let proxy = PartitionProxy::start(servers[0].addr).await;
     let started = Instant::now();
-    let mut node = Command::new("node")
-        .arg("streams-reconnect.js")
+    let mut node = tests::node_script("streams-reconnect.js")
+        .await
         .arg(format!("http://{}", proxy.address()))
         .arg(format!("http://{}", servers[1].addr))
         .arg(protocol)
         .arg(ITEMS.to_string())
         .arg(DELAY_MS.to_string())
-        .current_dir(tests::js_dir())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node (Node.js 18+ is needed)");
     let mut stdout = tests::lines_of(node.stdout.take().expect("stdout"));
@@ -156,13 +150,7 @@ async fn across_cuts(protocol: &str) {
     );
 
     drop(proxy);
-    for server in &servers {
-        server.hub.shutdown().await;
-    }
-    for node in &nodes {
-        node.shutdown().await.expect("backplane shutdown");
-    }
-    schema.drop().await;
+    cluster.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,12 +14,7 @@ use hub_support::{Frame, HUB_PATH, RawClient, TestServer, http, wait_for_connect
 #[tokio::test]
 async fn negotiate_offers_websockets_with_a_secret_token() {
     let server = TestServer::start(HubOptions::default()).await;
-    let response = http(
-        server.addr,
-        &format!("POST {HUB_PATH}/negotiate?negotiateVersion=1 HTTP/1.1"),
-        &[],
-    )
-    .await;
+    let response = server.negotiate_response().await;
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
@@ -265,12 +260,7 @@ async fn graceful_shutdown_sends_close_to_every_client() {
     assert_eq!(msgpack.recv().await, Frame::Closed);
 
     // A server that is shutting down takes no new connections.
-    let response = http(
-        server.addr,
-        &format!("POST {HUB_PATH}/negotiate?negotiateVersion=1 HTTP/1.1"),
-        &[],
-    )
-    .await;
+    let response = server.negotiate_response().await;
     assert_eq!(response.status, 503);
     let refused = RawClient::try_connect(&server.ws_url(""), &[])
         .await

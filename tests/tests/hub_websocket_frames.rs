@@ -13,6 +13,7 @@ use hub_support::raw_socket::MASK;
 use hub_support::raw_socket::{
     BINARY, CLOSE, CONTINUATION, PING, RawSocket, ServerFrame, TEXT, frame,
 };
+use tokio::io::DuplexStream;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -22,6 +23,24 @@ async fn tcp_socket(server: &TestServer) -> RawSocket<TcpStream> {
     let tcp = TcpStream::connect(server.addr).await.expect("connect");
     tcp.set_nodelay(true).expect("TCP_NODELAY");
     RawSocket::upgrade(tcp).await
+}
+
+/// An in-memory WebSocket to `server`, past the JSON handshake.
+async fn json_socket(server: &TestServer) -> RawSocket<DuplexStream> {
+    let mut socket = RawSocket::upgrade(server.in_memory_connection()).await;
+    socket.handshake_json().await;
+    socket
+}
+
+/// A server whose client timeout is 10 s (its keep-alive Pings, every 60 s, never come
+/// first), and an in-memory WebSocket to it past the JSON handshake.
+async fn with_a_10s_client_timeout() -> (TestServer, RawSocket<DuplexStream>) {
+    let options = HubOptions::default()
+        .client_timeout(Duration::from_secs(10))
+        .keep_alive_interval(Duration::from_secs(60));
+    let server = TestServer::start(options).await;
+    let socket = json_socket(&server).await;
+    (server, socket)
 }
 
 /// Hub messages over `max_message_size` are refused with the usual Close message even
@@ -55,12 +74,7 @@ async fn an_oversized_hub_message_inside_a_large_websocket_message_is_refused() 
 /// it alive, so the connection closes one client timeout after its last data frame.
 #[tokio::test(start_paused = true)]
 async fn an_unfinished_message_followed_only_by_pings_is_closed_after_the_client_timeout() {
-    let options = HubOptions::default()
-        .client_timeout(Duration::from_secs(10))
-        .keep_alive_interval(Duration::from_secs(60));
-    let server = TestServer::start(options).await;
-    let mut socket = RawSocket::upgrade(server.in_memory_connection()).await;
-    socket.handshake_json().await;
+    let (_server, mut socket) = with_a_10s_client_timeout().await;
     // A complete hub message, then the start of another, in one unfinished WebSocket
     // message.
     let start = "{\"type\":6}\u{1e}{\"type\":1,\"target\":\"Echo\",\"arguments\":[\"";
@@ -86,12 +100,7 @@ async fn an_unfinished_message_followed_only_by_pings_is_closed_after_the_client
 /// pings stays connected.
 #[tokio::test(start_paused = true)]
 async fn pings_between_messages_keep_the_connection_alive() {
-    let options = HubOptions::default()
-        .client_timeout(Duration::from_secs(10))
-        .keep_alive_interval(Duration::from_secs(60));
-    let server = TestServer::start(options).await;
-    let mut socket = RawSocket::upgrade(server.in_memory_connection()).await;
-    socket.handshake_json().await;
+    let (_server, mut socket) = with_a_10s_client_timeout().await;
     let began = Instant::now();
     for second in (5..=40).step_by(5) {
         tokio::time::sleep_until(began + Duration::from_secs(second)).await;
@@ -103,10 +112,7 @@ async fn pings_between_messages_keep_the_connection_alive() {
             "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Add\",\"arguments\":[1,1]}\u{1e}",
         )
         .await;
-    assert_eq!(
-        socket.recv().await,
-        ServerFrame::text("{\"type\":3,\"invocationId\":\"1\",\"result\":2}\u{1e}")
-    );
+    assert_eq!(socket.recv().await, ServerFrame::completion("1", "2"));
 }
 
 /// Text split anywhere, even inside a character, and pings between fragments: the
@@ -114,8 +120,7 @@ async fn pings_between_messages_keep_the_connection_alive() {
 #[tokio::test]
 async fn fragments_split_inside_characters_and_interleaved_pings_are_reassembled() {
     let server = TestServer::start(HubOptions::default()).await;
-    let mut socket = RawSocket::upgrade(server.in_memory_connection()).await;
-    socket.handshake_json().await;
+    let mut socket = json_socket(&server).await;
     let message =
         "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Echo\",\"arguments\":[\"é€😀\"]}\u{1e}";
     let bytes = message.as_bytes();
@@ -134,7 +139,7 @@ async fn fragments_split_inside_characters_and_interleaved_pings_are_reassembled
     frames.sort_by_key(|frame| format!("{frame:?}"));
     let mut expected = vec![
         ServerFrame::pong(b"mid"),
-        ServerFrame::text("{\"type\":3,\"invocationId\":\"1\",\"result\":\"é€😀\"}\u{1e}"),
+        ServerFrame::completion("1", "\"é€😀\""),
     ];
     expected.sort_by_key(|frame| format!("{frame:?}"));
     assert_eq!(frames, expected);
@@ -146,10 +151,7 @@ async fn fragments_split_inside_characters_and_interleaved_pings_are_reassembled
     socket
         .send_text("\"target\":\"Add\",\"arguments\":[2,2]}\u{1e}")
         .await;
-    assert_eq!(
-        socket.recv().await,
-        ServerFrame::text("{\"type\":3,\"invocationId\":\"2\",\"result\":4}\u{1e}")
-    );
+    assert_eq!(socket.recv().await, ServerFrame::completion("2", "4"));
 }
 
 /// Each protocol violation closes the connection with its RFC 6455 status code, and
@@ -215,8 +217,7 @@ async fn protocol_violations_close_with_their_status_code() {
         ),
     ];
     for (case, bytes, code) in cases {
-        let mut socket = RawSocket::upgrade(server.in_memory_connection()).await;
-        socket.handshake_json().await;
+        let mut socket = json_socket(&server).await;
         socket.send_raw(&bytes).await;
         assert_eq!(socket.recv().await, ServerFrame::close(code), "{case}");
         assert_eq!(socket.recv().await, ServerFrame::End, "{case}");
@@ -233,8 +234,7 @@ async fn protocol_violations_close_with_their_status_code() {
 #[tokio::test]
 async fn a_close_frame_is_answered_and_the_connection_ends() {
     let server = TestServer::start(HubOptions::default()).await;
-    let mut socket = RawSocket::upgrade(server.in_memory_connection()).await;
-    socket.handshake_json().await;
+    let mut socket = json_socket(&server).await;
     socket
         .send(FIN | CLOSE, &[0x03, 0xE8, b'b', b'y', b'e'])
         .await;

@@ -19,7 +19,7 @@ use backplane_core::{
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
 use futures_util::StreamExt as _;
 use tests::cluster::{Cluster, StopMode};
-use tests::events::{expect_connected, label_of, labelled};
+use tests::events::{label_of, labelled, subscribed};
 use tokio::time::Instant;
 
 const HUB: &str = "crash";
@@ -124,8 +124,7 @@ async fn immediate_stop_during_10000_publishes(mode: SynchronousCommit) {
     let options = options(&cluster, mode, Duration::from_secs(3));
     let sender = Arc::new(PostgresBackplane::connect(options.clone()).await.unwrap());
     let receiver = PostgresBackplane::connect(options).await.unwrap();
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let mut subscription = subscribed(&receiver, HUB).await;
 
     let receiving = tokio::spawn(async move {
         let mut received = Received::default();

@@ -1,71 +1,20 @@
-//! The PostgreSQL backplane under faults: killed connections, large and borderline
-//! envelopes, corrupt data, failed batches, retention.
+//! The PostgreSQL backplane under connection faults: its listening, publishing and
+//! reading connections killed, a silent partition, and subscriptions that end and begin
+//! again. (Bad data and refused rows: `postgres_data_faults.rs`.)
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use backplane_core::testkit::RecordingSink;
-use backplane_core::{
-    Backplane, BackplaneEvent, Envelope, EnvelopeKind, GapRepair, NodeId, Protocol,
-    SerializedMessage, Subscription, Target,
-};
-use backplane_postgres::{DEFAULT_INLINE_THRESHOLD, PostgresBackplane};
+use backplane_core::{Backplane, BackplaneEvent, EnvelopeKind, GapRepair, Target};
 use futures_util::StreamExt as _;
 use tests::TestSchema;
-use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
-use tokio_postgres::AsyncMessage;
+use tests::events::{
+    crosses, expect_disconnected, label_of, labelled, next_envelope, next_event, subscribed,
+};
+use tests::scene::{BehindProxy, TwoNodes, behind_proxy};
 
 const HUB: &str = "faults";
-
-/// Two nodes on one schema, the second listening to a hub.
-struct Listening {
-    /// Both nodes, to shut down at the end.
-    nodes: Vec<Arc<PostgresBackplane>>,
-    /// The first node.
-    sender: Arc<PostgresBackplane>,
-    /// The second node.
-    receiver: Arc<PostgresBackplane>,
-    /// The second node's subscription to the hub, past its `Connected` event.
-    subscription: Subscription,
-}
-
-/// Two nodes on `schema`, the second subscribed to `hub`.
-async fn listening(schema: &TestSchema, hub: &str) -> Listening {
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(hub).await.unwrap();
-    expect_connected(&mut subscription).await;
-    Listening {
-        nodes,
-        sender,
-        receiver,
-        subscription,
-    }
-}
-
-/// The quoted name of the messages table of `slug` in `schema`.
-fn messages_table(schema: &TestSchema, slug: &str) -> String {
-    format!("\"{}\".\"{slug}_messages\"", schema.name())
-}
-
-/// Write a row into a messages table behind the backplane's back, as a node would have.
-async fn insert_row(
-    admin: &tokio_postgres::Client,
-    table: &str,
-    origin: NodeId,
-    hub: &str,
-    seq: i64,
-    payload: &[u8],
-) {
-    admin
-        .execute(
-            &format!("INSERT INTO {table} (origin, hub, seq, payload) VALUES ($1, $2, $3, $4)"),
-            &[&origin.to_bytes().as_slice(), &hub, &seq, &payload],
-        )
-        .await
-        .unwrap();
-}
 
 /// Pass `i` on, pausing before every `every`-th: keeps a publishing stream running long
 /// enough for faults to hit it. (The pause happens before the publish future exists,
@@ -83,13 +32,9 @@ async fn pace(i: u64, every: u64, pause: Duration) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_killed_three_times_during_10000_envelopes() {
     const COUNT: u64 = 10_000;
-    let schema = TestSchema::create("listener_killed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("listener_killed").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
 
     let publisher = sender.clone();
     let publishing = tokio::spawn(async move {
@@ -141,10 +86,7 @@ async fn listener_killed_three_times_during_10000_envelopes() {
     let fence = next_envelope(&mut subscription, "fence").await;
     assert_eq!(label_of(&fence), "fence");
     eprintln!("{recovered} envelopes were recovered from the table during the 3 outages");
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// The publishing connection is killed mid-stream: every publish either succeeded, and
@@ -152,13 +94,9 @@ async fn listener_killed_three_times_during_10000_envelopes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_killed_mid_stream() {
     const COUNT: u64 = 5_000;
-    let schema = TestSchema::create("publisher_killed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("publisher_killed").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
 
     let publisher = sender.clone();
     let publishing = tokio::spawn(async move {
@@ -218,488 +156,7 @@ async fn publisher_killed_mid_stream() {
         "publishes that returned Ok never arrived: {lost:?}"
     );
     eprintln!("{kills} kills, {} ok, {failed} failed", succeeded.len());
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
-}
-
-/// A message whose envelope encodes to exactly `size` bytes when `origin` publishes it
-/// as sequence number `seq` of `hub`.
-fn sized(size: usize, origin: NodeId, seq: u64, hub: &str) -> EnvelopeKind {
-    let make = |payload: usize| EnvelopeKind::Invocation {
-        target: Target::All,
-        message: SerializedMessage::new()
-            .with(Protocol::Json, format!("{size}").into_bytes())
-            .with(
-                Protocol::MessagePack,
-                (0..payload).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
-            ),
-    };
-    let encoded = |payload: usize| {
-        Envelope {
-            origin,
-            seq,
-            hub: hub.to_owned(),
-            destination: None,
-            kind: make(payload),
-        }
-        .encode()
-        .len()
-    };
-    // The length prefix grows with the payload, so step down to the exact size.
-    let mut payload = size.saturating_sub(encoded(0));
-    while encoded(payload) > size {
-        payload -= 1;
-    }
-    assert_eq!(
-        encoded(payload),
-        size,
-        "cannot build an envelope of {size} bytes"
-    );
-    make(payload)
-}
-
-/// Envelopes right below, at and above the inline threshold, 7,990 bytes and 1 MiB all
-/// cross intact; those up to the threshold travel inline in the notification, larger
-/// ones by reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envelopes_of_every_size_cross_intact() {
-    let schema = TestSchema::create("sizes").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, "sizes").await;
-
-    // Watch the channel as a plain client too, to see how each envelope travelled.
-    let (watcher, mut connection) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (notifications, mut notified) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    let _ = notifications.send(n.payload().to_owned());
-                }
-                Some(Ok(_)) => {}
-                _ => break,
-            }
-        }
-    });
-    let channel = format!("{}.sizes", schema.name());
-    watcher
-        .batch_execute(&format!("LISTEN \"{channel}\""))
-        .await
-        .unwrap();
-
-    let threshold = DEFAULT_INLINE_THRESHOLD;
-    let sizes = [threshold - 1, threshold, threshold + 1, 7_990, 1024 * 1024];
-    for (i, size) in sizes.into_iter().enumerate() {
-        let seq = i as u64 + 1;
-        let kind = sized(size, sender.node_id(), seq, "sizes");
-        sender.publish("sizes", kind.clone()).await.unwrap();
-        let envelope = next_envelope(&mut subscription, &format!("the {size}-byte envelope")).await;
-        assert_eq!(envelope.seq, seq);
-        assert_eq!(envelope.encode().len(), size);
-        assert!(
-            envelope.kind == kind,
-            "the {size}-byte envelope was corrupted"
-        );
-        let text = tokio::time::timeout(Duration::from_secs(10), notified.recv())
-            .await
-            .expect("no notification seen by the watcher")
-            .unwrap();
-        assert!(text.len() <= 7999, "notification of {} bytes", text.len());
-        let expected_kind = if size <= threshold { 'i' } else { 'r' };
-        assert_eq!(
-            text.chars().next(),
-            Some(expected_kind),
-            "a {size}-byte envelope travelled the wrong way"
-        );
-    }
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
-}
-
-/// Garbage notifications, rows that do not decode and rows that are missing are logged
-/// and skipped; gaps they leave are reported as unrepairable, and the listener keeps
-/// delivering.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_and_missing_data_is_skipped_and_reported() {
-    let schema = TestSchema::create("corrupt").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
-    let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
-    let channel = format!("{}.{HUB}", schema.name());
-    // A node that exists only as rows written here.
-    let ghost = NodeId::random();
-    let insert = |seq: i64, payload: Vec<u8>| {
-        let (admin, table) = (&admin, &table);
-        async move { insert_row(admin, table, ghost, HUB, seq, &payload).await }
-    };
-    let notify = |text: String| {
-        let (admin, channel) = (&admin, &channel);
-        async move {
-            admin
-                .execute("SELECT pg_notify($1, $2)", &[channel, &text])
-                .await
-                .unwrap();
-        }
-    };
-    let envelope = |seq: u64| {
-        Envelope {
-            origin: ghost,
-            seq,
-            hub: HUB.into(),
-            destination: None,
-            kind: labelled(&format!("ghost-{seq}")),
-        }
-        .encode()
-    };
-    let reference = |seq: u64| format!("r{ghost}:{seq}:{seq}:{HUB}");
-
-    insert(1, envelope(1)).await;
-    notify(reference(1)).await;
-    // Garbage of every kind.
-    notify("hello".into()).await;
-    notify(format!("i{ghost}:this is not base64!")).await;
-    notify(format!("i{ghost}:AAECAwQ=")).await; // valid base64, not a pack of envelopes
-    notify(format!("r{ghost}:9:3:{HUB}")).await; // backwards range
-    notify(format!("x{ghost}:whatever")).await;
-    // Seq 2 is corrupt and never notified, 3 is fine: the gap is read, 2 is skipped.
-    insert(2, vec![1, 0xde, 0xad, 0xbe, 0xef]).await;
-    insert(3, envelope(3)).await;
-    notify(reference(3)).await;
-    // Seq 4 is corrupt and referenced directly: skipped and reported, no gap follows.
-    insert(4, b"\x01garbage".to_vec()).await;
-    notify(reference(4)).await;
-    insert(5, envelope(5)).await;
-    notify(reference(5)).await;
-    // Seq 6 does not exist at all (deleted): the gap cannot be repaired.
-    insert(7, envelope(7)).await;
-    notify(reference(7)).await;
-    sender.publish(HUB, labelled("after")).await.unwrap();
-
-    let mut events = Vec::new();
-    loop {
-        let event = next_event(&mut subscription, "events up to \"after\"").await;
-        let done = matches!(&event, BackplaneEvent::Envelope(e) if label_of(e) == "after");
-        events.push(match event {
-            BackplaneEvent::Envelope(e) => label_of(&e),
-            BackplaneEvent::Reconnected {
-                gap: GapRepair::Unrepairable { missing, .. },
-            } => format!("unrepairable:{missing}"),
-            other => format!("{other:?}"),
-        });
-        if done {
-            break;
-        }
-    }
-    assert_eq!(
-        events,
-        [
-            "ghost-1",
-            "unrepairable:1", // 2: corrupt, found while repairing the gap before 3
-            "ghost-3",
-            "unrepairable:1", // 4: corrupt, referenced directly
-            "ghost-5",
-            "unrepairable:1", // 6: missing, found while repairing the gap before 7
-            "ghost-7",
-            "after"
-        ]
-    );
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
-}
-
-/// A batch that fails for good (here: a constraint rejects every row) fails its
-/// publishes; its sequence numbers become tombstones, so receivers neither wait for nor
-/// report them as lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_batches_leave_tombstones_not_gaps() {
-    let schema = TestSchema::create("tombstones").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
-    let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
-
-    // A second receiver, cut off by a partition while the batches fail: it must skip
-    // the tombstones when it catches up from the table, too.
-    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
-    let cut_off = backplane_postgres::PostgresBackplane::connect(schema.options_through(&proxy))
-        .await
-        .unwrap();
-    let mut cut_off_subscription = cut_off.subscribe(HUB).await.unwrap();
-    expect_connected(&mut cut_off_subscription).await;
-
-    sender.publish(HUB, labelled("before")).await.unwrap();
-    let before = next_envelope(&mut cut_off_subscription, "before").await;
-    assert_eq!(label_of(&before), "before");
-    proxy.partition(true);
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
-        ))
-        .await
-        .unwrap();
-    // Failed batches: three publishes at once (one or more batches), then one more.
-    let refused = futures_util::future::join_all(
-        ["refused-a", "refused-b", "refused-c"].map(|label| sender.publish(HUB, labelled(label))),
-    )
-    .await;
-    for result in refused {
-        let error = result.expect_err("a publish whose row was refused must fail");
-        assert!(
-            error.to_string().contains("refuse"),
-            "the error names the cause: {error}"
-        );
-    }
-    sender
-        .publish(HUB, labelled("refused-d"))
-        .await
-        .expect_err("still refused");
-    admin
-        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
-        .await
-        .unwrap();
-    sender.publish(HUB, labelled("after")).await.unwrap();
-
-    let mut seen = Vec::new();
-    loop {
-        match next_event(&mut subscription, "before and after").await {
-            BackplaneEvent::Envelope(e) => {
-                seen.push((label_of(&e), e.seq));
-                if label_of(&e) == "after" {
-                    break;
-                }
-            }
-            other => panic!("a failed publish must not surface as an event: {other:?}"),
-        }
-    }
-    assert_eq!(seen, [("before".to_owned(), 1), ("after".to_owned(), 6)]);
-    let rows: Vec<(i64, Vec<u8>)> = admin
-        .query(
-            &format!("SELECT seq, payload FROM {table} ORDER BY seq"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    // Between the two real rows, tombstones: each row is byte 0 and the first number
-    // it covers; together they cover 2..=5 exactly, one row per failed batch.
-    assert_eq!(rows.first().map(|r| r.0), Some(1));
-    assert_eq!(rows.last().map(|r| r.0), Some(6));
-    let mut next = 2;
-    for (seq, payload) in &rows[1..rows.len() - 1] {
-        assert_eq!(payload.len(), 9, "row {seq} is not a tombstone");
-        assert_eq!(payload[0], 0, "row {seq} is not a tombstone");
-        let first = u64::from_be_bytes(payload[1..].try_into().unwrap());
-        assert_eq!(first, next, "tombstones must cover 2..=5 without holes");
-        next = u64::try_from(*seq).unwrap() + 1;
-    }
-    assert_eq!(next, 6, "tombstones must cover 2..=5");
-
-    match next_event(&mut cut_off_subscription, "Disconnected").await {
-        BackplaneEvent::Disconnected { .. } => {}
-        other => panic!("expected Disconnected, got {other:?}"),
-    }
-    proxy.partition(false);
-    let after = next_envelope(&mut cut_off_subscription, "after, from the table").await;
-    assert_eq!((label_of(&after).as_str(), after.seq), ("after", 6));
-    match next_event(&mut cut_off_subscription, "Reconnected").await {
-        BackplaneEvent::Reconnected {
-            gap: GapRepair::Repaired { recovered: 1 },
-        } => {}
-        other => panic!("tombstones must not count as lost: {other:?}"),
-    }
-    cut_off.shutdown().await.unwrap();
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
-}
-
-/// A batch's first attempt inserts without `ON CONFLICT` (its sequence numbers are
-/// new); should one of its rows exist anyway, the publish must still succeed (retried
-/// with `ON CONFLICT DO NOTHING`), be delivered once, and later publishes go on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_attempt_meeting_an_existing_row_is_retried_not_failed() {
-    let schema = TestSchema::create("conflict").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
-    let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
-
-    sender.publish(HUB, labelled("one")).await.unwrap();
-    // The row sequence number 2 of this node will take, already there.
-    insert_row(
-        &admin,
-        &table,
-        sender.node_id(),
-        HUB,
-        2,
-        &[0, 0, 0, 0, 0, 0, 0, 0, 2],
-    )
-    .await;
-    sender
-        .publish(HUB, labelled("two"))
-        .await
-        .expect("a conflicting row must not fail the publish");
-    sender.publish(HUB, labelled("three")).await.unwrap();
-
-    let mut seen = Vec::new();
-    while seen.len() < 3 {
-        let envelope = next_envelope(&mut subscription, "one, two, three").await;
-        seen.push((label_of(&envelope), envelope.seq));
-    }
-    assert_eq!(
-        seen,
-        [
-            ("one".to_owned(), 1),
-            ("two".to_owned(), 2),
-            ("three".to_owned(), 3)
-        ]
-    );
-    let stored: i64 = admin
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, 3, "one row per sequence number");
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
-}
-
-/// Rows older than the retention are deleted, newer ones are kept, and tables in the
-/// schema that are not messages tables are never touched.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_only_old_rows() {
-    let schema = TestSchema::create("retention").await;
-    let nodes = schema
-        .nodes_with(1, |options| {
-            options
-                .retention(Duration::from_secs(600))
-                .retention_interval(Duration::from_millis(200))
-        })
-        .await;
-    let node = nodes[0].clone();
-    for i in 0..10 {
-        node.publish(HUB, labelled(&i.to_string())).await.unwrap();
-    }
-    let admin = schema.admin().await;
-    let table = messages_table(&schema, HUB);
-    let other = messages_table(&schema, "audit");
-    admin
-        .batch_execute(&format!(
-            "UPDATE {table} SET inserted_on = now() - interval '11 minutes' WHERE seq <= 4;
-             CREATE TABLE {other} (id int, inserted_on timestamptz);
-             INSERT INTO {other} VALUES (1, now() - interval '1 year');"
-        ))
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let remaining = loop {
-        let seqs: Vec<i64> = admin
-            .query(&format!("SELECT seq FROM {table} ORDER BY seq"), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if seqs.len() <= 6 || tokio::time::Instant::now() > deadline {
-            break seqs;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(remaining, (5..=10).collect::<Vec<i64>>());
-    let untouched: i64 = admin
-        .query_one(&format!("SELECT count(*) FROM {other}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        untouched, 1,
-        "retention touched a table that is not its own"
-    );
-    node.shutdown().await.unwrap();
-    schema.drop().await;
-}
-
-/// A subscription still works on a hub with a 1 MiB message and an empty message
-/// mixed into one batch with small ones (inline, by reference, inline).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_batch_keeps_order() {
-    let schema = TestSchema::create("mixed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver: _,
-        mut subscription,
-    } = listening(&schema, HUB).await;
-    let big = SerializedMessage::new()
-        .with(Protocol::Json, b"big".to_vec())
-        .with(Protocol::MessagePack, vec![7u8; 1024 * 1024]);
-    let kinds: Vec<EnvelopeKind> = (0..200)
-        .map(|i| {
-            if i % 50 == 25 {
-                EnvelopeKind::Invocation {
-                    target: Target::All,
-                    message: big.clone(),
-                }
-            } else {
-                EnvelopeKind::Invocation {
-                    target: Target::All,
-                    message: RecordingSink::message(&i.to_string()),
-                }
-            }
-        })
-        .collect();
-    let publisher = sender.clone();
-    let sent = kinds.clone();
-    let publishing = tokio::spawn(async move {
-        let publisher: Arc<dyn Backplane> = publisher;
-        futures_util::future::join_all(sent.into_iter().map(|kind| {
-            let publisher = publisher.clone();
-            async move { publisher.publish(HUB, kind).await }
-        }))
-        .await
-    });
-    for (i, kind) in kinds.iter().enumerate() {
-        let envelope = next_envelope(&mut subscription, &format!("envelope {i}")).await;
-        assert_eq!(envelope.seq, i as u64 + 1);
-        assert!(&envelope.kind == kind, "envelope {i} differs");
-    }
-    for result in publishing.await.unwrap() {
-        result.unwrap();
-    }
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// A partition that leaves the listener's TCP connection established but silent is
@@ -710,28 +167,20 @@ async fn mixed_batch_keeps_order() {
 async fn silent_partition_is_noticed_and_repaired() {
     let schema = TestSchema::create("partition").await;
     let sender = schema.nodes(1).await.remove(0);
-    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
-    let through_proxy = schema.options_through(&proxy);
-    let receiver = backplane_postgres::PostgresBackplane::connect(through_proxy)
-        .await
-        .unwrap();
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
-    sender.publish(HUB, labelled("before")).await.unwrap();
-    let before = next_envelope(&mut subscription, "before").await;
-    assert_eq!(label_of(&before), "before");
+    let BehindProxy {
+        proxy,
+        node: receiver,
+        mut subscription,
+    } = behind_proxy(&schema, HUB).await;
+    crosses(&sender, HUB, "before", &mut subscription).await;
 
     proxy.partition(true);
     let cut = tokio::time::Instant::now();
     for i in 0..100 {
         sender.publish(HUB, labelled(&i.to_string())).await.unwrap();
     }
-    match next_event(&mut subscription, "Disconnected").await {
-        BackplaneEvent::Disconnected { reason } => {
-            assert!(reason.contains("probe"), "{reason}");
-        }
-        other => panic!("expected Disconnected, got {other:?}"),
-    }
+    let reason = expect_disconnected(&mut subscription).await;
+    assert!(reason.contains("probe"), "{reason}");
     let noticed = cut.elapsed();
     assert!(
         noticed < Duration::from_secs(10),
@@ -757,180 +206,33 @@ async fn silent_partition_is_noticed_and_repaired() {
 /// published in between is replayed (it was published before the new subscription).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_subscription_does_not_replay_the_past() {
-    let schema = TestSchema::create("resubscribe").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut first = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut first).await;
-    sender.publish(HUB, labelled("a")).await.unwrap();
-    let a = next_envelope(&mut first, "a").await;
-    assert_eq!(label_of(&a), "a");
+    let nodes = TwoNodes::start("resubscribe").await;
+    let (sender, receiver) = (&nodes.sender, &nodes.receiver);
+    let mut first = subscribed(receiver, HUB).await;
+    crosses(sender, HUB, "a", &mut first).await;
     // A second hub on the same node serves as a fence: notifications reach the listener
     // in commit order and are handled one at a time, so once the fence arrives, b, c and
     // d have been handled (while nobody subscribed to the hub).
-    let mut fence = receiver.subscribe("fence").await.unwrap();
-    expect_connected(&mut fence).await;
+    let mut fence = subscribed(receiver, "fence").await;
     drop(first);
     for label in ["b", "c", "d"] {
         sender.publish(HUB, labelled(label)).await.unwrap();
     }
-    sender.publish("fence", labelled("fence")).await.unwrap();
-    let fenced = next_envelope(&mut fence, "fence").await;
-    assert_eq!(label_of(&fenced), "fence");
-    let mut second = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut second).await;
+    crosses(sender, "fence", "fence", &mut fence).await;
+    let mut second = subscribed(receiver, HUB).await;
     sender.publish(HUB, labelled("e")).await.unwrap();
     let envelope = next_envelope(&mut second, "e").await;
     assert_eq!(label_of(&envelope), "e", "an old envelope was replayed");
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
-}
-
-/// Tombstones the database keeps refusing never block other hubs: the batch is retried
-/// without them, and their numbers are reported lost on their hub instead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_tombstones_do_not_block_other_hubs() {
-    let schema = TestSchema::create("poison").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut blocked = receiver.subscribe("blocked").await.unwrap();
-    expect_connected(&mut blocked).await;
-    let mut open = receiver.subscribe("open").await.unwrap();
-    expect_connected(&mut open).await;
-    sender.publish("blocked", labelled("b1")).await.unwrap();
-    let admin = schema.admin().await;
-    let table = messages_table(&schema, "blocked");
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 2) NOT VALID"
-        ))
-        .await
-        .unwrap();
-    sender
-        .publish("blocked", labelled("b2"))
-        .await
-        .expect_err("refused");
-    // The next batch carries b2's tombstone, which the constraint refuses too.
-    sender
-        .publish("open", labelled("o1"))
-        .await
-        .expect("another hub must not be blocked by a refused tombstone");
-    let o1 = next_envelope(&mut open, "o1").await;
-    assert_eq!(label_of(&o1), "o1");
-    // o1's publish returns as soon as its own table's part of the batch committed; the
-    // tombstone's part is tried (and given up) after it. The publisher handles one batch
-    // at a time, so once o2 is published that attempt is over; dropping the constraint
-    // earlier could let the tombstone through, and receivers would skip b2's number
-    // silently instead of reporting it.
-    sender
-        .publish("open", labelled("o2"))
-        .await
-        .expect("another hub must not be blocked by a refused tombstone");
-    let o2 = next_envelope(&mut open, "o2").await;
-    assert_eq!(label_of(&o2), "o2");
-    admin
-        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse"))
-        .await
-        .unwrap();
-    sender.publish("blocked", labelled("b3")).await.unwrap();
-    let mut events = Vec::new();
-    loop {
-        match next_event(&mut blocked, "b3").await {
-            BackplaneEvent::Envelope(e) => {
-                events.push(label_of(&e));
-                if label_of(&e) == "b3" {
-                    break;
-                }
-            }
-            BackplaneEvent::Reconnected {
-                gap: GapRepair::Unrepairable { missing, .. },
-            } => events.push(format!("unrepairable:{missing}")),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(events, ["b1", "unrepairable:1", "b3"]);
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
-}
-
-/// One hub's table refusing rows for good must not fail the publishes of another hub
-/// that shared their batches: every publish to the healthy hub succeeds and arrives in
-/// order, every publish to the refused one fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_table_does_not_fail_other_hubs_in_the_same_batch() {
-    const EACH: usize = 100;
-    let schema = TestSchema::create("poison_batch").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut healthy = receiver.subscribe("healthy").await.unwrap();
-    expect_connected(&mut healthy).await;
-    // Create both tables, then make one refuse every new row.
-    sender.publish("refused", labelled("r0")).await.unwrap();
-    sender
-        .publish("healthy", labelled("h-first"))
-        .await
-        .unwrap();
-    let first = next_envelope(&mut healthy, "h-first").await;
-    assert_eq!(label_of(&first), "h-first");
-    let admin = schema.admin().await;
-    let table = messages_table(&schema, "refused");
-    admin
-        .batch_execute(&format!(
-            "ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (seq < 0) NOT VALID"
-        ))
-        .await
-        .unwrap();
-    // Interleaved and all started at once, so batches mix the two tables.
-    let publishes = (0..EACH).flat_map(|i| {
-        let sender = sender.clone();
-        let sender2 = sender.clone();
-        [
-            Box::pin(async move {
-                (
-                    "healthy",
-                    sender.publish("healthy", labelled(&format!("h{i}"))).await,
-                )
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
-            Box::pin(async move {
-                (
-                    "refused",
-                    sender2.publish("refused", labelled(&format!("r{i}"))).await,
-                )
-            }),
-        ]
-    });
-    let results = futures_util::future::join_all(publishes).await;
-    for (hub, result) in &results {
-        match *hub {
-            "healthy" => assert!(result.is_ok(), "a healthy hub's publish failed: {result:?}"),
-            _ => assert!(result.is_err(), "a refused row was reported stored"),
-        }
-    }
-    for i in 0..EACH {
-        let envelope = next_envelope(&mut healthy, "healthy envelopes").await;
-        assert_eq!(label_of(&envelope), format!("h{i}"));
-    }
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }
 
 /// The connection that reads rows (large envelopes, gaps, catch-up) is killed: the next
 /// read reopens it, and nothing is lost or reported lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_killed_is_reopened() {
-    let schema = TestSchema::create("reader_killed").await;
-    let Listening {
-        nodes,
-        sender,
-        receiver,
-        mut subscription,
-    } = listening(&schema, HUB).await;
+    let nodes = TwoNodes::start("reader_killed").await;
+    let (schema, sender, receiver) = (&nodes.schema, &nodes.sender, &nodes.receiver);
+    let mut subscription = subscribed(receiver, HUB).await;
     let big = |label: &str| EnvelopeKind::Invocation {
         target: Target::All,
         message: RecordingSink::message(&format!("{label}{}", "x".repeat(10_000))),
@@ -950,8 +252,5 @@ async fn reader_killed_is_reopened() {
         second.is_ok(),
         "subscribing after a reader kill: {second:?}"
     );
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    nodes.finish().await;
 }

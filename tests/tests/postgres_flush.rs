@@ -15,7 +15,7 @@ use backplane_core::{Backplane, BackplaneError, BackplaneEvent, Envelope, Subscr
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SynchronousCommit};
 use futures_util::StreamExt as _;
 use tests::TestSchema;
-use tests::events::{expect_connected, label_of, labelled, next_envelope, next_event};
+use tests::events::{label_of, labelled, next_envelope, next_event, subscribed};
 use tokio::task::JoinHandle;
 
 const HUB: &str = "flush";
@@ -126,8 +126,7 @@ impl HeldOff {
         // The sender's role creates the table (so it owns it) before anyone subscribes.
         sender.publish(HUB, labelled("table")).await.unwrap();
         let receiver = schema.nodes(1).await.remove(0);
-        let mut subscription = receiver.subscribe(HUB).await.unwrap();
-        expect_connected(&mut subscription).await;
+        let mut subscription = subscribed(&receiver, HUB).await;
         // The table exists, the publishing statements are prepared.
         sender.publish(HUB, labelled("warm-up")).await.unwrap();
         let warm_up = next_envelope(&mut subscription, "warm-up").await;
@@ -181,7 +180,7 @@ impl HeldOff {
 
     /// The quoted name of the hub's messages table.
     fn table(&self) -> String {
-        format!("\"{}\".\"{HUB}_messages\"", self.schema.name())
+        self.schema.messages_table(HUB)
     }
 
     /// The payload of the sender's row at `seq`.
@@ -291,8 +290,7 @@ async fn killing_the_confirming_connection_fails_no_publish() {
     let schema = TestSchema::create("flusher_killed").await;
     let nodes = schema.nodes(2).await;
     let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let mut subscription = subscribed(&receiver, HUB).await;
 
     let publishing = tokio::spawn({
         let sender = sender.clone();
@@ -378,8 +376,7 @@ async fn only_notify_before_flush_opens_a_confirming_connection() {
     assert_eq!(confirming(&on).await, 0);
     assert_eq!(confirming(&default).await, 1);
 
-    let mut subscription = default.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let mut subscription = subscribed(&default, HUB).await;
     on.publish(HUB, labelled("from on")).await.unwrap();
     assert_eq!(
         label_of(&*next_envelope(&mut subscription, "from on").await),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use backplane_core::{Backplane, BackplaneError};
 use backplane_postgres::{CheckStatus, PostgresBackplane, PostgresOptions, diagnose};
 use tests::TestSchema;
-use tests::events::{expect_connected, label_of, labelled, next_envelope};
+use tests::events::{expect_connected, label_of, labelled, next_envelope, subscribed};
 
 /// `name` as a quoted identifier, for the test's own clean-up SQL.
 fn quoted(name: &str) -> String {
@@ -264,8 +264,7 @@ async fn diagnose_reports_each_check() {
 async fn dropped_tables_are_reinstalled() {
     let schema = TestSchema::create("dropped").await;
     let nodes = schema.nodes(2).await;
-    let mut subscription = nodes[1].subscribe("chat").await.unwrap();
-    expect_connected(&mut subscription).await;
+    let mut subscription = subscribed(&nodes[1], "chat").await;
     let admin = schema.admin().await;
     for (label, sql) in [
         (

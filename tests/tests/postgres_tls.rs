@@ -9,7 +9,7 @@ use std::time::Duration;
 use backplane_core::{Backplane, BackplaneEvent};
 use backplane_postgres::{PostgresBackplane, PostgresOptions, SslMode, diagnose};
 use tests::cluster::{Cluster, TLS_HOST, TLS_PASSWORD};
-use tests::events::{expect_connected, label_of, labelled, next_event};
+use tests::events::{label_of, labelled, next_event, subscribed};
 
 const HUB: &str = "tls";
 
@@ -35,8 +35,7 @@ async fn round_trip(url: &str) {
         .await
         .unwrap_or_else(|error| panic!("connecting over {}: {error}", redact(url)));
     let receiver = PostgresBackplane::connect(options(url)).await.unwrap();
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let mut subscription = subscribed(&receiver, HUB).await;
     sender.publish(HUB, labelled("over tls")).await.unwrap();
     match next_event(&mut subscription, "the envelope").await {
         BackplaneEvent::Envelope(envelope) => assert_eq!(label_of(&envelope), "over tls"),

@@ -1,16 +1,16 @@
-//! Shared by the security tests of the `hub-server` binary: the binary as a process with
-//! its log and its memory in reach, plain HTTP/1.1 requests on their own sockets, and
+//! Shared by the tests of the `hub-server` binary: the binary as a process with its log,
+//! its exit and its memory in reach, plain HTTP/1.1 requests on their own sockets, and
 //! HS256 tokens minted for the `--jwt-*` flags.
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of it.
 
-use std::process::Stdio;
+use std::process::ExitStatus;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use tests::lines_of;
+use tests::{hub_server_command, output_lines};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 /// The binary under test.
@@ -47,48 +47,56 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start the binary with `args` and wait until it listens.
+    /// Start the binary with `args`, logging at debug level, and wait until it listens.
     pub async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BINARY)
+        let mut server = Self::spawn(args, "debug");
+        server.wait_listening().await;
+        server
+    }
+
+    /// Start the binary on a free port of 127.0.0.1 with `args`, logging at `log_level`,
+    /// without waiting for it: its [`address`](Self::address) is empty until
+    /// [`Server::wait_listening`].
+    pub fn spawn(args: &[&str], log_level: &str) -> Self {
+        let mut child = hub_server_command(BINARY)
             .args(["--urls", "http://127.0.0.1:0"])
             .args(args)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "debug")
-            .env("NO_COLOR", "1")
+            .env("RUST_LOG", log_level)
             .env("TEST_JWT_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("starting hub-server");
-        let (tx, log) = mpsc::unbounded_channel();
-        for mut lines in [
-            lines_of(child.stdout.take().unwrap()),
-            lines_of(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(line) = lines.recv().await {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut server = Self {
+        Self {
+            log: output_lines(&mut child),
             child,
-            log,
             seen: Vec::new(),
             address: String::new(),
-        };
-        let line = server.expect_log("listening on http://").await;
+        }
+    }
+
+    /// Wait for the "listening on" line; sets and returns [`address`](Self::address).
+    pub async fn wait_listening(&mut self) -> String {
+        let line = self.expect_log("listening on http://").await;
         // Up to the path: the line may be text or JSON (`--log-format json`).
-        server.address = line
+        self.address = line
             .split("listening on http://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .unwrap()
             .to_owned();
-        server
+        self.address.clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Wait for the process to exit, at most [`PATIENCE`].
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("hub-server exits in time")
+            .unwrap()
     }
 
     /// `http://host:port`.
@@ -122,7 +130,7 @@ impl Server {
 
     /// Resident set size of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("running");
+        let pid = self.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
             .lines()

@@ -4,8 +4,9 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of it.
 
+pub mod cluster;
 pub mod raw_socket;
-pub mod streaming_pair;
+pub mod rust_client;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use hub_server::{
-    Caller, CallerClients, Clients, Groups, Hub, HubBuilder, HubOptions, MethodError, access_token,
+    Caller, CallerClients, Clients, Groups, Hub, HubBuilder, HubOptions, InvokeError, MethodError,
+    access_token,
 };
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -206,14 +208,19 @@ impl TestServer {
         format!("ws://{}{HUB_PATH}{separator}{query}", self.addr)
     }
 
-    /// Negotiate and return `(connectionId, connectionToken)`.
-    pub async fn negotiate(&self) -> (String, String) {
-        let response = http(
+    /// The answer to a negotiate (version 1) on the test hub.
+    pub async fn negotiate_response(&self) -> HttpResponse {
+        http(
             self.addr,
             &format!("POST {HUB_PATH}/negotiate?negotiateVersion=1 HTTP/1.1"),
             &[],
         )
-        .await;
+        .await
+    }
+
+    /// Negotiate and return `(connectionId, connectionToken)`.
+    pub async fn negotiate(&self) -> (String, String) {
+        let response = self.negotiate_response().await;
         assert_eq!(response.status, 200, "negotiate failed: {}", response.body);
         let body: serde_json::Value = serde_json::from_str(&response.body).expect("negotiate JSON");
         (
@@ -479,6 +486,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         }
     }
 
+    /// The next frame after any Pings, as JSON.
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        let text = self.recv_text_skipping_pings().await;
+        serde_json::from_str(text.trim_end_matches('\u{1e}')).expect("a JSON frame")
+    }
+
+    /// Invoke `target` without arguments; its completion, as JSON.
+    pub async fn call_json(&mut self, target: &str) -> serde_json::Value {
+        let text = self.invoke_json("call", target, "[]").await;
+        serde_json::from_str(text.trim_end_matches('\u{1e}')).expect("a JSON completion")
+    }
+
+    /// Send the broadcasts `"0"` to `"{count - 1}"` as fire-and-forget invocations of the
+    /// test hub's `Broadcast`, `per_message` to a WebSocket message, as a busy client
+    /// batches them.
+    pub async fn send_broadcasts(&mut self, count: usize, per_message: usize) {
+        for chunk in (0..count).collect::<Vec<_>>().chunks(per_message) {
+            let message: String = chunk.iter().map(|&i| broadcast(i)).collect();
+            self.send_text(&message).await;
+        }
+    }
+
     /// Send the JSON handshake and expect success.
     pub async fn handshake_json(&mut self) {
         self.send_text(JSON_HANDSHAKE).await;
@@ -507,6 +536,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     }
 }
 
+/// The JSON invocation of the test hub's `Broadcast` with the text `i`, without an
+/// invocation id: what a client sends to broadcast, and what every client then receives.
+pub fn broadcast(i: usize) -> String {
+    format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
+}
+
+/// Ask connection `id`, through `hub`'s context (outside any hub method), for the result
+/// of `Double(21)`, in a task of its own.
+pub fn ask_double(hub: &Hub, id: &str) -> JoinHandle<Result<i64, InvokeError>> {
+    let context = hub.context();
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        context
+            .clients()
+            .client(id)
+            .invoke::<i64>("Double", (21,))
+            .await
+    })
+}
+
 /// Wait until `hub` has exactly `count` connections (connections register and unregister
 /// asynchronously to the client's view).
 pub async fn wait_for_connections(hub: &Hub, count: usize) {
@@ -518,5 +567,25 @@ pub async fn wait_for_connections(hub: &Hub, count: usize) {
             hub.connection_count()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts that `received` holds the texts `"0"` to `"{sent - 1}"`, each once and in
+/// order; otherwise fails, prefixed with `what`, saying how many are missing and where
+/// the first differences are.
+pub fn assert_all_in_order(what: &str, received: &[String], sent: usize) {
+    let expected: Vec<String> = (0..sent).map(|n| n.to_string()).collect();
+    if received != expected {
+        let missing = expected.iter().filter(|n| !received.contains(n)).count();
+        panic!(
+            "{what}: got {} messages for {sent} sent ({missing} missing), first differences: {:?}",
+            received.len(),
+            received
+                .iter()
+                .zip(&expected)
+                .filter(|(got, want)| got != want)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
     }
 }

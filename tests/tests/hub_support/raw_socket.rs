@@ -38,6 +38,13 @@ impl ServerFrame {
         }
     }
 
+    /// A text frame with the JSON completion of invocation `id` with `result` (JSON).
+    pub fn completion(id: &str, result: &str) -> Self {
+        Self::text(&format!(
+            "{{\"type\":3,\"invocationId\":\"{id}\",\"result\":{result}}}\u{1e}"
+        ))
+    }
+
     /// A Close frame with status `code` and no reason.
     pub fn close(code: u16) -> Self {
         Self::Frame {
