@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use test_services::forward_lines;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -242,20 +242,6 @@ impl ServerProcess {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
-}
-
-fn forward_lines(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    tx: mpsc::UnboundedSender<String>,
-) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
 }
 
 fn keep(output: &Mutex<VecDeque<String>>, line: String) {

@@ -9,7 +9,8 @@
 //!
 //! The PostgreSQL chores: whether a server [`answers`], a [`connect`]ed client, a
 //! [`quote_identifier`]ed name, [`drop_schema`], and [`terminate_backplane_connection`]
-//! (the fault both the tests and the soak inject).
+//! (the fault both the tests and the soak inject). And one process chore: reading a child
+//! process's output as lines ([`forward_lines`]).
 //!
 //! ```
 //! assert_eq!(test_services::quote_identifier("a\"b"), "\"a\"\"b\"");
@@ -144,4 +145,21 @@ pub async fn terminate_backplane_connection(
         .await?
         .get(0);
     Ok(killed.unsigned_abs())
+}
+
+/// Send every line of `stream` (a child process's stdout or stderr) to `tx`, from a task
+/// of its own, until either ends.
+pub fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use tokio::io::AsyncBufReadExt as _;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
 }

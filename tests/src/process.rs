@@ -1,6 +1,7 @@
 //! Reading the output of processes the tests start.
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use test_services::forward_lines;
+use tokio::io::AsyncRead;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
@@ -27,19 +28,4 @@ pub fn output_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     forward_lines(child.stdout.take().expect("piped stdout"), tx.clone());
     forward_lines(child.stderr.take().expect("piped stderr"), tx);
     rx
-}
-
-/// Send every line of `stream` to `tx` until either ends.
-fn forward_lines(
-    stream: impl AsyncRead + Unpin + Send + 'static,
-    tx: mpsc::UnboundedSender<String>,
-) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
 }

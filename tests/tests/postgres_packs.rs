@@ -10,7 +10,8 @@ use backplane_core::{Backplane, BackplaneEvent, GapRepair};
 use backplane_postgres::DEFAULT_INLINE_THRESHOLD;
 use futures_util::StreamExt as _;
 use tests::TestSchema;
-use tests::events::{expect_connected, label_of, labelled, next_event};
+use tests::events::{label_of, labelled, next_event, subscribed};
+use tests::scene::TwoNodes;
 
 const HUB: &str = "packs";
 
@@ -24,8 +25,8 @@ async fn row_counts(schema: &TestSchema) -> (i64, i64) {
         .query_one(
             &format!(
                 "SELECT count(*), count(*) FILTER (WHERE get_byte(payload, 0) = {PACK_MARKER})
-                 FROM \"{}\".\"{HUB}_messages\"",
-                schema.name()
+                 FROM {}",
+                schema.messages_table(HUB)
             ),
             &[],
         )
@@ -69,11 +70,9 @@ fn number(label: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referenced_envelopes_are_read_from_packs_in_order() {
     const COUNT: u64 = 600;
-    let schema = TestSchema::create("packs_referenced").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let scene = TwoNodes::start("packs_referenced").await;
+    let (sender, receiver) = (scene.sender.clone(), scene.receiver.clone());
+    let mut subscription = subscribed(&*receiver, HUB).await;
 
     let publishing = {
         let sender = sender.clone();
@@ -89,16 +88,14 @@ async fn referenced_envelopes_are_read_from_packs_in_order() {
         }
     }
     publishing.await.unwrap();
-    let (rows, packs) = row_counts(&schema).await;
+    let (rows, packs) = row_counts(&scene.schema).await;
     assert!(packs >= 1, "no pack row among {rows} rows");
     assert!(
         u64::try_from(rows).unwrap() < COUNT / 2,
         "{rows} rows for {COUNT} envelopes published 200 at a time"
     );
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    drop((sender, receiver));
+    scene.finish().await;
 }
 
 /// A listener that loses its connection while batches are stored catches up from the
@@ -106,11 +103,9 @@ async fn referenced_envelopes_are_read_from_packs_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_reads_packs_after_the_listener_was_killed() {
     const COUNT: u64 = 3_000;
-    let schema = TestSchema::create("packs_catch_up").await;
-    let nodes = schema.nodes(2).await;
-    let (sender, receiver) = (nodes[0].clone(), nodes[1].clone());
-    let mut subscription = receiver.subscribe(HUB).await.unwrap();
-    expect_connected(&mut subscription).await;
+    let scene = TwoNodes::start("packs_catch_up").await;
+    let (sender, receiver) = (scene.sender.clone(), scene.receiver.clone());
+    let mut subscription = subscribed(&*receiver, HUB).await;
 
     let publishing = {
         let sender = sender.clone();
@@ -131,7 +126,8 @@ async fn catch_up_reads_packs_after_the_listener_was_killed() {
                 received += 1;
                 assert_eq!(envelope.seq, received, "once each, in order");
                 if received == COUNT / 4 && !killed {
-                    assert!(schema.terminate("listener", receiver.node_id()).await > 0);
+                    let killed_now = scene.schema.terminate("listener", receiver.node_id()).await;
+                    assert!(killed_now > 0);
                     killed = true;
                 }
             }
@@ -150,14 +146,12 @@ async fn catch_up_reads_packs_after_the_listener_was_killed() {
     assert!(reconnected, "the kill was not noticed");
     // The listener waits at least 100 ms before reconnecting while the sender goes on.
     assert!(from_the_table > 0, "nothing was caught up from the table");
-    let (rows, packs) = row_counts(&schema).await;
+    let (rows, packs) = row_counts(&scene.schema).await;
     assert!(packs >= 1, "no pack row among {rows} rows");
     assert!(
         u64::try_from(rows).unwrap() < COUNT / 4,
         "{rows} rows for {COUNT} envelopes"
     );
-    for node in &nodes {
-        node.shutdown().await.unwrap();
-    }
-    schema.drop().await;
+    drop((sender, receiver));
+    scene.finish().await;
 }

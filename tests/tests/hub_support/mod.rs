@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod raw_socket;
+pub mod records;
 pub mod rust_client;
 
 use std::net::SocketAddr;
@@ -185,7 +186,10 @@ impl TestServer {
         let (ws, _) = tokio_tungstenite::client_async(url, client_io)
             .await
             .expect("in-memory WebSocket upgrade");
-        RawClient { ws }
+        RawClient {
+            ws,
+            pending: Default::default(),
+        }
     }
 
     /// One end of an in-memory pipe whose other end the router serves through hyper, as
@@ -360,6 +364,8 @@ pub enum Frame {
 pub struct RawClient<S = MaybeTlsStream<TcpStream>> {
     /// The socket.
     ws: WebSocketStream<S>,
+    /// Hub messages of the last WebSocket message not yet returned.
+    pending: std::collections::VecDeque<Frame>,
 }
 
 impl RawClient {
@@ -380,7 +386,10 @@ impl RawClient {
             );
         }
         match tokio_tungstenite::connect_async_with_config(request, None, true).await {
-            Ok((ws, _)) => Ok(Self { ws }),
+            Ok((ws, _)) => Ok(Self {
+                ws,
+                pending: Default::default(),
+            }),
             Err(tungstenite::Error::Http(response)) => {
                 let body = response
                     .body()
@@ -410,7 +419,10 @@ impl RawClient {
         )
         .await
         .expect("upgrade");
-        Self { ws }
+        Self {
+            ws,
+            pending: Default::default(),
+        }
     }
 }
 
@@ -433,19 +445,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         self.recv_within(RECV_TIMEOUT).await
     }
 
-    /// The next text or binary frame (or the close), within `limit`.
+    /// The next hub message (text or binary; a WebSocket message holding several is
+    /// split as clients do, [`records::split`]) or the close, within `limit`.
     pub async fn recv_within(&mut self, limit: Duration) -> Frame {
+        if let Some(frame) = self.pending.pop_front() {
+            return frame;
+        }
         loop {
             let next = tokio::time::timeout(limit, self.ws.next())
                 .await
                 .expect("a frame within the time limit");
-            match next {
+            let frame = match next {
                 None | Some(Ok(Message::Close(_))) => return Frame::Closed,
                 Some(Err(_)) => return Frame::Closed,
-                Some(Ok(Message::Text(text))) => return Frame::Text(text.as_str().to_owned()),
-                Some(Ok(Message::Binary(bytes))) => return Frame::Binary(bytes.to_vec()),
+                Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
+                Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
                 Some(Ok(_)) => continue,
-            }
+            };
+            self.pending = records::split(frame);
+            return self
+                .pending
+                .pop_front()
+                .expect("a message holds at least one");
         }
     }
 

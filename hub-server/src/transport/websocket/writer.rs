@@ -166,6 +166,63 @@ fn put_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
 mod tests {
     use super::*;
 
+    /// The frames of `bytes` (unmasked, as a server writes them): (opcode, payload).
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let opcode = bytes[0] & 0x0F;
+            let (len, header) = match bytes[1] {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                127 => (
+                    usize::try_from(u64::from_be_bytes(bytes[2..10].try_into().unwrap())).unwrap(),
+                    10,
+                ),
+                len => (usize::from(len), 2),
+            };
+            out.push((opcode, bytes[header..header + len].to_vec()));
+            bytes = &bytes[header + len..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn hub_messages_fed_together_share_one_websocket_message() {
+        let mut writer = FrameWriter::new(Vec::new(), Arc::new(Control::default()));
+        let text = TransferFormat::Text;
+        for record in ["{\"type\":6}\u{1e}", "{\"type\":1}\u{1e}", "{}\u{1e}"] {
+            writer.feed(Bytes::from(record), text).await.unwrap();
+        }
+        writer.flush().await.unwrap();
+        // A large message goes alone, between what came before and after it.
+        let large = vec![b'x'; MESSAGE_COALESCE_BYTES + 1];
+        writer
+            .feed(Bytes::from_static(b"a\x1e"), text)
+            .await
+            .unwrap();
+        writer.feed(Bytes::from(large.clone()), text).await.unwrap();
+        writer
+            .feed(Bytes::from_static(b"b\x1e"), text)
+            .await
+            .unwrap();
+        // Another format starts another message.
+        writer
+            .feed(Bytes::from_static(&[1, 0x90]), TransferFormat::Binary)
+            .await
+            .unwrap();
+        writer.close().await.unwrap();
+        let written = frames(&writer.io);
+        let expected: Vec<(u8, Vec<u8>)> = vec![
+            (OP_TEXT, b"{\"type\":6}\x1e{\"type\":1}\x1e{}\x1e".to_vec()),
+            (OP_TEXT, b"a\x1e".to_vec()),
+            (OP_TEXT, large),
+            (OP_TEXT, b"b\x1e".to_vec()),
+            (OP_BINARY, vec![1, 0x90]),
+            (OP_CLOSE, 1000u16.to_be_bytes().to_vec()),
+        ];
+        assert_eq!(written, expected);
+        assert_eq!(writer.message.capacity(), 0, "the buffer is given back");
+    }
+
     #[test]
     fn headers_use_the_shortest_length_encoding() {
         let header = |len| {
