@@ -35,9 +35,11 @@ pub(crate) struct FrameWriter<W> {
     io: W,
     /// Frames fed and not yet written (unallocated between flushes).
     out: Vec<u8>,
-    /// Hub messages fed and not yet framed: the payload of the next data message, whose
-    /// opcode is `message_opcode` (unallocated between flushes).
-    message: Vec<u8>,
+    /// Hub messages fed and not yet framed: the payload of the next data message (held,
+    /// not copied: a broadcast's frame is shared by every connection it goes to), whose
+    /// opcode is `message_opcode` and length `message_len` (unallocated between flushes).
+    message: Vec<Bytes>,
+    message_len: usize,
     message_opcode: u8,
     /// Pongs the reading half asked for, and the close code it chose.
     control: Arc<Control>,
@@ -52,6 +54,7 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
             io,
             out: Vec::new(),
             message: Vec::new(),
+            message_len: 0,
             message_opcode: OP_TEXT,
             control,
             closed: false,
@@ -79,11 +82,23 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
         if self.message.is_empty() {
             return Ok(());
         }
-        let mut message = std::mem::take(&mut self.message);
-        self.write_frame(self.message_opcode, &message).await?;
+        let mut parts = std::mem::take(&mut self.message);
+        let len = std::mem::take(&mut self.message_len);
+        if !self.closed {
+            put_header(&mut self.out, self.message_opcode, len);
+            for part in &parts {
+                if self.out.len() + part.len() <= WRITE_COALESCE_BYTES {
+                    self.out.extend_from_slice(part);
+                } else {
+                    self.io.write_all(&self.out).await?;
+                    self.out.clear();
+                    self.io.write_all(part).await?;
+                }
+            }
+        }
         // Reused until the flush gives it back.
-        message.clear();
-        self.message = message;
+        parts.clear();
+        self.message = parts;
         Ok(())
     }
 
@@ -106,8 +121,7 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for FrameWriter<W> {
             TransferFormat::Text => OP_TEXT,
             TransferFormat::Binary => OP_BINARY,
         };
-        if opcode != self.message_opcode
-            || self.message.len() + frame.len() > MESSAGE_COALESCE_BYTES
+        if opcode != self.message_opcode || self.message_len + frame.len() > MESSAGE_COALESCE_BYTES
         {
             self.end_message().await?;
         }
@@ -115,7 +129,8 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for FrameWriter<W> {
         if frame.len() > MESSAGE_COALESCE_BYTES {
             self.write_frame(opcode, &frame).await?;
         } else {
-            self.message.extend_from_slice(&frame);
+            self.message_len += frame.len();
+            self.message.push(frame);
         }
         if self.out.len() >= WRITE_COALESCE_BYTES {
             self.io.write_all(&self.out).await?;
