@@ -110,12 +110,6 @@ class Client:
     async def wait_for(self, entry):
         await self.wait_until(lambda log: entry in log, entry)
 
-    async def wait_for_count(self, event, count):
-        await self.wait_until(
-            lambda log: sum(1 for e in log if e[0] == event) >= count,
-            f"{count} {event}",
-        )
-
     def connection_id(self):
         # The id pysignalr put in its WebSocket URL after negotiate.
         query = parse_qs(urlparse(self.client._transport._url).query)
@@ -145,15 +139,15 @@ async def scenario(url_a, url_b, protocols):
     bob = Client("bob", url_b, protocols[1], "bob")
     carol = Client("carol", url_a, protocols[2], None)
 
-    # Connect one at a time; everyone connected sees each UserConnected.
-    await ann.start()
-    await ann.wait_for_count("UserConnected", 1)
-    await bob.start()
-    for client, count in ((ann, 2), (bob, 1)):
-        await client.wait_for_count("UserConnected", count)
-    await carol.start()
-    for client, count in ((ann, 3), (bob, 2), (carol, 1)):
-        await client.wait_for_count("UserConnected", count)
+    # Connect one at a time; everyone connected so far, the newcomer included, sees the
+    # newcomer's own UserConnected before the next one starts (counting announcements
+    # would let a late one of an earlier client stand in for it).
+    connected = []
+    for client in (ann, bob, carol):
+        await client.start()
+        connected.append(client)
+        for other in connected:
+            await other.wait_for(["UserConnected", client.connection_id()])
 
     everyone = (ann, bob, carol)
     await ann.invoke("SendMessage", ["ann", "hello from A"])
