@@ -72,6 +72,32 @@ impl Seen {
         }
     }
 
+    /// Receive until at least `disconnects` were reported, each followed by its
+    /// `Reconnected`: a cut connection may deliver everything it had already received
+    /// before it notices the cut, so the report can come after the last envelope.
+    async fn until_reported(
+        &mut self,
+        subscription: &mut Subscription,
+        disconnects: usize,
+        what: &str,
+    ) {
+        let count = self.labels.len();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.disconnects < disconnects {
+            match tokio::time::timeout_at(deadline, subscription.recv()).await {
+                Ok(Some(BackplaneEvent::Disconnected { .. })) => self.disconnects += 1,
+                Ok(Some(BackplaneEvent::Reconnected { gap })) => self.reconnects.push(gap),
+                Ok(Some(BackplaneEvent::Envelope(envelope))) => {
+                    self.labels.push(label_of(&envelope))
+                }
+                Ok(Some(other)) => panic!("{what}: unexpected {other:?}"),
+                Ok(None) => panic!("{what}: the subscription ended"),
+                Err(_) => panic!("{what}: no cut was reported as Disconnected within {WAIT:?}"),
+            }
+        }
+        self.until(subscription, count, what).await;
+    }
+
     fn assert_exactly(&self, expected: impl Iterator<Item = usize>, what: &str) {
         let expected: Vec<String> = expected.map(|i| i.to_string()).collect();
         if self.labels != expected {
@@ -131,6 +157,7 @@ pub async fn repair_after_dropped_subscription(
     cutter.cut(nodes[1].node_id()).await;
     publish_range(&nodes[0], 50..150).await;
     seen.until(&mut subscription, 150, "across the cut").await;
+    seen.until_reported(&mut subscription, 1, "the cut").await;
     assert!(
         seen.disconnects >= 1,
         "a cut connection must be reported as Disconnected"
@@ -159,6 +186,8 @@ pub async fn repair_across_repeated_cuts(
         cutter.cut(nodes[1].node_id()).await;
     }
     seen.until(&mut subscription, COUNT, "after three cuts")
+        .await;
+    seen.until_reported(&mut subscription, 1, "three cuts")
         .await;
     publishing.await.expect("the publisher panicked");
     assert!(seen.disconnects >= 1, "no cut was reported as Disconnected");
