@@ -108,7 +108,7 @@ pub fn read_row(seq: u64, payload: &[u8]) -> Vec<(u64, Vec<u8>, bool)> {
 /// `(seq, payload)` per row.
 pub fn write_rows(first: u64, envelopes: &[&[u8]]) -> Vec<(u64, Vec<u8>)> {
     let mut packer = crate::row::RowPacker::default();
-    for (seq, envelope) in (first..).zip(envelopes) {
+    for (seq, envelope) in (first..=u64::MAX).zip(envelopes) {
         packer.push("h", seq, envelope);
     }
     packer

@@ -90,13 +90,14 @@ pub(crate) fn read_payload(
     };
     if let Some((first, pack)) = unpack(&payload) {
         let mut rows = Vec::new();
-        let mut next = first;
+        // The number of the next entry; `None` past `u64::MAX`.
+        let mut next = Some(first);
         let mut whole = true;
         for item in notification::entries(pack) {
-            match item {
-                Ok(bytes) if next <= seq => {
-                    rows.push(entry(hub.clone(), next, bytes.to_vec()));
-                    next += 1;
+            match (item, next) {
+                (Ok(bytes), Some(at)) if at <= seq => {
+                    rows.push(entry(hub.clone(), at, bytes.to_vec()));
+                    next = at.checked_add(1);
                 }
                 _ => {
                     whole = false;
@@ -104,7 +105,7 @@ pub(crate) fn read_payload(
                 }
             }
         }
-        if !whole || next != seq.saturating_add(1) || rows.is_empty() {
+        if !whole || next != seq.checked_add(1) || rows.is_empty() {
             rows.push(entry(hub, seq, Vec::new()));
         }
         return rows;
@@ -350,6 +351,14 @@ mod tests {
             row.payload[..row.payload.len() - 3].to_vec(),
         );
         assert_eq!(seqs(&cut), [(10, false), (11, false), (12, true)]);
+        // At the top of the number range: no overflow, the whole pack read.
+        let mut top = RowPacker::default();
+        for seq in u64::MAX - 1..=u64::MAX {
+            top.push("h", seq, &codec.encode(&envelope("h", seq, 10)));
+        }
+        let top = top.finish().pop().unwrap();
+        let read = read_payload(&codec, origin, "h".into(), u64::MAX, top.payload);
+        assert_eq!(seqs(&read), [(u64::MAX - 1, false), (u64::MAX, false)]);
         // Too short to hold its first number.
         let stub = read_payload(&codec, origin, "h".into(), 12, vec![PACK_MARKER, 1, 2]);
         assert_eq!(seqs(&stub), [(12, false)]);
