@@ -42,7 +42,7 @@ pub(crate) struct StoredRow {
     pub(crate) origin: NodeId,
     pub(crate) hub: String,
     pub(crate) seq: u64,
-    /// An encoded envelope, or a tombstone.
+    /// An encoded envelope, a tombstone, or empty where a faulty pack ends.
     pub(crate) payload: Vec<u8>,
     /// Whether the payload is a tombstone (verified, with a cluster secret).
     pub(crate) tombstone: Reading,
