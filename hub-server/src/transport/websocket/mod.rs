@@ -217,9 +217,12 @@ mod tests {
         // 3 KiB until authentication (the principal, the connection-count guard, the
         // expiry branch) and streams met in one future: 3,136 bytes at that merge. The
         // bound moved to 3.25 KiB rather than let it grow unnoticed; winning the bytes
-        // back is open work (issue #15, item 4).
+        // back is open work (issue #15, item 4). 3,416 bytes since the writer sends a
+        // drain's hub messages as one WebSocket message (it holds their frames while it
+        // writes them): bound 3.5 KiB, ~90 bytes per connection for fewer frames, with
+        // S4 measured unchanged (BENCHMARKS.md, 2026-12-06).
         assert!(
-            size <= 3 * 1024 + 256,
+            size <= 3 * 1024 + 512,
             "the connection future is {size} bytes"
         );
     }
