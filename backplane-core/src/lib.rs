@@ -57,6 +57,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod backoff;
 mod backplane;
 mod circuit;

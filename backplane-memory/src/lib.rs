@@ -44,6 +44,8 @@
 //! bytes, more where a message's bytes share a larger buffer, as a hub server's
 //! serialization buffers do) until later publishes overwrite them or it shuts down.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -86,6 +86,8 @@
 //! each received envelope. URLs are logged redacted; the connection is named
 //! `signalr-backplane-<node id>` in the server's `/connz`.
 
+#![forbid(unsafe_code)]
+
 mod backplane;
 mod context;
 mod options;

@@ -190,6 +190,8 @@
 //! Connections carry `application_name` `signalr-backplane <role> <node id>`
 //! (`publisher`, `listener`, `reader`, `retention`), visible in `pg_stat_activity`.
 
+#![forbid(unsafe_code)]
+
 mod backplane;
 mod connect;
 mod conninfo;

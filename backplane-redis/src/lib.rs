@@ -98,6 +98,8 @@
 //! envelope. URLs are logged redacted; connections are named
 //! `signalr-backplane-<publisher|reader>-<node id>` in `CLIENT LIST`.
 
+#![forbid(unsafe_code)]
+
 mod backplane;
 mod context;
 mod entry;

@@ -120,6 +120,8 @@
 //! The `chat-client` binary (cargo feature `cli`, on by default) lives in
 //! `src/bin/chat-client`; library users can leave it out with `default-features = false`.
 
+#![forbid(unsafe_code)]
+
 mod client_stream;
 mod config;
 mod connection;

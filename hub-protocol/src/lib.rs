@@ -87,6 +87,8 @@
 //!   human-readable form (UUIDs, addresses, dates) as strings in both protocols, and `Vec<u8>`
 //!   as an array of numbers unless marked with `serde_bytes`.
 
+#![forbid(unsafe_code)]
+
 mod decode;
 mod encode;
 mod handshake;

@@ -124,6 +124,8 @@
 //!   `examples`: example hubs beside it; `streaming`: [`HubStream`], [`UploadStream`],
 //!   [`StreamOptions`].
 
+#![forbid(unsafe_code)]
+
 mod auth;
 mod clients;
 mod connection;

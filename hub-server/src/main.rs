@@ -17,16 +17,10 @@ use tokio::net::TcpListener;
 
 #[path = "cli/access.rs"]
 mod access;
+#[path = "cli/allocator.rs"]
+mod allocator;
 #[path = "cli/observe.rs"]
 mod observe;
-
-/// mimalloc rather than the system allocator: after the burst of queued frames that
-/// opening thousands of chat connections causes, glibc's malloc kept 15.9-34.4 KiB per
-/// idle connection resident (median 18.8 over nine runs) and mimalloc 9.7-15.6 KiB
-/// (median 13.7 over eight), measured by `hub-load --scenarios s4` (BENCHMARKS.md). The
-/// library leaves the allocator to the application.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// SignalR chat server: the ASP.NET Core chat sample's hub at /chathub, on the in-memory
 /// backplane (one instance), or scaled out over PostgreSQL, Redis or NATS JetStream when
@@ -303,6 +297,7 @@ async fn doctor_round_trip(backend: Backend<'_>, prefix: &str) -> Vec<(bool, Str
 }
 
 async fn serve(cli: Cli) -> Result<ExitCode, String> {
+    allocator::spawn_collector();
     let addresses = parse_urls(&cli.urls)?;
     let chosen = backend(&cli);
     if !matches!(chosen, Backend::Postgres(_))
