@@ -18,7 +18,10 @@
 //! run, the connect storm as fast. Setting `MIMALLOC_PURGE_DELAY=0` instead gave 6.6-7.0
 //! KiB but a slower storm (every free page returned at once, then asked back); collecting
 //! on every worker thread as it parks (tokio's `on_thread_park`) measured no better than
-//! this one task (8.0 and 7.6 KiB), so the simpler one stays.
+//! this one task (8.0 and 7.6 KiB), so the simpler one stays; a thread of its own instead
+//! of a task measured worse (8.1 and 8.2 KiB: it collects no worker's heap, only the
+//! purges). A collection runs on a runtime worker; the burst and S3 p99 A/B of the same
+//! evening showed no cost from it (BENCHMARKS.md, 2026-12-06 evening).
 //!
 //! The library leaves the allocator to the application; this is the binary's choice.
 
