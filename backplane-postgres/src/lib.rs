@@ -77,6 +77,11 @@
 //! entries per run, not per envelope. Nodes of versions before packs read a pack row as
 //! one corrupt row (they count its numbers as lost when catching up from the table; live
 //! notifications are unchanged), so upgrade every node before relying on catch-up.
+//! A pack larger than about 2 KB is compressed by PostgreSQL as it is inserted, inside
+//! the publishing transaction; the publishing connection asks for LZ4 there
+//! (`default_toast_compression`, for its session only) where the server offers it
+//! (PostgreSQL 14+ built with LZ4), about four times faster than the default pglz for
+//! a 12 KB pack; elsewhere pglz stays. Readers need no setting.
 //!
 //! # Publishing
 //!

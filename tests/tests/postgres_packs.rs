@@ -1,8 +1,9 @@
 //! The PostgreSQL backplane stores each hub's run of a batch as one *pack* row (keyed by
 //! the run's last number). What users rely on: envelopes read back from the table — by
 //! reference notifications, and by catch-up after the listener lost its connection —
-//! arrive exactly once and in order, wherever they sit in a pack; and the table holds a
-//! row per run, not per envelope.
+//! arrive exactly once and in order, wherever they sit in a pack; the table holds a
+//! row per run, not per envelope; and large packs are compressed with LZ4 where the
+//! server offers it.
 
 use std::time::Duration;
 
@@ -33,6 +34,36 @@ async fn row_counts(schema: &TestSchema) -> (i64, i64) {
         .await
         .unwrap();
     (row.get(0), row.get(1))
+}
+
+/// The compression method of each of `HUB`'s compressed payloads in `schema` (`pglz`,
+/// `lz4`), and whether the server offers LZ4 at all.
+async fn compression_methods(schema: &TestSchema) -> (Vec<String>, bool) {
+    let admin = schema.admin().await;
+    let methods = admin
+        .query(
+            &format!(
+                "SELECT pg_column_compression(payload) FROM {}
+                 WHERE pg_column_compression(payload) IS NOT NULL",
+                schema.messages_table(HUB)
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let offered: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_settings
+                 WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (methods, offered)
 }
 
 /// Publish `count` envelopes from `sender` with up to `in_flight` at once (numbered in
@@ -94,6 +125,16 @@ async fn referenced_envelopes_are_read_from_packs_in_order() {
         u64::try_from(rows).unwrap() < COUNT / 2,
         "{rows} rows for {COUNT} envelopes published 200 at a time"
     );
+    // Packs this large are compressed by PostgreSQL as they are inserted, inside the
+    // publishing transaction: with LZ4 where the server has it (pglz costs ~4x the time).
+    let (methods, lz4_offered) = compression_methods(&scene.schema).await;
+    assert!(!methods.is_empty(), "no compressed pack among {rows} rows");
+    if lz4_offered {
+        assert!(
+            methods.iter().all(|method| method == "lz4"),
+            "packs compressed with {methods:?}, not LZ4"
+        );
+    }
     drop((sender, receiver));
     scene.finish().await;
 }

