@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 mod access;
 #[path = "cli/allocator.rs"]
 mod allocator;
+#[path = "cli/doctor.rs"]
+mod doctor;
 #[path = "cli/observe.rs"]
 mod observe;
 
@@ -156,7 +158,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Doctor) => runtime.block_on(doctor(&cli)),
+        Some(Command::Doctor) => runtime.block_on(doctor::run(&cli)),
         None => runtime.block_on(serve(cli)),
     };
     match result {
@@ -231,69 +233,6 @@ async fn connect_log_backend(
         }
         Backend::Memory | Backend::Postgres(_) => Err("not a Redis or NATS backend".into()),
     }
-}
-
-async fn doctor(cli: &Cli) -> Result<ExitCode, String> {
-    let lines = match backend(cli) {
-        Backend::Memory => {
-            return Err("doctor needs a backplane to check: pass --database-url, --redis-url or --nats-url (or set DATABASE_URL, REDIS_URL or NATS_URL)".into());
-        }
-        Backend::Postgres(url) => {
-            let options = postgres_options(cli, url)?;
-            let checks = backplane_postgres::diagnose(&options, chat::HUB_NAME).await;
-            checks
-                .iter()
-                .map(|check| (check.ok, check.to_string()))
-                .collect()
-        }
-        backend => doctor_round_trip(backend, &cli.prefix).await,
-    };
-    for (_, line) in &lines {
-        println!("{line}");
-    }
-    Ok(if lines.iter().all(|(ok, _)| *ok) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// `connect` and `round trip` for Redis or NATS, as (passed, line) in the format of the
-/// PostgreSQL checks.
-async fn doctor_round_trip(backend: Backend<'_>, prefix: &str) -> Vec<(bool, String)> {
-    let line = |ok: bool, name: &str, detail: &str| {
-        let status = if ok { "ok" } else { "FAILED" };
-        (ok, format!("{status:6} {name}: {detail}"))
-    };
-    let (sender, receiver) = match (
-        connect_log_backend(backend, prefix).await,
-        connect_log_backend(backend, prefix).await,
-    ) {
-        (Ok(sender), Ok(receiver)) => (sender, receiver),
-        (Err(error), _) | (_, Err(error)) => {
-            return vec![
-                line(false, "connect", &error),
-                line(false, "round trip", "not tried: cannot connect"),
-            ];
-        }
-    };
-    let mut lines = vec![line(true, "connect", &format!("{} reachable", sender.1))];
-    let hub = format!("{}-doctor", chat::HUB_NAME);
-    let trip =
-        backplane_core::doctor::round_trip(&*sender.0, &*receiver.0, &hub, Duration::from_secs(10))
-            .await;
-    lines.push(match trip {
-        Ok(elapsed) => line(
-            true,
-            "round trip",
-            &format!("an envelope reached another node in {elapsed:?}"),
-        ),
-        Err(error) => line(false, "round trip", &error),
-    });
-    for node in [sender.0, receiver.0] {
-        let _ = node.shutdown().await;
-    }
-    lines
 }
 
 async fn serve(cli: Cli) -> Result<ExitCode, String> {
