@@ -16,7 +16,7 @@ pub const MAX_INLINE_ENVELOPE: usize = notification::MAX_INLINE_ENVELOPE;
 /// A parsed notification, with an inline pack already split into its entries.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// `i<origin>:<base64>`: the pack's entries in order; an `Err` (the parser's message)
+    /// `i<origin>:<base64>` or, compressed, `z<origin>:<base64>`: the pack's entries in order; an `Err` (the parser's message)
     /// ends a corrupt pack.
     Inline {
         /// The publishing node.
@@ -70,9 +70,9 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
 }
 
 /// The inline notifications the publisher sends for `envelopes` (each at most
-/// [`MAX_INLINE_ENVELOPE`] bytes) of `origin`.
-pub fn pack(origin: NodeId, envelopes: &[&[u8]]) -> Vec<String> {
-    let mut packer = Packer::new(origin);
+/// [`MAX_INLINE_ENVELOPE`] bytes) of `origin`, compressed where shorter if `compress`.
+pub fn pack(origin: NodeId, envelopes: &[&[u8]], compress: bool) -> Vec<String> {
+    let mut packer = Packer::new(origin, compress);
     for envelope in envelopes {
         packer.inline(envelope);
     }

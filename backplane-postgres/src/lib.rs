@@ -34,7 +34,7 @@
 //! | `channel_name_generator` | `{schema}.{slug}` | notification channel of each table (hashed to fit 63 bytes) |
 //! | `retention` | 1 h | rows older than this are deleted; also the longest outage fully repairable |
 //! | `retention_interval` / `retention_batch_size` | 60 s / 5,000 rows | how often, and how many rows per `DELETE` |
-//! | `inline_threshold` | 5,971 bytes (max) | largest encoded envelope sent inside the notification |
+//! | `inline_threshold` | 5,938 bytes (max) | largest encoded envelope sent inside the notification |
 //! | `reconnect_backoff` | 100 ms doubling to 10 s, jitter 0.25 | listener reconnects; never gives up |
 //! | `publish_batch_size` / `publish_batch_bytes` | 1,000 / 8 MiB | limits of one publishing transaction |
 //! | `publish_linger` | 0 | extra wait for a batch to fill (batches form anyway while one commits) |
@@ -115,7 +115,7 @@
 //! # Notification format
 //!
 //! A notification is text of at most 7,999 bytes (PostgreSQL's limit), on the table's
-//! channel, in one of two forms told apart by the first character:
+//! channel, in one of three forms told apart by the first character:
 //!
 //! - **inline** `i<origin>:<base64>`: `<origin>` is the publishing node id (32 lowercase
 //!   hex digits), `<base64>` (standard alphabet, padded) encodes a *pack*: one or more
@@ -124,8 +124,18 @@
 //!   envelopes of one batch share a notification, so a batch of chat messages costs a
 //!   few notifications, not one each; receivers drop their own echoes from the header.
 //!   An envelope travels inline when its encoding is at most
-//!   [`PostgresOptions::inline_threshold`] bytes (default and maximum 5,971, the largest
-//!   whose base64 fits next to the header).
+//!   [`PostgresOptions::inline_threshold`] bytes (default and maximum 5,938, the largest
+//!   whose base64 fits next to the header and a cluster-secret tag).
+//! - **compressed inline** `z<origin>:<base64>`: the same pack compressed, `<base64>`
+//!   encoding the pack's length (LEB128, at most 23,760 bytes) and then the pack as one
+//!   LZ4 block. Written instead of `i` whenever it is shorter: a batch's chat envelopes
+//!   compress about 3:1 (each repeats its method, group and sender, and carries its text
+//!   once per hub protocol), so one notification carries up to four times as many, and
+//!   PostgreSQL copies a third of the bytes into its notification queue and to every
+//!   listening node. Receivers refuse a pack claiming more than that length or inflating
+//!   to anything else. Nodes of versions before this form skip `z` notifications as
+//!   malformed and read the envelopes from the table as for any gap (slower, nothing
+//!   lost): upgrade every node for the live path.
 //! - **reference** `r<origin>:<from>:<to>:<hub>`: rows `from..=to` (decimal sequence
 //!   numbers) of `<hub>` (the rest of the text, verbatim) from `<origin>` are in the
 //!   table; receivers read them by `(origin, hub, seq)`. Used for larger envelopes

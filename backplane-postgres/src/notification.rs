@@ -1,6 +1,6 @@
 //! The text carried by each `NOTIFY`.
 //!
-//! PostgreSQL notification payloads are text of at most 7,999 bytes. Two forms exist,
+//! PostgreSQL notification payloads are text of at most 7,999 bytes. Three forms exist,
 //! told apart by their first character:
 //!
 //! - **Inline** `i<origin>:<base64>`: `<origin>` is the publishing node id (32 lowercase
@@ -9,6 +9,14 @@
 //!   varint, in sequence order. Packing many small envelopes of one batch into one
 //!   notification means fewer notifications under PostgreSQL's notify lock, and lets a
 //!   receiver drop its own echoes without decoding anything.
+//! - **Compressed inline** `z<origin>:<base64>`: the same pack, compressed: `<base64>`
+//!   encodes the pack's length (LEB128, at most [`MAX_RAW_PACK`]) followed by the pack as
+//!   one LZ4 block. The packer writes it whenever it is shorter than the plain form, so
+//!   a notification carries up to [`MAX_RAW_PACK`] bytes of envelopes. Why: a batch's
+//!   chat envelopes repeat their method, group, sender and every text twice (once per
+//!   hub protocol), so they compress about 3:1, and every byte of a notification is
+//!   copied by PostgreSQL into its notification queue and sent to every listening node,
+//!   the publisher's own listener included (BENCHMARKS.md, 2026-12-06 night).
 //! - **Reference** `r<origin>:<from>:<to>:<hub>`: rows `from..=to` (sequence numbers,
 //!   decimal) of `<hub>` (the rest of the text, verbatim) from `<origin>` are in the
 //!   table; receivers read them. Used for envelopes too large to go inline (`from == to`)
@@ -42,6 +50,12 @@ const DOMAIN: &str = "postgres notification";
 /// The largest pack whose base64 text fits a notification with its header and a tag.
 pub(crate) const MAX_PACK: usize = (MAX_NOTIFICATION - HEADER - TAG_SUFFIX) / 4 * 3;
 
+/// The most envelope bytes (a pack, before compression) one compressed notification may
+/// carry. The packer fills packs up to this before compressing; a receiver refuses a
+/// compressed notification that claims more, so a forged one cannot make it allocate
+/// more than this.
+pub(crate) const MAX_RAW_PACK: usize = 4 * MAX_PACK;
+
 /// The largest encoded envelope that fits a pack alone (a 2-byte length prefix covers
 /// every length up to 16,383).
 pub(crate) const MAX_INLINE_ENVELOPE: usize = MAX_PACK - 2;
@@ -49,11 +63,11 @@ pub(crate) const MAX_INLINE_ENVELOPE: usize = MAX_PACK - 2;
 /// A decoded notification.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Notification {
-    /// Envelopes carried in the notification itself.
+    /// Envelopes carried in the notification itself (plain or compressed).
     Inline {
         /// The node that published them.
         origin: NodeId,
-        /// The decoded pack; iterate it with [`entries`].
+        /// The decoded (and inflated) pack; iterate it with [`entries`].
         pack: Vec<u8>,
     },
     /// Rows to read from the table.
@@ -148,6 +162,15 @@ pub(crate) fn parse(text: &str) -> Result<Notification, NotificationError> {
             }
             Ok(Notification::Inline { origin, pack })
         }
+        b'z' => {
+            let bytes = STANDARD
+                .decode(body)
+                .map_err(|_| NotificationError::Malformed("invalid base64"))?;
+            Ok(Notification::Inline {
+                origin,
+                pack: inflate(&bytes)?,
+            })
+        }
         b'r' => {
             let mut parts = body.splitn(3, ':');
             let mut number = || {
@@ -172,6 +195,24 @@ pub(crate) fn parse(text: &str) -> Result<Notification, NotificationError> {
             })
         }
         _ => Err(NotificationError::Malformed("unknown kind")),
+    }
+}
+
+/// The pack of a compressed notification's body: its declared length, then the LZ4
+/// block, which must inflate to exactly that length (at most [`MAX_RAW_PACK`]).
+fn inflate(bytes: &[u8]) -> Result<Vec<u8>, NotificationError> {
+    let (len, prefix) = match varint::decode(bytes) {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(_) => return Err(NotificationError::Malformed("bad pack length")),
+    };
+    if len == 0 || len > MAX_RAW_PACK {
+        return Err(NotificationError::Malformed("bad pack length"));
+    }
+    let mut pack = vec![0u8; len];
+    match lz4_flex::block::decompress_into(&bytes[prefix..], &mut pack) {
+        Ok(n) if n == len => Ok(pack),
+        Ok(_) => Err(NotificationError::Malformed("pack shorter than declared")),
+        Err(_) => Err(NotificationError::Malformed("invalid compressed pack")),
     }
 }
 
@@ -212,23 +253,32 @@ pub(crate) fn reference(origin: NodeId, from: u64, to: u64, hub: &str) -> Option
 }
 
 /// Builds the notifications of one batch for one channel, in order: consecutive small
-/// envelopes share a pack; a reference flushes the pack before it, keeping order.
+/// envelopes share a pack, compressed when that is shorter; a reference flushes the pack
+/// before it, keeping order.
 #[derive(Debug)]
 pub(crate) struct Packer {
-    /// `i<origin>:`, the start of every inline notification.
-    prefix: String,
-    /// The pack being filled.
+    /// The origin's 32 hex digits and `:`, after the kind character.
+    origin: String,
+    /// Whether packs may go compressed (`z`); else always plain (`i`).
+    compress: bool,
+    /// The pack being filled (at most [`MAX_RAW_PACK`] bytes).
     pack: Vec<u8>,
+    /// Where each entry of `pack` ends, so a pack too large for one notification even
+    /// compressed can be split between entries.
+    ends: Vec<usize>,
     /// Finished notifications.
     out: Vec<String>,
 }
 
 impl Packer {
-    /// A packer for envelopes of `origin`.
-    pub(crate) fn new(origin: NodeId) -> Self {
+    /// A packer for envelopes of `origin`, compressing packs where that makes them
+    /// shorter if `compress`.
+    pub(crate) fn new(origin: NodeId, compress: bool) -> Self {
         Self {
-            prefix: format!("i{origin}:"),
+            origin: format!("{origin}:"),
+            compress,
             pack: Vec::new(),
+            ends: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -238,11 +288,17 @@ impl Packer {
         debug_assert!(envelope.len() <= MAX_INLINE_ENVELOPE);
         let mut prefix = [0u8; varint::MAX_PREFIX_LEN];
         let n = varint::encode(envelope.len(), &mut prefix);
-        if self.pack.len() + n + envelope.len() > MAX_PACK {
+        let limit = if self.compress {
+            MAX_RAW_PACK
+        } else {
+            MAX_PACK
+        };
+        if self.pack.len() + n + envelope.len() > limit {
             self.flush();
         }
         self.pack.extend_from_slice(&prefix[..n]);
         self.pack.extend_from_slice(envelope);
+        self.ends.push(self.pack.len());
     }
 
     /// Add an already built reference notification.
@@ -251,15 +307,53 @@ impl Packer {
         self.out.push(text);
     }
 
+    /// Turn the pack into as few notifications as fit: all of it in one if it does
+    /// (compressed or plain), else halves of its entries, and so on. A single entry
+    /// always fits plain ([`MAX_INLINE_ENVELOPE`]).
     fn flush(&mut self) {
-        if self.pack.is_empty() {
-            return;
+        let mut first = 0;
+        while first < self.ends.len() {
+            let mut last = self.ends.len();
+            loop {
+                let start = if first == 0 { 0 } else { self.ends[first - 1] };
+                let raw = &self.pack[start..self.ends[last - 1]];
+                if let Some(text) = self.encode(raw) {
+                    self.out.push(text);
+                    first = last;
+                    break;
+                }
+                debug_assert!(last - first > 1, "a single entry always fits plain");
+                last = first + (last - first) / 2;
+            }
         }
-        let mut text = String::with_capacity(HEADER + self.pack.len().div_ceil(3) * 4);
-        text.push_str(&self.prefix);
-        STANDARD.encode_string(&self.pack, &mut text);
         self.pack.clear();
-        self.out.push(text);
+        self.ends.clear();
+    }
+
+    /// The shorter of the compressed (if allowed) and the plain notification of `raw`
+    /// entries, or `None` if neither fits one notification.
+    fn encode(&self, raw: &[u8]) -> Option<String> {
+        let mut body = Vec::new();
+        if self.compress {
+            let mut prefix = [0u8; varint::MAX_PREFIX_LEN];
+            let n = varint::encode(raw.len(), &mut prefix);
+            body.reserve(n + lz4_flex::block::get_maximum_output_size(raw.len()));
+            body.extend_from_slice(&prefix[..n]);
+            body.extend_from_slice(&lz4_flex::block::compress(raw));
+        }
+        let (kind, bytes) = if self.compress && body.len() < raw.len() {
+            ('z', body.as_slice())
+        } else {
+            ('i', raw)
+        };
+        if bytes.len() > MAX_PACK {
+            return None;
+        }
+        let mut text = String::with_capacity(HEADER + bytes.len().div_ceil(3) * 4);
+        text.push(kind);
+        text.push_str(&self.origin);
+        STANDARD.encode_string(bytes, &mut text);
+        Some(text)
     }
 
     /// The notifications, in order.
@@ -283,7 +377,7 @@ mod tests {
             .map(|i| vec![(i % 251) as u8; (i as usize * 37) % 300])
             .chain([vec![7u8; MAX_INLINE_ENVELOPE], vec![1u8; 200], vec![]])
             .collect();
-        let mut packer = Packer::new(origin());
+        let mut packer = Packer::new(origin(), true);
         for envelope in &envelopes {
             packer.inline(envelope);
         }
@@ -304,11 +398,136 @@ mod tests {
         assert_eq!(decoded, envelopes);
     }
 
+    /// `len` bytes of a xorshift stream: LZ4 finds nothing to repeat.
+    fn noise(len: usize, seed: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ seed as u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    /// What a chat message's envelope looks like to the packer: the same text twice (once
+    /// per hub protocol) among repeated method, group and sender names.
+    fn chat_envelope(i: u32) -> Vec<u8> {
+        let text = format!("0:{i}:1796592167{i:06}:1796592167{i:06}:{}", ".".repeat(30));
+        let mut bytes = format!(
+            "{{\"type\":1,\"target\":\"ReceiveGroupMessage\",\"arguments\":[\"room\",\"load\",\"{text}\"]}}\u{1e}"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&[0x95, 0x01, 0x80, 0xc0, 0xb3]);
+        bytes.extend_from_slice(b"ReceiveGroupMessage");
+        bytes.extend_from_slice(&[0x93, 0xa4]);
+        bytes.extend_from_slice(b"room");
+        bytes.extend_from_slice(&[0xa4]);
+        bytes.extend_from_slice(b"load");
+        bytes.extend_from_slice(text.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_batch_of_chat_envelopes_goes_compressed_in_fewer_notifications() {
+        let envelopes: Vec<Vec<u8>> = (0..300).map(chat_envelope).collect();
+        let raw: usize = envelopes.iter().map(|e| e.len() + 2).sum();
+        let mut packer = Packer::new(origin(), true);
+        for envelope in &envelopes {
+            packer.inline(envelope);
+        }
+        let notifications = packer.finish();
+        let plain_needed = raw.div_ceil(MAX_PACK);
+        assert!(
+            notifications.len() * 2 <= plain_needed,
+            "{} notifications for {raw} bytes of envelopes ({plain_needed} plain)",
+            notifications.len()
+        );
+        let mut decoded = Vec::new();
+        for text in &notifications {
+            assert!(text.starts_with('z'), "not compressed: {}", &text[..40]);
+            assert!(
+                text.len() + TAG_SUFFIX <= MAX_NOTIFICATION,
+                "{} bytes",
+                text.len()
+            );
+            let Notification::Inline { origin: o, pack } = parse(text).unwrap() else {
+                panic!("expected inline");
+            };
+            assert_eq!(o, origin());
+            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
+        }
+        assert_eq!(decoded, envelopes);
+
+        // With compression off (a cluster still running older nodes), plain only.
+        let mut packer = Packer::new(origin(), false);
+        for envelope in &envelopes {
+            packer.inline(envelope);
+        }
+        let plain = packer.finish();
+        assert!(plain.len() >= plain_needed);
+        let mut decoded = Vec::new();
+        for text in &plain {
+            assert!(text.starts_with('i'));
+            assert!(text.len() + TAG_SUFFIX <= MAX_NOTIFICATION);
+            let Notification::Inline { pack, .. } = parse(text).unwrap() else {
+                panic!("expected inline");
+            };
+            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
+        }
+        assert_eq!(decoded, envelopes);
+    }
+
+    #[test]
+    fn incompressible_envelopes_go_plain_and_fit() {
+        let envelopes: Vec<Vec<u8>> = (0..80).map(|i| noise((i * 97) % 900 + 1, i)).collect();
+        let mut packer = Packer::new(origin(), true);
+        for envelope in &envelopes {
+            packer.inline(envelope);
+        }
+        let mut decoded = Vec::new();
+        for text in &packer.finish() {
+            assert!(text.starts_with('i'));
+            assert!(text.len() + TAG_SUFFIX <= MAX_NOTIFICATION);
+            let Notification::Inline { pack, .. } = parse(text).unwrap() else {
+                panic!("expected inline");
+            };
+            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
+        }
+        assert_eq!(decoded, envelopes);
+    }
+
+    #[test]
+    fn compressed_notifications_that_lie_are_refused() {
+        let z = |body: &[u8]| format!("z{}:{}", origin(), STANDARD.encode(body));
+        let block = lz4_flex::block::compress(&[b'a'; 1000]);
+        let with_len = |len: usize| {
+            let mut prefix = [0u8; varint::MAX_PREFIX_LEN];
+            let n = varint::encode(len, &mut prefix);
+            let mut body = prefix[..n].to_vec();
+            body.extend_from_slice(&block);
+            body
+        };
+        assert!(parse(&z(&with_len(1000))).is_ok());
+        // Claims more than a notification may carry: refused before allocating.
+        assert!(parse(&z(&with_len(MAX_RAW_PACK + 1))).is_err());
+        assert!(parse(&z(&with_len(1 << 30))).is_err());
+        // Claims more, or less, than the block holds.
+        assert!(parse(&z(&with_len(1001))).is_err());
+        assert!(parse(&z(&with_len(999))).is_err());
+        assert!(parse(&z(&with_len(0))).is_err());
+        // Not a block; nothing at all.
+        assert!(parse(&z(&[10, 0xff, 0xff, 0xff])).is_err());
+        assert!(parse(&z(&[])).is_err());
+    }
+
     #[test]
     fn largest_inline_envelope_fills_a_signed_notification() {
-        let mut packer = Packer::new(origin());
-        packer.inline(&vec![0xAB; MAX_INLINE_ENVELOPE]);
+        let mut packer = Packer::new(origin(), true);
+        packer.inline(&noise(MAX_INLINE_ENVELOPE, 1));
         let text = packer.finish().pop().unwrap();
+        assert!(text.starts_with('i'), "incompressible: sent plain");
         let codec = EnvelopeCodec::new(Some(
             backplane_core::ClusterSecret::new("0123456789abcdef").unwrap(),
         ));
@@ -331,7 +550,7 @@ mod tests {
 
     #[test]
     fn references_keep_their_place() {
-        let mut packer = Packer::new(origin());
+        let mut packer = Packer::new(origin(), true);
         packer.inline(b"a");
         packer.reference(reference(origin(), 2, 2, "hub:with:colons").unwrap());
         packer.inline(b"c");
@@ -367,7 +586,7 @@ mod tests {
             assert!(parse(text).is_err(), "{text:?} parsed");
         }
         // A pack whose length prefix overruns.
-        let mut packer = Packer::new(origin());
+        let mut packer = Packer::new(origin(), true);
         packer.inline(b"abc");
         let text = packer.finish().pop().unwrap();
         let Notification::Inline { mut pack, .. } = parse(&text).unwrap() else {

@@ -191,6 +191,14 @@ pub struct PostgresOptions {
     /// 7,999-byte limit; a signed envelope counts its own 32-byte tag). Lower it to keep
     /// PostgreSQL's notification queue small at the cost of more reads.
     pub inline_threshold: usize,
+    /// Whether inline notifications are LZ4-compressed where that makes them shorter (the
+    /// `z` form, see the crate docs). Default: `true`: a batch of chat envelopes then
+    /// takes about a third of the notification bytes, which PostgreSQL copies into its
+    /// queue and to every listening node. Nodes of versions before this form cannot read
+    /// it (they skip it and fall back on the table as for a gap), so while a cluster is
+    /// being upgraded from such a version, run the upgraded nodes with `false` and switch
+    /// it on once every node is upgraded. Receivers read both forms either way.
+    pub compress_notifications: bool,
     /// Backoff of the listener's reconnect loop; it never gives up.
     pub reconnect_backoff: ReconnectBackoff,
     /// The most envelopes one publishing transaction carries. Default: 1,000.
@@ -317,6 +325,7 @@ impl PostgresOptions {
             retention_interval: Duration::from_secs(60),
             retention_batch_size: 5000,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            compress_notifications: true,
             reconnect_backoff: ReconnectBackoff::default(),
             publish_batch_size: 1000,
             publish_batch_bytes: 8 * 1024 * 1024,
@@ -421,6 +430,14 @@ impl PostgresOptions {
     #[must_use]
     pub fn inline_threshold(mut self, threshold: usize) -> Self {
         self.inline_threshold = threshold;
+        self
+    }
+
+    /// These options with inline notifications compressed (`true`, the default) or always
+    /// plain (`false`, for a cluster with nodes of versions before compression).
+    #[must_use]
+    pub fn compress_notifications(mut self, compress: bool) -> Self {
+        self.compress_notifications = compress;
         self
     }
 
@@ -554,6 +571,7 @@ impl fmt::Debug for PostgresOptions {
             .field("retention_interval", &self.retention_interval)
             .field("retention_batch_size", &self.retention_batch_size)
             .field("inline_threshold", &self.inline_threshold)
+            .field("compress_notifications", &self.compress_notifications)
             .field("reconnect_backoff", &self.reconnect_backoff)
             .field("publish_batch_size", &self.publish_batch_size)
             .field("publish_batch_bytes", &self.publish_batch_bytes)

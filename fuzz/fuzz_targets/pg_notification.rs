@@ -3,7 +3,7 @@
 //! The input is the notification text (PostgreSQL payloads are text; invalid UTF-8 is
 //! skipped). Properties: parsing never panics; the header's origin, read alone to drop
 //! echoes, is the origin the parser reports; a parsed notification written again by the
-//! publisher's own writer (the packer for inline packs, `reference` for references)
+//! publisher's own writer (the packer for inline packs, plain or LZ4-compressed, `reference` for references)
 //! parses to the same value and fits a notification; entries of an inline pack go through
 //! the envelope decoder as the listener does.
 #![no_main]
@@ -31,18 +31,21 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 // What the listener does next; must not panic.
                 let _ = Envelope::decode(entry);
             }
-            let mut again = Vec::new();
-            for notification in fuzzing::pack(*origin, &good) {
-                assert!(notification.len() <= MAX_NOTIFICATION);
-                match fuzzing::parse(&notification) {
-                    Ok(Parsed::Inline { origin: o, entries }) => {
-                        assert_eq!(o, *origin);
-                        again.extend(entries.into_iter().map(Result::unwrap));
+            for compress in [true, false] {
+                let mut again = Vec::new();
+                for notification in fuzzing::pack(*origin, &good, compress) {
+                    assert!(notification.len() <= MAX_NOTIFICATION);
+                    assert!(compress || notification.starts_with('i'));
+                    match fuzzing::parse(&notification) {
+                        Ok(Parsed::Inline { origin: o, entries }) => {
+                            assert_eq!(o, *origin);
+                            again.extend(entries.into_iter().map(Result::unwrap));
+                        }
+                        other => panic!("packer output parsed as {other:?}"),
                     }
-                    other => panic!("packer output parsed as {other:?}"),
                 }
+                assert_eq!(again, good, "pack round trip (compress: {compress})");
             }
-            assert_eq!(again, good, "pack round trip");
         }
         Parsed::Reference {
             origin,

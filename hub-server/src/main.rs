@@ -86,6 +86,13 @@ struct Cli {
     /// `server-default` (whatever the database or role sets).
     #[arg(long, value_enum, default_value_t = CommitMode::NotifyBeforeFlush)]
     synchronous_commit: CommitMode,
+    /// Whether the PostgreSQL backplane compresses its notifications (LZ4, wherever that
+    /// makes them shorter; about 3:1 for chat messages). Set `false` while upgrading a
+    /// cluster whose other instances run a version from before compressed notifications
+    /// (they cannot read them and fall back on reading the table), then back to `true`.
+    /// Every instance reads both forms.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    compress_notifications: bool,
     /// How many groups one connection may be in at once (`JoinGroup` beyond it fails with
     /// a message saying so); 0 for no limit.
     #[arg(long, default_value_t = chat::MAX_GROUPS_PER_CONNECTION)]
@@ -182,6 +189,7 @@ fn postgres_options(cli: &Cli, url: &str) -> Result<PostgresOptions, String> {
         .map_err(|error| format!("invalid --database-url: {error}"))?
         .schema_name(cli.schema.as_str())
         .synchronous_commit(cli.synchronous_commit.into())
+        .compress_notifications(cli.compress_notifications)
         .cluster_secret(secret))
 }
 

@@ -5,8 +5,6 @@
 //! row per run, not per envelope; and large packs are compressed with LZ4 where the
 //! server offers it.
 
-use std::time::Duration;
-
 use backplane_core::{Backplane, BackplaneEvent, GapRepair};
 use backplane_postgres::DEFAULT_INLINE_THRESHOLD;
 use futures_util::StreamExt as _;
@@ -148,12 +146,16 @@ async fn catch_up_reads_packs_after_the_listener_was_killed() {
     let (sender, receiver) = (scene.sender.clone(), scene.receiver.clone());
     let mut subscription = subscribed(&*receiver, HUB).await;
 
+    // The second half is published once the listener's backend is killed, so it is
+    // stored while the listener is away (it waits at least 100 ms before reconnecting)
+    // and must come from the table, however fast the first half was notified.
+    let (killed_tx, killed_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut killed_tx = Some(killed_tx);
     let publishing = {
         let sender = sender.clone();
         tokio::spawn(async move {
             publish_many(&sender, COUNT / 2, 256, false).await;
-            // Half-way, pause so the kill below lands between batches.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            killed_rx.await.expect("the kill was never made");
             publish_many(&sender, COUNT / 2, 256, false).await;
         })
     };
@@ -170,6 +172,7 @@ async fn catch_up_reads_packs_after_the_listener_was_killed() {
                     let killed_now = scene.schema.terminate("listener", receiver.node_id()).await;
                     assert!(killed_now > 0);
                     killed = true;
+                    let _ = killed_tx.take().map(|tx| tx.send(()));
                 }
             }
             BackplaneEvent::Disconnected { .. } => assert!(killed),

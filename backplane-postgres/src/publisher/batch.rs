@@ -51,7 +51,7 @@ pub(super) fn prepare(
                         payloads: Vec::new(),
                         notifications: Vec::new(),
                     },
-                    Packer::new(node),
+                    Packer::new(node, shared.options.compress_notifications),
                     RowPacker::default(),
                 ));
                 writes.len() - 1
