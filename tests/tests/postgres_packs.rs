@@ -2,8 +2,9 @@
 //! the run's last number). What users rely on: envelopes read back from the table — by
 //! reference notifications, and by catch-up after the listener lost its connection —
 //! arrive exactly once and in order, wherever they sit in a pack; the table holds a
-//! row per run, not per envelope; and large packs are compressed with LZ4 where the
-//! server offers it.
+//! row per run, not per envelope; large packs are compressed with LZ4 where the server
+//! offers it; and nodes that compress notifications and nodes that do not (a cluster
+//! being upgraded) read each other.
 
 use backplane_core::{Backplane, BackplaneEvent, GapRepair};
 use backplane_postgres::DEFAULT_INLINE_THRESHOLD;
@@ -198,4 +199,118 @@ async fn catch_up_reads_packs_after_the_listener_was_killed() {
     );
     drop((sender, receiver));
     scene.finish().await;
+}
+
+/// A cluster being upgraded: a node that writes plain notifications only
+/// (`compress_notifications(false)`, as for older nodes) and one that compresses read each
+/// other's envelopes, every one once and in order; and the modes really differ on the
+/// wire (a plain client listening on the channel sees compressed notifications from one
+/// node only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_compressing_nodes_read_each_other() {
+    const COUNT: u64 = 400;
+    let schema = TestSchema::create("packs_mixed").await;
+    let plain = schema
+        .nodes_with(1, |options| options.compress_notifications(false))
+        .await
+        .remove(0);
+    let compressing = schema.nodes(1).await.remove(0);
+
+    let (watcher, mut connection) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (notifications, mut notified) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) =
+            futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
+        {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = notifications.send(n.payload().to_owned());
+            }
+        }
+    });
+    watcher
+        .batch_execute(&format!("LISTEN \"{}.{HUB}\"", schema.name()))
+        .await
+        .unwrap();
+
+    let mut at_plain = subscribed(&*plain, HUB).await;
+    let mut at_compressing = subscribed(&*compressing, HUB).await;
+    let from_plain = tokio::spawn({
+        let plain = plain.clone();
+        async move { publish_many(&plain, COUNT, 100, false).await }
+    });
+    let from_compressing = tokio::spawn({
+        let compressing = compressing.clone();
+        async move { publish_many(&compressing, COUNT, 100, false).await }
+    });
+    for (receiving, subscription) in [
+        ("the compressing node", &mut at_compressing),
+        ("the plain node", &mut at_plain),
+    ] {
+        for expected in 0..COUNT {
+            match next_event(subscription, &format!("envelope {expected} at {receiving}")).await {
+                BackplaneEvent::Envelope(envelope) => {
+                    assert_eq!(
+                        envelope.seq,
+                        expected + 1,
+                        "once each, in order, at {receiving}"
+                    );
+                    assert_eq!(number(&label_of(&envelope)), expected);
+                }
+                other => panic!("nothing but envelopes expected at {receiving}, got {other:?}"),
+            }
+        }
+    }
+    from_plain.await.unwrap();
+    from_compressing.await.unwrap();
+
+    // Each notification names its origin in its header (`<kind><32 hex digits>:`).
+    let (plain_origin, compressing_origin) = (
+        plain.node_id().to_string(),
+        compressing.node_id().to_string(),
+    );
+    let mut kinds: std::collections::HashMap<(String, char), usize> = Default::default();
+    let count = |kinds: &std::collections::HashMap<(String, char), usize>, origin: &str, kind| {
+        kinds.get(&(origin.to_owned(), kind)).copied().unwrap_or(0)
+    };
+    // The watcher's copies may trail the nodes' deliveries: wait for a notification of
+    // each kind (or time out), then take whatever else has come in a moment later.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut grace = None;
+    loop {
+        let until = grace.unwrap_or(deadline);
+        let Ok(Some(text)) = tokio::time::timeout_at(until, notified.recv()).await else {
+            break;
+        };
+        let kind = text.chars().next().unwrap_or(' ');
+        *kinds
+            .entry((text.get(1..33).unwrap_or("").to_owned(), kind))
+            .or_default() += 1;
+        if grace.is_none()
+            && count(&kinds, &plain_origin, 'i') > 0
+            && count(&kinds, &compressing_origin, 'z') > 0
+        {
+            grace = Some(tokio::time::Instant::now() + std::time::Duration::from_millis(300));
+        }
+    }
+    let count = |origin: &str, kind| count(&kinds, origin, kind);
+    assert!(
+        count(&plain_origin, 'i') > 0,
+        "no plain notification seen: {kinds:?}"
+    );
+    assert_eq!(
+        count(&plain_origin, 'z'),
+        0,
+        "the plain node compressed: {kinds:?}"
+    );
+    assert!(
+        count(&compressing_origin, 'z') > 0,
+        "nothing compressed: {kinds:?}"
+    );
+
+    for node in [plain, compressing] {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
 }
