@@ -134,8 +134,11 @@
 //!   PostgreSQL copies a third of the bytes into its notification queue and to every
 //!   listening node. Receivers refuse a pack claiming more than that length or inflating
 //!   to anything else. Nodes of versions before this form skip `z` notifications as
-//!   malformed and read the envelopes from the table as for any gap (slower, nothing
-//!   lost): upgrade every node for the live path.
+//!   malformed: they read those envelopes from the table only once a later notification
+//!   they can read (plain, or a reference) reveals the gap, so a steady stream of chat
+//!   messages from a compressing node may not reach their clients at all. While any such
+//!   node remains, run the upgraded ones with
+//!   [`PostgresOptions::compress_notifications`] off.
 //! - **reference** `r<origin>:<from>:<to>:<hub>`: rows `from..=to` (decimal sequence
 //!   numbers) of `<hub>` (the rest of the text, verbatim) from `<origin>` are in the
 //!   table; receivers read them by `(origin, hub, seq)`. Used for larger envelopes

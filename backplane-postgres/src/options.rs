@@ -195,9 +195,11 @@ pub struct PostgresOptions {
     /// `z` form, see the crate docs). Default: `true`: a batch of chat envelopes then
     /// takes about a third of the notification bytes, which PostgreSQL copies into its
     /// queue and to every listening node. Nodes of versions before this form cannot read
-    /// it (they skip it and fall back on the table as for a gap), so while a cluster is
-    /// being upgraded from such a version, run the upgraded nodes with `false` and switch
-    /// it on once every node is upgraded. Receivers read both forms either way.
+    /// it: they skip it, and read the envelopes it carried from the table only once a
+    /// later notification they can read reveals the gap, so messages from a compressing
+    /// node may not reach their clients at all. While a cluster is being upgraded from
+    /// such a version, run the upgraded nodes with `false` and switch it on once every
+    /// node is upgraded. Receivers read both forms either way.
     pub compress_notifications: bool,
     /// Backoff of the listener's reconnect loop; it never gives up.
     pub reconnect_backoff: ReconnectBackoff,

@@ -89,8 +89,8 @@ struct Cli {
     /// Whether the PostgreSQL backplane compresses its notifications (LZ4, wherever that
     /// makes them shorter; about 3:1 for chat messages). Set `false` while upgrading a
     /// cluster whose other instances run a version from before compressed notifications
-    /// (they cannot read them and fall back on reading the table), then back to `true`.
-    /// Every instance reads both forms.
+    /// (they cannot read them: messages from this instance may not reach their clients),
+    /// then back to `true` once every instance is upgraded. Every instance reads both forms.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     compress_notifications: bool,
     /// How many groups one connection may be in at once (`JoinGroup` beyond it fails with
