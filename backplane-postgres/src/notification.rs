@@ -283,9 +283,9 @@ impl Packer {
         }
     }
 
-    /// Add an encoded envelope of at most [`MAX_INLINE_ENVELOPE`] bytes.
+    /// Add an encoded envelope of at most [`MAX_INLINE_ENVELOPE`] bytes (a larger one
+    /// goes alone, in a notification PostgreSQL will refuse: see [`Packer::flush`]).
     pub(crate) fn inline(&mut self, envelope: &[u8]) {
-        debug_assert!(envelope.len() <= MAX_INLINE_ENVELOPE);
         let mut prefix = [0u8; varint::MAX_PREFIX_LEN];
         let n = varint::encode(envelope.len(), &mut prefix);
         let limit = if self.compress {
@@ -309,7 +309,9 @@ impl Packer {
 
     /// Turn the pack into as few notifications as fit: all of it in one if it does
     /// (compressed or plain), else halves of its entries, and so on. A single entry
-    /// always fits plain ([`MAX_INLINE_ENVELOPE`]).
+    /// always fits plain ([`MAX_INLINE_ENVELOPE`]); should one not, it still goes alone,
+    /// plain, as before compression existed (PostgreSQL then refuses the batch's NOTIFY,
+    /// an error, never a loop).
     fn flush(&mut self) {
         let mut first = 0;
         while first < self.ends.len() {
@@ -317,13 +319,17 @@ impl Packer {
             loop {
                 let start = if first == 0 { 0 } else { self.ends[first - 1] };
                 let raw = &self.pack[start..self.ends[last - 1]];
-                if let Some(text) = self.encode(raw) {
-                    self.out.push(text);
-                    first = last;
-                    break;
-                }
-                debug_assert!(last - first > 1, "a single entry always fits plain");
-                last = first + (last - first) / 2;
+                let text = match self.encode(raw) {
+                    Some(text) => text,
+                    None if last - first == 1 => self.text('i', raw),
+                    None => {
+                        last = first + (last - first) / 2;
+                        continue;
+                    }
+                };
+                self.out.push(text);
+                first = last;
+                break;
             }
         }
         self.pack.clear();
@@ -346,14 +352,16 @@ impl Packer {
         } else {
             ('i', raw)
         };
-        if bytes.len() > MAX_PACK {
-            return None;
-        }
+        (bytes.len() <= MAX_PACK).then(|| self.text(kind, bytes))
+    }
+
+    /// The notification of `kind` carrying `bytes`.
+    fn text(&self, kind: char, bytes: &[u8]) -> String {
         let mut text = String::with_capacity(HEADER + bytes.len().div_ceil(3) * 4);
         text.push(kind);
         text.push_str(&self.origin);
         STANDARD.encode_string(bytes, &mut text);
-        Some(text)
+        text
     }
 
     /// The notifications, in order.
@@ -496,6 +504,33 @@ mod tests {
             decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
         }
         assert_eq!(decoded, envelopes);
+    }
+
+    #[test]
+    fn an_oversized_entry_goes_alone_and_plain_instead_of_looping() {
+        // Callers never pass one (the inline threshold is at most MAX_INLINE_ENVELOPE);
+        // should one come, the packer must still finish, keeping order and content.
+        let big = noise(MAX_PACK + 100, 7);
+        let mut packer = Packer::new(origin(), true);
+        packer.inline(b"before");
+        packer.inline(&big);
+        packer.inline(b"after");
+        let out = packer.finish();
+        let mut decoded = Vec::new();
+        for text in &out {
+            let Notification::Inline { pack, .. } = parse(text).unwrap() else {
+                panic!("expected inline");
+            };
+            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
+        }
+        assert_eq!(
+            decoded,
+            vec![b"before".to_vec(), big.clone(), b"after".to_vec()]
+        );
+        assert!(
+            out.iter()
+                .any(|text| text.starts_with('i') && text.len() > MAX_NOTIFICATION)
+        );
     }
 
     #[test]
