@@ -343,9 +343,11 @@ impl Packer {
         if self.compress {
             let mut prefix = [0u8; varint::MAX_PREFIX_LEN];
             let n = varint::encode(raw.len(), &mut prefix);
-            body.reserve(n + lz4_flex::block::get_maximum_output_size(raw.len()));
-            body.extend_from_slice(&prefix[..n]);
-            body.extend_from_slice(&lz4_flex::block::compress(raw));
+            body.resize(n + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+            body[..n].copy_from_slice(&prefix[..n]);
+            let written = lz4_flex::block::compress_into(raw, &mut body[n..])
+                .expect("the buffer has the block's maximum size");
+            body.truncate(n + written);
         }
         let (kind, bytes) = if self.compress && body.len() < raw.len() {
             ('z', body.as_slice())
@@ -379,31 +381,41 @@ mod tests {
         NodeId::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)
     }
 
+    /// The notifications a packer of `origin()` writes for `envelopes`.
+    fn pack(envelopes: &[Vec<u8>], compress: bool) -> Vec<String> {
+        let mut packer = Packer::new(origin(), compress);
+        for envelope in envelopes {
+            packer.inline(envelope);
+        }
+        packer.finish()
+    }
+
+    /// The entries of inline `notifications` of `origin()`, in order.
+    fn unpack(notifications: &[String]) -> Vec<Vec<u8>> {
+        let mut decoded = Vec::new();
+        for text in notifications {
+            assert_eq!(origin_of(text), Some(origin()));
+            let Notification::Inline { origin: o, pack } = parse(text).unwrap() else {
+                panic!("expected inline");
+            };
+            assert_eq!(o, origin());
+            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
+        }
+        decoded
+    }
+
     #[test]
     fn packs_round_trip_and_fit() {
         let envelopes: Vec<Vec<u8>> = (0..500u32)
             .map(|i| vec![(i % 251) as u8; (i as usize * 37) % 300])
             .chain([vec![7u8; MAX_INLINE_ENVELOPE], vec![1u8; 200], vec![]])
             .collect();
-        let mut packer = Packer::new(origin(), true);
-        for envelope in &envelopes {
-            packer.inline(envelope);
-        }
-        let notifications = packer.finish();
+        let notifications = pack(&envelopes, true);
         assert!(notifications.len() > 1);
-        let mut decoded = Vec::new();
         for text in &notifications {
             assert!(text.len() <= MAX_NOTIFICATION, "{} bytes", text.len());
-            assert_eq!(origin_of(text), Some(origin()));
-            let Notification::Inline { origin: o, pack } = parse(text).unwrap() else {
-                panic!("expected inline");
-            };
-            assert_eq!(o, origin());
-            for entry in entries(&pack) {
-                decoded.push(entry.unwrap().to_vec());
-            }
         }
-        assert_eq!(decoded, envelopes);
+        assert_eq!(unpack(&notifications), envelopes);
     }
 
     /// `len` bytes of a xorshift stream: LZ4 finds nothing to repeat.
@@ -441,18 +453,13 @@ mod tests {
     fn a_batch_of_chat_envelopes_goes_compressed_in_fewer_notifications() {
         let envelopes: Vec<Vec<u8>> = (0..300).map(chat_envelope).collect();
         let raw: usize = envelopes.iter().map(|e| e.len() + 2).sum();
-        let mut packer = Packer::new(origin(), true);
-        for envelope in &envelopes {
-            packer.inline(envelope);
-        }
-        let notifications = packer.finish();
+        let notifications = pack(&envelopes, true);
         let plain_needed = raw.div_ceil(MAX_PACK);
         assert!(
             notifications.len() * 2 <= plain_needed,
             "{} notifications for {raw} bytes of envelopes ({plain_needed} plain)",
             notifications.len()
         );
-        let mut decoded = Vec::new();
         for text in &notifications {
             assert!(text.starts_with('z'), "not compressed: {}", &text[..40]);
             assert!(
@@ -460,73 +467,41 @@ mod tests {
                 "{} bytes",
                 text.len()
             );
-            let Notification::Inline { origin: o, pack } = parse(text).unwrap() else {
-                panic!("expected inline");
-            };
-            assert_eq!(o, origin());
-            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
         }
-        assert_eq!(decoded, envelopes);
+        assert_eq!(unpack(&notifications), envelopes);
 
         // With compression off (a cluster still running older nodes), plain only.
-        let mut packer = Packer::new(origin(), false);
-        for envelope in &envelopes {
-            packer.inline(envelope);
-        }
-        let plain = packer.finish();
+        let plain = pack(&envelopes, false);
         assert!(plain.len() >= plain_needed);
-        let mut decoded = Vec::new();
         for text in &plain {
             assert!(text.starts_with('i'));
             assert!(text.len() + TAG_SUFFIX <= MAX_NOTIFICATION);
-            let Notification::Inline { pack, .. } = parse(text).unwrap() else {
-                panic!("expected inline");
-            };
-            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
         }
-        assert_eq!(decoded, envelopes);
+        assert_eq!(unpack(&plain), envelopes);
     }
 
     #[test]
     fn incompressible_envelopes_go_plain_and_fit() {
         let envelopes: Vec<Vec<u8>> = (0..80).map(|i| noise((i * 97) % 900 + 1, i)).collect();
-        let mut packer = Packer::new(origin(), true);
-        for envelope in &envelopes {
-            packer.inline(envelope);
-        }
-        let mut decoded = Vec::new();
-        for text in &packer.finish() {
+        let notifications = pack(&envelopes, true);
+        for text in &notifications {
             assert!(text.starts_with('i'));
             assert!(text.len() + TAG_SUFFIX <= MAX_NOTIFICATION);
-            let Notification::Inline { pack, .. } = parse(text).unwrap() else {
-                panic!("expected inline");
-            };
-            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
         }
-        assert_eq!(decoded, envelopes);
+        assert_eq!(unpack(&notifications), envelopes);
     }
 
     #[test]
     fn an_oversized_entry_goes_alone_and_plain_instead_of_looping() {
         // Callers never pass one (the inline threshold is at most MAX_INLINE_ENVELOPE);
         // should one come, the packer must still finish, keeping order and content.
-        let big = noise(MAX_PACK + 100, 7);
-        let mut packer = Packer::new(origin(), true);
-        packer.inline(b"before");
-        packer.inline(&big);
-        packer.inline(b"after");
-        let out = packer.finish();
-        let mut decoded = Vec::new();
-        for text in &out {
-            let Notification::Inline { pack, .. } = parse(text).unwrap() else {
-                panic!("expected inline");
-            };
-            decoded.extend(entries(&pack).map(|entry| entry.unwrap().to_vec()));
-        }
-        assert_eq!(
-            decoded,
-            vec![b"before".to_vec(), big.clone(), b"after".to_vec()]
-        );
+        let envelopes = vec![
+            b"before".to_vec(),
+            noise(MAX_PACK + 100, 7),
+            b"after".to_vec(),
+        ];
+        let out = pack(&envelopes, true);
+        assert_eq!(unpack(&out), envelopes);
         assert!(
             out.iter()
                 .any(|text| text.starts_with('i') && text.len() > MAX_NOTIFICATION)
