@@ -451,12 +451,12 @@ async fn log_format_json_prints_one_json_object_per_line() {
 #[tokio::test]
 async fn health_and_metrics_show_an_outage_and_the_reconnect() {
     let schema = TestSchema::create("metrics_outage").await;
-    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
+    let proxy = tests::CuttingProxy::start(schema.database_address().await).await;
     let config = schema.options().config;
     let url = format!(
         "postgres://{}@{}/{}",
         config.get_user().expect("a user"),
-        proxy.address(),
+        proxy.address,
         config.get_dbname().expect("a database")
     );
     let mut server = Server::start(&["--database-url", &url, "--schema", schema.name()]).await;
@@ -470,7 +470,7 @@ async fn health_and_metrics_show_an_outage_and_the_reconnect() {
 
     // The database's connections drop and no new one gets through.
     proxy.partition(true);
-    proxy.cut_connections();
+    proxy.cut();
     let outage = tokio::time::timeout(PATIENCE, async {
         loop {
             let (status, _, body) = request(&server.address, "GET /health HTTP/1.1\r\n").await;
@@ -512,7 +512,7 @@ async fn health_and_metrics_show_an_outage_and_the_reconnect() {
     // The database is back: one reconnect, and /health is healthy without the outage's
     // fields.
     proxy.partition(false);
-    proxy.cut_connections();
+    proxy.cut();
     let after = scrape_until(&server.address, "counted the reconnect", |s| {
         s.get("backplane_reconnects_total", &POSTGRES) == 1.0
     })

@@ -36,7 +36,6 @@ pub mod events;
 mod hub_server;
 mod js;
 mod process;
-mod proxy;
 mod python;
 #[cfg(feature = "containers")]
 mod reaper;
@@ -45,12 +44,12 @@ mod schema;
 mod script;
 
 pub use backends::{ProcessNamespace, TestBackend, nats_url, redis_url};
+pub use backplane_core::testkit::CuttingProxy;
 pub use binaries::workspace_binaries;
 pub use database::{CONTAINER_VAR, DATABASE_URL_VAR, LOCAL_URL, POSTGRES_TAG, database_url};
 pub use hub_server::{HubServerProcess, hub_server_command};
 pub use js::{ensure_js_packages, js_dir};
 pub use process::{lines_of, output_lines};
-pub use proxy::PartitionProxy;
 pub use python::{
     PYTHON_KEEP_ALIVE_INTERVAL, PythonClient, ensure_python_clients, python_dir, venv_python,
 };

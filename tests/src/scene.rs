@@ -8,7 +8,7 @@ use backplane_core::{Backplane, Subscription};
 use backplane_postgres::PostgresBackplane;
 
 use crate::events::subscribed;
-use crate::{PartitionProxy, TestSchema};
+use crate::{CuttingProxy, TestSchema};
 
 /// Two nodes on a schema of their own: the scene of most fault tests.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl TwoNodes {
 #[derive(Debug)]
 pub struct BehindProxy {
     /// The proxy between the node and the database.
-    pub proxy: PartitionProxy,
+    pub proxy: CuttingProxy,
     /// The node.
     pub node: PostgresBackplane,
     /// The node's subscription to the hub, past its `Connected` event.
@@ -68,7 +68,7 @@ pub struct BehindProxy {
 ///
 /// Panics if the node cannot start or subscribe.
 pub async fn behind_proxy(schema: &TestSchema, hub: &str) -> BehindProxy {
-    let proxy = PartitionProxy::start(schema.database_address().await).await;
+    let proxy = CuttingProxy::start(schema.database_address().await).await;
     let node = PostgresBackplane::connect(schema.options_through(&proxy))
         .await
         .unwrap();

@@ -10,8 +10,8 @@ use backplane_postgres::{PostgresBackplane, PostgresOptions, ReconnectBackoff};
 use test_services::{backplane_application_name, quote_identifier, terminate_backplane_connection};
 use tokio::sync::OnceCell;
 
+use crate::CuttingProxy;
 use crate::database::database_url;
-use crate::proxy::PartitionProxy;
 
 /// Prefix of every test schema, so leftovers can be recognised and removed.
 const PREFIX: &str = "bpt_";
@@ -90,7 +90,7 @@ impl TestSchema {
         options
     }
 
-    /// The TCP address of the test database (for a [`PartitionProxy`] in front of it).
+    /// The TCP address of the test database (for a [`CuttingProxy`] in front of it).
     ///
     /// # Panics
     ///
@@ -112,12 +112,12 @@ impl TestSchema {
     /// [`TestSchema::options`] reaching the same database only through `proxy`, with a
     /// fast probe (every 500 ms, 1 s timeout) and a 2 s command timeout, so a partition
     /// is noticed quickly.
-    pub fn options_through(&self, proxy: &PartitionProxy) -> PostgresOptions {
+    pub fn options_through(&self, proxy: &CuttingProxy) -> PostgresOptions {
         let options = self.options();
         let mut config = tokio_postgres::Config::new();
         config
-            .host(proxy.address().ip().to_string())
-            .port(proxy.address().port());
+            .host(proxy.address.ip().to_string())
+            .port(proxy.address.port());
         if let Some(user) = options.config.get_user() {
             config.user(user);
         }

@@ -17,7 +17,7 @@ use hub_server::{HubOptions, Transports};
 use hub_support::cluster::ServedCluster;
 use hub_support::rust_client::EVERY_TRANSPORT_AND_PROTOCOL;
 use hub_support::{TestServer, assert_all_in_order};
-use tests::PartitionProxy;
+use tests::CuttingProxy;
 use tokio::sync::mpsc;
 
 /// How long a test waits for something that should happen promptly (generous: the
@@ -253,15 +253,14 @@ async fn stateful_reconnect_across_three_cuts(protocol: Protocol) {
     )
     .await;
     let servers = &cluster.servers;
-    let proxy = PartitionProxy::start(servers[1].addr).await;
-    let receiver =
-        HubConnectionBuilder::new(format!("http://{}{}", proxy.address(), chat::HUB_PATH))
-            .protocol(protocol)
-            .with_stateful_reconnect()
-            // Were the connection lost for real, the app would see it reconnect: the test fails.
-            .with_automatic_reconnect()
-            .build()
-            .expect("builder");
+    let proxy = CuttingProxy::start(servers[1].addr).await;
+    let receiver = HubConnectionBuilder::new(format!("http://{}{}", proxy.address, chat::HUB_PATH))
+        .protocol(protocol)
+        .with_stateful_reconnect()
+        // Were the connection lost for real, the app would see it reconnect: the test fails.
+        .with_automatic_reconnect()
+        .build()
+        .expect("builder");
     let received = Arc::new(Mutex::new(Vec::with_capacity(MESSAGES)));
     let (done_tx, mut done) = mpsc::unbounded_channel();
     let sink = received.clone();
@@ -316,7 +315,7 @@ async fn stateful_reconnect_across_three_cuts(protocol: Protocol) {
     // buffer has something to resend.
     for cut in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        proxy.cut_connections();
+        proxy.cut();
         receiver
             .send("SendMessage", ("receiver", format!("after cut {cut}")))
             .await

@@ -440,7 +440,7 @@ async fn send_and_complete(client: &mut RawClient, id: &str, text: &str) -> (boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_the_database_cannot_take_reaches_no_one_and_the_sender_is_told_why() {
     let schema = TestSchema::create("hub_cut_off").await;
-    let proxy = tests::PartitionProxy::start(schema.database_address().await).await;
+    let proxy = tests::CuttingProxy::start(schema.database_address().await).await;
     let options = schema
         .options_through(&proxy)
         .command_timeout(Duration::from_secs(1));

@@ -12,7 +12,7 @@ use hub_server::HubOptions;
 use hub_support::cluster::ServedCluster;
 use hub_support::{TestServer, assert_all_in_order, http};
 use serde_json::Value;
-use tests::PartitionProxy;
+use tests::CuttingProxy;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// Messages the client on the other server sends.
@@ -29,10 +29,10 @@ async fn cut_three_times_during_a_stream(protocol: &str) {
     )
     .await;
     let servers = &cluster.servers;
-    let proxy = PartitionProxy::start(servers[1].addr).await;
+    let proxy = CuttingProxy::start(servers[1].addr).await;
     let mut node = tests::node_script("stateful-reconnect.js")
         .await
-        .arg(format!("http://{}", proxy.address()))
+        .arg(format!("http://{}", proxy.address))
         .arg(format!("http://{}", servers[0].addr))
         .arg(protocol)
         .arg(MESSAGES.to_string())
@@ -46,7 +46,7 @@ async fn cut_three_times_during_a_stream(protocol: &str) {
         // The sender needs about three seconds for its messages: cut while they flow.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            proxy.cut_connections();
+            proxy.cut();
         }
         lines
             .next_line()

@@ -3,7 +3,7 @@
 //! `tests/js/streams-reconnect.js`, against the example hub
 //! (`hub_server::examples::streaming`) on two instances sharing a PostgreSQL backplane.
 //!
-//! The resumable client reaches instance A through a [`PartitionProxy`]; whenever the
+//! The resumable client reaches instance A through a [`CuttingProxy`]; whenever the
 //! script asks, the proxy cuts every connection through it (both ends see the WebSocket
 //! closed without a Close frame) and the client resumes on a new one. A server-to-client
 //! stream cut three times arrives whole, once and in order, and its producer ran once
@@ -20,7 +20,7 @@ use backplane_core::ManagerOptions;
 use hub_server::examples::streaming;
 use hub_support::cluster::ServedCluster;
 use serde_json::{Value, json};
-use tests::PartitionProxy;
+use tests::CuttingProxy;
 
 /// Items of the stream and numbers of the upload.
 const ITEMS: u64 = 5_000;
@@ -42,11 +42,11 @@ async fn across_cuts(protocol: &str) {
     })
     .await;
     let servers = &cluster.servers;
-    let proxy = PartitionProxy::start(servers[0].addr).await;
+    let proxy = CuttingProxy::start(servers[0].addr).await;
     let started = Instant::now();
     let mut node = tests::node_script("streams-reconnect.js")
         .await
-        .arg(format!("http://{}", proxy.address()))
+        .arg(format!("http://{}", proxy.address))
         .arg(format!("http://{}", servers[1].addr))
         .arg(protocol)
         .arg(ITEMS.to_string())
@@ -63,7 +63,7 @@ async fn across_cuts(protocol: &str) {
             match line.as_str() {
                 "ready" => {}
                 "cut" => {
-                    proxy.cut_connections();
+                    proxy.cut();
                     cuts += 1;
                 }
                 result => return Some((cuts, result.to_owned())),

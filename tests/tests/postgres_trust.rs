@@ -12,7 +12,7 @@ use backplane_core::{
     Subscription, Target,
 };
 use base64::Engine as _;
-use tests::{PartitionProxy, TestSchema};
+use tests::{CuttingProxy, TestSchema};
 
 const HUB: &str = "trust";
 const WAIT: Duration = Duration::from_secs(30);
@@ -183,7 +183,7 @@ async fn without_a_secret_a_forged_far_ahead_sequence_does_not_silence_a_real_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_partitioned_publishes_fail_fast_local_deliveries_go_on_and_the_circuit_closes() {
     let schema = TestSchema::create("trust_circuit").await;
-    let proxy = PartitionProxy::start(schema.database_address().await).await;
+    let proxy = CuttingProxy::start(schema.database_address().await).await;
     let cut_off = Arc::new(
         backplane_postgres::PostgresBackplane::connect(
             schema

@@ -27,9 +27,10 @@
 //! ```
 //!
 //! Networked backplanes' own tests find two helpers here: [`CuttingProxy`], a loopback
-//! TCP proxy that cuts every connection through it, [`scoped`], which deletes a
-//! test cluster's namespace when its last node shuts down, and [`DisposableServer`], a
-//! server of the test's own to kill and restart; [`faults`] holds the fault scenarios.
+//! TCP proxy that cuts every connection through it or silently stops forwarding,
+//! [`scoped`], which deletes a test cluster's namespace when its last node shuts down,
+//! and [`DisposableServer`], a server of the test's own to kill and restart; [`faults`]
+//! holds the fault scenarios.
 //!
 //! Each case is also a public async function here, for backplanes that need custom
 //! set-up around a case. Every wait is bounded by [`WAIT`]; a case that does not see
