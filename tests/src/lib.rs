@@ -35,6 +35,7 @@ mod database;
 pub mod events;
 mod hub_server;
 mod js;
+mod listen;
 mod process;
 mod python;
 #[cfg(feature = "containers")]
@@ -49,6 +50,7 @@ pub use binaries::workspace_binaries;
 pub use database::{CONTAINER_VAR, DATABASE_URL_VAR, LOCAL_URL, POSTGRES_TAG, database_url};
 pub use hub_server::{HubServerProcess, hub_server_command};
 pub use js::{ensure_js_packages, js_dir};
+pub use listen::listen;
 pub use process::{lines_of, output_lines};
 pub use python::{
     PYTHON_KEEP_ALIVE_INTERVAL, PythonClient, ensure_python_clients, python_dir, venv_python,

@@ -17,7 +17,6 @@ use tests::events::{
     subscribed,
 };
 use tests::scene::{BehindProxy, TwoNodes, behind_proxy};
-use tokio_postgres::AsyncMessage;
 
 const HUB: &str = "faults";
 
@@ -112,26 +111,8 @@ async fn envelopes_of_every_size_cross_intact() {
     let mut subscription = subscribed(receiver, "sizes").await;
 
     // Watch the channel as a plain client too, to see how each envelope travelled.
-    let (watcher, mut connection) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (notifications, mut notified) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    let _ = notifications.send(n.payload().to_owned());
-                }
-                Some(Ok(_)) => {}
-                _ => break,
-            }
-        }
-    });
-    let channel = format!("{}.sizes", schema.name());
-    watcher
-        .batch_execute(&format!("LISTEN \"{channel}\""))
-        .await
-        .unwrap();
+    let (_watcher, mut notified) =
+        tests::listen(schema.url(), &format!("{}.sizes", schema.name())).await;
 
     let threshold = DEFAULT_INLINE_THRESHOLD;
     let sizes = [threshold - 1, threshold, threshold + 1, 7_990, 1024 * 1024];
@@ -149,7 +130,9 @@ async fn envelopes_of_every_size_cross_intact() {
         let text = tokio::time::timeout(Duration::from_secs(10), notified.recv())
             .await
             .expect("no notification seen by the watcher")
-            .unwrap();
+            .unwrap()
+            .payload()
+            .to_owned();
         assert!(text.len() <= 7999, "notification of {} bytes", text.len());
         // Inline: plain (`i`) or, where LZ4 makes it shorter, compressed (`z`).
         let expected_kinds: &[char] = if size <= threshold {

@@ -307,30 +307,14 @@ async fn custom_channel_names_are_used_and_must_be_distinct() {
         })
         .await;
     // An outside listener on the custom channel hears the backplane's notifications.
-    let (client, mut connection) =
-        tokio_postgres::connect(tests::database_url().await, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                let _ = tx.send(n.channel().to_owned());
-            }
-        }
-    });
     let channel = format!("{prefix}_chat");
-    client
-        .batch_execute(&format!("LISTEN {}", quoted(&channel)))
-        .await
-        .unwrap();
+    let (_client, mut heard) = tests::listen(tests::database_url().await, &channel).await;
     all_see_each_other(&nodes, "chat").await;
     let got = tokio::time::timeout(Duration::from_secs(10), heard.recv())
         .await
         .expect("no notification on the custom channel")
         .unwrap();
-    assert_eq!(got, channel);
+    assert_eq!(got.channel(), channel);
 
     // Every hub on one channel: the second table is refused.
     let shared = schema

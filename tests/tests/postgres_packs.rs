@@ -216,23 +216,8 @@ async fn plain_and_compressing_nodes_read_each_other() {
         .remove(0);
     let compressing = schema.nodes(1).await.remove(0);
 
-    let (watcher, mut connection) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (notifications, mut notified) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        while let Some(Ok(message)) =
-            futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
-        {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                let _ = notifications.send(n.payload().to_owned());
-            }
-        }
-    });
-    watcher
-        .batch_execute(&format!("LISTEN \"{}.{HUB}\"", schema.name()))
-        .await
-        .unwrap();
+    let (_watcher, mut notified) =
+        tests::listen(schema.url(), &format!("{}.{HUB}", schema.name())).await;
 
     let mut at_plain = subscribed(&*plain, HUB).await;
     let mut at_compressing = subscribed(&*compressing, HUB).await;
@@ -280,9 +265,10 @@ async fn plain_and_compressing_nodes_read_each_other() {
     let mut grace = None;
     loop {
         let until = grace.unwrap_or(deadline);
-        let Ok(Some(text)) = tokio::time::timeout_at(until, notified.recv()).await else {
+        let Ok(Some(notification)) = tokio::time::timeout_at(until, notified.recv()).await else {
             break;
         };
+        let text = notification.payload();
         let kind = text.chars().next().unwrap_or(' ');
         *kinds
             .entry((text.get(1..33).unwrap_or("").to_owned(), kind))
