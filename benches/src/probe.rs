@@ -95,7 +95,11 @@ mod tests {
         assert_eq!(Probe::parse("1:2:3:"), None);
         assert_eq!(Probe::parse("a:2:3:4:"), None);
         assert_eq!(Probe::parse("1::3:4:"), None);
-        assert_eq!(Probe::parse("4294967296:2:3:4:"), None, "the sender is a u32");
+        assert_eq!(
+            Probe::parse("4294967296:2:3:4:"),
+            None,
+            "the sender is a u32"
+        );
         assert_eq!(Probe::parse("1:18446744073709551616:3:4:"), None);
         assert_eq!(
             Probe::parse("1:2:3:4:...."),

@@ -1,6 +1,6 @@
 //! Turning a connection's incoming bytes into hub messages, one at a time.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::message::HubMessage;
 use crate::record::RecordScanner;
@@ -89,6 +89,35 @@ pub struct Decoder {
     scanner: RecordScanner,
 }
 
+/// What a [`Decoder`] takes messages from: the connection's growing buffer, or a chunk
+/// as the transport delivered it.
+trait Input: Buf + std::ops::Deref<Target = [u8]> {
+    /// The first `len` bytes, removed, without copying them.
+    fn take_front(&mut self, len: usize) -> Bytes;
+
+    /// Room for `additional` more bytes is about to be needed.
+    fn reserve_hint(&mut self, additional: usize);
+}
+
+impl Input for BytesMut {
+    fn take_front(&mut self, len: usize) -> Bytes {
+        self.split_to(len).freeze()
+    }
+
+    fn reserve_hint(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
+impl Input for Bytes {
+    fn take_front(&mut self, len: usize) -> Bytes {
+        self.split_to(len)
+    }
+
+    /// A chunk never grows: its rest is copied into a buffer, which reserves then.
+    fn reserve_hint(&mut self, _additional: usize) {}
+}
+
 impl Decoder {
     /// A decoder for `protocol` that refuses message bodies over `max_message_size` bytes
     /// (not counting the `0x1E` separator or the length prefix). ASP.NET Core's default is
@@ -121,13 +150,29 @@ impl Decoder {
     /// See [`DecodeError`]; [`DecodeError::can_continue`] says whether the frame was consumed
     /// and decoding may go on.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<HubMessage>, DecodeError> {
+        self.decode_input(buf)
+    }
+
+    /// [`decode`](Self::decode) straight from a chunk a transport delivered, without copying
+    /// it into a buffer first: what a client does with each WebSocket message while nothing
+    /// is left over from the last one. When this returns `Ok(None)`, the rest of `chunk` (a
+    /// partial message) is the start of the buffer to [`decode`](Self::decode) from next.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode).
+    pub fn decode_chunk(&mut self, chunk: &mut Bytes) -> Result<Option<HubMessage>, DecodeError> {
+        self.decode_input(chunk)
+    }
+
+    fn decode_input(&mut self, buf: &mut impl Input) -> Result<Option<HubMessage>, DecodeError> {
         match self.protocol {
             Protocol::Json => self.decode_json(buf),
             Protocol::MessagePack => self.decode_msgpack(buf),
         }
     }
 
-    fn decode_json(&mut self, buf: &mut BytesMut) -> Result<Option<HubMessage>, DecodeError> {
+    fn decode_json(&mut self, buf: &mut impl Input) -> Result<Option<HubMessage>, DecodeError> {
         let limit = self.max_message_size;
         let Some(len) = self
             .scanner
@@ -136,11 +181,11 @@ impl Decoder {
         else {
             return Ok(None);
         };
-        let frame = buf.split_to(len + 1).freeze().slice(..len);
+        let frame = buf.take_front(len + 1).slice(..len);
         json::parse(&frame).map(Some)
     }
 
-    fn decode_msgpack(&mut self, buf: &mut BytesMut) -> Result<Option<HubMessage>, DecodeError> {
+    fn decode_msgpack(&mut self, buf: &mut impl Input) -> Result<Option<HubMessage>, DecodeError> {
         let Some((len, prefix_len)) =
             varint::decode(buf).map_err(|PrefixError::Invalid| DecodeError::InvalidLengthPrefix)?
         else {
@@ -156,11 +201,11 @@ impl Decoder {
             // The size is known and allowed: make room for the rest so the next reads fill it
             // without regrowing, but only up to a point, since a peer can announce a large
             // message and then send nothing.
-            buf.reserve((needed - buf.len()).min(MAX_SPECULATIVE_RESERVE));
+            buf.reserve_hint((needed - buf.len()).min(MAX_SPECULATIVE_RESERVE));
             return Ok(None);
         }
         buf.advance(prefix_len);
-        let frame = buf.split_to(len).freeze();
+        let frame = buf.take_front(len);
         if frame.is_empty() {
             return Err(DecodeError::InvalidMessage {
                 protocol: Protocol::MessagePack,

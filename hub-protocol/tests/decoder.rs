@@ -1,6 +1,6 @@
 //! The incremental decoder: partial and batched frames, size limits, malformed input.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hub_protocol::{
     DecodeError, Decoder, HandshakeDecoder, HubMessage, Protocol, encode_completion_value,
     encode_invocation, encode_ping,
@@ -50,6 +50,65 @@ fn byte_by_byte_and_batched_input_give_the_same_messages() {
         }
         assert!(buf.is_empty());
         assert_eq!(trickled, batched, "{protocol}");
+    }
+}
+
+/// Decodes `chunks` the way a client does: straight from each chunk while nothing is left
+/// over, through the buffer once something is.
+fn decode_chunks(decoder: &mut Decoder, chunks: &[Bytes]) -> (Vec<HubMessage>, BytesMut) {
+    let mut messages = Vec::new();
+    let mut buf = BytesMut::new();
+    for chunk in chunks {
+        if buf.is_empty() {
+            let mut chunk = chunk.clone();
+            while let Some(message) = decoder.decode_chunk(&mut chunk).unwrap() {
+                messages.push(message);
+            }
+            buf.extend_from_slice(&chunk);
+        } else {
+            buf.extend_from_slice(chunk);
+            messages.extend(decode_all(decoder, &mut buf));
+        }
+    }
+    (messages, buf)
+}
+
+#[test]
+fn chunks_decoded_in_place_give_the_same_messages_wherever_they_are_cut() {
+    for protocol in Protocol::ALL {
+        let mut stream = BytesMut::new();
+        encode_invocation(protocol, &mut stream, Some("1"), "Send", &("a", 1)).unwrap();
+        encode_ping(protocol, &mut stream);
+        encode_completion_value(protocol, &mut stream, "2", &"x".repeat(300)).unwrap();
+        encode_invocation(protocol, &mut stream, None, "Other", &()).unwrap();
+        let stream = stream.freeze();
+        let expected = decode_all(
+            &mut Decoder::new(protocol, 1024),
+            &mut stream.clone().into(),
+        );
+        for first in 0..=stream.len() {
+            for second in first..=stream.len() {
+                let chunks = [
+                    stream.slice(..first),
+                    stream.slice(first..second),
+                    stream.slice(second..),
+                ];
+                let (messages, rest) = decode_chunks(&mut Decoder::new(protocol, 1024), &chunks);
+                assert!(rest.is_empty(), "{protocol}: cut at {first} and {second}");
+                assert_eq!(
+                    messages, expected,
+                    "{protocol}: cut at {first} and {second}"
+                );
+            }
+        }
+        // A chunk holding more than the limit without a separator is refused there too.
+        if protocol == Protocol::Json {
+            let mut chunk = Bytes::from(vec![b' '; 2000]);
+            assert!(matches!(
+                Decoder::new(protocol, 1024).decode_chunk(&mut chunk),
+                Err(DecodeError::MessageTooLarge { limit: 1024 })
+            ));
+        }
     }
 }
 
