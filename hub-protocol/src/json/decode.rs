@@ -65,8 +65,11 @@ pub(crate) fn parse(frame: &Bytes) -> Result<HubMessage, DecodeError> {
     if first != Some(&b'{') {
         return Err(invalid("a message must be a JSON object"));
     }
+    // One validation of the whole frame, then serde_json reads it as text: read as bytes,
+    // it validates each string and each raw value on its own, a call per piece.
+    let text = std::str::from_utf8(frame).map_err(|error| invalid(error.to_string()))?;
     let raw: RawMessage<'_> =
-        serde_json::from_slice(frame).map_err(|error| invalid(error.to_string()))?;
+        serde_json::from_str(text).map_err(|error| invalid(error.to_string()))?;
     let message_type = raw
         .message_type
         .ok_or_else(|| invalid("missing required property 'type'"))?;
