@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::connection::ConnectionCore;
 use crate::error::{ConnectError, DisconnectReason, InvokeError};
+use crate::handlers::LastLookup;
 use crate::in_flight::{Held, InFlight};
 use crate::outgoing::Outgoing;
 use crate::reconnect::RetryContext;
@@ -208,6 +209,8 @@ struct Session<'a> {
     batch: Vec<Outgoing>,
     /// Their frames, as the transport takes them; kept to reuse its allocation.
     frames: Vec<Bytes>,
+    /// The handlers of the client method the server called last.
+    last_lookup: LastLookup,
 }
 
 impl<'a> Session<'a> {
@@ -232,6 +235,7 @@ impl<'a> Session<'a> {
             }),
             batch: Vec::new(),
             frames: Vec::new(),
+            last_lookup: LastLookup::default(),
         }
     }
 

@@ -159,7 +159,7 @@ impl Session<'_> {
         let answer = self
             .inner
             .handlers
-            .get(&invocation.target)
+            .get_through(&invocation.target, &mut self.last_lookup)
             .call(&invocation);
         let (id, answer) = match (invocation.invocation_id, answer) {
             (Some(id), Some(answer)) => (id, answer),
