@@ -29,14 +29,21 @@ fn msgpack_completion_of_body_size(size: usize) -> BytesMut {
     buf
 }
 
+/// An invocation with an id, a ping, a completion longer than a short read and an
+/// invocation without an id, one after another.
+fn four_messages(protocol: Protocol) -> BytesMut {
+    let mut stream = BytesMut::new();
+    encode_invocation(protocol, &mut stream, Some("1"), "Send", &("a", 1)).unwrap();
+    encode_ping(protocol, &mut stream);
+    encode_completion_value(protocol, &mut stream, "2", &"x".repeat(300)).unwrap();
+    encode_invocation(protocol, &mut stream, None, "Other", &()).unwrap();
+    stream
+}
+
 #[test]
 fn byte_by_byte_and_batched_input_give_the_same_messages() {
     for protocol in Protocol::ALL {
-        let mut stream = BytesMut::new();
-        encode_invocation(protocol, &mut stream, Some("1"), "Send", &("a", 1)).unwrap();
-        encode_ping(protocol, &mut stream);
-        encode_completion_value(protocol, &mut stream, "2", &"x".repeat(300)).unwrap();
-        encode_invocation(protocol, &mut stream, None, "Other", &()).unwrap();
+        let stream = four_messages(protocol);
 
         let batched = decode_all(&mut Decoder::new(protocol, 1024), &mut stream.clone());
         assert_eq!(batched.len(), 4);
@@ -76,12 +83,7 @@ fn decode_chunks(decoder: &mut Decoder, chunks: &[Bytes]) -> (Vec<HubMessage>, B
 #[test]
 fn chunks_decoded_in_place_give_the_same_messages_wherever_they_are_cut() {
     for protocol in Protocol::ALL {
-        let mut stream = BytesMut::new();
-        encode_invocation(protocol, &mut stream, Some("1"), "Send", &("a", 1)).unwrap();
-        encode_ping(protocol, &mut stream);
-        encode_completion_value(protocol, &mut stream, "2", &"x".repeat(300)).unwrap();
-        encode_invocation(protocol, &mut stream, None, "Other", &()).unwrap();
-        let stream = stream.freeze();
+        let stream = four_messages(protocol).freeze();
         let expected = decode_all(
             &mut Decoder::new(protocol, 1024),
             &mut stream.clone().into(),
