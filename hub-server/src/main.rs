@@ -157,6 +157,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.observe.init_logging();
+    allocator::disable_transparent_huge_pages();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -258,3 +258,35 @@ async fn a_request_whose_headers_never_end_is_closed_and_the_rest_goes_on() {
         }
     }
 }
+
+/// `THP_enabled` of process `pid`: whether the kernel may back its memory with
+/// transparent huge pages.
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("THP_enabled in /proc/<pid>/status (Linux 5.0 and later)")
+        .trim()
+        .to_owned()
+}
+
+/// Transparent huge pages are off in the serving process: mimalloc advises its arenas for
+/// them, and a burst that touches memory given back since then would zero 2 MiB per fault
+/// (tens of ms at a burst's start). An operator who wants them sets `MIMALLOC_ALLOW_THP`.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_the_operator_allows_them() {
+    let mut server = Server::spawn(&[], "info");
+    server.wait_listening().await;
+    assert_eq!(thp_enabled(server.pid()), "0", "the default: off");
+
+    let mut allowed = Server::spawn_with_env(&[], "info", &[("MIMALLOC_ALLOW_THP", "1")]);
+    allowed.wait_listening().await;
+    assert_eq!(
+        thp_enabled(allowed.pid()),
+        "1",
+        "MIMALLOC_ALLOW_THP=1 leaves them on"
+    );
+}

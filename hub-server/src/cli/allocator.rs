@@ -23,6 +23,19 @@
 //! purges). A collection runs on a runtime worker; the burst and S3 p99 A/B of the same
 //! evening showed no cost from it (BENCHMARKS.md, 2026-12-06 evening).
 //!
+//! Transparent huge pages are off for the process ([`disable_transparent_huge_pages`]):
+//! mimalloc 3 advises its arenas `MADV_HUGEPAGE`, so on Linux (even with the kernel's THP
+//! set to `madvise`) the first touch of a 2 MiB region zeroes all of it at once. Each
+//! burst touches memory the collector above gave back, so a burst began with up to
+//! ~120 ms of `clear_page_erms` under `do_huge_pmd_anonymous_page` in instance A
+//! (`perf record -a -g` during `hub-load --scenarios burst`), stalling the publisher:
+//! the first 100-300 ms of such a burst delivered 40-150 ms late. With 4 KiB pages only
+//! what is touched is zeroed. Same-hour A/B (BENCHMARKS.md, 2026-12-07 day): S1 p99
+//! 7.1-10.0 ms against 10.9-49.2 ms with huge pages, the burst's first-run stalls gone
+//! or smaller, S4 unchanged. Redis recommends the same for the same reason (latency of
+//! huge-page faults). An operator who wants huge pages sets `MIMALLOC_ALLOW_THP=1` (any
+//! value: the choice is then mimalloc's, which reads that variable).
+//!
 //! The library leaves the allocator to the application; this is the binary's choice.
 
 use std::time::Duration;
@@ -50,6 +63,49 @@ mod ffi {
         // SAFETY: `mi_collect` takes no pointers and has no preconditions; mimalloc is
         // the global allocator, initialised before `main`, and the call is thread-safe.
         unsafe { mi_collect(false) }
+    }
+
+    #[cfg(target_os = "linux")]
+    mod linux {
+        use std::ffi::{c_int, c_ulong};
+
+        // The C library's `prctl(2)` wrapper (`<sys/prctl.h>`), linked by std.
+        unsafe extern "C" {
+            fn prctl(option: c_int, ...) -> c_int;
+        }
+
+        /// `PR_SET_THP_DISABLE` from `<linux/prctl.h>`.
+        const PR_SET_THP_DISABLE: c_int = 41;
+
+        /// Transparent huge pages off for this process and its future children.
+        pub(in super::super) fn disable_thp() -> std::io::Result<()> {
+            let on: c_ulong = 1;
+            let unused: c_ulong = 0;
+            // SAFETY: `PR_SET_THP_DISABLE` takes four unsigned long arguments (the flag,
+            // then three that must be zero) and no pointers; it only sets a flag of the
+            // calling process.
+            let result = unsafe { prctl(PR_SET_THP_DISABLE, on, unused, unused, unused) };
+            if result == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+    }
+    #[cfg(target_os = "linux")]
+    pub(super) use linux::disable_thp;
+}
+
+/// Transparent huge pages off for the process (Linux), unless `MIMALLOC_ALLOW_THP` is set,
+/// which leaves the choice to mimalloc (see the module documentation). Call once, before
+/// the runtime starts.
+pub(crate) fn disable_transparent_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(error) = ffi::disable_thp() {
+        tracing::warn!(%error, "could not turn transparent huge pages off; bursts may start slower");
     }
 }
 

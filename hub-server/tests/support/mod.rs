@@ -58,11 +58,17 @@ impl Server {
     /// without waiting for it: its [`address`](Self::address) is empty until
     /// [`Server::wait_listening`].
     pub fn spawn(args: &[&str], log_level: &str) -> Self {
+        Self::spawn_with_env(args, log_level, &[])
+    }
+
+    /// [`Server::spawn`] with `env` added to its environment.
+    pub fn spawn_with_env(args: &[&str], log_level: &str, env: &[(&str, &str)]) -> Self {
         let mut child = hub_server_command(BINARY)
             .args(["--urls", "http://127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", log_level)
             .env("TEST_JWT_SECRET", SECRET)
+            .envs(env.iter().copied())
             .spawn()
             .expect("starting hub-server");
         Self {
