@@ -292,6 +292,9 @@ async fn hub_load_js_driver_small_run_on_the_defaults() {
         // Enough deliveries that the script's report of them passes 128 KiB, past
         // what a pipe takes at once (lines were once cut there).
         .args(["--s1-messages", "4000", "--js-window", "50"])
+        // A warm-up before each scenario, through the same connections and group: none
+        // of it may show in the figures (each scenario's counts below are exact).
+        .args(["--js-warmup", "300"])
         .args(["--s2-messages", "40", "--s2-receivers", "4"])
         .args([
             "--s3-rate",
@@ -328,6 +331,7 @@ async fn hub_load_js_driver_small_run_on_the_defaults() {
         "{settings}"
     );
     assert_eq!(js["window"], 50, "{settings}");
+    assert_eq!(js["warmup_messages"], 300, "{settings}");
     assert!(settings["drivers"]["rust"].is_null(), "{settings}");
 
     assert_clean(&lines, "S1", 4000);

@@ -85,6 +85,12 @@ pub(crate) struct Cli {
     /// (the official client's `send` has no completion to wait for).
     #[arg(long, default_value_t = 100)]
     pub(crate) js_window: usize,
+    /// JS driver: messages sent (closed loop) and delivered to every receiver before each
+    /// measured run, through the same code and connections, unreported, so Node's JIT has
+    /// compiled the client as in an application that has been running; 0 measures a cold
+    /// Node process (its first second runs the client unoptimized).
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) js_warmup: u64,
     /// JS driver: the hub protocol the official client speaks.
     #[arg(long, value_enum, default_value = "json")]
     pub(crate) js_protocol: JsProtocol,

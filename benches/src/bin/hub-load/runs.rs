@@ -55,6 +55,7 @@ pub(crate) async fn run_scenarios(
         let driver = JsDriver {
             dir: cli.js_dir.clone().unwrap_or_else(js_driver::default_dir),
             protocol: cli.js_protocol,
+            warmup_messages: cli.js_warmup,
         };
         let version = driver.prepare().await?;
         Some((driver, version))

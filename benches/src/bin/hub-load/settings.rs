@@ -87,6 +87,8 @@ pub(super) fn settings_line(
                 "protocol": cli.js_protocol.name(),
                 "sends": "connection.send, no completion",
                 "window": cli.js_window,
+                "warmup_messages": cli.js_warmup,
+                "threads": "sender on the main thread, receivers on a worker thread",
             })),
         },
         "payload_bytes": cli.payload,
