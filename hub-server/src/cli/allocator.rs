@@ -49,7 +49,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
 /// The one place this workspace allows unsafe code (the workspace lint is `deny`, every
-/// library crate `forbid`s it): a call into the allocator the binary links.
+/// library crate `forbid`s it): a call into the allocator the binary links, and the one
+/// `prctl` that turns transparent huge pages off.
 #[allow(unsafe_code)]
 mod ffi {
     // The symbol is mimalloc's public C API (`mimalloc.h`: `void mi_collect(bool force)`),
