@@ -1,5 +1,5 @@
 //! The listening connection: opening it, LISTEN on every channel, queries on it while
-//! notifications keep arriving ([`drive`]), and the liveness probe.
+//! notifications keep arriving ([`drive`]), the liveness probe, and closing it ([`close`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -131,4 +131,20 @@ pub(super) async fn drive<F: Future>(
             },
         }
     }
+}
+
+/// How long a stopping listener waits for the server to see its connection closed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Ends the listening connection as PostgreSQL expects: with the client gone the driver
+/// sends `Terminate` and shuts the socket down. Dropped unread instead, the socket is
+/// reset and the server logs "could not receive data from client: Connection reset by
+/// peer" for every node that stops. Notifications that arrive meanwhile are not
+/// delivered (the node is stopping); a server that does not answer within
+/// [`CLOSE_TIMEOUT`] is left.
+pub(super) async fn close(client: Client, mut connection: ListenConnection) {
+    drop(client);
+    let closing =
+        async { while let Some(Ok(_)) = poll_fn(|cx| connection.poll_message(cx)).await {} };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::poll_fn;
 use tokio_postgres::{AsyncMessage, Client};
 
-use super::connection::open;
+use super::connection::{close, open};
 use super::state::{Command, Interrupt, ListenConnection, Listener};
 use crate::connect::describe;
 
@@ -67,7 +67,10 @@ impl Listener {
                         self.shared.receive_metrics.reconnected();
                         self.report_reconnected(repairs).await;
                     }
-                    Err(Interrupt::Shutdown) => break,
+                    Err(Interrupt::Shutdown) => {
+                        close(client, connection).await;
+                        break;
+                    }
                     Err(Interrupt::Lost(reason)) => {
                         tracing::debug!(%node, %reason, "[Listener] catch-up failed; retrying");
                         outage = Some(reason);
@@ -82,7 +85,10 @@ impl Listener {
                 tracing::info!(%node, "[Listener] the database answers again; circuit closed");
             }
             match self.serve(&client, &mut connection).await {
-                Interrupt::Shutdown => break,
+                Interrupt::Shutdown => {
+                    close(client, connection).await;
+                    break;
+                }
                 Interrupt::Lost(reason) => {
                     tracing::warn!(%node, %reason, "[Listener] connection lost");
                     drop(client);
