@@ -30,9 +30,11 @@
 //! ~120 ms of `clear_page_erms` under `do_huge_pmd_anonymous_page` in instance A
 //! (`perf record -a -g` during `hub-load --scenarios burst`), stalling the publisher:
 //! the first 100-300 ms of such a burst delivered 40-150 ms late. With 4 KiB pages only
-//! what is touched is zeroed. Same-hour A/B (BENCHMARKS.md, 2026-12-07 day): S1 p99
-//! 7.1-10.0 ms against 10.9-49.2 ms with huge pages, the burst's first-run stalls gone
-//! or smaller, S4 unchanged. Redis recommends the same for the same reason (latency of
+//! what is touched is zeroed. Same-hour A/Bs (BENCHMARKS.md, 2026-12-07 day): S1 p99
+//! 5.9-8.7 ms against 8.5-41.2 ms with huge pages (two rounds of three, the first run
+//! after a start worst), S1's ratio and S2 a little higher, S3, the burst and S4 within
+//! the noise on that host; on the machine where it was found, the burst's first-run
+//! stall 43.8 / 5.2 ms against 83.7 / 91.5 ms. Redis recommends the same for the same reason (latency of
 //! huge-page faults). An operator who wants huge pages sets `MIMALLOC_ALLOW_THP=1` (any
 //! value: the choice is then mimalloc's, which reads that variable).
 //!

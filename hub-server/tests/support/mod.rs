@@ -68,6 +68,9 @@ impl Server {
             .args(args)
             .env("RUST_LOG", log_level)
             .env("TEST_JWT_SECRET", SECRET)
+            // The binary's huge-page choice follows this variable; a runner's own setting
+            // must not decide what the tests see.
+            .env_remove("MIMALLOC_ALLOW_THP")
             .envs(env.iter().copied())
             .spawn()
             .expect("starting hub-server");

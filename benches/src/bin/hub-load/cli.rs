@@ -88,7 +88,8 @@ pub(crate) struct Cli {
     /// JS driver: messages sent (closed loop) and delivered to every receiver before each
     /// measured run, through the same code and connections, unreported, so Node's JIT has
     /// compiled the client as in an application that has been running; 0 measures a cold
-    /// Node process (its first second runs the client unoptimized).
+    /// Node process (the first ~300 ms of a burst ran the client unoptimized). The warm-up
+    /// goes through the servers too, and the JS lines' `cpu` figures include it.
     #[arg(long, default_value_t = 5_000)]
     pub(crate) js_warmup: u64,
     /// JS driver: the hub protocol the official client speaks.
