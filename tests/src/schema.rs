@@ -113,11 +113,17 @@ impl TestSchema {
     /// fast probe (every 500 ms, 1 s timeout) and a 2 s command timeout, so a partition
     /// is noticed quickly.
     pub fn options_through(&self, proxy: &CuttingProxy) -> PostgresOptions {
-        let options = self.options();
+        self.options_at(proxy.address)
+            .probe(Duration::from_millis(500), Duration::from_secs(1))
+            .command_timeout(Duration::from_secs(2))
+    }
+
+    /// [`TestSchema::options`] reaching the same database (same user, password and
+    /// database name) at `address` instead, e.g. a proxy in front of it.
+    pub fn options_at(&self, address: SocketAddr) -> PostgresOptions {
+        let mut options = self.options();
         let mut config = tokio_postgres::Config::new();
-        config
-            .host(proxy.address.ip().to_string())
-            .port(proxy.address.port());
+        config.host(address.ip().to_string()).port(address.port());
         if let Some(user) = options.config.get_user() {
             config.user(user);
         }
@@ -127,9 +133,6 @@ impl TestSchema {
         if let Some(dbname) = options.config.get_dbname() {
             config.dbname(dbname);
         }
-        let mut options = options
-            .probe(Duration::from_millis(500), Duration::from_secs(1))
-            .command_timeout(Duration::from_secs(2));
         options.config = config;
         options
     }

@@ -100,21 +100,7 @@ async fn forward(client: TcpStream, server: TcpStream, endings: Arc<Mutex<Vec<En
 async fn a_node_that_shuts_down_terminates_every_database_connection() {
     let schema = TestSchema::create("shutdown_goodbye").await;
     let proxy = RecordingProxy::start(schema.database_address().await).await;
-    let mut options = schema.options();
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(proxy.address.ip().to_string())
-        .port(proxy.address.port());
-    if let Some(user) = options.config.get_user() {
-        config.user(user);
-    }
-    if let Some(password) = options.config.get_password() {
-        config.password(password);
-    }
-    if let Some(dbname) = options.config.get_dbname() {
-        config.dbname(dbname);
-    }
-    options.config = config;
+    let mut options = schema.options_at(proxy.address);
     options.ssl_mode = SslMode::Disable;
     let a = PostgresBackplane::connect(options.clone())
         .await
@@ -137,13 +123,15 @@ async fn a_node_that_shuts_down_terminates_every_database_connection() {
     .expect("publish");
     let delivered = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(BackplaneEvent::Envelope(_)) = subscription.recv().await {
-                return;
+            match subscription.recv().await {
+                Some(BackplaneEvent::Envelope(_)) => return true,
+                Some(_) => {}
+                None => return false,
             }
         }
     })
     .await;
-    assert!(delivered.is_ok(), "a's message did not reach b");
+    assert_eq!(delivered, Ok(true), "a's message did not reach b");
 
     a.shutdown().await.expect("a shuts down");
     b.shutdown().await.expect("b shuts down");

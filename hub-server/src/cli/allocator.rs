@@ -34,8 +34,8 @@
 //! 5.9-8.7 ms against 8.5-41.2 ms with huge pages (two rounds of three, the first run
 //! after a start worst), S1's ratio and S2 a little higher, S3, the burst and S4 within
 //! the noise on that host; on the machine where it was found, the burst's first-run
-//! stall 43.8 / 5.2 ms against 83.7 / 91.5 ms. Redis recommends the same for the same reason (latency of
-//! huge-page faults). An operator who wants huge pages sets `MIMALLOC_ALLOW_THP=1` (any
+//! stall 43.8 / 5.2 ms against 83.7 / 91.5 ms. Redis recommends the same for the same
+//! reason (latency of huge-page faults). An operator who wants huge pages sets `MIMALLOC_ALLOW_THP=1` (any
 //! value: the choice is then mimalloc's, which reads that variable).
 //!
 //! The library leaves the allocator to the application; this is the binary's choice.
