@@ -11,12 +11,42 @@ pub use hub_protocol::Protocol;
 /// group of 10,000 is encoded once for JSON and once for MessagePack, then every
 /// connection gets a reference-counted handle to the bytes of its own protocol. Nothing
 /// downstream re-serializes per connection.
+///
+/// Its JSON frame, if any, is always UTF-8: JSON travels in WebSocket text messages and
+/// Server-Sent Events, which can carry nothing else (a browser closes a WebSocket that
+/// sends other text). A JSON frame that is not UTF-8, whether [set](Self::set) here or
+/// decoded from another node's envelope (forged or corrupted backplane traffic), is
+/// dropped once, with a warning, and the message goes on without its JSON encoding:
+/// connections using JSON are not sent it, connections using MessagePack still are. So a
+/// fan-out checks the text once, not once per connection it goes to.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WireMessage")]
 pub struct SerializedMessage {
-    /// The complete JSON frame (including the trailing 0x1E), if encoded.
+    /// The complete JSON frame (including the trailing 0x1E), if encoded; UTF-8.
     json: Option<Bytes>,
     /// The complete MessagePack frame (including its length prefix), if encoded.
     messagepack: Option<Bytes>,
+}
+
+/// [`SerializedMessage`] as decoded, before its JSON frame is checked (same fields, in the
+/// same order, so the encoding is the same).
+#[derive(Deserialize)]
+struct WireMessage {
+    json: Option<Bytes>,
+    messagepack: Option<Bytes>,
+}
+
+impl From<WireMessage> for SerializedMessage {
+    fn from(wire: WireMessage) -> Self {
+        let mut message = Self {
+            json: None,
+            messagepack: wire.messagepack,
+        };
+        if let Some(json) = wire.json {
+            message.set(Protocol::Json, json);
+        }
+        message
+    }
 }
 
 impl SerializedMessage {
@@ -32,13 +62,24 @@ impl SerializedMessage {
         self
     }
 
-    /// Set (or replace) the encoding for `protocol`.
+    /// Set (or replace) the encoding for `protocol`. A JSON frame that is not UTF-8 is not
+    /// kept (a warning says so), and removes any JSON encoding set before.
     pub fn set(&mut self, protocol: Protocol, frame: impl Into<Bytes>) {
-        let slot = match protocol {
-            Protocol::Json => &mut self.json,
-            Protocol::MessagePack => &mut self.messagepack,
-        };
-        *slot = Some(frame.into());
+        let frame = frame.into();
+        match protocol {
+            Protocol::Json => {
+                self.json = if std::str::from_utf8(&frame).is_ok() {
+                    Some(frame)
+                } else {
+                    tracing::warn!(
+                        bytes = frame.len(),
+                        "dropping a JSON frame that is not UTF-8: connections using JSON will not be sent this message"
+                    );
+                    None
+                };
+            }
+            Protocol::MessagePack => self.messagepack = Some(frame),
+        }
     }
 
     /// The encoding for `protocol`, if the sender produced one.
@@ -98,6 +139,50 @@ mod tests {
         assert_eq!(
             json_only.protocols().collect::<Vec<_>>(),
             vec![Protocol::Json]
+        );
+    }
+
+    #[test]
+    fn a_json_frame_that_is_not_utf8_is_not_kept() {
+        let message = SerializedMessage::new()
+            .with(Protocol::Json, &b"{\"type\":1}\x1e"[..])
+            .with(Protocol::MessagePack, vec![1u8, 0x90])
+            .with(Protocol::Json, &b"{\"a\":\"\xff\"}\x1e"[..]);
+        assert_eq!(message.get(Protocol::Json), None);
+        assert_eq!(
+            message.get(Protocol::MessagePack).unwrap().as_ref(),
+            &[1, 0x90]
+        );
+        assert_eq!(
+            message.protocols().collect::<Vec<_>>(),
+            vec![Protocol::MessagePack]
+        );
+    }
+
+    #[test]
+    fn a_decoded_json_frame_that_is_not_utf8_is_dropped_and_the_rest_kept() {
+        let sent = SerializedMessage::new()
+            .with(Protocol::Json, &b"{\"a\":\"\xc3\xa9\"}\x1e"[..])
+            .with(Protocol::MessagePack, vec![1u8, 0x90]);
+        let wire = postcard::to_allocvec(&sent).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<SerializedMessage>(&wire).unwrap(),
+            sent
+        );
+        // Forge the wire bytes: the 2-byte character becomes a lone continuation byte
+        // and 0xff, neither of which UTF-8 allows.
+        let at = wire
+            .windows(2)
+            .position(|pair| pair == b"\xc3\xa9")
+            .unwrap();
+        let mut forged = wire.clone();
+        forged[at] = 0xa9;
+        forged[at + 1] = 0xff;
+        let received: SerializedMessage = postcard::from_bytes(&forged).unwrap();
+        assert_eq!(received.get(Protocol::Json), None);
+        assert_eq!(
+            received.get(Protocol::MessagePack).unwrap().as_ref(),
+            &[1, 0x90]
         );
     }
 }

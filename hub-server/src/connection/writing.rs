@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use hub_protocol::{Protocol, TransferFormat, encode_ping};
+use bytes::BytesMut;
+use hub_protocol::{Protocol, encode_ping};
 use metrics::Counter;
 use tokio::time::{Instant, sleep_until};
 
@@ -40,16 +40,17 @@ pub(super) async fn write_loop<S: FrameSink>(
                 let mut batched = 0;
                 while let Some(item) = next.take() {
                     match item {
+                        // JSON frames are UTF-8 already: replies and Close frames are
+                        // this server's encoding, and a broadcast's frame was checked
+                        // once, where its `SerializedMessage` was made or decoded.
                         Outgoing::Frame(frame) | Outgoing::Reply(frame) => {
-                            if let Some(frame) = checked(format, frame) {
-                                // Counted before it is handed over: a transport may
-                                // deliver it before `feed` returns.
-                                sent.increment(1);
-                                sink.feed_message(frame, format).await.map_err(|e| e.to_string())?;
-                            }
+                            // Counted before it is handed over: a transport may deliver
+                            // it before `feed` returns.
+                            sent.increment(1);
+                            sink.feed_message(frame, format).await.map_err(|e| e.to_string())?;
                         }
                         Outgoing::Close(frame) => {
-                            if let Some(frame) = frame.and_then(|frame| checked(format, frame)) {
+                            if let Some(frame) = frame {
                                 sink.feed(frame, format).await.map_err(|e| e.to_string())?;
                             }
                             sink.close().await.map_err(|e| e.to_string())?;
@@ -73,15 +74,4 @@ pub(super) async fn write_loop<S: FrameSink>(
             result = sink.serve() => result.map_err(|e| e.to_string())?,
         }
     }
-}
-
-/// `frame`, if it can go out in `format`: text must be UTF-8. Our encoder only writes
-/// UTF-8 JSON; a frame from a misbehaving node is dropped rather than breaking the
-/// connection.
-fn checked(format: TransferFormat, frame: Bytes) -> Option<Bytes> {
-    if format == TransferFormat::Text && std::str::from_utf8(&frame).is_err() {
-        tracing::warn!("dropping a JSON frame that is not UTF-8");
-        return None;
-    }
-    Some(frame)
 }
