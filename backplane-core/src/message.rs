@@ -175,7 +175,7 @@ mod tests {
             .windows(2)
             .position(|pair| pair == b"\xc3\xa9")
             .unwrap();
-        let mut forged = wire.clone();
+        let mut forged = wire;
         forged[at] = 0xa9;
         forged[at + 1] = 0xff;
         let received: SerializedMessage = postcard::from_bytes(&forged).unwrap();
