@@ -46,12 +46,20 @@ impl EncodedValue {
     }
 
     /// Wraps `bytes` received from elsewhere (another server relaying a client's result)
-    /// as one value in `protocol`, checking that they hold exactly one complete value.
+    /// as one value in `protocol`, checking that they hold exactly one complete value (and,
+    /// for JSON, that they are UTF-8: a JSON value may be written as it is into a text
+    /// frame).
     ///
     /// # Errors
     ///
     /// Fails when `bytes` is not one well-formed JSON or MessagePack value.
     pub fn from_wire(protocol: Protocol, bytes: Bytes) -> Result<Self, ValueError> {
+        if protocol == Protocol::Json && std::str::from_utf8(&bytes).is_err() {
+            // serde_json skips the strings of a value it ignores without checking them.
+            return Err(ValueError::Json(serde::de::Error::custom(
+                "the JSON value is not UTF-8",
+            )));
+        }
         let value = EncodedValue::from_parts(protocol, bytes);
         value.deserialize::<serde::de::IgnoredAny>()?;
         if protocol == Protocol::MessagePack

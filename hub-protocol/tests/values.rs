@@ -442,3 +442,34 @@ fn encode_completion_copies_values_already_in_the_protocol() {
            {\"type\":3,\"invocationId\":\"1\",\"result\":{\"name\":\"Ann\",\"age\":7}}\x1e"[..]
     );
 }
+
+#[test]
+fn values_from_the_wire_are_one_well_formed_value() {
+    use bytes::Bytes;
+    let json =
+        |text: &'static [u8]| EncodedValue::from_wire(Protocol::Json, Bytes::from_static(text));
+    assert_eq!(
+        json(b"{\"a\":[1,\"\xc3\xa9\"]}")
+            .unwrap()
+            .deserialize::<BTreeMap<String, (u8, String)>>()
+            .unwrap()["a"],
+        (1, "\u{e9}".to_owned())
+    );
+    // Not UTF-8 inside a string (serde_json alone would skip it unchecked), two values,
+    // half a value.
+    for bad in [&b"\"\xff\""[..], b"\"\xc3\"", b"1 2", b"[1,"] {
+        assert!(
+            EncodedValue::from_wire(Protocol::Json, Bytes::from_static(bad)).is_err(),
+            "{bad:?} is refused"
+        );
+    }
+    assert!(
+        EncodedValue::from_wire(Protocol::MessagePack, Bytes::from_static(&[0x92, 0x01])).is_err()
+    );
+    assert!(
+        EncodedValue::from_wire(Protocol::MessagePack, Bytes::from_static(&[0x01, 0x02])).is_err()
+    );
+    assert!(
+        EncodedValue::from_wire(Protocol::MessagePack, Bytes::from_static(&[0x91, 0x01])).is_ok()
+    );
+}

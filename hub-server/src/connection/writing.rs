@@ -41,8 +41,10 @@ pub(super) async fn write_loop<S: FrameSink>(
                 while let Some(item) = next.take() {
                     match item {
                         // JSON frames are UTF-8 already: replies and Close frames are
-                        // this server's encoding, and a broadcast's frame was checked
-                        // once, where its `SerializedMessage` was made or decoded.
+                        // this server's encoding (values relayed from elsewhere are
+                        // checked by `EncodedValue::from_wire`), and a broadcast's frame
+                        // was checked once, where its `SerializedMessage` was made or
+                        // decoded.
                         Outgoing::Frame(frame) | Outgoing::Reply(frame) => {
                             // Counted before it is handed over: a transport may deliver
                             // it before `feed` returns.

@@ -115,8 +115,9 @@ pub(crate) trait FrameSink: Send {
     /// poll is the client's keep-alive and a Ping would only end a poll early.
     const INHERENT_KEEP_ALIVE: bool = false;
 
-    /// Queue one complete frame to be sent in `format` (text frames are UTF-8, checked by
-    /// the core). May write earlier frames when the transport's buffer is full; nothing is
+    /// Queue one complete frame to be sent in `format` (text frames are UTF-8: this
+    /// server's encodings, or JSON checked where its `SerializedMessage` was made or
+    /// decoded). May write earlier frames when the transport's buffer is full; nothing is
     /// guaranteed to reach the client before [`FrameSink::flush`].
     fn feed(
         &mut self,
