@@ -55,6 +55,18 @@ fn without_earlier_connects(log: &Value, earlier: &[&str]) -> Value {
     Value::Array(kept.map(|(_, entry)| entry.clone()).collect())
 }
 
+/// `log` without one `entry`, if it holds it, for an announcement a client may or may not
+/// get for the same reason: ann's `UserJoinedGroup` goes to the room before bob joins it
+/// on the other instance, and reaches that instance's listener before or after bob's join
+/// there (it is delivered to bob only after). More than one would still fail the test.
+fn without_one(log: &Value, entry: &Value) -> Value {
+    let mut entries = log.as_array().expect("a log is an array").clone();
+    if let Some(at) = entries.iter().position(|e| e == entry) {
+        entries.remove(at);
+    }
+    Value::Array(entries)
+}
+
 /// Run `client`'s scenario with `protocols` and check every client's view of it.
 async fn chat_across_instances(client: Client, protocols: [&str; 3], handshakes: [(&str, u32); 3]) {
     let options = HubOptions::default().keep_alive_interval(PYTHON_KEEP_ALIVE_INTERVAL);
@@ -111,7 +123,10 @@ async fn chat_across_instances(client: Client, protocols: [&str; 3], handshakes:
     // bob, on the other instance, gets everything sent on A to all or to the room, and
     // the UserLeftGroup ann's leaving sends to the room (ann is out of it by then).
     assert_eq!(
-        without_earlier_connects(&result["bob"]["log"], &[&ann]),
+        without_one(
+            &without_earlier_connects(&result["bob"]["log"], &[&ann]),
+            &json!(["UserJoinedGroup", "ann", "room"])
+        ),
         json!([
             ["UserConnected", bob],
             ["UserConnected", carol],
