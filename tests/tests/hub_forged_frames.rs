@@ -4,33 +4,17 @@
 //! MessagePack get it. The frame is checked once, where the envelope is decoded, not by
 //! every connection it goes to.
 
+mod forged;
 mod hub_support;
 
-use std::time::Duration;
-
-use backplane_core::{
-    Backplane, Envelope, EnvelopeKind, NodeId, Protocol, SerializedMessage, Target,
-};
-use base64::Engine as _;
+use backplane_core::{Backplane, Envelope, EnvelopeKind, Protocol, SerializedMessage, Target};
+use forged::{inline_notification, notify};
 use hub_protocol::{Decoder, HubMessage};
 use hub_support::{TestServer, test_hub};
 use tests::TestSchema;
 
 /// The test hub's name, as the backplane names its channel (`schema.slug`).
 const HUB: &str = "TestHub";
-
-/// An inline notification carrying `envelope` from `origin` (the format of the
-/// backplane's `notification` module), without a tag.
-fn inline_notification(origin: NodeId, envelope: &[u8]) -> String {
-    let mut prefix = [0u8; hub_protocol::varint::MAX_PREFIX_LEN];
-    let n = hub_protocol::varint::encode(envelope.len(), &mut prefix);
-    let mut pack = prefix[..n].to_vec();
-    pack.extend_from_slice(envelope);
-    format!(
-        "i{origin}:{}",
-        base64::engine::general_purpose::STANDARD.encode(pack)
-    )
-}
 
 /// A `Broadcast` of `text` in MessagePack, as the server would encode it.
 fn msgpack_broadcast(text: &str) -> Vec<u8> {
@@ -47,12 +31,9 @@ fn msgpack_broadcast(text: &str) -> Vec<u8> {
 }
 
 /// A `Broadcast` of `text` in both protocols, as a server would encode it.
-fn broadcast(text: &str) -> SerializedMessage {
+fn both_protocols(text: &str) -> SerializedMessage {
     SerializedMessage::new()
-        .with(
-            Protocol::Json,
-            format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{text}\"]}}\u{1e}"),
-        )
+        .with(Protocol::Json, hub_support::broadcast(text))
         .with(Protocol::MessagePack, msgpack_broadcast(text))
 }
 
@@ -79,28 +60,24 @@ async fn a_json_frame_that_is_not_utf8_reaches_no_json_client_and_breaks_none() 
     json.handshake_json().await;
     let mut msgpack = hub_support::RawClient::connect(&server.ws_url("")).await;
     msgpack.handshake_msgpack().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while server.hub.connection_count() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "both connected");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    hub_support::wait_for_connections(&server.hub, 2).await;
 
     // The other node's first broadcast reaches both clients.
     let all = || EnvelopeKind::Invocation {
         target: Target::All,
-        message: broadcast("real"),
+        message: both_protocols("real"),
     };
     other.publish(HUB, all()).await.expect("publish");
     assert_eq!(
         json.recv_text_skipping_pings().await,
-        "{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"real\"]}\u{1e}"
+        hub_support::broadcast("real")
     );
     assert_eq!(msgpack_text(&msgpack.recv_binary().await), "real");
 
     // Its next envelope, forged on the wire: the JSON frame's 2-byte character "é"
     // becomes a lone continuation byte and 0xff.
     let origin = other.node_id();
-    let mut forged = broadcast("\u{e9}");
+    let mut forged = both_protocols("\u{e9}");
     forged.set(Protocol::MessagePack, msgpack_broadcast("forged"));
     let mut wire = Envelope {
         origin,
@@ -123,16 +100,7 @@ async fn a_json_frame_that_is_not_utf8_reaches_no_json_client_and_breaks_none() 
         + 2;
     wire[at] = 0xa9;
     wire[at + 1] = 0xff;
-    let channel = format!("{}.{}", schema.name(), HUB.to_lowercase());
-    schema
-        .admin()
-        .await
-        .execute(
-            "SELECT pg_notify($1, $2)",
-            &[&channel, &inline_notification(origin, &wire)],
-        )
-        .await
-        .expect("NOTIFY from a raw connection");
+    notify(&schema, HUB, &inline_notification(origin, &wire)).await;
 
     // The MessagePack client gets the forged broadcast: the rest of the envelope is fine.
     assert_eq!(msgpack_text(&msgpack.recv_binary().await), "forged");
@@ -140,12 +108,12 @@ async fn a_json_frame_that_is_not_utf8_reaches_no_json_client_and_breaks_none() 
     // The JSON client is sent nothing of it, and is still connected: the next broadcast
     // (from a client, through the backplane) is the first thing it reads.
     let completion = json.invoke_json("1", "Broadcast", "[\"after\"]").await;
-    let after = "{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"after\"]}\u{1e}";
+    let after = hub_support::broadcast("after");
     let completion_of = "{\"type\":3,\"invocationId\":\"1\"}\u{1e}";
     // The broadcast and the completion may come in either order, possibly in one
     // WebSocket message.
     let mut got = completion;
-    while !(got.contains(after) && got.contains(completion_of)) {
+    while !(got.contains(&after) && got.contains(completion_of)) {
         got.push_str(&json.recv_text_skipping_pings().await);
     }
     assert_eq!(

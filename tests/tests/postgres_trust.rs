@@ -11,24 +11,13 @@ use backplane_core::{
     Envelope, EnvelopeCodec, EnvelopeKind, HubError, HubLifetimeManager, LocalConnection, NodeId,
     Subscription, Target,
 };
-use base64::Engine as _;
+use forged::{inline_notification, notify};
 use tests::{CuttingProxy, TestSchema};
+
+mod forged;
 
 const HUB: &str = "trust";
 const WAIT: Duration = Duration::from_secs(30);
-
-/// An inline notification carrying `bytes` as one envelope from `origin` (the format
-/// of the backplane's `notification` module), without a tag.
-fn inline_notification(origin: NodeId, bytes: &[u8]) -> String {
-    let mut prefix = [0u8; hub_protocol::varint::MAX_PREFIX_LEN];
-    let n = hub_protocol::varint::encode(bytes.len(), &mut prefix);
-    let mut pack = prefix[..n].to_vec();
-    pack.extend_from_slice(bytes);
-    format!(
-        "i{origin}:{}",
-        base64::engine::general_purpose::STANDARD.encode(pack)
-    )
-}
 
 fn invocation(origin: NodeId, seq: u64, label: &str) -> Envelope {
     Envelope {
@@ -41,17 +30,6 @@ fn invocation(origin: NodeId, seq: u64, label: &str) -> Envelope {
             message: RecordingSink::message(label),
         },
     }
-}
-
-/// NOTIFY `payload` on the hub's channel from a plain connection.
-async fn notify(schema: &TestSchema, payload: &str) {
-    let channel = format!("{}.{HUB}", schema.name());
-    schema
-        .admin()
-        .await
-        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
-        .await
-        .expect("NOTIFY from a raw connection");
 }
 
 /// The labels of the envelopes `subscription` yields until (and with) `label`.
@@ -116,7 +94,7 @@ async fn with_a_secret_forged_notifications_are_dropped_counted_and_never_delive
     let wrong_tag = format!("{unsigned}.{}", "A".repeat(43));
     let reference = format!("r{origin}:2:{}:{HUB}", u64::MAX - 1);
     for payload in [&unsigned, &wrong_key, &wrong_tag, &reference] {
-        notify(&schema, payload).await;
+        notify(&schema, HUB, payload).await;
     }
     publish(a.as_ref(), "real-2").await;
     assert_eq!(
@@ -144,12 +122,17 @@ async fn without_a_secret_a_forged_far_ahead_sequence_does_not_silence_a_real_no
     // hold; and a reference naming a far-ahead range of rows that do not exist.
     let origin = a.node_id();
     let far = invocation(origin, u64::MAX - 1, "forged-far-ahead").encode();
-    notify(&schema, &inline_notification(origin, &far)).await;
-    notify(&schema, &format!("r{origin}:1000:{}:{HUB}", u64::MAX - 1)).await;
+    notify(&schema, HUB, &inline_notification(origin, &far)).await;
+    notify(
+        &schema,
+        HUB,
+        &format!("r{origin}:1000:{}:{HUB}", u64::MAX - 1),
+    )
+    .await;
     // A first envelope from a node nobody heard of, far ahead: also unconfirmed.
     let stranger = NodeId::random();
     let first = invocation(stranger, u64::MAX / 2, "forged-stranger").encode();
-    notify(&schema, &inline_notification(stranger, &first)).await;
+    notify(&schema, HUB, &inline_notification(stranger, &first)).await;
 
     for label in ["real-2", "real-3", "real-4"] {
         publish(a.as_ref(), label).await;

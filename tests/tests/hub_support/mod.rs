@@ -466,10 +466,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     }
 }
 
-/// The JSON invocation of the test hub's `Broadcast` with the text `i`, without an
-/// invocation id: what a client sends to broadcast, and what every client then receives.
-pub fn broadcast(i: usize) -> String {
-    format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{i}\"]}}\u{1e}")
+/// The JSON invocation of the test hub's `Broadcast` with the text `text` (written as it
+/// is, so it must need no escaping), without an invocation id: what a client sends to
+/// broadcast, and what every client then receives.
+pub fn broadcast(text: impl std::fmt::Display) -> String {
+    format!("{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{text}\"]}}\u{1e}")
 }
 
 /// Ask connection `id`, through `hub`'s context (outside any hub method), for the result
