@@ -18,6 +18,8 @@
 //! - [`EnvelopeCodec`] and [`ClusterSecret`]: envelopes signed and verified with a
 //!   cluster secret (HMAC-SHA256), so forged backplane traffic is dropped and counted.
 //! - [`CircuitBreaker`]: publishes fail at once while a backend is unreachable.
+//! - [`publish_health`]: whether this node's publishes go through, for health endpoints
+//!   (in [`BackplaneHealth`]).
 //! - [`doctor`]: an end-to-end round trip between two nodes, for health checks.
 //! - [`metrics`]: the backplane metrics' names and the handles backends record through.
 //! - `testkit` (feature `testkit`): the conformance suite every backplane runs.
@@ -72,6 +74,7 @@ mod manager;
 mod message;
 pub mod metrics;
 pub mod node;
+pub mod publish_health;
 mod registry;
 pub mod sequencing;
 mod sync;
@@ -92,5 +95,6 @@ pub use id::{ConnectionId, NodeId, NodeTag, ParseNodeIdError};
 pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus, ManagerOptions};
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};
 pub use message::{Protocol, SerializedMessage};
+pub use publish_health::PublishFailing;
 pub use sync::{lock, read, write};
 pub use trust::{ClusterSecret, EnvelopeCodec, MIN_SECRET_LEN, TAG_LEN};

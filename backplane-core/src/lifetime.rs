@@ -24,6 +24,7 @@ use crate::local_order::LocalOrder;
 use crate::manager::{HubError, HubLifetimeManager, LocalConnection};
 use crate::message::SerializedMessage;
 use crate::metrics::HubReceiveMetrics;
+use crate::publish_health::{PublishFailing, PublishHealth};
 use crate::registry::Registry;
 use crate::sync::{lock, read, write};
 
@@ -160,6 +161,11 @@ pub struct BackplaneHealth {
     /// ([`Backplane::since_last_heard`]): the lag of a link that looks connected but has
     /// gone quiet. `None` for backplanes without a backend.
     pub since_last_heard: Option<Duration>,
+    /// While this node's publishes fail because of the backplane (see
+    /// [`publish_health`](crate::publish_health)): since when, and the last error. A node
+    /// that hears the others but cannot publish fails every send and refuses new
+    /// connections, so health endpoints report it as degraded too.
+    pub publish_failing: Option<PublishFailing>,
 }
 
 /// A [`HubLifetimeManager`] for one hub over any [`Backplane`].
@@ -202,6 +208,8 @@ struct ManagerState<B: Backplane + ?Sized> {
     next_ack_id: AtomicU64,
     /// Link state and the counters that change rarely.
     health: Mutex<BackplaneHealth>,
+    /// Whether publishes go through.
+    publishing: PublishHealth,
     /// Envelopes received; an atomic because it changes on every envelope.
     envelopes_received: AtomicU64,
     /// The received, repaired and lost envelopes, as metrics (no-ops without a recorder).
@@ -257,7 +265,9 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
                 envelopes_rejected: 0,
                 disconnected_since: None,
                 since_last_heard: None,
+                publish_failing: None,
             }),
+            publishing: PublishHealth::default(),
             envelopes_received: AtomicU64::new(0),
             metrics,
             client_calls: ClientCalls::default(),
@@ -285,6 +295,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
         health.envelopes_received = self.shared.envelopes_received.load(Ordering::Relaxed);
         health.envelopes_rejected = self.shared.backplane.envelopes_rejected();
         health.since_last_heard = self.shared.backplane.since_last_heard();
+        health.publish_failing = self.shared.publishing.failing();
         health
     }
 
@@ -353,14 +364,10 @@ impl<B: Backplane + ?Sized> HubLifetimeManager for BackplaneHubLifetimeManager<B
         let mut unavailable = None;
         tracing::debug!(hub = %shared.hub, target = ?remote, bytes = message.encoded_len(), "publishing invocation");
         let published = shared
-            .backplane
-            .publish(
-                &shared.hub,
-                EnvelopeKind::Invocation {
-                    target: remote,
-                    message: message.clone(),
-                },
-            )
+            .publish(EnvelopeKind::Invocation {
+                target: remote,
+                message: message.clone(),
+            })
             .await;
         match published {
             Ok(()) => {}
@@ -463,10 +470,7 @@ impl<B: Backplane + ?Sized> BackplaneHubLifetimeManager<B> {
             action,
         };
         tracing::debug!(hub = %shared.hub, %connection_id, group, ?action, ack_id, "sending group command to the owning node");
-        shared
-            .backplane
-            .publish(&shared.hub, EnvelopeKind::GroupCommand(command))
-            .await?;
+        shared.publish(EnvelopeKind::GroupCommand(command)).await?;
         let timeout = shared.options.group_ack_timeout;
         match tokio::time::timeout(timeout, ack_rx).await {
             Ok(Ok(answer)) => answer.map_err(refused),
@@ -521,6 +525,20 @@ impl Drop for PendingAck<'_> {
 }
 
 impl<B: Backplane + ?Sized> ManagerState<B> {
+    /// Publish `kind` to the hub's other nodes, noting whether it went through.
+    async fn publish(&self, kind: EnvelopeKind) -> Result<(), BackplaneError> {
+        let outcome = self.backplane.publish(&self.hub, kind).await;
+        self.publishing.record(&outcome);
+        outcome
+    }
+
+    /// Send `kind` to `node`, noting whether it went through.
+    async fn send_to(&self, node: NodeId, kind: EnvelopeKind) -> Result<(), BackplaneError> {
+        let outcome = self.backplane.send_to(node, &self.hub, kind).await;
+        self.publishing.record(&outcome);
+        outcome
+    }
+
     /// Apply a group change if the connection is local: `None` if it is not, else
     /// whether it was applied or refused, and why.
     fn apply_locally(
@@ -604,9 +622,7 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
         tracing::debug!(hub = %self.hub, %connection_id, request_id, "asking the owning node for a client result");
-        self.backplane
-            .publish(&self.hub, EnvelopeKind::ClientInvocation(call))
-            .await?;
+        self.publish(EnvelopeKind::ClientInvocation(call)).await?;
         crate::client_results::await_remote(
             answers_rx,
             connection_id,
@@ -743,7 +759,7 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
                 request_id,
                 outcome,
             });
-            if let Err(error) = shared.backplane.send_to(origin, &shared.hub, kind).await {
+            if let Err(error) = shared.send_to(origin, kind).await {
                 tracing::warn!(hub = %shared.hub, %origin, request_id, %error, "could not send a client result back");
             }
         });
@@ -810,7 +826,7 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
     fn answer(self: &Arc<Self>, origin: crate::id::NodeId, ack_id: u64, answer: EnvelopeKind) {
         let shared = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = shared.backplane.send_to(origin, &shared.hub, answer).await {
+            if let Err(error) = shared.send_to(origin, answer).await {
                 tracing::warn!(hub = %shared.hub, %origin, ack_id, %error, "could not answer a group command");
             }
         });

@@ -4,7 +4,8 @@
 
 mod hub_support;
 
-use hub_server::chat;
+use hub_server::{HubOptions, chat};
+use hub_support::cluster::ServedCluster;
 use hub_support::{RawClient, TestServer, http, wait_for_connections};
 use serde_json::{Value, json};
 
@@ -151,7 +152,8 @@ async fn health_reports_server_time_connections_and_backplane() {
                 "envelopesReceived": 0,
                 "reconnects": 0,
                 "envelopesLost": 0,
-                "envelopesRejected": 0
+                "envelopesRejected": 0,
+                "publishing": "ok"
             }
         })
     );
@@ -342,4 +344,98 @@ async fn hub_paths_match_ignoring_case_and_trailing_slashes_as_in_asp_net_core()
         text.starts_with("{\"type\":1,\"target\":\"UserConnected\""),
         "{text}"
     );
+}
+
+/// `GET /health` of `server`: its status code and JSON body.
+async fn health(server: &TestServer) -> (u16, Value) {
+    let response = http(server.addr, "GET /health HTTP/1.1", &[]).await;
+    let body = serde_json::from_str(&response.body).expect("JSON");
+    (response.status, body)
+}
+
+/// Invoke `SendMessage` and return its completion (skipping the broadcast it may bring).
+async fn send_message(client: &mut RawClient, id: &str) -> Value {
+    client
+        .send_text(&format!(
+            "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"SendMessage\",\"arguments\":[\"ann\",\"hi\"]}}\u{1e}"
+        ))
+        .await;
+    loop {
+        let frame = client.next_json().await;
+        if frame["type"] == 3 && frame["invocationId"] == id {
+            return frame;
+        }
+    }
+}
+
+/// A server that hears the others but cannot publish (its messages table refuses every
+/// row) fails sends, and `/health` says so (503, "degraded", the last error) until a
+/// publish goes through again: a load balancer takes it out while it is useless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_while_publishes_fail() {
+    let cluster = ServedCluster::chat("health_publish", "node", &[HubOptions::default()]).await;
+    let server = &cluster.servers[0];
+    let mut client = RawClient::connect(&format!("ws://{}/chathub", server.addr)).await;
+    client.handshake_json().await;
+    wait_for_connections(&server.hub, 1).await;
+    assert_eq!(send_message(&mut client, "1").await.get("error"), None);
+    let (status, body) = health(server).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("healthy")),
+        "{body}"
+    );
+    assert_eq!(body["backplane"]["publishing"], "ok", "{body}");
+
+    let admin = cluster.schema.admin().await;
+    let table: String = admin
+        .query_one(
+            "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables
+             WHERE table_schema = $1 AND table_name LIKE '%messages'",
+            &[&cluster.schema.name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {table} ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+        ))
+        .await
+        .unwrap();
+    let failed = send_message(&mut client, "2").await;
+    assert!(failed["error"].is_string(), "the send must fail: {failed}");
+    let (status, body) = health(server).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    let backplane = &body["backplane"];
+    assert_eq!(
+        backplane["status"], "connected",
+        "it still hears the others: {body}"
+    );
+    assert_eq!(backplane["publishing"], "failing", "{body}");
+    let error = backplane["lastPublishError"]
+        .as_str()
+        .expect("the last error");
+    assert!(
+        error.contains("refuse_all"),
+        "the error names the cause: {error}"
+    );
+    assert!(backplane["publishFailingSince"].is_string(), "{body}");
+
+    admin
+        .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse_all"))
+        .await
+        .unwrap();
+    assert_eq!(send_message(&mut client, "3").await.get("error"), None);
+    let (status, body) = health(server).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("healthy")),
+        "{body}"
+    );
+    assert_eq!(body["backplane"]["publishing"], "ok", "{body}");
+    assert_eq!(body["backplane"].get("lastPublishError"), None, "{body}");
+    client.close().await;
+    cluster.shut_down().await;
 }

@@ -93,7 +93,9 @@ fn canonical_path(path: &str) -> Option<&'static str> {
 
 async fn health(State((hub, info)): State<(Hub, ServerInfo)>) -> Response {
     let health = hub.health();
-    let healthy = health.status == BackplaneStatus::Connected;
+    // Hearing the other servers is not enough: a server whose publishes fail refuses
+    // every new connection and fails every send, so it is degraded too.
+    let healthy = health.status == BackplaneStatus::Connected && health.publish_failing.is_none();
     let mut backplane = serde_json::json!({
         "kind": info.backplane,
         "status": health.status.as_str(),
@@ -114,6 +116,14 @@ async fn health(State((hub, info)): State<(Hub, ServerInfo)>) -> Response {
     }
     if let Some(silence) = health.since_last_heard {
         backplane["secondsSinceLastHeard"] = seconds(silence).into();
+    }
+    match &health.publish_failing {
+        None => backplane["publishing"] = "ok".into(),
+        Some(failing) => {
+            backplane["publishing"] = "failing".into();
+            backplane["publishFailingSince"] = rfc3339(failing.since).into();
+            backplane["lastPublishError"] = failing.last_error.clone().into();
+        }
     }
     let body = serde_json::json!({
         "status": if healthy { "healthy" } else { "degraded" },

@@ -1,0 +1,157 @@
+//! Whether this node's publishes go through, for health endpoints.
+//!
+//! A backplane's link state ([`BackplaneStatus`](crate::BackplaneStatus)) says whether
+//! the node *hears* the others. A node can hear them and still be unable to *publish*: a
+//! table that refuses rows, a revoked permission, a broker that does not acknowledge.
+//! Such a node fails every send and refuses every new connection (its `UserConnected`
+//! announcement cannot go out), so a load balancer should stop sending clients to it.
+//! [`PublishHealth`] keeps the current streak of failed publishes: it starts with a
+//! publish that fails because of the backplane (not the caller: an envelope too large
+//! or a full queue do not count), and ends with the next publish that goes through, or
+//! [`FAILURE_WINDOW`] after the streak's last failure if nothing was published since, so
+//! a node left idle by its load balancer is tried again rather than kept out for good.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::backplane::BackplaneError;
+use crate::sync::lock;
+
+/// How long after its last failure a streak of failed publishes still counts when
+/// nothing has been published since.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(30);
+
+/// The current streak of failed publishes, if any (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct PublishHealth {
+    /// Whether a streak may be on: lets a publish that goes through skip the lock.
+    failing: AtomicBool,
+    streak: Mutex<Option<Streak>>,
+}
+
+#[derive(Debug)]
+struct Streak {
+    since: SystemTime,
+    last_failure: Instant,
+    error: String,
+}
+
+/// A streak of failed publishes, as health endpoints show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishFailing {
+    /// When the first publish of the streak failed.
+    pub since: SystemTime,
+    /// The last failure's error (backends never put credentials in their errors).
+    pub last_error: String,
+}
+
+impl PublishHealth {
+    /// Note the outcome of a publish (or a send to one node).
+    pub(crate) fn record(&self, outcome: &Result<(), BackplaneError>) {
+        match outcome {
+            Ok(()) => {
+                if self.failing.load(Ordering::Relaxed) {
+                    let ended = lock(&self.streak).take();
+                    self.failing.store(false, Ordering::Relaxed);
+                    if let Some(streak) = ended {
+                        tracing::info!(since = ?streak.since, "publishes go through again");
+                    }
+                }
+            }
+            Err(error) if counts(error) => {
+                let mut streak = lock(&self.streak);
+                match &mut *streak {
+                    Some(streak) if streak.last_failure.elapsed() < FAILURE_WINDOW => {
+                        streak.last_failure = Instant::now();
+                        streak.error = error.to_string();
+                    }
+                    _ => {
+                        *streak = Some(Streak {
+                            since: SystemTime::now(),
+                            last_failure: Instant::now(),
+                            error: error.to_string(),
+                        });
+                    }
+                }
+                self.failing.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The current streak, if its last failure is within [`FAILURE_WINDOW`].
+    pub(crate) fn failing(&self) -> Option<PublishFailing> {
+        if !self.failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        lock(&self.streak)
+            .as_ref()
+            .filter(|streak| streak.last_failure.elapsed() < FAILURE_WINDOW)
+            .map(|streak| PublishFailing {
+                since: streak.since,
+                last_error: streak.error.clone(),
+            })
+    }
+}
+
+/// Whether `error` says the backplane cannot publish (rather than that this one
+/// envelope or this moment was the problem).
+fn counts(error: &BackplaneError) -> bool {
+    matches!(
+        error,
+        BackplaneError::Timeout(_)
+            | BackplaneError::Unavailable { .. }
+            | BackplaneError::Backend(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> BackplaneError {
+        BackplaneError::backend(std::io::Error::other("new row violates check constraint"))
+    }
+
+    #[test]
+    fn a_streak_starts_with_a_backplane_failure_and_ends_with_a_success() {
+        let health = PublishHealth::default();
+        assert_eq!(health.failing(), None);
+        health.record(&Ok(()));
+        assert_eq!(health.failing(), None);
+        health.record(&Err(backend()));
+        let first = health.failing().expect("failing after a backend error");
+        assert!(first.last_error.contains("check constraint"));
+        health.record(&Err(BackplaneError::Timeout(Duration::from_secs(10))));
+        let second = health.failing().expect("still failing");
+        assert_eq!(second.since, first.since, "one streak");
+        assert!(second.last_error.contains("timed out"));
+        health.record(&Ok(()));
+        assert_eq!(health.failing(), None);
+    }
+
+    #[test]
+    fn the_callers_own_errors_do_not_count() {
+        let health = PublishHealth::default();
+        health.record(&Err(BackplaneError::TooLarge { size: 10, limit: 5 }));
+        health.record(&Err(BackplaneError::QueueFull { limit: 5 }));
+        health.record(&Err(BackplaneError::Shutdown));
+        assert_eq!(health.failing(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streak_expires_when_nothing_is_published() {
+        let health = PublishHealth::default();
+        health.record(&Err(backend()));
+        tokio::time::advance(FAILURE_WINDOW - Duration::from_secs(1)).await;
+        assert!(health.failing().is_some());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(health.failing(), None, "expired");
+        // A failure after the window starts a new streak.
+        health.record(&Err(backend()));
+        assert!(health.failing().is_some());
+    }
+}
