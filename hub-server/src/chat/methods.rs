@@ -1,7 +1,7 @@
 //! The chat hub: the methods and hooks of ASP.NET Core's chat sample, the unverified
 //! name as user id, and the limits on group names and counts.
 
-use backplane_core::{HubError, ManagerOptions};
+use backplane_core::{BackplaneError, HubError, ManagerOptions};
 
 use super::{HUB_NAME, MAX_GROUP_NAME_CHARS, MAX_GROUPS_PER_CONNECTION};
 use crate::{Caller, Clients, Groups, Hub, HubBuilder, MethodError, SendError, access_token};
@@ -57,15 +57,26 @@ async fn send_message(clients: Clients, user: String, message: String) -> Result
         .all()
         .send("ReceiveMessage", (&user, &message))
         .await
-        .map_err(|error| unsent("Message not sent", error))
+        .map_err(|error| unsent("Message not sent", "Message not confirmed", error))
 }
 
-/// A send that failed, as the caller sees it. When the backplane (the other servers) is
+/// A send that failed, as the caller sees it: `what` leads the message, or `unconfirmed`
+/// when the backplane did not confirm it in time. When the backplane (the other servers) is
 /// out of reach, saying so tells the user that trying again later is the remedy, and that
 /// nobody connected here got the message (see `ClientProxy::send`); the cause goes to the
-/// log only.
-fn unsent(what: &str, error: SendError) -> MethodError {
+/// log only. When the backplane did not confirm the message in time, it may still have
+/// reached the other servers (a commit or acknowledgement that came too late): the user
+/// is told that, not that nobody got it, since sending it again may repeat it for some.
+fn unsent(what: &str, unconfirmed: &str, error: SendError) -> MethodError {
     match error {
+        SendError::Hub(HubError::Backplane(cause @ BackplaneError::Timeout(_))) => {
+            tracing::warn!(%cause, "{unconfirmed}: the backplane did not confirm it in time");
+            MethodError::new(format!(
+                "{unconfirmed}: this server got no answer from the other servers in time. \
+                 Nobody connected to it received it; people connected to the others may have, \
+                 so sending it again may repeat it for them."
+            ))
+        }
         SendError::Hub(HubError::Backplane(cause)) => {
             tracing::warn!(%cause, "{what}: the backplane refused it");
             MethodError::new(format!(
@@ -136,7 +147,7 @@ async fn send_message_to_group(
         .group(group.clone())
         .send("ReceiveGroupMessage", (&group, &user, &message))
         .await
-        .map_err(|error| unsent("Message not sent", error))
+        .map_err(|error| unsent("Message not sent", "Message not confirmed", error))
 }
 
 async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodError> {
@@ -156,7 +167,7 @@ async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodEr
             tracing::warn!(%cause, "a connection was announced on this server only: the others are out of reach");
             Ok(())
         }
-        Err(error) => Err(unsent("Connection refused", error)),
+        Err(error) => Err(unsent("Connection refused", "Connection refused", error)),
     }
 }
 
