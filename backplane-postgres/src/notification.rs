@@ -89,9 +89,23 @@ pub(crate) enum NotificationError {
     /// The text is not in either form.
     #[error("malformed notification: {0}")]
     Malformed(&'static str),
-    /// The cluster has a secret and the notification's tag is missing or wrong.
+    /// The cluster has a secret and the notification's tag is wrong.
     #[error("notification failed verification against the cluster secret")]
     Unauthenticated,
+    /// The cluster has a secret and the notification has no tag at all: its sender runs
+    /// without one.
+    #[error(
+        "notification carries no tag: the instance that sent it has no cluster secret \
+         (every instance of a cluster needs the same one)"
+    )]
+    Unsigned,
+    /// This node has no secret and the notification carries a tag: its sender runs with
+    /// one.
+    #[error(
+        "notification is signed with a cluster secret and this instance has none \
+         (every instance of a cluster needs the same one)"
+    )]
+    SignedButNoSecret,
 }
 
 /// `text` for `channel`, with its tag appended if `codec` has a secret.
@@ -109,20 +123,42 @@ pub(crate) fn seal(codec: &EnvelopeCodec, channel: &str, mut text: String) -> St
 ///
 /// # Errors
 ///
-/// [`NotificationError::Unauthenticated`] if the tag is missing or wrong.
+/// [`NotificationError::Unauthenticated`] if the tag is wrong, [`Unsigned`] if it is
+/// missing; without a secret, [`SignedButNoSecret`] if the text is a well-formed
+/// notification followed by a tag.
+///
+/// [`Unsigned`]: NotificationError::Unsigned
+/// [`SignedButNoSecret`]: NotificationError::SignedButNoSecret
 pub(crate) fn open<'a>(
     codec: &EnvelopeCodec,
     channel: &str,
     text: &'a str,
 ) -> Result<&'a str, NotificationError> {
-    if !codec.is_signed() {
-        return Ok(text);
-    }
     let split = text
         .len()
         .checked_sub(TAG_SUFFIX)
-        .filter(|&at| text.is_char_boundary(at) && text.as_bytes()[at] == b'.')
-        .ok_or(NotificationError::Unauthenticated)?;
+        .filter(|&at| text.is_char_boundary(at) && text.as_bytes()[at] == b'.');
+    if !codec.is_signed() {
+        // Inline bodies are standard base64, which has no `.`: only a reference (whose
+        // hub name may hold one) can end like a tag without being signed.
+        let signed = split.is_some_and(|at| {
+            let tag = &text.as_bytes()[at + 1..];
+            tag.iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+                && text.as_bytes()[0] != b'r'
+                && parse(&text[..at]).is_ok()
+        });
+        return if signed {
+            Err(NotificationError::SignedButNoSecret)
+        } else {
+            Ok(text)
+        };
+    }
+    let split = split.ok_or(if text.contains('.') {
+        NotificationError::Unauthenticated
+    } else {
+        NotificationError::Unsigned
+    })?;
     let (body, suffix) = text.split_at(split);
     let tag = URL_SAFE_NO_PAD
         .decode(&suffix[1..])
@@ -554,8 +590,22 @@ mod tests {
         let other = EnvelopeCodec::new(Some(
             backplane_core::ClusterSecret::new("another secret!!").unwrap(),
         ));
-        assert!(open(&other, "ch", &sealed).is_err());
-        assert_eq!(open(&EnvelopeCodec::default(), "ch", &text).unwrap(), text);
+        assert_eq!(
+            open(&other, "ch", &sealed),
+            Err(NotificationError::Unauthenticated)
+        );
+        let unsigned = EnvelopeCodec::default();
+        assert_eq!(open(&unsigned, "ch", &text).unwrap(), text);
+        // Secrets that differ between instances are named as such, both ways.
+        assert_eq!(open(&codec, "ch", &text), Err(NotificationError::Unsigned));
+        assert_eq!(
+            open(&unsigned, "ch", &sealed),
+            Err(NotificationError::SignedButNoSecret)
+        );
+        // A reference whose hub name happens to end like a tag is not taken for one.
+        let hub = format!("hub.{}", "a".repeat(TAG_SUFFIX - 1));
+        let reference = reference(origin(), 1, 2, &hub).unwrap();
+        assert_eq!(open(&unsigned, "ch", &reference).unwrap(), reference);
     }
 
     #[test]

@@ -254,8 +254,10 @@ pub struct PostgresOptions {
     /// The secret the nodes of one cluster share: with it, every envelope, tombstone and
     /// notification carries an HMAC-SHA256 tag, and whatever fails verification is
     /// dropped and counted ([`Backplane::envelopes_rejected`](backplane_core::Backplane::envelopes_rejected)),
-    /// never delivered. Every node of a cluster needs the same secret (nodes with and
-    /// without one cannot talk). See the README's threat model. Default: `None`.
+    /// never delivered. Every node of a cluster needs the same secret: nodes with and
+    /// without one cannot talk, and each drops and counts the other's notifications,
+    /// logging which side lacks the secret. See the README's threat model. Default:
+    /// `None`.
     pub cluster_secret: Option<ClusterSecret>,
     /// Most publishes waiting for the publisher task; more fail at once with
     /// `QueueFull`. Default: 10,000 (about ten full batches; at the default batch size

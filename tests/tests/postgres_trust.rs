@@ -278,3 +278,53 @@ async fn while_partitioned_publishes_fail_fast_local_deliveries_go_on_and_the_ci
     other.shutdown().await.unwrap();
     schema.drop().await;
 }
+
+/// Wait until `node` has rejected `count` notifications or envelopes.
+async fn rejected(node: &dyn Backplane, count: u64) {
+    let deadline = Instant::now() + WAIT;
+    while node.envelopes_rejected() < count {
+        assert!(
+            Instant::now() < deadline,
+            "rejected {} of {count}",
+            node.envelopes_rejected()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(node.envelopes_rejected(), count);
+}
+
+/// Instances configured with and without the cluster secret on one schema (a mistake
+/// while rolling a secret out): neither delivers the other's envelopes, and each counts
+/// what it drops as rejected, so `/health`'s `envelopesRejected` points at the cause on
+/// both sides (the log says which side lacks the secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_with_and_without_the_secret_count_each_others_traffic_as_rejected() {
+    let schema = TestSchema::create("trust_mismatch").await;
+    let secret = ClusterSecret::new("trust test cluster secret 0123456").unwrap();
+    let signed = schema
+        .nodes_with(2, |options| options.cluster_secret(secret.clone()))
+        .await;
+    let unsigned = schema.nodes(2).await;
+    let mut at_signed = signed[1].subscribe(HUB).await.unwrap();
+    let mut at_unsigned = unsigned[1].subscribe(HUB).await.unwrap();
+    publish(signed[0].as_ref(), "signed-1").await;
+    publish(unsigned[0].as_ref(), "unsigned").await;
+    publish(signed[0].as_ref(), "signed-2").await;
+    assert_eq!(
+        envelopes_until(&mut at_signed, "signed-2").await,
+        ["signed-1", "signed-2"],
+        "the unsigned envelope is not delivered with the secret"
+    );
+    rejected(signed[1].as_ref(), 1).await;
+    publish(unsigned[0].as_ref(), "unsigned-2").await;
+    assert_eq!(
+        envelopes_until(&mut at_unsigned, "unsigned-2").await,
+        ["unsigned", "unsigned-2"],
+        "signed envelopes are not delivered without the secret"
+    );
+    rejected(unsigned[1].as_ref(), 2).await;
+    for node in signed.iter().chain(&unsigned) {
+        node.shutdown().await.unwrap();
+    }
+    schema.drop().await;
+}
