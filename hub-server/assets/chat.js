@@ -100,7 +100,7 @@
       who.textContent = user;
       line.append(who, ": ");
     }
-    line.append(document.createTextNode(text));
+    line.append(document.createTextNode(text ?? ""));
     ui.messages.append(line);
     ui.messages.scrollTop = ui.messages.scrollHeight;
   }

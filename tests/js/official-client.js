@@ -198,9 +198,12 @@ async function chatScenario() {
     await until("anonymous's UserConnected", logs.ann, has(["UserConnected", anonymousId]));
 
     await ann.invoke("SendMessage", "ann", "hi all");
+    // null for a string argument, as ASP.NET Core's sample (C# `string user`) accepts it.
+    await anonymous.invoke("SendMessage", null, "no name");
     await ann.invoke("JoinGroup", "room");
     await anonymous.invoke("JoinGroup", "room");
     await anonymous.invoke("SendMessageToGroup", "room", "anon", "group hi");
+    await anonymous.invoke("SendMessageToGroup", "room", null, null);
     await anonymous.invoke("LeaveGroup", "room");
     await ann.invoke("SendMessageToGroup", "room", "ann", "only ann is left");
     const emptyGroup = await errorOf(ann.invoke("JoinGroup", ""));

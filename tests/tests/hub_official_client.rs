@@ -168,16 +168,19 @@ async fn chat_scenario_over(protocol: &str, negotiation: &str, transport: &str) 
         result["emptyGroup"],
         "An unexpected error occurred invoking 'JoinGroup' on the server. HubException: The group name must not be empty."
     );
-    // `user` in joined/left is the access token (ann) or null (no token).
+    // `user` in joined/left is the access token (ann) or null (no token); a null `user`
+    // or `message` sent is relayed as null.
     assert_eq!(
         result["logs"]["ann"],
         json!([
             ["UserConnected", "<ann>"],
             ["UserConnected", "<anonymous>"],
             ["ReceiveMessage", "ann", "hi all"],
+            ["ReceiveMessage", null, "no name"],
             ["UserJoinedGroup", "ann", "room"],
             ["UserJoinedGroup", null, "room"],
             ["ReceiveGroupMessage", "room", "anon", "group hi"],
+            ["ReceiveGroupMessage", "room", null, null],
             ["UserLeftGroup", null, "room"],
             ["ReceiveGroupMessage", "room", "ann", "only ann is left"],
             ["ReceiveMessage", "ann", "end"],
@@ -190,8 +193,10 @@ async fn chat_scenario_over(protocol: &str, negotiation: &str, transport: &str) 
         json!([
             ["UserConnected", "<anonymous>"],
             ["ReceiveMessage", "ann", "hi all"],
+            ["ReceiveMessage", null, "no name"],
             ["UserJoinedGroup", null, "room"],
             ["ReceiveGroupMessage", "room", "anon", "group hi"],
+            ["ReceiveGroupMessage", "room", null, null],
             ["ReceiveMessage", "ann", "end"],
         ])
     );

@@ -52,7 +52,13 @@ fn looks_like_jwt(token: &str) -> bool {
         && parts[0].starts_with("eyJ")
 }
 
-async fn send_message(clients: Clients, user: String, message: String) -> Result<(), MethodError> {
+// `user` and `message` may be null, as .NET's `string` parameters of the original sample
+// may: a client that sends null gets it relayed, not a binding error.
+async fn send_message(
+    clients: Clients,
+    user: Option<String>,
+    message: Option<String>,
+) -> Result<(), MethodError> {
     clients
         .all()
         .send("ReceiveMessage", (&user, &message))
@@ -139,8 +145,8 @@ async fn leave_group(
 async fn send_message_to_group(
     clients: Clients,
     group: String,
-    user: String,
-    message: String,
+    user: Option<String>,
+    message: Option<String>,
 ) -> Result<(), MethodError> {
     check_group_name(&group)?;
     clients

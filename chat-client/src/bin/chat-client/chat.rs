@@ -35,19 +35,24 @@ pub(crate) fn register_handlers(
     let out = printer.clone();
     connection.on(
         "ReceiveMessage",
-        move |(user, message): (String, String)| {
-            out.line(format_args!("[ALL] {}: {}", clean(&user), clean(&message)));
+        // Either may be null: other clients may send null, as .NET's `string` allows.
+        move |(user, message): (Option<String>, Option<String>)| {
+            out.line(format_args!(
+                "[ALL] {}: {}",
+                clean(user.as_deref().unwrap_or_default()),
+                clean(message.as_deref().unwrap_or_default())
+            ));
         },
     );
     let out = printer.clone();
     connection.on(
         "ReceiveGroupMessage",
-        move |(group, user, message): (String, String, String)| {
+        move |(group, user, message): (String, Option<String>, Option<String>)| {
             out.line(format_args!(
                 "[{}] {}: {}",
                 clean(&group),
-                clean(&user),
-                clean(&message)
+                clean(user.as_deref().unwrap_or_default()),
+                clean(message.as_deref().unwrap_or_default())
             ));
         },
     );
