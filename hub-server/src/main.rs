@@ -60,8 +60,9 @@ struct Cli {
     /// recommended, e.g. `openssl rand -base64 32 > secret`): every instance of the
     /// cluster needs the same one. Backplane envelopes and notifications are then signed
     /// (HMAC-SHA256) and what fails verification is dropped and counted (the hub's
-    /// backplane health, `envelopes_rejected`). The secret is never logged. PostgreSQL
-    /// backplane only.
+    /// backplane health, `envelopes_rejected`). The secret is never logged. On Redis and
+    /// NATS the envelopes are signed; their markers of skipped sequence numbers are not
+    /// yet.
     #[arg(long, env = "CLUSTER_SECRET_FILE", global = true)]
     cluster_secret_file: Option<std::path::PathBuf>,
     /// The PostgreSQL schema holding the backplane's tables (created if missing).
@@ -178,14 +179,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The PostgreSQL options the flags describe.
-fn postgres_options(cli: &Cli, url: &str) -> Result<PostgresOptions, String> {
-    let secret = cli
-        .cluster_secret_file
+/// The cluster secret `--cluster-secret-file` names, if any.
+fn cluster_secret(cli: &Cli) -> Result<Option<backplane_core::ClusterSecret>, String> {
+    cli.cluster_secret_file
         .as_ref()
         .map(backplane_core::ClusterSecret::from_file)
         .transpose()
-        .map_err(|error| format!("invalid --cluster-secret-file: {error}"))?;
+        .map_err(|error| format!("invalid --cluster-secret-file: {error}"))
+}
+
+/// The PostgreSQL options the flags describe.
+fn postgres_options(cli: &Cli, url: &str) -> Result<PostgresOptions, String> {
+    let secret = cluster_secret(cli)?;
     Ok(PostgresOptions::new(url)
         .map_err(|error| format!("invalid --database-url: {error}"))?
         .schema_name(cli.schema.as_str())
@@ -220,21 +225,24 @@ fn backend(cli: &Cli) -> Backend<'_> {
 async fn connect_log_backend(
     backend: Backend<'_>,
     prefix: &str,
+    secret: Option<backplane_core::ClusterSecret>,
 ) -> Result<(Arc<dyn Backplane>, String), String> {
     match backend {
         Backend::Redis(url) => {
-            let options = RedisOptions::new(url)
+            let mut options = RedisOptions::new(url)
                 .map_err(|error| format!("invalid --redis-url: {error}"))?
                 .key_prefix(prefix);
+            options.cluster_secret = secret;
             let node = RedisBackplane::connect(options)
                 .await
                 .map_err(|error| format!("cannot start the Redis backplane: {error}"))?;
             Ok((Arc::new(node), format!("redis (prefix {prefix})")))
         }
         Backend::Nats(url) => {
-            let options = NatsOptions::new(url)
+            let mut options = NatsOptions::new(url)
                 .map_err(|error| format!("invalid --nats-url: {error}"))?
                 .prefix(prefix);
+            options.cluster_secret = secret;
             let node = NatsBackplane::connect(options)
                 .await
                 .map_err(|error| format!("cannot start the NATS backplane: {error}"))?;
@@ -253,8 +261,8 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     {
         tracing::warn!("--synchronous-commit has no effect without --database-url");
     }
-    if cli.cluster_secret_file.is_some() && !matches!(chosen, Backend::Postgres(_)) {
-        return Err("--cluster-secret-file is supported with --database-url only (the Redis and NATS backplanes do not sign their traffic yet)".into());
+    if cli.cluster_secret_file.is_some() && chosen == Backend::Memory {
+        tracing::warn!("--cluster-secret-file has no effect without a backplane URL");
     }
     // Before the backplane and the hub: they register their metrics as they start.
     let metrics = cli.observe.install_metrics()?;
@@ -275,7 +283,7 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
                 format!("postgres (schema {})", cli.schema),
             )
         }
-        backend => connect_log_backend(backend, &cli.prefix).await?,
+        backend => connect_log_backend(backend, &cli.prefix, cluster_secret(&cli)?).await?,
     };
     tracing::info!(backplane = %kind, node = %backplane.node_id(), "backplane started");
     let options = cli.access.options(

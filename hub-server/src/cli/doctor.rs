@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hub_server::chat;
 
-use super::{Backend, Cli, backend, connect_log_backend, postgres_options};
+use super::{Backend, Cli, backend, cluster_secret, connect_log_backend, postgres_options};
 
 /// Check the backplane the flags name and print one line per check; fails unless all
 /// passed.
@@ -25,7 +25,7 @@ pub(crate) async fn run(cli: &Cli) -> Result<ExitCode, String> {
                 .map(|check| (check.ok, check.to_string()))
                 .collect()
         }
-        backend => doctor_round_trip(backend, &cli.prefix).await,
+        backend => doctor_round_trip(backend, &cli.prefix, cluster_secret(cli)?).await,
     };
     for (_, line) in &lines {
         println!("{line}");
@@ -38,15 +38,19 @@ pub(crate) async fn run(cli: &Cli) -> Result<ExitCode, String> {
 }
 
 /// `connect` and `round trip` for Redis or NATS, as (passed, line) in the format of the
-/// PostgreSQL checks.
-async fn doctor_round_trip(backend: Backend<'_>, prefix: &str) -> Vec<(bool, String)> {
+/// PostgreSQL checks; both nodes sign with `secret`, as the cluster's instances do.
+async fn doctor_round_trip(
+    backend: Backend<'_>,
+    prefix: &str,
+    secret: Option<backplane_core::ClusterSecret>,
+) -> Vec<(bool, String)> {
     let line = |ok: bool, name: &str, detail: &str| {
         let status = if ok { "ok" } else { "FAILED" };
         (ok, format!("{status:6} {name}: {detail}"))
     };
     let (sender, receiver) = match (
-        connect_log_backend(backend, prefix).await,
-        connect_log_backend(backend, prefix).await,
+        connect_log_backend(backend, prefix, secret.clone()).await,
+        connect_log_backend(backend, prefix, secret).await,
     ) {
         (Ok(sender), Ok(receiver)) => (sender, receiver),
         (Err(error), _) | (_, Err(error)) => {
