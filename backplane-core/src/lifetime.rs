@@ -850,6 +850,7 @@ impl<B: Backplane + ?Sized> ManagerState<B> {
             BackplaneEvent::Reconnected { gap } => {
                 health.status = BackplaneStatus::Connected;
                 health.disconnected_since = None;
+                self.publishing.link_restored();
                 health.reconnects = health.reconnects.saturating_add(1);
                 self.metrics.gap(&gap);
                 match gap {

@@ -8,8 +8,9 @@
 //! [`PublishHealth`] keeps the current streak of failed publishes: it starts with a
 //! publish that fails because of the backplane (not the caller: an envelope too large
 //! or a full queue do not count), and ends with the next publish that goes through, or
-//! [`FAILURE_WINDOW`] after the streak's last failure if nothing was published since, so
-//! a node left idle by its load balancer is tried again rather than kept out for good.
+//! [`FAILURE_WINDOW`] after the streak's last failure if nothing was published since, or
+//! when the backplane's link comes back after an outage, so a node left idle by its load
+//! balancer is tried again rather than kept out for good.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +83,16 @@ impl PublishHealth {
         }
     }
 
+    /// The backplane's link came back (after an outage, publishes failed because the
+    /// backend was out of reach): end the streak rather than wait for a publish, which a
+    /// load balancer that took this node out would never send.
+    pub(crate) fn link_restored(&self) {
+        if self.failing.load(Ordering::Relaxed) {
+            *lock(&self.streak) = None;
+            self.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// The current streak, if its last failure is within [`FAILURE_WINDOW`].
     pub(crate) fn failing(&self) -> Option<PublishFailing> {
         if !self.failing.load(Ordering::Relaxed) {
@@ -139,6 +150,17 @@ mod tests {
         health.record(&Err(BackplaneError::TooLarge { size: 10, limit: 5 }));
         health.record(&Err(BackplaneError::QueueFull { limit: 5 }));
         health.record(&Err(BackplaneError::Shutdown));
+        assert_eq!(health.failing(), None);
+    }
+
+    #[test]
+    fn a_streak_ends_when_the_link_comes_back() {
+        let health = PublishHealth::default();
+        health.record(&Err(BackplaneError::Unavailable {
+            reason: "connection refused".into(),
+        }));
+        assert!(health.failing().is_some());
+        health.link_restored();
         assert_eq!(health.failing(), None);
     }
 

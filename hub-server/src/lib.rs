@@ -84,7 +84,7 @@
 //!   WebSocket messages may be of any size: they are read as a stream, hub message by hub
 //!   message, in bounded memory per connection, and only each hub message is limited
 //!   ([`HubOptions::max_message_size`]).
-//!   A connection's invocations start in the order they arrive and up to 64 run at once
+//!   A connection's invocations start in the order they arrive and up to 1024 run at once
 //!   ([`HubOptions::max_parallel_invocations`]; 1 gives ASP.NET Core's one-at-a-time
 //!   default); a method that panics fails its invocation, not the connection.
 //! - Sends never wait for a slow client: each connection has a queue bounded by bytes

@@ -11,7 +11,7 @@ use backplane_memory::MemoryBackplane;
 use backplane_nats::{NatsBackplane, NatsOptions};
 use backplane_postgres::{DEFAULT_SCHEMA, PostgresBackplane, PostgresOptions, SynchronousCommit};
 use backplane_redis::{RedisBackplane, RedisOptions};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use hub_server::chat;
 use tokio::net::TcpListener;
 
@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 mod access;
 #[path = "cli/allocator.rs"]
 mod allocator;
+#[path = "cli/choice.rs"]
+mod choice;
 #[path = "cli/doctor.rs"]
 mod doctor;
 #[path = "cli/observe.rs"]
@@ -43,14 +45,12 @@ struct Cli {
     database_url: Option<String>,
     /// Redis URL (`redis://[user:password@]host[:port][/db]`): instances that share the
     /// Redis and --prefix form one cluster over Redis Streams. Not with --database-url.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true,
-          conflicts_with_all = ["database_url", "nats_url"])]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
     redis_url: Option<String>,
     /// NATS URL (`nats://[user:password@]host[:port]`, several separated by commas), with
     /// JetStream enabled: instances that share the NATS and --prefix form one cluster.
     /// Not with --database-url or --redis-url.
-    #[arg(long, env = "NATS_URL", hide_env_values = true, global = true,
-          conflicts_with_all = ["database_url", "redis_url"])]
+    #[arg(long, env = "NATS_URL", hide_env_values = true, global = true)]
     nats_url: Option<String>,
     /// The Redis key prefix or NATS stream name (and subject root) of the backplane, as
     /// --schema is for PostgreSQL.
@@ -156,8 +156,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     cli.observe.init_logging();
+    if let Err(error) = choice::check(&mut cli, &matches) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     allocator::disable_transparent_huge_pages();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -199,7 +204,7 @@ fn postgres_options(cli: &Cli, url: &str) -> Result<PostgresOptions, String> {
         .cluster_secret(secret))
 }
 
-/// The backplane the flags choose (clap refuses more than one URL).
+/// The backplane the flags choose (`choice::check` refused more than one URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend<'a> {
     /// No URL: this instance alone.

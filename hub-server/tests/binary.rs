@@ -29,7 +29,15 @@ async fn chat_websocket(
 
 /// Run `hub-server` with `args` to completion; exit code and stdout, stderr.
 async fn run(args: &[&str]) -> (i32, String, String) {
-    let output = hub_server_command(BINARY).args(args).output();
+    run_with_env(args, &[]).await
+}
+
+/// Run `hub-server` with `args` and the environment variables `env` to completion.
+async fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = hub_server_command(BINARY)
+        .args(args)
+        .envs(env.iter().copied())
+        .output();
     let output = tokio::time::timeout(PATIENCE, output)
         .await
         .expect("hub-server finishes")
@@ -126,6 +134,58 @@ async fn bad_flags_get_one_clear_error() {
     assert_eq!(code, 1);
     assert!(
         stderr.starts_with("error: cannot start the PostgreSQL backplane: "),
+        "{stderr}"
+    );
+}
+
+/// Backplane flags that contradict each other are refused before anything starts, naming
+/// where each value came from; an empty `DATABASE_URL` counts as unset.
+#[tokio::test]
+async fn contradicting_backplane_flags_are_refused_saying_where_they_came_from() {
+    let nats = ["--nats-url", "nats://127.0.0.1:4222"];
+    let (code, _, stderr) = run_with_env(&nats, &[("DATABASE_URL", "postgres://a@b/c")]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: more than one backplane URL: DATABASE_URL (from the environment) and \
+         --nats-url; give one (unset the environment variable of the backplane you do not mean)"
+    );
+    let both = [
+        "--database-url",
+        "postgres://a@b/c",
+        "--redis-url",
+        "redis://x",
+    ];
+    let (code, _, stderr) = run(&both).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: more than one backplane URL: --database-url and --redis-url; give one"
+    );
+    let (code, _, stderr) = run(&["--redis-url", "redis://x", "--schema", "mine"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: --schema names a PostgreSQL schema; Redis and NATS take --prefix instead"
+    );
+    let (code, _, stderr) = run(&[
+        "doctor",
+        "--database-url",
+        "postgres://a@b/c",
+        "--prefix",
+        "p",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: --prefix names a Redis key prefix or NATS stream; PostgreSQL takes --schema instead"
+    );
+    // Empty, as container tools often leave it: unset, so doctor has nothing to check.
+    let (code, _, stderr) = run_with_env(&["doctor"], &[("DATABASE_URL", "")]).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("doctor needs a backplane to check"),
         "{stderr}"
     );
 }

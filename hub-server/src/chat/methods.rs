@@ -67,10 +67,10 @@ async fn send_message(
 }
 
 /// A send that failed, as the caller sees it: `what` leads the message, or `unconfirmed`
-/// when the backplane did not confirm it in time. When the backplane (the other servers) is
-/// out of reach, saying so tells the user that trying again later is the remedy, and that
-/// nobody connected here got the message (see `ClientProxy::send`); the cause goes to the
-/// log only. When the backplane did not confirm the message in time, it may still have
+/// when the backplane did not confirm it in time. When the backplane (the other servers)
+/// refused it or is out of reach, saying so tells the user that trying again later is the
+/// remedy, and that nobody connected here got the message (see `ClientProxy::send`); the
+/// cause goes to the log only. When the backplane did not confirm the message in time, it may still have
 /// reached the other servers (a commit or acknowledgement that came too late): the user
 /// is told that, not that nobody got it, since sending it again may repeat it for some.
 fn unsent(what: &str, unconfirmed: &str, error: SendError) -> MethodError {
@@ -86,7 +86,7 @@ fn unsent(what: &str, unconfirmed: &str, error: SendError) -> MethodError {
         SendError::Hub(HubError::Backplane(cause)) => {
             tracing::warn!(%cause, "{what}: the backplane refused it");
             MethodError::new(format!(
-                "{what}: this server cannot reach the other servers right now, and nobody \
+                "{what}: this server could not pass it on to the other servers, and nobody \
                  connected to it received it. Try again later."
             ))
         }
