@@ -433,6 +433,8 @@ async fn groups_are_joined_again_after_the_server_restarts() {
     schema.drop().await;
 }
 
+/// A line over the limit is refused with a note, the chat goes on, and the exit status
+/// tells a script that not everything was sent.
 #[tokio::test]
 async fn a_line_over_the_message_limit_is_refused_and_the_chat_goes_on() {
     let (schema, server) = start_server("chat_client_long").await;
@@ -453,7 +455,13 @@ async fn a_line_over_the_message_limit_is_refused_and_the_chat_goes_on() {
     alice.type_line("still here").await;
     bob.expect("[ALL] alice: still here").await;
 
-    alice.finish_cleanly().await;
+    // A script learns that two of its lines were not sent.
+    let (status, _, stderr) = alice.finish().await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        stderr,
+        ["error: 2 lines could not be sent or done (see the [SYSTEM] lines)"]
+    );
     bob.finish().await;
     server.stop().await;
     schema.drop().await;

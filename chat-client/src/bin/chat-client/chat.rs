@@ -142,6 +142,9 @@ pub(crate) async fn run(
     } = lifecycle;
     // The groups joined and not left, to join again after a reconnection.
     let mut groups = BTreeSet::new();
+    // Lines that asked for something the client could not do (a message not sent, a group
+    // not joined): a script learns of them from the exit status.
+    let mut failed = 0usize;
     loop {
         let (event, next) = tokio::select! {
             event = input.recv() => match event {
@@ -165,18 +168,39 @@ pub(crate) async fn run(
             let _ = next.send(Next::Stop);
             break;
         }
-        let quit = handle(connection, user, printer, &mut groups, &line).await;
+        let handled = handle(connection, user, printer, &mut groups, &line).await;
+        if handled == Handled::Failed {
+            failed += 1;
+        }
+        let quit = handled == Handled::Quit;
         let _ = next.send(if quit { Next::Stop } else { Next::Continue });
         if quit {
             break;
         }
     }
     connection.stop().await;
-    if *closed.borrow() {
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} line{} could not be sent or done (see the [SYSTEM] lines)",
+            if failed == 1 { "" } else { "s" }
+        );
+    }
+    if *closed.borrow() || failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// What became of one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Done, or nothing to do (help, a usage line).
+    Done,
+    /// A message, join or leave that did not happen.
+    Failed,
+    /// `/quit`.
+    Quit,
 }
 
 /// Joins `groups` again on a new connection; a group that cannot be joined is reported
@@ -214,32 +238,32 @@ fn too_long(arguments: &impl serde::Serialize) -> Option<String> {
     })
 }
 
-/// Handles one line; returns true to quit.
+/// Handles one line.
 async fn handle(
     connection: &HubConnection,
     user: &str,
     printer: &Printer,
     groups: &mut BTreeSet<String>,
     line: &str,
-) -> bool {
+) -> Handled {
     let (result, action) = match commands::parse(line) {
-        Command::Nothing => return false,
-        Command::Quit => return true,
+        Command::Nothing => return Handled::Done,
+        Command::Quit => return Handled::Quit,
         Command::Help => {
             for line in commands::HELP {
                 printer.line(line);
             }
-            return false;
+            return Handled::Done;
         }
         Command::Usage(usage) => {
             printer.line(usage);
-            return false;
+            return Handled::Done;
         }
         Command::Unknown(command) => {
             printer.line(format_args!(
                 "Unknown command: {command}. Type /help for the list of commands."
             ));
-            return false;
+            return Handled::Done;
         }
         Command::Join(group) => {
             let result = connection.invoke::<(), _>("JoinGroup", (group,)).await;
@@ -261,7 +285,7 @@ async fn handle(
             let arguments = (group, user, message);
             if let Some(refusal) = too_long(&arguments) {
                 printer.line(refusal);
-                return false;
+                return Handled::Failed;
             }
             (
                 connection
@@ -274,7 +298,7 @@ async fn handle(
             let arguments = (user, message);
             if let Some(refusal) = too_long(&arguments) {
                 printer.line(refusal);
-                return false;
+                return Handled::Failed;
             }
             (
                 connection.invoke::<(), _>("SendMessage", arguments).await,
@@ -282,10 +306,13 @@ async fn handle(
             )
         }
     };
-    if let Err(error) = result {
-        report(printer, &action, &error);
+    match result {
+        Ok(()) => Handled::Done,
+        Err(error) => {
+            report(printer, &action, &error);
+            Handled::Failed
+        }
     }
-    false
 }
 
 /// Prints why a command failed.

@@ -8,7 +8,7 @@
 //! Without `--url` and `--user` it asks for them. Type `/help` for commands; anything else
 //! is sent to everyone. With a terminal it offers line editing and history; with piped
 //! input and output it reads and prints plain lines, so scripts can drive it, and exits at
-//! the end of input.
+//! the end of input (with status 1 if a line could not be sent).
 
 mod chat;
 mod commands;
