@@ -45,12 +45,18 @@ pub enum ConnectError {
     },
     /// The server answered negotiate with a non-success status, e.g. 404 when there is no
     /// hub at that path or 401 when an access token is required.
-    #[error("negotiate request to {url} failed with status {status}")]
+    #[error(
+        "negotiate request to {url} failed with status {status}{}",
+        explained(reason)
+    )]
     Status {
         /// The hub URL being negotiated with.
         url: String,
         /// The HTTP status received.
         status: hyper::StatusCode,
+        /// The server's explanation (its answer's text, up to 300 characters, control
+        /// characters removed), as the official clients show it; empty when it gave none.
+        reason: String,
     },
     /// An HTTP answer was larger than the client accepts.
     #[error("the answer from {url} is larger than {limit} bytes")]
@@ -277,5 +283,14 @@ impl std::error::Error for DisconnectReason {
             DisconnectReason::ReconnectFailed { last_error, .. } => Some(last_error.as_ref()),
             _ => None,
         }
+    }
+}
+
+/// `reason` as the end of an error message: `": reason"`, or nothing when empty.
+fn explained(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
     }
 }

@@ -71,6 +71,18 @@ struct AvailableTransport {
     transfer_formats: Vec<String>,
 }
 
+/// A refusing server's explanation: the text of its answer, bounded and on one line.
+fn status_reason(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    line.trim().to_owned()
+}
+
 /// Negotiates with the server of `config`'s hub URL, following redirects, asking for
 /// stateful reconnect when the config says so.
 ///
@@ -101,6 +113,7 @@ pub(crate) async fn negotiate(
             return Err(ConnectError::Status {
                 url: url.display(),
                 status: response.status,
+                reason: status_reason(&response.body),
             });
         }
         let invalid = |reason: String| ConnectError::InvalidNegotiateResponse {

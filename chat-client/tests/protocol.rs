@@ -143,6 +143,12 @@ async fn negotiate_failures_are_clear_errors() {
             "",
             "failed with status 404 Not Found",
         ),
+        // The server's explanation is shown, on one line, as the official clients show it.
+        (
+            StatusCode::UNAUTHORIZED,
+            "Invalid bearer token:\nthe token is not a well-formed JWT.",
+            "failed with status 401 Unauthorized: Invalid bearer token: the token is not a well-formed JWT.",
+        ),
         (StatusCode::OK, "not json", "invalid negotiate response"),
         (
             StatusCode::OK,

@@ -37,6 +37,9 @@ impl JwtAlgorithm {
 #[derive(Clone)]
 pub struct JwtKey(Vec<u8>);
 
+/// The shortest HS256 secret accepted, in bytes (the hash's 256 bits, RFC 7518 §3.2).
+const MIN_HS256_KEY: usize = 32;
+
 impl JwtKey {
     /// The key's bytes as given.
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
@@ -99,7 +102,7 @@ pub enum JwtError {
 /// use std::time::Duration;
 /// use hub_server::{JwtAlgorithm, JwtKey, JwtOptions};
 ///
-/// let options = JwtOptions::new(JwtAlgorithm::Hs256, JwtKey::from_bytes("a long random secret"))
+/// let options = JwtOptions::new(JwtAlgorithm::Hs256, JwtKey::from_bytes("a long random secret of 32 bytes"))
 ///     .issuer("https://login.example")
 ///     .audience("chat")
 ///     .leeway(Duration::from_secs(30));
@@ -189,9 +192,19 @@ impl JwtAuthenticator {
     /// # Errors
     ///
     /// [`JwtError::Key`] when the key is not a PEM public key of the algorithm's kind
-    /// (RS256, ES256).
+    /// (RS256, ES256), or an HS256 secret shorter than 32 bytes.
     pub fn new(options: JwtOptions) -> Result<Self, JwtError> {
         let key = match options.algorithm {
+            // RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits);
+            // a shorter one can be guessed offline from any token. ASP.NET Core refuses one
+            // too (IDX10720).
+            JwtAlgorithm::Hs256 if options.key.0.len() < MIN_HS256_KEY => {
+                return Err(JwtError::Key(format!(
+                    "an HS256 secret must be at least {MIN_HS256_KEY} bytes (256 bits, RFC 7518); \
+                     this one has {}: use e.g. `openssl rand -base64 32`",
+                    options.key.0.len()
+                )));
+            }
             JwtAlgorithm::Hs256 => DecodingKey::from_secret(&options.key.0),
             JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(&options.key.0)
                 .map_err(|error| JwtError::Key(format!("not an RSA public key in PEM: {error}")))?,
@@ -289,6 +302,18 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header, encode};
 
     const SECRET: &[u8] = b"a secret of the test, long enough";
+
+    #[test]
+    fn a_short_hs256_secret_is_refused() {
+        let short = JwtOptions::new(JwtAlgorithm::Hs256, JwtKey::from_bytes("abc"));
+        let error = JwtAuthenticator::new(short).err().expect("refused");
+        assert!(
+            error.to_string().contains("at least 32 bytes") && error.to_string().contains("has 3"),
+            "{error}"
+        );
+        let enough = JwtOptions::new(JwtAlgorithm::Hs256, JwtKey::from_bytes([7u8; 32]));
+        assert!(JwtAuthenticator::new(enough).is_ok());
+    }
 
     fn token(claims: &Value) -> String {
         encode(

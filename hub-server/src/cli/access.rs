@@ -28,9 +28,9 @@ pub(crate) struct AccessFlags {
     /// as a name).
     #[arg(long, value_enum, default_value_t = Algorithm::Hs256)]
     jwt_algorithm: Algorithm,
-    /// File holding the JWT key: the HS256 secret, or the RS256/ES256 public key in PEM
-    /// (trailing white space ignored). Turns authentication on: clients without a valid
-    /// token get 401.
+    /// File holding the JWT key: the HS256 secret (at least 32 bytes, as RFC 7518 and
+    /// ASP.NET Core require), or the RS256/ES256 public key in PEM (trailing white space
+    /// ignored). Turns authentication on: clients without a valid token get 401.
     #[arg(long, conflicts_with = "jwt_key_env")]
     jwt_key_file: Option<PathBuf>,
     /// Name of the environment variable holding the JWT key (as --jwt-key-file).
