@@ -85,12 +85,44 @@ pub(crate) async fn connect_raw(
             if let Some(hint) = tls::hint(&error, options.ssl_mode, root) {
                 failure.message = format!("{} ({hint})", failure.message);
             }
+            if error.as_db_error().is_none() {
+                // The server was not reached: say which one was tried.
+                failure.message = format!("{} (server {})", failure.message, servers(&config));
+            }
             Err(failure)
         }
         Err(_) => Err(PostgresError::message(
             CONTEXT,
-            format!("timed out after {:?}", options.command_timeout),
+            format!(
+                "timed out after {:?} (server {})",
+                options.command_timeout,
+                servers(&config)
+            ),
         )),
+    }
+}
+
+/// The servers `config` names, as `host:port` (or the socket directory), for errors: never
+/// the user or the password.
+fn servers(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{}", port(i)),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => {
+                format!("{}/.s.PGSQL.{}", path.display(), port(i))
+            }
+        })
+        .collect();
+    if hosts.is_empty() {
+        "none given".to_owned()
+    } else {
+        hosts.join(", ")
     }
 }
 

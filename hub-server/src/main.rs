@@ -269,6 +269,8 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
     if cli.cluster_secret_file.is_some() && chosen == Backend::Memory {
         tracing::warn!("--cluster-secret-file has no effect without a backplane URL");
     }
+    // Before the backplane: a bad key must not leave a schema or stream behind.
+    let builder = cli.access.authenticate(chat::hub_builder())?;
     // Before the backplane and the hub: they register their metrics as they start.
     let metrics = cli.observe.install_metrics()?;
     let (backplane, kind): (Arc<dyn Backplane>, String) = match chosen {
@@ -296,9 +298,7 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
             .max_parallel_invocations(usize::from(cli.max_parallel_invocations))
             .send_queue_bytes(usize::try_from(cli.send_queue_bytes).unwrap_or(usize::MAX)),
     );
-    let hub = cli
-        .access
-        .authenticate(chat::hub_builder())?
+    let hub = builder
         .manager_options(manager_options(&cli))
         .options(options)
         .backplane(backplane.clone())
@@ -312,8 +312,20 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         .request_headers_timeout(Duration::from_secs(u64::from(cli.request_headers_timeout)))
         .max_http_connections(usize::try_from(cli.max_http_connections).unwrap_or(usize::MAX));
     let mut servers = tokio::task::JoinSet::new();
+    // One signal for every listener (`localhost` is two), logged once.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
     let app = metrics
-        .serve(app, &mut servers, &serve_options, shutdown_signal())
+        .serve(app, &mut servers, &serve_options, stopped())
         .await?;
     for address in &addresses {
         let listener = match TcpListener::bind(&address.address).await {
@@ -340,15 +352,13 @@ async fn serve(cli: Cli) -> Result<ExitCode, String> {
         tracing::info!(server = %name, "listening on http://{local}{}", chat::HUB_PATH);
         let app = app.clone();
         let hub = hub.clone();
-        servers.spawn(hub_server::serve(
-            listener,
-            app,
-            serve_options.clone(),
+        servers.spawn(hub_server::serve(listener, app, serve_options.clone(), {
+            let stopped = stopped();
             async move {
-                shutdown_signal().await;
+                stopped.await;
                 hub.shutdown().await;
-            },
-        ));
+            }
+        }));
     }
     tokio::spawn(chat::log_backplane_state(hub.clone()));
 

@@ -126,7 +126,7 @@ async fn bad_flags_get_one_clear_error() {
     );
     let (code, _, stderr) = run(&[
         "--database-url",
-        "postgres://nobody@127.0.0.1:1/x",
+        "postgres://nobody:hunter2@127.0.0.1:1/x",
         "--urls",
         "http://127.0.0.1:0",
     ])
@@ -136,6 +136,9 @@ async fn bad_flags_get_one_clear_error() {
         stderr.starts_with("error: cannot start the PostgreSQL backplane: "),
         "{stderr}"
     );
+    // Which server was tried, never the password.
+    assert!(stderr.contains("(server 127.0.0.1:1)"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 /// Backplane flags that contradict each other are refused before anything starts, naming
@@ -180,6 +183,26 @@ async fn contradicting_backplane_flags_are_refused_saying_where_they_came_from()
     assert_eq!(
         stderr.trim(),
         "error: --prefix names a Redis key prefix or NATS stream; PostgreSQL takes --schema instead"
+    );
+    // The JWT key is checked before the backplane starts (nothing is created for a server
+    // that cannot start): here a secret too short for HS256, with an unreachable database.
+    let key = std::env::temp_dir().join(format!("short-jwt-key-{}", std::process::id()));
+    std::fs::write(&key, "abc\n").unwrap();
+    let key_path = key.display().to_string();
+    let (code, _, stderr) = run(&[
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/x",
+        "--jwt-key-file",
+        &key_path,
+        "--urls",
+        "http://127.0.0.1:0",
+    ])
+    .await;
+    let _ = std::fs::remove_file(&key);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("error: invalid JWT key: an HS256 secret must be at least 32 bytes"),
+        "{stderr}"
     );
     // Empty, as container tools often leave it: unset, so doctor has nothing to check.
     let (code, _, stderr) = run_with_env(&["doctor"], &[("DATABASE_URL", "")]).await;
