@@ -95,6 +95,6 @@ pub use id::{ConnectionId, NodeId, NodeTag, ParseNodeIdError};
 pub use lifetime::{BackplaneHealth, BackplaneHubLifetimeManager, BackplaneStatus, ManagerOptions};
 pub use manager::{ConnectionSink, DeliveryError, HubError, HubLifetimeManager, LocalConnection};
 pub use message::{Protocol, SerializedMessage};
-pub use publish_health::PublishFailing;
+pub use publish_health::{FailureKind, PublishFailing};
 pub use sync::{lock, read, write};
 pub use trust::{ClusterSecret, EnvelopeCodec, MIN_SECRET_LEN, TAG_LEN};

@@ -37,16 +37,53 @@ pub(crate) struct PublishHealth {
 struct Streak {
     since: SystemTime,
     last_failure: Instant,
-    error: String,
+    kind: FailureKind,
+}
+
+/// What kind of failure a publish had, as health endpoints show it: never the backend's
+/// own text, which may quote stored data (a constraint's failing row) or name internal
+/// hosts; that goes to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// No answer within the command timeout.
+    Timeout,
+    /// The backend is out of reach (the circuit is open).
+    Unavailable,
+    /// The backend refused the publish (a permission, a constraint, a broken store).
+    Backend,
+}
+
+impl FailureKind {
+    /// The kind as one word: `timeout`, `unavailable` or `backend`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Unavailable => "unavailable",
+            FailureKind::Backend => "backend",
+        }
+    }
+
+    /// The kind of `error`, if it says the backplane cannot publish (rather than that
+    /// this one envelope or this moment was the problem).
+    fn of(error: &BackplaneError) -> Option<Self> {
+        match error {
+            BackplaneError::Timeout(_) => Some(FailureKind::Timeout),
+            BackplaneError::Unavailable { .. } => Some(FailureKind::Unavailable),
+            BackplaneError::Backend(_) => Some(FailureKind::Backend),
+            _ => None,
+        }
+    }
 }
 
 /// A streak of failed publishes, as health endpoints show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishFailing {
     /// When the first publish of the streak failed.
     pub since: SystemTime,
-    /// The last failure's error (backends never put credentials in their errors).
-    pub last_error: String,
+    /// The last failure's kind (its text is logged when the streak starts).
+    pub last_failure: FailureKind,
 }
 
 impl PublishHealth {
@@ -55,41 +92,52 @@ impl PublishHealth {
         match outcome {
             Ok(()) => {
                 if self.failing.load(Ordering::Relaxed) {
-                    let ended = lock(&self.streak).take();
+                    let mut streak = lock(&self.streak);
+                    // Under the lock, so a failure recorded meanwhile is not hidden.
                     self.failing.store(false, Ordering::Relaxed);
-                    if let Some(streak) = ended {
-                        tracing::info!(since = ?streak.since, "publishes go through again");
+                    if let Some(ended) = streak.take() {
+                        tracing::info!(since = ?ended.since, "publishes go through again");
                     }
                 }
             }
-            Err(error) if counts(error) => {
+            Err(error) => {
+                let Some(kind) = FailureKind::of(error) else {
+                    return;
+                };
                 let mut streak = lock(&self.streak);
                 match &mut *streak {
                     Some(streak) if streak.last_failure.elapsed() < FAILURE_WINDOW => {
                         streak.last_failure = Instant::now();
-                        streak.error = error.to_string();
+                        streak.kind = kind;
                     }
                     _ => {
+                        tracing::warn!(%error, "publishes fail: this node is degraded until one goes through");
                         *streak = Some(Streak {
                             since: SystemTime::now(),
                             last_failure: Instant::now(),
-                            error: error.to_string(),
+                            kind,
                         });
                     }
                 }
                 self.failing.store(true, Ordering::Relaxed);
             }
-            Err(_) => {}
         }
     }
 
-    /// The backplane's link came back (after an outage, publishes failed because the
-    /// backend was out of reach): end the streak rather than wait for a publish, which a
-    /// load balancer that took this node out would never send.
+    /// The backplane's link came back after an outage: end a streak of failures that an
+    /// unreachable backend explains (timeouts, an open circuit) rather than wait for a
+    /// publish, which a load balancer that took this node out would never send. A streak
+    /// of refusals (a constraint, a permission) is not the link's doing and stays.
     pub(crate) fn link_restored(&self) {
         if self.failing.load(Ordering::Relaxed) {
-            *lock(&self.streak) = None;
-            self.failing.store(false, Ordering::Relaxed);
+            let mut streak = lock(&self.streak);
+            if streak
+                .as_ref()
+                .is_some_and(|streak| streak.kind != FailureKind::Backend)
+            {
+                *streak = None;
+                self.failing.store(false, Ordering::Relaxed);
+            }
         }
     }
 
@@ -103,20 +151,9 @@ impl PublishHealth {
             .filter(|streak| streak.last_failure.elapsed() < FAILURE_WINDOW)
             .map(|streak| PublishFailing {
                 since: streak.since,
-                last_error: streak.error.clone(),
+                last_failure: streak.kind,
             })
     }
-}
-
-/// Whether `error` says the backplane cannot publish (rather than that this one
-/// envelope or this moment was the problem).
-fn counts(error: &BackplaneError) -> bool {
-    matches!(
-        error,
-        BackplaneError::Timeout(_)
-            | BackplaneError::Unavailable { .. }
-            | BackplaneError::Backend(_)
-    )
 }
 
 #[cfg(test)]
@@ -135,11 +172,11 @@ mod tests {
         assert_eq!(health.failing(), None);
         health.record(&Err(backend()));
         let first = health.failing().expect("failing after a backend error");
-        assert!(first.last_error.contains("check constraint"));
+        assert_eq!(first.last_failure, FailureKind::Backend);
         health.record(&Err(BackplaneError::Timeout(Duration::from_secs(10))));
         let second = health.failing().expect("still failing");
         assert_eq!(second.since, first.since, "one streak");
-        assert!(second.last_error.contains("timed out"));
+        assert_eq!(second.last_failure, FailureKind::Timeout);
         health.record(&Ok(()));
         assert_eq!(health.failing(), None);
     }
@@ -154,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_streak_ends_when_the_link_comes_back() {
+    fn an_outage_streak_ends_when_the_link_comes_back_a_refusal_streak_does_not() {
         let health = PublishHealth::default();
         health.record(&Err(BackplaneError::Unavailable {
             reason: "connection refused".into(),
@@ -162,6 +199,9 @@ mod tests {
         assert!(health.failing().is_some());
         health.link_restored();
         assert_eq!(health.failing(), None);
+        health.record(&Err(backend()));
+        health.link_restored();
+        assert!(health.failing().is_some(), "the link is not why it refuses");
     }
 
     #[tokio::test(start_paused = true)]

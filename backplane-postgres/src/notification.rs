@@ -170,6 +170,21 @@ pub(crate) fn open<'a>(
     }
 }
 
+/// For a node without a secret: the hub a reference's `hub` field names if it is a hub
+/// followed by a cluster-secret tag (`<hub>.<43 characters>`), as a signed reference reads
+/// to such a node; `None` otherwise or with a secret.
+pub(crate) fn signed_reference_hub<'a>(codec: &EnvelopeCodec, hub: &'a str) -> Option<&'a str> {
+    if codec.is_signed() {
+        return None;
+    }
+    let at = hub.len().checked_sub(TAG_SUFFIX)?;
+    let (name, tag) = (hub.get(..at)?, hub.get(at..)?);
+    let tag = tag.strip_prefix('.')?;
+    tag.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        .then_some(name)
+}
+
 /// The origin of a notification, read from its header alone (to drop own echoes
 /// cheaply). `None` if the header is malformed.
 pub(crate) fn origin_of(text: &str) -> Option<NodeId> {
@@ -602,6 +617,15 @@ mod tests {
             open(&unsigned, "ch", &sealed),
             Err(NotificationError::SignedButNoSecret)
         );
+        // A signed reference reads to a node without a secret as a hub with the tag glued
+        // on: the hub is found (the listener counts it when it subscribes to that hub).
+        let signed_reference = seal(&codec, "ch", reference(origin(), 1, 2, "chat").unwrap());
+        let Notification::Reference { hub: glued, .. } = parse(&signed_reference).unwrap() else {
+            panic!("a reference");
+        };
+        assert_eq!(signed_reference_hub(&unsigned, &glued), Some("chat"));
+        assert_eq!(signed_reference_hub(&codec, &glued), None);
+        assert_eq!(signed_reference_hub(&unsigned, "chat"), None);
         // A reference whose hub name happens to end like a tag is not taken for one.
         let hub = format!("hub.{}", "a".repeat(TAG_SUFFIX - 1));
         let reference = reference(origin(), 1, 2, &hub).unwrap();

@@ -49,6 +49,7 @@ pub enum ConnectError {
         "negotiate request to {url} failed with status {status}{}",
         explained(reason)
     )]
+    #[non_exhaustive]
     Status {
         /// The hub URL being negotiated with.
         url: String,

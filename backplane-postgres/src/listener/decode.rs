@@ -70,11 +70,22 @@ impl Listener {
                 to,
                 hub,
             }) => {
-                if !self.is_subscribed(channel, &hub)
-                    || self
-                        .tracker
-                        .last(origin, &hub)
-                        .is_some_and(|last| last >= to)
+                if !self.is_subscribed(channel, &hub) {
+                    // A reference signed by a node with a cluster secret reaches a node
+                    // without one with the tag glued to its hub name: say so and count it.
+                    if notification::signed_reference_hub(&codec, &hub)
+                        .is_some_and(|hub| self.is_subscribed(channel, hub))
+                    {
+                        codec.reject();
+                        let error = notification::NotificationError::SignedButNoSecret;
+                        tracing::warn!(%node, channel, %error, "[Processor] dropping a notification");
+                    }
+                    return Ok(());
+                }
+                if self
+                    .tracker
+                    .last(origin, &hub)
+                    .is_some_and(|last| last >= to)
                 {
                     return Ok(());
                 }

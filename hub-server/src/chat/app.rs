@@ -122,7 +122,8 @@ async fn health(State((hub, info)): State<(Hub, ServerInfo)>) -> Response {
         Some(failing) => {
             backplane["publishing"] = "failing".into();
             backplane["publishFailingSince"] = rfc3339(failing.since).into();
-            backplane["lastPublishError"] = failing.last_error.clone().into();
+            // The kind only: a backend's text may quote stored data; the log has it.
+            backplane["lastPublishFailure"] = failing.last_failure.as_str().into();
         }
     }
     let body = serde_json::json!({

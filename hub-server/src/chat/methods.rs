@@ -173,6 +173,15 @@ async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodEr
             tracing::warn!(%cause, "a connection was announced on this server only: the others are out of reach");
             Ok(())
         }
+        Err(SendError::Hub(HubError::Backplane(cause @ BackplaneError::Timeout(_)))) => {
+            // The announcement may still reach the others; the client reconnects (to this
+            // server or another), which announces it again.
+            tracing::warn!(%cause, "a connection's announcement was not confirmed in time; refused");
+            Err(MethodError::new(
+                "Connection refused: this server got no answer from the other servers in time. \
+                 Try again later.",
+            ))
+        }
         Err(error) => Err(unsent("Connection refused", "Connection refused", error)),
     }
 }

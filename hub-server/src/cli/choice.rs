@@ -1,12 +1,18 @@
 //! Which backplane the flags choose, checked before anything starts: one URL at most,
 //! saying where each came from (a `DATABASE_URL` left in the environment is the usual
 //! surprise), empty environment values counted as unset (as container tools often set
-//! them), and the naming flag of another backplane refused rather than silently ignored.
+//! them), and the naming flag of another backplane warned about rather than silently
+//! ignored.
 
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 
 use super::Cli;
+
+/// A warning about the flags, in the log.
+fn warn(message: &str) {
+    tracing::warn!("{message}");
+}
 
 /// Where a flag's value came from, as an error names it.
 fn source(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> String {
@@ -20,8 +26,7 @@ fn source(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> String {
 ///
 /// # Errors
 ///
-/// A message for the user when two backplane URLs are given, or `--schema` or `--prefix`
-/// names the namespace of a backplane that is not the one chosen.
+/// A message for the user when two backplane URLs are given.
 pub(crate) fn check(cli: &mut Cli, matches: &ArgMatches) -> Result<(), String> {
     for url in [&mut cli.database_url, &mut cli.redis_url, &mut cli.nats_url] {
         if url.as_deref().is_some_and(|url| url.trim().is_empty()) {
@@ -66,19 +71,18 @@ pub(crate) fn check(cli: &mut Cli, matches: &ArgMatches) -> Result<(), String> {
     };
     let postgres = cli.database_url.is_some();
     let log_based = cli.redis_url.is_some() || cli.nats_url.is_some();
+    // Warnings, not errors: a launch template shared by instances on different
+    // backplanes may pass both, and an upgrade must not stop them from starting.
     if explicit("schema") && log_based {
-        return Err(
-            "--schema names a PostgreSQL schema; Redis and NATS take --prefix instead".into(),
-        );
+        warn("--schema is ignored: it names a PostgreSQL schema; Redis and NATS take --prefix");
     }
     if explicit("prefix") && postgres {
-        return Err(
-            "--prefix names a Redis key prefix or NATS stream; PostgreSQL takes --schema instead"
-                .into(),
+        warn(
+            "--prefix is ignored: it names a Redis key prefix or NATS stream; PostgreSQL takes --schema",
         );
     }
     if (explicit("schema") || explicit("prefix")) && !postgres && !log_based {
-        tracing::warn!("--schema and --prefix have no effect without a backplane URL");
+        warn("--schema and --prefix have no effect without a backplane URL");
     }
     Ok(())
 }

@@ -143,7 +143,7 @@ pub(crate) async fn run(
     // The groups joined and not left, to join again after a reconnection.
     let mut groups = BTreeSet::new();
     // Lines that asked for something the client could not do (a message not sent, a group
-    // not joined): a script learns of them from the exit status.
+    // not joined): a script (input not a terminal) learns of them from the exit status.
     let mut failed = 0usize;
     loop {
         let (event, next) = tokio::select! {
@@ -169,7 +169,8 @@ pub(crate) async fn run(
             break;
         }
         let handled = handle(connection, user, printer, &mut groups, &line).await;
-        if handled == Handled::Failed {
+        // Counted for scripts; a person at the terminal has seen each [SYSTEM] line.
+        if handled == Handled::Failed && !interactive {
             failed += 1;
         }
         let quit = handled == Handled::Quit;
