@@ -368,6 +368,21 @@ async fn send_message(client: &mut RawClient, id: &str) -> Value {
     }
 }
 
+/// `SendMessage` through `client` succeeds and `server`'s `/health` is 200 "healthy" with
+/// its publishes going through.
+async fn sends_and_is_healthy(server: &TestServer, client: &mut RawClient, id: &str) {
+    assert_eq!(send_message(client, id).await.get("error"), None);
+    let (status, body) = health(server).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("healthy")),
+        "{body}"
+    );
+    let backplane = &body["backplane"];
+    assert_eq!(backplane["publishing"], "ok", "{body}");
+    assert_eq!(backplane.get("lastPublishFailure"), None, "{body}");
+}
+
 /// A server that hears the others but cannot publish (its messages table refuses every
 /// row) fails sends, and `/health` says so (503, "degraded", the last error) until a
 /// publish goes through again: a load balancer takes it out while it is useless.
@@ -378,14 +393,7 @@ async fn health_is_degraded_while_publishes_fail() {
     let mut client = RawClient::connect(&format!("ws://{}/chathub", server.addr)).await;
     client.handshake_json().await;
     wait_for_connections(&server.hub, 1).await;
-    assert_eq!(send_message(&mut client, "1").await.get("error"), None);
-    let (status, body) = health(server).await;
-    assert_eq!(
-        (status, &body["status"]),
-        (200, &json!("healthy")),
-        "{body}"
-    );
-    assert_eq!(body["backplane"]["publishing"], "ok", "{body}");
+    sends_and_is_healthy(server, &mut client, "1").await;
 
     let admin = cluster.schema.admin().await;
     let table: String = admin
@@ -423,15 +431,7 @@ async fn health_is_degraded_while_publishes_fail() {
         .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT refuse_all"))
         .await
         .unwrap();
-    assert_eq!(send_message(&mut client, "3").await.get("error"), None);
-    let (status, body) = health(server).await;
-    assert_eq!(
-        (status, &body["status"]),
-        (200, &json!("healthy")),
-        "{body}"
-    );
-    assert_eq!(body["backplane"]["publishing"], "ok", "{body}");
-    assert_eq!(body["backplane"].get("lastPublishFailure"), None, "{body}");
+    sends_and_is_healthy(server, &mut client, "3").await;
     client.close().await;
     cluster.shut_down().await;
 }
