@@ -134,20 +134,12 @@ pub(crate) fn open<'a>(
     channel: &str,
     text: &'a str,
 ) -> Result<&'a str, NotificationError> {
-    let split = text
-        .len()
-        .checked_sub(TAG_SUFFIX)
-        .filter(|&at| text.is_char_boundary(at) && text.as_bytes()[at] == b'.');
+    let split = tag_start(text);
     if !codec.is_signed() {
         // Inline bodies are standard base64, which has no `.`: only a reference (whose
         // hub name may hold one) can end like a tag without being signed.
-        let signed = split.is_some_and(|at| {
-            let tag = &text.as_bytes()[at + 1..];
-            tag.iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-                && text.as_bytes()[0] != b'r'
-                && parse(&text[..at]).is_ok()
-        });
+        let signed =
+            split.is_some_and(|at| text.as_bytes()[0] != b'r' && parse(&text[..at]).is_ok());
         return if signed {
             Err(NotificationError::SignedButNoSecret)
         } else {
@@ -177,12 +169,17 @@ pub(crate) fn signed_reference_hub<'a>(codec: &EnvelopeCodec, hub: &'a str) -> O
     if codec.is_signed() {
         return None;
     }
-    let at = hub.len().checked_sub(TAG_SUFFIX)?;
-    let (name, tag) = (hub.get(..at)?, hub.get(at..)?);
-    let tag = tag.strip_prefix('.')?;
+    tag_start(hub).map(|at| &hub[..at])
+}
+
+/// Where a trailing cluster-secret tag starts in `text` (its `.`), if `text` ends like
+/// one: `.` and the tag's unpadded URL-safe base64 characters.
+fn tag_start(text: &str) -> Option<usize> {
+    let at = text.len().checked_sub(TAG_SUFFIX)?;
+    let tag = text.get(at..)?.strip_prefix('.')?;
     tag.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        .then_some(name)
+        .then_some(at)
 }
 
 /// The origin of a notification, read from its header alone (to drop own echoes

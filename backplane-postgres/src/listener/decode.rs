@@ -27,8 +27,7 @@ impl Listener {
         let text = match notification::open(&codec, channel, text) {
             Ok(text) => text,
             Err(error) => {
-                codec.reject();
-                tracing::warn!(%node, channel, %error, payload_prefix = %prefix(text), "[Processor] dropping a notification");
+                self.drop_unverified(channel, &error, text);
                 return Ok(());
             }
         };
@@ -76,9 +75,8 @@ impl Listener {
                     if notification::signed_reference_hub(&codec, &hub)
                         .is_some_and(|hub| self.is_subscribed(channel, hub))
                     {
-                        codec.reject();
                         let error = notification::NotificationError::SignedButNoSecret;
-                        tracing::warn!(%node, channel, %error, "[Processor] dropping a notification");
+                        self.drop_unverified(channel, &error, text);
                     }
                     return Ok(());
                 }
@@ -162,6 +160,13 @@ impl Listener {
         let mut repair = Repair::default();
         self.tracker.advance(origin, &envelope.hub, seq);
         self.deliver(channel, envelope, &mut repair).await
+    }
+
+    /// Count and log a notification dropped for `error`, which failed verification.
+    fn drop_unverified(&self, channel: &str, error: &notification::NotificationError, text: &str) {
+        self.shared.codec.reject();
+        let node = self.shared.node;
+        tracing::warn!(%node, channel, %error, payload_prefix = %prefix(text), "[Processor] dropping a notification");
     }
 }
 
