@@ -11,7 +11,6 @@ use std::time::Duration;
 use hub_support::RawClient;
 use serde_json::Value;
 use tests::{HubServerProcess, TestBackend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -22,18 +21,13 @@ fn secret_file(label: &str, secret: &str) -> PathBuf {
     path
 }
 
-/// `GET /health` of the server at `url`, as JSON.
+/// `GET /health` of the server at `url` (`http://host:port`), as JSON.
 async fn health(url: &str) -> Value {
-    let address = url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(b"GET /health HTTP/1.0\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).expect("JSON health")
+    let address = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("host:port");
+    hub_support::health(address).await.1
 }
 
 /// A JSON client of the chat hub at `url`, past its handshake.
@@ -64,27 +58,21 @@ async fn next_message(client: &mut RawClient) -> String {
 /// Send `text` as `SendMessage` from `client` and wait for its completion; the texts of
 /// the `ReceiveMessage`s that came meanwhile (its own echo among them).
 async fn send(client: &mut RawClient, text: &str) -> Vec<String> {
-    client
-        .send_text(&format!(
-            "{{\"type\":1,\"invocationId\":\"s\",\"target\":\"SendMessage\",\"arguments\":[\"u\",\"{text}\"]}}\u{1e}"
-        ))
+    let arguments = serde_json::json!(["u", text]).to_string();
+    let (completion, before) = client
+        .invoke_json_until_completion("s", "SendMessage", &arguments)
         .await;
-    let mut received = Vec::new();
-    loop {
-        let frame = client.next_json().await;
-        if frame["type"] == 3 {
-            assert_eq!(frame.get("error"), None, "{frame}");
-            return received;
-        }
-        if frame["target"] == "ReceiveMessage" {
-            received.push(
-                frame["arguments"][1]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
-        }
-    }
+    assert_eq!(completion.get("error"), None, "{completion}");
+    before
+        .iter()
+        .filter(|frame| frame["target"] == "ReceiveMessage")
+        .map(|frame| {
+            frame["arguments"][1]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
 }
 
 async fn signed_cluster(backend: TestBackend, label: &str) {

@@ -6,7 +6,7 @@ mod hub_support;
 
 use hub_server::{HubOptions, chat};
 use hub_support::cluster::ServedCluster;
-use hub_support::{RawClient, TestServer, http, wait_for_connections};
+use hub_support::{RawClient, TestServer, health, http, wait_for_connections};
 use serde_json::{Value, json};
 
 async fn chat_server() -> TestServer {
@@ -346,33 +346,20 @@ async fn hub_paths_match_ignoring_case_and_trailing_slashes_as_in_asp_net_core()
     );
 }
 
-/// `GET /health` of `server`: its status code and JSON body.
-async fn health(server: &TestServer) -> (u16, Value) {
-    let response = http(server.addr, "GET /health HTTP/1.1", &[]).await;
-    let body = serde_json::from_str(&response.body).expect("JSON");
-    (response.status, body)
-}
-
 /// Invoke `SendMessage` and return its completion (skipping the broadcast it may bring).
 async fn send_message(client: &mut RawClient, id: &str) -> Value {
+    let arguments = r#"["ann","hi"]"#;
     client
-        .send_text(&format!(
-            "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"SendMessage\",\"arguments\":[\"ann\",\"hi\"]}}\u{1e}"
-        ))
-        .await;
-    loop {
-        let frame = client.next_json().await;
-        if frame["type"] == 3 && frame["invocationId"] == id {
-            return frame;
-        }
-    }
+        .invoke_json_until_completion(id, "SendMessage", arguments)
+        .await
+        .0
 }
 
 /// `SendMessage` through `client` succeeds and `server`'s `/health` is 200 "healthy" with
 /// its publishes going through.
 async fn sends_and_is_healthy(server: &TestServer, client: &mut RawClient, id: &str) {
     assert_eq!(send_message(client, id).await.get("error"), None);
-    let (status, body) = health(server).await;
+    let (status, body) = health(server.addr).await;
     assert_eq!(
         (status, &body["status"]),
         (200, &json!("healthy")),
@@ -413,7 +400,7 @@ async fn health_is_degraded_while_publishes_fail() {
         .unwrap();
     let failed = send_message(&mut client, "2").await;
     assert!(failed["error"].is_string(), "the send must fail: {failed}");
-    let (status, body) = health(server).await;
+    let (status, body) = health(server.addr).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
     let backplane = &body["backplane"];

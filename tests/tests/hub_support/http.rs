@@ -37,6 +37,13 @@ pub async fn http(addr: SocketAddr, request_line: &str, headers: &[&str]) -> Htt
     http_with_body(addr, request_line, headers, body).await
 }
 
+/// `GET /health` of the server at `addr`: its status code and JSON body.
+pub async fn health(addr: SocketAddr) -> (u16, serde_json::Value) {
+    let response = http(addr, "GET /health HTTP/1.1", &[]).await;
+    let body = serde_json::from_str(&response.body).expect("JSON health");
+    (response.status, body)
+}
+
 /// Send one HTTP/1.1 request with `body` (and its `Content-Length`, when `Some`), and
 /// read the whole response.
 pub async fn http_with_body(

@@ -11,7 +11,7 @@ pub mod records;
 pub mod rust_client;
 
 #[allow(unused_imports)] // Re-exported for the binaries that use it.
-pub use http::{HttpResponse, http, http_with_body};
+pub use http::{HttpResponse, health, http, http_with_body};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -453,17 +453,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Invoke `target` with JSON `arguments` (a JSON array text) and id `id`; return the
     /// next non-Ping frame's text, which should be the completion.
     pub async fn invoke_json(&mut self, id: &str, target: &str, arguments: &str) -> String {
-        self.send_text(&format!(
-            "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"{target}\",\"arguments\":{arguments}}}\u{1e}"
-        ))
-        .await;
+        self.send_text(&invocation_json(id, target, arguments))
+            .await;
         self.recv_text_skipping_pings().await
+    }
+
+    /// Invoke `target` with JSON `arguments` (a JSON array text) and id `id`, and read
+    /// until its completion: the completion, and the frames that came before it (a
+    /// broadcast's own echo, announcements), pings skipped.
+    pub async fn invoke_json_until_completion(
+        &mut self,
+        id: &str,
+        target: &str,
+        arguments: &str,
+    ) -> (serde_json::Value, Vec<serde_json::Value>) {
+        self.send_text(&invocation_json(id, target, arguments))
+            .await;
+        let mut before = Vec::new();
+        loop {
+            let frame = self.next_json().await;
+            if frame["type"] == 3 && frame["invocationId"] == id {
+                return (frame, before);
+            }
+            before.push(frame);
+        }
     }
 
     /// Close the WebSocket from the client side.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// The JSON invocation of `target` with id `id` and JSON `arguments` (a JSON array text).
+fn invocation_json(id: &str, target: &str, arguments: &str) -> String {
+    format!(
+        "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"{target}\",\"arguments\":{arguments}}}\u{1e}"
+    )
 }
 
 /// The JSON invocation of the test hub's `Broadcast` with the text `text` (written as it
