@@ -63,37 +63,54 @@ async fn send_message(
         .all()
         .send("ReceiveMessage", (&user, &message))
         .await
-        .map_err(|error| unsent("Message not sent", "Message not confirmed", error))
+        .map_err(|error| unsent(Unsent::Message, error))
 }
 
-/// A send that failed, as the caller sees it: `what` leads the message, or `unconfirmed`
-/// when the backplane did not confirm it in time. When the backplane (the other servers)
+/// What a failed send was for: a message, or a new connection's announcement.
+#[derive(Debug, Clone, Copy)]
+enum Unsent {
+    Message,
+    Connection,
+}
+
+/// A send that failed, as the caller sees it. When the backplane (the other servers)
 /// refused it or is out of reach, saying so tells the user that trying again later is the
 /// remedy, and that nobody connected here got the message (see `ClientProxy::send`); the
-/// cause goes to the log only. When the backplane did not confirm the message in time, it may still have
-/// reached the other servers (a commit or acknowledgement that came too late): the user
-/// is told that, not that nobody got it, since sending it again may repeat it for some.
-fn unsent(what: &str, unconfirmed: &str, error: SendError) -> MethodError {
+/// cause goes to the log only. When the backplane did not confirm it in time, it may
+/// still have reached the other servers (a commit or acknowledgement that came too late):
+/// a sender is told that, not that nobody got it, since sending it again may repeat it
+/// for some; a connection is refused (its client reconnects and is announced again).
+fn unsent(what: Unsent, error: SendError) -> MethodError {
+    let lead = match what {
+        Unsent::Message => "Message not sent",
+        Unsent::Connection => "Connection refused",
+    };
     match error {
         SendError::Hub(HubError::Backplane(cause @ BackplaneError::Timeout(_))) => {
-            tracing::warn!(%cause, "{unconfirmed}: the backplane did not confirm it in time");
-            MethodError::new(format!(
-                "{unconfirmed}: this server got no answer from the other servers in time. \
-                 Nobody connected to it received it; people connected to the others may have, \
-                 so sending it again may repeat it for them."
-            ))
+            tracing::warn!(%cause, "{lead}: the backplane did not confirm it in time");
+            MethodError::new(match what {
+                Unsent::Message => {
+                    "Message not confirmed: this server got no answer from the other servers \
+                     in time. Nobody connected to it received it; people connected to the \
+                     others may have, so sending it again may repeat it for them."
+                }
+                Unsent::Connection => {
+                    "Connection refused: this server got no answer from the other servers in \
+                     time. Try again later."
+                }
+            })
         }
         SendError::Hub(HubError::Backplane(cause)) => {
-            tracing::warn!(%cause, "{what}: the backplane refused it");
+            tracing::warn!(%cause, "{lead}: the backplane refused it");
             MethodError::new(format!(
-                "{what}: this server could not pass it on to the other servers, and nobody \
+                "{lead}: this server could not pass it on to the other servers, and nobody \
                  connected to it received it. Try again later."
             ))
         }
         SendError::Hub(HubError::LocalOnly(cause)) => {
-            tracing::warn!(%cause, "{what}: the other servers are out of reach; delivered here only");
+            tracing::warn!(%cause, "{lead}: the other servers are out of reach; delivered here only");
             MethodError::new(format!(
-                "{what}: this server cannot reach the other servers right now; only the people \
+                "{lead}: this server cannot reach the other servers right now; only the people \
                  connected to it received it. Sending it again would repeat it for them."
             ))
         }
@@ -153,7 +170,7 @@ async fn send_message_to_group(
         .group(group.clone())
         .send("ReceiveGroupMessage", (&group, &user, &message))
         .await
-        .map_err(|error| unsent("Message not sent", "Message not confirmed", error))
+        .map_err(|error| unsent(Unsent::Message, error))
 }
 
 async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodError> {
@@ -173,16 +190,7 @@ async fn user_connected(caller: Caller, clients: Clients) -> Result<(), MethodEr
             tracing::warn!(%cause, "a connection was announced on this server only: the others are out of reach");
             Ok(())
         }
-        Err(SendError::Hub(HubError::Backplane(cause @ BackplaneError::Timeout(_)))) => {
-            // The announcement may still reach the others; the client reconnects (to this
-            // server or another), which announces it again.
-            tracing::warn!(%cause, "a connection's announcement was not confirmed in time; refused");
-            Err(MethodError::new(
-                "Connection refused: this server got no answer from the other servers in time. \
-                 Try again later.",
-            ))
-        }
-        Err(error) => Err(unsent("Connection refused", "Connection refused", error)),
+        Err(error) => Err(unsent(Unsent::Connection, error)),
     }
 }
 
